@@ -1,0 +1,1 @@
+# Placeholder: the infra helper owns this file.

@@ -1,0 +1,147 @@
+// tierlock/dir_lock.h
+//
+// Defines the directory lock, tierlock's main type:
+//   LockOptions - how a directory's lock file is named and whether to create the directory.
+//   DirLock     - a cheap, copyable handle onto one directory's lock; acquires return Guards.
+#ifndef TIERLOCK_DIR_LOCK_H_
+#define TIERLOCK_DIR_LOCK_H_
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "tierlock/guard.h"
+#include "tierlock/mode.h"
+
+namespace tierlock {
+
+class DirLock;
+namespace internal {
+class LockEntry;
+struct HandlePaths;
+std::shared_ptr<LockEntry> entry_for_testing(const DirLock& lock);
+}  // namespace internal
+
+// LockOptions
+//
+// Options for DirLock::open.
+struct LockOptions {
+  // The lock file's name inside the directory: a plain file name. Empty, ".",
+  // "..", or a name containing '/' or NUL is rejected with kInvalidArgument.
+  std::string lock_file_name = ".lock";
+  // Create the directory (one level: its parent must exist) if it is missing.
+  bool create_directory = false;
+};
+
+// DirLock
+//
+// Locks a directory against other processes and against other threads of this
+// process, exclusively or shared. The lock is a sidecar file in the directory
+// (LockOptions::lock_file_name, default ".lock") held with flock(2). tierlock
+// creates the file if it is missing and never truncates, deletes, chmods or
+// follows a symlink to it; it must be a regular file.
+//
+// How it works: every DirLock of one lock file (the same inode, however it is
+// reached: another path, a symlinked directory, a bind mount or a hard link)
+// shares one registry entry (see registry.h) which owns the single open
+// descriptor and an in-process FIFO queue. The kernel lock is taken once for the
+// whole process; threads of the process queue in front of it. A released lock
+// is handed to the next in-process waiter of the same mode without a syscall
+// while the queue is not empty; when the queue drains, the kernel lock is
+// released.
+//
+// Fairness: in-process waiters are granted strictly in arrival order, except
+// that consecutive shared waiters are granted together; a shared request never
+// overtakes a queued exclusive one. Between processes, ordering is the kernel's
+// (flock has none).
+//
+// Thread-safety: all members are safe to call concurrently, on one handle or on
+// copies. Copying is cheap (two reference counts).
+//
+// Re-entry: a thread that holds the lock (either mode) and asks for it again
+// gets kFailedPrecondition at once, never a hang.
+//
+// Errors (absl::Status codes; every message names the operation, the path and
+// the reason, e.g. "open '/w/.lock': Permission denied"):
+//   kNotFound           the directory does not exist (and create_directory is off).
+//   kInvalidArgument    the path is not a directory; the lock file name is bad;
+//                       the lock file is a symlink, directory, FIFO, socket or
+//                       device (anything but a regular file).
+//   kPermissionDenied   no permission to open or create the lock file.
+//   kResourceExhausted  out of file descriptors or memory.
+//   kFailedPrecondition re-entry by the holding thread.
+//   kUnimplemented /    flock(2) is not supported by the filesystem
+//   kUnavailable        (EOPNOTSUPP / ENOLCK): never reported as acquired.
+//
+// fork(): handles inherited by a child keep working there. The first acquire
+// in the child opens a new descriptor (a new open file description of the same
+// inode), so the child's lock is its own and excludes the parent.
+//
+// Example:
+//   absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open("/ws/build");
+//   if (!lock.ok()) return lock.status();
+//   absl::StatusOr<tierlock::Guard> guard = lock->acquire();
+//   if (!guard.ok()) return guard.status();
+//   ... the directory is ours until guard is released or destroyed ...
+class DirLock {
+ public:
+  // Opens the lock of `dir`, creating the lock file if it is missing. Does not
+  // lock anything and does not block. The directory is canonicalised here,
+  // once; later acquires use the handle's open descriptor and never re-resolve
+  // the path.
+  static absl::StatusOr<DirLock> open(const std::filesystem::path& dir,
+                                      LockOptions options = {});
+
+  // Acquires the lock, blocking until it is granted. Returns
+  // kFailedPrecondition at once if this thread already holds it.
+  absl::StatusOr<Guard> acquire(Mode mode = Mode::kExclusive);
+
+  // Acquires the lock if that is possible without waiting. Returns an empty
+  // optional when someone else holds it (another process, another thread, or
+  // an earlier in-process waiter): contention is an outcome, not an error.
+  // Never blocks.
+  absl::StatusOr<std::optional<Guard>> try_acquire(
+      Mode mode = Mode::kExclusive);
+
+  // Returns the directory's canonical absolute path (as resolved at open).
+  const std::filesystem::path& directory() const;
+  // Returns the lock file's path: directory() / lock_file_name.
+  const std::filesystem::path& lock_file() const;
+
+  // Standard Lockable / SharedLockable members, so std::scoped_lock,
+  // std::unique_lock and std::shared_lock work. They block like acquire() and
+  // try_acquire() and cannot return a Status: on any error they throw
+  // std::system_error whose code is the errno-like reason and whose what()
+  // names the path and the reason (re-entry throws with
+  // std::errc::resource_deadlock_would_occur). unlock() / unlock_shared() on a
+  // lock this process does not hold in that mode throw
+  // std::errc::operation_not_permitted. A hold taken through these members is
+  // held by the process until unlock(), whichever thread calls it.
+  void lock();
+  bool try_lock();
+  void unlock();
+  void lock_shared();
+  bool try_lock_shared();
+  void unlock_shared();
+
+ private:
+  friend std::shared_ptr<internal::LockEntry> internal::entry_for_testing(
+      const DirLock& lock);
+  DirLock(std::shared_ptr<internal::LockEntry> entry,
+          std::shared_ptr<const internal::HandlePaths> paths)
+      : entry_(std::move(entry)), paths_(std::move(paths)) {}
+
+  // The entry to lock through: entry_, or after fork() in a child, this
+  // process's own entry for the same inode.
+  absl::StatusOr<std::shared_ptr<internal::LockEntry>> live_entry() const;
+
+  std::shared_ptr<internal::LockEntry> entry_;
+  std::shared_ptr<const internal::HandlePaths> paths_;
+};
+
+}  // namespace tierlock
+
+#endif  // TIERLOCK_DIR_LOCK_H_

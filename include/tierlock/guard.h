@@ -1,0 +1,80 @@
+// tierlock/guard.h
+//
+// Defines the RAII ownership of one hold on a tierlock lock:
+//   Guard - move-only; the lock is held (in the given Mode) while a Guard owns it.
+#ifndef TIERLOCK_GUARD_H_
+#define TIERLOCK_GUARD_H_
+
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "tierlock/mode.h"
+
+namespace tierlock {
+
+namespace internal {
+class LockEntry;
+}  // namespace internal
+
+// Guard
+//
+// One hold on a directory lock, returned by DirLock::acquire / try_acquire. The
+// hold ends when release() is called or the Guard is destroyed, whichever comes
+// first. A Guard may be moved to, and released from, another thread; for
+// self-deadlock detection the hold still belongs to the thread that acquired it.
+//
+// Thread-safety: a Guard is a value; distinct Guards may be used concurrently,
+// one Guard must not be used by two threads at once (like any std object).
+// Blocking: nothing in Guard blocks beyond a short internal mutex and one
+// non-blocking flock(LOCK_UN).
+//
+// fork(): a Guard inherited by a child process is inert. The child does not hold
+// the lock (held() is false there) and releasing or destroying the Guard in the
+// child never unlocks the parent's hold (it only drops the child's reference to
+// the inherited descriptor).
+//
+// Example:
+//   absl::StatusOr<tierlock::Guard> g = lock.acquire();
+//   if (!g.ok()) return g.status();
+//   ... work in the directory ...
+//   // released when g goes out of scope, or earlier with g->release().
+class [[nodiscard]] Guard {
+ public:
+  // Constructs an empty guard that holds nothing.
+  Guard() noexcept = default;
+  Guard(Guard&& other) noexcept;
+  Guard& operator=(Guard&& other) noexcept;  // releases what *this held first
+  Guard(const Guard&) = delete;
+  Guard& operator=(const Guard&) = delete;
+  // Releases the hold, if any. Errors are ignored here; call release() to see them.
+  ~Guard();
+
+  // Releases the hold. Idempotent: a second call, or a call on an empty or
+  // moved-from Guard, returns OK and does nothing. The hold ends even when an
+  // error is returned (the only possible error is the kernel refusing LOCK_UN,
+  // which leaves the descriptor to be closed when the last user goes).
+  absl::Status release();
+
+  // Returns true while this Guard holds the lock in this process.
+  bool held() const;
+  // Returns the mode of the hold (meaningful only while held()).
+  Mode mode() const { return mode_; }
+  // Returns the lock file's path (empty for an empty Guard).
+  const std::filesystem::path& lock_file() const;
+
+ private:
+  friend class internal::LockEntry;
+  Guard(std::shared_ptr<internal::LockEntry> entry, Mode mode,
+        std::thread::id owner) noexcept
+      : entry_(std::move(entry)), mode_(mode), owner_(owner) {}
+
+  std::shared_ptr<internal::LockEntry> entry_;  // null once released
+  Mode mode_ = Mode::kExclusive;
+  std::thread::id owner_;  // the acquiring thread, for self-deadlock checks
+};
+
+}  // namespace tierlock
+
+#endif  // TIERLOCK_GUARD_H_

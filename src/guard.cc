@@ -1,0 +1,41 @@
+// Guard: one hold, released once.
+#include "tierlock/guard.h"
+
+#include <utility>
+
+#include "lock_entry.h"
+
+namespace tierlock {
+
+Guard::Guard(Guard&& other) noexcept
+    : entry_(std::move(other.entry_)), mode_(other.mode_), owner_(other.owner_) {}
+
+Guard& Guard::operator=(Guard&& other) noexcept {
+  if (this != &other) {
+    (void)release();
+    entry_ = std::move(other.entry_);
+    mode_ = other.mode_;
+    owner_ = other.owner_;
+  }
+  return *this;
+}
+
+Guard::~Guard() { (void)release(); }
+
+absl::Status Guard::release() {
+  std::shared_ptr<internal::LockEntry> entry = std::move(entry_);
+  if (entry == nullptr) return absl::OkStatus();
+  // In a fork()ed child the hold is the parent's: never LOCK_UN it, never
+  // touch the entry's mutex (a vanished parent thread may have held it).
+  if (entry->stale()) return absl::OkStatus();
+  return entry->release(mode_, owner_);
+}
+
+bool Guard::held() const { return entry_ != nullptr && !entry_->stale(); }
+
+const std::filesystem::path& Guard::lock_file() const {
+  static const std::filesystem::path* const kEmpty = new std::filesystem::path;
+  return entry_ != nullptr ? entry_->file().path() : *kEmpty;
+}
+
+}  // namespace tierlock

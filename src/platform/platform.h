@@ -1,0 +1,105 @@
+// src/platform/platform.h
+//
+// The platform seam: everything tierlock asks of the operating system about lock
+// files. Nothing above this header includes <sys/file.h> or <windows.h>.
+//   FileId          - identity of a lock file (device, inode).
+//   NativeHandle    - the descriptor type (int on POSIX).
+//   OpenedLockFile  - a safely opened lock file: descriptor, identity, canonical paths.
+//   open_lock_file  - safe open (no symlinks, regular files only, never truncates).
+//   stat_lock_file  - the cheap identity probe used to find an existing entry.
+//   lock / try_lock / unlock / close_handle - the kernel lock itself.
+#ifndef TIERLOCK_SRC_PLATFORM_PLATFORM_H_
+#define TIERLOCK_SRC_PLATFORM_PLATFORM_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "absl/hash/hash.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "tierlock/mode.h"
+
+namespace tierlock::internal::platform {
+
+using NativeHandle = int;
+inline constexpr NativeHandle kInvalidHandle = -1;
+
+struct FileId {
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+  friend bool operator==(const FileId&, const FileId&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const FileId& id) {
+    return H::combine(std::move(h), id.dev, id.ino);
+  }
+};
+
+struct OpenedLockFile {
+  NativeHandle handle = kInvalidHandle;
+  FileId id;
+  std::filesystem::path directory;  // canonical
+  std::filesystem::path lock_file;  // directory / name
+  bool read_only = false;           // opened O_RDONLY (read-only dir/file/fs)
+};
+
+// Checks that `name` is a plain file name: not empty, not "." or "..", no '/'
+// and no NUL. kInvalidArgument naming `dir` and the name otherwise.
+absl::Status validate_lock_file_name(const std::filesystem::path& dir,
+                                     std::string_view name);
+
+// Returns the identity of the existing lock file `dir`/`name` without opening
+// it and without following a symlink at the last component (one path walk).
+// kNotFound if it (or the directory) does not exist; kInvalidArgument if it is
+// not a regular file or `dir` is not a directory. Used only as a hint to find
+// an existing entry; open_lock_file is the authority.
+absl::StatusOr<FileId> stat_lock_file(const std::filesystem::path& dir,
+                                      std::string_view name);
+
+// Opens (creating if missing, mode 0666 & ~umask) the lock file `dir`/`name`:
+// close-on-exec, never following a symlink, never blocking (a FIFO cannot
+// hang us), never truncating; then insists on a regular file. Falls back to
+// opening an existing file read-only where the directory, file or filesystem
+// is read-only. With `create_directory`, creates `dir` (one level) if missing.
+absl::StatusOr<OpenedLockFile> open_lock_file(const std::filesystem::path& dir,
+                                              std::string_view name,
+                                              bool create_directory);
+
+// Opens a new, independent descriptor (a new open file description) onto the
+// same file as `handle`: used after fork() so the child's lock is its own.
+absl::StatusOr<NativeHandle> reopen(NativeHandle handle,
+                                    const std::filesystem::path& lock_file);
+
+// Returns the canonical absolute path of `dir` (resolving symlinks).
+absl::StatusOr<std::filesystem::path> canonical_directory(
+    const std::filesystem::path& dir);
+
+// Takes the kernel lock, blocking until granted. EINTR is retried.
+absl::Status lock(NativeHandle handle, Mode mode,
+                  const std::filesystem::path& lock_file);
+// Takes the kernel lock if it is free: true if taken, false if another holder
+// (another open file description) has it. EINTR is retried.
+absl::StatusOr<bool> try_lock(NativeHandle handle, Mode mode,
+                              const std::filesystem::path& lock_file);
+// Releases the kernel lock held through `handle`.
+absl::Status unlock(NativeHandle handle, const std::filesystem::path& lock_file);
+// Closes the descriptor (never retried on EINTR: Linux has closed it already).
+void close_handle(NativeHandle handle);
+
+// Registers process-wide fork handlers (pthread_atfork on POSIX). Each is a
+// plain function; `child` runs in the child while it is single-threaded.
+void register_fork_handlers(void (*prepare)(), void (*parent)(),
+                            void (*child)());
+
+// Returns a Status for errno-style error `err` from `op` on `path`, with the
+// message "op 'path': reason" and tierlock's code for that errno (see
+// dir_lock.h): ENOENT -> kNotFound, EACCES/EPERM/EROFS -> kPermissionDenied,
+// EMFILE/ENFILE/ENOMEM -> kResourceExhausted, ENOLCK -> kUnavailable,
+// EOPNOTSUPP -> kUnimplemented, wrong kind of file -> kInvalidArgument.
+absl::Status errno_status(int err, std::string_view op,
+                          const std::filesystem::path& path);
+
+}  // namespace tierlock::internal::platform
+
+#endif  // TIERLOCK_SRC_PLATFORM_PLATFORM_H_
