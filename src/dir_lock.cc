@@ -8,6 +8,8 @@
 #include "platform/platform.h"
 #include "registry_impl.h"
 #include "testing_hooks.h"
+#include "tierlock/config.h"
+#include "worker_pool.h"
 
 namespace tierlock {
 namespace {
@@ -27,6 +29,28 @@ std::shared_ptr<const HandlePaths> paths_for(
   }
   return std::make_shared<const HandlePaths>(
       HandlePaths{directory, directory / name});
+}
+
+// True if `dir` is `canonical` written another way without symlinks: with
+// trailing slashes, "." components, or relative to the working directory. Then `dir` names the same directory (the lock file's inode has
+// been matched too), and the handle needs no realpath (~1 us per component).
+bool spells_same_directory(const std::filesystem::path& dir,
+                           const std::filesystem::path& canonical) {
+  std::string_view s = dir.native();
+  while (s.size() > 1 && s.back() == '/') s.remove_suffix(1);
+  if (s == canonical.native()) return true;
+  // ".." is resolved after symlinks by the kernel, so only realpath can
+  // tell where it leads.
+  for (const std::filesystem::path& part : dir) {
+    if (part == "..") return false;
+  }
+  std::error_code ec;
+  std::filesystem::path normal = std::filesystem::absolute(dir, ec);
+  if (ec) return false;
+  normal = normal.lexically_normal();
+  std::string_view n = normal.native();
+  while (n.size() > 1 && n.back() == '/') n.remove_suffix(1);
+  return n == canonical.native();
 }
 
 std::errc errc_for(const absl::Status& st) {
@@ -77,7 +101,7 @@ absl::StatusOr<DirLock> DirLock::open(const std::filesystem::path& dir,
       id.ok()) {
     if (std::shared_ptr<LockEntry> entry = registry.find(*id)) {
       const HandlePaths& own = entry->file().paths();
-      if (dir.native() == own.directory.native()) {
+      if (spells_same_directory(dir, own.directory)) {
         return DirLock(entry, std::shared_ptr<const HandlePaths>(entry, &own));
       }
       absl::StatusOr<std::filesystem::path> canonical =
@@ -119,20 +143,89 @@ absl::StatusOr<std::shared_ptr<LockEntry>> DirLock::live_entry() const {
   return registry.find_or_insert(internal::LockFile(std::move(opened)));
 }
 
-absl::StatusOr<Guard> DirLock::acquire(Mode mode) {
+namespace {
+
+// Maps AcquireOptions to the queue's WaitPolicy: a timeout <= 0 is one try
+// that reports kDeadlineExceeded when the lock is held.
+internal::WaitPolicy policy_for(const AcquireOptions& options) {
+  internal::WaitPolicy policy;
+  policy.stop = options.stop;
+  if (options.timeout) {
+    const auto now = std::chrono::steady_clock::now();
+    if (options.timeout->count() <= 0) {
+      policy.wait = false;
+      policy.deadline = now;
+    } else {
+      policy.deadline =
+          now + std::chrono::ceil<std::chrono::steady_clock::duration>(
+                    *options.timeout);
+    }
+  }
+  return policy;
+}
+
+}  // namespace
+
+absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options) {
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
   absl::StatusOr<std::optional<Guard>> got =
-      LockEntry::acquire(*std::move(entry), mode, internal::WaitPolicy{true});
+      LockEntry::acquire(*std::move(entry), options.mode, policy_for(options));
   if (!got.ok()) return got.status();
   return std::move(**got);
+}
+
+absl::StatusOr<Guard> DirLock::acquire(Mode mode) {
+  AcquireOptions options;
+  options.mode = mode;
+  return acquire(std::move(options));
+}
+
+absl::StatusOr<Guard> DirLock::acquire_for(std::chrono::nanoseconds timeout,
+                                           Mode mode) {
+  AcquireOptions options;
+  options.mode = mode;
+  options.timeout = timeout;
+  return acquire(std::move(options));
+}
+
+void DirLock::acquire_async(
+    AcquireOptions options,
+    absl::AnyInvocable<void(absl::StatusOr<Guard>) &&> done) {
+  WorkerPool& pool =
+      options.pool != nullptr ? *options.pool : WorkerPool::global();
+  absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
+  if (!entry.ok()) {
+    // Delivered like every other outcome: on the pool, never inline.
+    pool.execute([done = std::move(done), st = entry.status()]() mutable {
+      std::move(done)(st);
+    });
+    return;
+  }
+  LockEntry::acquire_async(*std::move(entry), options.mode, policy_for(options),
+                           pool.state_, options.executor, std::move(done));
+}
+
+std::future<absl::StatusOr<Guard>> DirLock::acquire_async(
+    AcquireOptions options) {
+  // The promise owns the result once set: if the future is gone, the Guard
+  // dies with the shared state and the lock is released.
+  auto promise = std::make_shared<std::promise<absl::StatusOr<Guard>>>();
+  std::future<absl::StatusOr<Guard>> future = promise->get_future();
+  options.executor = nullptr;  // set_value is cheap: complete on the pool
+  acquire_async(std::move(options),
+                [promise](absl::StatusOr<Guard> result) mutable {
+                  promise->set_value(std::move(result));
+                });
+  return future;
 }
 
 absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(Mode mode) {
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
-  return LockEntry::acquire(*std::move(entry), mode,
-                            internal::WaitPolicy{false});
+  internal::WaitPolicy policy;
+  policy.wait = false;
+  return LockEntry::acquire(*std::move(entry), mode, policy);
 }
 
 const std::filesystem::path& DirLock::directory() const {
@@ -146,10 +239,14 @@ const std::filesystem::path& DirLock::lock_file() const {
 namespace {
 
 bool lockable_acquire(const absl::StatusOr<std::shared_ptr<LockEntry>>& entry,
-                      Mode mode, bool wait) {
+                      Mode mode, bool wait,
+                      std::optional<std::chrono::steady_clock::time_point>
+                          deadline = std::nullopt) {
   if (!entry.ok()) throw_status(entry.status());
-  absl::StatusOr<bool> got =
-      LockEntry::lockable_acquire(*entry, mode, internal::WaitPolicy{wait});
+  internal::WaitPolicy policy;
+  policy.wait = wait;
+  policy.deadline = deadline;
+  absl::StatusOr<bool> got = LockEntry::lockable_acquire(*entry, mode, policy);
   if (!got.ok()) throw_status(got.status());
   return *got;
 }
@@ -178,6 +275,14 @@ bool DirLock::try_lock_shared() {
   return lockable_acquire(live_entry(), Mode::kShared, false);
 }
 void DirLock::unlock_shared() { lockable_release(live_entry(), Mode::kShared); }
+bool DirLock::timed_lock(Mode mode,
+                         std::chrono::steady_clock::time_point deadline) {
+  return lockable_acquire(live_entry(), mode, true, deadline);
+}
+
+absl::Status set_wait_interrupt_signal(int signo) {
+  return internal::platform::set_interrupt_signal(signo);
+}
 
 namespace internal {
 

@@ -5,10 +5,57 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "registry_impl.h"
 #include "string_util.h"
+#include "worker_pool.h"
 
 namespace tierlock::internal {
+
+// An acquire that waits without a thread: a queue node owned by shared_ptr.
+// While queued it owns itself (`keep`); leaving the queue always hands that
+// reference to a posted task, so it is never destroyed under the entry mutex.
+struct LockEntry::AsyncWaiter final
+    : Waiter,
+      std::enable_shared_from_this<AsyncWaiter> {
+  AsyncWaiter(std::shared_ptr<LockEntry> e, Mode m, WaitPolicy p,
+              std::shared_ptr<PoolState> pl, Executor* ex, Done d)
+      : Waiter(m, std::thread::id()),
+        entry(std::move(e)),
+        policy(std::move(p)),
+        pool(std::move(pl)),
+        executor(ex),
+        done(std::move(d)),
+        start(Clock::now()) {
+    async = this;
+  }
+  ~AsyncWaiter() {
+    // Wait out stop callbacks that may be running on other threads (they
+    // take the entry mutex, which we do not hold here).
+    on_stop.reset();
+    on_pool_stop.reset();
+    bool release = false;
+    {
+      UniqueLock lk(entry->mu_);
+      release = granted && !delivered;
+    }
+    // A grant whose completion never ran (pool shut down, executor dropped
+    // it): the lock is released, not leaked.
+    if (release) (void)entry->release(mode, std::thread::id());
+  }
+
+  const std::shared_ptr<LockEntry> entry;
+  const WaitPolicy policy;
+  const std::shared_ptr<PoolState> pool;
+  Executor* const executor;
+  Done done;
+  const Clock::time_point start;
+  bool delivered = false;              // written by the completion task only
+  std::shared_ptr<AsyncWaiter> keep;   // guarded by entry->mu_
+  std::optional<std::stop_callback<StopWaiter>> on_stop;
+  std::optional<std::stop_callback<StopWaiter>> on_pool_stop;
+};
 
 LockEntry::LockEntry(LockFile file, std::uint64_t generation) noexcept
     : file_(std::move(file)), generation_(generation) {}
@@ -19,17 +66,52 @@ LockEntry::~LockEntry() {
   if (!stale()) RegistryImpl::get().erase(file_.id(), this);
 }
 
+namespace {
+
+// How long the head of the queue may lose the lock to newly arriving
+// threads before it is handed the lock directly. Barging keeps the kernel
+// lock busy while the woken head is being scheduled (a strict handoff makes
+// every acquire wait for a context switch: a lock convoy); the bound keeps
+// the queue fair. Go's sync.Mutex uses the same 1 ms.
+constexpr std::chrono::milliseconds kStarvation{1};
+
+absl::Status cancelled_before_start(const std::filesystem::path& path,
+                                    Mode mode) {
+  return absl::CancelledError(absl::StrCat("acquire '", path.native(), "' (",
+                                           to_absl(mode_name(mode)),
+                                           "): cancelled before it started"));
+}
+}  // namespace
+
 absl::StatusOr<std::optional<Guard>> LockEntry::acquire(
-    std::shared_ptr<LockEntry> self, Mode mode, WaitPolicy policy) {
+    std::shared_ptr<LockEntry> self, Mode mode, const WaitPolicy& policy) {
+  if (policy.stop.stop_requested()) {
+    return cancelled_before_start(self->file_.path(), mode);  // no syscall
+  }
   const std::thread::id me = std::this_thread::get_id();
+  const bool timed = policy.deadline.has_value() || policy.stop.stop_possible();
+  const Clock::time_point start = timed ? Clock::now() : Clock::time_point();
   absl::StatusOr<bool> got = self->acquire_hold(mode, policy, me);
-  if (!got.ok()) return got.status();
-  if (!*got) return std::optional<Guard>();
+  if (!got.ok()) {
+    if (got.status().code() == absl::StatusCode::kCancelled) {
+      return self->wait_failed(absl::StatusCode::kCancelled, mode,
+                               Clock::now() - start);
+    }
+    return got.status();
+  }
+  if (!*got) {
+    if (policy.deadline) {
+      return self->wait_failed(absl::StatusCode::kDeadlineExceeded, mode,
+                               Clock::now() - start);
+    }
+    return std::optional<Guard>();
+  }
   return std::optional<Guard>(Guard(std::move(self), mode, me));
 }
 
 absl::StatusOr<bool> LockEntry::lockable_acquire(
-    const std::shared_ptr<LockEntry>& self, Mode mode, WaitPolicy policy) {
+    const std::shared_ptr<LockEntry>& self, Mode mode,
+    const WaitPolicy& policy) {
   absl::StatusOr<bool> got =
       self->acquire_hold(mode, policy, std::this_thread::get_id());
   if (got.ok() && *got) {
@@ -46,8 +128,8 @@ absl::Status LockEntry::lockable_release(Mode mode) {
                                              : !shared_owners_.empty();
   if (lockable_holds_ == 0 || !held) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "unlock '", file_.path().native(), "': not held ", to_absl(mode_name(mode)),
-        " through lock()/lock_shared() in this process"));
+        "unlock '", file_.path().native(), "': not held ",
+        to_absl(mode_name(mode)), " through lock()/lock_shared() in this process"));
   }
   if (--lockable_holds_ == 0) keep = std::move(self_);
   return release_hold_locked(mode, std::this_thread::get_id(),
@@ -65,6 +147,11 @@ bool LockEntry::holds_locked(std::thread::id thread) const {
          shared_owners_.end();
 }
 
+bool LockEntry::may_barge_locked(Mode mode) const {
+  return mode == Mode::kExclusive && head_ != nullptr && head_->woken &&
+         kernel_ == Kernel::kExclusive && free_locked();
+}
+
 void LockEntry::grant_locked(Mode mode, std::thread::id thread) {
   if (mode == Mode::kExclusive) {
     exclusive_held_ = true;
@@ -72,6 +159,22 @@ void LockEntry::grant_locked(Mode mode, std::thread::id thread) {
   } else {
     shared_owners_.push_back(thread);
   }
+}
+
+absl::StatusOr<bool> LockEntry::take_kernel_locked(Mode mode) {
+  // Called only while no thread of this process holds the lock, so even a
+  // non-atomic conversion could not expose a critical section. On Linux a
+  // downgrade (exclusive -> shared) is atomic: the kernel swaps the lock under
+  // one spinlock and nothing can conflict with it, so another process waiting
+  // for exclusive never slips in. An upgrade that finds another holder fails
+  // having dropped our shared lock; then we hold nothing and wait like anyone.
+  absl::StatusOr<bool> got = file_.try_lock(mode);
+  if (got.ok() && *got) {
+    kernel_ = mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
+    return true;
+  }
+  if (kernel_ != Kernel::kNone) (void)unlock_kernel_locked();  // make sure
+  return got;
 }
 
 absl::Status LockEntry::unlock_kernel_locked() {
@@ -88,13 +191,16 @@ void LockEntry::push_back_locked(Waiter* w) {
     head_ = w;
   }
   tail_ = w;
+  w->queued = true;
   ++waiting_;
 }
 
 void LockEntry::remove_locked(Waiter* w) {
+  if (!w->queued) return;
   (w->prev != nullptr ? w->prev->next : head_) = w->next;
   (w->next != nullptr ? w->next->prev : tail_) = w->prev;
   w->prev = w->next = nullptr;
+  w->queued = false;
   --waiting_;
 }
 
@@ -106,21 +212,113 @@ absl::StatusOr<bool> LockEntry::acquire_uncontended_locked(
     return false;
   }
   if (kernel_ != want) {
-    // No thread here holds it (a shared holder implies kernel_ == kShared),
-    // so changing the kernel mode cannot expose a critical section.
-    if (kernel_ != Kernel::kNone) {
-      if (absl::Status st = unlock_kernel_locked(); !st.ok()) return st;
-    }
-    absl::StatusOr<bool> got = file_.try_lock(mode);
+    absl::StatusOr<bool> got = take_kernel_locked(mode);
     if (!got.ok() || !*got) return got;
-    kernel_ = want;
   }
   grant_locked(mode, self);
   return true;
 }
 
-absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode, WaitPolicy policy,
+void LockEntry::StopWaiter::operator()() const noexcept {
+  UniqueLock lk(entry->mu_);
+  entry->stop_locked(waiter, code);
+}
+
+void LockEntry::stop_locked(Waiter* w, absl::StatusCode code) {
+  if (w->granted || !w->error.ok() || w->stopped || !w->queued) return;
+  w->stopped = true;
+  w->stop_code = code;
+  if (w->in_kernel) {
+    w->kernel_wait->interrupt();  // the leader removes itself when it is out
+    return;
+  }
+  if (w->async != nullptr) {
+    // No thread waits for it: leave the queue here. If it was the head (even
+    // an elected leader whose kernel wait has not started), the next waiter
+    // takes over.
+    remove_locked(w);
+    w->leader = false;
+    dispatch_locked();
+    wake_locked(w);
+    return;
+  }
+  w->cv.notify_one();  // a sync waiter removes itself
+}
+
+void LockEntry::wake_locked(Waiter* w) {
+  if (w->async == nullptr) {
+    w->cv.notify_one();
+    return;
+  }
+  AsyncWaiter* a = w->async;
+  if (w->queued) {
+    // Elected leader: a pool thread waits in the kernel for it.
+    a->pool->post([k = a->keep] { run_async_leader(k); });
+    return;
+  }
+  // Out of the queue (granted, failed or stopped): complete it.
+  a->pool->post([k = std::move(a->keep)] { complete_async(k); });
+}
+
+absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w, const WaitPolicy& policy) {
+  using Result = platform::InterruptibleWait::Result;
+  absl::StatusOr<Result> r = Result::kInterrupted;
+  const bool interruptible = policy.deadline.has_value() ||
+                             policy.stop.stop_possible() || w.async != nullptr;
+  // mu_ is dropped and re-taken directly (the caller's UniqueLock still
+  // owns it on return). Blocks in the kernel without mu_, so releases, tries and new waiters
+  // proceed meanwhile; they queue behind the leader.
+  if (!interruptible) {
+    mu_.unlock();
+    absl::Status st = file_.lock(w.mode);
+    mu_.lock();
+    r = st.ok() ? absl::StatusOr<Result>(Result::kLocked) : st;
+  } else {
+    mu_.unlock();
+    platform::InterruptibleWait kernel_wait(policy.deadline);  // no mu_: a syscall
+    std::vector<platform::KernelHolder> seen = platform::kernel_holders(id());
+    mu_.lock();
+    holders_seen_ = std::move(seen);
+    if (!w.stopped) {
+      w.in_kernel = true;
+      w.kernel_wait = &kernel_wait;
+      mu_.unlock();
+      r = kernel_wait.lock(file_.handle(), w.mode, file_.path());
+      mu_.lock();
+      w.in_kernel = false;
+      w.kernel_wait = nullptr;
+    }
+  }
+  w.leader = false;
+  remove_locked(&w);
+  if (r.ok() && *r == Result::kLocked) {
+    // Taken even if a stop raced with it: the outcome is the grant.
+    kernel_ = w.mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
+    grant_locked(w.mode, w.thread);
+    w.granted = true;
+    dispatch_locked();  // shared waiters behind a shared leader join it
+    return true;
+  }
+  dispatch_locked();  // the next waiter takes over the kernel wait
+  if (!r.ok()) {
+    w.error = r.status();
+    return r.status();
+  }
+  if (*r == Result::kDeadline) {
+    w.stopped = true;
+    w.stop_code = absl::StatusCode::kDeadlineExceeded;
+  }
+  if (w.stop_code == absl::StatusCode::kDeadlineExceeded) return false;
+  return absl::CancelledError();
+}
+
+absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,
+                                             const WaitPolicy& policy,
                                              std::thread::id self) {
+  Waiter w(mode, self);
+  // Declared before the lock: destroyed after it is released, because a
+  // running callback takes mu_ and the destructor waits for it.
+  std::optional<std::stop_callback<StopWaiter>> on_stop;
   UniqueLock lk(mu_);
   if (holds_locked(self)) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -129,67 +327,192 @@ absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode, WaitPolicy policy,
         exclusive_held_ ? "exclusively" : "shared",
         "; waiting for itself would deadlock"));
   }
-  if (head_ == nullptr) {
+  if (head_ == nullptr || may_barge_locked(mode)) {
     absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self);
     if (!got.ok() || *got) return got;
   }
   if (!policy.wait) return false;
+  w.since = Clock::now();
+  if (policy.deadline && w.since >= *policy.deadline) return false;
 
-  Waiter w(mode, self);
   push_back_locked(&w);
   if (head_ == &w && free_locked() && kernel_ == Kernel::kNone) {
-    // Nobody here holds it, so another process does: wait in the kernel.
-    w.leader = true;
+    w.leader = true;  // nobody here holds it, so another process does
+  }
+  if (policy.stop.stop_possible()) {
+    lk.unlock();  // the callback runs inline if a stop is already requested
+    on_stop.emplace(policy.stop,
+                    StopWaiter{this, &w, absl::StatusCode::kCancelled});
+    lk.lock();
   }
   for (;;) {
-    while (!w.granted && !w.leader && w.error.ok()) w.cv.wait(lk.native());
     if (w.granted) return true;
     if (!w.error.ok()) return w.error;
-
-    // The leader blocks in flock without mu_, so releases, tries and new
-    // waiters proceed meanwhile; they queue behind it.
-    lk.unlock();
-    absl::Status st = file_.lock(mode);
-    lk.lock();
-    w.leader = false;
-    remove_locked(&w);
-    if (st.ok()) {
-      kernel_ = mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
-      grant_locked(mode, self);
+    if (w.woken && !w.stopped) {
+      w.woken = false;
+      if (head_ == &w && free_locked() && kernel_ == Kernel::kExclusive) {
+        remove_locked(&w);
+        grant_locked(mode, self);
+        return true;
+      }
+      // Someone arrived first and took it: wait again, still at the head.
     }
-    dispatch_locked();  // shared waiters behind a shared leader join it
-    if (!st.ok()) return st;
-    return true;
+    if (w.stopped) {
+      remove_locked(&w);
+      dispatch_locked();
+      return absl::CancelledError();
+    }
+    if (w.leader) return lead_locked(w, policy);
+    if (!policy.deadline) {
+      w.cv.wait(lk.native());
+    } else if (w.cv.wait_until(lk.native(), *policy.deadline) ==
+                   std::cv_status::timeout &&
+               !w.granted && !w.leader && w.error.ok() && !w.stopped) {
+      remove_locked(&w);
+      dispatch_locked();  // e.g. shared waiters behind a timed-out writer
+      return false;
+    }
+  }
+}
+
+void LockEntry::acquire_async(std::shared_ptr<LockEntry> self, Mode mode,
+                              WaitPolicy policy,
+                              std::shared_ptr<PoolState> pool,
+                              Executor* executor, Done done) {
+  LockEntry& e = *self;
+  auto w = std::make_shared<AsyncWaiter>(std::move(self), mode,
+                                         std::move(policy), std::move(pool),
+                                         executor, std::move(done));
+  const WaitPolicy& p = w->policy;
+  if (p.stop.stop_requested()) {
+    w->error = cancelled_before_start(e.file_.path(), mode);  // no syscall
+    w->pool->post([w] { complete_async(w); });
+    return;
+  }
+  bool queued = false;
+  bool leader = false;
+  {
+    UniqueLock lk(e.mu_);
+    absl::StatusOr<bool> got = false;
+    if (e.head_ == nullptr) got = e.acquire_uncontended_locked(mode, w->thread);
+    if (!got.ok()) {
+      w->error = got.status();
+    } else if (*got) {
+      w->granted = true;
+    } else if (!p.wait || (p.deadline && Clock::now() >= *p.deadline)) {
+      w->stopped = true;
+      w->stop_code = absl::StatusCode::kDeadlineExceeded;
+    } else {
+      e.push_back_locked(w.get());
+      w->keep = w;
+      queued = true;
+      if (e.head_ == w.get() && e.free_locked() && e.kernel_ == Kernel::kNone) {
+        w->leader = leader = true;
+      }
+    }
+  }
+  if (!queued) {
+    w->pool->post([w] { complete_async(w); });
+    return;
+  }
+  // Outside mu_: a callback for an already-requested stop runs inline.
+  w->on_stop.emplace(p.stop,
+                     StopWaiter{&e, w.get(), absl::StatusCode::kCancelled});
+  w->on_pool_stop.emplace(w->pool->stop.get_token(),
+                          StopWaiter{&e, w.get(), absl::StatusCode::kCancelled});
+  if (p.deadline) {
+    w->pool->call_at(*p.deadline, [weak = std::weak_ptr<AsyncWaiter>(w)] {
+      if (std::shared_ptr<AsyncWaiter> a = weak.lock()) {
+        StopWaiter{a->entry.get(), a.get(),
+                   absl::StatusCode::kDeadlineExceeded}();
+      }
+    });
+  }
+  if (leader) w->pool->post([w] { run_async_leader(w); });
+}
+
+void LockEntry::run_async_leader(const std::shared_ptr<AsyncWaiter>& w) {
+  LockEntry& e = *w->entry;
+  {
+    UniqueLock lk(e.mu_);
+    // Already stopped and completed, or a duplicate post: nothing to do.
+    if (!w->queued || !w->leader || w->in_kernel) return;
+    (void)e.lead_locked(*w, w->policy);
+    w->keep.reset();  // not the last reference: `w` is ours
+  }
+  complete_async(w);
+}
+
+void LockEntry::complete_async(const std::shared_ptr<AsyncWaiter>& w) {
+  LockEntry& e = *w->entry;
+  bool granted;
+  absl::Status error;
+  absl::StatusCode stop_code;
+  {
+    UniqueLock lk(e.mu_);
+    granted = w->granted;
+    error = w->error;
+    stop_code = w->stopped ? w->stop_code : absl::StatusCode::kOk;
+  }
+  absl::StatusOr<Guard> result = absl::UnknownError("unset");
+  if (granted) {
+    result = Guard(w->entry, w->mode, std::thread::id());
+    w->delivered = true;
+  } else if (!error.ok()) {
+    result = std::move(error);
+  } else {
+    result = e.wait_failed(stop_code == absl::StatusCode::kOk
+                               ? absl::StatusCode::kCancelled
+                               : stop_code,
+                           w->mode, Clock::now() - w->start);
+  }
+  Done done = std::move(w->done);
+  if (w->executor != nullptr) {
+    // If the executor drops this task, destroying `r` releases the lock.
+    w->executor->execute(
+        [done = std::move(done), r = std::move(result)]() mutable {
+          std::move(done)(std::move(r));
+        });
+  } else {
+    std::move(done)(std::move(result));
   }
 }
 
 void LockEntry::dispatch_locked() {
   while (head_ != nullptr) {
     Waiter* w = head_;
-    if (w->leader) return;  // blocked in the kernel; it dispatches when done
+    if (w->leader) return;  // about to block in the kernel; dispatches when done
     const bool exclusive = w->mode == Mode::kExclusive;
     if (exclusive ? !free_locked() : exclusive_held_) return;
     const Kernel want = exclusive ? Kernel::kExclusive : Kernel::kShared;
+    if (exclusive && kernel_ == want && w->async == nullptr &&
+        Clock::now() - w->since < kStarvation) {
+      // Wake the head to come and take it, leaving the lock free meanwhile
+      // for whoever gets there first; a starving head is handed it below.
+      if (!w->woken) {
+        w->woken = true;
+        w->cv.notify_one();
+      }
+      return;
+    }
     if (kernel_ != want) {
-      if (kernel_ != Kernel::kNone) (void)unlock_kernel_locked();
-      absl::StatusOr<bool> got = file_.try_lock(w->mode);
+      absl::StatusOr<bool> got = take_kernel_locked(w->mode);
       if (!got.ok()) {
         remove_locked(w);
         w->error = got.status();
-        w->cv.notify_one();
+        wake_locked(w);
         continue;
       }
       if (!*got) {
         w->leader = true;  // another process holds it
-        w->cv.notify_one();
+        wake_locked(w);
         return;
       }
-      kernel_ = want;
     }
     remove_locked(w);
     grant_locked(w->mode, w->thread);
     w->granted = true;
-    w->cv.notify_one();
+    wake_locked(w);
     if (exclusive) return;
   }
   if (free_locked() && kernel_ != Kernel::kNone) (void)unlock_kernel_locked();
@@ -221,6 +544,49 @@ absl::Status LockEntry::release_hold_locked(Mode mode, std::thread::id owner,
   // dispatch changes the kernel mode while nobody here holds it.
   dispatch_locked();
   return absl::OkStatus();
+}
+
+absl::Status LockEntry::wait_failed(absl::StatusCode code, Mode mode,
+                                    Clock::duration waited) const {
+  const bool cancelled = code == absl::StatusCode::kCancelled;
+  const std::int64_t me = platform::current_pid();
+  std::vector<platform::KernelHolder> holders;
+  bool held_here;
+  {
+    UniqueLock lk(mu_);
+    held_here = !free_locked();
+    if (cancelled) holders = holders_seen_;
+  }
+  // A timeout can afford a fresh look; a cancel must return promptly.
+  if (!cancelled) holders = platform::kernel_holders(id());
+  std::vector<std::string> exclusive, shared;
+  for (const platform::KernelHolder& h : holders) {
+    if (h.pid == me && !held_here) continue;  // a stale snapshot of ourselves
+    std::string who = absl::StrCat(h.pid);
+    if (h.pid == me) absl::StrAppend(&who, " (this process)");
+    (h.mode == Mode::kExclusive ? exclusive : shared).push_back(std::move(who));
+  }
+  std::string holder;
+  if (!exclusive.empty()) {
+    holder = absl::StrCat("held exclusively by pid ",
+                          absl::StrJoin(exclusive, ", pid "));
+  } else if (!shared.empty()) {
+    holder = absl::StrCat("held shared by pid ", absl::StrJoin(shared, ", pid "));
+  } else if (held_here) {
+    holder = absl::StrCat("held by another thread of this process (pid ", me,
+                          ")");
+  } else {
+    holder = "no holder visible now (it may have just been released)";
+  }
+  if (cancelled && !held_here && !holders.empty()) {
+    absl::StrAppend(&holder, " when the wait began");
+  }
+  return absl::Status(
+      code, absl::StrCat("acquire '", file_.path().native(), "' (",
+                         to_absl(mode_name(mode)), "): ",
+                         cancelled ? "cancelled" : "timed out", " after ",
+                         absl::FormatDuration(absl::FromChrono(waited)), "; ",
+                         holder));
 }
 
 std::size_t LockEntry::waiting() const {

@@ -10,19 +10,23 @@
 #ifndef TIERLOCK_SRC_LOCK_ENTRY_H_
 #define TIERLOCK_SRC_LOCK_ENTRY_H_
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "mutex.h"
 #include "platform/platform.h"
+#include "tierlock/executor.h"
 #include "tierlock/guard.h"
 #include "tierlock/mode.h"
 
@@ -59,12 +63,17 @@ class LockFile {
   platform::NativeHandle handle_;
   platform::FileId id_;
   HandlePaths paths_;
-  bool read_only_ ABSL_GUARDED_BY(mu_);
+  bool read_only_;
 };
 
-// What an acquire may do while it waits (grows with timed/cancellable waits).
+struct PoolState;
+
+// What an acquire may do while it waits.
 struct WaitPolicy {
-  bool wait = true;  // false: a try, never blocks
+  using Clock = std::chrono::steady_clock;
+  bool wait = true;                        // false: a try, never blocks
+  std::optional<Clock::time_point> deadline;  // nullopt: no limit
+  std::stop_token stop;
 };
 
 // LockEntry
@@ -73,34 +82,48 @@ struct WaitPolicy {
 // mu_:
 //   - shared_owners_ non-empty  => kernel_ == kShared, !exclusive_held_
 //   - exclusive_held_           => kernel_ == kExclusive
-//   - queue non-empty           => its head is the leader (blocked in the
-//                                  kernel), or some thread holds the lock
-//                                  (whose release dispatches the queue)
+//   - queue non-empty           => its head is the leader (about to block, or
+//                                  blocked, in the kernel), or some thread
+//                                  holds the lock (whose release dispatches)
 //   - no holders, empty queue   => kernel_ == kNone
 // The kernel mode only changes while no thread of this process holds the lock,
 // so flock's non-atomic conversion never opens a window inside a critical
 // section.
 class LockEntry {
  public:
+  using Clock = std::chrono::steady_clock;
+  using Done = absl::AnyInvocable<void(absl::StatusOr<Guard>) &&>;
+
   LockEntry(LockFile file, std::uint64_t generation) noexcept;
   ~LockEntry();  // unregisters from the registry (O(1)) unless inherited over fork()
 
   LockEntry(const LockEntry&) = delete;
   LockEntry& operator=(const LockEntry&) = delete;
 
-  // Acquires `self` (which must own this entry) for the calling thread. With
-  // policy.wait, never returns an empty optional. kFailedPrecondition if the
-  // calling thread already holds it.
+  // Acquires `self` (which must own this entry) for the calling thread.
+  // Returns an empty optional only for a try (policy.wait false) that found
+  // it held. kFailedPrecondition if the calling thread already holds it;
+  // kCancelled / kDeadlineExceeded (holding nothing) per the policy.
   static absl::StatusOr<std::optional<Guard>> acquire(
-      std::shared_ptr<LockEntry> self, Mode mode, WaitPolicy policy);
+      std::shared_ptr<LockEntry> self, Mode mode, const WaitPolicy& policy);
+
+  // Queues an acquire that occupies no thread while it waits in-process; the
+  // pool waits in the kernel for it if needed and runs `done` (on
+  // `executor` if given). Never blocks.
+  static void acquire_async(std::shared_ptr<LockEntry> self, Mode mode,
+                            WaitPolicy policy,
+                            std::shared_ptr<PoolState> pool,
+                            Executor* executor, Done done);
 
   // Releases one hold of `mode` taken by `owner` (the acquiring thread).
   absl::Status release(Mode mode, std::thread::id owner);
 
   // Lockable support: a hold owned by the process rather than by a Guard. The
-  // entry keeps itself alive (through `self`) while such holds exist.
+  // entry keeps itself alive (through `self`) while such holds exist. Returns
+  // false for a try or a deadline that did not get it.
   static absl::StatusOr<bool> lockable_acquire(
-      const std::shared_ptr<LockEntry>& self, Mode mode, WaitPolicy policy);
+      const std::shared_ptr<LockEntry>& self, Mode mode,
+      const WaitPolicy& policy);
   absl::Status lockable_release(Mode mode);
 
   // True when this entry was inherited from the parent over fork().
@@ -110,29 +133,63 @@ class LockEntry {
   const platform::FileId& id() const { return file_.id(); }
 
   // Diagnostics and tests.
-  std::size_t waiting() const;   // threads queued in-process
+  std::size_t waiting() const;   // waiters queued in-process
   bool kernel_held() const;      // this process holds the kernel lock
   std::size_t holders() const;   // in-process holds (either mode)
 
  private:
   enum class Kernel { kNone, kShared, kExclusive };
+  struct AsyncWaiter;
+  // A queued acquire. Sync waiters live on their thread's stack; async ones
+  // are AsyncWaiter, owned by shared_ptr. All fields are guarded by mu_.
   struct Waiter {
     Waiter(Mode m, std::thread::id t) : mode(m), thread(t) {}
     const Mode mode;
-    const std::thread::id thread;
-    std::condition_variable cv;
+    const std::thread::id thread;  // id() for async waiters: no owner thread
     Waiter* next = nullptr;
     Waiter* prev = nullptr;
+    bool queued = false;
     bool granted = false;
-    bool leader = false;  // must take the kernel lock itself, blocking
-    absl::Status error;   // set (instead of granted) when the kernel refused
+    bool leader = false;     // must take the kernel lock itself, blocking
+    bool in_kernel = false;  // leader inside kernel_wait->lock()
+    bool woken = false;      // sync exclusive head: the lock is free, come and take it
+    Clock::time_point since; // when it was queued (sync waiters)
+    bool stopped = false;    // cancelled or timed out; see stop_code
+    absl::StatusCode stop_code = absl::StatusCode::kOk;
+    absl::Status error;      // set (instead of granted) when the kernel refused
+    platform::InterruptibleWait* kernel_wait = nullptr;
+    AsyncWaiter* async = nullptr;
+    std::condition_variable cv;  // sync waiters only
+  };
+  // Stop-callback body: cancels (kCancelled) or expires a waiter.
+  struct StopWaiter {
+    LockEntry* entry;
+    Waiter* waiter;
+    absl::StatusCode code;
+    void operator()() const noexcept;
   };
 
-  absl::StatusOr<bool> acquire_hold(Mode mode, WaitPolicy policy,
+  absl::StatusOr<bool> acquire_hold(Mode mode, const WaitPolicy& policy,
                                     std::thread::id self);
   absl::StatusOr<bool> acquire_uncontended_locked(Mode mode,
                                                   std::thread::id self)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The leader's kernel wait. Returns with `w` granted (OK) or removed from
+  // the queue with nothing held (the error); dispatches either way.
+  absl::StatusOr<bool> lead_locked(Waiter& w, const WaitPolicy& policy)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void stop_locked(Waiter* w, absl::StatusCode code)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes `w` after a change of its state: notifies a sync waiter; posts an
+  // async waiter's next step to its pool.
+  void wake_locked(Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void run_async_leader(const std::shared_ptr<AsyncWaiter>& w);
+  static void complete_async(const std::shared_ptr<AsyncWaiter>& w);
+  // Builds the kCancelled / kDeadlineExceeded status, naming the holders.
+  absl::Status wait_failed(absl::StatusCode code, Mode mode,
+                           Clock::duration waited) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   bool holds_locked(std::thread::id thread) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool free_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -140,33 +197,42 @@ class LockEntry {
   }
   void grant_locked(Mode mode, std::thread::id thread)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status unlock_kernel_locked()
+  // True when a new exclusive request may take the lock ahead of a woken
+  // head that has not claimed it yet (see "Fairness" in dir_lock.h).
+  bool may_barge_locked(Mode mode) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the kernel lock in `mode` without blocking, converting the mode
+  // this process holds if any; on failure holds nothing in the kernel.
+  absl::StatusOr<bool> take_kernel_locked(Mode mode)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status unlock_kernel_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status release_hold_locked(Mode mode, std::thread::id owner,
                                    bool any_owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Grants what can be granted from the head of the queue, or elects the
-  // head as leader to block in the kernel. mu_ must be held.
-  void dispatch_locked()
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void push_back_locked(Waiter* w)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void remove_locked(Waiter* w)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // head as leader to block in the kernel.
+  void dispatch_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void push_back_locked(Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void remove_locked(Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   LockFile file_;
   const std::uint64_t generation_;
 
   mutable Mutex mu_;
-  Kernel kernel_ ABSL_GUARDED_BY(mu_) = Kernel::kNone;  // what file_ holds in the kernel
+  Kernel kernel_ ABSL_GUARDED_BY(mu_) = Kernel::kNone;  // what file_ holds
   bool exclusive_held_ ABSL_GUARDED_BY(mu_) = false;
   std::thread::id exclusive_owner_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread::id> shared_owners_ ABSL_GUARDED_BY(mu_);  // one element per shared hold
-  Waiter* head_ ABSL_GUARDED_BY(mu_) = nullptr;  // FIFO queue, intrusive: waiters live on their
-  Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;  // threads' stacks, so queueing never allocates
+  // One element per shared hold: the acquiring thread (id() for async).
+  std::vector<std::thread::id> shared_owners_ ABSL_GUARDED_BY(mu_);
+  // FIFO queue, intrusive: queueing never allocates.
+  Waiter* head_ ABSL_GUARDED_BY(mu_) = nullptr;
+  Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::size_t waiting_ ABSL_GUARDED_BY(mu_) = 0;
   std::size_t lockable_holds_ ABSL_GUARDED_BY(mu_) = 0;
-  std::shared_ptr<LockEntry> self_ ABSL_GUARDED_BY(mu_);  // set while lockable_holds_ > 0
+  // Who held the kernel lock when the last leader began to wait: named in
+  // kCancelled messages without reading /proc/locks on the cancel path (its
+  // first read in a process can take milliseconds).
+  std::vector<platform::KernelHolder> holders_seen_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<LockEntry> self_ ABSL_GUARDED_BY(mu_);  // while lockable_holds_ > 0
 };
 
 }  // namespace tierlock::internal

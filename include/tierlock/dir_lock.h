@@ -6,13 +6,18 @@
 #ifndef TIERLOCK_DIR_LOCK_H_
 #define TIERLOCK_DIR_LOCK_H_
 
+#include <chrono>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "tierlock/acquire_options.h"
+#include "tierlock/executor.h"
 #include "tierlock/guard.h"
 #include "tierlock/mode.h"
 
@@ -95,9 +100,36 @@ class DirLock {
   static absl::StatusOr<DirLock> open(const std::filesystem::path& dir,
                                       LockOptions options = {});
 
-  // Acquires the lock, blocking until it is granted. Returns
-  // kFailedPrecondition at once if this thread already holds it.
-  absl::StatusOr<Guard> acquire(Mode mode = Mode::kExclusive);
+  // Acquires the lock, blocking until it is granted, the timeout passes
+  // (kDeadlineExceeded) or a stop is requested (kCancelled); see
+  // AcquireOptions. A timeout or cancel returns promptly (a thread blocked in
+  // the kernel is interrupted, see config.h) and leaves nothing held: this
+  // process neither holds the kernel lock for the waiter nor takes it later
+  // on its behalf, and the waiter leaves the FIFO queue without disturbing
+  // the others. Both messages name the lock file, how long it waited and the
+  // holders the kernel reports (pids). kFailedPrecondition at once if this
+  // thread already holds it.
+  absl::StatusOr<Guard> acquire(AcquireOptions options = {});
+  // Acquires in `mode`, blocking without limit.
+  absl::StatusOr<Guard> acquire(Mode mode);
+  // Acquires, giving up with kDeadlineExceeded after `timeout` (<= 0: one try).
+  absl::StatusOr<Guard> acquire_for(std::chrono::nanoseconds timeout,
+                                    Mode mode = Mode::kExclusive);
+
+  // Acquires without blocking the caller. The wait occupies no thread while
+  // it is in-process; only the head of the queue, while another process
+  // holds the lock, occupies a thread of `options.pool` (blocked in the
+  // kernel, interruptibly). The result is delivered to the future. If the
+  // future is dropped, a lock granted later is released, not leaked.
+  // Outcomes and errors are those of acquire(); FIFO order with every other
+  // waiter of this process. Async holds have no owning thread, so re-entry
+  // is not detected for them.
+  std::future<absl::StatusOr<Guard>> acquire_async(AcquireOptions options = {});
+  // As above, calling `done` with the result on `options.executor` (or on a
+  // pool thread). If `done` never runs because the pool or executor shuts
+  // down, a granted lock is released.
+  void acquire_async(AcquireOptions options,
+                     absl::AnyInvocable<void(absl::StatusOr<Guard>) &&> done);
 
   // Acquires the lock if that is possible without waiting. Returns an empty
   // optional when someone else holds it (another process, another thread, or
@@ -111,13 +143,14 @@ class DirLock {
   // Returns the lock file's path: directory() / lock_file_name.
   const std::filesystem::path& lock_file() const;
 
-  // Standard Lockable / SharedLockable members, so std::scoped_lock,
-  // std::unique_lock and std::shared_lock work. They block like acquire() and
-  // try_acquire() and cannot return a Status: on any error they throw
-  // std::system_error whose code is the errno-like reason and whose what()
-  // names the path and the reason (re-entry throws with
-  // std::errc::resource_deadlock_would_occur). unlock() / unlock_shared() on a
-  // lock this process does not hold in that mode throw
+  // Standard Lockable / SharedLockable / TimedLockable members, so
+  // std::scoped_lock, std::unique_lock and std::shared_lock work. They block
+  // like acquire() and try_acquire() and cannot return a Status: on any
+  // error they throw std::system_error whose code is the errno-like reason
+  // and whose what() names the path and the reason (re-entry throws with
+  // std::errc::resource_deadlock_would_occur). A timeout is not an error:
+  // try_lock_for / try_lock_until return false. unlock() / unlock_shared() on
+  // a lock this process does not hold in that mode throw
   // std::errc::operation_not_permitted. A hold taken through these members is
   // held by the process until unlock(), whichever thread calls it.
   void lock();
@@ -126,6 +159,22 @@ class DirLock {
   void lock_shared();
   bool try_lock_shared();
   void unlock_shared();
+  template <class Rep, class Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
+    return timed_lock(Mode::kExclusive, to_deadline(timeout));
+  }
+  template <class Clock, class Duration>
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
+    return timed_lock(Mode::kExclusive, to_deadline(t - Clock::now()));
+  }
+  template <class Rep, class Period>
+  bool try_lock_shared_for(const std::chrono::duration<Rep, Period>& timeout) {
+    return timed_lock(Mode::kShared, to_deadline(timeout));
+  }
+  template <class Clock, class Duration>
+  bool try_lock_shared_until(const std::chrono::time_point<Clock, Duration>& t) {
+    return timed_lock(Mode::kShared, to_deadline(t - Clock::now()));
+  }
 
  private:
   friend std::shared_ptr<internal::LockEntry> internal::entry_for_testing(
@@ -133,6 +182,14 @@ class DirLock {
   DirLock(std::shared_ptr<internal::LockEntry> entry,
           std::shared_ptr<const internal::HandlePaths> paths)
       : entry_(std::move(entry)), paths_(std::move(paths)) {}
+
+  template <class Rep, class Period>
+  static std::chrono::steady_clock::time_point to_deadline(
+      const std::chrono::duration<Rep, Period>& d) {
+    return std::chrono::steady_clock::now() +
+           std::chrono::ceil<std::chrono::steady_clock::duration>(d);
+  }
+  bool timed_lock(Mode mode, std::chrono::steady_clock::time_point deadline);
 
   // The entry to lock through: entry_, or after fork() in a child, this
   // process's own entry for the same inode.

@@ -2,11 +2,15 @@
 //
 // Umbrella header: includes every public tierlock header.
 //   DirLock, LockOptions (dir_lock.h), Guard (guard.h), Mode (mode.h),
-//   Registry (registry.h).
+//   Registry (registry.h), AcquireOptions (acquire_options.h),
+//   Executor, WorkerPool (executor.h), set_wait_interrupt_signal (config.h).
 #ifndef TIERLOCK_TIERLOCK_H_
 #define TIERLOCK_TIERLOCK_H_
 
+#include "tierlock/acquire_options.h"
+#include "tierlock/config.h"
 #include "tierlock/dir_lock.h"
+#include "tierlock/executor.h"
 #include "tierlock/guard.h"
 #include "tierlock/mode.h"
 #include "tierlock/registry.h"

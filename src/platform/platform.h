@@ -11,7 +11,13 @@
 #ifndef TIERLOCK_SRC_PLATFORM_PLATFORM_H_
 #define TIERLOCK_SRC_PLATFORM_PLATFORM_H_
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
+#include <optional>
+#include <vector>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -86,6 +92,63 @@ absl::StatusOr<bool> try_lock(NativeHandle handle, Mode mode,
 absl::Status unlock(NativeHandle handle, const std::filesystem::path& lock_file);
 // Closes the descriptor (never retried on EINTR: Linux has closed it already).
 void close_handle(NativeHandle handle);
+
+// A process holding the kernel lock on a file, as the kernel reports it.
+struct KernelHolder {
+  std::int64_t pid = 0;
+  Mode mode = Mode::kExclusive;
+};
+
+// Returns the processes holding a kernel lock on `id` (from /proc/locks on
+// Linux); empty when none or when it cannot be known.
+std::vector<KernelHolder> kernel_holders(const FileId& id);
+
+// Returns the calling process's id.
+std::int64_t current_pid();
+
+// Sets the signal used to interrupt a thread blocked in the kernel lock call
+// (see tierlock/config.h); 0 disables signals (waits then poll).
+absl::Status set_interrupt_signal(int signo);
+int interrupt_signal();
+
+// InterruptibleWait
+//
+// One blocking kernel lock call that another thread can end early, and that
+// ends by itself at a deadline. Constructed, used and destroyed by the waiting
+// thread; interrupt() may be called from any thread while the owner is inside
+// lock() (the caller serialises that with the owner's lifetime).
+//
+// On POSIX it arms a per-thread timer (timer_create, SIGEV_THREAD_ID) that
+// sends the interrupt signal, installed without SA_RESTART so flock returns
+// EINTR; the timer repeats every 200 us until disarmed, which closes the race
+// where a signal lands just before the thread enters flock. Without a usable
+// signal it polls LOCK_NB with a backoff capped at 1 ms.
+class InterruptibleWait {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit InterruptibleWait(std::optional<Clock::time_point> deadline);
+  ~InterruptibleWait();
+  InterruptibleWait(const InterruptibleWait&) = delete;
+  InterruptibleWait& operator=(const InterruptibleWait&) = delete;
+
+  enum class Result { kLocked, kInterrupted, kDeadline };
+  // Blocks until the kernel lock is taken, interrupt() is called, or the
+  // deadline passes. Errors other than EINTR are returned as a Status.
+  absl::StatusOr<Result> lock(NativeHandle handle, Mode mode,
+                              const std::filesystem::path& lock_file);
+  // Makes lock() return kInterrupted promptly (within ~200 us after it
+  // enters the kernel, typically ~5 us).
+  void interrupt();
+
+ private:
+  bool deadline_passed() const;
+  const std::optional<Clock::time_point> deadline_;
+  std::atomic<bool> interrupted_{false};
+  int signo_ = 0;            // 0: polling
+  void* timer_ = nullptr;    // timer_t when signo_ != 0
+  std::mutex poll_mu_;       // polling mode only
+  std::condition_variable poll_cv_;
+};
 
 // Registers process-wide fork handlers (pthread_atfork on POSIX). Each is a
 // plain function; `child` runs in the child while it is single-threaded.

@@ -1,0 +1,247 @@
+// POSIX: interruptible kernel waits, the interrupt signal, and who holds a lock.
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "platform/platform.h"
+#include "platform/posix_sys.h"
+
+namespace tierlock::internal::platform {
+namespace {
+
+// -1: not chosen yet (the default is installed on first use); 0: polling.
+std::atomic<int> g_signo{-1};
+std::mutex g_signal_mu;
+
+extern "C" void tierlock_interrupt_handler(int) {
+  // Nothing: its only job is to make the interrupted syscall return EINTR
+  // (installed without SA_RESTART).
+}
+
+bool is_our_handler(const struct sigaction& sa) {
+  return (sa.sa_flags & SA_SIGINFO) == 0 &&
+         sa.sa_handler == &tierlock_interrupt_handler;
+}
+
+// Installs our handler for `signo` unless the host program has its own.
+absl::Status install_locked(int signo) {
+  struct sigaction old;
+  if (::sigaction(signo, nullptr, &old) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("interrupt signal ", signo, ": not a valid signal"));
+  }
+  if (is_our_handler(old)) return absl::OkStatus();
+  if ((old.sa_flags & SA_SIGINFO) != 0 || old.sa_handler != SIG_DFL) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "interrupt signal ", signo,
+        ": the program already handles or ignores it; tierlock never "
+        "replaces a handler it did not install"));
+  }
+  struct sigaction sa = {};
+  sa.sa_handler = &tierlock_interrupt_handler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: flock must return EINTR
+  if (::sigaction(signo, &sa, nullptr) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("interrupt signal ", signo, ": cannot install a handler"));
+  }
+  return absl::OkStatus();
+}
+
+int default_signal() { return SIGRTMAX - 7; }
+
+constexpr long kRepeatNs = 200'000;  // re-send every 200 us until disarmed
+
+struct timespec to_timespec(std::chrono::nanoseconds ns) {
+  struct timespec ts;
+  ts.tv_sec = static_cast<time_t>(ns.count() / 1'000'000'000);
+  ts.tv_nsec = static_cast<long>(ns.count() % 1'000'000'000);
+  return ts;
+}
+
+}  // namespace
+
+absl::Status set_interrupt_signal(int signo) {
+  std::lock_guard<std::mutex> lk(g_signal_mu);
+  if (signo == 0) {
+    g_signo.store(0, std::memory_order_release);
+    return absl::OkStatus();
+  }
+  if (signo == SIGKILL || signo == SIGSTOP || signo <= 0 || signo >= NSIG) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("interrupt signal ", signo, ": cannot be caught"));
+  }
+  if (absl::Status st = install_locked(signo); !st.ok()) return st;
+  g_signo.store(signo, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+int interrupt_signal() {
+  int signo = g_signo.load(std::memory_order_acquire);
+  if (signo >= 0) return signo;
+  std::lock_guard<std::mutex> lk(g_signal_mu);
+  signo = g_signo.load(std::memory_order_relaxed);
+  if (signo < 0) {
+    // The default signal is used only if the host leaves it alone;
+    // otherwise waits poll (documented in tierlock/config.h).
+    signo = install_locked(default_signal()).ok() ? default_signal() : 0;
+    g_signo.store(signo, std::memory_order_release);
+  }
+  return signo;
+}
+
+InterruptibleWait::InterruptibleWait(std::optional<Clock::time_point> deadline)
+    : deadline_(deadline), signo_(interrupt_signal()) {
+  if (signo_ == 0) return;
+  struct sigevent sev = {};
+  sev.sigev_notify = SIGEV_THREAD_ID;
+  sev.sigev_signo = signo_;
+  sev._sigev_un._tid = ::gettid();
+  timer_t timer;
+  if (::timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0) {
+    signo_ = 0;  // out of timers: poll instead
+    return;
+  }
+  timer_ = timer;
+}
+
+InterruptibleWait::~InterruptibleWait() {
+  if (timer_ != nullptr) ::timer_delete(static_cast<timer_t>(timer_));
+}
+
+bool InterruptibleWait::deadline_passed() const {
+  return deadline_.has_value() && Clock::now() >= *deadline_;
+}
+
+void InterruptibleWait::interrupt() {
+  interrupted_.store(true, std::memory_order_release);
+  if (timer_ != nullptr) {
+    struct itimerspec its = {};
+    its.it_value.tv_nsec = 1;  // now
+    its.it_interval.tv_nsec = kRepeatNs;
+    ::timer_settime(static_cast<timer_t>(timer_), 0, &its, nullptr);
+  } else {
+    std::lock_guard<std::mutex> lk(poll_mu_);
+    poll_cv_.notify_all();
+  }
+}
+
+absl::StatusOr<InterruptibleWait::Result> InterruptibleWait::lock(
+    NativeHandle handle, Mode mode, const std::filesystem::path& lock_file) {
+  const int op = mode == Mode::kExclusive ? LOCK_EX : LOCK_SH;
+  auto stop_reason = [&]() -> std::optional<Result> {
+    if (interrupted_.load(std::memory_order_acquire)) {
+      return Result::kInterrupted;
+    }
+    if (deadline_passed()) return Result::kDeadline;
+    return std::nullopt;
+  };
+
+  if (timer_ == nullptr) {
+    // Polling: a LOCK_NB try, then a short sleep that interrupt() cuts.
+    auto backoff = std::chrono::microseconds(50);
+    for (;;) {
+      if (auto r = stop_reason()) return *r;
+      if (posix_sys().flock(handle, op | LOCK_NB) == 0) return Result::kLocked;
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        return errno_status(errno, "flock", lock_file);
+      }
+      auto until = Clock::now() + backoff;
+      if (deadline_ && *deadline_ < until) until = *deadline_;
+      std::unique_lock<std::mutex> lk(poll_mu_);
+      poll_cv_.wait_until(lk, until, [&] {
+        return interrupted_.load(std::memory_order_acquire);
+      });
+      backoff = std::min(backoff * 2, std::chrono::microseconds(1000));
+    }
+  }
+
+  // The host may block our signal in this thread: unblock it for the wait.
+  sigset_t ours, old;
+  sigemptyset(&ours);
+  sigaddset(&ours, signo_);
+  ::pthread_sigmask(SIG_UNBLOCK, &ours, &old);
+  if (deadline_) {
+    struct itimerspec its = {};
+    auto since_epoch = deadline_->time_since_epoch();
+    its.it_value = to_timespec(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch));
+    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) {
+      its.it_value.tv_nsec = 1;
+    }
+    its.it_interval.tv_nsec = kRepeatNs;
+    // steady_clock is CLOCK_MONOTONIC on Linux/glibc.
+    ::timer_settime(static_cast<timer_t>(timer_), TIMER_ABSTIME, &its, nullptr);
+  }
+  absl::StatusOr<Result> out;
+  for (;;) {
+    if (auto r = stop_reason()) {
+      out = *r;
+      break;
+    }
+    if (posix_sys().flock(handle, op) == 0) {
+      out = Result::kLocked;
+      break;
+    }
+    if (errno != EINTR) {
+      out = errno_status(errno, "flock", lock_file);
+      break;
+    }
+  }
+  // Disarm before restoring the mask: a signal already generated is
+  // delivered (to our no-op handler) while still unblocked, so none is left
+  // pending to interrupt the host's own syscalls later.
+  struct itimerspec off = {};
+  ::timer_settime(static_cast<timer_t>(timer_), 0, &off, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return out;
+}
+
+std::int64_t current_pid() { return static_cast<std::int64_t>(::getpid()); }
+
+std::vector<KernelHolder> kernel_holders(const FileId& id) {
+  std::vector<KernelHolder> out;
+  // Plain read(2): this runs on the cancel/timeout path, so no iostreams.
+  int fd = ::open("/proc/locks", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  std::string text;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters have "->"
+  // after the ordinal. The device is major:minor in hex, the inode decimal.
+  const dev_t dev = static_cast<dev_t>(id.dev);
+  const std::string want = absl::StrCat(
+      absl::Hex(major(dev), absl::kZeroPad2), ":",
+      absl::Hex(minor(dev), absl::kZeroPad2), ":", id.ino);
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::vector<absl::string_view> f =
+        absl::StrSplit(line, ' ', absl::SkipEmpty());
+    // ordinal, [->], type, advisory, access, pid, dev:ino, start, end
+    if (f.size() < 6 || f[1] == "->" || f[1] != "FLOCK") continue;
+    if (f.size() < 7 || f[5] != want) continue;
+    KernelHolder h;
+    if (!absl::SimpleAtoi(f[4], &h.pid)) continue;
+    h.mode = f[3] == "WRITE" ? Mode::kExclusive : Mode::kShared;
+    out.push_back(h);
+  }
+  return out;
+}
+
+}  // namespace tierlock::internal::platform

@@ -1,0 +1,130 @@
+// WorkerPool: FIFO task queue, persistent or per-task threads, one timer thread.
+#include "worker_pool.h"
+
+#include <utility>
+
+#include "tierlock/executor.h"
+
+namespace tierlock {
+namespace internal {
+
+void PoolState::start() {
+  std::lock_guard<std::mutex> lk(mu);
+  for (std::size_t i = 0; i < size; ++i) workers.emplace_back([this] { work(); });
+}
+
+void PoolState::post(Task task) {
+  std::unique_lock<std::mutex> lk(mu);
+  if (size == 0 && !closed) {
+    ++task_threads;
+    lk.unlock();
+    std::thread([this, t = std::move(task)]() mutable {
+      {
+        Task local = std::move(t);  // run and destroyed before we sign off
+        std::move(local)();
+      }
+      std::lock_guard<std::mutex> done(mu);
+      if (--task_threads == 0) idle_cv.notify_all();
+    }).detach();
+    return;
+  }
+  tasks.push_back(std::move(task));
+  cv.notify_one();
+}
+
+void PoolState::call_at(Clock::time_point when, Task task) {
+  std::lock_guard<std::mutex> lk(mu);
+  if (closed) {
+    tasks.push_back(std::move(task));  // destroyed, not run, at shut-down
+    return;
+  }
+  if (!timer_started) {
+    timer_started = true;
+    timer_thread = std::thread([this] { time(); });
+  }
+  const bool earliest = timers.empty() || when < timers.begin()->first;
+  timers.emplace(when, std::move(task));
+  if (earliest) timer_cv.notify_one();
+}
+
+void PoolState::work() {
+  for (;;) {
+    Task task;
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      while (!closed && tasks.empty()) cv.wait(lk);
+      if (closed) return;
+      task = std::move(tasks.front());
+      tasks.pop_front();
+    }
+    std::move(task)();
+  }
+}
+
+void PoolState::time() {
+  std::unique_lock<std::mutex> lk(mu);
+  for (;;) {
+    if (closed) return;
+    if (timers.empty()) {
+      timer_cv.wait(lk);
+      continue;
+    }
+    auto first = timers.begin();
+    if (Clock::now() < first->first) {
+      timer_cv.wait_until(lk, first->first);
+      continue;
+    }
+    Task task = std::move(first->second);
+    timers.erase(first);
+    lk.unlock();
+    std::move(task)();
+    task = nullptr;  // destroyed outside the lock too
+    lk.lock();
+  }
+}
+
+void PoolState::shut_down() {
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    closed = true;
+  }
+  // Cancel every async acquire bound to this pool: queued waiters leave their
+  // queues, kernel waits are interrupted. Their completions are posted here
+  // and destroyed below without running.
+  stop.request_stop();
+  cv.notify_all();
+  timer_cv.notify_all();
+  for (std::thread& t : workers) t.join();
+  if (timer_thread.joinable()) timer_thread.join();
+  std::deque<Task> dropped;
+  std::multimap<Clock::time_point, Task> dropped_timers;
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    while (task_threads > 0) idle_cv.wait(lk);
+    dropped.swap(tasks);
+    dropped_timers.swap(timers);
+  }
+  // Destroyed outside the lock: a dropped completion releases its lock.
+}
+
+}  // namespace internal
+
+WorkerPool::WorkerPool(std::size_t threads)
+    : state_(std::make_shared<internal::PoolState>(threads)) {
+  state_->start();
+}
+
+WorkerPool::~WorkerPool() { state_->shut_down(); }
+
+void WorkerPool::execute(absl::AnyInvocable<void() &&> task) {
+  state_->post(std::move(task));
+}
+
+std::size_t WorkerPool::size() const { return state_->size; }
+
+WorkerPool& WorkerPool::global() {
+  static WorkerPool* const pool = new WorkerPool(2);  // never destroyed
+  return *pool;
+}
+
+}  // namespace tierlock
