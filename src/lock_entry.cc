@@ -74,6 +74,22 @@ void LockEntry::grant_locked(Mode mode, std::thread::id thread) {
   }
 }
 
+absl::StatusOr<bool> LockEntry::take_kernel_locked(Mode mode) {
+  // Called only while no thread of this process holds the lock, so even a
+  // non-atomic conversion could not expose a critical section. On Linux a
+  // downgrade (exclusive -> shared) is atomic: the kernel swaps the lock under
+  // one spinlock and nothing can conflict with it, so another process waiting
+  // for exclusive never slips in. An upgrade that finds another holder fails
+  // having dropped our shared lock; then we hold nothing and wait like anyone.
+  absl::StatusOr<bool> got = file_.try_lock(mode);
+  if (got.ok() && *got) {
+    kernel_ = mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
+    return true;
+  }
+  if (kernel_ != Kernel::kNone) (void)unlock_kernel_locked();  // make sure
+  return got;
+}
+
 absl::Status LockEntry::unlock_kernel_locked() {
   kernel_ = Kernel::kNone;
   return file_.unlock();
@@ -106,14 +122,8 @@ absl::StatusOr<bool> LockEntry::acquire_uncontended_locked(
     return false;
   }
   if (kernel_ != want) {
-    // No thread here holds it (a shared holder implies kernel_ == kShared),
-    // so changing the kernel mode cannot expose a critical section.
-    if (kernel_ != Kernel::kNone) {
-      if (absl::Status st = unlock_kernel_locked(); !st.ok()) return st;
-    }
-    absl::StatusOr<bool> got = file_.try_lock(mode);
+    absl::StatusOr<bool> got = take_kernel_locked(mode);
     if (!got.ok() || !*got) return got;
-    kernel_ = want;
   }
   grant_locked(mode, self);
   return true;
@@ -171,8 +181,7 @@ void LockEntry::dispatch_locked() {
     if (exclusive ? !free_locked() : exclusive_held_) return;
     const Kernel want = exclusive ? Kernel::kExclusive : Kernel::kShared;
     if (kernel_ != want) {
-      if (kernel_ != Kernel::kNone) (void)unlock_kernel_locked();
-      absl::StatusOr<bool> got = file_.try_lock(w->mode);
+      absl::StatusOr<bool> got = take_kernel_locked(w->mode);
       if (!got.ok()) {
         remove_locked(w);
         w->error = got.status();
@@ -184,7 +193,6 @@ void LockEntry::dispatch_locked() {
         w->cv.notify_one();
         return;
       }
-      kernel_ = want;
     }
     remove_locked(w);
     grant_locked(w->mode, w->thread);

@@ -59,7 +59,7 @@ class LockFile {
   platform::NativeHandle handle_;
   platform::FileId id_;
   HandlePaths paths_;
-  bool read_only_ ABSL_GUARDED_BY(mu_);
+  bool read_only_;
 };
 
 // What an acquire may do while it waits (grows with timed/cancellable waits).
@@ -139,6 +139,10 @@ class LockEntry {
     return !exclusive_held_ && shared_owners_.empty();
   }
   void grant_locked(Mode mode, std::thread::id thread)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the kernel lock in `mode` without blocking, converting the mode
+  // this process holds if any; on failure holds nothing in the kernel.
+  absl::StatusOr<bool> take_kernel_locked(Mode mode)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status unlock_kernel_locked()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
