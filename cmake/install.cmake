@@ -1,1 +1,120 @@
-# Placeholder: the infra helper owns this file.
+# cmake/install.cmake — install rules for tierlock (included when TIERLOCK_INSTALL is ON).
+#
+# Installs, under CMAKE_INSTALL_PREFIX (or `cmake --install <build> --prefix P`):
+#   <libdir>/libtierlock.{a,so}                  the library (type follows BUILD_SHARED_LIBS)
+#   <includedir>/tierlock/*.h                    the public headers
+#   <libdir>/cmake/tierlock/tierlock{Config,ConfigVersion,Targets}.cmake
+#                                                for find_package(tierlock) -> tierlock::tierlock
+#   <libdir>/pkgconfig/tierlock.pc               for pkg-config
+#   <bindir>/tierlock                            the CLI, once tools/ defines tierlock_cli
+# Every installed file locates the others relative to itself, so the tree can be
+# installed to, or moved to, any prefix.
+#
+# Sanitizer builds (TIERLOCK_SANITIZE) install an instrumented library but do not
+# export the -fsanitize flags (they live on the build-only tierlock_warnings target):
+# whoever links it must pass the same -fsanitize flags. The consumer tests do.
+
+include(CMakePackageConfigHelpers)
+
+set(TIERLOCK_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/tierlock"
+    CACHE STRING "Where tierlockConfig.cmake is installed, relative to the prefix")
+mark_as_advanced(TIERLOCK_INSTALL_CMAKEDIR)
+
+install(TARGETS tierlock
+  EXPORT tierlockTargets
+  RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}" COMPONENT tierlock_runtime
+  LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT tierlock_runtime
+          NAMELINK_COMPONENT tierlock_development
+  ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT tierlock_development
+  INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/tierlock"
+  DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+  COMPONENT tierlock_development
+  FILES_MATCHING PATTERN "*.h")
+
+install(EXPORT tierlockTargets
+  NAMESPACE tierlock::
+  DESTINATION "${TIERLOCK_INSTALL_CMAKEDIR}"
+  COMPONENT tierlock_development)
+
+configure_package_config_file(
+  "${CMAKE_CURRENT_LIST_DIR}/tierlockConfig.cmake.in"
+  "${PROJECT_BINARY_DIR}/tierlockConfig.cmake"
+  INSTALL_DESTINATION "${TIERLOCK_INSTALL_CMAKEDIR}")
+write_basic_package_version_file(
+  "${PROJECT_BINARY_DIR}/tierlockConfigVersion.cmake"
+  VERSION "${PROJECT_VERSION}"
+  COMPATIBILITY SameMajorVersion)
+install(FILES
+    "${PROJECT_BINARY_DIR}/tierlockConfig.cmake"
+    "${PROJECT_BINARY_DIR}/tierlockConfigVersion.cmake"
+  DESTINATION "${TIERLOCK_INSTALL_CMAKEDIR}"
+  COMPONENT tierlock_development)
+
+# --- pkg-config -------------------------------------------------------------
+# Abseil modules come from the target's own link libraries (absl::foo -> absl_foo),
+# so the .pc cannot drift from src/CMakeLists.txt. Public ones go to Requires. The
+# private ones go to Requires.private for a shared library, but to Requires for a
+# static one: `pkg-config --libs` (without --static) must still name every Abseil
+# library that libtierlock.a needs.
+get_target_property(_tl_public_libs tierlock INTERFACE_LINK_LIBRARIES)
+get_target_property(_tl_all_libs tierlock LINK_LIBRARIES)
+set(_tl_pc_public "")
+set(_tl_pc_private "")
+foreach(_lib IN LISTS _tl_public_libs)
+  if(_lib MATCHES "^absl::([A-Za-z0-9_]+)$")
+    list(APPEND _tl_pc_public "absl_${CMAKE_MATCH_1}")
+  endif()
+endforeach()
+foreach(_lib IN LISTS _tl_all_libs)
+  if(_lib MATCHES "^absl::([A-Za-z0-9_]+)$")
+    list(APPEND _tl_pc_private "absl_${CMAKE_MATCH_1}")
+  endif()
+endforeach()
+list(REMOVE_DUPLICATES _tl_pc_public)
+list(REMOVE_DUPLICATES _tl_pc_private)
+if(_tl_pc_public)
+  list(REMOVE_ITEM _tl_pc_private ${_tl_pc_public})
+endif()
+get_target_property(_tl_type tierlock TYPE)
+if(_tl_type STREQUAL "STATIC_LIBRARY")
+  list(APPEND _tl_pc_public ${_tl_pc_private})
+  set(_tl_pc_private "")
+endif()
+list(JOIN _tl_pc_public " " _tl_pc_public)
+list(JOIN _tl_pc_private " " _tl_pc_private)
+set(TIERLOCK_PC_REQUIRES "Requires: ${_tl_pc_public}")
+set(TIERLOCK_PC_REQUIRES_PRIVATE "")
+if(_tl_pc_private)
+  set(TIERLOCK_PC_REQUIRES_PRIVATE "\nRequires.private: ${_tl_pc_private}")
+endif()
+
+# Relocatable paths: prefix is found from the .pc file's own directory.
+set(_tl_pc_dir "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+if(IS_ABSOLUTE "${_tl_pc_dir}")
+  set(TIERLOCK_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+else()
+  file(RELATIVE_PATH _tl_pc_up "/__prefix__/${_tl_pc_dir}" "/__prefix__")
+  string(REGEX REPLACE "/$" "" _tl_pc_up "${_tl_pc_up}")
+  set(TIERLOCK_PC_PREFIX "\${pcfiledir}/${_tl_pc_up}")
+endif()
+foreach(_kind IN ITEMS LIBDIR INCLUDEDIR)
+  if(IS_ABSOLUTE "${CMAKE_INSTALL_${_kind}}")
+    set(TIERLOCK_PC_${_kind} "${CMAKE_INSTALL_${_kind}}")
+  else()
+    set(TIERLOCK_PC_${_kind} "\${prefix}/${CMAKE_INSTALL_${_kind}}")
+  endif()
+endforeach()
+configure_file("${CMAKE_CURRENT_LIST_DIR}/tierlock.pc.in"
+               "${PROJECT_BINARY_DIR}/tierlock.pc" @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/tierlock.pc"
+  DESTINATION "${_tl_pc_dir}"
+  COMPONENT tierlock_development)
+
+# --- the CLI (tools/tierlock), once it exists -------------------------------
+# tools/ must be added before this file is included for the target to be seen.
+if(TARGET tierlock_cli)
+  install(TARGETS tierlock_cli
+    RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}" COMPONENT tierlock_runtime)
+endif()

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what building and testing tierlock needs, from Debian 12 packages.
+# Idempotent: when every package is already installed it touches nothing (and
+# needs no root). Otherwise it runs apt-get as root, or through sudo.
+set -euo pipefail
+
+packages=(
+  build-essential   # g++, make, libc headers; GCC's sanitizer runtimes
+  cmake
+  ninja-build
+  pkg-config        # the consumer.pkg_config test
+  libabsl-dev       # absl::Status / StatusOr, strings, hash maps
+  libgtest-dev
+  libgmock-dev
+  libbenchmark-dev  # bench/
+  libboost-dev      # bench/: boost::interprocess::file_lock baseline
+  util-linux        # flock(1), for the interop tests
+  python3
+  python3-filelock  # interop tests against Python's filelock
+  clang             # the -Wthread-safety CI job
+  procps            # ps / pgrep for tests that check for leftover processes
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+  if [[ "$status" != ii* ]]; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "deps: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}"
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  if ! command -v sudo >/dev/null; then
+    echo "deps: not root and no sudo; install as root: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update
+"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,93 @@
+# tests/consumer/register.cmake — included by tests/CMakeLists.txt.
+#
+# Registers ctest tests (label `consumer`) that use tierlock the way a user does,
+# from an installed tree rather than from this build:
+#   consumer.clean         removes the previous install prefix and consumer build
+#   consumer.install       cmake --install <build> --prefix <build>/consumer-install
+#   consumer.find_package  builds tests/consumer with find_package(tierlock) against
+#                          that prefix (same compiler, same build type) and runs it
+#   consumer.pkg_config    compiles tests/consumer/main.cc with
+#                          `pkg-config --cflags --libs tierlock` and runs it; reported
+#                          as skipped only when pkg-config is not installed
+# Fixtures order them (clean -> install -> the two consumers), so
+# `ctest -L consumer` or `ctest -R consumer.pkg_config` runs what is needed.
+#
+# Sanitizer builds: the installed library is instrumented (TIERLOCK_SANITIZE), so
+# both consumers are compiled and linked with the same -fsanitize flags rather than
+# skipped: the install and the exported link interface get checked there too.
+
+if(NOT TIERLOCK_INSTALL)
+  message(STATUS "tierlock: TIERLOCK_INSTALL is OFF; consumer tests not registered")
+  return()
+endif()
+
+set(_tlc_prefix "${CMAKE_BINARY_DIR}/consumer-install")
+set(_tlc_build "${CMAKE_BINARY_DIR}/consumer-build")
+set(_tlc_pc_out "${CMAKE_BINARY_DIR}/consumer-pkg-config")
+
+set(_tlc_cxx_flags "")
+set(_tlc_link_flags "")
+if(TIERLOCK_SANITIZE)
+  list(JOIN TIERLOCK_SANITIZE "," _tlc_san)
+  set(_tlc_cxx_flags "-fsanitize=${_tlc_san} -fno-omit-frame-pointer")
+  set(_tlc_link_flags "-fsanitize=${_tlc_san}")
+endif()
+
+set(_tlc_config_args "")
+get_property(_tlc_multi GLOBAL PROPERTY GENERATOR_IS_MULTI_CONFIG)
+if(_tlc_multi)
+  set(_tlc_config_args --config $<CONFIG>)
+endif()
+
+add_test(NAME consumer.clean
+  COMMAND "${CMAKE_COMMAND}" -E rm -rf "${_tlc_prefix}" "${_tlc_build}" "${_tlc_pc_out}")
+set_tests_properties(consumer.clean PROPERTIES
+  FIXTURES_SETUP tierlock_consumer_clean)
+
+add_test(NAME consumer.install
+  COMMAND "${CMAKE_COMMAND}" --install "${CMAKE_BINARY_DIR}" --prefix "${_tlc_prefix}"
+          ${_tlc_config_args})
+set_tests_properties(consumer.install PROPERTIES
+  FIXTURES_REQUIRED tierlock_consumer_clean
+  FIXTURES_SETUP tierlock_consumer_installed)
+
+add_test(NAME consumer.find_package
+  COMMAND "${CMAKE_CTEST_COMMAND}"
+    --build-and-test "${CMAKE_CURRENT_LIST_DIR}" "${_tlc_build}"
+    --build-generator "${CMAKE_GENERATOR}"
+    --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
+    --build-project tierlock_consumer
+    --build-noclean
+    --build-options
+      "-DCMAKE_PREFIX_PATH=${_tlc_prefix}"
+      "-DTIERLOCK_EXPECTED_PREFIX=${_tlc_prefix}"
+      "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
+      "-DCMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE}"
+      "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
+      "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
+    --test-command tierlock_consumer)
+
+find_program(TIERLOCK_PKG_CONFIG_PROGRAM NAMES pkg-config pkgconf
+             DOC "pkg-config, for the consumer.pkg_config test")
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+  set(_tlc_pc_path "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+else()
+  set(_tlc_pc_path "${_tlc_prefix}/${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+endif()
+add_test(NAME consumer.pkg_config
+  COMMAND "${CMAKE_COMMAND}"
+    "-DPKG_CONFIG=${TIERLOCK_PKG_CONFIG_PROGRAM}"
+    "-DPKG_CONFIG_DIR=${_tlc_pc_path}"
+    "-DCXX=${CMAKE_CXX_COMPILER}"
+    "-DCXX_FLAGS=${_tlc_cxx_flags}"
+    "-DSOURCE=${CMAKE_CURRENT_LIST_DIR}/main.cc"
+    "-DOUTPUT=${_tlc_pc_out}/tierlock_consumer"
+    -P "${CMAKE_CURRENT_LIST_DIR}/pkg_config_check.cmake")
+
+set_tests_properties(consumer.find_package consumer.pkg_config PROPERTIES
+  FIXTURES_REQUIRED tierlock_consumer_installed)
+set_tests_properties(consumer.pkg_config PROPERTIES
+  SKIP_REGULAR_EXPRESSION "tierlock-consumer: SKIPPED")
+set_tests_properties(
+  consumer.clean consumer.install consumer.find_package consumer.pkg_config
+  PROPERTIES LABELS consumer TIMEOUT 300)

@@ -1,0 +1,147 @@
+// tests/helpers/tl_helper.cc
+//
+// A small program the tests fork+exec to act as "another process". It uses
+// tierlock's public API only. Subcommands (DIR is the locked directory):
+//
+//   hold DIR [--shared] [--name N]   acquire (blocking), print "locked", then
+//                                    wait for a line or EOF on stdin, release,
+//                                    print "released", exit 0
+//   try DIR [--shared] [--name N]    try_acquire: print "acquired" and exit 0,
+//                                    or print "busy" and exit 1
+//   count DIR N THREADS              THREADS threads each add 1 to the decimal
+//                                    number in DIR/counter N times, each under
+//                                    its own exclusive acquire/release
+//
+// Errors print "tl_helper: <reason>" on stderr and exit 2; bad usage exits 64.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "support/counter.h"
+#include "tierlock/tierlock.h"
+
+namespace {
+
+constexpr int kBusy = 1;
+constexpr int kError = 2;
+constexpr int kUsage = 64;
+
+struct Args {
+  std::string command;
+  std::string dir;
+  std::vector<std::string> positional;
+  tierlock::Mode mode = tierlock::Mode::kExclusive;
+  tierlock::LockOptions options;
+};
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: tl_helper hold|try DIR [--shared] [--name NAME]\n"
+               "       tl_helper count DIR N THREADS\n");
+  return kUsage;
+}
+
+int fail(const std::string& what) {
+  std::fprintf(stderr, "tl_helper: %s\n", what.c_str());
+  return kError;
+}
+
+void say(std::string_view line) {
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+std::optional<Args> parse(int argc, char** argv) {
+  if (argc < 3) return std::nullopt;
+  Args a;
+  a.command = argv[1];
+  a.dir = argv[2];
+  for (int i = 3; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--shared") {
+      a.mode = tierlock::Mode::kShared;
+    } else if (arg == "--name" && i + 1 < argc) {
+      a.options.lock_file_name = argv[++i];
+    } else {
+      a.positional.emplace_back(arg);
+    }
+  }
+  return a;
+}
+
+int hold(const Args& a) {
+  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  if (!lock.ok()) return fail(lock.status().ToString());
+  absl::StatusOr<tierlock::Guard> guard = lock->acquire(a.mode);
+  if (!guard.ok()) return fail(guard.status().ToString());
+  say("locked");
+  std::string line;
+  std::getline(std::cin, line);  // a line or EOF
+  absl::Status released = guard->release();
+  if (!released.ok()) return fail(released.ToString());
+  say("released");
+  return 0;
+}
+
+int try_once(const Args& a) {
+  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  if (!lock.ok()) return fail(lock.status().ToString());
+  absl::StatusOr<std::optional<tierlock::Guard>> guard = lock->try_acquire(a.mode);
+  if (!guard.ok()) return fail(guard.status().ToString());
+  if (!guard->has_value()) {
+    say("busy");
+    return kBusy;
+  }
+  say("acquired");
+  return 0;
+}
+
+int count(const Args& a) {
+  if (a.positional.size() != 2) return usage();
+  const long n = std::strtol(a.positional[0].c_str(), nullptr, 10);
+  const long threads = std::strtol(a.positional[1].c_str(), nullptr, 10);
+  if (n < 0 || threads < 1) return usage();
+  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  if (!lock.ok()) return fail(lock.status().ToString());
+  const std::string counter = a.dir + "/counter";
+  std::vector<std::string> errors(static_cast<std::size_t>(threads));
+  std::vector<std::thread> workers;
+  for (long t = 0; t < threads; ++t) {
+    // Each thread works through its own copy of the handle.
+    workers.emplace_back([handle = *lock, &counter, &errors, n, t]() mutable {
+      std::string& err = errors[static_cast<std::size_t>(t)];
+      for (long i = 0; i < n && err.empty(); ++i) {
+        absl::StatusOr<tierlock::Guard> g = handle.acquire();
+        if (!g.ok()) {
+          err = g.status().ToString();
+          break;
+        }
+        err = tierlock::testing::increment_counter(counter);
+        absl::Status r = g->release();
+        if (err.empty() && !r.ok()) err = r.ToString();
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  for (const auto& e : errors) {
+    if (!e.empty()) return fail(e);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::optional<Args> a = parse(argc, argv);
+  if (!a) return usage();
+  if (a->command == "hold") return hold(*a);
+  if (a->command == "try") return try_once(*a);
+  if (a->command == "count") return count(*a);
+  return usage();
+}

@@ -1,0 +1,17 @@
+#include "support/internal.h"
+
+#include "support/wait.h"
+#include "testing_hooks.h"
+
+namespace tierlock::testing {
+
+std::shared_ptr<internal::LockEntry> entry_of(const DirLock& lock) {
+  return internal::entry_for_testing(lock);
+}
+
+bool wait_for_waiting(const internal::LockEntry& entry, std::size_t n,
+                      std::chrono::milliseconds timeout) {
+  return wait_until([&] { return entry.waiting() == n; }, timeout);
+}
+
+}  // namespace tierlock::testing

@@ -1,0 +1,63 @@
+// tests/support/proc_locks.h
+//
+// The kernel's view of file locks, from /proc/locks:
+//   ProcLock        - one line: a granted lock or a blocked waiter ("->").
+//   read_proc_locks - parses the whole table.
+//   locks_on        - the entries for one file (matched by device and inode).
+//   wait_for_locks  - polls until a predicate over one file's entries holds.
+#ifndef TIERLOCK_TESTS_SUPPORT_PROC_LOCKS_H_
+#define TIERLOCK_TESTS_SUPPORT_PROC_LOCKS_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "support/subprocess.h"
+
+namespace tierlock::testing {
+
+struct ProcLock {
+  bool waiter = false;   // a "->" line: blocked, waiting for the lock
+  std::string kind;      // FLOCK, POSIX, OFDLCK, LEASE, ...
+  std::string access;    // READ (shared) or WRITE (exclusive)
+  pid_t pid = 0;
+  unsigned dev_major = 0;
+  unsigned dev_minor = 0;
+  std::uint64_t inode = 0;
+  std::string line;      // the raw line, for messages
+
+  bool is_flock() const { return kind == "FLOCK"; }
+  bool exclusive() const { return access == "WRITE"; }
+};
+
+// Returns every entry of /proc/locks (empty if it cannot be read).
+std::vector<ProcLock> read_proc_locks();
+
+// Returns the flock(2) entries (granted and waiting) on `file`. Follows
+// symlinks; empty if `file` does not exist.
+std::vector<ProcLock> locks_on(const std::filesystem::path& file);
+
+// Counts of `entries` by state.
+int count_holders(const std::vector<ProcLock>& entries);
+int count_waiters(const std::vector<ProcLock>& entries);
+int count_holders_by(const std::vector<ProcLock>& entries, pid_t pid);
+int count_waiters_by(const std::vector<ProcLock>& entries, pid_t pid);
+
+// Polls locks_on(file) until `pred` holds, at most `timeout`. Returns whether
+// it held; on failure `last` (if given) receives the last table seen.
+bool wait_for_locks(const std::filesystem::path& file,
+                    const std::function<bool(const std::vector<ProcLock>&)>& pred,
+                    std::chrono::milliseconds timeout = kTimeout,
+                    std::string* last = nullptr);
+
+// Formats entries one per line, for failure messages.
+std::string describe(const std::vector<ProcLock>& entries);
+
+}  // namespace tierlock::testing
+
+#endif  // TIERLOCK_TESTS_SUPPORT_PROC_LOCKS_H_
