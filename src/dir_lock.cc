@@ -147,9 +147,9 @@ namespace {
 
 // Maps AcquireOptions to the queue's WaitPolicy: a timeout <= 0 is one try
 // that reports kDeadlineExceeded when the lock is held.
-internal::WaitPolicy policy_for(const AcquireOptions& options) {
+internal::WaitPolicy policy_for(AcquireOptions& options) {
   internal::WaitPolicy policy;
-  policy.stop = options.stop;
+  policy.stop = std::move(options.stop);
   if (options.timeout) {
     const auto now = std::chrono::steady_clock::now();
     if (options.timeout->count() <= 0) {
@@ -167,12 +167,13 @@ internal::WaitPolicy policy_for(const AcquireOptions& options) {
 }  // namespace
 
 absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options) {
+  if (!entry_->stale()) [[likely]] {
+    return LockEntry::acquire_wait(entry_, options.mode, policy_for(options));
+  }
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
-  absl::StatusOr<std::optional<Guard>> got =
-      LockEntry::acquire(*std::move(entry), options.mode, policy_for(options));
-  if (!got.ok()) return got.status();
-  return std::move(**got);
+  return LockEntry::acquire_wait(*std::move(entry), options.mode,
+                                 policy_for(options));
 }
 
 absl::StatusOr<Guard> DirLock::acquire(Mode mode) {

@@ -85,6 +85,21 @@ absl::Status cancelled_before_start(const std::filesystem::path& path,
 
 absl::StatusOr<std::optional<Guard>> LockEntry::acquire(
     std::shared_ptr<LockEntry> self, Mode mode, const WaitPolicy& policy) {
+  if (policy.deadline.has_value()) {
+    absl::StatusOr<Guard> got = acquire_wait(std::move(self), mode, policy);
+    if (!got.ok()) return got.status();
+    return std::optional<Guard>(*std::move(got));
+  }
+  const std::thread::id me = std::this_thread::get_id();
+  absl::StatusOr<bool> got = self->acquire_hold(mode, policy, me);
+  if (!got.ok()) return got.status();
+  if (!*got) return std::optional<Guard>();
+  return std::optional<Guard>(Guard(std::move(self), mode, me));
+}
+
+absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
+                                              Mode mode,
+                                              const WaitPolicy& policy) {
   if (policy.stop.stop_requested()) {
     return cancelled_before_start(self->file_.path(), mode);  // no syscall
   }
@@ -92,21 +107,16 @@ absl::StatusOr<std::optional<Guard>> LockEntry::acquire(
   const bool timed = policy.deadline.has_value() || policy.stop.stop_possible();
   const Clock::time_point start = timed ? Clock::now() : Clock::time_point();
   absl::StatusOr<bool> got = self->acquire_hold(mode, policy, me);
-  if (!got.ok()) {
-    if (got.status().code() == absl::StatusCode::kCancelled) {
-      return self->wait_failed(absl::StatusCode::kCancelled, mode,
-                               Clock::now() - start);
-    }
+  if (got.ok() && *got) [[likely]] {
+    return Guard(std::move(self), mode, me);
+  }
+  if (!got.ok() && got.status().code() != absl::StatusCode::kCancelled) {
     return got.status();
   }
-  if (!*got) {
-    if (policy.deadline) {
-      return self->wait_failed(absl::StatusCode::kDeadlineExceeded, mode,
-                               Clock::now() - start);
-    }
-    return std::optional<Guard>();
-  }
-  return std::optional<Guard>(Guard(std::move(self), mode, me));
+  // Cancelled, or not acquired by the deadline (or in the single try).
+  return self->wait_failed(got.ok() ? absl::StatusCode::kDeadlineExceeded
+                                    : absl::StatusCode::kCancelled,
+                           mode, Clock::now() - start);
 }
 
 absl::StatusOr<bool> LockEntry::lockable_acquire(
@@ -312,7 +322,30 @@ absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w, const WaitPolicy& policy)
   return absl::CancelledError();
 }
 
+absl::Status LockEntry::reentry_error(Mode mode) const {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "acquire '", file_.path().native(), "' (", to_absl(mode_name(mode)),
+      "): this thread already holds it ",
+      exclusive_held_ ? "exclusively" : "shared",
+      "; waiting for itself would deadlock"));
+}
+
 absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,
+                                             const WaitPolicy& policy,
+                                             std::thread::id self) {
+  {
+    UniqueLock lk(mu_);
+    if (holds_locked(self)) return reentry_error(mode);
+    if (head_ == nullptr || may_barge_locked(mode)) {
+      absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self);
+      if (!got.ok() || *got) return got;
+    }
+    if (!policy.wait) return false;
+  }
+  return acquire_slow(mode, policy, self);
+}
+
+absl::StatusOr<bool> LockEntry::acquire_slow(Mode mode,
                                              const WaitPolicy& policy,
                                              std::thread::id self) {
   Waiter w(mode, self);
@@ -320,18 +353,11 @@ absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,
   // running callback takes mu_ and the destructor waits for it.
   std::optional<std::stop_callback<StopWaiter>> on_stop;
   UniqueLock lk(mu_);
-  if (holds_locked(self)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "acquire '", file_.path().native(), "' (", to_absl(mode_name(mode)),
-        "): this thread already holds it ",
-        exclusive_held_ ? "exclusively" : "shared",
-        "; waiting for itself would deadlock"));
-  }
+  // The state may have changed since acquire_hold looked: look again.
   if (head_ == nullptr || may_barge_locked(mode)) {
     absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self);
     if (!got.ok() || *got) return got;
   }
-  if (!policy.wait) return false;
   w.since = Clock::now();
   if (policy.deadline && w.since >= *policy.deadline) return false;
 

@@ -10,6 +10,7 @@
 #ifndef TIERLOCK_SRC_LOCK_ENTRY_H_
 #define TIERLOCK_SRC_LOCK_ENTRY_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -39,7 +40,10 @@ struct HandlePaths {
 
 // Returns the number of fork()s between the process's start and now, as seen
 // by this process (the child's atfork handler increments it).
-std::uint64_t fork_generation();
+extern std::atomic<std::uint64_t> g_fork_generation;
+inline std::uint64_t fork_generation() {
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
 
 class LockFile {
  public:
@@ -106,6 +110,12 @@ class LockEntry {
   // kCancelled / kDeadlineExceeded (holding nothing) per the policy.
   static absl::StatusOr<std::optional<Guard>> acquire(
       std::shared_ptr<LockEntry> self, Mode mode, const WaitPolicy& policy);
+  // As acquire, for a waiting acquire: never an empty optional, and a
+  // single try (policy.wait false with a deadline) that finds it held is
+  // kDeadlineExceeded.
+  static absl::StatusOr<Guard> acquire_wait(std::shared_ptr<LockEntry> self,
+                                            Mode mode,
+                                            const WaitPolicy& policy);
 
   // Queues an acquire that occupies no thread while it waits in-process; the
   // pool waits in the kernel for it if needed and runs `done` (on
@@ -169,8 +179,14 @@ class LockEntry {
     void operator()() const noexcept;
   };
 
+  // Takes a hold for `self`: the uncontended case inline, under one lock;
+  // waiting in acquire_slow.
   absl::StatusOr<bool> acquire_hold(Mode mode, const WaitPolicy& policy,
                                     std::thread::id self);
+  absl::StatusOr<bool> acquire_slow(Mode mode, const WaitPolicy& policy,
+                                    std::thread::id self);
+  absl::Status reentry_error(Mode mode) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<bool> acquire_uncontended_locked(Mode mode,
                                                   std::thread::id self)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -6,20 +6,16 @@
 
 namespace tierlock {
 namespace internal {
-namespace {
-
 // Written only by the child's atfork handler, while it is single-threaded.
 std::atomic<std::uint64_t> g_fork_generation{0};
+
+namespace {
 
 void prepare_fork() { RegistryImpl::get().before_fork(); }
 void parent_after_fork() { RegistryImpl::get().after_fork_parent(); }
 void child_after_fork() { RegistryImpl::get().after_fork_child(); }
 
 }  // namespace
-
-std::uint64_t fork_generation() {
-  return g_fork_generation.load(std::memory_order_relaxed);
-}
 
 RegistryImpl& RegistryImpl::get() {
   // Leaked on purpose: entries (held by Guards in static storage, or by

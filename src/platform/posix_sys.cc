@@ -28,10 +28,6 @@ constexpr PosixSys kReal = {real_openat, real_fstatat, real_fstat,
 
 const PosixSys& real_posix_sys() { return kReal; }
 
-namespace {
-constinit PosixSys g_table = kReal;
-}  // namespace
-
-PosixSys& posix_sys() { return g_table; }
+constinit PosixSys g_posix_sys = kReal;
 
 }  // namespace tierlock::internal

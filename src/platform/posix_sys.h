@@ -24,7 +24,8 @@ struct PosixSys {
 // Returns the table in use. Tests may assign members and must restore them
 // (see ScopedSysOverride in tests); not synchronised: change it only while no
 // other thread uses tierlock.
-PosixSys& posix_sys();
+extern PosixSys g_posix_sys;
+inline PosixSys& posix_sys() { return g_posix_sys; }
 
 // The real syscalls.
 const PosixSys& real_posix_sys();
