@@ -1,8 +1,10 @@
 // WorkerPool: FIFO task queue, persistent or per-task threads, one timer thread.
 #include "worker_pool.h"
 
+#include <atomic>
 #include <utility>
 
+#include "lock_entry.h"
 #include "tierlock/executor.h"
 
 namespace tierlock {
@@ -123,8 +125,27 @@ void WorkerPool::execute(absl::AnyInvocable<void() &&> task) {
 std::size_t WorkerPool::size() const { return state_->size; }
 
 WorkerPool& WorkerPool::global() {
-  static WorkerPool* const pool = new WorkerPool(2);  // never destroyed
-  return *pool;
+  // One pool per process image: a fork()ed child has none of the parent's
+  // threads, so it gets a pool of its own (the inherited one is abandoned).
+  // Never destroyed: at exit the kernel releases whatever it held.
+  struct Global {
+    WorkerPool* pool;
+    std::uint64_t generation;
+  };
+  static std::atomic<Global*> global{nullptr};
+  Global* current = global.load(std::memory_order_acquire);
+  if (current != nullptr &&
+      current->generation == internal::fork_generation()) [[likely]] {
+    return *current->pool;
+  }
+  auto* fresh = new Global{new WorkerPool(2), internal::fork_generation()};
+  if (global.compare_exchange_strong(current, fresh,
+                                     std::memory_order_acq_rel)) {
+    return *fresh->pool;
+  }
+  delete fresh->pool;  // another thread won the race
+  delete fresh;
+  return *current->pool;
 }
 
 }  // namespace tierlock

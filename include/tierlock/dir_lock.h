@@ -58,10 +58,14 @@ struct LockOptions {
 // while the queue is not empty; when the queue drains, the kernel lock is
 // released.
 //
-// Fairness: in-process waiters are granted strictly in arrival order, except
-// that consecutive shared waiters are granted together; a shared request never
-// overtakes a queued exclusive one. Between processes, ordering is the kernel's
-// (flock has none).
+// Fairness: queued in-process waiters are granted in arrival order, with
+// consecutive shared waiters granted together; a shared request never
+// overtakes a queued exclusive one. On release the head waiter is woken and
+// the lock left free until it takes it; an exclusive request arriving in that
+// moment may take it first (as with std::mutex, this avoids a lock convoy),
+// but once the head has waited 1 ms it is handed the lock directly, so no
+// waiter starves. Between processes, ordering is the kernel's (flock has
+// none).
 //
 // Thread-safety: all members are safe to call concurrently, on one handle or on
 // copies. Copying is cheap (two reference counts).

@@ -68,7 +68,8 @@ class WorkerPool final : public Executor {
   std::size_t size() const;
 
   // Returns the process-wide pool used when AcquireOptions::pool is null:
-  // 2 threads, started on first use, never destroyed.
+  // 2 threads, started on first use, never destroyed. A fork()ed child gets
+  // a new one on first use (the parent's threads do not exist there).
   static WorkerPool& global();
 
  private:
