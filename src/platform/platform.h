@@ -145,7 +145,8 @@ class InterruptibleWait {
   const std::optional<Clock::time_point> deadline_;
   std::atomic<bool> interrupted_{false};
   int signo_ = 0;            // 0: polling
-  void* timer_ = nullptr;    // timer_t when signo_ != 0
+  void* timer_ = nullptr;    // the timer_t (the kernel's first id is 0)
+  bool has_timer_ = false;
   std::mutex poll_mu_;       // polling mode only
   std::condition_variable poll_cv_;
 };

@@ -114,10 +114,11 @@ InterruptibleWait::InterruptibleWait(std::optional<Clock::time_point> deadline)
     return;
   }
   timer_ = timer;
+  has_timer_ = true;
 }
 
 InterruptibleWait::~InterruptibleWait() {
-  if (timer_ != nullptr) ::timer_delete(static_cast<timer_t>(timer_));
+  if (has_timer_) ::timer_delete(static_cast<timer_t>(timer_));
 }
 
 bool InterruptibleWait::deadline_passed() const {
@@ -126,7 +127,7 @@ bool InterruptibleWait::deadline_passed() const {
 
 void InterruptibleWait::interrupt() {
   interrupted_.store(true, std::memory_order_release);
-  if (timer_ != nullptr) {
+  if (has_timer_) {
     struct itimerspec its = {};
     its.it_value.tv_nsec = 1;  // now
     its.it_interval.tv_nsec = kRepeatNs;
@@ -148,7 +149,7 @@ absl::StatusOr<InterruptibleWait::Result> InterruptibleWait::lock(
     return std::nullopt;
   };
 
-  if (timer_ == nullptr) {
+  if (!has_timer_) {
     // Polling: a LOCK_NB try, then a short sleep that interrupt() cuts.
     auto backoff = std::chrono::microseconds(50);
     for (;;) {
