@@ -45,7 +45,9 @@ configure_package_config_file(
 write_basic_package_version_file(
   "${PROJECT_BINARY_DIR}/tierlockConfigVersion.cmake"
   VERSION "${PROJECT_VERSION}"
-  COMPATIBILITY SameMajorVersion)
+  # Before 1.0 every minor version may break the API: 0.1 must not satisfy
+  # a request for 0.2 (or the reverse).
+  COMPATIBILITY SameMinorVersion)
 install(FILES
     "${PROJECT_BINARY_DIR}/tierlockConfig.cmake"
     "${PROJECT_BINARY_DIR}/tierlockConfigVersion.cmake"

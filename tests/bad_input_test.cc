@@ -45,14 +45,16 @@ class DirLockBadInputTest : public TierlockTest {
 
   // Opens dir() and expects kInvalidArgument naming the lock file, and that
   // `foreign` (the lock file path and anything it points to) is unchanged.
-  void expect_rejected_and_untouched(const std::vector<std::filesystem::path>& foreign) {
+  void expect_rejected_and_untouched(
+      const std::vector<std::filesystem::path>& foreign) {
     std::vector<FileSnapshot> before;
     for (const auto& p : foreign) before.push_back(snapshot(p));
     absl::StatusOr<DirLock> lock = DirLock::open(dir());
     EXPECT_TRUE(IsError(lock.status(), absl::StatusCode::kInvalidArgument,
                         lock_path().string()));
     for (std::size_t i = 0; i < foreign.size(); ++i) {
-      EXPECT_EQ(snapshot(foreign[i]), before[i]) << foreign[i] << " was changed";
+      EXPECT_EQ(snapshot(foreign[i]), before[i])
+          << foreign[i] << " was changed";
     }
     // Trying again gives the same answer (nothing was half-created).
     EXPECT_TRUE(IsError(DirLock::open(dir()).status(),
@@ -65,7 +67,8 @@ class DirLockBadInputTest : public TierlockTest {
 TEST_F(DirLockBadInputTest, MissingDirectoryIsNotFound) {
   const auto missing = dir() / "missing";
   absl::StatusOr<DirLock> lock = DirLock::open(missing);
-  EXPECT_TRUE(IsError(lock.status(), absl::StatusCode::kNotFound, missing.string()));
+  EXPECT_TRUE(
+      IsError(lock.status(), absl::StatusCode::kNotFound, missing.string()));
   EXPECT_FALSE(snapshot(missing).exists) << "created without create_directory";
 }
 
@@ -100,18 +103,20 @@ TEST_F(DirLockBadInputTest, CreateDirectoryFailsNotFoundWhenParentIsMissing) {
   LockOptions options;
   options.create_directory = true;
   absl::StatusOr<DirLock> lock = DirLock::open(child, options);
-  EXPECT_TRUE(IsError(lock.status(), absl::StatusCode::kNotFound, parent.string()));
+  EXPECT_TRUE(
+      IsError(lock.status(), absl::StatusCode::kNotFound, parent.string()));
   EXPECT_FALSE(snapshot(parent).exists) << "created more than one level";
 }
 
 // ------------------------------------------------------- lock file names
 
-void expect_bad_name(const std::filesystem::path& dir, const std::string& name) {
+void expect_bad_name(const std::filesystem::path& dir,
+                     const std::string& name) {
   LockOptions options;
   options.lock_file_name = name;
   absl::StatusOr<DirLock> lock = DirLock::open(dir, options);
-  EXPECT_TRUE(IsError(lock.status(), absl::StatusCode::kInvalidArgument,
-                      dir.string()))
+  EXPECT_TRUE(
+      IsError(lock.status(), absl::StatusCode::kInvalidArgument, dir.string()))
       << "lock_file_name \"" << name << "\"";
 }
 
@@ -199,9 +204,11 @@ TEST_F(DirLockBadInputTest, LockFileSocketIsInvalidArgument) {
   struct sockaddr_un addr {};
   addr.sun_family = AF_UNIX;
   const std::string path = lock_path().string();
-  ASSERT_LT(path.size(), sizeof addr.sun_path) << "temp path too long for a socket";
+  ASSERT_LT(path.size(), sizeof addr.sun_path)
+      << "temp path too long for a socket";
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int rc = ::bind(s, reinterpret_cast<const struct sockaddr*>(&addr), sizeof addr);
+  int rc =
+      ::bind(s, reinterpret_cast<const struct sockaddr*>(&addr), sizeof addr);
   int err = errno;
   ::close(s);
   ASSERT_EQ(rc, 0) << std::strerror(err);
@@ -234,8 +241,8 @@ TEST_F(DirLockBadInputTest, NoPermissionIsPermissionDenied) {
       if (!err.empty()) return err;
     }
     absl::StatusOr<DirLock> lock = DirLock::open(ws);
-    ::testing::AssertionResult r =
-        IsError(lock.status(), absl::StatusCode::kPermissionDenied, ws.string());
+    ::testing::AssertionResult r = IsError(
+        lock.status(), absl::StatusCode::kPermissionDenied, ws.string());
     if (!r) return r.message();
     return "";
   });
@@ -244,7 +251,8 @@ TEST_F(DirLockBadInputTest, NoPermissionIsPermissionDenied) {
   EXPECT_FALSE(snapshot(ws / ".lock").exists);
 }
 
-TEST_F(DirLockBadInputTest, ExistingLockFileInReadOnlyDirectoryLocksExclusively) {
+TEST_F(DirLockBadInputTest,
+       ExistingLockFileInReadOnlyDirectoryLocksExclusively) {
   // The caller can neither create nor write the lock file (directory 0555;
   // file owned by root, or 0444): tierlock opens it read-only, and flock
   // works on read-only descriptors.
@@ -267,6 +275,11 @@ TEST_F(DirLockBadInputTest, ExistingLockFileInReadOnlyDirectoryLocksExclusively)
     absl::StatusOr<DirLock> lock = DirLock::open(ws);
     if (!lock.ok()) {
       ch.write_line("open: " + lock.status().ToString());
+      return 1;
+    }
+    std::shared_ptr<tierlock::internal::LockEntry> entry = entry_of(*lock);
+    if (entry == nullptr || !entry->file().read_only()) {
+      ch.write_line("the lock file was not opened read-only");
       return 1;
     }
     absl::StatusOr<Guard> g = lock->acquire();
@@ -338,15 +351,16 @@ TEST_F(DirLockBadInputTest, OutOfDescriptorsIsResourceExhausted) {
     if (!err.empty()) return err;
     absl::StatusOr<DirLock> lock = DirLock::open(d);
     full.close_all();
-    ::testing::AssertionResult r =
-        IsError(lock.status(), absl::StatusCode::kResourceExhausted, d.string());
+    ::testing::AssertionResult r = IsError(
+        lock.status(), absl::StatusCode::kResourceExhausted, d.string());
     if (!r) return r.message();
     return "";
   });
   EXPECT_TRUE(child.ok()) << child.message;
 }
 
-TEST_F(DirLockBadInputTest, OutOfDescriptorsForChildsOwnDescriptorIsResourceExhausted) {
+TEST_F(DirLockBadInputTest,
+       OutOfDescriptorsForChildsOwnDescriptorIsResourceExhausted) {
   // After fork the child's acquire must open its own descriptor; with none
   // left it must fail, never fall back to the parent's.
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
@@ -425,7 +439,8 @@ TEST_F(DirLockFaultTest, OpenatEaccesIsPermissionDenied) {
                       dir().string()));
 }
 
-void expect_flock_failure_is_an_error(const std::filesystem::path& dir, int err) {
+void expect_flock_failure_is_an_error(const std::filesystem::path& dir,
+                                      int err) {
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir));
   {
     ScopedSysOverride fault;
@@ -445,7 +460,8 @@ void expect_flock_failure_is_an_error(const std::filesystem::path& dir, int err)
                            << (t.ok() && t->has_value() ? "acquired" : "busy")
                            << " while flock failed";
     }
-    EXPECT_GT(g_flock_calls.load(), 0) << "flock was not called through the seam";
+    EXPECT_GT(g_flock_calls.load(), 0)
+        << "flock was not called through the seam";
   }
   // Nothing is held, and the handle works once the fault is gone.
   EXPECT_EQ(try_in_other_process(dir), kAcquired);

@@ -49,7 +49,7 @@ TEST_F(DirLockTest, OpenCreatesLockFileAndReportsCanonicalPaths) {
   EXPECT_TRUE(s.exists);
   EXPECT_EQ(s.type, 'f');
   // Opening locks nothing.
-  EXPECT_TRUE(locks_on(lock.lock_file()).empty());
+  EXPECT_TRUE(LocksBecome(lock.lock_file(), no_locks()));
   EXPECT_EQ(try_in_other_process(dir()), kAcquired);
 }
 
@@ -61,7 +61,8 @@ TEST_F(DirLockTest, OpenUsesCustomLockFileName) {
   EXPECT_TRUE(snapshot(dir() / "workspace.lck").exists);
   EXPECT_FALSE(snapshot(dir() / ".lock").exists);
   ASSERT_OK_AND_ASSIGN(Guard g, lock.acquire());
-  EXPECT_EQ(try_in_other_process(dir(), Mode::kExclusive, "workspace.lck"), kBusy);
+  EXPECT_EQ(try_in_other_process(dir(), Mode::kExclusive, "workspace.lck"),
+            kBusy);
   // A different lock file name in the same directory is a different lock.
   EXPECT_EQ(try_in_other_process(dir()), kAcquired);
 }
@@ -95,24 +96,24 @@ TEST_F(DirLockTest, AcquireTakesKernelLockExclusively) {
   ASSERT_OK_AND_ASSIGN(Guard g, lock.acquire());
   EXPECT_TRUE(g.held());
   EXPECT_EQ(g.mode(), Mode::kExclusive);
-  std::vector<ProcLock> entries = locks_on(lock.lock_file());
-  ASSERT_EQ(entries.size(), 1u) << describe(entries);
-  EXPECT_FALSE(entries[0].waiter);
-  EXPECT_TRUE(entries[0].exclusive()) << describe(entries);
-  EXPECT_EQ(entries[0].pid, ::getpid());
+  EXPECT_TRUE(LocksBecome(lock.lock_file(), [](const auto& e) {
+    return e.size() == 1 && !e[0].waiter && e[0].exclusive() &&
+           e[0].pid == ::getpid();
+  }));
   ASSERT_OK(g.release());
-  EXPECT_TRUE(locks_on(lock.lock_file()).empty());
+  EXPECT_TRUE(LocksBecome(lock.lock_file(), no_locks()));
 }
 
 TEST_F(DirLockTest, AcquireSharedTakesKernelLockShared) {
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
   ASSERT_OK_AND_ASSIGN(Guard g, lock.acquire(Mode::kShared));
   EXPECT_EQ(g.mode(), Mode::kShared);
-  std::vector<ProcLock> entries = locks_on(lock.lock_file());
-  ASSERT_EQ(entries.size(), 1u) << describe(entries);
-  EXPECT_FALSE(entries[0].exclusive()) << describe(entries);
+  EXPECT_TRUE(LocksBecome(lock.lock_file(), [](const auto& e) {
+    return e.size() == 1 && !e[0].waiter && !e[0].exclusive() &&
+           e[0].pid == ::getpid();
+  }));
   ASSERT_OK(g.release());
-  EXPECT_TRUE(locks_on(lock.lock_file()).empty());
+  EXPECT_TRUE(LocksBecome(lock.lock_file(), no_locks()));
 }
 
 TEST_F(DirLockTest, TryAcquireSucceedsWhenFree) {
@@ -139,7 +140,8 @@ TEST_F(DirLockTest, TryAcquireReturnsEmptyWhenHeldByAnotherProcess) {
   {
     ASSERT_OK_AND_ASSIGN(std::optional<Guard> g, lock.try_acquire());
     EXPECT_FALSE(g.has_value());
-    ASSERT_OK_AND_ASSIGN(std::optional<Guard> s, lock.try_acquire(Mode::kShared));
+    ASSERT_OK_AND_ASSIGN(std::optional<Guard> s,
+                         lock.try_acquire(Mode::kShared));
     EXPECT_FALSE(s.has_value());
   }
   EXPECT_EQ(stop_holder(holder).code, 0);
@@ -157,10 +159,11 @@ TEST_F(DirLockTest, AcquireBlocksUntilAnotherProcessReleases) {
   std::string table;
   EXPECT_TRUE(wait_for_locks(
       lock.lock_file(),
-      [](const auto& e) { return count_waiters_by(e, ::getpid()) == 1; }, kTimeout,
-      &table))
+      [](const auto& e) { return count_waiters_by(e, ::getpid()) == 1; },
+      kTimeout, &table))
       << table;
-  EXPECT_EQ(waiter.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  EXPECT_EQ(waiter.wait_for(std::chrono::seconds(0)),
+            std::future_status::timeout);
   EXPECT_EQ(stop_holder(holder).code, 0);
   ASSERT_EQ(waiter.wait_for(kTimeout), std::future_status::ready);
   absl::StatusOr<Guard> g = waiter.get();
@@ -252,9 +255,10 @@ TEST_F(DirLockReentryTest, ReentryThroughAnotherHandleFailsPrecondition) {
   ASSERT_OK_AND_ASSIGN(DirLock a, DirLock::open(dir()));
   ASSERT_OK_AND_ASSIGN(DirLock b, DirLock::open(dir() / "."));
   ASSERT_OK_AND_ASSIGN(Guard g, a.acquire());
-  EXPECT_TRUE(IsError(b.acquire().status(), absl::StatusCode::kFailedPrecondition));
-  EXPECT_TRUE(IsError(b.try_acquire().status(),
-                      absl::StatusCode::kFailedPrecondition));
+  EXPECT_TRUE(
+      IsError(b.acquire().status(), absl::StatusCode::kFailedPrecondition));
+  EXPECT_TRUE(
+      IsError(b.try_acquire().status(), absl::StatusCode::kFailedPrecondition));
 }
 
 TEST_F(DirLockReentryTest, OtherThreadsStillQueueWhileHolderReenters) {

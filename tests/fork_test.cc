@@ -43,7 +43,8 @@ std::string release_inherited(Guard& g) {
   return "";
 }
 
-void check_inherited_guard_is_inert(const std::filesystem::path& dir, Mode mode) {
+void check_inherited_guard_is_inert(const std::filesystem::path& dir,
+                                    Mode mode) {
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir));
   ASSERT_OK_AND_ASSIGN(Guard g, lock.acquire(mode));
   ChildOutcome child = run_in_child([&g, &lock]() -> std::string {
@@ -58,8 +59,7 @@ void check_inherited_guard_is_inert(const std::filesystem::path& dir, Mode mode)
   EXPECT_EQ(try_in_other_process(dir, Mode::kExclusive), kBusy);
   EXPECT_EQ(try_in_other_process(dir, Mode::kShared),
             mode == Mode::kShared ? kAcquired : kBusy);
-  std::vector<ProcLock> entries = locks_on(dir / ".lock");
-  EXPECT_EQ(count_holders_by(entries, ::getpid()), 1) << describe(entries);
+  EXPECT_TRUE(LocksBecome(dir / ".lock", held_by(::getpid())));
   ASSERT_OK(g.release());
   EXPECT_EQ(try_in_other_process(dir), kAcquired);
 }
@@ -144,8 +144,9 @@ TEST_F(DirLockForkTest, ChildAcquiresInheritedHandleOnlyAfterParentReleases) {
     EXPECT_FALSE(t.has_value()) << "parent acquired while the child holds";
   }
   EXPECT_EQ(try_in_other_process(dir()), kBusy);
-  std::vector<ProcLock> entries = locks_on(lock.lock_file());
-  EXPECT_EQ(count_holders_by(entries, child.pid()), 1) << describe(entries);
+  EXPECT_TRUE(LocksBecome(lock.lock_file(), [&](const auto& e) {
+    return e.size() == 1 && count_holders_by(e, child.pid()) == 1;
+  }));
   ASSERT_TRUE(child.write_line("checked"));
   ExitStatus st = child.wait();
   EXPECT_EQ(st.code, 0) << st.describe() << " " << child.io().read_all();
@@ -169,7 +170,8 @@ TEST_F(DirLockForkTest, ChildHoldExcludesParent) {
   {
     ASSERT_OK_AND_ASSIGN(std::optional<Guard> t, lock.try_acquire());
     EXPECT_FALSE(t.has_value());
-    ASSERT_OK_AND_ASSIGN(std::optional<Guard> s, lock.try_acquire(Mode::kShared));
+    ASSERT_OK_AND_ASSIGN(std::optional<Guard> s,
+                         lock.try_acquire(Mode::kShared));
     EXPECT_FALSE(s.has_value());
   }
   ASSERT_TRUE(child.write_line("release"));
@@ -197,9 +199,10 @@ TEST_F(DirLockForkTest, ChildSharedHoldCoexistsWithParentSharedHold) {
     return (*t)->release().ok() ? 0 : 1;
   });
   ASSERT_EQ(child.read_line(), "locked");
-  std::vector<ProcLock> entries = locks_on(lock.lock_file());
-  EXPECT_EQ(count_holders_by(entries, ::getpid()), 1) << describe(entries);
-  EXPECT_EQ(count_holders_by(entries, child.pid()), 1) << describe(entries);
+  EXPECT_TRUE(LocksBecome(lock.lock_file(), [&](const auto& e) {
+    return e.size() == 2 && count_holders_by(e, ::getpid()) == 1 &&
+           count_holders_by(e, child.pid()) == 1;
+  }));
   // The parent lets go; the child's own shared hold still excludes writers.
   ASSERT_OK(g.release());
   EXPECT_EQ(try_in_other_process(dir()), kBusy);

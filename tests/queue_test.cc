@@ -167,13 +167,11 @@ TEST_F(DirLockQueueTest, WaitersAreGrantedInArrivalOrder) {
     for (int i = 0; i < kWaiters && queued; ++i) {
       waiters.start(i, Mode::kExclusive);
       queued = wait_for_waiting(*entry, static_cast<std::size_t>(i + 1));
-      EXPECT_TRUE(queued) << "waiter " << i << " did not queue; waiting()="
-                          << entry->waiting();
+      EXPECT_TRUE(queued) << "waiter " << i
+                          << " did not queue; waiting()=" << entry->waiting();
     }
     // Waiters wait in-process: only the holder is in the kernel's table.
-    std::vector<ProcLock> entries = locks_on(lock.lock_file());
-    EXPECT_EQ(count_holders_by(entries, ::getpid()), 1) << describe(entries);
-    EXPECT_EQ(count_waiters_by(entries, ::getpid()), 0) << describe(entries);
+    EXPECT_TRUE(LocksBecome(lock.lock_file(), held_by(::getpid())));
     ASSERT_OK(holder.release());
     waiters.join();
     for (const auto& e : waiters.errors()) ADD_FAILURE() << e;
@@ -198,17 +196,13 @@ TEST_F(DirLockQueueTest, WaitersBehindAnotherProcessAreGrantedInArrivalOrder) {
     for (int i = 0; i < kWaiters && queued; ++i) {
       waiters.start(i, i == 2 ? Mode::kShared : Mode::kExclusive);
       queued = wait_for_waiting(*entry, static_cast<std::size_t>(i + 1));
-      EXPECT_TRUE(queued) << "waiter " << i << " did not queue; waiting()="
-                          << entry->waiting();
+      EXPECT_TRUE(queued) << "waiter " << i
+                          << " did not queue; waiting()=" << entry->waiting();
     }
     // One thread waits in the kernel for the whole process.
-    std::string table;
-    EXPECT_TRUE(wait_for_locks(
-        lock.lock_file(),
-        [](const auto& e) { return count_waiters_by(e, ::getpid()) == 1; },
-        kTimeout, &table))
-        << table;
-    EXPECT_EQ(count_waiters_by(locks_on(lock.lock_file()), ::getpid()), 1);
+    EXPECT_TRUE(LocksBecome(lock.lock_file(), [](const auto& e) {
+      return count_waiters_by(e, ::getpid()) == 1;
+    }));
     EXPECT_EQ(stop_holder(holder).code, 0);
     waiters.join();
     for (const auto& e : waiters.errors()) ADD_FAILURE() << e;
@@ -236,8 +230,9 @@ TEST_F(DirLockQueueTest, SharedWaitersBehindExclusiveWaiterWaitForIt) {
     if (queued) {
       waiters.start(2, Mode::kShared, both_shared);
       queued = wait_for_waiting(*entry, 2);
-      EXPECT_TRUE(queued) << "shared waiter overtook the exclusive one? waiting()="
-                          << entry->waiting();
+      EXPECT_TRUE(queued)
+          << "shared waiter overtook the exclusive one? waiting()="
+          << entry->waiting();
     }
     if (queued) {
       EXPECT_EQ(try_in_other_thread(lock, Mode::kShared), kBusy)
@@ -255,7 +250,8 @@ TEST_F(DirLockQueueTest, SharedWaitersBehindExclusiveWaiterWaitForIt) {
   std::vector<int> order = rec.order();
   ASSERT_EQ(order.size(), 3u);
   EXPECT_EQ(order[0], 1) << "the exclusive waiter was not granted first";
-  EXPECT_EQ(std::set<int>(order.begin() + 1, order.end()), (std::set<int>{2, 3}));
+  EXPECT_EQ(std::set<int>(order.begin() + 1, order.end()),
+            (std::set<int>{2, 3}));
   EXPECT_EQ(rec.max_shared(), 2) << "shared waiters were not granted together";
   EXPECT_FALSE(rec.overlap());
 }
@@ -276,8 +272,9 @@ TEST_F(DirLockQueueTest, ConsecutiveSharedWaitersAreGrantedTogether) {
     const Mode modes[] = {Mode::kShared, Mode::kShared, Mode::kShared,
                           Mode::kExclusive, Mode::kShared};
     for (int i = 0; i < 5 && queued; ++i) {
-      waiters.start(i + 1, modes[i], i < 3 ? std::function<void()>(three_shared)
-                                           : std::function<void()>());
+      waiters.start(i + 1, modes[i],
+                    i < 3 ? std::function<void()>(three_shared)
+                          : std::function<void()>());
       queued = wait_for_waiting(*entry, static_cast<std::size_t>(i + 1));
       EXPECT_TRUE(queued) << "waiter " << i + 1 << " did not queue";
     }
@@ -288,7 +285,8 @@ TEST_F(DirLockQueueTest, ConsecutiveSharedWaitersAreGrantedTogether) {
   ASSERT_TRUE(queued);
   std::vector<int> order = rec.order();
   ASSERT_EQ(order.size(), 5u);
-  EXPECT_EQ(std::set<int>(order.begin(), order.begin() + 3), (std::set<int>{1, 2, 3}));
+  EXPECT_EQ(std::set<int>(order.begin(), order.begin() + 3),
+            (std::set<int>{1, 2, 3}));
   EXPECT_EQ(order[3], 4);
   EXPECT_EQ(order[4], 5);
   EXPECT_EQ(rec.max_shared(), 3) << "S1-S3 were not granted together";

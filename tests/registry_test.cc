@@ -80,8 +80,8 @@ TEST_F(RegistryTest, DistinctDirectoriesGetDistinctEntries) {
       const auto d = dir() / std::to_string(i);
       std::filesystem::create_directory(d);
       ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(d));
-      ASSERT_OK_AND_ASSIGN(Guard g, lock.acquire(i % 2 ? Mode::kShared
-                                                       : Mode::kExclusive));
+      ASSERT_OK_AND_ASSIGN(
+          Guard g, lock.acquire(i % 2 ? Mode::kShared : Mode::kExclusive));
       locks.push_back(std::move(lock));
       guards.push_back(std::move(g));
     }
@@ -99,8 +99,8 @@ TEST_F(RegistryStressTest, TenThousandDirectoriesLeaveSizeUnchanged) {
     const auto d = dir() / std::to_string(i);
     ASSERT_TRUE(std::filesystem::create_directory(d)) << d;
     ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(d));
-    ASSERT_OK_AND_ASSIGN(Guard g, lock.acquire(i % 3 == 0 ? Mode::kShared
-                                                          : Mode::kExclusive));
+    ASSERT_OK_AND_ASSIGN(
+        Guard g, lock.acquire(i % 3 == 0 ? Mode::kShared : Mode::kExclusive));
     ASSERT_OK(g.release());
     if (i % 1000 == 0) {
       ASSERT_EQ(Registry::global().size(), before + 1) << i;
@@ -170,7 +170,8 @@ TEST_F(RegistryTest, HardLinkedLockFilesShareOneEntry) {
   std::filesystem::create_hard_link(a / ".lock", b / ".lock");
   ASSERT_OK_AND_ASSIGN(DirLock lb, DirLock::open(b));
   EXPECT_EQ(Registry::global().size(), before + 1);
-  EXPECT_EQ(lb.directory(), b);  // each handle reports the path it was opened with
+  EXPECT_EQ(lb.directory(),
+            b);  // each handle reports the path it was opened with
   ASSERT_OK_AND_ASSIGN(Guard g, la.acquire());
   EXPECT_EQ(try_in_other_thread(lb), kBusy);
   EXPECT_EQ(try_in_other_process(b), kBusy);

@@ -76,7 +76,8 @@ std::optional<Args> parse(int argc, char** argv) {
 }
 
 int hold(const Args& a) {
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  absl::StatusOr<tierlock::DirLock> lock =
+      tierlock::DirLock::open(a.dir, a.options);
   if (!lock.ok()) return fail(lock.status().ToString());
   absl::StatusOr<tierlock::Guard> guard = lock->acquire(a.mode);
   if (!guard.ok()) return fail(guard.status().ToString());
@@ -90,9 +91,11 @@ int hold(const Args& a) {
 }
 
 int try_once(const Args& a) {
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  absl::StatusOr<tierlock::DirLock> lock =
+      tierlock::DirLock::open(a.dir, a.options);
   if (!lock.ok()) return fail(lock.status().ToString());
-  absl::StatusOr<std::optional<tierlock::Guard>> guard = lock->try_acquire(a.mode);
+  absl::StatusOr<std::optional<tierlock::Guard>> guard =
+      lock->try_acquire(a.mode);
   if (!guard.ok()) return fail(guard.status().ToString());
   if (!guard->has_value()) {
     say("busy");
@@ -107,7 +110,8 @@ int count(const Args& a) {
   const long n = std::strtol(a.positional[0].c_str(), nullptr, 10);
   const long threads = std::strtol(a.positional[1].c_str(), nullptr, 10);
   if (n < 0 || threads < 1) return usage();
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  absl::StatusOr<tierlock::DirLock> lock =
+      tierlock::DirLock::open(a.dir, a.options);
   if (!lock.ok()) return fail(lock.status().ToString());
   const std::string counter = a.dir + "/counter";
   std::vector<std::string> errors(static_cast<std::size_t>(threads));

@@ -3,9 +3,10 @@
 // Checks that must run in another process (after fork, as another user, with
 // lowered limits), reported back to the parent test:
 //   ChildOutcome      - what the child reported.
-//   run_in_child      - forks, runs a body that returns "" or a failure message.
-//   kChildSkip        - prefix of a body's message that asks the test to skip.
-//   drop_privileges   - setgroups/setgid/setuid to an unprivileged user.
+//   run_in_child      - forks, runs a body that returns "" or a failure
+//   message. kChildSkip        - prefix of a body's message that asks the test
+//   to skip. drop_privileges   - setgroups/setgid/setuid to an unprivileged
+//   user.
 #ifndef TIERLOCK_TESTS_SUPPORT_CHILD_H_
 #define TIERLOCK_TESTS_SUPPORT_CHILD_H_
 

@@ -11,7 +11,8 @@ namespace tierlock::testing {
 namespace {
 
 std::string errno_text(const char* what, const std::filesystem::path& file) {
-  return std::string(what) + " '" + file.string() + "': " + std::strerror(errno);
+  return std::string(what) + " '" + file.string() +
+         "': " + std::strerror(errno);
 }
 
 // Reads the whole descriptor from offset 0; -1 on error.
@@ -19,8 +20,8 @@ long long parse_fd(int fd) {
   char buf[64];
   std::size_t len = 0;
   while (len < sizeof buf - 1) {
-    ssize_t n = ::pread(fd, buf + len, sizeof buf - 1 - len,
-                        static_cast<off_t>(len));
+    ssize_t n =
+        ::pread(fd, buf + len, sizeof buf - 1 - len, static_cast<off_t>(len));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return -1;
     if (n == 0) break;

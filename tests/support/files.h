@@ -2,7 +2,8 @@
 //
 // Small file utilities for tests:
 //   read_file / write_file - whole-file I/O that reports errors as exceptions.
-//   FileSnapshot           - what a file looks like (type, mode, owner, content,
+//   FileSnapshot           - what a file looks like (type, mode, owner,
+//   content,
 //                            link target, times), to prove tierlock left a
 //                            foreign file alone.
 #ifndef TIERLOCK_TESTS_SUPPORT_FILES_H_
@@ -45,9 +46,9 @@ struct FileSnapshot {
   std::int64_t size = 0;
   std::int64_t mtime_ns = 0;
   std::int64_t ctime_ns = 0;
-  std::string content;                // regular files only
-  std::string link_target;            // symlinks only
-  std::vector<std::string> entries;   // directories only, sorted
+  std::string content;               // regular files only
+  std::string link_target;           // symlinks only
+  std::vector<std::string> entries;  // directories only, sorted
 
   friend bool operator==(const FileSnapshot&, const FileSnapshot&) = default;
 };

@@ -54,15 +54,20 @@ void TierlockTest::TearDown() {
   EXPECT_EQ(count_open_fds(), fds_) << "the test left descriptors open";
   const pid_t self = ::getpid();
   std::vector<ProcLock> mine;
-  for (ProcLock& e : read_proc_locks()) {
-    if (e.pid == self) mine.push_back(std::move(e));
-  }
+  // A single reading of /proc/locks may be torn; a real leftover persists.
+  wait_until(
+      [&] {
+        mine.clear();
+        for (ProcLock& e : read_proc_locks()) {
+          if (e.pid == self) mine.push_back(std::move(e));
+        }
+        return mine.empty();
+      },
+      kSettle);
   EXPECT_TRUE(mine.empty()) << "the test left kernel locks held or waiting:\n"
                             << describe(mine);
   const std::filesystem::path lock = dir() / ".lock";
-  std::vector<ProcLock> on_lock = locks_on(lock);
-  EXPECT_TRUE(on_lock.empty()) << "locks remain on " << lock << ":\n"
-                               << describe(on_lock);
+  EXPECT_TRUE(LocksBecome(lock, no_locks(), kSettle)) << "locks remain";
 }
 
 }  // namespace tierlock::testing

@@ -5,7 +5,8 @@
 //                              (TIERLOCK_FLOCK_PATH, empty if not found).
 //   try_in_other_thread      - try_acquire from a fresh thread.
 //   try_in_other_process     - `tl_helper try` in a fresh process.
-//   start_holder             - `tl_helper hold`: a process holding the lock until
+//   start_holder             - `tl_helper hold`: a process holding the lock
+//   until
 //                              told to release.
 // Outcomes are strings ("acquired", "busy", or an error) so EXPECT_EQ prints
 // them usefully.
@@ -46,15 +47,18 @@ inline std::string describe_try(absl::StatusOr<std::optional<Guard>> r) {
 }
 
 // Runs lock.try_acquire(mode) on a new thread (releasing at once on success).
-inline std::string try_in_other_thread(DirLock lock, Mode mode = Mode::kExclusive) {
-  return std::async(std::launch::async, [&lock, mode] {
-           return describe_try(lock.try_acquire(mode));
-         }).get();
+inline std::string try_in_other_thread(DirLock lock,
+                                       Mode mode = Mode::kExclusive) {
+  return std::async(
+             std::launch::async,
+             [&lock, mode] { return describe_try(lock.try_acquire(mode)); })
+      .get();
 }
 
 inline std::vector<std::string> helper_args(const std::string& command,
                                             const std::filesystem::path& dir,
-                                            Mode mode, const std::string& name) {
+                                            Mode mode,
+                                            const std::string& name) {
   std::vector<std::string> argv = {helper_path(), command, dir.string()};
   if (mode == Mode::kShared) argv.push_back("--shared");
   if (!name.empty()) {

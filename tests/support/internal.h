@@ -2,9 +2,10 @@
 //
 // White-box access to tierlock's internals (src/), for fault injection and
 // queue inspection:
-//   ScopedSysOverride - swaps entries of the syscall table, restores them on exit.
-//   entry_of          - the registry entry (LockEntry) behind a DirLock.
-//   wait_for_waiting  - waits until an entry's in-process queue reaches a length.
+//   ScopedSysOverride - swaps entries of the syscall table, restores them on
+//   exit. entry_of          - the registry entry (LockEntry) behind a DirLock.
+//   wait_for_waiting  - waits until an entry's in-process queue reaches a
+//   length.
 #ifndef TIERLOCK_TESTS_SUPPORT_INTERNAL_H_
 #define TIERLOCK_TESTS_SUPPORT_INTERNAL_H_
 

@@ -24,7 +24,8 @@ using Clock = std::chrono::steady_clock;
 }
 
 void ignore_sigpipe_once() {
-  // A write to a pipe whose reader died must fail with EPIPE, not kill the test.
+  // A write to a pipe whose reader died must fail with EPIPE, not kill the
+  // test.
   static const bool done = [] {
     ::signal(SIGPIPE, SIG_IGN);
     return true;
@@ -132,7 +133,8 @@ bool LineChannel::fill(std::chrono::milliseconds timeout) {
   }
 }
 
-std::optional<std::string> LineChannel::read_line(std::chrono::milliseconds timeout) {
+std::optional<std::string> LineChannel::read_line(
+    std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     std::size_t nl = buf_.find('\n');

@@ -1,11 +1,12 @@
 // tests/support/subprocess.h
 //
 // Real processes for cross-process tests:
-//   kTimeout    - the bound on every wait in the tests (generous: sanitizer builds).
-//   ExitStatus  - how a process ended.
-//   LineChannel - newline-delimited messages over a pair of pipes, with timeouts.
-//   Process     - a child (fork+exec of a program, or fork running a function)
-//                 whose stdin/stdout are pipes; killed and reaped on destruction.
+//   kTimeout    - the bound on every wait in the tests (generous: sanitizer
+//   builds). ExitStatus  - how a process ended. LineChannel - newline-delimited
+//   messages over a pair of pipes, with timeouts. Process     - a child
+//   (fork+exec of a program, or fork running a function)
+//                 whose stdin/stdout are pipes; killed and reaped on
+//                 destruction.
 //   run         - runs a program to completion and captures its stdout.
 #ifndef TIERLOCK_TESTS_SUPPORT_SUBPROCESS_H_
 #define TIERLOCK_TESTS_SUPPORT_SUBPROCESS_H_
@@ -47,7 +48,8 @@ class LineChannel {
   // Writes `line` and a '\n'. Returns false on error (e.g. the reader is gone).
   bool write_line(std::string_view line);
   // Reads one line, waiting at most `timeout`; nullopt on timeout or EOF.
-  std::optional<std::string> read_line(std::chrono::milliseconds timeout = kTimeout);
+  std::optional<std::string> read_line(
+      std::chrono::milliseconds timeout = kTimeout);
   // Returns true if a whole line or EOF can be read now without blocking.
   bool readable_now();
   // Reads everything up to EOF (at most `timeout`).
@@ -89,7 +91,8 @@ class Process {
   // The child's stdin/stdout (or the forked body's channel).
   LineChannel& io() { return io_; }
   bool write_line(std::string_view line) { return io_.write_line(line); }
-  std::optional<std::string> read_line(std::chrono::milliseconds timeout = kTimeout) {
+  std::optional<std::string> read_line(
+      std::chrono::milliseconds timeout = kTimeout) {
     return io_.read_line(timeout);
   }
   void close_stdin() { io_.close_write(); }

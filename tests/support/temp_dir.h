@@ -1,7 +1,8 @@
 // tests/support/temp_dir.h
 //
 // A per-test temporary directory:
-//   TempDir - mkdtemp under $TMPDIR (or /tmp); removed recursively on destruction.
+//   TempDir - mkdtemp under $TMPDIR (or /tmp); removed recursively on
+//   destruction.
 #ifndef TIERLOCK_TESTS_SUPPORT_TEMP_DIR_H_
 #define TIERLOCK_TESTS_SUPPORT_TEMP_DIR_H_
 

@@ -23,7 +23,8 @@ bool wait_until(Pred&& pred, std::chrono::milliseconds timeout = kTimeout) {
     if (i < 100) {
       std::this_thread::yield();
     } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(i < 1000 ? 50 : 1000));
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(i < 1000 ? 50 : 1000));
     }
   }
 }
