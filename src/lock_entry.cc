@@ -266,7 +266,11 @@ void LockEntry::wake_locked(Waiter* w) {
     a->pool->post([k = a->keep] { run_async_leader(k); });
     return;
   }
-  // Out of the queue (granted, failed or stopped): complete it.
+  // Out of the queue (granted, failed or stopped): complete it, once. (A
+  // leader task that was running when a stop took it out of the queue
+  // finds the completion already posted.)
+  if (w->completion_posted) return;
+  w->completion_posted = true;
   a->pool->post([k = std::move(a->keep)] { complete_async(k); });
 }
 
@@ -465,6 +469,10 @@ void LockEntry::run_async_leader(const std::shared_ptr<AsyncWaiter>& w) {
     if (!w->queued || !w->leader || w->in_kernel) return;
     (void)e.lead_locked(*w, w->policy);
     w->keep.reset();  // not the last reference: `w` is ours
+    // A stop while the kernel wait was being set up (mu_ released) took it
+    // out of the queue and posted its completion already.
+    if (w->completion_posted) return;
+    w->completion_posted = true;
   }
   complete_async(w);
 }

@@ -169,6 +169,7 @@ class LockEntry {
     absl::Status error;      // set (instead of granted) when the kernel refused
     platform::InterruptibleWait* kernel_wait = nullptr;
     AsyncWaiter* async = nullptr;
+    bool completion_posted = false;  // async: its completion is exactly once
     std::condition_variable cv;  // sync waiters only
   };
   // Stop-callback body: cancels (kCancelled) or expires a waiter.
