@@ -289,10 +289,8 @@ absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w, const WaitPolicy& policy)
     r = st.ok() ? absl::StatusOr<Result>(Result::kLocked) : st;
   } else {
     mu_.unlock();
-    platform::InterruptibleWait kernel_wait(policy.deadline);  // no mu_: a syscall
-    std::vector<platform::KernelHolder> seen = platform::kernel_holders(id());
+    platform::InterruptibleWait kernel_wait(policy.deadline);  // no mu_: syscalls
     mu_.lock();
-    holders_seen_ = std::move(seen);
     if (!w.stopped) {
       w.in_kernel = true;
       w.kernel_wait = &kernel_wait;
@@ -584,36 +582,36 @@ absl::Status LockEntry::wait_failed(absl::StatusCode code, Mode mode,
                                     Clock::duration waited) const {
   const bool cancelled = code == absl::StatusCode::kCancelled;
   const std::int64_t me = platform::current_pid();
-  std::vector<platform::KernelHolder> holders;
   bool held_here;
   {
     UniqueLock lk(mu_);
     held_here = !free_locked();
-    if (cancelled) holders = holders_seen_;
-  }
-  // A timeout can afford a fresh look; a cancel must return promptly.
-  if (!cancelled) holders = platform::kernel_holders(id());
-  std::vector<std::string> exclusive, shared;
-  for (const platform::KernelHolder& h : holders) {
-    if (h.pid == me && !held_here) continue;  // a stale snapshot of ourselves
-    std::string who = absl::StrCat(h.pid);
-    if (h.pid == me) absl::StrAppend(&who, " (this process)");
-    (h.mode == Mode::kExclusive ? exclusive : shared).push_back(std::move(who));
   }
   std::string holder;
-  if (!exclusive.empty()) {
-    holder = absl::StrCat("held exclusively by pid ",
-                          absl::StrJoin(exclusive, ", pid "));
-  } else if (!shared.empty()) {
-    holder = absl::StrCat("held shared by pid ", absl::StrJoin(shared, ", pid "));
-  } else if (held_here) {
-    holder = absl::StrCat("held by another thread of this process (pid ", me,
-                          ")");
+  if (cancelled) {
+    // A cancel must return promptly, and reading /proc/locks takes a
+    // system-wide write lock that can wait for an RCU grace period
+    // (milliseconds here): name what is known without it.
+    holder = held_here ? absl::StrCat("held by another thread of this process"
+                                      " (pid ", me, ")")
+                       : std::string("held by another process (see tierlock "
+                                     "status or /proc/locks)");
   } else {
-    holder = "no holder visible now (it may have just been released)";
-  }
-  if (cancelled && !held_here && !holders.empty()) {
-    absl::StrAppend(&holder, " when the wait began");
+    std::vector<std::string> exclusive, shared;
+    for (const platform::KernelHolder& h : platform::kernel_holders(id())) {
+      std::string who = absl::StrCat(h.pid);
+      if (h.pid == me) absl::StrAppend(&who, " (this process)");
+      (h.mode == Mode::kExclusive ? exclusive : shared).push_back(std::move(who));
+    }
+    if (!exclusive.empty()) {
+      holder = absl::StrCat("held exclusively by pid ",
+                            absl::StrJoin(exclusive, ", pid "));
+    } else if (!shared.empty()) {
+      holder =
+          absl::StrCat("held shared by pid ", absl::StrJoin(shared, ", pid "));
+    } else {
+      holder = "no holder visible now (it may have just been released)";
+    }
   }
   return absl::Status(
       code, absl::StrCat("acquire '", file_.path().native(), "' (",

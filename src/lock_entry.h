@@ -245,10 +245,6 @@ class LockEntry {
   Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::size_t waiting_ ABSL_GUARDED_BY(mu_) = 0;
   std::size_t lockable_holds_ ABSL_GUARDED_BY(mu_) = 0;
-  // Who held the kernel lock when the last leader began to wait: named in
-  // kCancelled messages without reading /proc/locks on the cancel path (its
-  // first read in a process can take milliseconds).
-  std::vector<platform::KernelHolder> holders_seen_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<LockEntry> self_ ABSL_GUARDED_BY(mu_);  // while lockable_holds_ > 0
 };
 

@@ -313,7 +313,7 @@ TEST_F(AcquireCancelTest, CancelWhileBlockedInKernelReturnsAndHoldsNothing) {
   const auto to_return = Clock::now() - start;
   Timed t = waiter.get();
   EXPECT_TRUE(IsError(t.result.status(), absl::StatusCode::kCancelled,
-                      lock.lock_file().string(), pid_text(holder.pid())));
+                      lock.lock_file().string(), "held by another process"));
   EXPECT_LT(to_return, 5s);  // the 1 ms p99 bound is measured in bench/
   EXPECT_TRUE(HoldsNothing(lock));
   ReleaseAndOthersGetIt(lock, holder);
@@ -411,7 +411,9 @@ TEST_F(AcquireCancelTest, CancelledProcessHoldsNothingWhileStillRunning) {
   std::optional<std::string> said = canceller.read_line();
   ASSERT_TRUE(said.has_value());
   EXPECT_EQ(said->rfind("cancelled: ", 0), 0u) << *said;
-  EXPECT_NE(said->find(pid_text(::getpid())), std::string::npos) << *said;
+  // A cancel names no pid across processes (reading /proc/locks could delay
+  // it by milliseconds); it says where to look.
+  EXPECT_NE(said->find("held by another process"), std::string::npos) << *said;
 
   std::vector<ProcLock> entries = locks_on(lock.lock_file());
   EXPECT_EQ(count_holders_by(entries, canceller.pid()) +
@@ -719,7 +721,7 @@ TEST_F(AcquireFairnessTest, CancelledKernelLeaderHandsTheKernelWaitToTheNext) {
   stop_a.request_stop();
   ASSERT_TRUE(ready(a));
   EXPECT_TRUE(IsError(a.get(), absl::StatusCode::kCancelled,
-                      lock.lock_file().string(), pid_text(holder.pid())));
+                      lock.lock_file().string(), "held by another process"));
   EXPECT_TRUE(wait_for_waiting(*entry, 2));
   // B took over the kernel wait: exactly one thread of ours is in flock.
   EXPECT_TRUE(OurKernelWaiters(lock, 1));

@@ -516,6 +516,45 @@ TEST_F(AsyncCancelRaceTest, CancelRacingWithKernelGrantHasExactlyOneOutcome) {
   EXPECT_EQ(try_in_other_process(dir()), kAcquired);
 }
 
+TEST_F(AsyncCancelRaceTest, LeaderStoppedAsItStartsCompletesExactlyOnce) {
+  // An async leader stopped just as its pool thread starts the kernel wait
+  // (before it is inside flock): by a stop token (even rounds, 0-400 us after
+  // the submit) or by its own short timeout (odd rounds, 50-540 us). Each
+  // completion must run exactly once.
+  const int kRounds = scaled(2'000, 500);
+  Completions done;
+  WorkerPool pool(2);
+  ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
+  const int foreign = ::open(lock.lock_file().c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(foreign, 0) << std::strerror(errno);
+  ASSERT_EQ(::flock(foreign, LOCK_EX | LOCK_NB), 0) << std::strerror(errno);
+  for (int i = 0; i < kRounds; ++i) {
+    std::stop_source stop;
+    AcquireOptions o = on(pool);
+    if (i % 2 == 0) {
+      o.stop = stop.get_token();
+    } else {
+      o.timeout = std::chrono::microseconds(50 + 10 * (i % 50));
+    }
+    lock.acquire_async(std::move(o), done.callback(i));
+    if (i % 2 == 0) {
+      // Sweep the stop across the leader's start (0-400 us after the post).
+      spin_for(std::chrono::microseconds(2 * ((i / 2) % 200)));
+      stop.request_stop();
+    }
+    ASSERT_TRUE(done.wait_for(static_cast<std::size_t>(i) + 1))
+        << "round " << i << ": no completion";
+  }
+  std::vector<int> seen(static_cast<std::size_t>(kRounds), 0);
+  for (const auto& o : done.outcomes()) {
+    ++seen[static_cast<std::size_t>(o.id)];
+    EXPECT_FALSE(o.status.ok()) << "round " << o.id;
+  }
+  EXPECT_EQ(seen, std::vector<int>(static_cast<std::size_t>(kRounds), 1));
+  ::close(foreign);
+  EXPECT_TRUE(HoldsNothing(lock));
+}
+
 // ---------------------------------------------------------------- pool sizes
 
 TEST_P(AsyncPoolSizeTest, CompletesInFifoOrderBehindAnotherProcess) {
@@ -618,7 +657,7 @@ TEST_P(AsyncPoolSizeTest, CancelWhileAnotherProcessHolds) {
   stop.request_stop();
   ASSERT_TRUE(done.wait_for(1, 5'000ms)) << "cancel did not end the async wait";
   EXPECT_TRUE(IsError(done.outcome(1).status, absl::StatusCode::kCancelled,
-                      lock.lock_file().string(), pid_text(holder.pid())));
+                      lock.lock_file().string(), "held by another process"));
   EXPECT_TRUE(HoldsNothing(lock));
   ReleaseAndOthersGetIt(lock, holder);
 }
@@ -720,6 +759,36 @@ TEST_F(AsyncWorkerPoolTest, DestroyedPoolReleasesAGrantWhoseCompletionNeverRan) 
       EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled) << o.status;
     }
   }
+}
+
+TEST_F(AsyncWorkerPoolTest, PoolDestroyedRightAfterSubmitCompletesAtMostOnce) {
+  // The pool goes while its first task -- the leader's kernel wait -- may be
+  // starting. No completion may run twice, nothing may hang or stay held.
+  const int kRounds = scaled(200, 100);
+  Completions done;
+  ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
+  const int foreign = ::open(lock.lock_file().c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(foreign, 0) << std::strerror(errno);
+  ASSERT_EQ(::flock(foreign, LOCK_EX | LOCK_NB), 0) << std::strerror(errno);
+  for (int i = 0; i < kRounds; ++i) {
+    WorkerPool pool(static_cast<std::size_t>(i % 3));
+    lock.acquire_async(on(pool), done.callback(i));
+    if (i % 4 == 0) {
+      ASSERT_TRUE(wait_until([&] { return !threads_in_flock().empty(); }, kIntoKernel))
+          << "round " << i << ": the leader never blocked in flock";
+    }
+  }
+  std::vector<int> seen(static_cast<std::size_t>(kRounds), 0);
+  for (const auto& o : done.outcomes()) {
+    ++seen[static_cast<std::size_t>(o.id)];
+    EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled) << "round " << o.id;
+  }
+  for (int i = 0; i < kRounds; ++i) {
+    EXPECT_LE(seen[static_cast<std::size_t>(i)], 1) << "round " << i;
+  }
+  ::close(foreign);
+  EXPECT_TRUE(HoldsNothing(lock));
+  EXPECT_EQ(try_in_other_process(dir()), kAcquired);
 }
 
 // ------------------------------------------------------- futures, executors
@@ -934,7 +1003,7 @@ TEST_F(AsyncAcquireTest, CancelledKernelLeaderHandsTheKernelWaitToTheNext) {
   stop.request_stop();
   ASSERT_TRUE(done.wait_for(1, 5'000ms));
   EXPECT_TRUE(IsError(done.outcome(1).status, absl::StatusCode::kCancelled,
-                      lock.lock_file().string(), pid_text(holder.pid())));
+                      lock.lock_file().string(), "held by another process"));
   EXPECT_EQ(entry->waiting(), 2u);
   // 2 took over the kernel wait: still exactly one thread of ours in flock.
   EXPECT_TRUE(OurKernelWaiters(lock, 1));

@@ -14,12 +14,12 @@ namespace tierlock {
 //
 // Why a signal: a thread blocked in flock can only be woken by the lock being
 // granted or by a signal; tierlock sends the signal to that one thread
-// (timer_create with SIGEV_THREAD_ID), with a no-op handler installed without
-// SA_RESTART, so flock returns EINTR in microseconds and nothing is left
-// waiting in the kernel. The timer re-sends every 200 us until the thread has
-// left the kernel, so a signal that lands just before flock is entered is not
-// lost. The signal is unblocked in the waiting thread for the duration of the
-// wait only.
+// (tgkill, then a per-thread timer_create/SIGEV_THREAD_ID timer), with a no-op
+// handler installed without SA_RESTART, so flock returns EINTR in
+// microseconds and nothing is left waiting in the kernel. The timer re-sends
+// every 200 us until the thread has left the kernel, so a signal that lands
+// just before flock is entered is not lost. The signal is unblocked in the
+// waiting thread for the duration of the wait only.
 //
 // Default: SIGRTMAX - 7, installed on first need, but only if the program
 // has neither a handler for it nor SIG_IGN: tierlock never replaces a handler

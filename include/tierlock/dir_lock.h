@@ -110,9 +110,11 @@ class DirLock {
   // the kernel is interrupted, see config.h) and leaves nothing held: this
   // process neither holds the kernel lock for the waiter nor takes it later
   // on its behalf, and the waiter leaves the FIFO queue without disturbing
-  // the others. Both messages name the lock file, how long it waited and the
-  // holders the kernel reports (pids). kFailedPrecondition at once if this
-  // thread already holds it.
+  // the others. Both messages name the lock file and how long it waited; a
+  // timeout also names the holders the kernel reports (pids, from
+  // /proc/locks, which can take milliseconds to read), a cancel only says
+  // whether this process or another one holds it (it must return promptly).
+  // kFailedPrecondition at once if this thread already holds it.
   absl::StatusOr<Guard> acquire(AcquireOptions options = {});
   // Acquires in `mode`, blocking without limit.
   absl::StatusOr<Guard> acquire(Mode mode);

@@ -118,11 +118,15 @@ int interrupt_signal();
 // thread; interrupt() may be called from any thread while the owner is inside
 // lock() (the caller serialises that with the owner's lifetime).
 //
-// On POSIX it arms a per-thread timer (timer_create, SIGEV_THREAD_ID) that
-// sends the interrupt signal, installed without SA_RESTART so flock returns
-// EINTR; the timer repeats every 200 us until disarmed, which closes the race
-// where a signal lands just before the thread enters flock. Without a usable
-// signal it polls LOCK_NB with a backoff capped at 1 ms.
+// On POSIX interrupt() sends the interrupt signal (installed without
+// SA_RESTART, so flock returns EINTR) straight to the waiting thread, then
+// arms the thread's timer (timer_create, SIGEV_THREAD_ID, one per thread,
+// reused) to repeat it every 200 us until the wait is over, which closes the
+// race where a signal lands just before the thread enters flock. A deadline
+// arms the same timer. The destructor disarms it and restores the signal
+// mask; it must run on the waiting thread after interrupt() can no longer be
+// called. Without a usable signal it polls LOCK_NB with a backoff capped at
+// 1 ms.
 class InterruptibleWait {
  public:
   using Clock = std::chrono::steady_clock;
@@ -144,9 +148,12 @@ class InterruptibleWait {
   bool deadline_passed() const;
   const std::optional<Clock::time_point> deadline_;
   std::atomic<bool> interrupted_{false};
-  int signo_ = 0;            // 0: polling
-  void* timer_ = nullptr;    // the timer_t (the kernel's first id is 0)
-  bool has_timer_ = false;
+  int signo_ = 0;             // 0: polling
+  void* timer_ = nullptr;     // timer_t* of this thread's timer; null: polling
+  long tid_ = 0;              // the waiting thread, for the first signal
+  bool armed_ = false;        // owner thread, or interrupt() under the
+                              // caller's lock: disarm on destruction
+  bool restore_mask_ = false; // the signal was blocked before the wait
   std::mutex poll_mu_;       // polling mode only
   std::condition_variable poll_cv_;
 };

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,24 +102,85 @@ int interrupt_signal() {
   return signo;
 }
 
+namespace {
+
+// One POSIX timer per thread, created on its first interruptible wait and
+// reused: a wait then costs no timer syscalls unless it has a deadline or is
+// interrupted. Deleted when the thread exits. A fork()ed child does not
+// inherit timers, so a cached one from another pid is abandoned.
+struct ThreadTimer {
+  timer_t id{};
+  bool valid = false;
+  int signo = 0;
+  pid_t pid = 0;
+  ~ThreadTimer() {
+    if (valid && pid == ::getpid()) ::timer_delete(id);
+  }
+};
+thread_local ThreadTimer t_timer;
+
+// Returns this thread's timer for `signo`, or nullptr if none can be made.
+timer_t* thread_timer(int signo) {
+  ThreadTimer& t = t_timer;
+  const pid_t pid = ::getpid();
+  if (t.valid && t.signo == signo && t.pid == pid) return &t.id;
+  if (t.valid && t.pid == pid) ::timer_delete(t.id);  // signal changed
+  t.valid = false;
+  struct sigevent sev = {};
+  sev.sigev_notify = SIGEV_THREAD_ID;
+  sev.sigev_signo = signo;
+  sev._sigev_un._tid = ::gettid();
+  // Note: the kernel's first timer id in a process is 0, a valid id.
+  if (::timer_create(CLOCK_MONOTONIC, &sev, &t.id) != 0) return nullptr;
+  t.valid = true;
+  t.signo = signo;
+  t.pid = pid;
+  return &t.id;
+}
+
+void arm(timer_t id, int flags, struct timespec first) {
+  struct itimerspec its = {};
+  its.it_value = first;
+  its.it_interval.tv_nsec = kRepeatNs;
+  ::timer_settime(id, flags, &its, nullptr);
+}
+
+}  // namespace
+
 InterruptibleWait::InterruptibleWait(std::optional<Clock::time_point> deadline)
     : deadline_(deadline), signo_(interrupt_signal()) {
   if (signo_ == 0) return;
-  struct sigevent sev = {};
-  sev.sigev_notify = SIGEV_THREAD_ID;
-  sev.sigev_signo = signo_;
-  sev._sigev_un._tid = ::gettid();
-  timer_t timer;
-  if (::timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0) {
+  timer_t* timer = thread_timer(signo_);
+  if (timer == nullptr) {
     signo_ = 0;  // out of timers: poll instead
     return;
   }
   timer_ = timer;
-  has_timer_ = true;
+  tid_ = ::gettid();
+  // The host may block our signal in this thread: unblock it for the wait.
+  sigset_t ours, old;
+  sigemptyset(&ours);
+  sigaddset(&ours, signo_);
+  ::pthread_sigmask(SIG_UNBLOCK, &ours, &old);
+  restore_mask_ = sigismember(&old, signo_) == 1;
 }
 
 InterruptibleWait::~InterruptibleWait() {
-  if (has_timer_) ::timer_delete(static_cast<timer_t>(timer_));
+  if (timer_ == nullptr) return;
+  // The owner calls this after interrupt() can no longer be called. Disarm
+  // before restoring the mask: a signal already generated is delivered (to
+  // our no-op handler) while still unblocked, so none is left pending to
+  // interrupt the host's own syscalls later.
+  if (armed_) {
+    struct itimerspec off = {};
+    ::timer_settime(*static_cast<timer_t*>(timer_), 0, &off, nullptr);
+  }
+  if (restore_mask_) {
+    sigset_t ours;
+    sigemptyset(&ours);
+    sigaddset(&ours, signo_);
+    ::pthread_sigmask(SIG_BLOCK, &ours, nullptr);
+  }
 }
 
 bool InterruptibleWait::deadline_passed() const {
@@ -127,11 +189,14 @@ bool InterruptibleWait::deadline_passed() const {
 
 void InterruptibleWait::interrupt() {
   interrupted_.store(true, std::memory_order_release);
-  if (has_timer_) {
-    struct itimerspec its = {};
-    its.it_value.tv_nsec = 1;  // now
-    its.it_interval.tv_nsec = kRepeatNs;
-    ::timer_settime(static_cast<timer_t>(timer_), 0, &its, nullptr);
+  if (timer_ != nullptr) {
+    // The first signal goes straight to the thread (a timer expiring "now"
+    // took 50-80 us to deliver here, tgkill 15-20 us); the timer repeats it
+    // every 200 us in case it landed before the thread entered flock.
+    ::syscall(SYS_tgkill, ::getpid(), tid_, signo_);
+    arm(*static_cast<timer_t*>(timer_), 0,
+        to_timespec(std::chrono::nanoseconds(kRepeatNs)));
+    armed_ = true;
   } else {
     std::lock_guard<std::mutex> lk(poll_mu_);
     poll_cv_.notify_all();
@@ -149,7 +214,7 @@ absl::StatusOr<InterruptibleWait::Result> InterruptibleWait::lock(
     return std::nullopt;
   };
 
-  if (!has_timer_) {
+  if (timer_ == nullptr) {
     // Polling: a LOCK_NB try, then a short sleep that interrupt() cuts.
     auto backoff = std::chrono::microseconds(50);
     for (;;) {
@@ -168,45 +233,19 @@ absl::StatusOr<InterruptibleWait::Result> InterruptibleWait::lock(
     }
   }
 
-  // The host may block our signal in this thread: unblock it for the wait.
-  sigset_t ours, old;
-  sigemptyset(&ours);
-  sigaddset(&ours, signo_);
-  ::pthread_sigmask(SIG_UNBLOCK, &ours, &old);
   if (deadline_) {
-    struct itimerspec its = {};
-    auto since_epoch = deadline_->time_since_epoch();
-    its.it_value = to_timespec(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch));
-    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) {
-      its.it_value.tv_nsec = 1;
-    }
-    its.it_interval.tv_nsec = kRepeatNs;
     // steady_clock is CLOCK_MONOTONIC on Linux/glibc.
-    ::timer_settime(static_cast<timer_t>(timer_), TIMER_ABSTIME, &its, nullptr);
+    struct timespec at = to_timespec(std::chrono::duration_cast<std::chrono::nanoseconds>(
+        deadline_->time_since_epoch()));
+    if (at.tv_sec == 0 && at.tv_nsec == 0) at.tv_nsec = 1;
+    arm(*static_cast<timer_t*>(timer_), TIMER_ABSTIME, at);
+    armed_ = true;
   }
-  absl::StatusOr<Result> out;
   for (;;) {
-    if (auto r = stop_reason()) {
-      out = *r;
-      break;
-    }
-    if (posix_sys().flock(handle, op) == 0) {
-      out = Result::kLocked;
-      break;
-    }
-    if (errno != EINTR) {
-      out = errno_status(errno, "flock", lock_file);
-      break;
-    }
+    if (auto r = stop_reason()) return *r;
+    if (posix_sys().flock(handle, op) == 0) return Result::kLocked;
+    if (errno != EINTR) return errno_status(errno, "flock", lock_file);
   }
-  // Disarm before restoring the mask: a signal already generated is
-  // delivered (to our no-op handler) while still unblocked, so none is left
-  // pending to interrupt the host's own syscalls later.
-  struct itimerspec off = {};
-  ::timer_settime(static_cast<timer_t>(timer_), 0, &off, nullptr);
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  return out;
 }
 
 std::int64_t current_pid() { return static_cast<std::int64_t>(::getpid()); }

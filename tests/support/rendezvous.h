@@ -6,6 +6,7 @@
 //                binary aborts instead of stalling ctest.
 //   spin       - burns a little CPU to shift two racing threads against each
 //                other by varying amounts (never to make a race pass).
+//   spin_for   - the same, for a given time (busy, not a sleep).
 // Header-only.
 #ifndef TIERLOCK_TESTS_SUPPORT_RENDEZVOUS_H_
 #define TIERLOCK_TESTS_SUPPORT_RENDEZVOUS_H_
@@ -58,6 +59,13 @@ class Rendezvous {
 inline void spin(int units) {
   static std::atomic<int> sink{0};
   for (int i = 0; i < units * 20; ++i) sink.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Busy-waits for `d` on the steady clock.
+inline void spin_for(std::chrono::nanoseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+  }
 }
 
 }  // namespace tierlock::testing
