@@ -441,7 +441,9 @@ TEST_F(AcquireCancelTest, CancelledProcessHoldsNothingWhileStillRunning) {
 // Drives rounds of: a waiter thread blocks in lock.acquire(stop); then, at
 // about the same time, `release` runs on the driving thread and a canceller
 // thread requests the stop. `hold` starts a round by taking the lock for the
-// releaser; `in_position` says when the waiter is waiting.
+// releaser; `in_position` says when the waiter is waiting; `inspect` checks
+// the outcome (a held Guard, or kCancelled with nothing held) before the
+// Guard is released. Anything else -- another error, both, neither -- fails.
 struct RaceCounts {
   int granted = 0;
   int cancelled = 0;

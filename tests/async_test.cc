@@ -49,6 +49,7 @@
 #include "tierlock/dir_lock.h"
 #include "tierlock/executor.h"
 #include "tierlock/guard.h"
+#include "tierlock/registry.h"
 
 namespace {
 
@@ -821,25 +822,34 @@ TEST_F(AsyncAcquireTest, FutureFormReturnsTheGuard) {
 }
 
 TEST_F(AsyncGlobalPoolTest, DefaultOptionsWaitOnTheGlobalPool) {
-  ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
+  const std::size_t entries_before = tierlock::Registry::global().size();
   {
-    absl::StatusOr<Guard> g = lock.acquire_async().get();
-    ASSERT_OK(g);
-    EXPECT_EQ(try_in_other_process(dir()), kBusy);
+    ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
+    {
+      absl::StatusOr<Guard> g = lock.acquire_async().get();
+      ASSERT_OK(g);
+      EXPECT_EQ(try_in_other_process(dir()), kBusy);
+    }
+    Completions done;
+    std::optional<Guard> held;
+    {
+      ASSERT_OK_AND_ASSIGN(Guard g, lock.acquire());
+      held = std::move(g);
+    }
+    lock.acquire_async({}, done.callback(1));
+    EXPECT_EQ(done.count(), 0u);
+    ASSERT_OK(held->release());
+    ASSERT_TRUE(done.wait_for(1));
+    EXPECT_OK(done.outcome(1).status);
+    EXPECT_NE(done.outcome(1).thread, std::this_thread::get_id());
+    EXPECT_TRUE(HoldsNothing(lock));
   }
-  Completions done;
-  std::optional<Guard> held;
-  {
-    ASSERT_OK_AND_ASSIGN(Guard g, lock.acquire());
-    held = std::move(g);
-  }
-  lock.acquire_async({}, done.callback(1));
-  EXPECT_EQ(done.count(), 0u);
-  ASSERT_OK(held->release());
-  ASSERT_TRUE(done.wait_for(1));
-  EXPECT_OK(done.outcome(1).status);
-  EXPECT_NE(done.outcome(1).thread, std::this_thread::get_id());
-  EXPECT_TRUE(HoldsNothing(lock));
+  // The global pool outlives the test: after a callback has signalled, its
+  // thread may still be finishing the completion task, which owns a
+  // reference to the registry entry. Wait for it to let go.
+  EXPECT_TRUE(wait_until(
+      [&] { return tierlock::Registry::global().size() == entries_before; },
+      5'000ms));
 }
 
 TEST_F(AsyncAcquireTest, DroppedFutureReleasesTheLockGrantedLater) {

@@ -151,8 +151,9 @@ class InterruptibleWait {
   int signo_ = 0;             // 0: polling
   void* timer_ = nullptr;     // timer_t* of this thread's timer; null: polling
   long tid_ = 0;              // the waiting thread, for the first signal
-  bool armed_ = false;        // owner thread, or interrupt() under the
-                              // caller's lock: disarm on destruction
+  // Set by the constructor (deadline) or by interrupt() from another thread
+  // while the owner waits: disarm on destruction.
+  std::atomic<bool> armed_{false};
   bool restore_mask_ = false; // the signal was blocked before the wait
   std::mutex poll_mu_;       // polling mode only
   std::condition_variable poll_cv_;

@@ -163,6 +163,16 @@ InterruptibleWait::InterruptibleWait(std::optional<Clock::time_point> deadline)
   sigaddset(&ours, signo_);
   ::pthread_sigmask(SIG_UNBLOCK, &ours, &old);
   restore_mask_ = sigismember(&old, signo_) == 1;
+  if (deadline_) {
+    // Armed here, before the owner publishes this object to interrupt().
+    // steady_clock is CLOCK_MONOTONIC on Linux/glibc.
+    struct timespec at = to_timespec(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(
+            deadline_->time_since_epoch()));
+    if (at.tv_sec == 0 && at.tv_nsec == 0) at.tv_nsec = 1;
+    arm(*static_cast<timer_t*>(timer_), TIMER_ABSTIME, at);
+    armed_.store(true, std::memory_order_relaxed);
+  }
 }
 
 InterruptibleWait::~InterruptibleWait() {
@@ -171,7 +181,7 @@ InterruptibleWait::~InterruptibleWait() {
   // before restoring the mask: a signal already generated is delivered (to
   // our no-op handler) while still unblocked, so none is left pending to
   // interrupt the host's own syscalls later.
-  if (armed_) {
+  if (armed_.load(std::memory_order_relaxed)) {
     struct itimerspec off = {};
     ::timer_settime(*static_cast<timer_t*>(timer_), 0, &off, nullptr);
   }
@@ -196,7 +206,7 @@ void InterruptibleWait::interrupt() {
     ::syscall(SYS_tgkill, ::getpid(), tid_, signo_);
     arm(*static_cast<timer_t*>(timer_), 0,
         to_timespec(std::chrono::nanoseconds(kRepeatNs)));
-    armed_ = true;
+    armed_.store(true, std::memory_order_relaxed);
   } else {
     std::lock_guard<std::mutex> lk(poll_mu_);
     poll_cv_.notify_all();
@@ -233,14 +243,6 @@ absl::StatusOr<InterruptibleWait::Result> InterruptibleWait::lock(
     }
   }
 
-  if (deadline_) {
-    // steady_clock is CLOCK_MONOTONIC on Linux/glibc.
-    struct timespec at = to_timespec(std::chrono::duration_cast<std::chrono::nanoseconds>(
-        deadline_->time_since_epoch()));
-    if (at.tv_sec == 0 && at.tv_nsec == 0) at.tv_nsec = 1;
-    arm(*static_cast<timer_t*>(timer_), TIMER_ABSTIME, at);
-    armed_ = true;
-  }
   for (;;) {
     if (auto r = stop_reason()) return *r;
     if (posix_sys().flock(handle, op) == 0) return Result::kLocked;
