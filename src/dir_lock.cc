@@ -8,6 +8,7 @@
 #include "platform/platform.h"
 #include "registry_impl.h"
 #include "testing_hooks.h"
+#include "tier_names.h"
 #include "tierlock/config.h"
 #include "worker_pool.h"
 
@@ -85,6 +86,16 @@ std::errc errc_for(const absl::Status& st) {
 
 absl::StatusOr<DirLock> DirLock::open(const std::filesystem::path& dir,
                                       LockOptions options) {
+  absl::StatusOr<DirLock> lock = open_untiered(dir, options);
+  if (lock.ok() && options.tier.has_value()) {
+    lock->tier_ = Tier{options.tier->level, internal::intern_tier_name(options.tier->name)};
+    lock->tiered_ = true;
+  }
+  return lock;
+}
+
+absl::StatusOr<DirLock> DirLock::open_untiered(const std::filesystem::path& dir,
+                                               const LockOptions& options) {
   const std::string& name = options.lock_file_name;
   if (absl::Status st = internal::platform::validate_lock_file_name(dir, name);
       !st.ok()) {

@@ -67,6 +67,25 @@ TEST_F(DirLockTest, OpenUsesCustomLockFileName) {
   EXPECT_EQ(try_in_other_process(dir()), kAcquired);
 }
 
+TEST_F(DirLockTest, OpenKeepsACopyOfTheTier) {
+  ASSERT_OK_AND_ASSIGN(DirLock untiered, DirLock::open(dir()));
+  EXPECT_FALSE(untiered.tier().has_value());
+
+  std::string name = "workspace";
+  LockOptions options;
+  options.tier = tierlock::Tier{10, name};
+  ASSERT_OK_AND_ASSIGN(DirLock tiered, DirLock::open(dir(), options));
+  name.assign("clobbered");  // the handle must not point into this string
+  ASSERT_TRUE(tiered.tier().has_value());
+  EXPECT_EQ(tiered.tier()->level, 10);
+  EXPECT_EQ(tiered.tier()->name, "workspace");
+  // The tier belongs to the handle, not to the lock file: the untiered
+  // handle onto the same lock stays untiered, and copies keep the tier.
+  EXPECT_FALSE(untiered.tier().has_value());
+  DirLock copy = tiered;
+  EXPECT_EQ(copy.tier(), tiered.tier());
+}
+
 TEST_F(DirLockTest, OpenCreatesLockFileWithUmaskedMode) {
   const mode_t old = ::umask(027);
   absl::StatusOr<DirLock> lock = DirLock::open(dir());

@@ -20,6 +20,7 @@
 #include "tierlock/executor.h"
 #include "tierlock/guard.h"
 #include "tierlock/mode.h"
+#include "tierlock/tier.h"
 
 namespace tierlock {
 
@@ -39,6 +40,9 @@ struct LockOptions {
   std::string lock_file_name = ".lock";
   // Create the directory (one level: its parent must exist) if it is missing.
   bool create_directory = false;
+  // The lock's tier, for lock-order checks (tier_check.h); nullopt: untiered.
+  // The name is copied.
+  std::optional<Tier> tier;
 };
 
 // DirLock
@@ -148,6 +152,12 @@ class DirLock {
   const std::filesystem::path& directory() const;
   // Returns the lock file's path: directory() / lock_file_name.
   const std::filesystem::path& lock_file() const;
+  // Returns the tier given at open (nullopt: untiered). The name's storage
+  // lives until the process exits.
+  std::optional<Tier> tier() const {
+    if (!tiered_) return std::nullopt;
+    return tier_;
+  }
 
   // Standard Lockable / SharedLockable / TimedLockable members, so
   // std::scoped_lock, std::unique_lock and std::shared_lock work. They block
@@ -196,6 +206,8 @@ class DirLock {
            std::chrono::ceil<std::chrono::steady_clock::duration>(d);
   }
   bool timed_lock(Mode mode, std::chrono::steady_clock::time_point deadline);
+  static absl::StatusOr<DirLock> open_untiered(const std::filesystem::path& dir,
+                                               const LockOptions& options);
 
   // The entry to lock through: entry_, or after fork() in a child, this
   // process's own entry for the same inode.
@@ -203,6 +215,8 @@ class DirLock {
 
   std::shared_ptr<internal::LockEntry> entry_;
   std::shared_ptr<const internal::HandlePaths> paths_;
+  Tier tier_;  // name points at interned storage (never freed)
+  bool tiered_ = false;
 };
 
 }  // namespace tierlock

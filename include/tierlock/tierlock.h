@@ -3,7 +3,8 @@
 // Umbrella header: includes every public tierlock header.
 //   DirLock, LockOptions (dir_lock.h), Guard (guard.h), Mode (mode.h),
 //   Registry (registry.h), AcquireOptions (acquire_options.h),
-//   Executor, WorkerPool (executor.h), set_wait_interrupt_signal (config.h).
+//   Executor, WorkerPool (executor.h), set_wait_interrupt_signal (config.h),
+//   Tier (tier.h).
 #ifndef TIERLOCK_TIERLOCK_H_
 #define TIERLOCK_TIERLOCK_H_
 
@@ -14,5 +15,6 @@
 #include "tierlock/guard.h"
 #include "tierlock/mode.h"
 #include "tierlock/registry.h"
+#include "tierlock/tier.h"
 
 #endif  // TIERLOCK_TIERLOCK_H_
