@@ -1,13 +1,17 @@
 // DirLock: resolve once at open, then lock through the shared registry entry.
 #include "tierlock/dir_lock.h"
 
+#include <algorithm>
 #include <system_error>
+#include <tuple>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "lock_entry.h"
 #include "platform/platform.h"
 #include "registry_impl.h"
 #include "testing_hooks.h"
+#include "tier_check.h"
 #include "tier_names.h"
 #include "tierlock/config.h"
 #include "worker_pool.h"
@@ -177,39 +181,103 @@ internal::WaitPolicy policy_for(AcquireOptions& options) {
 
 }  // namespace
 
-absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options) {
-  if (!entry_->stale()) [[likely]] {
+namespace {
+
+internal::AcquireSite site_for(const LockEntry& entry,
+                               const std::optional<Tier>& tier, Mode mode,
+                               SourceLocation where, bool try_only,
+                               std::uint64_t group) {
+  return internal::AcquireSite{
+      &entry.file().path(), entry.id(), tier, mode, where, try_only, group,
+      internal::order_node(entry.order_node(), entry.id(), entry.file().path())};
+}
+
+// Records a granted hold in `ctx` and ties it to the Guard.
+void attach(Guard& guard, std::shared_ptr<internal::ContextState> ctx,
+            const internal::AcquireSite& site,
+            std::shared_ptr<internal::ContextState> Guard::*context_member,
+            std::uint64_t Guard::*id_member) {
+  std::uint64_t id = internal::record_hold(*ctx, site);
+  guard.*context_member = std::move(ctx);
+  guard.*id_member = id;
+}
+
+}  // namespace
+
+absl::StatusOr<Guard> DirLock::acquire_entry(
+    std::shared_ptr<LockEntry> entry, AcquireOptions options, Where where,
+    std::uint64_t group) const {
+  if (!internal::tier_checks_active()) [[likely]] {
+    return LockEntry::acquire_wait(std::move(entry), options.mode,
+                                   policy_for(options));
+  }
+  internal::ContextState& ctx = internal::current_context();
+  const internal::AcquireSite site =
+      site_for(*entry, tier(), options.mode, where, false, group);
+  if (absl::Status st = internal::check_acquire(ctx, site); !st.ok()) return st;
+  absl::StatusOr<Guard> guard =
+      LockEntry::acquire_wait(std::move(entry), options.mode, policy_for(options));
+  if (guard.ok()) {
+    attach(*guard, ctx.shared_from_this(), site, &Guard::context_,
+           &Guard::hold_id_);
+  }
+  return guard;
+}
+
+absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
+                                       SourceLocation where) {
+  if (!entry_->stale() && !internal::tier_checks_active()) [[likely]] {
     return LockEntry::acquire_wait(entry_, options.mode, policy_for(options));
   }
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
-  return LockEntry::acquire_wait(*std::move(entry), options.mode,
-                                 policy_for(options));
+  return acquire_entry(*std::move(entry), std::move(options), where, 0);
 }
 
-absl::StatusOr<Guard> DirLock::acquire(Mode mode) {
+absl::StatusOr<Guard> DirLock::acquire(Mode mode, SourceLocation where) {
   AcquireOptions options;
   options.mode = mode;
-  return acquire(std::move(options));
+  return acquire(std::move(options), where);
 }
 
 absl::StatusOr<Guard> DirLock::acquire_for(std::chrono::nanoseconds timeout,
-                                           Mode mode) {
+                                           Mode mode,
+                                           SourceLocation where) {
   AcquireOptions options;
   options.mode = mode;
   options.timeout = timeout;
-  return acquire(std::move(options));
+  return acquire(std::move(options), where);
 }
 
 void DirLock::acquire_async(
     AcquireOptions options,
-    absl::AnyInvocable<void(absl::StatusOr<Guard>) &&> done) {
+    absl::AnyInvocable<void(absl::StatusOr<Guard>) &&> done,
+    SourceLocation where) {
   WorkerPool& pool =
       options.pool != nullptr ? *options.pool : WorkerPool::global();
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
-  if (!entry.ok()) {
+  absl::Status refused = entry.status();
+  if (entry.ok() && internal::tier_checks_active()) {
+    // Checked against the caller's context now, recorded there on the grant.
+    std::shared_ptr<internal::ContextState> ctx =
+        internal::current_context_shared();
+    internal::AcquireSite site =
+        site_for(**entry, tier(), options.mode, where, false, 0);
+    refused = internal::check_acquire(*ctx, site);
+    if (refused.ok()) {
+      done = [ctx = std::move(ctx), site, done = std::move(done)](
+                 absl::StatusOr<Guard> result) mutable {
+        if (result.ok()) {
+          attach(*result, std::move(ctx), site, &Guard::context_,
+                 &Guard::hold_id_);
+        }
+        std::move(done)(std::move(result));
+      };
+    }
+  }
+  if (!refused.ok()) {
     // Delivered like every other outcome: on the pool, never inline.
-    pool.execute([done = std::move(done), st = entry.status()]() mutable {
+    pool.execute([done = std::move(done), st = std::move(refused)]() mutable {
       std::move(done)(st);
     });
     return;
@@ -219,7 +287,7 @@ void DirLock::acquire_async(
 }
 
 std::future<absl::StatusOr<Guard>> DirLock::acquire_async(
-    AcquireOptions options) {
+    AcquireOptions options, SourceLocation where) {
   // The promise owns the result once set: if the future is gone, the Guard
   // dies with the shared state and the lock is released.
   auto promise = std::make_shared<std::promise<absl::StatusOr<Guard>>>();
@@ -228,16 +296,102 @@ std::future<absl::StatusOr<Guard>> DirLock::acquire_async(
   acquire_async(std::move(options),
                 [promise](absl::StatusOr<Guard> result) mutable {
                   promise->set_value(std::move(result));
-                });
+                },
+                where);
   return future;
 }
 
-absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(Mode mode) {
+absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
+    Mode mode, SourceLocation where) {
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
   internal::WaitPolicy policy;
   policy.wait = false;
-  return LockEntry::acquire(*std::move(entry), mode, policy);
+  if (!internal::tier_checks_active()) [[likely]] {
+    return LockEntry::acquire(*std::move(entry), mode, policy);
+  }
+  internal::ContextState& ctx = internal::current_context();
+  const internal::AcquireSite site =
+      site_for(**entry, tier(), mode, where, true, 0);
+  if (absl::Status st = internal::check_acquire(ctx, site); !st.ok()) return st;
+  absl::StatusOr<std::optional<Guard>> guard =
+      LockEntry::acquire(*std::move(entry), mode, policy);
+  if (guard.ok() && guard->has_value()) {
+    attach(**guard, ctx.shared_from_this(), site, &Guard::context_,
+           &Guard::hold_id_);
+  }
+  return guard;
+}
+
+absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,
+                                               AcquireOptions options,
+                                               SourceLocation where) {
+  struct Item {
+    std::size_t index;
+    std::shared_ptr<LockEntry> entry;
+    std::optional<Tier> tier;
+  };
+  std::vector<Item> items;
+  items.reserve(locks.size());
+  for (std::size_t i = 0; i < locks.size(); ++i) {
+    absl::StatusOr<std::shared_ptr<LockEntry>> entry = locks[i].live_entry();
+    if (!entry.ok()) return entry.status();
+    items.push_back({i, *std::move(entry), locks[i].tier()});
+  }
+  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    auto key = [](const Item& it) {
+      return std::tuple(!it.tier.has_value(),
+                        it.tier ? it.tier->level : 0);
+    };
+    if (key(a) != key(b)) return key(a) < key(b);
+    return a.entry->file().path().native() < b.entry->file().path().native();
+  });
+  for (std::size_t i = 1; i < items.size(); ++i) {
+    // One registry entry per lock file: the same entry twice is one lock.
+    for (std::size_t j = 0; j < i; ++j) {
+      if (items[j].entry == items[i].entry) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "acquire_all: '", items[i].entry->file().path().native(),
+            "' is given twice (handles ", items[j].index, " and ",
+            items[i].index, ")"));
+      }
+    }
+  }
+
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  if (options.timeout) {
+    deadline = std::chrono::steady_clock::now() +
+               std::chrono::ceil<std::chrono::steady_clock::duration>(
+                   *options.timeout);
+  }
+  const std::uint64_t group =
+      internal::tier_checks_active() ? internal::new_acquire_group() : 0;
+  std::vector<Guard> guards(locks.size());
+  std::vector<std::size_t> taken;
+  for (std::size_t k = 0; k < items.size(); ++k) {
+    AcquireOptions one;
+    one.mode = options.mode;
+    one.stop = options.stop;
+    if (deadline) {
+      one.timeout = std::max(std::chrono::steady_clock::duration::zero(),
+                             *deadline - std::chrono::steady_clock::now());
+    }
+    absl::StatusOr<Guard> guard = locks[items[k].index].acquire_entry(
+        items[k].entry, std::move(one), where, group);
+    if (!guard.ok()) {
+      // All or nothing: undo in reverse order.
+      for (auto it = taken.rbegin(); it != taken.rend(); ++it) {
+        (void)guards[*it].release();
+      }
+      return absl::Status(
+          guard.status().code(),
+          absl::StrCat("acquire_all: lock ", k + 1, " of ", items.size(),
+                       " (none held): ", guard.status().message()));
+    }
+    guards[items[k].index] = *std::move(guard);
+    taken.push_back(items[k].index);
+  }
+  return guards;
 }
 
 const std::filesystem::path& DirLock::directory() const {
@@ -250,19 +404,6 @@ const std::filesystem::path& DirLock::lock_file() const {
 
 namespace {
 
-bool lockable_acquire(const absl::StatusOr<std::shared_ptr<LockEntry>>& entry,
-                      Mode mode, bool wait,
-                      std::optional<std::chrono::steady_clock::time_point>
-                          deadline = std::nullopt) {
-  if (!entry.ok()) throw_status(entry.status());
-  internal::WaitPolicy policy;
-  policy.wait = wait;
-  policy.deadline = deadline;
-  absl::StatusOr<bool> got = LockEntry::lockable_acquire(*entry, mode, policy);
-  if (!got.ok()) throw_status(got.status());
-  return *got;
-}
-
 void lockable_release(const absl::StatusOr<std::shared_ptr<LockEntry>>& entry,
                       Mode mode) {
   if (!entry.ok()) throw_status(entry.status());
@@ -271,25 +412,56 @@ void lockable_release(const absl::StatusOr<std::shared_ptr<LockEntry>>& entry,
     throw_status(st, std::errc::operation_not_permitted);
   }
   if (!st.ok()) throw_status(st);
+  internal::forget_lockable_hold(entry->get(), mode);
 }
 
 }  // namespace
 
-void DirLock::lock() { lockable_acquire(live_entry(), Mode::kExclusive, true); }
-bool DirLock::try_lock() {
-  return lockable_acquire(live_entry(), Mode::kExclusive, false);
+bool DirLock::lockable_lock(
+    Mode mode, bool wait,
+    std::optional<std::chrono::steady_clock::time_point> deadline,
+    Where where) {
+  absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
+  if (!entry.ok()) throw_status(entry.status());
+  internal::WaitPolicy policy;
+  policy.wait = wait;
+  policy.deadline = deadline;
+  std::shared_ptr<internal::ContextState> ctx;
+  internal::AcquireSite site;
+  if (internal::tier_checks_active()) {
+    ctx = internal::current_context_shared();
+    site = site_for(**entry, tier(), mode, where, !wait, 0);
+    if (absl::Status st = internal::check_acquire(*ctx, site); !st.ok()) {
+      throw_status(st);
+    }
+  }
+  absl::StatusOr<bool> got = LockEntry::lockable_acquire(*entry, mode, policy);
+  if (!got.ok()) throw_status(got.status());
+  if (*got && ctx != nullptr) {
+    std::uint64_t id = internal::record_hold(*ctx, site);
+    internal::record_lockable_hold(entry->get(), mode, std::move(ctx), id);
+  }
+  return *got;
+}
+
+void DirLock::lock(Where where) {
+  lockable_lock(Mode::kExclusive, true, std::nullopt, where);
+}
+bool DirLock::try_lock(Where where) {
+  return lockable_lock(Mode::kExclusive, false, std::nullopt, where);
 }
 void DirLock::unlock() { lockable_release(live_entry(), Mode::kExclusive); }
-void DirLock::lock_shared() {
-  lockable_acquire(live_entry(), Mode::kShared, true);
+void DirLock::lock_shared(Where where) {
+  lockable_lock(Mode::kShared, true, std::nullopt, where);
 }
-bool DirLock::try_lock_shared() {
-  return lockable_acquire(live_entry(), Mode::kShared, false);
+bool DirLock::try_lock_shared(Where where) {
+  return lockable_lock(Mode::kShared, false, std::nullopt, where);
 }
 void DirLock::unlock_shared() { lockable_release(live_entry(), Mode::kShared); }
 bool DirLock::timed_lock(Mode mode,
-                         std::chrono::steady_clock::time_point deadline) {
-  return lockable_acquire(live_entry(), mode, true, deadline);
+                         std::chrono::steady_clock::time_point deadline,
+                         Where where) {
+  return lockable_lock(mode, true, deadline, where);
 }
 
 absl::Status set_wait_interrupt_signal(int signo) {

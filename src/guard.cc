@@ -4,11 +4,16 @@
 #include <utility>
 
 #include "lock_entry.h"
+#include "tier_check.h"
 
 namespace tierlock {
 
 Guard::Guard(Guard&& other) noexcept
-    : entry_(std::move(other.entry_)), mode_(other.mode_), owner_(other.owner_) {}
+    : entry_(std::move(other.entry_)),
+      mode_(other.mode_),
+      owner_(other.owner_),
+      context_(std::move(other.context_)),
+      hold_id_(other.hold_id_) {}
 
 Guard& Guard::operator=(Guard&& other) noexcept {
   if (this != &other) {
@@ -16,6 +21,8 @@ Guard& Guard::operator=(Guard&& other) noexcept {
     entry_ = std::move(other.entry_);
     mode_ = other.mode_;
     owner_ = other.owner_;
+    context_ = std::move(other.context_);
+    hold_id_ = other.hold_id_;
   }
   return *this;
 }
@@ -23,6 +30,16 @@ Guard& Guard::operator=(Guard&& other) noexcept {
 Guard::~Guard() { (void)release(); }
 
 absl::Status Guard::release() {
+  // Forget the hold in its context first, while the entry (whose path the
+  // record points to) is still alive.
+  // In a fork()ed child the context's lock may have been held by a thread
+  // that does not exist there: leave the child's copy alone.
+  if (context_ != nullptr) {
+    if (entry_ == nullptr || !entry_->stale()) {
+      internal::forget_hold(*context_, hold_id_);
+    }
+    context_.reset();
+  }
   std::shared_ptr<internal::LockEntry> entry = std::move(entry_);
   if (entry == nullptr) return absl::OkStatus();
   // In a fork()ed child the hold is the parent's: never LOCK_UN it, never

@@ -141,6 +141,8 @@ class LockEntry {
 
   const LockFile& file() const { return file_; }
   const platform::FileId& id() const { return file_.id(); }
+  // The learned-order node of this lock file (tier_check.h), 0 until known.
+  std::atomic<std::uint32_t>& order_node() const { return order_node_; }
 
   // Diagnostics and tests.
   std::size_t waiting() const;   // waiters queued in-process
@@ -233,6 +235,7 @@ class LockEntry {
 
   LockFile file_;
   const std::uint64_t generation_;
+  mutable std::atomic<std::uint32_t> order_node_{0};
 
   mutable Mutex mu_;
   Kernel kernel_ ABSL_GUARDED_BY(mu_) = Kernel::kNone;  // what file_ holds

@@ -10,8 +10,12 @@
 #include <filesystem>
 #include <future>
 #include <memory>
+#include <cstdint>
 #include <optional>
+#include "tierlock/source_location.h"
+#include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/functional/any_invocable.h"
@@ -119,12 +123,21 @@ class DirLock {
   // /proc/locks, which can take milliseconds to read), a cancel only says
   // whether this process or another one holds it (it must return promptly).
   // kFailedPrecondition at once if this thread already holds it.
-  absl::StatusOr<Guard> acquire(AcquireOptions options = {});
+  //
+  // Tier checks (tier.h): when on, the acquire is checked against the
+  // current LockContext before it waits (kFailedPrecondition in kFail mode,
+  // taking nothing) and the hold is recorded there with `where`, the call
+  // site. This applies to every acquire below, including try_acquire.
+  absl::StatusOr<Guard> acquire(
+      AcquireOptions options = {},
+      SourceLocation where = SourceLocation::current());
   // Acquires in `mode`, blocking without limit.
-  absl::StatusOr<Guard> acquire(Mode mode);
+  absl::StatusOr<Guard> acquire(
+      Mode mode, SourceLocation where = SourceLocation::current());
   // Acquires, giving up with kDeadlineExceeded after `timeout` (<= 0: one try).
-  absl::StatusOr<Guard> acquire_for(std::chrono::nanoseconds timeout,
-                                    Mode mode = Mode::kExclusive);
+  absl::StatusOr<Guard> acquire_for(
+      std::chrono::nanoseconds timeout, Mode mode = Mode::kExclusive,
+      SourceLocation where = SourceLocation::current());
 
   // Acquires without blocking the caller. The wait occupies no thread while
   // it is in-process; only the head of the queue, while another process
@@ -133,20 +146,26 @@ class DirLock {
   // future is dropped, a lock granted later is released, not leaked.
   // Outcomes and errors are those of acquire(); FIFO order with every other
   // waiter of this process. Async holds have no owning thread, so re-entry
-  // is not detected for them.
-  std::future<absl::StatusOr<Guard>> acquire_async(AcquireOptions options = {});
+  // is not detected for them. Tier checks use the caller's LockContext at
+  // the call (checked then; the hold is recorded there when granted).
+  std::future<absl::StatusOr<Guard>> acquire_async(
+      AcquireOptions options = {},
+      SourceLocation where = SourceLocation::current());
   // As above, calling `done` with the result on `options.executor` (or on a
   // pool thread). If `done` never runs because the pool or executor shuts
   // down, a granted lock is released.
-  void acquire_async(AcquireOptions options,
-                     absl::AnyInvocable<void(absl::StatusOr<Guard>) &&> done);
+  void acquire_async(
+      AcquireOptions options,
+      absl::AnyInvocable<void(absl::StatusOr<Guard>) &&> done,
+      SourceLocation where = SourceLocation::current());
 
   // Acquires the lock if that is possible without waiting. Returns an empty
   // optional when someone else holds it (another process, another thread, or
   // an earlier in-process waiter): contention is an outcome, not an error.
   // Never blocks.
   absl::StatusOr<std::optional<Guard>> try_acquire(
-      Mode mode = Mode::kExclusive);
+      Mode mode = Mode::kExclusive,
+      SourceLocation where = SourceLocation::current());
 
   // Returns the directory's canonical absolute path (as resolved at open).
   const std::filesystem::path& directory() const;
@@ -169,27 +188,35 @@ class DirLock {
   // a lock this process does not hold in that mode throw
   // std::errc::operation_not_permitted. A hold taken through these members is
   // held by the process until unlock(), whichever thread calls it.
-  void lock();
-  bool try_lock();
+  // A tier violation in kFail mode throws with
+  // std::errc::resource_deadlock_would_occur. Through std::scoped_lock and
+  // friends the recorded call site is inside the standard library.
+  using Where = SourceLocation;
+  void lock(Where where = Where::current());
+  bool try_lock(Where where = Where::current());
   void unlock();
-  void lock_shared();
-  bool try_lock_shared();
+  void lock_shared(Where where = Where::current());
+  bool try_lock_shared(Where where = Where::current());
   void unlock_shared();
   template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return timed_lock(Mode::kExclusive, to_deadline(timeout));
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout,
+                    Where where = Where::current()) {
+    return timed_lock(Mode::kExclusive, to_deadline(timeout), where);
   }
   template <class Clock, class Duration>
-  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
-    return timed_lock(Mode::kExclusive, to_deadline(t - Clock::now()));
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t,
+                      Where where = Where::current()) {
+    return timed_lock(Mode::kExclusive, to_deadline(t - Clock::now()), where);
   }
   template <class Rep, class Period>
-  bool try_lock_shared_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return timed_lock(Mode::kShared, to_deadline(timeout));
+  bool try_lock_shared_for(const std::chrono::duration<Rep, Period>& timeout,
+                           Where where = Where::current()) {
+    return timed_lock(Mode::kShared, to_deadline(timeout), where);
   }
   template <class Clock, class Duration>
-  bool try_lock_shared_until(const std::chrono::time_point<Clock, Duration>& t) {
-    return timed_lock(Mode::kShared, to_deadline(t - Clock::now()));
+  bool try_lock_shared_until(const std::chrono::time_point<Clock, Duration>& t,
+                             Where where = Where::current()) {
+    return timed_lock(Mode::kShared, to_deadline(t - Clock::now()), where);
   }
 
  private:
@@ -205,7 +232,19 @@ class DirLock {
     return std::chrono::steady_clock::now() +
            std::chrono::ceil<std::chrono::steady_clock::duration>(d);
   }
-  bool timed_lock(Mode mode, std::chrono::steady_clock::time_point deadline);
+  bool timed_lock(Mode mode, std::chrono::steady_clock::time_point deadline,
+                  Where where);
+  bool lockable_lock(Mode mode, bool wait,
+                     std::optional<std::chrono::steady_clock::time_point> deadline,
+                     Where where);
+  friend absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock>,
+                                                        AcquireOptions,
+                                                        SourceLocation);
+  // Acquires through `entry` (a live entry of this handle), with tier checks
+  // when they are on; `group` marks the locks of one acquire_all call.
+  absl::StatusOr<Guard> acquire_entry(std::shared_ptr<internal::LockEntry> entry,
+                                      AcquireOptions options, Where where,
+                                      std::uint64_t group) const;
   static absl::StatusOr<DirLock> open_untiered(const std::filesystem::path& dir,
                                                const LockOptions& options);
 
@@ -218,6 +257,21 @@ class DirLock {
   Tier tier_;  // name points at interned storage (never freed)
   bool tiered_ = false;
 };
+
+// Acquires every lock of `locks` in one call, all or nothing, in a canonical
+// order: by tier level (untiered last), then by lock file path, so two calls
+// over the same locks can never deadlock each other. Locks of the same tier
+// may be taken together here (a second lock of a held tier is otherwise a
+// violation); the first must still be above every tier the context holds.
+// `options` apply to each acquire (the mode to all; a timeout bounds the
+// whole call; the stop token ends it). Blocks like acquire(). Returns the
+// Guards in the order of `locks`. On any failure (timeout, cancel, tier
+// violation in kFail mode, an error) the locks already taken are released
+// before it returns, and the status names the lock that failed.
+// kInvalidArgument if two handles are the same lock file.
+absl::StatusOr<std::vector<Guard>> acquire_all(
+    std::span<DirLock> locks, AcquireOptions options = {},
+    SourceLocation where = SourceLocation::current());
 
 }  // namespace tierlock
 

@@ -5,6 +5,7 @@
 #ifndef TIERLOCK_GUARD_H_
 #define TIERLOCK_GUARD_H_
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <thread>
@@ -14,8 +15,10 @@
 
 namespace tierlock {
 
+class DirLock;
 namespace internal {
 class LockEntry;
+struct ContextState;
 }  // namespace internal
 
 // Guard
@@ -23,7 +26,8 @@ class LockEntry;
 // One hold on a directory lock, returned by DirLock::acquire / try_acquire. The
 // hold ends when release() is called or the Guard is destroyed, whichever comes
 // first. A Guard may be moved to, and released from, another thread; for
-// self-deadlock detection the hold still belongs to the thread that acquired it.
+// self-deadlock detection the hold still belongs to the thread that acquired it,
+// and for tier checks to the LockContext that took it (lock_context.h).
 //
 // Thread-safety: a Guard is a value; distinct Guards may be used concurrently,
 // one Guard must not be used by two threads at once (like any std object).
@@ -66,6 +70,7 @@ class [[nodiscard]] Guard {
 
  private:
   friend class internal::LockEntry;
+  friend class DirLock;
   Guard(std::shared_ptr<internal::LockEntry> entry, Mode mode,
         std::thread::id owner) noexcept
       : entry_(std::move(entry)), mode_(mode), owner_(owner) {}
@@ -73,6 +78,9 @@ class [[nodiscard]] Guard {
   std::shared_ptr<internal::LockEntry> entry_;  // null once released
   Mode mode_ = Mode::kExclusive;
   std::thread::id owner_;  // the acquiring thread, for self-deadlock checks
+  // The tier-check context the hold is recorded in (null: not recorded).
+  std::shared_ptr<internal::ContextState> context_;
+  std::uint64_t hold_id_ = 0;
 };
 
 }  // namespace tierlock

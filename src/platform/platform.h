@@ -105,6 +105,8 @@ std::vector<KernelHolder> kernel_holders(const FileId& id);
 
 // Returns the calling process's id.
 std::int64_t current_pid();
+// Returns the calling thread's id as the OS shows it (gettid on Linux).
+std::int64_t current_tid();
 
 // Sets the signal used to interrupt a thread blocked in the kernel lock call
 // (see tierlock/config.h); 0 disables signals (waits then poll).

@@ -251,6 +251,7 @@ absl::StatusOr<InterruptibleWait::Result> InterruptibleWait::lock(
 }
 
 std::int64_t current_pid() { return static_cast<std::int64_t>(::getpid()); }
+std::int64_t current_tid() { return static_cast<std::int64_t>(::gettid()); }
 
 std::vector<KernelHolder> kernel_holders(const FileId& id) {
   std::vector<KernelHolder> out;

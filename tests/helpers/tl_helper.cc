@@ -27,6 +27,12 @@
 //                                    DIR/counter under the lock; check they
 //                                    complete in submission order; print
 //                                    "done N", exit 0
+//   tier-mode DIR                    print the tier check mode the process
+//                                    starts with: ignore|report|fail|abort
+//   tier-try DIR LEVEL               with tier checks in kFail mode (reports
+//                                    to stdout), acquire DIR as tier LEVEL
+//                                    ('child'): print "acquired", exit 0; or
+//                                    exit 3 on a tier violation
 //
 // Errors print "tl_helper: <reason>" on stderr and exit 2; bad usage exits 64.
 #include <chrono>
@@ -42,6 +48,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "support/counter.h"
 #include "tierlock/tierlock.h"
 
@@ -270,6 +277,35 @@ int async_count(const Args& a) {
   return 0;
 }
 
+int tier_mode() {
+  switch (tierlock::tier_check_mode()) {
+    case tierlock::TierCheckMode::kIgnore: say("ignore"); break;
+    case tierlock::TierCheckMode::kReport: say("report"); break;
+    case tierlock::TierCheckMode::kFail: say("fail"); break;
+    case tierlock::TierCheckMode::kAbort: say("abort"); break;
+  }
+  return 0;
+}
+
+int tier_try(Args a) {
+  int level = 0;
+  if (a.positional.size() != 1 || !absl::SimpleAtoi(a.positional[0], &level)) {
+    return usage();
+  }
+  tierlock::set_tier_check_mode(tierlock::TierCheckMode::kFail);
+  tierlock::set_tier_violation_handler(
+      [](const tierlock::TierViolation& v) { say(v.to_string()); });
+  a.options.tier = tierlock::Tier{level, "child"};
+  absl::StatusOr<tierlock::DirLock> lock =
+      tierlock::DirLock::open(a.dir, a.options);
+  if (!lock.ok()) return fail(lock.status().ToString());
+  absl::StatusOr<tierlock::Guard> guard = lock->acquire(a.mode);
+  if (guard.status().code() == absl::StatusCode::kFailedPrecondition) return 3;
+  if (!guard.ok()) return fail(guard.status().ToString());
+  say("acquired");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -281,5 +317,7 @@ int main(int argc, char** argv) {
   if (a->command == "acquire-for") return acquire_for(*a);
   if (a->command == "cancel") return cancel(*a);
   if (a->command == "async-count") return async_count(*a);
+  if (a->command == "tier-mode") return tier_mode();
+  if (a->command == "tier-try") return tier_try(*a);
   return usage();
 }

@@ -1,0 +1,752 @@
+// Tier checks: declared tiers, learned nesting order, reports, TIERLOCK_HELD.
+#include "tier_check.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "mutex.h"
+#include "string_util.h"
+#include "tier_names.h"
+#include "tierlock/lock_context.h"
+
+#ifndef TIERLOCK_DEBUG_CHECKS
+#define TIERLOCK_DEBUG_CHECKS 0
+#endif
+
+namespace tierlock {
+namespace internal {
+
+constexpr bool kDebugChecks = TIERLOCK_DEBUG_CHECKS != 0;
+
+std::atomic<TierCheckMode> g_tier_check_mode{
+    kDebugChecks ? TierCheckMode::kAbort : TierCheckMode::kIgnore};
+
+namespace {
+
+// ---------------------------------------------------------------- contexts
+
+thread_local ContextState* t_bound = nullptr;
+thread_local std::shared_ptr<ContextState> t_default;
+
+std::string thread_name() {
+  return absl::StrCat("thread ", platform::current_tid());
+}
+
+// ------------------------------------------------------------ learned order
+//
+// A directed graph over lock-file identities: an edge A -> B means B was
+// taken while A was held. It only grows and is kept acyclic: an edge that
+// would close a cycle is reported instead of added. Because every held lock
+// was taken while the older held ones were held, the held stack is already a
+// path in the graph, so a new edge from the newest held lock H to the lock N
+// being taken closes a cycle exactly when N reaches some held lock. A thread
+// remembers the edges it has seen, so a repeated nesting costs one
+// thread-local lookup and no global lock.
+
+struct Site {
+  std::string lock_file;
+  std::optional<Tier> tier;
+  Mode mode = Mode::kExclusive;
+  SourceLocation where;
+  std::string task;
+};
+
+struct Edge {
+  Site outer;
+  Site inner;
+};
+
+struct OrderGraph {
+  Mutex mu;
+  absl::flat_hash_map<std::pair<platform::FileId, std::string>, std::uint32_t>
+      node_of ABSL_GUARDED_BY(mu);
+  // out[n]: successors of node n (1-based ids; out[0] unused).
+  std::vector<absl::flat_hash_map<std::uint32_t, Edge>> out
+      ABSL_GUARDED_BY(mu) = std::vector<absl::flat_hash_map<std::uint32_t, Edge>>(1);
+};
+
+OrderGraph& graph() {
+  static auto* g = new OrderGraph();  // leaked: holds may outlive statics
+  return *g;
+}
+
+thread_local absl::flat_hash_set<std::uint64_t> t_edges;
+
+std::uint64_t edge_key(std::uint32_t from, std::uint32_t to) {
+  return (std::uint64_t{from} << 32) | to;
+}
+
+// Returns the path from `from` to the first node of `targets` reached, as the
+// edges along it; empty if none is reachable. Iterative DFS.
+std::vector<Edge> find_path(const OrderGraph& g, std::uint32_t from,
+                            const absl::flat_hash_set<std::uint32_t>& targets)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(g.mu) {
+  absl::flat_hash_map<std::uint32_t, std::uint32_t> parent;  // node -> via
+  std::vector<std::uint32_t> stack = {from};
+  parent.emplace(from, from);
+  std::uint32_t found = 0;
+  while (!stack.empty() && found == 0) {
+    std::uint32_t n = stack.back();
+    stack.pop_back();
+    for (const auto& [next, edge] : g.out[n]) {
+      if (!parent.emplace(next, n).second) continue;
+      if (targets.contains(next)) {
+        found = next;
+        break;
+      }
+      stack.push_back(next);
+    }
+  }
+  std::vector<Edge> path;
+  if (found == 0) return path;
+  for (std::uint32_t n = found; n != from;) {
+    std::uint32_t p = parent.at(n);
+    path.push_back(g.out[p].at(n));
+    n = p;
+  }
+  std::reverse(path.begin(), path.end());
+  return path;
+}
+
+// ---------------------------------------------------------------- reports
+
+Mutex& handler_mu() {
+  static auto* mu = new Mutex();
+  return *mu;
+}
+std::function<void(const TierViolation&)>& handler_slot() {
+  static auto* h = new std::function<void(const TierViolation&)>();
+  return *h;
+}
+
+HeldLock held_lock(const AcquireSite& site, std::string task) {
+  HeldLock h;
+  if (site.lock_file != nullptr) h.lock_file = *site.lock_file;
+  h.tier = site.tier;
+  h.mode = site.mode;
+  h.where = site.where;
+  h.task = std::move(task);
+  return h;
+}
+
+HeldLock held_lock(const Site& site) {
+  HeldLock h;
+  h.lock_file = site.lock_file;
+  h.tier = site.tier;
+  h.mode = site.mode;
+  h.where = site.where;
+  h.task = site.task;
+  return h;
+}
+
+HeldLock held_lock(const InheritedHold& inherited) {
+  HeldLock h;
+  h.lock_file = inherited.lock_file;
+  h.tier = Tier{inherited.level, intern_tier_name(inherited.name)};
+  h.mode = inherited.mode;
+  h.inherited_from_pid = inherited.pid;
+  return h;
+}
+
+Site site_of(const AcquireSite& site, const std::string& task) {
+  return Site{site.lock_file != nullptr ? site.lock_file->native() : "",
+              site.tier, site.mode, site.where, task};
+}
+
+std::string describe(const HeldLock& h) {
+  std::string s = absl::StrCat("'", h.lock_file.native(), "'");
+  if (h.tier) {
+    absl::StrAppend(&s, " [tier ", h.tier->level);
+    if (!h.tier->name.empty()) absl::StrAppend(&s, " '", to_absl(h.tier->name), "'");
+    absl::StrAppend(&s, ", ", to_absl(mode_name(h.mode)), "]");
+  } else {
+    absl::StrAppend(&s, " [untiered, ", to_absl(mode_name(h.mode)), "]");
+  }
+  return s;
+}
+
+std::string where(const HeldLock& h) {
+  if (h.inherited_from_pid != 0) {
+    return absl::StrCat("held by the parent process, pid ",
+                        h.inherited_from_pid, " (from ",
+                        to_absl(kHeldEnvVar), ")");
+  }
+  std::string fn = h.where.function_name();
+  return absl::StrCat(h.where.file_name(), ":", h.where.line(), " in ",
+                      fn.empty() ? "?" : fn,
+                      h.task.empty() ? "" : absl::StrCat(" by '", h.task, "'"));
+}
+
+std::string tier_text(const HeldLock& h) {
+  if (!h.tier) return "untiered";
+  return h.tier->name.empty()
+             ? absl::StrCat("tier ", h.tier->level)
+             : absl::StrCat("tier ", h.tier->level, " '",
+                            to_absl(h.tier->name), "'");
+}
+
+std::string summary(const TierViolation& v) {
+  switch (v.kind) {
+    case TierViolation::Kind::kTierOrder:
+      return absl::StrCat("lock order violation: taking ", describe(v.acquiring),
+                          " while holding ", describe(v.conflicting),
+                          ": tiers must be taken in strictly increasing order");
+    case TierViolation::Kind::kSameTier:
+      return absl::StrCat("lock order violation: taking ", describe(v.acquiring),
+                          " while holding ", describe(v.conflicting),
+                          " of the same tier: take both with acquire_all");
+    case TierViolation::Kind::kLearnedCycle:
+      return absl::StrCat("lock order violation: taking ", describe(v.acquiring),
+                          " while holding ", describe(v.conflicting),
+                          " reverses the order in which they were nested before");
+  }
+  return "lock order violation";
+}
+
+void deliver(const TierViolation& v) {
+  std::function<void(const TierViolation&)> handler;
+  {
+    UniqueLock lock(handler_mu());
+    handler = handler_slot();
+  }
+  if (handler) {
+    handler(v);
+    return;
+  }
+  std::string text = v.to_string();
+  std::fwrite(text.data(), 1, text.size(), stderr);
+  std::fflush(stderr);
+}
+
+// Copies the context's held stack (with the parent's first) for a report.
+std::vector<HeldLock> snapshot(ContextState& ctx) {
+  std::vector<HeldLock> held;
+  for (const InheritedHold& h : inherited_holds()) held.push_back(held_lock(h));
+  SpinLockHolder lock(ctx.mu);
+  for (const HeldRecord& r : ctx.held) held.push_back(held_lock(r.site, ctx.name));
+  return held;
+}
+
+std::string context_name(ContextState& ctx) {
+  SpinLockHolder lock(ctx.mu);
+  return ctx.name;
+}
+
+absl::Status act_on(TierViolation v, TierCheckMode mode) {
+  deliver(v);
+  switch (mode) {
+    case TierCheckMode::kAbort:
+      std::abort();
+    case TierCheckMode::kFail:
+      return absl::FailedPreconditionError(
+          absl::StrCat(summary(v), " (acquire at ", where(v.acquiring),
+                       "; held lock taken at ", where(v.conflicting), ")"));
+    case TierCheckMode::kIgnore:
+    case TierCheckMode::kReport:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+// The learned-order check; see OrderGraph. `newest` is the node of the most
+// recent held lock other than the one being taken.
+std::optional<TierViolation> check_nesting(ContextState& ctx,
+                                           const AcquireSite& site,
+                                           std::uint32_t node,
+                                           std::uint32_t newest,
+                                           const AcquireSite& newest_site) {
+  if (t_edges.contains(edge_key(newest, node))) return std::nullopt;
+  // Slow path, once per new nesting per thread.
+  absl::flat_hash_set<std::uint32_t> held_nodes;
+  std::vector<HeldRecord> held;
+  std::string task;
+  {
+    SpinLockHolder lock(ctx.mu);
+    held.assign(ctx.held.begin(), ctx.held.end());
+    task = ctx.name;
+  }
+  for (const HeldRecord& r : held) {
+    if (r.site.node != 0 && r.site.node != node) held_nodes.insert(r.site.node);
+  }
+  OrderGraph& g = graph();
+  std::vector<Edge> path;
+  {
+    UniqueLock lock(g.mu);
+    if (!g.out[newest].contains(node)) {
+      path = find_path(g, node, held_nodes);
+      if (path.empty()) {
+        g.out[newest].emplace(node, Edge{site_of(newest_site, task),
+                                         site_of(site, task)});
+      }
+    }
+  }
+  if (path.empty()) {
+    t_edges.insert(edge_key(newest, node));
+    return std::nullopt;
+  }
+  TierViolation v;
+  v.kind = TierViolation::Kind::kLearnedCycle;
+  v.task = task;
+  v.try_acquire = site.try_only;
+  v.acquiring = held_lock(site, task);
+  // The path ends at the held lock that closes the cycle.
+  const std::string& closing = path.back().inner.lock_file;
+  for (const HeldRecord& r : held) {
+    if (r.site.lock_file != nullptr && r.site.lock_file->native() == closing) {
+      v.conflicting = held_lock(r.site, task);
+    }
+  }
+  for (const Edge& e : path) {
+    v.earlier.push_back({held_lock(e.outer), held_lock(e.inner)});
+  }
+  v.held = snapshot(ctx);
+  return v;
+}
+
+// -------------------------------------------------------- lockable holds
+
+struct LockableHolds {
+  Mutex mu;
+  absl::flat_hash_map<std::pair<const void*, int>,
+                      std::vector<std::pair<std::shared_ptr<ContextState>,
+                                            std::uint64_t>>>
+      by_entry ABSL_GUARDED_BY(mu);
+  std::atomic<std::size_t> count{0};
+};
+
+LockableHolds& lockable_holds() {
+  static auto* h = new LockableHolds();
+  return *h;
+}
+
+// ------------------------------------------------------------ inherited
+
+struct InheritedState {
+  Mutex mu;
+  std::atomic<const std::vector<InheritedHold>*> parsed{nullptr};
+};
+
+InheritedState& inherited_state() {
+  static auto* s = new InheritedState();
+  return *s;
+}
+
+bool needs_escape(char c) {
+  return c == '%' || c == ';' || c == ',' ||
+         static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+}
+
+std::string escape(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (needs_escape(c)) {
+      auto u = static_cast<unsigned char>(c);
+      out.push_back('%');
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 0xf]);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> unescape(std::string_view s) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      if (needs_escape(s[i])) return std::nullopt;
+      out.push_back(s[i]);
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    int hi = hex(s[i + 1]);
+    int lo = hex(s[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    char c = static_cast<char>((hi << 4) | lo);
+    if (c == '\0') return std::nullopt;
+    out.push_back(c);
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+ContextState*& bound_context() { return t_bound; }
+
+std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
+                         const platform::FileId& id,
+                         const std::filesystem::path& lock_file) {
+  if constexpr (!kDebugChecks) return 0;
+  if (std::uint32_t n = cache.load(std::memory_order_relaxed); n != 0) return n;
+  OrderGraph& g = graph();
+  std::uint32_t node;
+  {
+    UniqueLock lock(g.mu);
+    auto [it, inserted] = g.node_of.try_emplace(
+        std::pair(id, lock_file.native()), 0);
+    if (inserted) {
+      it->second = static_cast<std::uint32_t>(g.out.size());
+      g.out.emplace_back();
+    }
+    node = it->second;
+  }
+  cache.store(node, std::memory_order_relaxed);
+  return node;
+}
+
+ContextState& current_context() {
+  if (t_bound != nullptr) return *t_bound;
+  if (t_default == nullptr) {
+    t_default = std::make_shared<ContextState>(thread_name());
+  }
+  return *t_default;
+}
+
+std::shared_ptr<ContextState> current_context_shared() {
+  return current_context().shared_from_this();
+}
+
+absl::Status check_acquire(ContextState& ctx, const AcquireSite& site) {
+  const TierCheckMode mode = g_tier_check_mode.load(std::memory_order_relaxed);
+  if (mode == TierCheckMode::kIgnore) return absl::OkStatus();
+  const std::uint32_t node = site.node;
+
+  // Declared tiers: the parent process's holds, then this context's.
+  std::optional<TierViolation> violation;
+  std::uint32_t newest = 0;
+  AcquireSite newest_site;
+  if (site.tier) {
+    for (const InheritedHold& h : inherited_holds()) {
+      if (h.level >= site.tier->level) {
+        TierViolation v;
+        v.kind = h.level == site.tier->level ? TierViolation::Kind::kSameTier
+                                             : TierViolation::Kind::kTierOrder;
+        v.conflicting = held_lock(h);
+        violation = std::move(v);
+        break;
+      }
+    }
+  }
+  {
+    SpinLockHolder lock(ctx.mu);
+    if (ctx.name.empty()) ctx.name = thread_name();
+    const HeldRecord* worst = nullptr;
+    for (const HeldRecord& r : ctx.held) {
+      if (r.site.node != 0 && r.site.node != node) {
+        newest = r.site.node;
+        newest_site = r.site;
+      }
+      if (violation || !site.tier || !r.site.tier) continue;
+      if (r.site.tier->level < site.tier->level) continue;
+      if (r.site.group != 0 && r.site.group == site.group) continue;
+      if (worst == nullptr || r.site.tier->level > worst->site.tier->level) {
+        worst = &r;
+      }
+    }
+    if (worst != nullptr) {
+      TierViolation v;
+      v.kind = worst->site.tier->level == site.tier->level
+                   ? TierViolation::Kind::kSameTier
+                   : TierViolation::Kind::kTierOrder;
+      v.conflicting = held_lock(worst->site, ctx.name);
+      violation = std::move(v);
+    }
+  }
+  if (violation) {
+    std::string task = context_name(ctx);
+    violation->task = task;
+    violation->try_acquire = site.try_only;
+    violation->acquiring = held_lock(site, task);
+    violation->held = snapshot(ctx);
+    return act_on(*std::move(violation), mode);
+  }
+  if constexpr (kDebugChecks) {
+    if (newest != 0) {
+      if (std::optional<TierViolation> v =
+              check_nesting(ctx, site, node, newest, newest_site)) {
+        return act_on(*std::move(v), mode);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site) {
+  SpinLockHolder lock(ctx.mu);
+  if (ctx.name.empty()) ctx.name = thread_name();
+  std::uint64_t id = ctx.next_hold_id++;
+  ctx.held.push_back(HeldRecord{id, site});
+  return id;
+}
+
+void forget_hold(ContextState& ctx, std::uint64_t hold_id) noexcept {
+  SpinLockHolder lock(ctx.mu);
+  for (auto it = ctx.held.end(); it != ctx.held.begin();) {
+    --it;
+    if (it->hold_id == hold_id) {
+      ctx.held.erase(it);
+      return;
+    }
+  }
+}
+
+void record_lockable_hold(const void* entry, Mode mode,
+                          std::shared_ptr<ContextState> ctx,
+                          std::uint64_t hold_id) {
+  LockableHolds& h = lockable_holds();
+  UniqueLock lock(h.mu);
+  h.by_entry[{entry, static_cast<int>(mode)}].emplace_back(std::move(ctx),
+                                                            hold_id);
+  h.count.fetch_add(1, std::memory_order_relaxed);
+}
+
+void forget_lockable_hold(const void* entry, Mode mode) noexcept {
+  LockableHolds& h = lockable_holds();
+  if (h.count.load(std::memory_order_relaxed) == 0) return;
+  std::shared_ptr<ContextState> ctx;
+  std::uint64_t id = 0;
+  {
+    UniqueLock lock(h.mu);
+    auto it = h.by_entry.find(std::pair{entry, static_cast<int>(mode)});
+    if (it == h.by_entry.end()) return;
+    std::tie(ctx, id) = std::move(it->second.back());
+    it->second.pop_back();
+    if (it->second.empty()) h.by_entry.erase(it);
+    h.count.fetch_sub(1, std::memory_order_relaxed);
+  }
+  forget_hold(*ctx, id);
+}
+
+std::uint64_t new_acquire_group() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Format (version 1):  1;LEVEL,MODE,PID,NAME,PATH;LEVEL,MODE,PID,NAME,PATH...
+// MODE is x (exclusive) or s (shared); NAME and PATH are percent-encoded
+// (%, ;, , and control characters). See docs/design.md.
+std::string format_held_env(const std::vector<InheritedHold>& holds) {
+  if (holds.empty()) return {};
+  std::string out = "1";
+  for (const InheritedHold& h : holds) {
+    absl::StrAppend(&out, ";", h.level, ",",
+                    h.mode == Mode::kShared ? "s" : "x", ",", h.pid, ",",
+                    escape(h.name), ",", escape(h.lock_file));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<InheritedHold>> parse_held_env(
+    std::string_view value) {
+  if (value.size() > kMaxHeldEnvBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("longer than ", kMaxHeldEnvBytes, " bytes"));
+  }
+  std::vector<absl::string_view> entries =
+      absl::StrSplit(to_absl(value), ';');
+  if (entries.empty() || entries[0] != "1") {
+    return absl::InvalidArgumentError("unknown version (expected '1;...')");
+  }
+  if (entries.size() - 1 > kMaxHeldEnvEntries) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("more than ", kMaxHeldEnvEntries, " entries"));
+  }
+  std::vector<InheritedHold> holds;
+  for (std::size_t i = 1; i < entries.size(); ++i) {
+    std::vector<absl::string_view> f = absl::StrSplit(entries[i], ',');
+    auto bad = [&](std::string_view why) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entry ", i, ": ", to_absl(why)));
+    };
+    if (f.size() != 5) return bad("expected LEVEL,MODE,PID,NAME,PATH");
+    InheritedHold h;
+    if (!absl::SimpleAtoi(f[0], &h.level)) return bad("bad level");
+    if (f[1] == "x") {
+      h.mode = Mode::kExclusive;
+    } else if (f[1] == "s") {
+      h.mode = Mode::kShared;
+    } else {
+      return bad("mode must be x or s");
+    }
+    if (!absl::SimpleAtoi(f[2], &h.pid) || h.pid <= 0) return bad("bad pid");
+    std::optional<std::string> name =
+        unescape(std::string_view(f[3].data(), f[3].size()));
+    std::optional<std::string> path =
+        unescape(std::string_view(f[4].data(), f[4].size()));
+    if (!name || name->size() > 256) return bad("bad tier name");
+    if (!path || path->empty() || path->front() != '/' || path->size() > 4096) {
+      return bad("bad lock file path (must be absolute)");
+    }
+    h.name = *std::move(name);
+    h.lock_file = *std::move(path);
+    holds.push_back(std::move(h));
+  }
+  return holds;
+}
+
+const std::vector<InheritedHold>& inherited_holds() {
+  InheritedState& s = inherited_state();
+  if (const auto* p = s.parsed.load(std::memory_order_acquire)) return *p;
+  UniqueLock lock(s.mu);
+  if (const auto* p = s.parsed.load(std::memory_order_relaxed)) return *p;
+  auto* holds = new std::vector<InheritedHold>();  // kept: views may escape
+  if (const char* env = std::getenv(std::string(kHeldEnvVar).c_str());
+      env != nullptr && *env != '\0') {
+    absl::StatusOr<std::vector<InheritedHold>> parsed = parse_held_env(env);
+    if (parsed.ok()) {
+      *holds = *std::move(parsed);
+    } else {
+      std::fprintf(stderr, "tierlock: ignoring malformed %s: %s\n",
+                   std::string(kHeldEnvVar).c_str(),
+                   std::string(parsed.status().message()).c_str());
+    }
+  }
+  s.parsed.store(holds, std::memory_order_release);
+  return *holds;
+}
+
+void reset_inherited_holds_for_testing() {
+  InheritedState& s = inherited_state();
+  UniqueLock lock(s.mu);
+  // The old vector is leaked on purpose: a concurrent reader may hold it.
+  s.parsed.store(nullptr, std::memory_order_release);
+}
+
+}  // namespace internal
+
+// ------------------------------------------------------------- public API
+
+void set_tier_check_mode(TierCheckMode mode) {
+  internal::g_tier_check_mode.store(mode, std::memory_order_relaxed);
+}
+
+TierCheckMode tier_check_mode() {
+  return internal::g_tier_check_mode.load(std::memory_order_relaxed);
+}
+
+bool tier_debug_checks() { return internal::kDebugChecks; }
+
+void set_tier_violation_handler(
+    std::function<void(const TierViolation&)> handler) {
+  internal::UniqueLock lock(internal::handler_mu());
+  internal::handler_slot() = std::move(handler);
+}
+
+std::string TierViolation::to_string() const {
+  using internal::describe;
+  using internal::where;
+  std::string s = "======================================================\n";
+  absl::StrAppend(&s, "tierlock: ", internal::summary(*this), "\n");
+  s += "------------------------------------------------------\n";
+  absl::StrAppend(&s, "task '", task, "' is ",
+                  try_acquire ? "trying to take" : "taking", ":\n  ",
+                  describe(acquiring), "\n  at ", where(acquiring), "\n");
+  absl::StrAppend(&s, "while holding:\n  ", describe(conflicting), "\n  taken at ",
+                  where(conflicting), "\n");
+  if (kind == Kind::kLearnedCycle && !earlier.empty()) {
+    s += "\nbut the opposite order was seen before:\n";
+    for (const Nesting& n : earlier) {
+      absl::StrAppend(&s, "  ", describe(n.inner), " taken at ", where(n.inner),
+                      "\n    while holding ", describe(n.outer),
+                      " taken at ", where(n.outer), "\n");
+    }
+    s += "two tasks taking them in these two orders at once can deadlock.\n";
+  }
+  absl::StrAppend(&s, "\nlocks held by task '", task, "' (", held.size(),
+                  ", oldest first):\n");
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    absl::StrAppend(&s, "  #", i, " ", describe(held[i]), "\n     taken at ",
+                    where(held[i]), "\n");
+  }
+  switch (kind) {
+    case Kind::kTierOrder:
+      absl::StrAppend(&s, "\nfix: take ", internal::tier_text(acquiring),
+                      " before ", internal::tier_text(conflicting),
+                      ", or release ", describe(conflicting), " first.\n");
+      break;
+    case Kind::kSameTier:
+      absl::StrAppend(&s,
+                      "\nfix: take locks of one tier together with "
+                      "tierlock::acquire_all (canonical path order), or "
+                      "release ",
+                      describe(conflicting), " first.\n");
+      break;
+    case Kind::kLearnedCycle:
+      s += "\nfix: always nest these locks in one order (give them tiers to "
+           "have it checked).\n";
+      break;
+  }
+  s += "======================================================\n";
+  return s;
+}
+
+// ------------------------------------------------------------ LockContext
+
+LockContext::LockContext(std::string name)
+    : state_(std::make_shared<internal::ContextState>(std::move(name))) {}
+
+LockContext LockContext::current() {
+  return LockContext(internal::current_context_shared());
+}
+
+std::string LockContext::name() const {
+  internal::SpinLockHolder lock(state_->mu);
+  return state_->name;
+}
+
+std::vector<HeldLock> LockContext::held() const {
+  std::vector<HeldLock> out;
+  internal::SpinLockHolder lock(state_->mu);
+  for (const internal::HeldRecord& r : state_->held) {
+    out.push_back(internal::held_lock(r.site, state_->name));
+  }
+  return out;
+}
+
+std::vector<HeldLock> LockContext::inherited() {
+  std::vector<HeldLock> out;
+  for (const internal::InheritedHold& h : internal::inherited_holds()) {
+    out.push_back(internal::held_lock(h));
+  }
+  return out;
+}
+
+std::string LockContext::held_env() const {
+  std::vector<internal::InheritedHold> holds = internal::inherited_holds();
+  const std::int64_t pid = internal::platform::current_pid();
+  internal::SpinLockHolder lock(state_->mu);
+  for (const internal::HeldRecord& r : state_->held) {
+    if (!r.site.tier || r.site.lock_file == nullptr) continue;
+    holds.push_back({r.site.tier->level, std::string(r.site.tier->name),
+                     r.site.mode, pid, r.site.lock_file->native()});
+  }
+  return internal::format_held_env(holds);
+}
+
+LockContext::Scope::Scope(const LockContext& context)
+    : state_(context.state_), previous_(internal::bound_context()) {
+  internal::bound_context() = state_.get();
+}
+
+LockContext::Scope::~Scope() { internal::bound_context() = previous_; }
+
+}  // namespace tierlock

@@ -1,0 +1,154 @@
+// src/tier_check.h
+//
+// Tier checks (internal), the layer between acquires and their callers:
+//   SpinLock       - the short lock guarding one context's held stack.
+//   ContextState   - a LockContext's held stack.
+//   AcquireSite    - what an acquire about to happen is taking, and from where.
+//   check_acquire / record_hold / forget_hold - check before blocking, record
+//                    after the grant, forget at release.
+//   InheritedHold, parse_held_env, format_held_env - TIERLOCK_HELD.
+#ifndef TIERLOCK_SRC_TIER_CHECK_H_
+#define TIERLOCK_SRC_TIER_CHECK_H_
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include "tierlock/source_location.h"
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "platform/platform.h"
+#include "tierlock/mode.h"
+#include "tierlock/tier.h"
+
+namespace tierlock::internal {
+
+// A test-and-test-and-set lock: held for a few loads and stores, and
+// contended only when a hold is released on another thread than the one
+// acquiring. std::atomic, so ThreadSanitizer understands it.
+class ABSL_LOCKABLE SpinLock {
+ public:
+  void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
+    }
+  }
+  void unlock() ABSL_UNLOCK_FUNCTION() {
+    locked_.store(false, std::memory_order_release);
+  }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+class ABSL_SCOPED_LOCKABLE SpinLockHolder {
+ public:
+  explicit SpinLockHolder(SpinLock& mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu)
+      : mu_(mu) {
+    mu_.lock();
+  }
+  ~SpinLockHolder() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
+  SpinLockHolder(const SpinLockHolder&) = delete;
+  SpinLockHolder& operator=(const SpinLockHolder&) = delete;
+
+ private:
+  SpinLock& mu_;
+};
+
+// What an acquire takes. `lock_file` must stay valid while the hold is
+// recorded (it points into the registry entry, which the Guard keeps alive).
+struct AcquireSite {
+  const std::filesystem::path* lock_file = nullptr;
+  platform::FileId id;
+  std::optional<Tier> tier;
+  Mode mode = Mode::kExclusive;
+  SourceLocation where;
+  bool try_only = false;
+  std::uint64_t group = 0;  // non-zero: one acquire_all call
+  std::uint32_t node = 0;   // learned-order node (debug checks), 0 if none
+};
+
+struct HeldRecord {
+  std::uint64_t hold_id = 0;
+  AcquireSite site;
+};
+
+// Returns the learned-order node of a lock file, keyed by its identity AND
+// its path (an inode number reused by a new file elsewhere is a new node),
+// caching it in `cache`. 0 when debug checks are compiled out.
+std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
+                         const platform::FileId& id,
+                         const std::filesystem::path& lock_file);
+
+struct ContextState : std::enable_shared_from_this<ContextState> {
+  explicit ContextState(std::string n) : name(std::move(n)) {}
+  SpinLock mu;
+  absl::InlinedVector<HeldRecord, 4> held ABSL_GUARDED_BY(mu);
+  std::uint64_t next_hold_id ABSL_GUARDED_BY(mu) = 1;
+  std::string name ABSL_GUARDED_BY(mu);  // empty: named by the first recording thread
+};
+
+extern std::atomic<TierCheckMode> g_tier_check_mode;
+
+// The one load an acquire pays when checks are off.
+inline bool tier_checks_active() {
+  return g_tier_check_mode.load(std::memory_order_relaxed) !=
+         TierCheckMode::kIgnore;
+}
+
+// Returns the context current on this thread (never null).
+ContextState& current_context();
+std::shared_ptr<ContextState> current_context_shared();
+ContextState*& bound_context();  // the innermost Scope's, or null
+
+// Checks an acquire about to happen against `ctx`. OK: go on (also after a
+// reported violation in kReport). kFailedPrecondition naming both locks: a
+// violation in kFail. Does not return in kAbort.
+absl::Status check_acquire(ContextState& ctx, const AcquireSite& site);
+// Records a granted hold; returns the id forget_hold takes.
+std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site);
+// Forgets a recorded hold (any thread). No-op if unknown.
+void forget_hold(ContextState& ctx, std::uint64_t hold_id) noexcept;
+
+// Holds taken through the std Lockable members have no Guard: they are
+// remembered per (entry, mode), last in first out, until unlock().
+void record_lockable_hold(const void* entry, Mode mode,
+                          std::shared_ptr<ContextState> ctx,
+                          std::uint64_t hold_id);
+void forget_lockable_hold(const void* entry, Mode mode) noexcept;
+
+// A new id for one acquire_all call.
+std::uint64_t new_acquire_group();
+
+// TIERLOCK_HELD.
+struct InheritedHold {
+  int level = 0;
+  std::string name;
+  Mode mode = Mode::kExclusive;
+  std::int64_t pid = 0;
+  std::string lock_file;
+};
+// Parses a TIERLOCK_HELD value. kInvalidArgument with the reason if it is
+// malformed in any way (the whole value is then ignored). Never crashes on
+// any input; bounded: at most kMaxHeldEnvEntries entries, kMaxHeldEnvBytes.
+inline constexpr std::size_t kMaxHeldEnvEntries = 64;
+inline constexpr std::size_t kMaxHeldEnvBytes = 64 * 1024;
+absl::StatusOr<std::vector<InheritedHold>> parse_held_env(std::string_view value);
+std::string format_held_env(const std::vector<InheritedHold>& holds);
+// The parent's holds, parsed from the environment once (warning on stderr
+// once if malformed).
+const std::vector<InheritedHold>& inherited_holds();
+// Tests: re-reads the environment at the next use.
+void reset_inherited_holds_for_testing();
+
+}  // namespace tierlock::internal
+
+#endif  // TIERLOCK_SRC_TIER_CHECK_H_

@@ -1,0 +1,604 @@
+// tests/tier_test.cc
+//
+// Tier ordering (tier.h, lock_context.h): each check mode, same-tier, the
+// report, acquire_all, contexts that follow a task across threads, releases on
+// other threads, the learned nesting order, and TIERLOCK_HELD.
+#include "tierlock/tier.h"
+
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "support/fixture.h"
+#include "support/helpers.h"
+#include "support/status.h"
+#include "support/tier_mode.h"
+#include "tier_check.h"
+#include "tierlock/dir_lock.h"
+#include "tierlock/executor.h"
+#include "tierlock/guard.h"
+#include "tierlock/lock_context.h"
+
+namespace {
+
+using ::testing::HasSubstr;
+using tierlock::acquire_all;
+using tierlock::AcquireOptions;
+using tierlock::DirLock;
+using tierlock::Guard;
+using tierlock::LockContext;
+using tierlock::LockOptions;
+using tierlock::Mode;
+using tierlock::Tier;
+using tierlock::TierCheckMode;
+using tierlock::TierViolation;
+using namespace tierlock::testing;  // NOLINT: test support vocabulary
+using namespace std::chrono_literals;
+
+constexpr Tier kWorkspace{10, "workspace"};
+constexpr Tier kPackage{20, "package"};
+constexpr Tier kBackend{30, "backend"};
+
+// Collects the reports the handler receives; restores the default handler.
+class Reports {
+ public:
+  Reports() {
+    tierlock::set_tier_violation_handler([this](const TierViolation& v) {
+      std::lock_guard<std::mutex> lock(mu_);
+      seen_.push_back(v);
+    });
+  }
+  ~Reports() { tierlock::set_tier_violation_handler({}); }
+  std::vector<TierViolation> seen() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<TierViolation> seen_;
+};
+
+class TierTest : public TierlockTest {
+ protected:
+  DirLock open_tiered(const std::string& name, std::optional<Tier> tier) {
+    std::filesystem::create_directories(dir() / name);
+    LockOptions options;
+    options.tier = tier;
+    absl::StatusOr<DirLock> lock = DirLock::open(dir() / name, options);
+    EXPECT_TRUE(lock.ok()) << lock.status();
+    return *std::move(lock);
+  }
+  // Each test sets its mode; the default (kAbort in debug builds) is
+  // checked by the death test.
+  ScopedTierCheckMode mode_{TierCheckMode::kFail};
+};
+
+using TierDeathTest = TierTest;
+
+TEST_F(TierTest, IncreasingTiersAreFineAndRecorded) {
+  Reports reports;
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  ASSERT_OK_AND_ASSIGN(Guard g1, ws.acquire());
+  ASSERT_OK_AND_ASSIGN(Guard g2, pkg.acquire(Mode::kShared));
+  std::vector<tierlock::HeldLock> held = LockContext::current().held();
+  ASSERT_EQ(held.size(), 2u);
+  EXPECT_EQ(held[0].lock_file, ws.lock_file());
+  EXPECT_EQ(held[0].tier, kWorkspace);
+  EXPECT_EQ(held[1].lock_file, pkg.lock_file());
+  EXPECT_EQ(held[1].mode, Mode::kShared);
+  EXPECT_GT(held[1].where.line(), held[0].where.line());
+  EXPECT_THAT(held[0].where.file_name(), HasSubstr("tier_test.cc"));
+  g2 = Guard();
+  EXPECT_EQ(LockContext::current().held().size(), 1u);
+  ASSERT_OK(g1.release());
+  EXPECT_TRUE(LockContext::current().held().empty());
+  EXPECT_TRUE(reports.seen().empty());
+}
+
+TEST_F(TierTest, FailModeRefusesLowerTierWithoutTakingIt) {
+  Reports reports;
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  ASSERT_OK_AND_ASSIGN(Guard g, pkg.acquire());
+  absl::StatusOr<Guard> bad = ws.acquire();
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr(ws.lock_file().string()));
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr(pkg.lock_file().string()));
+  EXPECT_EQ(try_in_other_process(dir() / "ws"), kAcquired)
+      << "a refused acquire must hold nothing";
+  ASSERT_EQ(reports.seen().size(), 1u);
+  const TierViolation v = reports.seen()[0];
+  EXPECT_EQ(v.kind, TierViolation::Kind::kTierOrder);
+  EXPECT_EQ(v.acquiring.lock_file, ws.lock_file());
+  EXPECT_EQ(v.conflicting.lock_file, pkg.lock_file());
+  EXPECT_EQ(LockContext::current().held().size(), 1u);
+}
+
+TEST_F(TierTest, ReportModeReportsAndAcquires) {
+  ScopedTierCheckMode report(TierCheckMode::kReport);
+  Reports reports;
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  ASSERT_OK_AND_ASSIGN(Guard g, pkg.acquire());
+  ASSERT_OK_AND_ASSIGN(Guard g2, ws.acquire());
+  EXPECT_TRUE(g2.held());
+  EXPECT_EQ(reports.seen().size(), 1u);
+}
+
+TEST_F(TierTest, IgnoreModeChecksNothingAndRecordsNothing) {
+  ScopedTierCheckMode ignore(TierCheckMode::kIgnore);
+  Reports reports;
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  ASSERT_OK_AND_ASSIGN(Guard g, pkg.acquire());
+  ASSERT_OK_AND_ASSIGN(Guard g2, ws.acquire());
+  EXPECT_TRUE(reports.seen().empty());
+  EXPECT_TRUE(LockContext::current().held().empty());
+}
+
+TEST_F(TierDeathTest, AbortModePrintsTheReportAndAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  EXPECT_DEATH(
+      {
+        tierlock::set_tier_check_mode(TierCheckMode::kAbort);
+        absl::StatusOr<Guard> g = pkg.acquire();
+        absl::StatusOr<Guard> bad = ws.acquire();
+      },
+      "lock order violation.*tier_test.cc");
+}
+
+TEST_F(TierTest, DefaultModeFollowsDebugChecks) {
+  // The fixture changed it here; a fresh process shows the default:
+  // kAbort with debug checks compiled in, kIgnore without.
+  RunResult r = run({helper_path(), "tier-mode", dir().string()});
+  ASSERT_EQ(r.status.code, 0) << r.status.describe() << r.out;
+  EXPECT_EQ(r.out, tierlock::tier_debug_checks() ? "abort\n" : "ignore\n");
+}
+
+TEST_F(TierTest, SameTierTwiceIsAViolation) {
+  Reports reports;
+  DirLock a = open_tiered("a", kPackage);
+  DirLock b = open_tiered("b", kPackage);
+  ASSERT_OK_AND_ASSIGN(Guard g, a.acquire());
+  absl::StatusOr<Guard> bad = b.acquire();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(reports.seen().size(), 1u);
+  EXPECT_EQ(reports.seen()[0].kind, TierViolation::Kind::kSameTier);
+}
+
+TEST_F(TierTest, UntieredLocksAreNotTierChecked) {
+  Reports reports;
+  DirLock pkg = open_tiered("pkg", kPackage);
+  DirLock plain = open_tiered("plain", std::nullopt);
+  DirLock ws = open_tiered("ws", kWorkspace);
+  ASSERT_OK_AND_ASSIGN(Guard g1, pkg.acquire());
+  ASSERT_OK_AND_ASSIGN(Guard g2, plain.acquire());
+  // ...but the untiered lock does not hide the tiered one below it.
+  EXPECT_EQ(ws.acquire().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(reports.seen().size(), 1u);
+}
+
+TEST_F(TierTest, ReportNamesTaskBothLocksBothSitesAndTheStack) {
+  Reports reports;
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  DirLock backend = open_tiered("backend", kBackend);
+  ASSERT_OK_AND_ASSIGN(Guard g1, ws.acquire());
+  const int held_line = __LINE__ + 1;
+  ASSERT_OK_AND_ASSIGN(Guard g2, backend.acquire());
+  const int bad_line = __LINE__ + 1;
+  absl::StatusOr<Guard> bad = pkg.acquire();
+  ASSERT_EQ(reports.seen().size(), 1u);
+  const std::string text = reports.seen()[0].to_string();
+  EXPECT_THAT(text, HasSubstr(LockContext::current().name()));
+  EXPECT_THAT(text, HasSubstr(pkg.lock_file().string()));
+  EXPECT_THAT(text, HasSubstr(backend.lock_file().string()));
+  EXPECT_THAT(text, HasSubstr("tier 20 'package'"));
+  EXPECT_THAT(text, HasSubstr("tier 30 'backend'"));
+  EXPECT_THAT(text, HasSubstr("tier_test.cc:" + std::to_string(held_line)));
+  EXPECT_THAT(text, HasSubstr("tier_test.cc:" + std::to_string(bad_line)));
+  EXPECT_THAT(text, HasSubstr("TestBody"));  // the function of each site
+  EXPECT_THAT(text, HasSubstr("locks held by task"));
+  EXPECT_THAT(text, HasSubstr("#1 '" + backend.lock_file().string()));
+  EXPECT_EQ(reports.seen()[0].held.size(), 2u);
+}
+
+TEST_F(TierTest, TryAcquireViolationIsReportedAndASuccessfulTryRecorded) {
+  Reports reports;
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  ASSERT_OK_AND_ASSIGN(std::optional<Guard> g, pkg.try_acquire());
+  ASSERT_TRUE(g.has_value());
+  EXPECT_EQ(LockContext::current().held().size(), 1u);
+  absl::StatusOr<std::optional<Guard>> bad = ws.try_acquire();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(reports.seen().size(), 1u);
+  EXPECT_TRUE(reports.seen()[0].try_acquire);
+  EXPECT_THAT(reports.seen()[0].to_string(), HasSubstr("trying to take"));
+}
+
+TEST_F(TierTest, ContextFollowsTheTaskAcrossThreads) {
+  Reports reports;
+  DirLock pkg = open_tiered("pkg", kPackage);
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock backend = open_tiered("backend", kBackend);
+  LockContext task("task 42");
+  Guard held;
+  std::thread([&] {
+    LockContext::Scope bind(task);
+    absl::StatusOr<Guard> g = pkg.acquire();
+    ASSERT_TRUE(g.ok()) << g.status();
+    held = *std::move(g);
+  }).join();
+  EXPECT_TRUE(LockContext::current().held().empty())
+      << "the test thread's own context holds nothing";
+  std::thread([&] {
+    LockContext::Scope bind(task);
+    EXPECT_EQ(ws.acquire().status().code(),
+              absl::StatusCode::kFailedPrecondition);
+    absl::StatusOr<Guard> up = backend.acquire();
+    EXPECT_TRUE(up.ok()) << up.status();
+  }).join();
+  // Not bound here: this thread's context holds nothing, so tier 10 is fine.
+  ASSERT_OK_AND_ASSIGN(Guard mine, ws.acquire());
+  ASSERT_EQ(reports.seen().size(), 1u);
+  EXPECT_EQ(reports.seen()[0].task, "task 42");
+  EXPECT_EQ(task.held().size(), 1u);
+}
+
+TEST_F(TierTest, ScopesNestAndRestore) {
+  LockContext outer("outer");
+  LockContext inner("inner");
+  const LockContext own = LockContext::current();
+  {
+    LockContext::Scope a(outer);
+    EXPECT_EQ(LockContext::current(), outer);
+    {
+      LockContext::Scope b(inner);
+      EXPECT_EQ(LockContext::current(), inner);
+    }
+    EXPECT_EQ(LockContext::current(), outer);
+  }
+  EXPECT_EQ(LockContext::current(), own);
+}
+
+TEST_F(TierTest, ReleaseOnAnotherThreadLeavesTheTakingContext) {
+  Reports reports;
+  DirLock pkg = open_tiered("pkg", kPackage);
+  DirLock ws = open_tiered("ws", kWorkspace);
+  ASSERT_OK_AND_ASSIGN(Guard g, pkg.acquire());
+  std::thread([g = std::move(g)]() mutable {
+    // The releasing thread's own context never held it.
+    EXPECT_TRUE(LockContext::current().held().empty());
+    EXPECT_OK(g.release());
+  }).join();
+  EXPECT_TRUE(LockContext::current().held().empty());
+  ASSERT_OK_AND_ASSIGN(Guard g2, ws.acquire());
+  EXPECT_TRUE(reports.seen().empty());
+}
+
+TEST_F(TierTest, AsyncAcquireChecksAndRecordsInTheCallersContext) {
+  Reports reports;
+  DirLock pkg = open_tiered("pkg", kPackage);
+  DirLock ws = open_tiered("ws", kWorkspace);
+  tierlock::WorkerPool pool(1);
+  AcquireOptions on_pool;
+  on_pool.pool = &pool;
+  LockContext task("async task");
+  LockContext::Scope bind(task);
+  absl::StatusOr<Guard> g = pkg.acquire_async(on_pool).get();
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(task.held().size(), 1u);
+  absl::StatusOr<Guard> bad = ws.acquire_async(on_pool).get();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(reports.seen().size(), 1u);
+  EXPECT_EQ(try_in_other_process(dir() / "ws"), kAcquired);
+}
+
+TEST_F(TierTest, LockableMembersAreCheckedAndForgottenAtUnlock) {
+  Reports reports;
+  DirLock pkg = open_tiered("pkg", kPackage);
+  DirLock ws = open_tiered("ws", kWorkspace);
+  {
+    std::scoped_lock lock(pkg);
+    EXPECT_EQ(LockContext::current().held().size(), 1u);
+    try {
+      ws.lock();
+      ADD_FAILURE() << "lock() took a lower tier";
+      ws.unlock();
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::resource_deadlock_would_occur);
+      EXPECT_THAT(e.what(), HasSubstr(ws.lock_file().string()));
+    }
+  }
+  EXPECT_TRUE(LockContext::current().held().empty());
+  std::scoped_lock lock(ws);
+  EXPECT_EQ(reports.seen().size(), 1u);
+}
+
+TEST_F(TierTest, AcquireAllTakesSameTierLocksInPathOrderAndReturnsInputOrder) {
+  Reports reports;
+  std::vector<DirLock> locks = {open_tiered("c", kPackage),
+                                open_tiered("a", kPackage),
+                                open_tiered("b", kPackage)};
+  ASSERT_OK_AND_ASSIGN(std::vector<Guard> guards, acquire_all(locks));
+  ASSERT_EQ(guards.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(guards[i].lock_file(), locks[i].lock_file());
+    EXPECT_TRUE(guards[i].held());
+  }
+  std::vector<tierlock::HeldLock> held = LockContext::current().held();
+  ASSERT_EQ(held.size(), 3u);
+  EXPECT_EQ(held[0].lock_file, dir() / "a" / ".lock");
+  EXPECT_EQ(held[1].lock_file, dir() / "b" / ".lock");
+  EXPECT_EQ(held[2].lock_file, dir() / "c" / ".lock");
+  EXPECT_TRUE(reports.seen().empty());
+  // A further lock of the same tier after the call is a violation again.
+  DirLock d = open_tiered("d", kPackage);
+  EXPECT_EQ(d.acquire().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(TierTest, AcquireAllInOppositeInputOrdersNeverDeadlocks) {
+  std::vector<DirLock> forward = {open_tiered("a", kPackage),
+                                  open_tiered("b", kPackage),
+                                  open_tiered("c", kPackage)};
+  std::vector<DirLock> backward(forward.rbegin(), forward.rend());
+  auto loop = [](std::vector<DirLock>& locks) {
+    for (int i = 0; i < 300; ++i) {
+      absl::StatusOr<std::vector<Guard>> g = acquire_all(locks);
+      ASSERT_TRUE(g.ok()) << g.status();
+    }
+  };
+  std::thread t1(loop, std::ref(forward));
+  std::thread t2(loop, std::ref(backward));
+  t1.join();
+  t2.join();
+}
+
+TEST_F(TierTest, AcquireAllIsAllOrNothing) {
+  std::vector<DirLock> locks = {open_tiered("a", kPackage),
+                                open_tiered("b", kPackage),
+                                open_tiered("c", kPackage)};
+  Process holder = start_holder(dir() / "b");
+  ASSERT_EQ(holder.read_line(), "locked");
+  AcquireOptions options;
+  options.timeout = 50ms;
+  absl::StatusOr<std::vector<Guard>> all = acquire_all(locks, options);
+  ASSERT_EQ(all.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(all.status().message()), HasSubstr("lock 2 of 3"));
+  EXPECT_THAT(std::string(all.status().message()),
+              HasSubstr((dir() / "b" / ".lock").string()));
+  EXPECT_EQ(try_in_other_process(dir() / "a"), kAcquired);
+  EXPECT_EQ(try_in_other_process(dir() / "c"), kAcquired);
+  EXPECT_TRUE(LockContext::current().held().empty());
+  EXPECT_EQ(stop_holder(holder).code, 0);
+}
+
+TEST_F(TierTest, AcquireAllChecksTheFirstLockAgainstHeldTiers) {
+  Reports reports;
+  DirLock backend = open_tiered("backend", kBackend);
+  std::vector<DirLock> locks = {open_tiered("a", kPackage),
+                                open_tiered("b", kPackage)};
+  ASSERT_OK_AND_ASSIGN(Guard g, backend.acquire());
+  absl::StatusOr<std::vector<Guard>> all = acquire_all(locks);
+  EXPECT_EQ(all.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(try_in_other_process(dir() / "a"), kAcquired);
+  EXPECT_EQ(reports.seen().size(), 1u);
+}
+
+TEST_F(TierTest, AcquireAllRejectsTheSameLockTwice) {
+  DirLock a = open_tiered("a", kPackage);
+  std::vector<DirLock> locks = {a, open_tiered("b", kPackage), a};
+  absl::StatusOr<std::vector<Guard>> all = acquire_all(locks);
+  EXPECT_EQ(all.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(all.status().message()),
+              HasSubstr(a.lock_file().string()));
+  EXPECT_EQ(try_in_other_process(dir() / "a"), kAcquired);
+}
+
+TEST_F(TierTest, LearnedCycleWithoutTiersIsReportedBeforeBlocking) {
+  if (!tierlock::tier_debug_checks()) {
+    GTEST_SKIP() << "learned order needs TIERLOCK_DEBUG_CHECKS (on in the "
+                    "dev, asan and tsan presets)";
+  }
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock b = open_tiered("b", std::nullopt);
+  int outer_line = 0;
+  int inner_line = 0;
+  {
+    outer_line = __LINE__ + 1;
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    inner_line = __LINE__ + 1;
+    ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  }
+  EXPECT_TRUE(reports.seen().empty());
+  ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  // Another thread holds `a`: if the check came after blocking, this would
+  // hang instead of failing.
+  std::promise<void> holding;
+  std::promise<void> done;
+  std::thread other([&] {
+    tierlock::LockContext::Scope own(LockContext("other"));
+    absl::StatusOr<Guard> g = a.acquire();
+    holding.set_value();
+    done.get_future().wait();
+  });
+  holding.get_future().wait();
+  const int bad_line = __LINE__ + 1;
+  absl::StatusOr<Guard> bad = a.acquire();
+  done.set_value();
+  other.join();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(reports.seen().size(), 1u);
+  const TierViolation v = reports.seen()[0];
+  EXPECT_EQ(v.kind, TierViolation::Kind::kLearnedCycle);
+  EXPECT_EQ(v.acquiring.lock_file, a.lock_file());
+  EXPECT_EQ(v.conflicting.lock_file, b.lock_file());
+  ASSERT_EQ(v.earlier.size(), 1u);
+  EXPECT_EQ(v.earlier[0].outer.lock_file, a.lock_file());
+  EXPECT_EQ(v.earlier[0].inner.lock_file, b.lock_file());
+  const std::string text = v.to_string();
+  EXPECT_THAT(text, HasSubstr("tier_test.cc:" + std::to_string(outer_line)));
+  EXPECT_THAT(text, HasSubstr("tier_test.cc:" + std::to_string(inner_line)));
+  EXPECT_THAT(text, HasSubstr("tier_test.cc:" + std::to_string(bad_line)));
+  EXPECT_THAT(text, HasSubstr("opposite order was seen before"));
+}
+
+TEST_F(TierTest, LearnedCycleThroughAChainOfThreeLocks) {
+  if (!tierlock::tier_debug_checks()) {
+    GTEST_SKIP() << "learned order needs TIERLOCK_DEBUG_CHECKS";
+  }
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock b = open_tiered("b", std::nullopt);
+  DirLock c = open_tiered("c", std::nullopt);
+  {
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  }
+  {
+    ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+    ASSERT_OK_AND_ASSIGN(Guard gc, c.acquire());
+  }
+  ASSERT_OK_AND_ASSIGN(Guard gc, c.acquire());
+  EXPECT_EQ(a.acquire().status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(reports.seen().size(), 1u);
+  EXPECT_EQ(reports.seen()[0].earlier.size(), 2u);  // a -> b -> c
+}
+
+TEST_F(TierTest, RepeatedConsistentNestingIsNotReported) {
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock b = open_tiered("b", std::nullopt);
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire(Mode::kShared));
+  }
+  EXPECT_TRUE(reports.seen().empty());
+}
+
+// TIERLOCK_HELD: the parent's tiered holds.
+class HeldEnvTest : public TierTest {
+ protected:
+  void TearDown() override {
+    ::unsetenv("TIERLOCK_HELD");
+    tierlock::internal::reset_inherited_holds_for_testing();
+    TierTest::TearDown();
+  }
+  void set_env(const std::string& value) {
+    ::setenv("TIERLOCK_HELD", value.c_str(), 1);
+    tierlock::internal::reset_inherited_holds_for_testing();
+  }
+};
+
+TEST_F(HeldEnvTest, FormatAndParseRoundTripWithAwkwardCharacters) {
+  std::vector<tierlock::internal::InheritedHold> holds = {
+      {10, "work;space,%", Mode::kExclusive, 1234, "/w s/a;b,c%d/.lock"},
+      {-3, "", Mode::kShared, 99, "/x/\n/.lock"}};
+  std::string text = tierlock::internal::format_held_env(holds);
+  ASSERT_OK_AND_ASSIGN(std::vector<tierlock::internal::InheritedHold> back,
+                       tierlock::internal::parse_held_env(text));
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].level, 10);
+  EXPECT_EQ(back[0].name, "work;space,%");
+  EXPECT_EQ(back[0].lock_file, "/w s/a;b,c%d/.lock");
+  EXPECT_EQ(back[0].pid, 1234);
+  EXPECT_EQ(back[1].mode, Mode::kShared);
+  EXPECT_EQ(back[1].lock_file, "/x/\n/.lock");
+}
+
+TEST_F(HeldEnvTest, MalformedValuesAreRejectedWithAReason) {
+  for (const char* bad :
+       {"", "2;10,x,1,n,/p", "1;10,x,1,n", "1;ten,x,1,n,/p", "1;10,q,1,n,/p",
+        "1;10,x,0,n,/p", "1;10,x,-5,n,/p", "1;10,x,1,n,relative",
+        "1;10,x,1,%zz,/p", "1;10,x,1,n,/p%", "1;10,x,1,n,/p%0", "1;10,x,1,n,",
+        "1;99999999999999999999,x,1,n,/p", "1;10,x,1,n,/p,extra"}) {
+    EXPECT_FALSE(tierlock::internal::parse_held_env(bad).ok()) << bad;
+  }
+  std::string many = "1";
+  for (int i = 0; i < 65; ++i) many += ";1,x,1,n,/p";
+  EXPECT_FALSE(tierlock::internal::parse_held_env(many).ok());
+  EXPECT_FALSE(tierlock::internal::parse_held_env(
+                   std::string(70 * 1024, 'x')).ok());
+}
+
+TEST_F(HeldEnvTest, ParentsHoldsAreCheckedAndExported) {
+  Reports reports;
+  set_env("1;20,x,4242,package,/parent/pkg/.lock");
+  std::vector<tierlock::HeldLock> inherited = LockContext::inherited();
+  ASSERT_EQ(inherited.size(), 1u);
+  EXPECT_EQ(inherited[0].inherited_from_pid, 4242);
+  DirLock ws = open_tiered("ws", kWorkspace);
+  absl::StatusOr<Guard> bad = ws.acquire();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(reports.seen().size(), 1u);
+  EXPECT_EQ(reports.seen()[0].conflicting.inherited_from_pid, 4242);
+  EXPECT_THAT(reports.seen()[0].to_string(),
+              HasSubstr("held by the parent process, pid 4242"));
+
+  DirLock backend = open_tiered("backend", kBackend);
+  ASSERT_OK_AND_ASSIGN(Guard g, backend.acquire());
+  ASSERT_OK_AND_ASSIGN(
+      std::vector<tierlock::internal::InheritedHold> exported,
+      tierlock::internal::parse_held_env(LockContext::current().held_env()));
+  ASSERT_EQ(exported.size(), 2u);
+  EXPECT_EQ(exported[0].pid, 4242);
+  EXPECT_EQ(exported[1].level, 30);
+  EXPECT_EQ(exported[1].name, "backend");
+  EXPECT_EQ(exported[1].lock_file, backend.lock_file().string());
+}
+
+TEST_F(HeldEnvTest, MalformedEnvironmentIsIgnoredWithOneWarning) {
+  Reports reports;
+  set_env("1;garbage");
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(LockContext::inherited().empty());
+  DirLock ws = open_tiered("ws", kWorkspace);
+  ASSERT_OK_AND_ASSIGN(Guard g, ws.acquire());
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(err, HasSubstr("tierlock: ignoring malformed TIERLOCK_HELD"));
+  EXPECT_EQ(err.find("TIERLOCK_HELD"), err.rfind("TIERLOCK_HELD"))
+      << "warned more than once: " << err;
+  EXPECT_TRUE(reports.seen().empty());
+}
+
+TEST_F(HeldEnvTest, ChildProcessSeesTheParentsStack) {
+  DirLock pkg = open_tiered("pkg", kPackage);
+  DirLock ws = open_tiered("ws", kWorkspace);
+  ASSERT_OK_AND_ASSIGN(Guard g, pkg.acquire());
+  // The child (tl_helper) tries the workspace tier with TIERLOCK_HELD set
+  // from this context: it must be refused there, in the child.
+  RunResult r = run({"/usr/bin/env",
+                     "TIERLOCK_HELD=" + LockContext::current().held_env(),
+                     helper_path(), "tier-try", (dir() / "ws").string(),
+                     "10"});
+  EXPECT_EQ(r.status.code, 3) << r.status.describe() << "\n" << r.out;
+  EXPECT_THAT(r.out, HasSubstr("lock order violation"));
+  EXPECT_THAT(r.out, HasSubstr(pkg.lock_file().string()));
+  RunResult fine = run({"/usr/bin/env",
+                        "TIERLOCK_HELD=" + LockContext::current().held_env(),
+                        helper_path(), "tier-try", (dir() / "ws").string(),
+                        "30"});
+  EXPECT_EQ(fine.status.code, 0) << fine.status.describe() << "\n" << fine.out;
+}
+
+}  // namespace
