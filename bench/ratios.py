@@ -23,6 +23,20 @@ from collections import defaultdict
 # the targets (benchmark-name prefix -> (comparison, ratio)).
 GROUPS = [
     {
+        "prefix": "tier/checks_out/",
+        "title": "7a. Tier checks, library without debug checks (Release default)",
+        "metric": "time",
+        "baseline": "tier/checks_out/untiered_off",
+        "targets": {},
+    },
+    {
+        "prefix": "tier/checks_in/",
+        "title": "7b. Tier checks, library with TIERLOCK_DEBUG_CHECKS (learned order)",
+        "metric": "time",
+        "baseline": "tier/checks_in/untiered_off",
+        "targets": {},
+    },
+    {
         "prefix": "uncontended/",
         "title": "1. Uncontended acquire+release, handle reused",
         "metric": "time",

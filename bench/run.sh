@@ -3,6 +3,8 @@
 # aggregates only) and prints the tables of medians and within-run ratios.
 #   core_bench     uncontended, new handle, in-process contention (rows 1-3)
 #   acquire_bench  cross-process handoff, cancel latency, async throughput
+#   tier_bench     tier-check cost; built twice: without debug checks (in
+#                  BUILD_DIR) and with TIERLOCK_DEBUG_CHECKS=ON (BUILD_DIR-checks)
 #
 # Usage: bench/run.sh [OUT.json] [extra Google Benchmark flags...]
 #   OUT.json defaults to build/bench/core_bench-<UTC timestamp>.json (and
@@ -37,14 +39,33 @@ fi
 cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DTIERLOCK_BUILD_TESTS=OFF -DTIERLOCK_BUILD_EXAMPLES=OFF \
   -DTIERLOCK_BUILD_BENCHMARKS=ON >/dev/null
-read -r -a benches <<<"${BENCHES:-core_bench acquire_bench}"
+read -r -a benches <<<"${BENCHES:-core_bench acquire_bench tier_bench}"
 cmake --build "$build_dir" --target "${benches[@]}"
+run_list=()
+for bench in "${benches[@]}"; do
+  run_list+=("$build_dir/bench/$bench")
+  if [[ "$bench" == tier_bench ]]; then
+    checks_dir="$build_dir-checks"
+    if [[ ! -f "$checks_dir/CMakeCache.txt" ]] && command -v ninja >/dev/null; then
+      checks_gen=(-G Ninja)
+    else
+      checks_gen=()
+    fi
+    cmake -S . -B "$checks_dir" "${checks_gen[@]}" -DCMAKE_BUILD_TYPE=Release \
+      -DTIERLOCK_BUILD_TESTS=OFF -DTIERLOCK_BUILD_EXAMPLES=OFF \
+      -DTIERLOCK_BUILD_BENCHMARKS=ON -DTIERLOCK_DEBUG_CHECKS=ON >/dev/null
+    cmake --build "$checks_dir" --target tier_bench
+    run_list+=("$checks_dir/bench/tier_bench")
+  fi
+done
 
 mkdir -p "$(dirname "$out")"
 echo "Google Benchmark's 'Library was built as DEBUG' warning is Debian's" \
   "libbenchmark; it affects every row equally" >&2
 outs=()
-for bench in "${benches[@]}"; do
+for binary in "${run_list[@]}"; do
+  bench="$(basename "$binary")"
+  [[ "$binary" == *-checks/* ]] && bench="${bench}_checks"
   bench_out="$out"
   if [[ "$bench" != core_bench ]]; then
     if [[ $named_out -eq 1 ]]; then
@@ -55,7 +76,7 @@ for bench in "${benches[@]}"; do
   fi
   rm -f "$bench_out"
   echo "$bench: writing $bench_out (load before: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-  "$build_dir/bench/$bench" \
+  "$binary" \
     --benchmark_repetitions=5 \
     --benchmark_enable_random_interleaving=true \
     --benchmark_report_aggregates_only=true \

@@ -188,18 +188,8 @@ internal::AcquireSite site_for(const LockEntry& entry,
                                SourceLocation where, bool try_only,
                                std::uint64_t group) {
   return internal::AcquireSite{
-      &entry.file().path(), entry.id(), tier, mode, where, try_only, group,
+      &entry.file().path(), tier, mode, where, try_only, group,
       internal::order_node(entry.order_node(), entry.id(), entry.file().path())};
-}
-
-// Records a granted hold in `ctx` and ties it to the Guard.
-void attach(Guard& guard, std::shared_ptr<internal::ContextState> ctx,
-            const internal::AcquireSite& site,
-            std::shared_ptr<internal::ContextState> Guard::*context_member,
-            std::uint64_t Guard::*id_member) {
-  std::uint64_t id = internal::record_hold(*ctx, site);
-  guard.*context_member = std::move(ctx);
-  guard.*id_member = id;
 }
 
 }  // namespace
@@ -211,16 +201,20 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
     return LockEntry::acquire_wait(std::move(entry), options.mode,
                                    policy_for(options));
   }
-  internal::ContextState& ctx = internal::current_context();
+  const std::shared_ptr<internal::ContextState>& ctx =
+      internal::current_context();
   const internal::AcquireSite site =
       site_for(*entry, tier(), options.mode, where, false, group);
-  if (absl::Status st = internal::check_acquire(ctx, site); !st.ok()) return st;
+  absl::StatusOr<std::uint64_t> hold = internal::check_and_record(*ctx, site);
+  if (!hold.ok()) return hold.status();
   absl::StatusOr<Guard> guard =
       LockEntry::acquire_wait(std::move(entry), options.mode, policy_for(options));
-  if (guard.ok()) {
-    attach(*guard, ctx.shared_from_this(), site, &Guard::context_,
-           &Guard::hold_id_);
+  if (!guard.ok()) {
+    internal::forget_hold(*ctx, *hold);
+    return guard;
   }
+  guard->context_ = ctx.get();
+  guard->hold_id_ = *hold;
   return guard;
 }
 
@@ -259,8 +253,7 @@ void DirLock::acquire_async(
   absl::Status refused = entry.status();
   if (entry.ok() && internal::tier_checks_active()) {
     // Checked against the caller's context now, recorded there on the grant.
-    std::shared_ptr<internal::ContextState> ctx =
-        internal::current_context_shared();
+    std::shared_ptr<internal::ContextState> ctx = internal::current_context();
     internal::AcquireSite site =
         site_for(**entry, tier(), options.mode, where, false, 0);
     refused = internal::check_acquire(*ctx, site);
@@ -268,8 +261,8 @@ void DirLock::acquire_async(
       done = [ctx = std::move(ctx), site, done = std::move(done)](
                  absl::StatusOr<Guard> result) mutable {
         if (result.ok()) {
-          attach(*result, std::move(ctx), site, &Guard::context_,
-                 &Guard::hold_id_);
+          result->hold_id_ = internal::record_hold(*ctx, site);
+          result->context_ = ctx.get();
         }
         std::move(done)(std::move(result));
       };
@@ -310,16 +303,20 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
   if (!internal::tier_checks_active()) [[likely]] {
     return LockEntry::acquire(*std::move(entry), mode, policy);
   }
-  internal::ContextState& ctx = internal::current_context();
+  const std::shared_ptr<internal::ContextState>& ctx =
+      internal::current_context();
   const internal::AcquireSite site =
       site_for(**entry, tier(), mode, where, true, 0);
-  if (absl::Status st = internal::check_acquire(ctx, site); !st.ok()) return st;
+  absl::StatusOr<std::uint64_t> hold = internal::check_and_record(*ctx, site);
+  if (!hold.ok()) return hold.status();
   absl::StatusOr<std::optional<Guard>> guard =
       LockEntry::acquire(*std::move(entry), mode, policy);
-  if (guard.ok() && guard->has_value()) {
-    attach(**guard, ctx.shared_from_this(), site, &Guard::context_,
-           &Guard::hold_id_);
+  if (!guard.ok() || !guard->has_value()) {
+    internal::forget_hold(*ctx, *hold);
+    return guard;
   }
+  (*guard)->context_ = ctx.get();
+  (*guard)->hold_id_ = *hold;
   return guard;
 }
 
@@ -427,19 +424,19 @@ bool DirLock::lockable_lock(
   policy.wait = wait;
   policy.deadline = deadline;
   std::shared_ptr<internal::ContextState> ctx;
-  internal::AcquireSite site;
+  std::uint64_t hold = 0;
   if (internal::tier_checks_active()) {
-    ctx = internal::current_context_shared();
-    site = site_for(**entry, tier(), mode, where, !wait, 0);
-    if (absl::Status st = internal::check_acquire(*ctx, site); !st.ok()) {
-      throw_status(st);
-    }
+    ctx = internal::current_context();
+    absl::StatusOr<std::uint64_t> checked = internal::check_and_record(
+        *ctx, site_for(**entry, tier(), mode, where, !wait, 0));
+    if (!checked.ok()) throw_status(checked.status());
+    hold = *checked;
   }
   absl::StatusOr<bool> got = LockEntry::lockable_acquire(*entry, mode, policy);
+  if (ctx != nullptr && (!got.ok() || !*got)) internal::forget_hold(*ctx, hold);
   if (!got.ok()) throw_status(got.status());
   if (*got && ctx != nullptr) {
-    std::uint64_t id = internal::record_hold(*ctx, site);
-    internal::record_lockable_hold(entry->get(), mode, std::move(ctx), id);
+    internal::record_lockable_hold(entry->get(), mode, ctx.get(), hold);
   }
   return *got;
 }

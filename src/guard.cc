@@ -12,7 +12,7 @@ Guard::Guard(Guard&& other) noexcept
     : entry_(std::move(other.entry_)),
       mode_(other.mode_),
       owner_(other.owner_),
-      context_(std::move(other.context_)),
+      context_(std::exchange(other.context_, nullptr)),
       hold_id_(other.hold_id_) {}
 
 Guard& Guard::operator=(Guard&& other) noexcept {
@@ -21,7 +21,7 @@ Guard& Guard::operator=(Guard&& other) noexcept {
     entry_ = std::move(other.entry_);
     mode_ = other.mode_;
     owner_ = other.owner_;
-    context_ = std::move(other.context_);
+    context_ = std::exchange(other.context_, nullptr);
     hold_id_ = other.hold_id_;
   }
   return *this;
@@ -38,7 +38,7 @@ absl::Status Guard::release() {
     if (entry_ == nullptr || !entry_->stale()) {
       internal::forget_hold(*context_, hold_id_);
     }
-    context_.reset();
+    context_ = nullptr;
   }
   std::shared_ptr<internal::LockEntry> entry = std::move(entry_);
   if (entry == nullptr) return absl::OkStatus();

@@ -7,6 +7,7 @@
 #include <functional>
 #include <utility>
 
+#include "absl/base/attributes.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
@@ -33,7 +34,7 @@ namespace {
 
 // ---------------------------------------------------------------- contexts
 
-thread_local ContextState* t_bound = nullptr;
+thread_local const std::shared_ptr<ContextState>* t_bound = nullptr;
 thread_local std::shared_ptr<ContextState> t_default;
 
 std::string thread_name() {
@@ -316,8 +317,7 @@ std::optional<TierViolation> check_nesting(ContextState& ctx,
 struct LockableHolds {
   Mutex mu;
   absl::flat_hash_map<std::pair<const void*, int>,
-                      std::vector<std::pair<std::shared_ptr<ContextState>,
-                                            std::uint64_t>>>
+                      std::vector<std::pair<ContextState*, std::uint64_t>>>
       by_entry ABSL_GUARDED_BY(mu);
   std::atomic<std::size_t> count{0};
 };
@@ -390,7 +390,7 @@ std::optional<std::string> unescape(std::string_view s) {
 
 }  // namespace
 
-ContextState*& bound_context() { return t_bound; }
+const std::shared_ptr<ContextState>*& bound_context() { return t_bound; }
 
 std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
                          const platform::FileId& id,
@@ -413,21 +413,22 @@ std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
   return node;
 }
 
-ContextState& current_context() {
+const std::shared_ptr<ContextState>& current_context() {
   if (t_bound != nullptr) return *t_bound;
   if (t_default == nullptr) {
-    t_default = std::make_shared<ContextState>(thread_name());
+    t_default = make_context(thread_name());
   }
-  return *t_default;
+  return t_default;
 }
 
-std::shared_ptr<ContextState> current_context_shared() {
-  return current_context().shared_from_this();
-}
+namespace {
 
-absl::Status check_acquire(ContextState& ctx, const AcquireSite& site) {
-  const TierCheckMode mode = g_tier_check_mode.load(std::memory_order_relaxed);
-  if (mode == TierCheckMode::kIgnore) return absl::OkStatus();
+// The checks, the slow way: everything a report needs. Kept out of line so
+// the fast path below has a small frame (a TierViolation is ~1 KB of stack
+// to zero).
+ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<std::uint64_t> check_slow(
+    ContextState& ctx, const AcquireSite& site, bool record,
+    TierCheckMode mode) {
   const std::uint32_t node = site.node;
 
   // Declared tiers: the parent process's holds, then this context's.
@@ -470,6 +471,13 @@ absl::Status check_acquire(ContextState& ctx, const AcquireSite& site) {
       v.conflicting = held_lock(worst->site, ctx.name);
       violation = std::move(v);
     }
+    const bool known_nesting =
+        !kDebugChecks || newest == 0 || t_edges.contains(edge_key(newest, node));
+    if (record && !violation && known_nesting) {
+      std::uint64_t id = ctx.next_hold_id++;
+      ctx.held.push_back(HeldRecord{id, site});
+      return id;
+    }
   }
   if (violation) {
     std::string task = context_name(ctx);
@@ -477,17 +485,58 @@ absl::Status check_acquire(ContextState& ctx, const AcquireSite& site) {
     violation->try_acquire = site.try_only;
     violation->acquiring = held_lock(site, task);
     violation->held = snapshot(ctx);
-    return act_on(*std::move(violation), mode);
-  }
-  if constexpr (kDebugChecks) {
-    if (newest != 0) {
-      if (std::optional<TierViolation> v =
-              check_nesting(ctx, site, node, newest, newest_site)) {
-        return act_on(*std::move(v), mode);
-      }
+    if (absl::Status st = act_on(*std::move(violation), mode); !st.ok()) {
+      return st;
+    }
+  } else if (kDebugChecks && newest != 0) {
+    if (std::optional<TierViolation> v =
+            check_nesting(ctx, site, node, newest, newest_site)) {
+      if (absl::Status st = act_on(*std::move(v), mode); !st.ok()) return st;
     }
   }
-  return absl::OkStatus();
+  return record ? record_hold(ctx, site) : 0;
+}
+
+// The checks, and with `record`, the hold recorded in the same critical
+// section when nothing is wrong and no new nesting must be learned: one
+// spin-lock pass over the (short) held stack. Anything else goes the slow way.
+absl::StatusOr<std::uint64_t> check(ContextState& ctx, const AcquireSite& site,
+                                    bool record) {
+  const TierCheckMode mode = g_tier_check_mode.load(std::memory_order_relaxed);
+  if (mode == TierCheckMode::kIgnore) {
+    return record ? record_hold(ctx, site) : 0;
+  }
+  if (!site.tier || inherited_holds().empty()) {
+    SpinLockHolder lock(ctx.mu);
+    bool conflict = ctx.name.empty();
+    std::uint32_t newest = 0;
+    for (const HeldRecord& r : ctx.held) {
+      if (r.site.node != 0 && r.site.node != site.node) newest = r.site.node;
+      if (site.tier && r.site.tier && r.site.tier->level >= site.tier->level &&
+          (r.site.group == 0 || r.site.group != site.group)) {
+        conflict = true;
+      }
+    }
+    if (!conflict && (!kDebugChecks || newest == 0 ||
+                      t_edges.contains(edge_key(newest, site.node)))) {
+      if (!record) return 0;
+      std::uint64_t id = ctx.next_hold_id++;
+      ctx.held.push_back(HeldRecord{id, site});
+      return id;
+    }
+  }
+  return check_slow(ctx, site, record, mode);
+}
+
+}  // namespace
+
+absl::Status check_acquire(ContextState& ctx, const AcquireSite& site) {
+  return check(ctx, site, false).status();
+}
+
+absl::StatusOr<std::uint64_t> check_and_record(ContextState& ctx,
+                                               const AcquireSite& site) {
+  return check(ctx, site, true);
 }
 
 std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site) {
@@ -498,37 +547,53 @@ std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site) {
   return id;
 }
 
-void forget_hold(ContextState& ctx, std::uint64_t hold_id) noexcept {
-  SpinLockHolder lock(ctx.mu);
-  for (auto it = ctx.held.end(); it != ctx.held.begin();) {
-    --it;
-    if (it->hold_id == hold_id) {
-      ctx.held.erase(it);
-      return;
-    }
-  }
+std::shared_ptr<ContextState> make_context(std::string name) {
+  return std::shared_ptr<ContextState>(
+      new ContextState(std::move(name)), [](ContextState* ctx) {
+        bool last;
+        {
+          SpinLockHolder lock(ctx->mu);
+          last = ctx->held.empty();
+          ctx->orphaned = !last;
+        }
+        if (last) delete ctx;
+      });
 }
 
-void record_lockable_hold(const void* entry, Mode mode,
-                          std::shared_ptr<ContextState> ctx,
+void forget_hold(ContextState& ctx, std::uint64_t hold_id) noexcept {
+  bool last = false;
+  {
+    SpinLockHolder lock(ctx.mu);
+    for (auto it = ctx.held.end(); it != ctx.held.begin();) {
+      --it;
+      if (it->hold_id == hold_id) {
+        ctx.held.erase(it);
+        break;
+      }
+    }
+    last = ctx.orphaned && ctx.held.empty();
+  }
+  if (last) delete &ctx;
+}
+
+void record_lockable_hold(const void* entry, Mode mode, ContextState* ctx,
                           std::uint64_t hold_id) {
   LockableHolds& h = lockable_holds();
   UniqueLock lock(h.mu);
-  h.by_entry[{entry, static_cast<int>(mode)}].emplace_back(std::move(ctx),
-                                                            hold_id);
+  h.by_entry[{entry, static_cast<int>(mode)}].emplace_back(ctx, hold_id);
   h.count.fetch_add(1, std::memory_order_relaxed);
 }
 
 void forget_lockable_hold(const void* entry, Mode mode) noexcept {
   LockableHolds& h = lockable_holds();
   if (h.count.load(std::memory_order_relaxed) == 0) return;
-  std::shared_ptr<ContextState> ctx;
+  ContextState* ctx = nullptr;
   std::uint64_t id = 0;
   {
     UniqueLock lock(h.mu);
     auto it = h.by_entry.find(std::pair{entry, static_cast<int>(mode)});
     if (it == h.by_entry.end()) return;
-    std::tie(ctx, id) = std::move(it->second.back());
+    std::tie(ctx, id) = it->second.back();
     it->second.pop_back();
     if (it->second.empty()) h.by_entry.erase(it);
     h.count.fetch_sub(1, std::memory_order_relaxed);
@@ -702,10 +767,10 @@ std::string TierViolation::to_string() const {
 // ------------------------------------------------------------ LockContext
 
 LockContext::LockContext(std::string name)
-    : state_(std::make_shared<internal::ContextState>(std::move(name))) {}
+    : state_(internal::make_context(std::move(name))) {}
 
 LockContext LockContext::current() {
-  return LockContext(internal::current_context_shared());
+  return LockContext(internal::current_context());
 }
 
 std::string LockContext::name() const {
@@ -744,7 +809,7 @@ std::string LockContext::held_env() const {
 
 LockContext::Scope::Scope(const LockContext& context)
     : state_(context.state_), previous_(internal::bound_context()) {
-  internal::bound_context() = state_.get();
+  internal::bound_context() = &state_;
 }
 
 LockContext::Scope::~Scope() { internal::bound_context() = previous_; }

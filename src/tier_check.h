@@ -67,7 +67,6 @@ class ABSL_SCOPED_LOCKABLE SpinLockHolder {
 // recorded (it points into the registry entry, which the Guard keeps alive).
 struct AcquireSite {
   const std::filesystem::path* lock_file = nullptr;
-  platform::FileId id;
   std::optional<Tier> tier;
   Mode mode = Mode::kExclusive;
   SourceLocation where;
@@ -88,13 +87,22 @@ std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
                          const platform::FileId& id,
                          const std::filesystem::path& lock_file);
 
-struct ContextState : std::enable_shared_from_this<ContextState> {
+// A LockContext's state. Owned by its handles (LockContext, Scope, the
+// thread's default) through make_context's shared_ptr, AND by its recorded
+// holds: when the last handle goes while holds remain, the state is orphaned
+// and the last forget_hold deletes it. So a Guard keeps a plain pointer and an
+// acquire pays no reference count.
+struct ContextState {
   explicit ContextState(std::string n) : name(std::move(n)) {}
   SpinLock mu;
   absl::InlinedVector<HeldRecord, 4> held ABSL_GUARDED_BY(mu);
   std::uint64_t next_hold_id ABSL_GUARDED_BY(mu) = 1;
   std::string name ABSL_GUARDED_BY(mu);  // empty: named by the first recording thread
+  bool orphaned ABSL_GUARDED_BY(mu) = false;  // no handle left
 };
+
+// Creates a context state owned as described above.
+std::shared_ptr<ContextState> make_context(std::string name);
 
 extern std::atomic<TierCheckMode> g_tier_check_mode;
 
@@ -104,15 +112,21 @@ inline bool tier_checks_active() {
          TierCheckMode::kIgnore;
 }
 
-// Returns the context current on this thread (never null).
-ContextState& current_context();
-std::shared_ptr<ContextState> current_context_shared();
-ContextState*& bound_context();  // the innermost Scope's, or null
+// Returns the context current on this thread (never null). The reference is
+// valid until the thread exits or its innermost Scope ends.
+const std::shared_ptr<ContextState>& current_context();
+// The innermost Scope's context on this thread, or null.
+const std::shared_ptr<ContextState>*& bound_context();
 
 // Checks an acquire about to happen against `ctx`. OK: go on (also after a
 // reported violation in kReport). kFailedPrecondition naming both locks: a
 // violation in kFail. Does not return in kAbort.
 absl::Status check_acquire(ContextState& ctx, const AcquireSite& site);
+// check_acquire, then records the hold at once, before the acquire waits
+// (as lockdep does): one critical section on the fast path. Returns the hold
+// id; the caller must forget_hold it if the acquire then fails.
+absl::StatusOr<std::uint64_t> check_and_record(ContextState& ctx,
+                                               const AcquireSite& site);
 // Records a granted hold; returns the id forget_hold takes.
 std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site);
 // Forgets a recorded hold (any thread). No-op if unknown.
@@ -120,8 +134,7 @@ void forget_hold(ContextState& ctx, std::uint64_t hold_id) noexcept;
 
 // Holds taken through the std Lockable members have no Guard: they are
 // remembered per (entry, mode), last in first out, until unlock().
-void record_lockable_hold(const void* entry, Mode mode,
-                          std::shared_ptr<ContextState> ctx,
+void record_lockable_hold(const void* entry, Mode mode, ContextState* ctx,
                           std::uint64_t hold_id);
 void forget_lockable_hold(const void* entry, Mode mode) noexcept;
 

@@ -78,8 +78,9 @@ class [[nodiscard]] Guard {
   std::shared_ptr<internal::LockEntry> entry_;  // null once released
   Mode mode_ = Mode::kExclusive;
   std::thread::id owner_;  // the acquiring thread, for self-deadlock checks
-  // The tier-check context the hold is recorded in (null: not recorded).
-  std::shared_ptr<internal::ContextState> context_;
+  // The tier-check context the hold is recorded in (null: not recorded). The
+  // record itself keeps the context alive (see ContextState), so no count.
+  internal::ContextState* context_ = nullptr;
   std::uint64_t hold_id_ = 0;
 };
 

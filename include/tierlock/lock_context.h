@@ -90,7 +90,7 @@ class LockContext {
 
    private:
     std::shared_ptr<internal::ContextState> state_;
-    internal::ContextState* previous_;
+    const std::shared_ptr<internal::ContextState>* previous_;
   };
 
  private:
