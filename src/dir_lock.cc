@@ -184,7 +184,7 @@ internal::WaitPolicy policy_for(AcquireOptions& options) {
 namespace {
 
 internal::AcquireSite site_for(const LockEntry& entry,
-                               const std::optional<Tier>& tier, Mode mode,
+                               const internal::MaybeTier& tier, Mode mode,
                                SourceLocation where, bool try_only,
                                std::uint64_t group) {
   return internal::AcquireSite{
@@ -204,7 +204,7 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
   const std::shared_ptr<internal::ContextState>& ctx =
       internal::current_context();
   const internal::AcquireSite site =
-      site_for(*entry, tier(), options.mode, where, false, group);
+      site_for(*entry, internal::MaybeTier(tier_, tiered_), options.mode, where, false, group);
   absl::StatusOr<std::uint64_t> hold = internal::check_and_record(*ctx, site);
   if (!hold.ok()) return hold.status();
   absl::StatusOr<Guard> guard =
@@ -255,7 +255,7 @@ void DirLock::acquire_async(
     // Checked against the caller's context now, recorded there on the grant.
     std::shared_ptr<internal::ContextState> ctx = internal::current_context();
     internal::AcquireSite site =
-        site_for(**entry, tier(), options.mode, where, false, 0);
+        site_for(**entry, internal::MaybeTier(tier_, tiered_), options.mode, where, false, 0);
     refused = internal::check_acquire(*ctx, site);
     if (refused.ok()) {
       done = [ctx = std::move(ctx), site, done = std::move(done)](
@@ -306,7 +306,7 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
   const std::shared_ptr<internal::ContextState>& ctx =
       internal::current_context();
   const internal::AcquireSite site =
-      site_for(**entry, tier(), mode, where, true, 0);
+      site_for(**entry, internal::MaybeTier(tier_, tiered_), mode, where, true, 0);
   absl::StatusOr<std::uint64_t> hold = internal::check_and_record(*ctx, site);
   if (!hold.ok()) return hold.status();
   absl::StatusOr<std::optional<Guard>> guard =
@@ -428,7 +428,7 @@ bool DirLock::lockable_lock(
   if (internal::tier_checks_active()) {
     ctx = internal::current_context();
     absl::StatusOr<std::uint64_t> checked = internal::check_and_record(
-        *ctx, site_for(**entry, tier(), mode, where, !wait, 0));
+        *ctx, site_for(**entry, internal::MaybeTier(tier_, tiered_), mode, where, !wait, 0));
     if (!checked.ok()) throw_status(checked.status());
     hold = *checked;
   }

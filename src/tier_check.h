@@ -63,11 +63,30 @@ class ABSL_SCOPED_LOCKABLE SpinLockHolder {
   SpinLock& mu_;
 };
 
+// An optional Tier laid out flat (level, name, flag) with optional's reading
+// interface: the record is copied on every checked acquire, and
+// std::optional's piecewise construction made those copies stall on store
+// forwarding.
+struct MaybeTier {
+  Tier tier;
+  bool present = false;
+  MaybeTier() = default;
+  MaybeTier(const std::optional<Tier>& t)  // NOLINT: implicit, like optional
+      : tier(t.value_or(Tier{})), present(t.has_value()) {}
+  MaybeTier(const Tier& t, bool p) : tier(t), present(p) {}
+  explicit operator bool() const { return present; }
+  const Tier* operator->() const { return &tier; }
+  const Tier& operator*() const { return tier; }
+  operator std::optional<Tier>() const {  // NOLINT: implicit, like optional
+    return present ? std::optional<Tier>(tier) : std::nullopt;
+  }
+};
+
 // What an acquire takes. `lock_file` must stay valid while the hold is
 // recorded (it points into the registry entry, which the Guard keeps alive).
 struct AcquireSite {
   const std::filesystem::path* lock_file = nullptr;
-  std::optional<Tier> tier;
+  MaybeTier tier;
   Mode mode = Mode::kExclusive;
   SourceLocation where;
   bool try_only = false;
