@@ -692,7 +692,12 @@ const std::vector<InheritedHold>& inherited_holds() {
 void reset_inherited_holds_for_testing() {
   InheritedState& s = inherited_state();
   UniqueLock lock(s.mu);
-  // The old vector is leaked on purpose: a concurrent reader may hold it.
+  // The old vector stays alive (a concurrent reader may hold a reference),
+  // reachable from `retired` so leak checkers see it is kept on purpose.
+  static auto* retired = new std::vector<const std::vector<InheritedHold>*>();
+  if (const auto* old = s.parsed.load(std::memory_order_relaxed)) {
+    retired->push_back(old);
+  }
   s.parsed.store(nullptr, std::memory_order_release);
 }
 
