@@ -64,6 +64,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <latch>
 #include <mutex>
 #include <stop_token>
 #include <optional>
@@ -323,10 +324,14 @@ int mixed(const Args& a) {
   };
   std::atomic<long> writers_left{writers};
   std::atomic<long> reads{0};
+  // Writers start once every reader has made its first read, so that the
+  // readers overlap this process's writers however small N is.
+  std::latch readers_started(readers);
   std::vector<std::thread> threads;
   for (long t = 0; t < writers; ++t) {
     threads.emplace_back([handle = *lock, &record, &report, &writers_left,
-                          n]() mutable {
+                          &readers_started, n]() mutable {
+      readers_started.wait();
       for (long i = 0; i < n; ++i) {
         absl::StatusOr<tierlock::Guard> g = handle.acquire();
         if (!g.ok()) {
@@ -346,13 +351,15 @@ int mixed(const Args& a) {
   }
   for (long t = 0; t < readers; ++t) {
     threads.emplace_back([handle = *lock, &record, &report, &writers_left,
-                          &reads]() mutable {
+                          &reads, &readers_started]() mutable {
       long long last = 0;
-      while (writers_left.load() > 0) {
+      bool first_read = true;
+      while (first_read || writers_left.load() > 0) {
         absl::StatusOr<tierlock::Guard> g =
             handle.acquire(tierlock::Mode::kShared);
         if (!g.ok()) {
           report(g.status().ToString());
+          if (first_read) readers_started.count_down();
           return;
         }
         std::string err;
@@ -378,9 +385,12 @@ int mixed(const Args& a) {
         if (err.empty() && !r.ok()) err = r.ToString();
         if (!err.empty()) {
           report(err);
+          if (first_read) readers_started.count_down();
           return;
         }
         reads.fetch_add(1);
+        if (first_read) readers_started.count_down();
+        first_read = false;
       }
     });
   }
