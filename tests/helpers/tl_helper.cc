@@ -11,22 +11,6 @@
 //   count DIR N THREADS              THREADS threads each add 1 to the decimal
 //                                    number in DIR/counter N times, each under
 //                                    its own exclusive acquire/release
-//   acquire-for DIR MS [--shared] [--name N]
-//                                    acquire_for(MS ms): print "acquired" and
-//                                    exit 0 (released), or print
-//                                    "deadline_exceeded: <message>" and exit 1
-//   cancel DIR [--shared] [--name N] start a cancellable acquire on a thread and
-//                                    print "started"; on a line (or EOF) request
-//                                    stop and print "cancelled: <message>" or
-//                                    "acquired" (then keep the hold); on a
-//                                    second line (or EOF) release, print "bye",
-//                                    exit 0
-//   async-count DIR N POOL           open the lock, print "ready", wait for a
-//                                    line; then N acquire_async calls on a
-//                                    WorkerPool(POOL), each adding 1 to
-//                                    DIR/counter under the lock; check they
-//                                    complete in submission order; print
-//                                    "done N", exit 0
 //   mixed DIR N WRITERS READERS      the counter invariant: WRITERS threads each
 //                                    add 1 to DIR/record N times under an
 //                                    exclusive acquire; READERS threads take
@@ -48,14 +32,30 @@
 //                                    inherited across exec), LOCK_UN every one of
 //                                    its descriptors and one of its own, then
 //                                    try_acquire: print "busy" or "acquired"
+//   acquire-for DIR MS [--shared] [--name N]
+//                                    acquire_for(MS ms): print "acquired" and
+//                                    exit 0 (released), or print
+//                                    "deadline_exceeded: <message>" and exit 1
+//   cancel DIR [--shared] [--name N] start a cancellable acquire on a thread and
+//                                    print "started"; on a line (or EOF) request
+//                                    stop and print "cancelled: <message>" or
+//                                    "acquired" (then keep the hold); on a
+//                                    second line (or EOF) release, print "bye",
+//                                    exit 0
+//   async-count DIR N POOL           open the lock, print "ready", wait for a
+//                                    line; then N acquire_async calls on a
+//                                    WorkerPool(POOL), each adding 1 to
+//                                    DIR/counter under the lock; check they
+//                                    complete in submission order; print
+//                                    "done N", exit 0
 //
 // Errors print "tl_helper: <reason>" on stderr and exit 2; bad usage exits 64.
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -195,114 +195,6 @@ int count(const Args& a) {
   for (const auto& e : errors) {
     if (!e.empty()) return fail(e);
   }
-  return 0;
-}
-
-int acquire_for(const Args& a) {
-  if (a.positional.size() != 1) return usage();
-  const long ms = std::strtol(a.positional[0].c_str(), nullptr, 10);
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
-  if (!lock.ok()) return fail(lock.status().ToString());
-  absl::StatusOr<tierlock::Guard> guard =
-      lock->acquire_for(std::chrono::milliseconds(ms), a.mode);
-  if (guard.ok()) {
-    say("acquired");
-    absl::Status released = guard->release();
-    if (!released.ok()) return fail(released.ToString());
-    return 0;
-  }
-  if (guard.status().code() != absl::StatusCode::kDeadlineExceeded) {
-    return fail(guard.status().ToString());
-  }
-  say("deadline_exceeded: " + std::string(guard.status().message()));
-  return kBusy;
-}
-
-int cancel(const Args& a) {
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
-  if (!lock.ok()) return fail(lock.status().ToString());
-  std::stop_source stop;
-  absl::StatusOr<tierlock::Guard> result = absl::UnknownError("not run");
-  std::thread waiter([&] {
-    tierlock::AcquireOptions options;
-    options.mode = a.mode;
-    options.stop = stop.get_token();
-    result = lock->acquire(std::move(options));
-  });
-  say("started");
-  std::string line;
-  std::getline(std::cin, line);
-  stop.request_stop();
-  waiter.join();
-  if (result.ok()) {
-    say("acquired");
-  } else if (result.status().code() == absl::StatusCode::kCancelled) {
-    say("cancelled: " + std::string(result.status().message()));
-  } else {
-    return fail(result.status().ToString());
-  }
-  std::getline(std::cin, line);
-  if (result.ok()) {
-    absl::Status released = result->release();
-    if (!released.ok()) return fail(released.ToString());
-  }
-  say("bye");
-  return 0;
-}
-
-int async_count(const Args& a) {
-  if (a.positional.size() != 2) return usage();
-  const long n = std::strtol(a.positional[0].c_str(), nullptr, 10);
-  const long threads = std::strtol(a.positional[1].c_str(), nullptr, 10);
-  if (n < 0 || threads < 0) return usage();
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
-  if (!lock.ok()) return fail(lock.status().ToString());
-  const std::string counter = a.dir + "/counter";
-  say("ready");
-  std::string line;
-  std::getline(std::cin, line);
-
-  std::mutex mu;
-  std::condition_variable cv;
-  long completed = 0;
-  long next = 0;  // guarded by the DirLock itself: the completion order
-  std::string error;
-  {
-    tierlock::WorkerPool pool(static_cast<std::size_t>(threads));
-    for (long i = 0; i < n; ++i) {
-      tierlock::AcquireOptions options;
-      options.pool = &pool;
-      lock->acquire_async(
-          std::move(options), [&, i](absl::StatusOr<tierlock::Guard> g) {
-            std::string err;
-            if (!g.ok()) {
-              err = g.status().ToString();
-            } else {
-              if (next != i) {
-                err = "completion " + std::to_string(i) + " ran when " +
-                      std::to_string(next) + " was expected";
-              }
-              next = i + 1;
-              std::string inc = tierlock::testing::increment_counter(counter);
-              if (err.empty()) err = inc;
-              absl::Status released = g->release();
-              if (err.empty() && !released.ok()) err = released.ToString();
-            }
-            std::lock_guard<std::mutex> lk(mu);
-            if (error.empty()) error = err;
-            ++completed;
-            cv.notify_all();
-          });
-    }
-    std::unique_lock<std::mutex> lk(mu);
-    if (!cv.wait_for(lk, std::chrono::seconds(120),
-                     [&] { return completed == n; })) {
-      error = "timed out: " + std::to_string(completed) + " of " +
-              std::to_string(n) + " completions ran";
-    }
-  }  // lk is released before the pool is destroyed (a completion takes mu)
-  if (!error.empty()) return fail(error);
-  say("done " + std::to_string(completed));
   return 0;
 }
 
@@ -490,6 +382,114 @@ int exec_probe(const Args& a) {
   return try_once(a) == kError ? kError : 0;
 }
 
+int acquire_for(const Args& a) {
+  if (a.positional.size() != 1) return usage();
+  const long ms = std::strtol(a.positional[0].c_str(), nullptr, 10);
+  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  if (!lock.ok()) return fail(lock.status().ToString());
+  absl::StatusOr<tierlock::Guard> guard =
+      lock->acquire_for(std::chrono::milliseconds(ms), a.mode);
+  if (guard.ok()) {
+    say("acquired");
+    absl::Status released = guard->release();
+    if (!released.ok()) return fail(released.ToString());
+    return 0;
+  }
+  if (guard.status().code() != absl::StatusCode::kDeadlineExceeded) {
+    return fail(guard.status().ToString());
+  }
+  say("deadline_exceeded: " + std::string(guard.status().message()));
+  return kBusy;
+}
+
+int cancel(const Args& a) {
+  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  if (!lock.ok()) return fail(lock.status().ToString());
+  std::stop_source stop;
+  absl::StatusOr<tierlock::Guard> result = absl::UnknownError("not run");
+  std::thread waiter([&] {
+    tierlock::AcquireOptions options;
+    options.mode = a.mode;
+    options.stop = stop.get_token();
+    result = lock->acquire(std::move(options));
+  });
+  say("started");
+  std::string line;
+  std::getline(std::cin, line);
+  stop.request_stop();
+  waiter.join();
+  if (result.ok()) {
+    say("acquired");
+  } else if (result.status().code() == absl::StatusCode::kCancelled) {
+    say("cancelled: " + std::string(result.status().message()));
+  } else {
+    return fail(result.status().ToString());
+  }
+  std::getline(std::cin, line);
+  if (result.ok()) {
+    absl::Status released = result->release();
+    if (!released.ok()) return fail(released.ToString());
+  }
+  say("bye");
+  return 0;
+}
+
+int async_count(const Args& a) {
+  if (a.positional.size() != 2) return usage();
+  const long n = std::strtol(a.positional[0].c_str(), nullptr, 10);
+  const long threads = std::strtol(a.positional[1].c_str(), nullptr, 10);
+  if (n < 0 || threads < 0) return usage();
+  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  if (!lock.ok()) return fail(lock.status().ToString());
+  const std::string counter = a.dir + "/counter";
+  say("ready");
+  std::string line;
+  std::getline(std::cin, line);
+
+  std::mutex mu;
+  std::condition_variable cv;
+  long completed = 0;
+  long next = 0;  // guarded by the DirLock itself: the completion order
+  std::string error;
+  {
+    tierlock::WorkerPool pool(static_cast<std::size_t>(threads));
+    for (long i = 0; i < n; ++i) {
+      tierlock::AcquireOptions options;
+      options.pool = &pool;
+      lock->acquire_async(
+          std::move(options), [&, i](absl::StatusOr<tierlock::Guard> g) {
+            std::string err;
+            if (!g.ok()) {
+              err = g.status().ToString();
+            } else {
+              if (next != i) {
+                err = "completion " + std::to_string(i) + " ran when " +
+                      std::to_string(next) + " was expected";
+              }
+              next = i + 1;
+              std::string inc = tierlock::testing::increment_counter(counter);
+              if (err.empty()) err = inc;
+              absl::Status released = g->release();
+              if (err.empty() && !released.ok()) err = released.ToString();
+            }
+            std::lock_guard<std::mutex> lk(mu);
+            if (error.empty()) error = err;
+            ++completed;
+            cv.notify_all();
+          });
+    }
+    std::unique_lock<std::mutex> lk(mu);
+    if (!cv.wait_for(lk, std::chrono::seconds(120),
+                     [&] { return completed == n; })) {
+      error = "timed out: " + std::to_string(completed) + " of " +
+              std::to_string(n) + " completions ran";
+    }
+  }  // lk is released before the pool is destroyed (a completion takes mu)
+  if (!error.empty()) return fail(error);
+  say("done " + std::to_string(completed));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -498,12 +498,12 @@ int main(int argc, char** argv) {
   if (a->command == "hold") return hold(*a);
   if (a->command == "try") return try_once(*a);
   if (a->command == "count") return count(*a);
-  if (a->command == "acquire-for") return acquire_for(*a);
-  if (a->command == "cancel") return cancel(*a);
-  if (a->command == "async-count") return async_count(*a);
   if (a->command == "mixed") return mixed(*a);
   if (a->command == "wait-time") return wait_time(*a);
   if (a->command == "churn") return churn(*a);
   if (a->command == "exec-probe") return exec_probe(*a);
+  if (a->command == "acquire-for") return acquire_for(*a);
+  if (a->command == "cancel") return cancel(*a);
+  if (a->command == "async-count") return async_count(*a);
   return usage();
 }
