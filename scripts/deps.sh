@@ -18,6 +18,7 @@ packages=(
   python3
   python3-filelock  # interop tests against Python's filelock
   clang             # the -Wthread-safety CI job
+  clang-tidy        # scripts/tidy.sh, the static-check CI job
   procps            # ps / pgrep for tests that check for leftover processes
 )
 

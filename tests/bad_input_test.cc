@@ -28,6 +28,7 @@
 #include "support/helpers.h"
 #include "support/internal.h"
 #include "support/status.h"
+#include "support/unprivileged.h"
 #include "tierlock/dir_lock.h"
 #include "tierlock/guard.h"
 
@@ -264,32 +265,11 @@ TEST_F(DirLockBadInputTest,
   ASSERT_EQ(::chmod(dir().c_str(), 0755), 0);
   const FileSnapshot before = snapshot(ws / ".lock");
 
-  Process child = Process::fork([&ws, root](LineChannel& ch) -> int {
-    if (root) {
-      std::string err = drop_privileges();
-      if (!err.empty()) {
-        ch.write_line(err);
-        return 77;
-      }
-    }
-    absl::StatusOr<DirLock> lock = DirLock::open(ws);
-    if (!lock.ok()) {
-      ch.write_line("open: " + lock.status().ToString());
-      return 1;
-    }
-    std::shared_ptr<tierlock::internal::LockEntry> entry = entry_of(*lock);
-    if (entry == nullptr || !entry->file().read_only()) {
-      ch.write_line("the lock file was not opened read-only");
-      return 1;
-    }
-    absl::StatusOr<Guard> g = lock->acquire();
-    if (!g.ok()) {
-      ch.write_line("acquire: " + g.status().ToString());
-      return 1;
-    }
-    ch.write_line("locked");
-    if (ch.read_line() != "release") return 2;
-    return g->release().ok() ? 0 : 1;
+  Process child = fork_unprivileged_holder(ws, [](const DirLock& lock) {
+    std::shared_ptr<tierlock::internal::LockEntry> entry = entry_of(lock);
+    return entry != nullptr && entry->file().read_only()
+               ? std::string()
+               : std::string("the lock file was not opened read-only");
   });
   std::optional<std::string> first = child.read_line();
   ASSERT_TRUE(first.has_value()) << child.wait().describe();
