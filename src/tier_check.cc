@@ -241,7 +241,7 @@ std::string context_name(ContextState& ctx) {
   return ctx.name;
 }
 
-absl::Status act_on(TierViolation v, TierCheckMode mode) {
+absl::Status act_on(const TierViolation& v, TierCheckMode mode) {
   deliver(v);
   switch (mode) {
     case TierCheckMode::kAbort:
@@ -674,7 +674,9 @@ const std::vector<InheritedHold>& inherited_holds() {
   UniqueLock lock(s.mu);
   if (const auto* p = s.parsed.load(std::memory_order_relaxed)) return *p;
   auto* holds = new std::vector<InheritedHold>();  // kept: views may escape
-  if (const char* env = std::getenv(std::string(kHeldEnvVar).c_str());
+  // Read once per process, normally before threads change the environment.
+  if (const char* env = std::getenv(  // NOLINT(concurrency-mt-unsafe)
+          std::string(kHeldEnvVar).c_str());
       env != nullptr && *env != '\0') {
     absl::StatusOr<std::vector<InheritedHold>> parsed = parse_held_env(env);
     if (parsed.ok()) {

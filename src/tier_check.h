@@ -172,7 +172,7 @@ struct InheritedHold {
 // malformed in any way (the whole value is then ignored). Never crashes on
 // any input; bounded: at most kMaxHeldEnvEntries entries, kMaxHeldEnvBytes.
 inline constexpr std::size_t kMaxHeldEnvEntries = 64;
-inline constexpr std::size_t kMaxHeldEnvBytes = 64 * 1024;
+inline constexpr std::size_t kMaxHeldEnvBytes = std::size_t{64} * 1024;
 absl::StatusOr<std::vector<InheritedHold>> parse_held_env(std::string_view value);
 std::string format_held_env(const std::vector<InheritedHold>& holds);
 // The parent's holds, parsed from the environment once (warning on stderr
