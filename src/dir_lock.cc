@@ -158,8 +158,10 @@ namespace {
 
 // Maps AcquireOptions to the queue's WaitPolicy: a timeout <= 0 is one try
 // that reports kDeadlineExceeded when the lock is held.
-internal::WaitPolicy policy_for(AcquireOptions& options) {
+internal::WaitPolicy policy_for(AcquireOptions& options,
+                                std::optional<Tier> tier) {
   internal::WaitPolicy policy;
+  policy.tier = tier;
   policy.stop = std::move(options.stop);
   if (options.timeout) {
     const auto now = std::chrono::steady_clock::now();
@@ -179,12 +181,12 @@ internal::WaitPolicy policy_for(AcquireOptions& options) {
 
 absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options) {
   if (!entry_->stale()) [[likely]] {
-    return LockEntry::acquire_wait(entry_, options.mode, policy_for(options));
+    return LockEntry::acquire_wait(entry_, options.mode, policy_for(options, tier()));
   }
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
   return LockEntry::acquire_wait(*std::move(entry), options.mode,
-                                 policy_for(options));
+                                 policy_for(options, tier()));
 }
 
 absl::StatusOr<Guard> DirLock::acquire(Mode mode) {
@@ -214,7 +216,7 @@ void DirLock::acquire_async(
     });
     return;
   }
-  LockEntry::acquire_async(*std::move(entry), options.mode, policy_for(options),
+  LockEntry::acquire_async(*std::move(entry), options.mode, policy_for(options, tier()),
                            pool.state_, options.executor, std::move(done));
 }
 
@@ -237,6 +239,7 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(Mode mode) {
   if (!entry.ok()) return entry.status();
   internal::WaitPolicy policy;
   policy.wait = false;
+  policy.tier = tier();
   return LockEntry::acquire(*std::move(entry), mode, policy);
 }
 
@@ -251,11 +254,12 @@ const std::filesystem::path& DirLock::lock_file() const {
 namespace {
 
 bool lockable_acquire(const absl::StatusOr<std::shared_ptr<LockEntry>>& entry,
-                      Mode mode, bool wait,
+                      std::optional<Tier> tier, Mode mode, bool wait,
                       std::optional<std::chrono::steady_clock::time_point>
                           deadline = std::nullopt) {
   if (!entry.ok()) throw_status(entry.status());
   internal::WaitPolicy policy;
+  policy.tier = tier;
   policy.wait = wait;
   policy.deadline = deadline;
   absl::StatusOr<bool> got = LockEntry::lockable_acquire(*entry, mode, policy);
@@ -275,21 +279,21 @@ void lockable_release(const absl::StatusOr<std::shared_ptr<LockEntry>>& entry,
 
 }  // namespace
 
-void DirLock::lock() { lockable_acquire(live_entry(), Mode::kExclusive, true); }
+void DirLock::lock() { lockable_acquire(live_entry(), tier(), Mode::kExclusive, true); }
 bool DirLock::try_lock() {
-  return lockable_acquire(live_entry(), Mode::kExclusive, false);
+  return lockable_acquire(live_entry(), tier(), Mode::kExclusive, false);
 }
 void DirLock::unlock() { lockable_release(live_entry(), Mode::kExclusive); }
 void DirLock::lock_shared() {
-  lockable_acquire(live_entry(), Mode::kShared, true);
+  lockable_acquire(live_entry(), tier(), Mode::kShared, true);
 }
 bool DirLock::try_lock_shared() {
-  return lockable_acquire(live_entry(), Mode::kShared, false);
+  return lockable_acquire(live_entry(), tier(), Mode::kShared, false);
 }
 void DirLock::unlock_shared() { lockable_release(live_entry(), Mode::kShared); }
 bool DirLock::timed_lock(Mode mode,
                          std::chrono::steady_clock::time_point deadline) {
-  return lockable_acquire(live_entry(), mode, true, deadline);
+  return lockable_acquire(live_entry(), tier(), mode, true, deadline);
 }
 
 absl::Status set_wait_interrupt_signal(int signo) {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/functional/any_invocable.h"
@@ -19,6 +20,7 @@
 #include "tierlock/acquire_options.h"
 #include "tierlock/executor.h"
 #include "tierlock/guard.h"
+#include "tierlock/holder.h"
 #include "tierlock/mode.h"
 #include "tierlock/tier.h"
 
@@ -147,6 +149,13 @@ class DirLock {
   // Never blocks.
   absl::StatusOr<std::optional<Guard>> try_acquire(
       Mode mode = Mode::kExclusive);
+
+  // Returns the processes that hold this lock now (this one included), as
+  // inspect_lock (holder.h) does: the kernel's lock table decides who holds
+  // it, holder records and /proc name them. Reads /proc/locks, which can
+  // take milliseconds; takes and changes nothing. kUnavailable if the lock
+  // table cannot be read.
+  absl::StatusOr<std::vector<Holder>> holders() const;
 
   // Returns the directory's canonical absolute path (as resolved at open).
   const std::filesystem::path& directory() const;

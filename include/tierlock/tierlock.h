@@ -4,7 +4,7 @@
 //   DirLock, LockOptions (dir_lock.h), Guard (guard.h), Mode (mode.h),
 //   Registry (registry.h), AcquireOptions (acquire_options.h),
 //   Executor, WorkerPool (executor.h), set_wait_interrupt_signal (config.h),
-//   Tier (tier.h).
+//   Tier (tier.h), Holder, LockState, inspect_lock (holder.h).
 #ifndef TIERLOCK_TIERLOCK_H_
 #define TIERLOCK_TIERLOCK_H_
 
@@ -13,6 +13,7 @@
 #include "tierlock/dir_lock.h"
 #include "tierlock/executor.h"
 #include "tierlock/guard.h"
+#include "tierlock/holder.h"
 #include "tierlock/mode.h"
 #include "tierlock/registry.h"
 #include "tierlock/tier.h"
