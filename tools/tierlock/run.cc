@@ -256,6 +256,12 @@ int run_run(const RunOptions& o) {
                 absl::StrCat("must be 1..255, not ", o.conflict_code));
     return kUsage;
   }
+  if (o.lock_name.empty() || o.lock_name == "." || o.lock_name == ".." ||
+      o.lock_name.find('/') != std::string::npos) {
+    print_error("--lock-name", absl::StrCat("must be a plain file name, not '",
+                                            o.lock_name, "'"));
+    return kUsage;
+  }
   LockOptions lock_options;
   lock_options.lock_file_name = o.lock_name;
   lock_options.create_directory = o.create;
