@@ -1,5 +1,6 @@
 // Holder records: the writer's lifecycle, and reading who holds a lock.
 #include <algorithm>
+#include <mutex>
 #include <utility>
 
 #include "holder_writer.h"
@@ -9,6 +10,94 @@
 
 namespace tierlock {
 namespace internal {
+namespace {
+
+// Records of entries that died, kept mapped (marked "not held") so that the
+// next entry for the same lock file in this process adopts its record with
+// no syscall: opening, locking and dropping a handle in a loop would
+// otherwise create and delete a file (and a directory) every time, ~20x the
+// cost of the lock itself on ext4. Bounded; the oldest is removed when full,
+// and all of them at exit. A record kept here is harmless: readers use a
+// record only for a process the kernel lists as a holder, and its dynamic
+// part only while it says "held".
+class IdleRecords {
+ public:
+  struct Idle {
+    std::filesystem::path lock_file;
+    platform::FileId id;
+    std::string name;
+    platform::MappedRecord mapped;
+    std::uint64_t generation;
+  };
+  static IdleRecords& get() {
+    static IdleRecords* records = new IdleRecords;  // see ~Cleanup below
+    return *records;
+  }
+  std::optional<Idle> take(const std::filesystem::path& lock_file,
+                           const platform::FileId& id) {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      if (it->generation != fork_generation()) continue;
+      if (it->id == id && it->lock_file == lock_file) {
+        Idle found = std::move(*it);
+        idle_.erase(it);
+        return found;
+      }
+    }
+    return std::nullopt;
+  }
+  void put(Idle idle) {
+    std::vector<Idle> evicted;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      // Records inherited over fork() are the parent's: unmap only.
+      for (auto it = idle_.begin(); it != idle_.end();) {
+        if (it->generation != fork_generation()) {
+          platform::unmap_record(it->mapped);
+          it = idle_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      idle_.push_back(std::move(idle));
+      while (idle_.size() > kMaxIdle) {
+        evicted.push_back(std::move(idle_.front()));
+        idle_.erase(idle_.begin());
+      }
+    }
+    for (const Idle& e : evicted) {
+      platform::remove_record(e.lock_file, e.name, e.mapped);
+    }
+  }
+  // Removes every idle record (at exit).
+  void clear() noexcept {
+    std::vector<Idle> all;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      all.swap(idle_);
+    }
+    for (const Idle& e : all) {
+      if (e.generation == fork_generation()) {
+        platform::remove_record(e.lock_file, e.name, e.mapped);
+      }
+    }
+  }
+
+ private:
+  static constexpr std::size_t kMaxIdle = 8;
+  std::mutex mu_;
+  std::vector<Idle> idle_;
+};
+
+// Removes the idle records when the process exits normally (a process that
+// dies otherwise leaves them to the next writer's clean-up of dead
+// processes' records).
+struct IdleRecordsCleanup {
+  ~IdleRecordsCleanup() { IdleRecords::get().clear(); }
+};
+IdleRecordsCleanup g_idle_records_cleanup;
+
+}  // namespace
 
 HolderRecordFile::~HolderRecordFile() {
   if (state_ == State::kActive) platform::unmap_record(mapped_);
@@ -17,6 +106,14 @@ HolderRecordFile::~HolderRecordFile() {
 void HolderRecordFile::create(const std::filesystem::path& lock_file,
                               const platform::FileId& id, Mode mode,
                               const std::optional<Tier>& tier) {
+  if (std::optional<IdleRecords::Idle> idle = IdleRecords::get().take(lock_file, id)) {
+    name_ = std::move(idle->name);
+    mapped_ = idle->mapped;
+    state_ = State::kActive;
+    view_.emplace(mapped_.base);
+    view_->set_held(mode, tier);
+    return;
+  }
   state_ = State::kUnavailable;  // unless everything below works
   std::optional<platform::SelfIdentity> self = platform::self_identity();
   if (!self.has_value() || self->boot_id.empty()) return;
@@ -39,15 +136,23 @@ void HolderRecordFile::create(const std::filesystem::path& lock_file,
 }
 
 void HolderRecordFile::close(const std::filesystem::path& lock_file,
-                             bool remove) noexcept {
+                             const platform::FileId& id, bool remove) noexcept {
   if (state_ != State::kActive) return;
-  view_.reset();
-  if (remove) {
-    platform::remove_record(lock_file, name_, mapped_);
-  } else {
-    platform::unmap_record(mapped_);
-  }
   state_ = State::kNone;
+  if (!remove) {
+    view_.reset();  // no store: after fork() the mapping is the parent's
+    platform::unmap_record(mapped_);
+    return;
+  }
+  view_->set_released();
+  view_.reset();
+  try {
+    IdleRecords::get().put(IdleRecords::Idle{lock_file, id, std::move(name_),
+                                             mapped_, fork_generation()});
+  } catch (...) {
+    // Out of memory: remove the record instead of keeping it.
+    platform::remove_record(lock_file, name_, mapped_);
+  }
 }
 
 absl::StatusOr<std::vector<Holder>> holders_of(

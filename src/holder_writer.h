@@ -50,9 +50,12 @@ class HolderRecordFile {
   void released() {
     if (view_.has_value()) view_->set_released();
   }
-  // Removes the record file (`remove`), or only unmaps it (after fork() in a
+  // Ends this entry's use of the record: marks it not held and keeps it
+  // (mapped, bounded, removed at exit) for the next entry of the same lock
+  // file in this process (`remove`), or only unmaps it (after fork() in a
   // child: the file is the parent's).
-  void close(const std::filesystem::path& lock_file, bool remove) noexcept;
+  void close(const std::filesystem::path& lock_file,
+             const platform::FileId& id, bool remove) noexcept;
 
  private:
   enum class State { kNone, kActive, kUnavailable };

@@ -67,7 +67,7 @@ LockEntry::~LockEntry() {
   if (!stale()) RegistryImpl::get().erase(file_.id(), this);
   // The last reference is gone, so no lock is needed (and after fork() the
   // mutex must not be touched); a child only unmaps the parent's record.
-  record_.close(file_.path(), !stale());
+  record_.close(file_.path(), file_.id(), !stale());
 }
 
 namespace {

@@ -113,9 +113,27 @@ TEST_F(HolderTest, NamesThisProcessWhileItHoldsAndNotAfter) {
   EXPECT_TRUE(holders->front().since.has_value());
   ASSERT_TRUE(shared->release().ok());
   shared = absl::UnknownError("moved");
-  lock.reset();  // drop the entry: its record goes, and the empty directory
+  lock.reset();  // drop the entry: its record is kept for the next one
+  EXPECT_TRUE(fs::exists(records_dir(dir()) / record_name(::getpid())));
+  // The next entry of the same lock file adopts it (no new file).
+  const std::uint64_t inode = inode_of(records_dir(dir()) / record_name(::getpid()));
+  absl::StatusOr<DirLock> again = DirLock::open(dir());
+  ASSERT_TRUE(again.ok());
+  absl::StatusOr<Guard> g = again->acquire();
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(inode_of(records_dir(dir()) / record_name(::getpid())), inode);
+  holders = again->holders();
+  ASSERT_TRUE(holders.ok());
+  ASSERT_EQ(holders->size(), 1u);
+  EXPECT_TRUE(holders->front().recorded);
+  EXPECT_EQ(holders->front().tier_level, std::nullopt) << "this handle has no tier";
+}
+
+TEST_F(HolderTest, ARecordOutlivesItsEntryOnlyUntilTheProcessExits) {
+  Process p = Process::spawn({helper_path(), "try", dir().string()});
+  EXPECT_EQ(p.wait().code, 0);
   EXPECT_FALSE(fs::exists(records_dir(dir())))
-      << "the records directory should be removed with the last record";
+      << "a process that exits normally removes its records and their directory";
 }
 
 TEST_F(HolderTest, ReportsSeveralSharedHoldersInSeveralProcesses) {
