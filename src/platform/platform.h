@@ -153,8 +153,8 @@ absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_fil
 // Unmaps a record (only: after fork() the file belongs to the parent).
 void unmap_record(const MappedRecord& record) noexcept;
 // Unmaps and deletes a record, if the file named `name` is still the one
-// created (same identity, owned by us); then removes the records directory if
-// it is empty. Errors are ignored: a leftover record is harmless (readers
+// created (same identity, owned by us). The records directory stays. Errors
+// are ignored: a leftover record is harmless (readers
 // trust only the kernel) and is cleaned up later.
 void remove_record(const std::filesystem::path& lock_file, std::string_view name,
                    const MappedRecord& record) noexcept;
