@@ -606,10 +606,19 @@ absl::Status LockEntry::wait_failed(absl::StatusCode code, Mode mode,
                        : std::string("held by another process (see tierlock "
                                      "status or /proc/locks)");
   } else {
+    // The kernel's lock table says who holds it; holder records and /proc
+    // add the program (one /proc/locks read, as before, plus a few small
+    // reads per holder).
     std::vector<std::string> exclusive, shared;
-    for (const platform::KernelHolder& h : platform::kernel_holders(id())) {
-      std::string who = absl::StrCat(h.pid);
+    absl::StatusOr<std::vector<Holder>> holders = holders_of(file_.path(), id());
+    for (const Holder& h : holders.ok() ? *holders : std::vector<Holder>()) {
+      std::string who = h.pid.has_value() ? absl::StrCat(*h.pid) : "?";
       if (h.pid == me) absl::StrAppend(&who, " (this process)");
+      if (h.program.has_value()) {
+        constexpr std::size_t kMaxShown = 200;
+        absl::StrAppend(&who, " '", h.program->substr(0, kMaxShown),
+                        h.program->size() > kMaxShown ? "...'" : "'");
+      }
       (h.mode == Mode::kExclusive ? exclusive : shared).push_back(std::move(who));
     }
     if (!exclusive.empty()) {

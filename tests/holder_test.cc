@@ -268,6 +268,19 @@ TEST_F(HolderTest, HostileSymlinksAreNotFollowed) {
   EXPECT_EQ(read_file(elsewhere.path() / "precious"), "keep me");
 }
 
+TEST_F(HolderTest, TimeoutMessageNamesTheHoldersProgram) {
+  Process holder = start_holder(dir());
+  ASSERT_EQ(holder.read_line(), "locked");
+  absl::StatusOr<DirLock> lock = DirLock::open(dir());
+  ASSERT_TRUE(lock.ok());
+  absl::StatusOr<Guard> got = lock->acquire_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(got.status().message()),
+              HasSubstr("held exclusively by pid " + std::to_string(holder.pid()) + " '" +
+                        helper_path() + " hold " + dir().string() + "'"));
+  EXPECT_EQ(stop_holder(holder).code, 0);
+}
+
 TEST_F(HolderTest, InspectRejectsBadInput) {
   write_file(dir() / "file", "");
   EXPECT_EQ(inspect_lock(dir() / "missing").status().code(), absl::StatusCode::kNotFound);

@@ -117,8 +117,9 @@ class DirLock {
   // process neither holds the kernel lock for the waiter nor takes it later
   // on its behalf, and the waiter leaves the FIFO queue without disturbing
   // the others. Both messages name the lock file and how long it waited; a
-  // timeout also names the holders the kernel reports (pids, from
-  // /proc/locks, which can take milliseconds to read), a cancel only says
+  // timeout also names the holders the kernel reports (pids from
+  // /proc/locks, which can take milliseconds to read, and their programs,
+  // see holders()), a cancel only says
   // whether this process or another one holds it (it must return promptly).
   // kFailedPrecondition at once if this thread already holds it.
   absl::StatusOr<Guard> acquire(AcquireOptions options = {});
