@@ -1,32 +1,36 @@
 #!/usr/bin/env bash
-# Installs the dependencies, builds the example program `lock_dir` (release
-# preset) and shows it locking a temporary directory: a command run under the
-# lock, contention seen by another process, shared holders, and flock(1) interop.
+# Installs the dependencies, builds the `tierlock` command (release preset) and
+# shows it guarding a temporary directory: a command run under the lock, a
+# second run waiting and naming the holder, `tierlock status`, --no-wait, shared
+# holders, and flock(1) on the same lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
 cmake --preset release
-cmake --build --preset release --target lock_dir -j "$(nproc)"
-lock_dir=$PWD/build/release/examples/lock_dir
+cmake --build --preset release --target tierlock_cli -j "$(nproc)"
+tierlock=$PWD/build/release/tools/tierlock/tierlock
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/tierlock-demo.XXXXXX")
 sync_dir=$(mktemp -d "${TMPDIR:-/tmp}/tierlock-demo-sync.XXXXXX")
 holder=
+waiter=
 cleanup() {
   if [[ -n $holder ]]; then echo >&4; wait "$holder" || true; fi
+  if [[ -n $waiter ]]; then wait "$waiter" || true; fi
   rm -rf "$dir" "$sync_dir"
 }
 trap cleanup EXIT
-# Two FIFOs, kept open read-write here so no open(2) on them ever blocks:
-# the holder writes a line to `ready` once it has the lock; we write to `go`.
-mkfifo "$sync_dir/ready" "$sync_dir/go"
-exec 3<>"$sync_dir/ready" 4<>"$sync_dir/go"
+# FIFOs kept open read-write here, so no open(2) on them ever blocks: the
+# holder writes a line to `ready` once it has the lock; we write to `go` to
+# let it finish; a waiting `tierlock run` writes its stderr to `msgs`.
+mkfifo "$sync_dir/ready" "$sync_dir/go" "$sync_dir/msgs"
+exec 3<>"$sync_dir/ready" 4<>"$sync_dir/go" 5<>"$sync_dir/msgs"
 
-# Starts `lock_dir ARGS "$dir" -- <signal ready, wait for go>` in the background
-# and returns once it holds the lock. No sleeps: the FIFOs synchronise.
+# hold OPTIONS...: `tierlock run OPTIONS $dir -- <signal ready, wait for go>`
+# in the background; returns once it holds the lock. No sleeps: FIFOs sync.
 hold() {
-  "$lock_dir" "$@" "$dir" -- sh -c 'echo > "$1/ready"; read -r _ < "$1/go"' sh "$sync_dir" &
+  "$tierlock" run "$@" "$dir" -- sh -c 'echo > "$1/ready"; read -r _ < "$1/go"' sh "$sync_dir" &
   holder=$!
   if ! read -t 60 -r _ <&3; then
     echo "demo: the background holder did not take the lock" >&2
@@ -43,6 +47,7 @@ let_go() {
 expect() {
   local want=$1 rc=0
   shift
+  echo "\$ ${*/#$tierlock/tierlock}"
   "$@" || rc=$?
   if [[ $rc -ne $want ]]; then
     echo "  -> exit $rc, expected $want: demo FAILED" >&2
@@ -53,25 +58,43 @@ expect() {
 
 echo
 echo "== 1. Run a command while holding $dir exclusively"
-expect 0 "$lock_dir" "$dir" -- sh -c 'echo "  the command runs under the lock (pid $$)"'
+expect 0 "$tierlock" run "$dir" -- sh -c 'echo "  the command runs under the lock; TIERLOCK_DIR=$TIERLOCK_DIR"'
 
 echo
-echo "== 2. Another process holds it: --try gives up at once with exit 75"
+echo "== 2. Another process holds it: status names it, a second run waits and says for whom"
+hold --tier 10:demo
+expect 0 "$tierlock" status "$dir"
+expect 0 "$tierlock" status --json "$dir"
+echo "\$ tierlock run $dir -- echo '  got the lock'    (in the background)"
+"$tierlock" run "$dir" -- echo "  got the lock" 2>&5 &
+waiter=$!
+# The waiting message comes after ~0.5 s; show it, then release the holder.
+if ! read -t 30 -r line <&5; then
+  echo "demo: no waiting message" >&2
+  exit 1
+fi
+echo "  $line"
+let_go
+wait "$waiter"
+waiter=
+echo "  -> the waiting run got the lock once the holder finished"
+
+echo
+echo "== 3. --no-wait gives up at once with exit 75; flock(1) sees the same lock"
 hold
-expect 75 "$lock_dir" --try "$dir"
-echo "  flock(1) sees the same kernel lock:"
-expect 75 flock --nonblock --conflict-exit-code 75 "$dir/.lock" true
+expect 75 "$tierlock" run --no-wait "$dir" -- echo "not printed"
+expect 1 flock --nonblock "$dir/.lock" true
 let_go
 
 echo
-echo "== 3. Shared holders coexist; an exclusive --try still fails"
+echo "== 4. Shared holders coexist; an exclusive --no-wait still fails"
 hold --shared
-expect 0 "$lock_dir" --try --shared "$dir" -- echo "  a second shared holder got in"
-expect 75 "$lock_dir" --try "$dir"
+expect 0 "$tierlock" run --shared --no-wait "$dir" -- echo "  a second shared holder got in"
+expect 75 "$tierlock" run --no-wait -q "$dir" -- true
 let_go
 
 echo
-echo "== 4. Released: --try succeeds again"
-expect 0 "$lock_dir" --try "$dir"
+echo "== 5. Released: free again"
+expect 0 "$tierlock" status "$dir"
 echo
-echo "demo done (lock_dir is at $lock_dir)"
+echo "demo done (tierlock is at $tierlock; see docs/cli.md)"

@@ -14,6 +14,8 @@ packages=(
   libgmock-dev
   libbenchmark-dev  # bench/
   libboost-dev      # bench/: boost::interprocess::file_lock baseline
+  libcli11-dev      # tools/tierlock: command-line parsing (header-only)
+  nlohmann-json3-dev # tools/tierlock: `status --json` output (header-only)
   util-linux        # flock(1), for the interop tests
   python3
   python3-filelock  # interop tests against Python's filelock

@@ -162,8 +162,10 @@ namespace {
 
 // Maps AcquireOptions to the queue's WaitPolicy: a timeout <= 0 is one try
 // that reports kDeadlineExceeded when the lock is held.
-internal::WaitPolicy policy_for(AcquireOptions& options) {
+internal::WaitPolicy policy_for(AcquireOptions& options,
+                                std::optional<Tier> tier) {
   internal::WaitPolicy policy;
+  policy.tier = tier;
   policy.stop = std::move(options.stop);
   if (options.timeout) {
     const auto now = std::chrono::steady_clock::now();
@@ -199,7 +201,7 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
     std::uint64_t group) const {
   if (!internal::tier_checks_active()) [[likely]] {
     return LockEntry::acquire_wait(std::move(entry), options.mode,
-                                   policy_for(options));
+                                   policy_for(options, tier()));
   }
   const std::shared_ptr<internal::ContextState>& ctx =
       internal::current_context();
@@ -208,7 +210,7 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
   absl::StatusOr<std::uint64_t> hold = internal::check_and_record(*ctx, site);
   if (!hold.ok()) return hold.status();
   absl::StatusOr<Guard> guard =
-      LockEntry::acquire_wait(std::move(entry), options.mode, policy_for(options));
+      LockEntry::acquire_wait(std::move(entry), options.mode, policy_for(options, tier()));
   if (!guard.ok()) {
     internal::forget_hold(*ctx, *hold);
     return guard;
@@ -221,7 +223,7 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
 absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
                                        SourceLocation where) {
   if (!entry_->stale() && !internal::tier_checks_active()) [[likely]] {
-    return LockEntry::acquire_wait(entry_, options.mode, policy_for(options));
+    return LockEntry::acquire_wait(entry_, options.mode, policy_for(options, tier()));
   }
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
@@ -275,7 +277,7 @@ void DirLock::acquire_async(
     });
     return;
   }
-  LockEntry::acquire_async(*std::move(entry), options.mode, policy_for(options),
+  LockEntry::acquire_async(*std::move(entry), options.mode, policy_for(options, tier()),
                            pool.state_, options.executor, std::move(done));
 }
 
@@ -300,6 +302,7 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
   if (!entry.ok()) return entry.status();
   internal::WaitPolicy policy;
   policy.wait = false;
+  policy.tier = tier();
   if (!internal::tier_checks_active()) [[likely]] {
     return LockEntry::acquire(*std::move(entry), mode, policy);
   }
@@ -421,6 +424,7 @@ bool DirLock::lockable_lock(
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) throw_status(entry.status());
   internal::WaitPolicy policy;
+  policy.tier = tier();
   policy.wait = wait;
   policy.deadline = deadline;
   std::shared_ptr<internal::ContextState> ctx;

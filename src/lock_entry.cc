@@ -29,6 +29,7 @@ struct LockEntry::AsyncWaiter final
         done(std::move(d)),
         start(Clock::now()) {
     async = this;
+    tier = policy.tier;
   }
   ~AsyncWaiter() {
     // Wait out stop callbacks that may be running on other threads (they
@@ -64,6 +65,9 @@ LockEntry::~LockEntry() {
   // An entry inherited over fork() belongs to the parent's registry, which
   // the child has discarded.
   if (!stale()) RegistryImpl::get().erase(file_.id(), this);
+  // The last reference is gone, so no lock is needed (and after fork() the
+  // mutex must not be touched); a child only unmaps the parent's record.
+  record_.close(file_.path(), file_.id(), !stale());
 }
 
 namespace {
@@ -171,7 +175,8 @@ void LockEntry::grant_locked(Mode mode, std::thread::id thread) {
   }
 }
 
-absl::StatusOr<bool> LockEntry::take_kernel_locked(Mode mode) {
+absl::StatusOr<bool> LockEntry::take_kernel_locked(
+    Mode mode, const std::optional<Tier>& tier) {
   // Called only while no thread of this process holds the lock, so even a
   // non-atomic conversion could not expose a critical section. On Linux a
   // downgrade (exclusive -> shared) is atomic: the kernel swaps the lock under
@@ -181,6 +186,7 @@ absl::StatusOr<bool> LockEntry::take_kernel_locked(Mode mode) {
   absl::StatusOr<bool> got = file_.try_lock(mode);
   if (got.ok() && *got) {
     kernel_ = mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
+    record_.acquired(file_.path(), file_.id(), mode, tier);
     return true;
   }
   if (kernel_ != Kernel::kNone) (void)unlock_kernel_locked();  // make sure
@@ -189,6 +195,7 @@ absl::StatusOr<bool> LockEntry::take_kernel_locked(Mode mode) {
 
 absl::Status LockEntry::unlock_kernel_locked() {
   kernel_ = Kernel::kNone;
+  record_.released();
   return file_.unlock();
 }
 
@@ -215,14 +222,14 @@ void LockEntry::remove_locked(Waiter* w) {
 }
 
 absl::StatusOr<bool> LockEntry::acquire_uncontended_locked(
-    Mode mode, std::thread::id self) {
+    Mode mode, std::thread::id self, const std::optional<Tier>& tier) {
   const Kernel want =
       mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
   if (mode == Mode::kExclusive ? !free_locked() : exclusive_held_) {
     return false;
   }
   if (kernel_ != want) {
-    absl::StatusOr<bool> got = take_kernel_locked(mode);
+    absl::StatusOr<bool> got = take_kernel_locked(mode, tier);
     if (!got.ok() || !*got) return got;
   }
   grant_locked(mode, self);
@@ -306,6 +313,7 @@ absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w, const WaitPolicy& policy)
   if (r.ok() && *r == Result::kLocked) {
     // Taken even if a stop raced with it: the outcome is the grant.
     kernel_ = w.mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
+    record_.acquired(file_.path(), file_.id(), w.mode, w.tier);
     grant_locked(w.mode, w.thread);
     w.granted = true;
     dispatch_locked();  // shared waiters behind a shared leader join it
@@ -339,7 +347,7 @@ absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,
     UniqueLock lk(mu_);
     if (holds_locked(self)) return reentry_error(mode);
     if (head_ == nullptr || may_barge_locked(mode)) {
-      absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self);
+      absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self, policy.tier);
       if (!got.ok() || *got) return got;
     }
     if (!policy.wait) return false;
@@ -351,13 +359,14 @@ absl::StatusOr<bool> LockEntry::acquire_slow(Mode mode,
                                              const WaitPolicy& policy,
                                              std::thread::id self) {
   Waiter w(mode, self);
+  w.tier = policy.tier;
   // Declared before the lock: destroyed after it is released, because a
   // running callback takes mu_ and the destructor waits for it.
   std::optional<std::stop_callback<StopWaiter>> on_stop;
   UniqueLock lk(mu_);
   // The state may have changed since acquire_hold looked: look again.
   if (head_ == nullptr || may_barge_locked(mode)) {
-    absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self);
+    absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self, policy.tier);
     if (!got.ok() || *got) return got;
   }
   w.since = Clock::now();
@@ -422,7 +431,7 @@ void LockEntry::acquire_async(std::shared_ptr<LockEntry> self, Mode mode,
   {
     UniqueLock lk(e.mu_);
     absl::StatusOr<bool> got = false;
-    if (e.head_ == nullptr) got = e.acquire_uncontended_locked(mode, w->thread);
+    if (e.head_ == nullptr) got = e.acquire_uncontended_locked(mode, w->thread, p.tier);
     if (!got.ok()) {
       w->error = got.status();
     } else if (*got) {
@@ -528,7 +537,7 @@ void LockEntry::dispatch_locked() {
       return;
     }
     if (kernel_ != want) {
-      absl::StatusOr<bool> got = take_kernel_locked(w->mode);
+      absl::StatusOr<bool> got = take_kernel_locked(w->mode, w->tier);
       if (!got.ok()) {
         remove_locked(w);
         w->error = got.status();
@@ -597,10 +606,19 @@ absl::Status LockEntry::wait_failed(absl::StatusCode code, Mode mode,
                        : std::string("held by another process (see tierlock "
                                      "status or /proc/locks)");
   } else {
+    // The kernel's lock table says who holds it; holder records and /proc
+    // add the program (one /proc/locks read, as before, plus a few small
+    // reads per holder).
     std::vector<std::string> exclusive, shared;
-    for (const platform::KernelHolder& h : platform::kernel_holders(id())) {
-      std::string who = absl::StrCat(h.pid);
+    absl::StatusOr<std::vector<Holder>> holders = holders_of(file_.path(), id());
+    for (const Holder& h : holders.ok() ? *holders : std::vector<Holder>()) {
+      std::string who = h.pid.has_value() ? absl::StrCat(*h.pid) : "?";
       if (h.pid == me) absl::StrAppend(&who, " (this process)");
+      if (h.program.has_value()) {
+        constexpr std::size_t kMaxShown = 200;
+        absl::StrAppend(&who, " '", h.program->substr(0, kMaxShown),
+                        h.program->size() > kMaxShown ? "...'" : "'");
+      }
       (h.mode == Mode::kExclusive ? exclusive : shared).push_back(std::move(who));
     }
     if (!exclusive.empty()) {

@@ -25,11 +25,13 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "holder_writer.h"
 #include "mutex.h"
 #include "platform/platform.h"
 #include "tierlock/executor.h"
 #include "tierlock/guard.h"
 #include "tierlock/mode.h"
+#include "tierlock/tier.h"
 
 namespace tierlock::internal {
 
@@ -78,6 +80,8 @@ struct WaitPolicy {
   bool wait = true;                        // false: a try, never blocks
   std::optional<Clock::time_point> deadline;  // nullopt: no limit
   std::stop_token stop;
+  // The acquiring handle's tier, for the holder record.
+  std::optional<Tier> tier;
 };
 
 // LockEntry
@@ -158,6 +162,7 @@ class LockEntry {
     Waiter(Mode m, std::thread::id t) : mode(m), thread(t) {}
     const Mode mode;
     const std::thread::id thread;  // id() for async waiters: no owner thread
+    std::optional<Tier> tier;      // for the holder record
     Waiter* next = nullptr;
     Waiter* prev = nullptr;
     bool queued = false;
@@ -190,8 +195,8 @@ class LockEntry {
                                     std::thread::id self);
   absl::Status reentry_error(Mode mode) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<bool> acquire_uncontended_locked(Mode mode,
-                                                  std::thread::id self)
+  absl::StatusOr<bool> acquire_uncontended_locked(
+      Mode mode, std::thread::id self, const std::optional<Tier>& tier)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The leader's kernel wait. Returns with `w` granted (OK) or removed from
   // the queue with nothing held (the error); dispatches either way.
@@ -221,7 +226,8 @@ class LockEntry {
   bool may_barge_locked(Mode mode) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the kernel lock in `mode` without blocking, converting the mode
   // this process holds if any; on failure holds nothing in the kernel.
-  absl::StatusOr<bool> take_kernel_locked(Mode mode)
+  absl::StatusOr<bool> take_kernel_locked(Mode mode,
+                                          const std::optional<Tier>& tier)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status unlock_kernel_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status release_hold_locked(Mode mode, std::thread::id owner,
@@ -249,6 +255,9 @@ class LockEntry {
   std::size_t waiting_ ABSL_GUARDED_BY(mu_) = 0;
   std::size_t lockable_holds_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<LockEntry> self_ ABSL_GUARDED_BY(mu_);  // while lockable_holds_ > 0
+  // Names this process as a holder while it holds the kernel lock: updated
+  // with every kernel acquire and release (plain stores, no syscall).
+  HolderRecordFile record_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tierlock::internal

@@ -23,6 +23,7 @@
 #include "tierlock/acquire_options.h"
 #include "tierlock/executor.h"
 #include "tierlock/guard.h"
+#include "tierlock/holder.h"
 #include "tierlock/mode.h"
 #include "tierlock/tier.h"
 
@@ -119,8 +120,9 @@ class DirLock {
   // process neither holds the kernel lock for the waiter nor takes it later
   // on its behalf, and the waiter leaves the FIFO queue without disturbing
   // the others. Both messages name the lock file and how long it waited; a
-  // timeout also names the holders the kernel reports (pids, from
-  // /proc/locks, which can take milliseconds to read), a cancel only says
+  // timeout also names the holders the kernel reports (pids from
+  // /proc/locks, which can take milliseconds to read, and their programs,
+  // see holders()), a cancel only says
   // whether this process or another one holds it (it must return promptly).
   // kFailedPrecondition at once if this thread already holds it.
   //
@@ -166,6 +168,13 @@ class DirLock {
   absl::StatusOr<std::optional<Guard>> try_acquire(
       Mode mode = Mode::kExclusive,
       SourceLocation where = SourceLocation::current());
+
+  // Returns the processes that hold this lock now (this one included), as
+  // inspect_lock (holder.h) does: the kernel's lock table decides who holds
+  // it, holder records and /proc name them. Reads /proc/locks, which can
+  // take milliseconds; takes and changes nothing. kUnavailable if the lock
+  // table cannot be read.
+  absl::StatusOr<std::vector<Holder>> holders() const;
 
   // Returns the directory's canonical absolute path (as resolved at open).
   const std::filesystem::path& directory() const;

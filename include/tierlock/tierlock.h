@@ -5,7 +5,7 @@
 //   Registry (registry.h), AcquireOptions (acquire_options.h),
 //   Executor, WorkerPool (executor.h), set_wait_interrupt_signal (config.h),
 //   Tier, TierCheckMode, TierViolation (tier.h), LockContext (lock_context.h),
-//   acquire_all (dir_lock.h).
+//   acquire_all (dir_lock.h), Holder, LockState, inspect_lock (holder.h).
 #ifndef TIERLOCK_TIERLOCK_H_
 #define TIERLOCK_TIERLOCK_H_
 
@@ -14,6 +14,7 @@
 #include "tierlock/dir_lock.h"
 #include "tierlock/executor.h"
 #include "tierlock/guard.h"
+#include "tierlock/holder.h"
 #include "tierlock/lock_context.h"
 #include "tierlock/mode.h"
 #include "tierlock/registry.h"

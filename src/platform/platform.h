@@ -108,6 +108,76 @@ std::int64_t current_pid();
 // Returns the calling thread's id as the OS shows it (gettid on Linux).
 std::int64_t current_tid();
 
+// Returns the processes holding a kernel lock on `id`, as kernel_holders
+// does, but kUnavailable when the lock table cannot be read (so "nobody"
+// and "unknown" differ). Waiters are not holders.
+absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id);
+
+// Holder records (src/holder_record.h; docs/design.md "Holder records").
+// Records of a lock file live in the sidecar directory "<lock file>.holders".
+
+// What /proc says about a process; fields empty when not readable.
+struct ProcessInfo {
+  std::optional<std::uint64_t> start_time;  // /proc/PID/stat field 22
+  std::string program;  // /proc/PID/cmdline, arguments joined by spaces
+};
+ProcessInfo process_info(std::int64_t pid);
+
+// The calling process as its records name it. Cached (per pid, so a fork()ed
+// child gets its own); nullopt when /proc cannot tell the start time.
+struct SelfIdentity {
+  std::int64_t pid = 0;
+  std::uint64_t start_time = 0;
+  std::string boot_id;  // /proc/sys/kernel/random/boot_id; empty if unknown
+  std::string host;
+  std::string program;
+};
+std::optional<SelfIdentity> self_identity();
+// Returns this boot's id (cached); empty if unknown.
+const std::string& boot_id();
+
+// A record created and mapped by create_record: `size` bytes, shared with the
+// file (stores are seen by readers), the descriptor already closed.
+struct MappedRecord {
+  char* base = nullptr;
+  std::size_t size = 0;
+  FileId id;  // the record file's identity, checked before removing it
+};
+// Creates the record file `name` (never an existing one: O_EXCL, no symlink
+// followed) in the records directory of `lock_file`, creating that directory
+// if missing, writes `bytes` and maps it. Removes, at most once a second per
+// process, records in that directory left by dead processes of this boot.
+// kPermissionDenied for a read-only directory or filesystem (then there is
+// simply no record).
+absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_file,
+                                           std::string_view name,
+                                           std::string_view bytes);
+// Unmaps a record (only: after fork() the file belongs to the parent).
+void unmap_record(const MappedRecord& record) noexcept;
+// Unmaps and deletes a record, if the file named `name` is still the one
+// created (same identity, owned by us). The records directory stays. Errors
+// are ignored: a leftover record is harmless (readers
+// trust only the kernel) and is cleaned up later.
+void remove_record(const std::filesystem::path& lock_file, std::string_view name,
+                   const MappedRecord& record) noexcept;
+// Reads the record file `name` of `lock_file`: a regular file of exactly
+// `size` bytes, read twice until two reads agree (a writer may be updating
+// it). nullopt if missing, not a regular file, of another size, or unreadable.
+std::optional<std::string> read_record(const std::filesystem::path& lock_file,
+                                       std::string_view name, std::size_t size);
+
+// Looks at `dir`/`name` without opening or creating it: kNotFound if `dir`
+// does not exist, kInvalidArgument if it is not a directory or the lock file
+// is not a regular file; nullopt if the lock file does not exist. Returns the
+// canonical directory too.
+struct ProbedLockFile {
+  std::filesystem::path directory;        // canonical
+  std::optional<FileId> id;               // nullopt: no lock file
+};
+absl::StatusOr<ProbedLockFile> probe_lock_file(const std::filesystem::path& dir,
+                                               std::string_view name);
+
+
 // Sets the signal used to interrupt a thread blocked in the kernel lock call
 // (see tierlock/config.h); 0 disables signals (waits then poll).
 absl::Status set_interrupt_signal(int signo);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <string>
+#include <system_error>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -254,10 +255,21 @@ std::int64_t current_pid() { return static_cast<std::int64_t>(::getpid()); }
 std::int64_t current_tid() { return static_cast<std::int64_t>(::gettid()); }
 
 std::vector<KernelHolder> kernel_holders(const FileId& id) {
+  absl::StatusOr<std::vector<KernelHolder>> holders = read_kernel_holders(id);
+  if (!holders.ok()) return {};
+  return *std::move(holders);
+}
+
+absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id) {
   std::vector<KernelHolder> out;
   // Plain read(2): this runs on the cancel/timeout path, so no iostreams.
   int fd = ::open("/proc/locks", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "open '/proc/locks': ", std::error_code(errno, std::generic_category())
+                                    .message(),
+        " (the kernel's lock table is needed to see who holds a lock)"));
+  }
   std::string text;
   char buf[16384];
   for (;;) {

@@ -1,0 +1,81 @@
+// tierlock/holder.h
+//
+// Defines who holds a directory lock, as another process can see it:
+//   Holder       - one process holding the lock: pid, mode, and what else is known.
+//   LockState    - a lock file and its holders (none: free).
+//   inspect_lock - looks at a directory's lock without creating or taking anything.
+// DirLock::holders() (dir_lock.h) answers the same for an open handle.
+#ifndef TIERLOCK_HOLDER_H_
+#define TIERLOCK_HOLDER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tierlock/mode.h"
+
+namespace tierlock {
+
+// Holder
+//
+// One process that holds a lock. The kernel's lock table is the truth: a
+// Holder is reported only for a process the kernel says holds the lock now.
+// tierlock processes also leave a holder record (see docs/design.md, "Holder
+// records") that names them; other flock users (flock(1), Python's filelock)
+// are named from /proc. A field that is not known is empty, never guessed.
+struct Holder {
+  // The holder's process id; empty when the kernel cannot show it (the holder
+  // lives in another pid namespace).
+  std::optional<std::int64_t> pid;
+  Mode mode = Mode::kExclusive;  // from the kernel
+  // When the process started, in clock ticks after boot (/proc/PID/stat field
+  // 22); what tells a reused pid apart.
+  std::optional<std::uint64_t> start_time;
+  // The host name, from the holder's record.
+  std::optional<std::string> host;
+  // The command line, arguments joined by spaces (control characters
+  // replaced), from the record or /proc/PID/cmdline.
+  std::optional<std::string> program;
+  // When the holder's process took the kernel lock, from its record.
+  std::optional<std::chrono::system_clock::time_point> since;
+  // The tier of the acquire that took the kernel lock, from its record.
+  std::optional<int> tier_level;
+  std::optional<std::string> tier_name;
+  // True if a tierlock holder record was found and used.
+  bool recorded = false;
+};
+
+// LockState
+//
+// What inspect_lock found.
+struct LockState {
+  // `dir`/lock_file_name, with `dir` canonicalised.
+  std::filesystem::path lock_file;
+  // False if the lock file does not exist (then nobody holds it).
+  bool lock_file_exists = false;
+  // Who holds it now; empty: free. Exclusive holders come first.
+  std::vector<Holder> holders;
+};
+
+// Looks at the lock of `dir` (the lock file `lock_file_name` in it) and
+// returns who holds it. Creates nothing, takes and breaks nothing: the lock
+// file is only looked at (never opened), the kernel's lock table is read
+// (/proc/locks, which can take milliseconds), and holder records are read
+// defensively (a corrupt or hostile record is ignored). Blocks only on those
+// reads. Thread-safe.
+//
+// Errors: kNotFound (no such directory), kInvalidArgument (not a directory,
+// a bad lock file name, or the lock file is not a regular file),
+// kPermissionDenied, kUnavailable (the kernel's lock table cannot be read:
+// whether the lock is held is unknown).
+absl::StatusOr<LockState> inspect_lock(const std::filesystem::path& dir,
+                                       std::string_view lock_file_name = ".lock");
+
+}  // namespace tierlock
+
+#endif  // TIERLOCK_HOLDER_H_

@@ -1,0 +1,241 @@
+// Holder records: the writer's lifecycle, and reading who holds a lock.
+#include <algorithm>
+#include <mutex>
+#include <utility>
+
+#include "holder_writer.h"
+#include "lock_entry.h"
+#include "tierlock/dir_lock.h"
+#include "tierlock/holder.h"
+
+namespace tierlock {
+namespace internal {
+namespace {
+
+// Records of entries that died, kept mapped (marked "not held") so that the
+// next entry for the same lock file in this process adopts its record with
+// no syscall: opening, locking and dropping a handle in a loop would
+// otherwise create and delete a file (and a directory) every time, ~20x the
+// cost of the lock itself on ext4. Bounded; the oldest is removed when full,
+// and all of them at exit. A record kept here is harmless: readers use a
+// record only for a process the kernel lists as a holder, and its dynamic
+// part only while it says "held".
+class IdleRecords {
+ public:
+  struct Idle {
+    std::filesystem::path lock_file;
+    platform::FileId id;
+    std::string name;
+    platform::MappedRecord mapped;
+    std::uint64_t generation;
+  };
+  static IdleRecords& get() {
+    static IdleRecords* records = new IdleRecords;  // see ~Cleanup below
+    return *records;
+  }
+  std::optional<Idle> take(const std::filesystem::path& lock_file,
+                           const platform::FileId& id) {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      if (it->generation != fork_generation()) continue;
+      if (it->id == id && it->lock_file == lock_file) {
+        Idle found = std::move(*it);
+        idle_.erase(it);
+        return found;
+      }
+    }
+    return std::nullopt;
+  }
+  void put(Idle idle) {
+    std::vector<Idle> evicted;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      // Records inherited over fork() are the parent's: unmap only.
+      for (auto it = idle_.begin(); it != idle_.end();) {
+        if (it->generation != fork_generation()) {
+          platform::unmap_record(it->mapped);
+          it = idle_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      idle_.push_back(std::move(idle));
+      while (idle_.size() > kMaxIdle) {
+        evicted.push_back(std::move(idle_.front()));
+        idle_.erase(idle_.begin());
+      }
+    }
+    for (const Idle& e : evicted) {
+      platform::remove_record(e.lock_file, e.name, e.mapped);
+    }
+  }
+  // Removes every idle record (at exit).
+  void clear() noexcept {
+    std::vector<Idle> all;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      all.swap(idle_);
+    }
+    for (const Idle& e : all) {
+      if (e.generation == fork_generation()) {
+        platform::remove_record(e.lock_file, e.name, e.mapped);
+      }
+    }
+  }
+
+ private:
+  static constexpr std::size_t kMaxIdle = 8;
+  std::mutex mu_;
+  std::vector<Idle> idle_;
+};
+
+// Removes the idle records when the process exits normally (a process that
+// dies otherwise leaves them to the next writer's clean-up of dead
+// processes' records).
+struct IdleRecordsCleanup {
+  ~IdleRecordsCleanup() { IdleRecords::get().clear(); }
+};
+IdleRecordsCleanup g_idle_records_cleanup;
+
+}  // namespace
+
+HolderRecordFile::~HolderRecordFile() {
+  if (state_ == State::kActive) platform::unmap_record(mapped_);
+}
+
+void HolderRecordFile::create(const std::filesystem::path& lock_file,
+                              const platform::FileId& id, Mode mode,
+                              const std::optional<Tier>& tier) {
+  if (std::optional<IdleRecords::Idle> idle = IdleRecords::get().take(lock_file, id)) {
+    name_ = std::move(idle->name);
+    mapped_ = idle->mapped;
+    state_ = State::kActive;
+    view_.emplace(mapped_.base);
+    view_->set_held(mode, tier);
+    return;
+  }
+  state_ = State::kUnavailable;  // unless everything below works
+  std::optional<platform::SelfIdentity> self = platform::self_identity();
+  if (!self.has_value() || self->boot_id.empty()) return;
+  HolderRecord r;
+  r.pid = self->pid;
+  r.start_time = self->start_time;
+  r.lock_dev = id.dev;
+  r.lock_ino = id.ino;
+  r.boot_id = self->boot_id;
+  r.host = self->host;
+  r.program = self->program;
+  name_ = record_file_name(r.pid, r.start_time, r.boot_id);
+  absl::StatusOr<platform::MappedRecord> mapped =
+      platform::create_record(lock_file, name_, encode_holder_record(r));
+  if (!mapped.ok()) return;  // e.g. a read-only directory: no record
+  mapped_ = *mapped;
+  state_ = State::kActive;
+  view_.emplace(mapped_.base);
+  view_->set_held(mode, tier);
+}
+
+void HolderRecordFile::close(const std::filesystem::path& lock_file,
+                             const platform::FileId& id, bool remove) noexcept {
+  if (state_ != State::kActive) return;
+  state_ = State::kNone;
+  if (!remove) {
+    view_.reset();  // no store: after fork() the mapping is the parent's
+    platform::unmap_record(mapped_);
+    return;
+  }
+  view_->set_released();
+  view_.reset();
+  try {
+    IdleRecords::get().put(IdleRecords::Idle{lock_file, id, std::move(name_),
+                                             mapped_, fork_generation()});
+  } catch (...) {
+    // Out of memory: remove the record instead of keeping it.
+    platform::remove_record(lock_file, name_, mapped_);
+  }
+}
+
+absl::StatusOr<std::vector<Holder>> holders_of(
+    const std::filesystem::path& lock_file, const platform::FileId& id) {
+  absl::StatusOr<std::vector<platform::KernelHolder>> kernel =
+      platform::read_kernel_holders(id);
+  if (!kernel.ok()) return kernel.status();
+  // One Holder per process (a process may hold the lock through several open
+  // file descriptions, and /proc/locks may repeat a line while it changes).
+  std::vector<Holder> out;
+  for (const platform::KernelHolder& k : *kernel) {
+    auto same = std::find_if(out.begin(), out.end(), [&](const Holder& h) {
+      return h.pid.value_or(0) == k.pid && k.pid > 0;
+    });
+    if (same != out.end()) {
+      if (k.mode == Mode::kExclusive) same->mode = Mode::kExclusive;
+      continue;
+    }
+    Holder h;
+    h.mode = k.mode;
+    if (k.pid > 0) h.pid = k.pid;  // 0: in another pid namespace
+    out.push_back(std::move(h));
+  }
+  const std::string& boot = platform::boot_id();
+  for (Holder& h : out) {
+    if (!h.pid.has_value()) continue;
+    platform::ProcessInfo info = platform::process_info(*h.pid);
+    h.start_time = info.start_time;
+    if (!info.program.empty()) h.program = info.program;
+    // The record is found by the name the live process would have given it,
+    // so a record of an earlier process with the same pid is never read.
+    if (!info.start_time.has_value() || boot.empty()) continue;
+    std::optional<std::string> bytes = platform::read_record(
+        lock_file, record_file_name(*h.pid, *info.start_time, boot),
+        kRecordSize);
+    if (!bytes.has_value()) continue;
+    absl::StatusOr<HolderRecord> r = parse_holder_record(*bytes);
+    // It must describe this very process and lock file, or it is ignored.
+    if (!r.ok() || r->pid != *h.pid || r->start_time != *info.start_time ||
+        r->boot_id != boot || r->lock_dev != id.dev || r->lock_ino != id.ino) {
+      continue;
+    }
+    h.recorded = true;
+    if (!r->host.empty()) h.host = r->host;
+    if (!r->program.empty()) h.program = r->program;
+    // The dynamic part only if consistent, held, and in the kernel's mode
+    // (otherwise it describes an earlier hold, or one being taken).
+    if (r->dynamic_valid && r->held && r->mode == h.mode) {
+      h.since = std::chrono::system_clock::time_point(
+          std::chrono::duration_cast<std::chrono::system_clock::duration>(
+              std::chrono::nanoseconds(r->since_ns)));
+      if (r->tier_level.has_value()) {
+        h.tier_level = r->tier_level;
+        h.tier_name = r->tier_name;
+      }
+    }
+  }
+  std::stable_sort(out.begin(), out.end(), [](const Holder& a, const Holder& b) {
+    return a.mode == Mode::kExclusive && b.mode != Mode::kExclusive;
+  });
+  return out;
+}
+
+}  // namespace internal
+
+absl::StatusOr<LockState> inspect_lock(const std::filesystem::path& dir,
+                                       std::string_view lock_file_name) {
+  absl::StatusOr<internal::platform::ProbedLockFile> probed =
+      internal::platform::probe_lock_file(dir, lock_file_name);
+  if (!probed.ok()) return probed.status();
+  LockState state;
+  state.lock_file = probed->directory / lock_file_name;
+  state.lock_file_exists = probed->id.has_value();
+  if (!probed->id.has_value()) return state;
+  absl::StatusOr<std::vector<Holder>> holders =
+      internal::holders_of(state.lock_file, *probed->id);
+  if (!holders.ok()) return holders.status();
+  state.holders = *std::move(holders);
+  return state;
+}
+
+absl::StatusOr<std::vector<Holder>> DirLock::holders() const {
+  return internal::holders_of(entry_->file().path(), entry_->id());
+}
+
+}  // namespace tierlock

@@ -1,0 +1,410 @@
+// tierlock run: lock a directory, run a command (no shell) while holding the
+// lock, release, and exit with the command's status.
+//
+// Signals: SIGINT, SIGTERM and SIGHUP (and SIGCHLD) are blocked from the start
+// and read from a signalfd, so there is no handler and no polling. While
+// waiting for the lock, one of them cancels the wait (the library's acquire
+// takes a std::stop_token) and tierlock exits 128+N holding nothing; while
+// the command runs, they are forwarded to it.
+//
+// The common case costs no thread: one non-blocking try first. Only when the
+// lock is held does a thread block in acquire() while this one waits on the
+// signalfd and an eventfd (with the ~0.5 s timeout for the waiting message).
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cli.h"
+#include "tierlock/tierlock.h"
+
+extern char** environ;
+
+namespace tierlock::cli {
+namespace {
+
+constexpr std::chrono::milliseconds kWaitingMessageAfter{500};
+
+struct RunOptions {
+  bool shared = false;
+  bool no_wait = false;
+  std::optional<double> timeout_s;
+  int conflict_code = kConflict;
+  std::string tier;  // "LEVEL[:NAME]"
+  std::string lock_name = ".lock";
+  bool create = false;
+  bool quiet = false;
+  std::string dir;
+  std::vector<std::string> command;
+};
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Parses "LEVEL[:NAME]".
+std::optional<Tier> parse_tier(const std::string& text, std::string* name) {
+  const std::size_t colon = text.find(':');
+  const std::string_view level_text = std::string_view(text).substr(0, colon);
+  int level = 0;
+  auto [end, ec] = std::from_chars(level_text.data(),
+                                   level_text.data() + level_text.size(), level);
+  if (ec != std::errc() || end != level_text.data() + level_text.size() ||
+      level_text.empty()) {
+    return std::nullopt;
+  }
+  *name = colon == std::string::npos ? std::string() : text.substr(colon + 1);
+  return Tier{level, *name};
+}
+
+std::string signal_name(int sig) {
+  switch (sig) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+    default:
+      return absl::StrCat("signal ", sig);
+  }
+}
+
+// The environment of the command: ours, with TIERLOCK_DIR set to the locked
+// directory and TIERLOCK_HELD to the tiered locks held for it: those our own
+// parent declared plus `lock` if it has a tier (docs/design.md, "Tier
+// ordering"), so a child that takes a lower tier is refused there too.
+std::vector<std::string> child_environment(const DirLock& lock) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "TIERLOCK_DIR=", 13) == 0) continue;
+    if (std::strncmp(*e, "TIERLOCK_HELD=", 14) == 0) continue;
+    env.emplace_back(*e);
+  }
+  env.push_back(absl::StrCat("TIERLOCK_DIR=", lock.directory().native()));
+  // The current context is the run's (bound in run_main), where the hold is.
+  if (std::string held = LockContext::current().held_env(); !held.empty()) {
+    env.push_back(std::string(kHeldEnvVar) + "=" + held);
+  }
+  return env;
+}
+
+// Waits for the lock on a thread while this thread watches the signalfd:
+// cancels on a signal, prints the waiting message once after ~0.5 s.
+// Returns the acquire's result and, if it was cancelled by a signal, which.
+absl::StatusOr<Guard> wait_for_lock(DirLock& lock, const RunOptions& o,
+                                    const LockContext& task, int signal_fd,
+                                    int* signal_received) {
+  Fd done(::eventfd(0, EFD_CLOEXEC));
+  if (done.get() < 0) {
+    return absl::InternalError(absl::StrCat("eventfd: ", error_text(errno)));
+  }
+  std::stop_source stop;
+  AcquireOptions options;
+  options.mode = o.shared ? Mode::kShared : Mode::kExclusive;
+  options.stop = stop.get_token();
+  if (o.timeout_s.has_value()) {
+    options.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::duration<double>(*o.timeout_s));
+  }
+  absl::StatusOr<Guard> result = absl::UnknownError("not run");
+  std::thread waiter([&] {
+    LockContext::Scope bind(task);  // the hold belongs to the run, not this thread
+    result = lock.acquire(std::move(options));
+    const std::uint64_t one = 1;
+    while (::write(done.get(), &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  });
+  const auto message_at = std::chrono::steady_clock::now() + kWaitingMessageAfter;
+  bool message_due = !o.quiet;
+  for (;;) {
+    int timeout_ms = -1;
+    if (message_due) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+          message_at - std::chrono::steady_clock::now());
+      timeout_ms = static_cast<int>(std::max<std::int64_t>(0, left.count()));
+    }
+    struct pollfd fds[2] = {{done.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    const int n = ::poll(fds, 2, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 && message_due) {
+      message_due = false;
+      absl::StatusOr<LockState> state = inspect_lock(lock.directory(), o.lock_name);
+      std::string who = state.ok() ? describe_holders(state->holders)
+                                   : std::string(state.status().message());
+      std::string line = absl::StrCat("tierlock: waiting for ",
+                                      printable(lock.lock_file().native()),
+                                      " (", who, ")\n");
+      std::fwrite(line.data(), 1, line.size(), stderr);
+      std::fflush(stderr);
+      continue;
+    }
+    if (fds[1].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (::read(signal_fd, &si, sizeof si) == sizeof si &&
+          si.ssi_signo != SIGCHLD && *signal_received == 0) {
+        *signal_received = static_cast<int>(si.ssi_signo);
+        stop.request_stop();  // the acquire returns kCancelled, holding nothing
+      }
+    }
+    if (fds[0].revents & POLLIN) break;
+  }
+  waiter.join();
+  return result;
+}
+
+int conflict(const RunOptions& o, const DirLock& lock, absl::string_view why) {
+  if (!o.quiet) {
+    absl::StatusOr<LockState> state = inspect_lock(lock.directory(), o.lock_name);
+    print_error(lock.lock_file().native(),
+                absl::StrCat(why, state.ok() ? describe_holders(state->holders)
+                                             : "held"));
+  }
+  return o.conflict_code;
+}
+
+// Runs the command and forwards signals to it until it exits.
+int run_command(const RunOptions& o, const DirLock& lock, int signal_fd) {
+  std::vector<std::string> env = child_environment(lock);
+  std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = o.command;
+  std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  posix_spawnattr_t attr;
+  ::posix_spawnattr_init(&attr);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&defaults, s);
+  ::posix_spawnattr_setsigmask(&attr, &none);
+  ::posix_spawnattr_setsigdefault(&attr, &defaults);
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t child = -1;
+  // The lock's descriptor is O_CLOEXEC: the command does not inherit it.
+  const int err = ::posix_spawnp(&child, argv[0], nullptr, &attr, argv.data(),
+                                 envp.data());
+  ::posix_spawnattr_destroy(&attr);
+  if (err != 0) {
+    if (err == ENOENT) {
+      print_error(o.command[0], "command not found");
+      return kCommandNotFound;
+    }
+    print_error(o.command[0], error_text(err));
+    return err == EACCES || err == ENOEXEC || err == EISDIR ? kCannotExecute : kOther;
+  }
+  for (;;) {
+    // Not reaped until it is known to have exited (WNOWAIT), so `child` is
+    // never a reused pid when a signal is forwarded.
+    siginfo_t info = {};
+    if (::waitid(P_PID, static_cast<id_t>(child), &info,
+                 WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == child) {
+      break;
+    }
+    struct pollfd pfd = {signal_fd, POLLIN, 0};
+    if (::poll(&pfd, 1, -1) < 0 && errno != EINTR) break;
+    struct signalfd_siginfo si;
+    if (::read(signal_fd, &si, sizeof si) == sizeof si && si.ssi_signo != SIGCHLD) {
+      ::kill(child, static_cast<int>(si.ssi_signo));
+    }
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return kOther;
+}
+
+int run_run(const RunOptions& o) {
+  if (o.command.empty()) {
+    print_error("run", "no command given (usage: tierlock run [OPTIONS] DIR -- COMMAND [ARG...])");
+    return kUsage;
+  }
+  if (o.timeout_s.has_value() && (!std::isfinite(*o.timeout_s) || *o.timeout_s < 0)) {
+    print_error("--timeout", absl::StrCat("must be a number of seconds >= 0, not ",
+                                          *o.timeout_s));
+    return kUsage;
+  }
+  if (o.conflict_code < 1 || o.conflict_code > 255) {
+    print_error("--conflict-exit-code",
+                absl::StrCat("must be 1..255, not ", o.conflict_code));
+    return kUsage;
+  }
+  if (o.lock_name.empty() || o.lock_name == "." || o.lock_name == ".." ||
+      o.lock_name.find('/') != std::string::npos) {
+    print_error("--lock-name", absl::StrCat("must be a plain file name, not '",
+                                            o.lock_name, "'"));
+    return kUsage;
+  }
+  LockOptions lock_options;
+  lock_options.lock_file_name = o.lock_name;
+  lock_options.create_directory = o.create;
+  std::string tier_name;
+  if (!o.tier.empty()) {
+    lock_options.tier = parse_tier(o.tier, &tier_name);
+    if (!lock_options.tier.has_value()) {
+      print_error("--tier", absl::StrCat("expected LEVEL[:NAME] with an integer LEVEL, not '",
+                                         o.tier, "'"));
+      return kUsage;
+    }
+  }
+
+  // Before any thread exists, so every thread inherits the mask and the
+  // signals are only ever read from the signalfd.
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&mask, s);
+  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  Fd signal_fd(::signalfd(-1, &mask, SFD_CLOEXEC));
+  if (signal_fd.get() < 0) {
+    print_error("signalfd", error_text(errno));
+    return kOther;
+  }
+
+  absl::StatusOr<DirLock> lock = DirLock::open(o.dir, lock_options);
+  if (!lock.ok()) {
+    const absl::Status& st = lock.status();
+    if (st.code() == absl::StatusCode::kNotFound) {
+      print_error(o.dir, "no such directory (--create creates it)");
+    } else if (st.code() == absl::StatusCode::kInvalidArgument &&
+               absl::string_view(st.message()).find("Not a directory") !=
+                   absl::string_view::npos) {
+      print_error(o.dir, "not a directory");
+      return kNoDirectory;
+    } else {
+      print_error(o.dir, st.message());
+    }
+    return exit_code_for(st);
+  }
+  const Mode mode = o.shared ? Mode::kShared : Mode::kExclusive;
+
+  // Tier order is always checked here, against the tiers our parent declared
+  // in TIERLOCK_HELD: a violation prints the report and fails (exit 1) before
+  // waiting, whatever the library's build default.
+  set_tier_check_mode(TierCheckMode::kFail);
+  LockContext task("tierlock run");
+  LockContext::Scope bind(task);
+
+  // Uncontended: one try, no thread.
+  absl::StatusOr<std::optional<Guard>> tried = lock->try_acquire(mode);
+  if (!tried.ok()) {
+    print_error(lock->lock_file().native(), tried.status().message());
+    return exit_code_for(tried.status());
+  }
+  std::optional<Guard> guard = *std::move(tried);
+  if (!guard.has_value()) {
+    if (o.no_wait || (o.timeout_s.has_value() && *o.timeout_s == 0)) {
+      return conflict(o, *lock, "");
+    }
+    int signal_received = 0;
+    absl::StatusOr<Guard> got = wait_for_lock(*lock, o, task, signal_fd.get(), &signal_received);
+    if (signal_received != 0) {
+      // Cancelled (or granted in the same instant: released right here).
+      if (got.ok()) (void)got->release();
+      print_error(lock->lock_file().native(),
+                  absl::StrCat("interrupted by ", signal_name(signal_received),
+                               " while waiting; nothing held"));
+      return 128 + signal_received;
+    }
+    if (!got.ok()) {
+      if (got.status().code() == absl::StatusCode::kDeadlineExceeded) {
+        return conflict(o, *lock,
+                        absl::StrCat("timed out after ", *o.timeout_s, " s; "));
+      }
+      print_error(lock->lock_file().native(), got.status().message());
+      return exit_code_for(got.status());
+    }
+    guard.emplace(*std::move(got));
+  }
+  const int code = run_command(o, *lock, signal_fd.get());
+  if (absl::Status released = guard->release(); !released.ok()) {
+    print_error(lock->lock_file().native(), released.message());
+  }
+  return code;
+}
+
+}  // namespace
+
+void setup_run(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<RunOptions>();
+  CLI::App* run = app.add_subcommand(
+      "run",
+      "tierlock run [-s] [-n] [-w SECONDS] [-E N] [--tier LEVEL[:NAME]] "
+      "[--lock-name NAME] [--create] [-q] DIR -- COMMAND [ARG...]\n\n"
+      "Lock DIR (exclusively unless --shared), run COMMAND with its arguments "
+      "(no shell) while holding the lock, release it, and exit with the "
+      "command's status (128+N if it was killed by signal N). The lock is the "
+      "file DIR/.lock held with flock(2): flock(1) and Python's filelock on "
+      "that file see it. The command does not inherit the lock's descriptor. "
+      "While waiting, the holder is named on stderr after ~0.5 s. SIGINT, "
+      "SIGTERM and SIGHUP are forwarded to the command; while waiting they "
+      "cancel the wait (exit 130, 143, 129; nothing held). The command gets "
+      "TIERLOCK_DIR (the locked directory, canonical).");
+  run->add_flag("-s,--shared", o->shared,
+                "Take a shared lock (several shared holders at once; no exclusive one)");
+  run->add_flag("-n,--no-wait", o->no_wait,
+                "If the lock is held, exit at once with the conflict code");
+  run->add_option("-w,--timeout", o->timeout_s,
+                  "Give up after SECONDS (decimal) with the conflict code")
+      ->type_name("SECONDS");
+  run->add_option("-E,--conflict-exit-code", o->conflict_code,
+                  "Exit code when the lock is held (--no-wait, --timeout); default 75")
+      ->type_name("N");
+  run->add_option("--tier", o->tier,
+                  "The lock's tier: integer LEVEL, optional NAME (recorded for "
+                  "`tierlock status`)")
+      ->type_name("LEVEL[:NAME]");
+  run->add_option("--lock-name", o->lock_name,
+                  "The lock file's name inside DIR (default .lock)")
+      ->type_name("NAME");
+  run->add_flag("--create", o->create,
+                "Create DIR if it does not exist (one level: its parent must exist)");
+  run->add_flag("-q,--quiet", o->quiet,
+                "No waiting message and no message when the lock is held");
+  run->add_option("DIR", o->dir, "The directory to lock")->required();
+  run->add_option("COMMAND", o->command, "The command and its arguments, after --")
+      ->required();
+  run->footer(
+      "Exit codes: the command's status; 75 (or -E N) the lock is held; 64 "
+      "usage; 66 no such directory; 77 permission denied; 126 command cannot be "
+      "executed; 127 command not found; 129/130/143 SIGHUP/SIGINT/SIGTERM while "
+      "waiting; 1 any other error.\n"
+      "Example: tierlock run -w 30 build/ -- make -j8");
+  run->callback([o, exit_code] { *exit_code = run_run(*o); });
+}
+
+}  // namespace tierlock::cli
