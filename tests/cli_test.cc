@@ -555,13 +555,29 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<BadInput>& i) { return std::string(i.param.name); });
 
 TEST_F(CliTest, PermissionDeniedExits77) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root bypasses permissions";
-  const fs::path locked = dir() / "locked";
+  // A directory anyone may enter but nobody but root may write: the lock file
+  // cannot be created. Root bypasses that, so as root (CI) the command runs
+  // as nobody through setpriv(1).
+  TempDir open_parent;
+  ::chmod(open_parent.path().c_str(), 0755);
+  const fs::path locked = open_parent.path() / "locked";
   fs::create_directory(locked);
-  ::chmod(locked.c_str(), 0500);  // no write: the lock file cannot be created
-  Result r = cli({"run", locked.string(), "--", "true"});
-  EXPECT_EQ(r.code, 77) << r.err;
-  EXPECT_THAT(r.err, HasSubstr("Permission denied"));
+  ::chmod(locked.c_str(), 0555);
+  std::vector<std::string> argv = {cli_path(), "run", locked.string(), "--", "true"};
+  if (::geteuid() == 0) {
+    if (::access("/usr/bin/setpriv", X_OK) != 0) {
+      GTEST_SKIP() << "root without setpriv(1): cannot run unprivileged";
+    }
+    argv.insert(argv.begin(), {"/usr/bin/setpriv", "--reuid=65534",
+                               "--regid=65534", "--clear-groups"});
+  }
+  std::string command;
+  for (const std::string& a : argv) command += "'" + a + "' ";
+  RunResult r = run({"/bin/sh", "-c", command + "2>&1"});
+  EXPECT_EQ(r.status.code, 77) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("Permission denied"));
+  EXPECT_THAT(r.out, HasSubstr(locked.string()));
+  EXPECT_FALSE(fs::exists(locked / ".lock"));
   ::chmod(locked.c_str(), 0700);
 }
 
