@@ -381,6 +381,21 @@ TEST_F(CliTest, StatusNamesAnExclusiveTierlockHolder) {
   EXPECT_EQ(status_json()["state"], "free");
 }
 
+TEST_F(CliTest, StatusShowsAStoppedHolderAndNobodyStealsTheLock) {
+  Process holder = hold_with_cli({});
+  ASSERT_EQ(::kill(holder.pid(), SIGSTOP), 0);
+  Json j = status_json();
+  EXPECT_EQ(j["state"], "held");
+  ASSERT_EQ(j["holders"].size(), 1u) << j.dump();
+  EXPECT_EQ(j["holders"][0]["pid"], holder.pid());
+  // Stopped is not dead: a waiter with a timeout gets the conflict code.
+  EXPECT_EQ(cli({"run", "-w", "0.2", dir().string(), "--", "true"}).code, 75);
+  ASSERT_EQ(::kill(holder.pid(), SIGCONT), 0);
+  holder.write_line("go");
+  EXPECT_EQ(holder.wait().code, 0);
+  EXPECT_EQ(status_json()["state"], "free");
+}
+
 TEST_F(CliTest, StatusListsSeveralSharedHolders) {
   Process a = hold_with_cli({"--shared"});
   Process b = hold_with_cli({"-s"});
