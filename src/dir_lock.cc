@@ -189,9 +189,16 @@ internal::AcquireSite site_for(const LockEntry& entry,
                                const internal::MaybeTier& tier, Mode mode,
                                SourceLocation where, bool try_only,
                                std::uint64_t group) {
-  return internal::AcquireSite{
-      &entry.file().path(), tier, mode, where, try_only, group,
-      internal::order_node(entry.order_node(), entry.id(), entry.file().path())};
+  std::uint32_t node = 0;  // no learned order without debug checks
+#if TIERLOCK_DEBUG_CHECKS
+  node = entry.order_node().load(std::memory_order_relaxed);
+  if (node == 0) {
+    node = internal::order_node(entry.order_node(), entry.id(),
+                                entry.file().path());
+  }
+#endif
+  return internal::AcquireSite{&entry.file().path(), tier, mode, where,
+                               try_only, group, node};
 }
 
 }  // namespace
