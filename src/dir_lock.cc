@@ -210,27 +210,34 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
     return LockEntry::acquire_wait(std::move(entry), options.mode,
                                    policy_for(options, tier()));
   }
-  const std::shared_ptr<internal::ContextState>& ctx =
-      internal::current_context();
-  const internal::AcquireSite site =
-      site_for(*entry, internal::MaybeTier(tier_, tiered_), options.mode, where, false, group);
-  absl::StatusOr<std::uint64_t> hold = internal::check_and_record(*ctx, site);
-  if (!hold.ok()) return hold.status();
+  internal::ContextState& ctx = internal::current_context_state();
+  absl::Status refused;
+  const std::uint64_t hold = internal::check_and_record(
+      ctx,
+      site_for(*entry, internal::MaybeTier(tier_, tiered_), options.mode,
+               where, false, group),
+      &refused);
+  // One named result and one return, so the Guard is built in place (no
+  // StatusOr move on the hot path).
   absl::StatusOr<Guard> guard =
-      LockEntry::acquire_wait(std::move(entry), options.mode, policy_for(options, tier()));
-  if (!guard.ok()) {
-    internal::forget_hold(*ctx, *hold);
-    return guard;
+      hold != 0 ? LockEntry::acquire_wait(std::move(entry), options.mode,
+                                          policy_for(options, tier()), &ctx,
+                                          hold)
+                : absl::StatusOr<Guard>(std::move(refused));
+  if (!guard.ok() && hold != 0) [[unlikely]] {
+    internal::forget_hold(ctx, hold);
   }
-  guard->context_ = ctx.get();
-  guard->hold_id_ = *hold;
   return guard;
 }
 
 absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
                                        SourceLocation where) {
-  if (!entry_->stale() && !internal::tier_checks_active()) [[likely]] {
-    return LockEntry::acquire_wait(entry_, options.mode, policy_for(options, tier()));
+  if (!entry_->stale()) [[likely]] {
+    if (!internal::tier_checks_active()) [[likely]] {
+      return LockEntry::acquire_wait(entry_, options.mode,
+                                     policy_for(options, tier()));
+    }
+    return acquire_entry(entry_, std::move(options), where, 0);
   }
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
@@ -313,20 +320,22 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
   if (!internal::tier_checks_active()) [[likely]] {
     return LockEntry::acquire(*std::move(entry), mode, policy);
   }
-  const std::shared_ptr<internal::ContextState>& ctx =
-      internal::current_context();
-  const internal::AcquireSite site =
-      site_for(**entry, internal::MaybeTier(tier_, tiered_), mode, where, true, 0);
-  absl::StatusOr<std::uint64_t> hold = internal::check_and_record(*ctx, site);
-  if (!hold.ok()) return hold.status();
+  internal::ContextState& ctx = internal::current_context_state();
+  absl::Status refused;
+  const std::uint64_t hold = internal::check_and_record(
+      ctx,
+      site_for(**entry, internal::MaybeTier(tier_, tiered_), mode, where,
+               true, 0),
+      &refused);
+  if (hold == 0) return refused;
   absl::StatusOr<std::optional<Guard>> guard =
       LockEntry::acquire(*std::move(entry), mode, policy);
   if (!guard.ok() || !guard->has_value()) {
-    internal::forget_hold(*ctx, *hold);
+    internal::forget_hold(ctx, hold);
     return guard;
   }
-  (*guard)->context_ = ctx.get();
-  (*guard)->hold_id_ = *hold;
+  (*guard)->context_ = &ctx;
+  (*guard)->hold_id_ = hold;
   return guard;
 }
 

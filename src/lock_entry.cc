@@ -103,7 +103,9 @@ absl::StatusOr<std::optional<Guard>> LockEntry::acquire(
 
 absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
                                               Mode mode,
-                                              const WaitPolicy& policy) {
+                                              const WaitPolicy& policy,
+                                              ContextState* context,
+                                              std::uint64_t hold_id) {
   if (policy.stop.stop_requested()) {
     return cancelled_before_start(self->file_.path(), mode);  // no syscall
   }
@@ -112,7 +114,7 @@ absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
   const Clock::time_point start = timed ? Clock::now() : Clock::time_point();
   absl::StatusOr<bool> got = self->acquire_hold(mode, policy, me);
   if (got.ok() && *got) [[likely]] {
-    return Guard(std::move(self), mode, me);
+    return Guard(std::move(self), mode, me, context, hold_id);
   }
   if (!got.ok() && got.status().code() != absl::StatusCode::kCancelled) {
     return got.status();

@@ -37,15 +37,20 @@ namespace tierlock::internal {
 class ABSL_LOCKABLE SpinLock {
  public:
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
-    while (locked_.exchange(true, std::memory_order_acquire)) {
-      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
-    }
+    if (!locked_.exchange(true, std::memory_order_acquire)) [[likely]] return;
+    lock_slow();
   }
   void unlock() ABSL_UNLOCK_FUNCTION() {
     locked_.store(false, std::memory_order_release);
   }
 
  private:
+  ABSL_ATTRIBUTE_NOINLINE void lock_slow() {
+    do {
+      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
+    } while (locked_.exchange(true, std::memory_order_acquire));
+  }
+
   std::atomic<bool> locked_{false};
 };
 
@@ -136,6 +141,21 @@ inline bool tier_checks_active() {
 const std::shared_ptr<ContextState>& current_context();
 // The innermost Scope's context on this thread, or null.
 const std::shared_ptr<ContextState>*& bound_context();
+// Binds `ctx` (which must outlive the binding) as the current context, or
+// with null unbinds it; returns the previous binding. For LockContext::Scope.
+const std::shared_ptr<ContextState>* bind_context(
+    const std::shared_ptr<ContextState>* ctx);
+
+// current_context().get(), cached per thread: what a synchronous acquire
+// needs (its Guard keeps a plain pointer), in one thread-local load. The cache
+// is cleared whenever the binding changes or the thread's default context
+// goes away.
+extern thread_local constinit ContextState* t_current_context;
+ContextState& current_context_state_slow();
+inline ContextState& current_context_state() {
+  if (ContextState* c = t_current_context) [[likely]] return *c;
+  return current_context_state_slow();
+}
 
 // Checks an acquire about to happen against `ctx`. OK: go on (also after a
 // reported violation in kReport). kFailedPrecondition naming both locks: a
@@ -146,6 +166,10 @@ absl::Status check_acquire(ContextState& ctx, const AcquireSite& site);
 // id; the caller must forget_hold it if the acquire then fails.
 absl::StatusOr<std::uint64_t> check_and_record(ContextState& ctx,
                                                const AcquireSite& site);
+// As above for the hot path: returns the hold id (never 0), or 0 with the
+// failure in `*error`.
+std::uint64_t check_and_record(ContextState& ctx, const AcquireSite& site,
+                               absl::Status* error);
 // Records a granted hold; returns the id forget_hold takes.
 std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site);
 // Forgets a recorded hold (any thread). No-op if unknown.
@@ -176,8 +200,15 @@ inline constexpr std::size_t kMaxHeldEnvBytes = std::size_t{64} * 1024;
 absl::StatusOr<std::vector<InheritedHold>> parse_held_env(std::string_view value);
 std::string format_held_env(const std::vector<InheritedHold>& holds);
 // The parent's holds, parsed from the environment once (warning on stderr
-// once if malformed).
-const std::vector<InheritedHold>& inherited_holds();
+// once if malformed). Inline: every checked acquire asks.
+extern std::atomic<const std::vector<InheritedHold>*> g_inherited_holds;
+const std::vector<InheritedHold>& inherited_holds_slow();
+inline const std::vector<InheritedHold>& inherited_holds() {
+  if (const auto* p = g_inherited_holds.load(std::memory_order_acquire)) {
+    return *p;
+  }
+  return inherited_holds_slow();
+}
 // Tests: re-reads the environment at the next use.
 void reset_inherited_holds_for_testing();
 
