@@ -15,18 +15,18 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
-#include "tierlock/source_location.h"
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "platform/platform.h"
 #include "tierlock/mode.h"
+#include "tierlock/source_location.h"
 #include "tierlock/tier.h"
 
 namespace tierlock::internal {
@@ -103,6 +103,7 @@ struct HeldRecord {
   std::uint64_t hold_id = 0;
   AcquireSite site;
 };
+static_assert(std::is_trivially_copyable_v<HeldRecord>);
 
 // Returns the learned-order node of a lock file, keyed by its identity AND
 // its path (an inode number reused by a new file elsewhere is a new node),
@@ -117,9 +118,15 @@ std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
 // and the last forget_hold deletes it. So a Guard keeps a plain pointer and an
 // acquire pays no reference count.
 struct ContextState {
-  explicit ContextState(std::string n) : name(std::move(n)) {}
+  explicit ContextState(std::string n) : name(std::move(n)) {
+    held.reserve(kReservedHolds);
+  }
+  // A std::vector reserved once, not an InlinedVector: its push_back and
+  // pop_back inline to a few instructions on the acquire path (HeldRecord is
+  // trivially copyable), and 8 covers nesting depths seen in practice.
+  static constexpr std::size_t kReservedHolds = 8;
   SpinLock mu;
-  absl::InlinedVector<HeldRecord, 4> held ABSL_GUARDED_BY(mu);
+  std::vector<HeldRecord> held ABSL_GUARDED_BY(mu);
   std::uint64_t next_hold_id ABSL_GUARDED_BY(mu) = 1;
   std::string name ABSL_GUARDED_BY(mu);  // empty: named by the first recording thread
   bool orphaned ABSL_GUARDED_BY(mu) = false;  // no handle left
