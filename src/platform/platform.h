@@ -195,7 +195,9 @@ int interrupt_signal();
 // arms the thread's timer (timer_create, SIGEV_THREAD_ID, one per thread,
 // reused) to repeat it every 200 us until the wait is over, which closes the
 // race where a signal lands just before the thread enters flock. A deadline
-// arms the same timer. The destructor disarms it and restores the signal
+// is registered with one process-wide deadline thread, which calls
+// interrupt() when it passes (no timer syscalls on the way out of a wait
+// that was granted in time). The destructor disarms it and restores the signal
 // mask; it must run on the waiting thread after interrupt() can no longer be
 // called. Without a usable signal it polls LOCK_NB with a backoff capped at
 // 1 ms.
@@ -223,9 +225,10 @@ class InterruptibleWait {
   int signo_ = 0;             // 0: polling
   void* timer_ = nullptr;     // timer_t* of this thread's timer; null: polling
   long tid_ = 0;              // the waiting thread, for the first signal
-  // Set by the constructor (deadline) or by interrupt() from another thread
-  // while the owner waits: disarm on destruction.
+  // Set by interrupt() (from another thread, or the deadline thread) while
+  // the owner waits: disarm on destruction.
   std::atomic<bool> armed_{false};
+  std::uint64_t deadline_id_ = 0;  // registered with the deadline thread
   bool restore_mask_ = false; // the signal was blocked before the wait
   std::mutex poll_mu_;       // polling mode only
   std::condition_variable poll_cv_;
