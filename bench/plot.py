@@ -19,6 +19,8 @@ import sys
 import matplotlib
 
 matplotlib.use("svg")
+matplotlib.rcParams["svg.fonttype"] = "none"  # text, not glyph paths: small files
+matplotlib.rcParams["svg.hashsalt"] = "tierlock"  # stable ids across runs
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

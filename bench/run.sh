@@ -17,6 +17,8 @@
 #   registry.json, cli.json), report.md (the tables) and the plots
 #   (contention.svg, summary.svg).
 #   e.g. bench/run.sh /tmp/r --benchmark_filter=uncontended
+#   PUBLISH_DIR=docs/perf bench/run.sh   also copies report.md, the plots and
+#   the JSON (compacted) to docs/perf/, as committed beside docs/perf.md.
 #   (flags go to every binary; one that matches nothing is left out)
 # Environment: BUILD_DIR (default build/bench); BENCHES (default
 # "core_bench acquire_bench tier_bench registry_bench cli"); CLI_RUNS
@@ -136,3 +138,15 @@ fi
 } | tee "$out_dir/report.md"
 /usr/bin/python3 bench/plot.py "$out_dir" >&2
 echo "run.sh: results in $out_dir" >&2
+# PUBLISH_DIR=docs/perf: also copy the report, the plots and the JSON
+# (compacted) there, to commit beside docs/perf.md.
+if [[ -n "${PUBLISH_DIR:-}" ]]; then
+  mkdir -p "$PUBLISH_DIR"
+  cp "$out_dir/report.md" "$out_dir"/*.svg "$PUBLISH_DIR/"
+  for f in "$out_dir"/*.json; do
+    python3 -c 'import json, sys
+json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",", ":"))' \
+      "$f" "$PUBLISH_DIR/$(basename "$f")"
+  done
+  echo "run.sh: published to $PUBLISH_DIR" >&2
+fi
