@@ -161,6 +161,30 @@ void HolderRecordFile::close(const std::filesystem::path& lock_file,
   }
 }
 
+namespace {
+
+// Fills what a record says of a hold in progress: since when, and the tier.
+void take_held_part(const HolderRecord& r, Holder& h) {
+  h.since = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(r.since_ns)));
+  if (r.tier_level.has_value()) {
+    h.tier_level = r.tier_level;
+    h.tier_name = r.tier_name;
+  }
+}
+
+// Exclusive holders first (there is at most one), then shared ones.
+void sort_exclusive_first(std::vector<Holder>& holders) {
+  std::stable_sort(holders.begin(), holders.end(),
+                   [](const Holder& a, const Holder& b) {
+                     return a.mode == Mode::kExclusive &&
+                            b.mode != Mode::kExclusive;
+                   });
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<Holder>> holders_of(
     const std::filesystem::path& lock_file, const platform::FileId& id) {
   absl::StatusOr<std::vector<platform::KernelHolder>> kernel =
@@ -207,18 +231,10 @@ absl::StatusOr<std::vector<Holder>> holders_of(
     // The dynamic part only if consistent, held, and in the kernel's mode
     // (otherwise it describes an earlier hold, or one being taken).
     if (r->dynamic_valid && r->held && r->mode == h.mode) {
-      h.since = std::chrono::system_clock::time_point(
-          std::chrono::duration_cast<std::chrono::system_clock::duration>(
-              std::chrono::nanoseconds(r->since_ns)));
-      if (r->tier_level.has_value()) {
-        h.tier_level = r->tier_level;
-        h.tier_name = r->tier_name;
-      }
+      take_held_part(*r, h);
     }
   }
-  std::stable_sort(out.begin(), out.end(), [](const Holder& a, const Holder& b) {
-    return a.mode == Mode::kExclusive && b.mode != Mode::kExclusive;
-  });
+  sort_exclusive_first(out);
   return out;
 }
 
@@ -266,18 +282,10 @@ std::vector<Holder> recorded_holders(const std::filesystem::path& lock_file,
     h.recorded = true;
     if (!r->host.empty()) h.host = r->host;
     h.program = !r->program.empty() ? r->program : info.program;
-    h.since = std::chrono::system_clock::time_point(
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            std::chrono::nanoseconds(r->since_ns)));
-    if (r->tier_level.has_value()) {
-      h.tier_level = r->tier_level;
-      h.tier_name = r->tier_name;
-    }
+    take_held_part(*r, h);
     out.push_back(std::move(h));
   }
-  std::stable_sort(out.begin(), out.end(), [](const Holder& a, const Holder& b) {
-    return a.mode == Mode::kExclusive && b.mode != Mode::kExclusive;
-  });
+  sort_exclusive_first(out);
   return out;
 }
 
