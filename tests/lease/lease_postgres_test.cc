@@ -11,8 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
+#include "lease/history.h"
 #include "lease/servers.h"
 #include "support/status.h"
+#include "support/temp_dir.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
 #include "tierlock/lease_postgres.h"
@@ -208,6 +210,40 @@ TEST(PostgresLeaseBackendTest, ServerRestartLosesAdvisoryLeasesAndTableModeRecon
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a2, alocks.try_acquire("k"));
   EXPECT_TRUE(a2.has_value());
   (void)a->release();
+}
+
+TEST(PostgresLeaseHistoryTest, AdvisoryHistoryOfFourProcessesHasNoOverlap) {
+  TempDir tmp;
+  EXPECT_EQ(check_history("postgres-advisory:" + shared_postgres().conninfo(), "hist-adv", 4,
+                          25, tmp.path(), /*fencing=*/false),
+            "");
+}
+
+TEST(PostgresLeaseHistoryTest, TableHistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
+  TempDir tmp;
+  EXPECT_EQ(check_history("postgres-table:" + shared_postgres().conninfo(), "hist-table", 4,
+                          25, tmp.path(), /*fencing=*/true),
+            "");
+}
+
+TEST(PostgresLeaseHistoryTest, KilledAdvisoryHolderFreesTheKeyAtOnce) {
+  // The kernel closes the dead holder's socket; the server ends its session.
+  EXPECT_EQ(check_sigkill("postgres-advisory:" + shared_postgres().conninfo(), "killed-adv",
+                          1000ms, 2000ms),
+            "");
+}
+
+TEST(PostgresLeaseHistoryTest, KilledTableHolderFreesTheKeyWithinItsTtl) {
+  EXPECT_EQ(check_sigkill("postgres-table:" + shared_postgres().conninfo(), "killed-table",
+                          1000ms, 3000ms),
+            "");
+}
+
+TEST(PostgresLeaseHistoryTest, PausedTableHolderLosesTheLeaseAndItsWriteIsFenced) {
+  TempDir tmp;
+  EXPECT_EQ(check_sigstop("postgres-table:" + shared_postgres().conninfo(), "paused-table",
+                          500ms, tmp.path()),
+            "");
 }
 
 }  // namespace
