@@ -216,7 +216,10 @@ class Lease {
   // Returns a token that is stopped once the lease is lost: valid_until()
   // passed without renewal, a renewal failed or said lost, extend() said
   // lost, or (connection-bound backends) the connection dropped. release()
-  // does not fire it.
+  // does not fire it. A std::stop_callback on it runs on the thread that
+  // detects the loss (the shared renewer thread, or a caller of extend());
+  // it may call into this lease but must not block for long: it delays
+  // every other lease's renewal.
   std::stop_token lost() const;
   // Returns true if the lease is neither lost nor released.
   bool held() const;

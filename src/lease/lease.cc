@@ -148,6 +148,7 @@ absl::StatusOr<bool> Lease::extend(std::chrono::milliseconds ttl) {
         " has no ttl (the lease lasts as long as its connection)"));
   }
   if (absl::Status st = check_ttl(ttl); !st.ok()) return st;
+  bool lost = false;
   {
     UniqueLock lk(s.mu);
     if (s.released) {
@@ -155,18 +156,28 @@ absl::StatusOr<bool> Lease::extend(std::chrono::milliseconds ttl) {
           absl::StrCat("extend lease ", quote_key(s.key), ": already released"));
     }
     if (s.is_lost() || s.clock->now() >= s.valid_until()) {
-      s.fire_lost();
-      return false;
+      lost = true;
+    } else {
+      const SteadyTime sent = s.clock->now();
+      absl::StatusOr<bool> r = s.session->extend(ttl);
+      if (!r.ok()) {
+        return absl::Status(r.status().code(),
+                            absl::StrCat("extend lease ", quote_key(s.key), " on ",
+                                         to_absl(s.backend->name()), ": ",
+                                         r.status().message()));
+      }
+      if (*r) {
+        s.ttl = ttl;
+        s.set_valid_from(sent, ttl);
+      } else {
+        lost = true;
+      }
     }
-    const SteadyTime sent = s.clock->now();
-    absl::StatusOr<bool> r = s.session->extend(ttl);
-    if (!r.ok()) return r.status();
-    if (!*r) {
-      s.fire_lost();
-      return false;
-    }
-    s.ttl = ttl;
-    s.set_valid_from(sent, ttl);
+  }
+  // Outside s.mu: lost() callbacks run here and may call into the lease.
+  if (lost) {
+    s.fire_lost();
+    return false;
   }
   internal::LeaseScheduler::instance().poke();
   return true;

@@ -78,17 +78,22 @@ bool LeaseScheduler::tick(LeaseState& s, std::optional<SteadyTime>& deadline) {
   }
   if (s.auto_renew &&
       now >= SteadyTime(std::chrono::nanoseconds(s.next_renew_ns.load()))) {
-    UniqueLock lk(s.mu);
-    if (s.released) return false;
-    const SteadyTime sent = s.clock->now();
-    absl::StatusOr<bool> renewed = s.session->extend(s.ttl);
+    bool renewed_ok = false;
+    {
+      UniqueLock lk(s.mu);
+      if (s.released) return false;
+      const SteadyTime sent = s.clock->now();
+      absl::StatusOr<bool> renewed = s.session->extend(s.ttl);
+      renewed_ok = renewed.ok() && *renewed;
+      if (renewed_ok) s.set_valid_from(sent, s.ttl);
+    }
     // A failed renewal is a lost lease: the holder cannot show it still
-    // holds it, so it must stop (docs/leases.md).
-    if (!renewed.ok() || !*renewed) {
+    // holds it, so it must stop (docs/leases.md). Fired without s.mu held:
+    // lost() callbacks may call into the lease.
+    if (!renewed_ok) {
       s.fire_lost();
       return false;
     }
-    s.set_valid_from(sent, s.ttl);
   }
   if (s.clock->is_real()) {
     SteadyTime d = s.valid_until();

@@ -159,6 +159,28 @@ TEST_F(MemoryLeaseTest, FailedRenewalFiresLost) {
   EXPECT_FALSE(ext);
 }
 
+TEST_F(MemoryLeaseTest, LostCallbackMayCallIntoTheLease) {
+  LeaseLock locks = lock({.ttl = 3s, .auto_renew = true});
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("k"));
+  ASSERT_TRUE(a.has_value());
+  std::atomic<int> seen{0};
+  std::stop_callback on_lost(a->lost(), [&] {
+    seen = a->held() ? 1 : 2;  // takes the lease's mutex: must not deadlock
+  });
+  backend_->fail_next(absl::UnavailableError("renewal outage"));
+  clock_->advance(1100ms);  // the renewer's failed renewal fires lost()
+  ASSERT_TRUE(wait_until([&] { return seen.load() != 0; }));
+  EXPECT_EQ(seen.load(), 2);
+  // From extend() on the caller's thread, too.
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> b, locks.try_acquire("k2"));
+  std::atomic<bool> fired{false};
+  std::stop_callback on_lost_b(b->lost(), [&] { fired = !b->held(); });
+  clock_->advance(10s);
+  ASSERT_OK_AND_ASSIGN(bool extended, b->extend(3s));
+  EXPECT_FALSE(extended);
+  EXPECT_TRUE(fired.load());
+}
+
 TEST_F(MemoryLeaseTest, MovedLeaseReleasesOnce) {
   LeaseLock locks = lock({.ttl = 3s});
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("k"));
