@@ -34,7 +34,8 @@ struct PostgresLeaseOptions {
   };
   // A libpq connection string or URI ("host=127.0.0.1 port=5432 dbname=x",
   // "postgresql://user@host/db"). tierlock adds keepalives (idle 10 s,
-  // interval 5 s, count 3), tcp_user_timeout 10 s, connect_timeout 10 s and
+  // interval 5 s, count 3), tcp_user_timeout 10 s, connect_timeout
+  // (io_timeout rounded up to whole seconds, at least 2) and
   // application_name=tierlock; values in this string override them.
   std::string conninfo;
   Mode mode = Mode::kAdvisory;
@@ -42,8 +43,12 @@ struct PostgresLeaseOptions {
   // missing). A plain lowercase identifier: [a-z_][a-z0-9_]{0,47}.
   std::string table = "tierlock_leases";
   // Bound on each statement's round trip (except advisory waits, which are
-  // bounded by the acquire's timeout). Past it the statement is cancelled
-  // (PQcancel) and the call fails with kUnavailable.
+  // bounded by the acquire's timeout). Past it the connection is closed
+  // (which ends the statement) and the call fails with kUnavailable. An
+  // advisory wait that times out or is stopped is cancelled with PQcancel
+  // first; libpq 15's PQcancel has no timeout of its own, so while the
+  // server's host is unreachable the stop returns only once its TCP connect
+  // fails.
   std::chrono::milliseconds io_timeout{10'000};
 };
 

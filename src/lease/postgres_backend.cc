@@ -48,12 +48,16 @@ std::string pg_error(PGconn* c) {
   return m;
 }
 
-absl::StatusOr<Conn> connect(const std::string& conninfo) {
+absl::StatusOr<Conn> connect(const std::string& conninfo,
+                             std::chrono::milliseconds io_timeout) {
+  // libpq's connect_timeout is whole seconds, at least 2.
+  const std::string connect_timeout = std::to_string(
+      std::max<std::int64_t>(2, (io_timeout.count() + 999) / 1000));
   // Ours first, the caller's conninfo (expanded from dbname) last: it wins.
   const char* keys[] = {"keepalives", "keepalives_idle", "keepalives_interval",
                         "keepalives_count", "tcp_user_timeout", "connect_timeout",
                         "application_name", "dbname", nullptr};
-  const char* values[] = {"1", "10", "5", "3", "10000", "10", "tierlock",
+  const char* values[] = {"1", "10", "5", "3", "10000", connect_timeout.c_str(), "tierlock",
                           conninfo.c_str(), nullptr};
   Conn c(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
   if (!c || PQstatus(c.get()) != CONNECTION_OK) {
@@ -104,8 +108,13 @@ struct RunResult {
 // Sends `sql` and waits for its result. On deadline/stop, sends PQcancel and
 // returns kTimedOut/kStopped; the connection is then in an unknown state and
 // the caller must close it (or drain it).
+//
+// `cancel`: send PQcancel on deadline/stop (a blocked pg_advisory_lock must
+// leave the server's wait queue at once). Ordinary statements do not: the
+// caller closes the connection, which ends them, and libpq 15's PQcancel
+// blocks (no timeout) when the network is frozen.
 RunResult run(PGconn* c, const char* sql, const std::vector<std::string>& params,
-              SteadyTime deadline, const std::stop_token& stop = {}) {
+              SteadyTime deadline, const std::stop_token& stop = {}, bool cancel = false) {
   RunResult out;
   std::vector<const char*> values;
   for (const std::string& p : params) values.push_back(p.c_str());
@@ -128,10 +137,10 @@ RunResult run(PGconn* c, const char* sql, const std::vector<std::string>& params
     if (flushed == 0 && !PQisBusy(c)) break;
     if (stop.stop_requested() || Clock::now() >= deadline) {
       out.outcome = stop.stop_requested() ? Outcome::kStopped : Outcome::kTimedOut;
-      if (PGcancel* cancel = PQgetCancel(c)) {
+      if (PGcancel* request = cancel ? PQgetCancel(c) : nullptr) {
         char buf[256];
-        (void)PQcancel(cancel, buf, sizeof buf);
-        PQfreeCancel(cancel);
+        (void)PQcancel(request, buf, sizeof buf);
+        PQfreeCancel(request);
       }
       return out;
     }
@@ -218,7 +227,7 @@ struct PostgresLeaseBackend::Shared {
     UniqueLock lk(mu);
     if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
       conn.reset();
-      absl::StatusOr<Conn> c = connect(options.conninfo);
+      absl::StatusOr<Conn> c = connect(options.conninfo, options.io_timeout);
       if (!c.ok()) return c.status();
       conn = std::move(*c);
     }
@@ -334,7 +343,7 @@ absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> PostgresLeaseBackend::crea
   }
   auto shared = std::make_shared<Shared>();
   shared->options = std::move(options);
-  absl::StatusOr<Conn> c = connect(shared->options.conninfo);
+  absl::StatusOr<Conn> c = connect(shared->options.conninfo, shared->options.io_timeout);
   if (!c.ok()) return c.status();
   if (shared->options.mode == PgMode::kLeaseTable) {
     const std::string& t = shared->options.table;
@@ -405,11 +414,11 @@ absl::Status check_session(PGconn* c, std::int64_t id, const std::string& grant_
 absl::StatusOr<std::unique_ptr<LeaseSession>> advisory(
     const PostgresLeaseOptions& o, const LeaseRequest& req, bool wait,
     SteadyTime deadline, const std::stop_token& stop) {
-  absl::StatusOr<Conn> c = connect(o.conninfo);
+  absl::StatusOr<Conn> c = connect(o.conninfo, o.io_timeout);
   if (!c.ok()) return c.status();
   const std::int64_t id = PostgresLeaseBackend::advisory_key(req.key);
   RunResult r = run(c->get(), wait ? kWaitAdvisory : kTryAdvisory, {std::to_string(id)},
-                    wait ? deadline : Clock::now() + o.io_timeout, stop);
+                    wait ? deadline : Clock::now() + o.io_timeout, stop, /*cancel=*/wait);
   // Anything but a clean answer: closing the connection (Conn's destructor)
   // ends the session, so a lock granted as the cancel raced it is dropped.
   switch (r.outcome) {

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
 #include "lease/history.h"
+#include "lease/proxy.h"
 #include "lease/servers.h"
 #include "support/status.h"
 #include "support/temp_dir.h"
@@ -25,8 +26,10 @@ namespace {
 using namespace std::chrono_literals;
 using Mode = PostgresLeaseOptions::Mode;
 
-std::shared_ptr<LeaseBackend> make_backend(const std::string& conninfo, Mode mode) {
+std::shared_ptr<LeaseBackend> make_backend(const std::string& conninfo, Mode mode,
+                                           std::chrono::milliseconds io_timeout = 10s) {
   PostgresLeaseOptions o;
+  o.io_timeout = io_timeout;
   o.conninfo = conninfo;
   o.mode = mode;
   absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> b = PostgresLeaseBackend::create(o);
@@ -244,6 +247,63 @@ TEST(PostgresLeaseHistoryTest, PausedTableHolderLosesTheLeaseAndItsWriteIsFenced
   EXPECT_EQ(check_sigstop("postgres-table:" + shared_postgres().conninfo(), "paused-table",
                           500ms, tmp.path()),
             "");
+}
+
+// Faults between client and server: a loopback proxy (proxy.h).
+
+std::string via(const TcpProxy& proxy) {
+  return absl::StrCat("host=127.0.0.1 port=", proxy.port(), " user=tl dbname=postgres");
+}
+
+TEST(PostgresLeaseFaultTest, CutConnectionFiresLostAndTheServerFreesTheAdvisoryLock) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(make_backend(via(proxy), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct,
+                       LeaseLock::create(make_backend(pg.conninfo(), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("cut-adv"));
+  ASSERT_TRUE(a.has_value());
+  proxy.cut();
+  EXPECT_TRUE(wait_until([&] { return a->lost().stop_requested(); }, 10s));
+  absl::StatusOr<Lease> d = direct.acquire("cut-adv", {.timeout = 10s});
+  ASSERT_OK(d.status());
+  ASSERT_OK_AND_ASSIGN(bool released, a->release());
+  EXPECT_FALSE(released);
+}
+
+TEST(PostgresLeaseFaultTest, TableModeLostReplyIsAnErrorAndLeavesNothingHeld) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(
+      make_backend(via(proxy), Mode::kLeaseTable, 500ms), {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(
+      make_backend(pg.conninfo(), Mode::kLeaseTable), {.ttl = 30s}));
+  proxy.drop_replies_on_open_connections();
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("lost-reply");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable, "lost-reply"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> d, direct.try_acquire("lost-reply"));
+  EXPECT_TRUE(d.has_value()) << "an orphan grant is still held";
+}
+
+TEST(PostgresLeaseFaultTest, TableModeFrozenConnectionIsAnErrorAndALateGrantLapses) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(
+      make_backend(via(proxy), Mode::kLeaseTable, 500ms), {.ttl = 1s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(
+      make_backend(pg.conninfo(), Mode::kLeaseTable), {.ttl = 30s}));
+  proxy.freeze(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("frozen");
+  // The statement (0.5 s) and the clean-up's reconnect (connect_timeout 2 s).
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
+  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable));
+  proxy.freeze(false);
+  absl::StatusOr<Lease> d = direct.acquire("frozen", {.timeout = 10s});
+  ASSERT_OK(d.status());
 }
 
 }  // namespace

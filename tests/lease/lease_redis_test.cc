@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
 #include "lease/history.h"
+#include "lease/proxy.h"
 #include "lease/servers.h"
 #include "support/status.h"
 #include "support/temp_dir.h"
@@ -21,9 +22,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::shared_ptr<RedisLeaseBackend> make_backend(int port, int wait_replicas = 0) {
+std::shared_ptr<RedisLeaseBackend> make_backend(int port, int wait_replicas = 0,
+                                                std::chrono::milliseconds io_timeout = 5s) {
   RedisLeaseOptions o;
   o.port = port;
+  o.io_timeout = io_timeout;
   o.wait_replicas = wait_replicas;
   o.wait_timeout = 100ms;
   absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b = RedisLeaseBackend::create(o);
@@ -134,6 +137,63 @@ TEST(RedisLeaseHistoryTest, KilledHolderFreesTheKeyWithinItsTtl) {
 TEST(RedisLeaseHistoryTest, PausedHolderLosesTheLeaseAndItsWriteIsFenced) {
   TempDir tmp;
   EXPECT_EQ(check_sigstop(spec(), "paused", 500ms, tmp.path()), "");
+}
+
+// Faults between client and server: a loopback proxy (proxy.h).
+
+TEST(RedisLeaseFaultTest, LostReplyMakesAcquireAnErrorAndLeavesNothingHeld) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  auto via_proxy = make_backend(proxy.port(), 0, 300ms);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(via_proxy, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(make_backend(redis.port()),
+                                                           {.ttl = 30s}));
+  proxy.drop_replies_on_open_connections();
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("lost-reply");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable, "lost-reply"));
+  // The server granted it; the backend deleted the orphan on a new connection.
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> d, direct.try_acquire("lost-reply"));
+  EXPECT_TRUE(d.has_value()) << "an orphan grant is still held";
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> again, locks.try_acquire("lost-reply/2"));
+  EXPECT_TRUE(again.has_value()) << "the backend did not reconnect";
+}
+
+TEST(RedisLeaseFaultTest, FrozenConnectionIsAnErrorAndALateGrantLapsesAtItsTtl) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  auto via_proxy = make_backend(proxy.port(), 0, 300ms);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(via_proxy, {.ttl = 1s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(make_backend(redis.port()),
+                                                           {.ttl = 30s}));
+  proxy.freeze(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("frozen");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable));
+  // Unfrozen, the buffered request reaches the server late and grants the
+  // key to an owner nobody holds: it lapses at its TTL.
+  proxy.freeze(false);
+  absl::StatusOr<Lease> d = direct.acquire("frozen", {.timeout = 5s});
+  ASSERT_OK(d.status());
+}
+
+TEST(RedisLeaseFaultTest, CutConnectionFailsOneCallThenReconnects) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  auto via_proxy = make_backend(proxy.port(), 0, 1s);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(via_proxy, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("cut"));
+  ASSERT_TRUE(a.has_value());
+  proxy.cut();
+  // No silent retry (a retried grant or release could misreport): the call
+  // on the cut connection fails, the next one reconnects.
+  EXPECT_TRUE(IsError(a->extend(30s).status(), absl::StatusCode::kUnavailable));
+  ASSERT_OK_AND_ASSIGN(bool extended, a->extend(30s));
+  EXPECT_TRUE(extended);
+  ASSERT_OK_AND_ASSIGN(bool released, a->release());
+  EXPECT_TRUE(released);
 }
 
 }  // namespace
