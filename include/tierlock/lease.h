@@ -183,8 +183,9 @@ struct LeaseOptions {
 
 // Lease
 //
-// One held lease. Move-only; destroying a held lease releases it (errors are
-// ignored there: call release() to see them). A Lease is valid until
+// One held lease. Move-only; destroying (or assigning over) a held lease
+// releases it, blocking on the service like release() (errors are ignored
+// there: call release() to see them). A Lease is valid until
 // valid_until() unless renewed; after that, or when lost() fires, another
 // owner may hold the key: guard writes to the protected resource with
 // token() (a fenced resource rejects tokens below the highest it has seen).

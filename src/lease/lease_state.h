@@ -85,7 +85,6 @@ class LeaseScheduler {
   Mutex mu_;
   std::vector<std::shared_ptr<LeaseState>> entries_ ABSL_GUARDED_BY(mu_);
   bool running_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_ ABSL_GUARDED_BY(mu_);
   int wake_read_ ABSL_GUARDED_BY(mu_) = -1;
   int wake_write_ ABSL_GUARDED_BY(mu_) = -1;
 };

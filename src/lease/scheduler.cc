@@ -26,7 +26,6 @@ void LeaseScheduler::add(std::shared_ptr<LeaseState> state) {
   UniqueLock lk(mu_);
   entries_.push_back(std::move(state));
   if (!running_) {
-    if (thread_.joinable()) thread_.join();  // the last one has exited
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
       // No wake pipe: the loop still runs on timeouts (1 ms polls would be a
@@ -36,7 +35,10 @@ void LeaseScheduler::add(std::shared_ptr<LeaseState> state) {
     wake_read_ = fds[0];
     wake_write_ = fds[1];
     running_ = true;
-    thread_ = std::thread([this] { run(); });
+    // Detached: after setting running_ = false under mu_ the thread touches
+    // nothing shared and returns, so a new one may start at once; joining it
+    // instead would leave the last one unjoined at exit.
+    std::thread([this] { run(); }).detach();
     return;
   }
   if (wake_write_ >= 0) {
