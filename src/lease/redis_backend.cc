@@ -97,21 +97,11 @@ struct RedisLeaseBackend::Conn {
       return absl::UnavailableError(absl::StrCat("connect to ", where(), ": ", c->errstr));
     }
     ctx = std::move(c);
-    auto simple = [&](std::vector<std::string> args) -> absl::Status {
-      absl::StatusOr<Reply> r = command(args);
-      if (!r.ok()) return r.status();
-      if ((*r)->type == REDIS_REPLY_ERROR) {
-        std::string e = reply_text(r->get());
-        ctx.reset();
-        return absl::UnavailableError(absl::StrCat(where(), ": ", args[0], ": ", e));
-      }
-      return absl::OkStatus();
-    };
     if (!options.password.empty()) {
-      if (absl::Status s = simple({"AUTH", options.password}); !s.ok()) return s;
+      if (absl::Status s = simple_command({"AUTH", options.password}); !s.ok()) return s;
     }
     if (options.database != 0) {
-      if (absl::Status s = simple({"SELECT", std::to_string(options.database)}); !s.ok()) {
+      if (absl::Status s = simple_command({"SELECT", std::to_string(options.database)}); !s.ok()) {
         return s;
       }
     }
@@ -125,6 +115,19 @@ struct RedisLeaseBackend::Conn {
         return absl::UnavailableError(absl::StrCat(where(), ": SCRIPT LOAD failed"));
       }
       *sha = reply_text(r->get());
+    }
+    return absl::OkStatus();
+  }
+
+  // A command whose error reply is a connection failure (AUTH, SELECT).
+  absl::Status simple_command(const std::vector<std::string>& args)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    absl::StatusOr<Reply> r = command(args);
+    if (!r.ok()) return r.status();
+    if ((*r)->type == REDIS_REPLY_ERROR) {
+      std::string e = reply_text(r->get());
+      ctx.reset();
+      return absl::UnavailableError(absl::StrCat(where(), ": ", args[0], ": ", e));
     }
     return absl::OkStatus();
   }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
@@ -15,6 +16,7 @@
 #include "lease/proxy.h"
 #include "lease/servers.h"
 #include "support/status.h"
+#include "support/subprocess.h"
 #include "support/temp_dir.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
@@ -304,6 +306,28 @@ TEST(PostgresLeaseFaultTest, TableModeFrozenConnectionIsAnErrorAndALateGrantLaps
   proxy.freeze(false);
   absl::StatusOr<Lease> d = direct.acquire("frozen", {.timeout = 10s});
   ASSERT_OK(d.status());
+}
+
+TEST(PostgresLeaseCliTest, RunPassesTheTokenFromTheLeaseTable) {
+  ASSERT_NE(std::string(TIERLOCK_CLI_PATH), "") << "tierlock_cli not built";
+  PostgresServer& pg = shared_postgres();
+  const std::string url = absl::StrCat("postgres://tl@127.0.0.1:", pg.port(), "/postgres");
+  RunResult a = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli", "--", "sh",
+                     "-c", "echo \"$TIERLOCK_TOKEN\""});
+  RunResult b = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli", "--", "sh",
+                     "-c", "echo \"$TIERLOCK_TOKEN\""});
+  ASSERT_EQ(a.status.code, 0);
+  ASSERT_EQ(b.status.code, 0);
+  std::uint64_t ta = 0, tb = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(a.out, &ta)) << a.out;
+  ASSERT_TRUE(absl::SimpleAtoi(b.out, &tb)) << b.out;
+  EXPECT_GT(tb, ta);
+  // Advisory mode has no token: the variable is not set.
+  RunResult c = run({TIERLOCK_CLI_PATH, "run", "--backend",
+                     absl::StrCat("postgres+advisory://tl@127.0.0.1:", pg.port(), "/postgres"),
+                     "--key", "cli", "--", "sh", "-c", "echo \"${TIERLOCK_TOKEN-unset}\""});
+  EXPECT_EQ(c.status.code, 0);
+  EXPECT_EQ(c.out, "unset\n");
 }
 
 }  // namespace

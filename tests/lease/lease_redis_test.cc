@@ -5,6 +5,7 @@
 // cross-process safety checks, and what a restart does.
 #include <atomic>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
@@ -12,6 +13,7 @@
 #include "lease/proxy.h"
 #include "lease/servers.h"
 #include "support/status.h"
+#include "support/subprocess.h"
 #include "support/temp_dir.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
@@ -194,6 +196,16 @@ TEST(RedisLeaseFaultTest, CutConnectionFailsOneCallThenReconnects) {
   EXPECT_TRUE(extended);
   ASSERT_OK_AND_ASSIGN(bool released, a->release());
   EXPECT_TRUE(released);
+}
+
+TEST(RedisLeaseCliTest, RunPassesTheToken) {
+  ASSERT_NE(std::string(TIERLOCK_CLI_PATH), "") << "tierlock_cli not built";
+  const std::string url = absl::StrCat("redis://127.0.0.1:", shared_redis().port());
+  RunResult a = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli", "--", "sh",
+                     "-c", "echo \"$TIERLOCK_TOKEN\"; exit 4"});
+  EXPECT_EQ(a.status.code, 4);
+  std::uint64_t t = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(a.out, &t) && t >= 1) << a.out;
 }
 
 }  // namespace

@@ -277,12 +277,14 @@ int run_run(const RunOptions& o) {
     lo.command.insert(lo.command.end(), o.command.begin(), o.command.end());
     return run_lease(lo);
   }
+  // DIR and COMMAND are not CLI11-required (--backend takes no DIR): the
+  // same messages as CLI11's.
   if (o.dir.empty()) {
     print_error("run", "DIR is required (or --backend URL --key NAME)");
     return kUsage;
   }
   if (o.command.empty()) {
-    print_error("run", "no command given (usage: tierlock run [OPTIONS] DIR -- COMMAND [ARG...])");
+    print_error("run", "COMMAND is required (usage: tierlock run [OPTIONS] DIR -- COMMAND [ARG...])");
     return kUsage;
   }
   if (o.timeout_s.has_value() && (!std::isfinite(*o.timeout_s) || *o.timeout_s < 0)) {
