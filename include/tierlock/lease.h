@@ -144,7 +144,7 @@ class LeaseBackend {
   // try_acquire with jittered exponential backoff instead.
   virtual absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
       const LeaseRequest& request,
-      std::chrono::steady_clock::time_point deadline, std::stop_token stop);
+      std::chrono::steady_clock::time_point deadline, const std::stop_token& stop);
 };
 
 // Checks a lease key: non-empty, at most kMaxLeaseKeyBytes bytes, no control
@@ -155,7 +155,7 @@ absl::Status validate_lease_key(std::string_view key);
 
 // Bounds on a TTL: kInvalidArgument outside them.
 inline constexpr std::chrono::milliseconds kMinLeaseTtl{10};
-inline constexpr std::chrono::milliseconds kMaxLeaseTtl{7 * 24 * 3600 * 1000LL};
+inline constexpr std::chrono::milliseconds kMaxLeaseTtl{std::chrono::hours(7 * 24)};
 
 // LeaseOptions
 //

@@ -94,7 +94,7 @@ class PostgresLeaseBackend final : public LeaseBackend {
       const LeaseRequest& request) override;
   absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
       const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
-      std::stop_token stop) override;
+      const std::stop_token& stop) override;
 
   // Returns the advisory lock id of `key`: FNV-1a 64 of its bytes, as a
   // signed bigint. SELECT pg_advisory_lock(<this>) interoperates.

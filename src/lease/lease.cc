@@ -86,7 +86,7 @@ absl::Status LeaseBackend::check_key(std::string_view) const {
 }
 
 absl::StatusOr<std::unique_ptr<LeaseSession>> LeaseBackend::wait_acquire(
-    const LeaseRequest&, SteadyTime, std::stop_token) {
+    const LeaseRequest&, SteadyTime, const std::stop_token&) {
   return absl::UnimplementedError("no wait primitive");
 }
 
@@ -306,7 +306,7 @@ absl::StatusOr<Lease> LeaseLock::acquire(std::string_view key,
   }
   absl::StatusOr<LeaseRequest> req = make_request(key);
   if (!req.ok()) return req.status();
-  auto fail = [&](absl::Status s) {
+  auto fail = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat("acquire lease ", quote_key(key),
                                                " on ", to_absl(backend_->name()), ": ",
                                                s.message()));

@@ -117,6 +117,7 @@ RunResult run(PGconn* c, const char* sql, const std::vector<std::string>& params
               SteadyTime deadline, const std::stop_token& stop = {}, bool cancel = false) {
   RunResult out;
   std::vector<const char*> values;
+  values.reserve(params.size());
   for (const std::string& p : params) values.push_back(p.c_str());
   // Without parameters: the simple protocol, which allows several statements.
   const int sent = values.empty()
@@ -468,9 +469,9 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::try_acquire(
 }
 
 absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::wait_acquire(
-    const LeaseRequest& request, SteadyTime deadline, std::stop_token stop) {
+    const LeaseRequest& request, SteadyTime deadline, const std::stop_token& stop) {
   if (shared_->options.mode != PostgresLeaseOptions::Mode::kAdvisory) {
-    return LeaseBackend::wait_acquire(request, deadline, std::move(stop));
+    return LeaseBackend::wait_acquire(request, deadline, stop);
   }
   return advisory(shared_->options, request, true, deadline, stop);
 }

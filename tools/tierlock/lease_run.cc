@@ -141,10 +141,12 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd) 
   env.push_back(absl::StrCat("TIERLOCK_LEASE_KEY=", lease.key()));
   env.push_back(absl::StrCat("TIERLOCK_LEASE_OWNER=", lease.owner_id()));
   std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
   for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
   std::vector<std::string> args = o.command;
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
