@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -203,7 +204,16 @@ absl::Status RedisServer::stop() {
   const int pid = pid_;
   ::kill(pid, SIGKILL);
   pid_ = -1;
-  if (!wait_until([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(30))) {
+  // Gone, or a zombie (daemonized: its parent is init, which reaps it when
+  // it gets to it; the port is closed already).
+  auto dead = [pid] {
+    if (::kill(pid, 0) != 0) return true;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), {});
+    const std::size_t paren = text.rfind(')');
+    return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
+  };
+  if (!wait_until(dead, std::chrono::seconds(30))) {
     return absl::InternalError("redis-server did not die");
   }
   return absl::OkStatus();
