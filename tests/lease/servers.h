@@ -37,6 +37,7 @@ class PostgresServer {
  private:
   PostgresServer() = default;
   absl::Status pg_ctl(const std::string& args);
+  absl::Status init_data();
   TempDir dir_;
   std::string bin_;
   int port_ = 0;
