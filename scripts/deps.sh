@@ -22,6 +22,11 @@ packages=(
   clang             # the -Wthread-safety CI job
   clang-tidy        # scripts/tidy.sh, the static-check CI job
   procps            # ps / pgrep for tests that check for leftover processes
+  libpq-dev         # leases: the PostgreSQL backend (libpq)
+  postgresql        # leases: a real PostgreSQL server the `lease` tests start
+  libsqlite3-dev    # leases: the SQLite backend
+  libhiredis-dev    # leases: the Redis backend (hiredis 0.14)
+  redis-server      # leases: a real Redis server the `lease` tests start
 )
 
 missing=()

@@ -33,6 +33,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli.h"
+#include "lease_run.h"
 #include "tierlock/tierlock.h"
 
 extern char** environ;
@@ -53,6 +54,10 @@ struct RunOptions {
   bool quiet = false;
   std::string dir;
   std::vector<std::string> command;
+  // Leases (lease_run.cc): with --backend there is no DIR.
+  std::string backend;
+  std::string key;
+  double ttl_s = 30;
 };
 
 class Fd {
@@ -250,8 +255,36 @@ int run_command(const RunOptions& o, const DirLock& lock, int signal_fd) {
 }
 
 int run_run(const RunOptions& o) {
+  if (!o.backend.empty() || !o.key.empty()) {
+    if (o.backend.empty()) {
+      print_error("--key", "needs --backend");
+      return kUsage;
+    }
+    if (o.shared || o.create || !o.tier.empty() || o.lock_name != ".lock") {
+      print_error("--backend", "--shared, --create, --tier and --lock-name are for directory locks");
+      return kUsage;
+    }
+    LeaseRunOptions lo;
+    lo.backend = o.backend;
+    lo.key = o.key;
+    lo.ttl_s = o.ttl_s;
+    lo.no_wait = o.no_wait;
+    lo.timeout_s = o.timeout_s;
+    lo.conflict_code = o.conflict_code;
+    lo.quiet = o.quiet;
+    // No DIR with --backend: the first positional is the command's.
+    if (!o.dir.empty()) lo.command.push_back(o.dir);
+    lo.command.insert(lo.command.end(), o.command.begin(), o.command.end());
+    return run_lease(lo);
+  }
+  // DIR and COMMAND are not CLI11-required (--backend takes no DIR): the
+  // same messages as CLI11's.
+  if (o.dir.empty()) {
+    print_error("run", "DIR is required (or --backend URL --key NAME)");
+    return kUsage;
+  }
   if (o.command.empty()) {
-    print_error("run", "no command given (usage: tierlock run [OPTIONS] DIR -- COMMAND [ARG...])");
+    print_error("run", "COMMAND is required (usage: tierlock run [OPTIONS] DIR -- COMMAND [ARG...])");
     return kUsage;
   }
   if (o.timeout_s.has_value() && (!std::isfinite(*o.timeout_s) || *o.timeout_s < 0)) {
@@ -395,15 +428,24 @@ void setup_run(CLI::App& app, int* exit_code) {
                 "Create DIR if it does not exist (one level: its parent must exist)");
   run->add_flag("-q,--quiet", o->quiet,
                 "No waiting message and no message when the lock is held");
-  run->add_option("DIR", o->dir, "The directory to lock")->required();
-  run->add_option("COMMAND", o->command, "The command and its arguments, after --")
-      ->required();
+  run->add_option("--backend", o->backend,
+                  "Hold a lease instead of a directory lock: postgres://… (lease table, "
+                  "fencing), postgres+advisory://…, redis://HOST[:PORT][/DB], sqlite:PATH "
+                  "(docs/leases.md). No DIR then; the command gets TIERLOCK_TOKEN")
+      ->type_name("URL");
+  run->add_option("--key", o->key, "The lease's key (with --backend)")->type_name("NAME");
+  run->add_option("--ttl", o->ttl_s,
+                  "The lease's time-to-live, renewed every ttl/3 (with --backend; default 30)")
+      ->type_name("SECONDS");
+  run->add_option("DIR", o->dir, "The directory to lock (not with --backend)");
+  run->add_option("COMMAND", o->command, "The command and its arguments, after --");
   run->footer(
       "Exit codes: the command's status; 75 (or -E N) the lock is held; 64 "
       "usage; 66 no such directory; 77 permission denied; 126 command cannot be "
       "executed; 127 command not found; 129/130/143 SIGHUP/SIGINT/SIGTERM while "
       "waiting; 1 any other error.\n"
-      "Example: tierlock run -w 30 build/ -- make -j8");
+      "Example: tierlock run -w 30 build/ -- make -j8\n"
+      "Lease: tierlock run --backend sqlite:/var/lib/ci/leases.db --key nightly -- ./job.sh");
   run->callback([o, exit_code] { *exit_code = run_run(*o); });
 }
 

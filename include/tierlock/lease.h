@@ -1,0 +1,348 @@
+// tierlock/lease.h
+//
+// Defines leases: locks held across machines (or processes) through a shared
+// service, valid for a time-to-live unless renewed, with fencing tokens:
+//   LeaseCapabilities - what a backend can do (ttl, fencing, shared, failover, metadata).
+//   LeaseClock        - the clock leases are timed on (steady_clock, or a manual one in tests).
+//   LeaseRequest      - what LeaseLock asks a backend for (key, owner, ttl, metadata).
+//   LeaseSession      - a backend's handle on one granted lease (backend SPI).
+//   LeaseBackend      - the service: try once, optionally wait, report capabilities (SPI).
+//   LeaseOptions      - per-LeaseLock options: ttl, auto-renew, required capabilities, tier.
+//   Lease             - one held lease: token, owner id, valid_until, lost(), extend, release.
+//   LeaseLock         - the front: try_acquire / acquire / with_lease over a backend.
+//
+// Backends: lease_memory.h (in-process, injectable clock), lease_postgres.h,
+// lease_sqlite.h, lease_redis.h. What each guarantees is in docs/leases.md.
+#ifndef TIERLOCK_LEASE_H_
+#define TIERLOCK_LEASE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "tierlock/acquire_options.h"
+#include "tierlock/tier.h"
+
+namespace tierlock {
+
+namespace internal {
+struct LeaseState;
+}  // namespace internal
+
+// LeaseCapabilities
+//
+// What a backend can do. LeaseLock refuses (kUnimplemented, naming the
+// backend and the capability) to use one a backend lacks; nothing is ever
+// silently ignored.
+struct LeaseCapabilities {
+  // Leases expire unless renewed: LeaseOptions::ttl, Lease::extend and
+  // auto-renew work. Without it a lease lasts as long as its connection.
+  bool ttl = false;
+  // Lease::token() has a value: strictly increasing per key across grants.
+  bool fencing = false;
+  // Several holders at once (Mode::kShared). No backend offers it yet.
+  bool shared = false;
+  // A grant survives the failover of the service to a replica.
+  bool survives_failover = false;
+  // LeaseOptions::metadata is stored with the lease (and can be read back).
+  bool metadata = false;
+};
+
+// LeaseClock
+//
+// The clock TTLs are measured on, in the steady_clock domain. The default is
+// std::chrono::steady_clock itself; tests inject a ManualLeaseClock
+// (lease_memory.h) to drive expiry without waiting. Thread-safe.
+class LeaseClock {
+ public:
+  virtual ~LeaseClock() = default;
+  // Returns the current time. Never blocks.
+  virtual std::chrono::steady_clock::time_point now() const = 0;
+  // Returns true if now() follows the real steady_clock (timers then sleep
+  // until a deadline); a manual clock returns false and wakes the renewer
+  // itself when it is moved.
+  virtual bool is_real() const = 0;
+};
+
+// Returns the process-wide real clock (std::chrono::steady_clock).
+LeaseClock& steady_lease_clock();
+
+// LeaseRequest
+//
+// One acquire, as LeaseLock passes it to a backend. The key has been
+// validated (validate_lease_key), the ttl is within bounds for a ttl backend
+// and zero for one without ttl.
+struct LeaseRequest {
+  std::string key;
+  std::string owner_id;  // 32 lowercase hex digits, random per lease
+  std::chrono::milliseconds ttl{0};
+  std::string metadata;  // empty unless the backend has the capability
+};
+
+// LeaseSession
+//
+// A backend's handle on one granted lease. LeaseLock serialises every call on
+// one session (never two at once) and calls release() at most once; the
+// session's destructor must not contact the service (release() was called,
+// or the process gives the lease up to its TTL / connection close).
+class LeaseSession {
+ public:
+  virtual ~LeaseSession() = default;
+  // Returns the fencing token, or nullopt for a backend without fencing.
+  virtual std::optional<std::uint64_t> token() const = 0;
+  // Extends the lease to `ttl` from now, if this owner still holds it.
+  // Returns false if it does not (expired and maybe taken by another owner);
+  // an error if the service could not be asked. Blocks on the service.
+  virtual absl::StatusOr<bool> extend(std::chrono::milliseconds ttl) = 0;
+  // Deletes the lease if (and only if) this owner still holds it (compare and
+  // delete). Returns true if it was held, false if it was not any more.
+  // Blocks on the service.
+  virtual absl::StatusOr<bool> release() = 0;
+  // Connection-bound leases: a descriptor that becomes readable when the
+  // connection may have dropped, or -1. Watched by the shared renewer thread.
+  virtual int watch_fd() const { return -1; }
+  // Called (serialised with the other calls) when watch_fd() is readable;
+  // returns false if the lease is gone (the connection dropped). Must not
+  // block on the service.
+  virtual bool check_connection() { return true; }
+};
+
+// LeaseBackend
+//
+// A lease service. Backends are shared (std::shared_ptr) by LeaseLocks and by
+// the sessions they grant, which keep it alive. Thread-safe: all members may
+// be called concurrently.
+class LeaseBackend {
+ public:
+  virtual ~LeaseBackend() = default;
+  // Returns a short name for messages ("memory", "postgres-advisory", ...).
+  virtual std::string_view name() const = 0;
+  // Returns what this backend can do.
+  virtual LeaseCapabilities capabilities() const = 0;
+  // Returns the clock leases of this backend are timed on.
+  virtual LeaseClock& clock() const { return steady_lease_clock(); }
+  // Checks backend-specific key rules beyond validate_lease_key. OK by default.
+  virtual absl::Status check_key(std::string_view key) const;
+  // Tries once to acquire. Returns the session, or null if another owner
+  // holds the key (contention: an outcome, not an error). An error means the
+  // service failed and, as far as the backend can make sure, nothing is held.
+  // Blocks on the service only.
+  virtual absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
+      const LeaseRequest& request) = 0;
+  // Waits to acquire with the service's own wait primitive, until granted
+  // (the session), `deadline` passes (null) or `stop` is requested
+  // (kCancelled); nothing is held after null or an error. A backend without a
+  // primitive returns kUnimplemented (the default) and LeaseLock polls
+  // try_acquire with jittered exponential backoff instead.
+  virtual absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
+      const LeaseRequest& request,
+      std::chrono::steady_clock::time_point deadline, const std::stop_token& stop);
+};
+
+// Checks a lease key: non-empty, at most kMaxLeaseKeyBytes bytes, no control
+// characters (bytes below 0x20, and 0x7f). kInvalidArgument naming the key
+// (escaped) and the rule otherwise.
+inline constexpr std::size_t kMaxLeaseKeyBytes = 256;
+absl::Status validate_lease_key(std::string_view key);
+
+// Bounds on a TTL: kInvalidArgument outside them.
+inline constexpr std::chrono::milliseconds kMinLeaseTtl{10};
+inline constexpr std::chrono::milliseconds kMaxLeaseTtl{std::chrono::hours(7 * 24)};
+
+// LeaseOptions
+//
+// Options for a LeaseLock. Checked against the backend by LeaseLock::create.
+struct LeaseOptions {
+  // How long a grant (and each renewal) lasts. nullopt: 30 s on a backend with
+  // the ttl capability, none otherwise. Setting it on a backend without ttl is
+  // kUnimplemented; outside [kMinLeaseTtl, kMaxLeaseTtl] kInvalidArgument.
+  std::optional<std::chrono::milliseconds> ttl;
+  // Renews each lease every ttl/3 on one shared renewer thread; a failed
+  // renewal fires Lease::lost(). Needs the ttl capability.
+  bool auto_renew = false;
+  // Refuse to build (kUnimplemented) unless the backend gives fencing tokens
+  // / survives failover.
+  bool require_fencing = false;
+  bool require_failover_safety = false;
+  // Stored with each lease (backends with the metadata capability only;
+  // non-empty elsewhere is kUnimplemented). At most 4096 bytes.
+  std::string metadata;
+  // The lease's tier. Stored and reported by LeaseLock::tier(); checked
+  // against the LockContext once lease tiers are wired into tier checks (not
+  // yet: today it is not checked).
+  std::optional<Tier> tier;
+};
+
+// Lease
+//
+// One held lease. Move-only; destroying (or assigning over) a held lease
+// releases it, blocking on the service like release() (errors are ignored
+// there: call release() to see them). A Lease is valid until
+// valid_until() unless renewed; after that, or when lost() fires, another
+// owner may hold the key: guard writes to the protected resource with
+// token() (a fenced resource rejects tokens below the highest it has seen).
+//
+// Thread-safety: members may be called concurrently (they serialise on the
+// lease); the shared renewer thread renews and watches it concurrently.
+// Blocking: extend() and release() block on the service; the rest never.
+class Lease {
+ public:
+  Lease(Lease&& other) noexcept = default;
+  Lease& operator=(Lease&& other) noexcept;
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  ~Lease();
+
+  // Returns the key.
+  const std::string& key() const;
+  // Returns the fencing token: strictly increasing per key across grants, or
+  // nullopt if the backend has no fencing capability.
+  std::optional<std::uint64_t> token() const;
+  // Returns this lease's owner id: 128 random bits as 32 lowercase hex digits.
+  const std::string& owner_id() const;
+  // Returns when the lease stops being valid unless renewed, on the backend's
+  // clock (steady_clock unless a test injected one). Conservative: measured
+  // from when the acquire (or the last successful extend) was *sent*, so
+  // the service's own expiry is no earlier (clock rate differences aside).
+  // time_point::max() for a backend without ttl (connection-bound).
+  std::chrono::steady_clock::time_point valid_until() const;
+  // Returns a token that is stopped once the lease is lost: valid_until()
+  // passed without renewal, a renewal failed or said lost, extend() said
+  // lost, or (connection-bound backends) the connection dropped. release()
+  // does not fire it. A std::stop_callback on it runs on the thread that
+  // detects the loss (the shared renewer thread, or a caller of extend());
+  // it may call into this lease but must not block for long: it delays
+  // every other lease's renewal.
+  std::stop_token lost() const;
+  // Returns true if the lease is neither lost nor released.
+  bool held() const;
+
+  // Extends the lease to `ttl` from now (compare-and-set on the owner id).
+  // Returns false, firing lost(), if the lease is already lost (then the
+  // service is not asked) or the service says another owner holds it; an
+  // error if the service failed (the lease may still be held until
+  // valid_until()). kFailedPrecondition after release(); kUnimplemented on a
+  // backend without ttl; kInvalidArgument for a ttl out of bounds.
+  [[nodiscard]] absl::StatusOr<bool> extend(std::chrono::milliseconds ttl);
+  // Releases the lease: compare-and-delete, never deleting another owner's
+  // lease. Returns true if it was still held, false if it was lost (expired,
+  // taken over) or already released. Idempotent; stops auto-renewal. An
+  // error means the service could not be asked: the lease then lapses at its
+  // TTL (or with its connection). Blocks on the service.
+  [[nodiscard]] absl::StatusOr<bool> release();
+
+ private:
+  friend class LeaseLock;
+  explicit Lease(std::shared_ptr<internal::LeaseState> state)
+      : state_(std::move(state)) {}
+  std::shared_ptr<internal::LeaseState> state_;
+};
+
+// LeaseLock
+//
+// Acquires leases on keys of one backend. Cheap to copy (shares the backend).
+//
+// How it waits: acquire() uses the backend's own wait primitive where it has
+// one (PostgreSQL advisory mode: a blocking pg_advisory_lock cancelled with
+// PQcancel), otherwise tries again after jittered exponential backoff (1 ms
+// doubling to 100 ms, each sleep uniformly 50-100% of the step), waking at
+// once on stop. There is no fairness between waiters.
+//
+// Thread-safety: all members are safe to call concurrently.
+//
+// Errors: kInvalidArgument for a bad key (the message names it), options
+// (AcquireOptions::pool / executor set: leases have no async acquire yet);
+// kUnimplemented for a capability the backend lacks (Mode::kShared without
+// the shared capability, ...); kDeadlineExceeded / kCancelled for an acquire
+// that timed out / was stopped (holding nothing); anything else is the
+// backend's failure (kUnavailable: the service cannot be reached, ...).
+//
+// Example:
+//   auto backend = tierlock::MemoryLeaseBackend::create();
+//   auto locks = tierlock::LeaseLock::create(backend, {.ttl = 10s, .auto_renew = true});
+//   absl::StatusOr<tierlock::Lease> lease = locks->acquire("job/nightly", {.timeout = 5s});
+//   if (!lease.ok()) return lease.status();
+//   write_fenced(*lease->token());    // stale holders' writes are rejected
+//   if (lease->lost().stop_requested()) return absl::AbortedError("lease lost");
+class LeaseLock {
+ public:
+  // Checks `options` against the backend's capabilities.
+  static absl::StatusOr<LeaseLock> create(std::shared_ptr<LeaseBackend> backend,
+                                          LeaseOptions options = {});
+
+  // Tries once. Returns the lease, an empty optional if another owner holds
+  // the key (contention is not an error), or an error if the backend failed.
+  [[nodiscard]] absl::StatusOr<std::optional<Lease>> try_acquire(
+      std::string_view key);
+  // Acquires, waiting until granted, options.timeout passes
+  // (kDeadlineExceeded; zero or negative: one try) or options.stop is
+  // requested (kCancelled; an already-stopped token returns at once without
+  // asking the backend). Never busy-waits; holds nothing after an error.
+  // options.mode kShared needs the shared capability.
+  [[nodiscard]] absl::StatusOr<Lease> acquire(std::string_view key,
+                                              AcquireOptions options = {});
+
+  // Returns the backend / options / tier (nullopt: untiered).
+  const std::shared_ptr<LeaseBackend>& backend() const { return backend_; }
+  const LeaseOptions& options() const { return options_; }
+  std::optional<Tier> tier() const { return options_.tier; }
+
+ private:
+  LeaseLock(std::shared_ptr<LeaseBackend> backend, LeaseOptions options)
+      : backend_(std::move(backend)), options_(std::move(options)) {}
+  absl::StatusOr<LeaseRequest> make_request(std::string_view key) const;
+  Lease make_lease(const LeaseRequest& request,
+                   std::unique_ptr<LeaseSession> session,
+                   std::chrono::steady_clock::time_point sent) const;
+
+  std::shared_ptr<LeaseBackend> backend_;
+  LeaseOptions options_;
+  std::chrono::milliseconds ttl_{0};
+};
+
+// Runs `fn(lease)` (a `Lease&`) while holding the lease on `key`, then
+// releases it. Returns the acquire's error, or else fn's result: for fn
+// returning void or absl::Status, an absl::Status (fn's error first, then the
+// release's error); for fn returning T, absl::StatusOr<T> (the release's
+// error replaces the value). fn should watch lease.lost() and check
+// lease.token() against its resource.
+//
+// Example:
+//   absl::Status s = tierlock::with_lease(locks, "deploy", {.timeout = 30s},
+//       [&](tierlock::Lease& lease) { return deploy(*lease.token()); });
+template <typename Fn>
+auto with_lease(LeaseLock& lock, std::string_view key, AcquireOptions options,
+                Fn&& fn) {
+  using R = std::invoke_result_t<Fn&, Lease&>;
+  constexpr bool kStatusLike =
+      std::is_void_v<R> || std::is_same_v<std::decay_t<R>, absl::Status>;
+  using Out = std::conditional_t<kStatusLike, absl::Status,
+                                 absl::StatusOr<std::decay_t<R>>>;
+  absl::StatusOr<Lease> lease = lock.acquire(key, std::move(options));
+  if (!lease.ok()) return Out(lease.status());
+  if constexpr (std::is_void_v<R>) {
+    fn(*lease);
+    return Out(lease->release().status());
+  } else if constexpr (kStatusLike) {
+    absl::Status result = fn(*lease);
+    absl::Status released = lease->release().status();
+    return Out(result.ok() ? released : result);
+  } else {
+    Out result(fn(*lease));
+    absl::Status released = lease->release().status();
+    if (!released.ok()) return Out(released);
+    return result;
+  }
+}
+
+}  // namespace tierlock
+
+#endif  // TIERLOCK_LEASE_H_

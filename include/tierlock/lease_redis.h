@@ -1,0 +1,80 @@
+// tierlock/lease_redis.h
+//
+// The Redis lease backend (hiredis 0.14; CMake component TIERLOCK_LEASE_REDIS,
+// target tierlock::lease_redis): single-instance leases, an efficiency lock.
+//   RedisLeaseOptions - server, key prefix, timeouts, optional WAIT for replicas.
+//   RedisLeaseBackend - SET NX PX + INCR in one script; CAS extend/release scripts.
+#ifndef TIERLOCK_LEASE_REDIS_H_
+#define TIERLOCK_LEASE_REDIS_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "tierlock/lease.h"
+
+namespace tierlock {
+
+struct RedisLeaseOptions {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string password;  // AUTH <password> after connecting, if not empty
+  int database = 0;      // SELECT, if not 0
+  // Keys: <prefix>{KEY}:lease (value: the owner id, with the TTL) and
+  // <prefix>{KEY}:token (the fencing counter, no TTL). The braces keep both in
+  // one cluster slot.
+  std::string prefix = "tierlock:";
+  // Bound on connecting and on each command's round trip (kUnavailable past it).
+  std::chrono::milliseconds io_timeout{5000};
+  // If > 0: after a grant or extend, WAIT for this many replicas to
+  // acknowledge (at most wait_timeout); fewer is an error, and a grant is
+  // then released. This narrows, and does not close, the failover window.
+  int wait_replicas = 0;
+  std::chrono::milliseconds wait_timeout{1000};
+};
+
+// RedisLeaseBackend
+//
+// A grant is one script: SET <lease> <owner> NX PX <ttl>, and if that set it,
+// INCR <token> — so the token and the grant are atomic. Extend and release
+// are scripts that compare the value with the owner id first (PEXPIRE / DEL
+// only if it is ours). Scripts run by EVALSHA; after a NOSCRIPT (a restart or
+// SCRIPT FLUSH) by EVAL, which caches them again. Redis's clock decides
+// expiry. One connection per backend, shared by its leases, re-opened after a
+// failure. An acquire whose reply is lost is an error; the backend then
+// deletes the lease if it was granted (compare-and-delete, best effort).
+//
+// What it does not guarantee (docs/leases.md): with replication, a failover
+// can promote a replica that never saw a grant, and grant the key again; a
+// restart without persistence forgets every lease and restarts tokens at 1.
+// Capabilities: ttl and fencing (tokens increase while the token key
+// survives); not survives_failover. No Redlock.
+//
+// Thread-safety: all members may be called concurrently.
+class RedisLeaseBackend final : public LeaseBackend {
+ public:
+  // Connects once and loads the scripts. kUnavailable if the server cannot be
+  // reached.
+  static absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> create(RedisLeaseOptions options);
+  ~RedisLeaseBackend() override;
+
+  std::string_view name() const override { return "redis"; }
+  LeaseCapabilities capabilities() const override;
+  absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
+      const LeaseRequest& request) override;
+
+  // Returns the Redis key that holds `key`'s lease (for inspection).
+  std::string lease_key(std::string_view key) const;
+
+  struct Conn;
+
+ private:
+  explicit RedisLeaseBackend(std::shared_ptr<Conn> conn) : conn_(std::move(conn)) {}
+  std::shared_ptr<Conn> conn_;
+};
+
+}  // namespace tierlock
+
+#endif  // TIERLOCK_LEASE_REDIS_H_

@@ -1,0 +1,359 @@
+// src/lease/lease.cc
+//
+// The lease front: LeaseLock (validation, waiting), Lease (extend, release,
+// lost), owner ids. Backends live beside it in src/lease/.
+#include "tierlock/lease.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <random>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "lease/lease_state.h"
+#include "string_util.h"
+
+namespace tierlock {
+
+namespace {
+
+using internal::LeaseState;
+using internal::SteadyTime;
+using internal::UniqueLock;
+using internal::to_absl;
+
+class SteadyLeaseClock final : public LeaseClock {
+ public:
+  SteadyTime now() const override { return std::chrono::steady_clock::now(); }
+  bool is_real() const override { return true; }
+};
+
+std::string quote_key(std::string_view key) {
+  return absl::StrCat("'", absl::CHexEscape(to_absl(key)), "'");
+}
+
+std::string new_owner_id() {
+  std::random_device rd;
+  std::string out;
+  for (int i = 0; i < 4; ++i) {
+    absl::StrAppend(&out, absl::StrFormat("%08x", rd()));
+  }
+  return out;
+}
+
+absl::Status check_ttl(std::chrono::milliseconds ttl) {
+  if (ttl < kMinLeaseTtl || ttl > kMaxLeaseTtl) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lease ttl ", ttl.count(), " ms: must be between ", kMinLeaseTtl.count(),
+        " ms and ", kMaxLeaseTtl.count(), " ms"));
+  }
+  return absl::OkStatus();
+}
+
+std::string seconds(std::chrono::nanoseconds d) {
+  return absl::StrFormat("%.3fs", std::chrono::duration<double>(d).count());
+}
+
+// Sleeps until `until` or a stop request, whichever is first. Returns false if
+// stopped.
+bool sleep_until(SteadyTime until, const std::stop_token& stop) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock<std::mutex> lk(m);
+  return !cv.wait_until(lk, stop, until, [] { return false; }) &&
+         !stop.stop_requested();
+}
+
+std::chrono::nanoseconds jittered(std::chrono::nanoseconds step) {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  std::uniform_int_distribution<std::int64_t> dist(step.count() / 2,
+                                                   step.count());
+  return std::chrono::nanoseconds(dist(rng));
+}
+
+}  // namespace
+
+LeaseClock& steady_lease_clock() {
+  static SteadyLeaseClock* clock = new SteadyLeaseClock;
+  return *clock;
+}
+
+absl::Status LeaseBackend::check_key(std::string_view) const {
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LeaseSession>> LeaseBackend::wait_acquire(
+    const LeaseRequest&, SteadyTime, const std::stop_token&) {
+  return absl::UnimplementedError("no wait primitive");
+}
+
+absl::Status validate_lease_key(std::string_view key) {
+  if (key.empty()) return absl::InvalidArgumentError("lease key '': empty");
+  if (key.size() > kMaxLeaseKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lease key ", quote_key(key.substr(0, 40)), "...: ", key.size(),
+        " bytes, more than ", kMaxLeaseKeyBytes));
+  }
+  for (std::size_t i = 0; i < key.size(); ++i) {
+    const auto c = static_cast<unsigned char>(key[i]);
+    if (c < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "lease key %s: control character 0x%02x at byte %d", quote_key(key), c,
+          i));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- Lease
+
+Lease& Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    if (state_) (void)release();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+Lease::~Lease() {
+  if (state_) (void)release();
+}
+
+const std::string& Lease::key() const { return state_->key; }
+std::optional<std::uint64_t> Lease::token() const { return state_->token; }
+const std::string& Lease::owner_id() const { return state_->owner_id; }
+
+SteadyTime Lease::valid_until() const {
+  if (!state_->has_ttl) return SteadyTime::max();
+  return state_->valid_until();
+}
+
+std::stop_token Lease::lost() const { return state_->lost_source.get_token(); }
+
+bool Lease::held() const {
+  if (!state_ || state_->is_lost()) return false;
+  UniqueLock lk(state_->mu);
+  return !state_->released;
+}
+
+absl::StatusOr<bool> Lease::extend(std::chrono::milliseconds ttl) {
+  if (!state_) return absl::FailedPreconditionError("extend: moved-from lease");
+  LeaseState& s = *state_;
+  if (!s.has_ttl) {
+    return absl::UnimplementedError(absl::StrCat(
+        "extend lease ", quote_key(s.key), ": backend ", to_absl(s.backend->name()),
+        " has no ttl (the lease lasts as long as its connection)"));
+  }
+  if (absl::Status st = check_ttl(ttl); !st.ok()) return st;
+  bool lost = false;
+  {
+    UniqueLock lk(s.mu);
+    if (s.released) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("extend lease ", quote_key(s.key), ": already released"));
+    }
+    if (s.is_lost() || s.clock->now() >= s.valid_until()) {
+      lost = true;
+    } else {
+      const SteadyTime sent = s.clock->now();
+      absl::StatusOr<bool> r = s.session->extend(ttl);
+      if (!r.ok()) {
+        return absl::Status(r.status().code(),
+                            absl::StrCat("extend lease ", quote_key(s.key), " on ",
+                                         to_absl(s.backend->name()), ": ",
+                                         r.status().message()));
+      }
+      if (*r) {
+        s.ttl = ttl;
+        s.set_valid_from(sent, ttl);
+      } else {
+        lost = true;
+      }
+    }
+  }
+  // Outside s.mu: lost() callbacks run here and may call into the lease.
+  if (lost) {
+    s.fire_lost();
+    return false;
+  }
+  internal::LeaseScheduler::instance().poke();
+  return true;
+}
+
+absl::StatusOr<bool> Lease::release() {
+  if (!state_) return false;
+  LeaseState& s = *state_;
+  internal::LeaseScheduler::instance().remove(&s);
+  UniqueLock lk(s.mu);
+  if (s.released) return false;
+  s.released = true;
+  const bool was_lost =
+      s.is_lost() || (s.has_ttl && s.clock->now() >= s.valid_until());
+  // Compare-and-delete even when lost locally: frees the key early if the
+  // service still has it as ours, never touches another owner's.
+  absl::StatusOr<bool> r = s.session->release();
+  s.session.reset();
+  if (!r.ok()) {
+    return absl::Status(r.status().code(),
+                        absl::StrCat("release lease ", quote_key(s.key), " on ",
+                                     to_absl(s.backend->name()), ": ",
+                                     r.status().message()));
+  }
+  return *r && !was_lost;
+}
+
+// ---------------------------------------------------------------- LeaseLock
+
+absl::StatusOr<LeaseLock> LeaseLock::create(
+    std::shared_ptr<LeaseBackend> backend, LeaseOptions options) {
+  if (!backend) return absl::InvalidArgumentError("LeaseLock: null backend");
+  const LeaseCapabilities caps = backend->capabilities();
+  auto lacks = [&](std::string_view what) {
+    return absl::UnimplementedError(absl::StrCat(
+        "LeaseLock: backend ", to_absl(backend->name()), " has no ", to_absl(what)));
+  };
+  std::chrono::milliseconds ttl{0};
+  if (options.ttl) {
+    if (!caps.ttl) return lacks("ttl (leases last as long as the connection)");
+    if (absl::Status s = check_ttl(*options.ttl); !s.ok()) return s;
+    ttl = *options.ttl;
+  } else if (caps.ttl) {
+    ttl = std::chrono::seconds(30);
+  }
+  if (options.auto_renew && !caps.ttl) return lacks("ttl, so no auto-renew");
+  if (options.require_fencing && !caps.fencing) return lacks("fencing tokens");
+  if (options.require_failover_safety && !caps.survives_failover) {
+    return lacks("failover safety (a failover can grant a key twice)");
+  }
+  if (!options.metadata.empty() && !caps.metadata) {
+    return lacks("metadata storage");
+  }
+  if (options.metadata.size() > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LeaseLock: metadata is ", options.metadata.size(),
+        " bytes, more than 4096"));
+  }
+  LeaseLock lock(std::move(backend), std::move(options));
+  lock.ttl_ = ttl;
+  return lock;
+}
+
+absl::StatusOr<LeaseRequest> LeaseLock::make_request(std::string_view key) const {
+  if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
+  if (absl::Status s = backend_->check_key(key); !s.ok()) return s;
+  LeaseRequest r;
+  r.key = std::string(key);
+  r.owner_id = new_owner_id();
+  r.ttl = ttl_;
+  r.metadata = options_.metadata;
+  return r;
+}
+
+Lease LeaseLock::make_lease(const LeaseRequest& request,
+                            std::unique_ptr<LeaseSession> session,
+                            SteadyTime sent) const {
+  auto state = std::make_shared<LeaseState>();
+  state->backend = backend_;
+  state->clock = &backend_->clock();
+  state->key = request.key;
+  state->owner_id = request.owner_id;
+  state->token = session->token();
+  state->has_ttl = backend_->capabilities().ttl;
+  state->auto_renew = options_.auto_renew;
+  state->ttl = ttl_;
+  const bool watched = session->watch_fd() >= 0;
+  {
+    UniqueLock lk(state->mu);
+    state->session = std::move(session);
+  }
+  if (state->has_ttl) state->set_valid_from(sent, ttl_);
+  if (state->has_ttl || watched) {
+    internal::LeaseScheduler::instance().add(state);
+  }
+  return Lease(std::move(state));
+}
+
+absl::StatusOr<std::optional<Lease>> LeaseLock::try_acquire(std::string_view key) {
+  absl::StatusOr<LeaseRequest> req = make_request(key);
+  if (!req.ok()) return req.status();
+  const SteadyTime sent = backend_->clock().now();
+  absl::StatusOr<std::unique_ptr<LeaseSession>> s = backend_->try_acquire(*req);
+  if (!s.ok()) {
+    return absl::Status(s.status().code(),
+                        absl::StrCat("acquire lease ", quote_key(key), " on ",
+                                     to_absl(backend_->name()), ": ",
+                                     s.status().message()));
+  }
+  if (!*s) return std::optional<Lease>();
+  return std::optional<Lease>(make_lease(*req, std::move(*s), sent));
+}
+
+absl::StatusOr<Lease> LeaseLock::acquire(std::string_view key,
+                                         AcquireOptions options) {
+  const SteadyTime start = std::chrono::steady_clock::now();
+  if (options.pool != nullptr || options.executor != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "acquire lease ", quote_key(key),
+        ": AcquireOptions::pool/executor are for DirLock's async acquires"));
+  }
+  if (options.mode == Mode::kShared && !backend_->capabilities().shared) {
+    return absl::UnimplementedError(absl::StrCat(
+        "acquire lease ", quote_key(key), ": backend ", to_absl(backend_->name()),
+        " has no shared leases"));
+  }
+  absl::StatusOr<LeaseRequest> req = make_request(key);
+  if (!req.ok()) return req.status();
+  auto fail = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("acquire lease ", quote_key(key),
+                                               " on ", to_absl(backend_->name()), ": ",
+                                               s.message()));
+  };
+  auto cancelled = [&] {
+    return absl::CancelledError(absl::StrCat(
+        "acquire lease ", quote_key(key), " on ", to_absl(backend_->name()),
+        ": cancelled after ", seconds(std::chrono::steady_clock::now() - start)));
+  };
+  auto timed_out = [&] {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "acquire lease ", quote_key(key), " on ", to_absl(backend_->name()),
+        ": timed out after ", seconds(std::chrono::steady_clock::now() - start),
+        " (held by another owner)"));
+  };
+  if (options.stop.stop_requested()) return cancelled();
+  const bool one_try =
+      options.timeout && *options.timeout <= std::chrono::nanoseconds::zero();
+  const SteadyTime deadline =
+      options.timeout && !one_try ? start + *options.timeout : SteadyTime::max();
+
+  if (!one_try) {
+    const SteadyTime sent = backend_->clock().now();
+    absl::StatusOr<std::unique_ptr<LeaseSession>> s =
+        backend_->wait_acquire(*req, deadline, options.stop);
+    if (s.ok()) {
+      if (*s) return make_lease(*req, std::move(*s), sent);
+      return timed_out();
+    }
+    if (s.status().code() == absl::StatusCode::kCancelled) return cancelled();
+    if (s.status().code() != absl::StatusCode::kUnimplemented) {
+      return fail(s.status());
+    }
+  }
+  std::chrono::nanoseconds step = std::chrono::milliseconds(1);
+  for (;;) {
+    const SteadyTime sent = backend_->clock().now();
+    absl::StatusOr<std::unique_ptr<LeaseSession>> s = backend_->try_acquire(*req);
+    if (!s.ok()) return fail(s.status());
+    if (*s) return make_lease(*req, std::move(*s), sent);
+    const SteadyTime now = std::chrono::steady_clock::now();
+    if (one_try || now >= deadline) return timed_out();
+    const SteadyTime until = std::min(deadline, now + jittered(step));
+    if (!sleep_until(until, options.stop)) return cancelled();
+    step = std::min<std::chrono::nanoseconds>(step * 2,
+                                              std::chrono::milliseconds(100));
+  }
+}
+
+}  // namespace tierlock

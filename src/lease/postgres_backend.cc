@@ -1,0 +1,479 @@
+// src/lease/postgres_backend.cc
+//
+// PostgresLeaseBackend (tierlock/lease_postgres.h). Every statement goes
+// through Pg::run: PQsendQueryParams, then poll(2) on the socket (and on a
+// stop pipe) until the result, a deadline or a stop; a deadline or stop sends
+// PQcancel and the caller closes the connection if it cannot prove what the
+// statement did.
+#include "tierlock/lease_postgres.h"
+
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "lease/lease_state.h"
+#include "string_util.h"
+
+namespace tierlock {
+
+using internal::Mutex;
+using internal::SteadyTime;
+using internal::UniqueLock;
+using internal::to_absl;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct PgFree {
+  void operator()(PGconn* c) const { PQfinish(c); }
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Conn = std::unique_ptr<PGconn, PgFree>;
+using Result = std::unique_ptr<PGresult, PgFree>;
+
+std::string pg_error(PGconn* c) {
+  std::string m = c ? PQerrorMessage(c) : "out of memory";
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  std::replace(m.begin(), m.end(), '\n', ' ');
+  return m;
+}
+
+absl::StatusOr<Conn> connect(const std::string& conninfo,
+                             std::chrono::milliseconds io_timeout) {
+  // libpq's connect_timeout is whole seconds, at least 2.
+  const std::string connect_timeout = std::to_string(
+      std::max<std::int64_t>(2, (io_timeout.count() + 999) / 1000));
+  // Ours first, the caller's conninfo (expanded from dbname) last: it wins.
+  const char* keys[] = {"keepalives", "keepalives_idle", "keepalives_interval",
+                        "keepalives_count", "tcp_user_timeout", "connect_timeout",
+                        "application_name", "dbname", nullptr};
+  const char* values[] = {"1", "10", "5", "3", "10000", connect_timeout.c_str(), "tierlock",
+                          conninfo.c_str(), nullptr};
+  Conn c(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
+  if (!c || PQstatus(c.get()) != CONNECTION_OK) {
+    return absl::UnavailableError(absl::StrCat("connect to PostgreSQL: ", pg_error(c.get())));
+  }
+  // A library does not write the server's notices to stderr.
+  PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);
+  if (PQsetnonblocking(c.get(), 1) != 0) {
+    return absl::UnavailableError(absl::StrCat("PQsetnonblocking: ", pg_error(c.get())));
+  }
+  return c;
+}
+
+// A pipe written when a stop is requested (for poll).
+class StopPipe {
+ public:
+  explicit StopPipe(const std::stop_token& stop) {
+    if (!stop.stop_possible()) return;
+    if (::pipe2(fds_, O_CLOEXEC | O_NONBLOCK) != 0) fds_[0] = fds_[1] = -1;
+    if (fds_[1] >= 0) {
+      const int w = fds_[1];
+      cb_.emplace(stop, [w] {
+        const char c = 1;
+        (void)!::write(w, &c, 1);
+      });
+    }
+  }
+  ~StopPipe() {
+    cb_.reset();  // waits for a running callback before the fds close
+    if (fds_[0] >= 0) ::close(fds_[0]);
+    if (fds_[1] >= 0) ::close(fds_[1]);
+  }
+  int fd() const { return fds_[0]; }
+
+ private:
+  int fds_[2] = {-1, -1};
+  std::optional<std::stop_callback<std::function<void()>>> cb_;
+};
+
+enum class Outcome { kDone, kTimedOut, kStopped, kBroken };
+
+struct RunResult {
+  Outcome outcome = Outcome::kBroken;
+  Result result;        // kDone: the last result
+  std::string error;    // kBroken: why
+};
+
+// Sends `sql` and waits for its result. On deadline/stop, sends PQcancel and
+// returns kTimedOut/kStopped; the connection is then in an unknown state and
+// the caller must close it (or drain it).
+//
+// `cancel`: send PQcancel on deadline/stop (a blocked pg_advisory_lock must
+// leave the server's wait queue at once). Ordinary statements do not: the
+// caller closes the connection, which ends them, and libpq 15's PQcancel
+// blocks (no timeout) when the network is frozen.
+RunResult run(PGconn* c, const char* sql, const std::vector<std::string>& params,
+              SteadyTime deadline, const std::stop_token& stop = {}, bool cancel = false) {
+  RunResult out;
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const std::string& p : params) values.push_back(p.c_str());
+  // Without parameters: the simple protocol, which allows several statements.
+  const int sent = values.empty()
+                       ? PQsendQuery(c, sql)
+                       : PQsendQueryParams(c, sql, static_cast<int>(values.size()),
+                                           nullptr, values.data(), nullptr, nullptr, 0);
+  if (sent == 0) {
+    out.error = pg_error(c);
+    return out;
+  }
+  StopPipe stop_pipe(stop);
+  for (;;) {
+    const int flushed = PQflush(c);
+    if (flushed < 0) {
+      out.error = pg_error(c);
+      return out;
+    }
+    if (flushed == 0 && !PQisBusy(c)) break;
+    if (stop.stop_requested() || Clock::now() >= deadline) {
+      out.outcome = stop.stop_requested() ? Outcome::kStopped : Outcome::kTimedOut;
+      if (PGcancel* request = cancel ? PQgetCancel(c) : nullptr) {
+        char buf[256];
+        (void)PQcancel(request, buf, sizeof buf);
+        PQfreeCancel(request);
+      }
+      return out;
+    }
+    pollfd fds[2] = {{PQsocket(c), static_cast<short>(POLLIN | (flushed ? POLLOUT : 0)), 0},
+                     {stop_pipe.fd(), POLLIN, 0}};
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    const int timeout = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 60'000));
+    const int n = ::poll(fds, stop_pipe.fd() >= 0 ? 2 : 1, timeout);
+    if (n < 0 && errno != EINTR) {
+      out.error = "poll failed";
+      return out;
+    }
+    if (n > 0 && (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) != 0) {
+      if (PQconsumeInput(c) == 0) {
+        out.error = pg_error(c);
+        return out;
+      }
+    }
+  }
+  Result last;
+  while (PGresult* r = PQgetResult(c)) last.reset(r);
+  if (!last) {
+    out.error = pg_error(c);
+    return out;
+  }
+  const ExecStatusType st = PQresultStatus(last.get());
+  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+    std::string m = PQresultErrorMessage(last.get());
+    while (!m.empty() && m.back() == '\n') m.pop_back();
+    out.error = m;
+    out.result = std::move(last);
+    return out;  // kBroken with a server error
+  }
+  out.outcome = Outcome::kDone;
+  out.result = std::move(last);
+  return out;
+}
+
+// Runs a statement bounded by io_timeout; any failure is an error status.
+absl::StatusOr<Result> run_checked(PGconn* c, const char* what, const char* sql,
+                                   const std::vector<std::string>& params,
+                                   std::chrono::milliseconds io_timeout) {
+  RunResult r = run(c, sql, params, Clock::now() + io_timeout);
+  switch (r.outcome) {
+    case Outcome::kDone:
+      return std::move(r.result);
+    case Outcome::kTimedOut:
+    case Outcome::kStopped:
+      return absl::UnavailableError(absl::StrCat(what, ": no answer within ",
+                                                 io_timeout.count(), " ms (cancelled)"));
+    case Outcome::kBroken:
+      break;
+  }
+  return absl::UnavailableError(absl::StrCat(what, ": ", r.error));
+}
+
+bool bool_value(const Result& r) {
+  return PQntuples(r.get()) > 0 && PQgetvalue(r.get(), 0, 0)[0] == 't';
+}
+
+bool valid_identifier(const std::string& s) {
+  if (s.empty() || s.size() > 48) return false;
+  if (!(std::islower(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  return std::all_of(s.begin(), s.end(), [](char ch) {
+    const auto u = static_cast<unsigned char>(ch);
+    return std::islower(u) || std::isdigit(u) || ch == '_';
+  });
+}
+
+}  // namespace
+
+struct PostgresLeaseBackend::Shared {
+  PostgresLeaseOptions options;
+  // Lease-table mode: the one shared connection (null until needed / after a
+  // failure).
+  Mutex mu;
+  Conn conn ABSL_GUARDED_BY(mu);
+  std::string sql_acquire, sql_extend, sql_release;
+
+  // Runs a lease-table statement on the shared connection, reconnecting once
+  // if it is gone. Drops the connection after any failure.
+  absl::StatusOr<Result> exec(const char* what, const std::string& sql,
+                              const std::vector<std::string>& params) {
+    UniqueLock lk(mu);
+    if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
+      conn.reset();
+      absl::StatusOr<Conn> c = connect(options.conninfo, options.io_timeout);
+      if (!c.ok()) return c.status();
+      conn = std::move(*c);
+    }
+    absl::StatusOr<Result> r = run_checked(conn.get(), what, sql.c_str(), params,
+                                           options.io_timeout);
+    if (!r.ok()) conn.reset();
+    return r;
+  }
+};
+
+namespace {
+
+class AdvisorySession final : public LeaseSession {
+ public:
+  AdvisorySession(Conn conn, std::int64_t id, std::chrono::milliseconds io_timeout)
+      : conn_(std::move(conn)), id_(id), io_timeout_(io_timeout) {}
+  std::optional<std::uint64_t> token() const override { return std::nullopt; }
+  absl::StatusOr<bool> extend(std::chrono::milliseconds) override {
+    return absl::UnimplementedError("advisory leases have no ttl");
+  }
+  absl::StatusOr<bool> release() override {
+    if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK) {
+      conn_.reset();
+      return false;  // the connection, and with it the lock, is gone
+    }
+    RunResult r = run(conn_.get(), "SELECT pg_advisory_unlock($1::bigint)",
+                      {std::to_string(id_)}, Clock::now() + io_timeout_);
+    // Closing the connection releases the lock whatever the answer was.
+    conn_.reset();
+    if (r.outcome != Outcome::kDone) {
+      return absl::UnavailableError(absl::StrCat(
+          "pg_advisory_unlock: ", r.error.empty() ? "no answer" : r.error,
+          " (the connection is closed, which releases the lock)"));
+    }
+    return bool_value(r.result);
+  }
+  int watch_fd() const override { return conn_ ? PQsocket(conn_.get()) : -1; }
+  bool check_connection() override {
+    if (!conn_) return false;
+    if (PQconsumeInput(conn_.get()) == 0 || PQstatus(conn_.get()) != CONNECTION_OK) {
+      return false;
+    }
+    while (PGnotify* n = PQnotifies(conn_.get())) PQfreemem(n);
+    return true;
+  }
+
+ private:
+  Conn conn_;
+  std::int64_t id_;
+  std::chrono::milliseconds io_timeout_;
+};
+
+class TableSession final : public LeaseSession {
+ public:
+  TableSession(std::shared_ptr<PostgresLeaseBackend::Shared> shared, std::string key,
+               std::string owner, std::uint64_t token)
+      : shared_(std::move(shared)), key_(std::move(key)), owner_(std::move(owner)),
+        token_(token) {}
+  std::optional<std::uint64_t> token() const override { return token_; }
+  absl::StatusOr<bool> extend(std::chrono::milliseconds ttl) override {
+    absl::StatusOr<Result> r =
+        shared_->exec("extend", shared_->sql_extend,
+                      {key_, owner_, std::to_string(token_), std::to_string(ttl.count())});
+    if (!r.ok()) return r.status();
+    return PQntuples(r->get()) == 1;
+  }
+  absl::StatusOr<bool> release() override {
+    absl::StatusOr<Result> r = shared_->exec("release", shared_->sql_release,
+                                             {key_, owner_, std::to_string(token_)});
+    if (!r.ok()) return r.status();
+    return bool_value(*r);
+  }
+
+ private:
+  std::shared_ptr<PostgresLeaseBackend::Shared> shared_;
+  std::string key_;
+  std::string owner_;
+  std::uint64_t token_;
+};
+
+constexpr char kTryAdvisory[] =
+    "SELECT pg_try_advisory_lock($1::bigint), pg_backend_pid()";
+constexpr char kWaitAdvisory[] =
+    "SELECT pg_advisory_lock($1::bigint), pg_backend_pid()";
+// Runs as a separate statement: under transaction pooling it may land on
+// another server session, which does not hold the lock.
+constexpr char kCheckAdvisory[] =
+    "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks WHERE "
+    "locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND "
+    "objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1::bigint)";
+
+}  // namespace
+
+std::int64_t PostgresLeaseBackend::advisory_key(std::string_view key) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64 offset basis
+  for (char ch : key) {
+    h ^= static_cast<unsigned char>(ch);
+    h *= 0x100000001b3ULL;  // FNV prime
+  }
+  return static_cast<std::int64_t>(h);
+}
+
+absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> PostgresLeaseBackend::create(
+    PostgresLeaseOptions options) {
+  using PgMode = PostgresLeaseOptions::Mode;
+  if (options.io_timeout <= std::chrono::milliseconds::zero()) {
+    return absl::InvalidArgumentError("PostgreSQL leases: io_timeout must be positive");
+  }
+  if (options.mode == PgMode::kLeaseTable && !valid_identifier(options.table)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PostgreSQL leases: table name '", options.table,
+        "' is not a plain lowercase identifier ([a-z_][a-z0-9_]{0,47})"));
+  }
+  auto shared = std::make_shared<Shared>();
+  shared->options = std::move(options);
+  absl::StatusOr<Conn> c = connect(shared->options.conninfo, shared->options.io_timeout);
+  if (!c.ok()) return c.status();
+  if (shared->options.mode == PgMode::kLeaseTable) {
+    const std::string& t = shared->options.table;
+    // One creator at a time (CREATE .. IF NOT EXISTS races on the catalog).
+    const std::string setup = absl::StrCat(
+        "BEGIN; SELECT pg_advisory_xact_lock(", advisory_key("tierlock:setup"), "); ",
+        "CREATE SEQUENCE IF NOT EXISTS ", t, "_token; ",
+        "CREATE TABLE IF NOT EXISTS ", t,
+        " (key text PRIMARY KEY, owner text NOT NULL, token bigint NOT NULL, "
+        "expires_at timestamptz NOT NULL, "
+        "acquired_at timestamptz NOT NULL DEFAULT clock_timestamp()); COMMIT;");
+    absl::StatusOr<Result> r = run_checked(c->get(), "create lease table", setup.c_str(),
+                                           {}, shared->options.io_timeout);
+    if (!r.ok()) return r.status();
+    shared->sql_acquire = absl::StrCat(
+        "INSERT INTO ", t, " AS l (key, owner, token, expires_at) VALUES "
+        "($1, $2, nextval('", t, "_token'), "
+        "clock_timestamp() + $3::bigint * interval '1 millisecond') "
+        "ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, "
+        "token = GREATEST(EXCLUDED.token, l.token + 1), expires_at = EXCLUDED.expires_at, "
+        "acquired_at = clock_timestamp() WHERE l.expires_at <= clock_timestamp() "
+        "RETURNING token");
+    shared->sql_extend = absl::StrCat(
+        "UPDATE ", t, " SET expires_at = clock_timestamp() + $4::bigint * interval "
+        "'1 millisecond' WHERE key = $1 AND owner = $2 AND token = $3::bigint AND "
+        "expires_at > clock_timestamp() RETURNING 1");
+    shared->sql_release = absl::StrCat(
+        "DELETE FROM ", t, " WHERE key = $1 AND owner = $2 AND token = $3::bigint "
+        "RETURNING expires_at > clock_timestamp()");
+    UniqueLock lk(shared->mu);
+    shared->conn = std::move(*c);
+  }
+  return std::shared_ptr<PostgresLeaseBackend>(new PostgresLeaseBackend(std::move(shared)));
+}
+
+PostgresLeaseBackend::~PostgresLeaseBackend() = default;
+
+std::string_view PostgresLeaseBackend::name() const {
+  return shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory
+             ? "postgres-advisory"
+             : "postgres-table";
+}
+
+LeaseCapabilities PostgresLeaseBackend::capabilities() const {
+  if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) return {};
+  return {.ttl = true, .fencing = true, .shared = false, .survives_failover = false,
+          .metadata = false};
+}
+
+namespace {
+
+// After a granted advisory lock: refuse a transaction-pooled connection.
+absl::Status check_session(PGconn* c, std::int64_t id, const std::string& grant_pid,
+                           std::chrono::milliseconds io_timeout) {
+  absl::StatusOr<Result> r = run_checked(c, "check advisory session", kCheckAdvisory,
+                                         {std::to_string(id)}, io_timeout);
+  if (!r.ok()) return r.status();
+  const std::string pid = PQgetvalue(r->get(), 0, 0);
+  if (pid != grant_pid || PQgetvalue(r->get(), 0, 1)[0] != 't') {
+    return absl::FailedPreconditionError(
+        "the advisory lock is not held by this connection's next statement "
+        "(transaction pooling, e.g. pgbouncer pool_mode=transaction?): advisory "
+        "leases need a session; use session pooling or lease-table mode");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LeaseSession>> advisory(
+    const PostgresLeaseOptions& o, const LeaseRequest& req, bool wait,
+    SteadyTime deadline, const std::stop_token& stop) {
+  absl::StatusOr<Conn> c = connect(o.conninfo, o.io_timeout);
+  if (!c.ok()) return c.status();
+  const std::int64_t id = PostgresLeaseBackend::advisory_key(req.key);
+  RunResult r = run(c->get(), wait ? kWaitAdvisory : kTryAdvisory, {std::to_string(id)},
+                    wait ? deadline : Clock::now() + o.io_timeout, stop, /*cancel=*/wait);
+  // Anything but a clean answer: closing the connection (Conn's destructor)
+  // ends the session, so a lock granted as the cancel raced it is dropped.
+  switch (r.outcome) {
+    case Outcome::kDone:
+      break;
+    case Outcome::kStopped:
+      return absl::CancelledError("cancelled");
+    case Outcome::kTimedOut:
+      if (wait) return std::unique_ptr<LeaseSession>();
+      return absl::UnavailableError(absl::StrCat("pg_try_advisory_lock: no answer within ",
+                                                 o.io_timeout.count(), " ms"));
+    case Outcome::kBroken:
+      return absl::UnavailableError(absl::StrCat("pg_advisory_lock: ", r.error));
+  }
+  if (!bool_value(r.result) && !wait) return std::unique_ptr<LeaseSession>();
+  const std::string pid = PQgetvalue(r.result.get(), 0, 1);
+  if (absl::Status s = check_session(c->get(), id, pid, o.io_timeout); !s.ok()) return s;
+  return std::unique_ptr<LeaseSession>(new AdvisorySession(std::move(*c), id, o.io_timeout));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::try_acquire(
+    const LeaseRequest& request) {
+  if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) {
+    return advisory(shared_->options, request, false, SteadyTime::max(), {});
+  }
+  absl::StatusOr<Result> r =
+      shared_->exec("acquire", shared_->sql_acquire,
+                    {request.key, request.owner_id, std::to_string(request.ttl.count())});
+  if (!r.ok()) {
+    // Ambiguous: the INSERT may have committed. Delete it if it did (best
+    // effort; otherwise it lapses at its TTL).
+    (void)shared_->exec("clean up after a failed acquire",
+                        absl::StrCat("DELETE FROM ", shared_->options.table,
+                                     " WHERE key = $1 AND owner = $2"),
+                        {request.key, request.owner_id});
+    return r.status();
+  }
+  if (PQntuples(r->get()) == 0) return std::unique_ptr<LeaseSession>();
+  std::uint64_t token = 0;
+  if (!absl::SimpleAtoi(PQgetvalue(r->get(), 0, 0), &token)) {
+    return absl::InternalError("acquire: bad token from the server");
+  }
+  return std::unique_ptr<LeaseSession>(
+      new TableSession(shared_, request.key, request.owner_id, token));
+}
+
+absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::wait_acquire(
+    const LeaseRequest& request, SteadyTime deadline, const std::stop_token& stop) {
+  if (shared_->options.mode != PostgresLeaseOptions::Mode::kAdvisory) {
+    return LeaseBackend::wait_acquire(request, deadline, stop);
+  }
+  return advisory(shared_->options, request, true, deadline, stop);
+}
+
+}  // namespace tierlock

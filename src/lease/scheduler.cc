@@ -1,0 +1,189 @@
+// src/lease/scheduler.cc
+//
+// The shared renewer thread (see lease_state.h). One poll(2) loop: a wake
+// pipe, the sockets of connection-bound leases, and a timeout at the nearest
+// renewal or expiry on the real clock. Leases on a manual clock have no
+// timeout; moving the clock pokes the thread.
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+#include "lease/lease_state.h"
+
+namespace tierlock::internal {
+
+LeaseScheduler& LeaseScheduler::instance() {
+  // Never destroyed: a lease may outlive static destruction order.
+  static LeaseScheduler* scheduler = new LeaseScheduler;
+  return *scheduler;
+}
+
+void LeaseScheduler::add(std::shared_ptr<LeaseState> state) {
+  UniqueLock lk(mu_);
+  entries_.push_back(std::move(state));
+  if (!running_) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+      // No wake pipe: the loop still runs on timeouts (1 ms polls would be a
+      // busy loop; use 50 ms) -- only reached when out of descriptors.
+      fds[0] = fds[1] = -1;
+    }
+    wake_read_ = fds[0];
+    wake_write_ = fds[1];
+    running_ = true;
+    // Detached: after setting running_ = false under mu_ the thread touches
+    // nothing shared and returns, so a new one may start at once; joining it
+    // instead would leave the last one unjoined at exit.
+    std::thread([this] { run(); }).detach();
+    return;
+  }
+  if (wake_write_ >= 0) {
+    const char c = 1;
+    (void)!::write(wake_write_, &c, 1);
+  }
+}
+
+void LeaseScheduler::remove(const LeaseState* state) {
+  UniqueLock lk(mu_);
+  std::erase_if(entries_, [&](const std::shared_ptr<LeaseState>& e) {
+    return e.get() == state;
+  });
+  if (running_ && wake_write_ >= 0) {
+    const char c = 1;
+    (void)!::write(wake_write_, &c, 1);
+  }
+}
+
+void LeaseScheduler::poke() {
+  UniqueLock lk(mu_);
+  if (running_ && wake_write_ >= 0) {
+    const char c = 1;
+    (void)!::write(wake_write_, &c, 1);
+  }
+}
+
+bool LeaseScheduler::tick(LeaseState& s, std::optional<SteadyTime>& deadline) {
+  if (s.is_lost()) return false;
+  {
+    UniqueLock lk(s.mu);
+    if (s.released) return false;
+  }
+  if (!s.has_ttl) return true;
+  const SteadyTime now = s.clock->now();
+  if (now >= s.valid_until()) {
+    s.fire_lost();
+    return false;
+  }
+  if (s.auto_renew &&
+      now >= SteadyTime(std::chrono::nanoseconds(s.next_renew_ns.load()))) {
+    bool renewed_ok = false;
+    {
+      UniqueLock lk(s.mu);
+      if (s.released) return false;
+      const SteadyTime sent = s.clock->now();
+      absl::StatusOr<bool> renewed = s.session->extend(s.ttl);
+      renewed_ok = renewed.ok() && *renewed;
+      if (renewed_ok) s.set_valid_from(sent, s.ttl);
+    }
+    // A failed renewal is a lost lease: the holder cannot show it still
+    // holds it, so it must stop (docs/leases.md). Fired without s.mu held:
+    // lost() callbacks may call into the lease.
+    if (!renewed_ok) {
+      s.fire_lost();
+      return false;
+    }
+  }
+  if (s.clock->is_real()) {
+    SteadyTime d = s.valid_until();
+    if (s.auto_renew) {
+      d = std::min(d, SteadyTime(std::chrono::nanoseconds(s.next_renew_ns.load())));
+    }
+    if (!deadline || d < *deadline) deadline = d;
+  }
+  return true;
+}
+
+void LeaseScheduler::run() {
+  int wake_fd;
+  {
+    UniqueLock lk(mu_);
+    wake_fd = wake_read_;
+  }
+  for (;;) {
+    std::vector<std::shared_ptr<LeaseState>> entries;
+    {
+      UniqueLock lk(mu_);
+      if (entries_.empty()) {
+        running_ = false;
+        if (wake_read_ >= 0) ::close(wake_read_);
+        if (wake_write_ >= 0) ::close(wake_write_);
+        wake_read_ = wake_write_ = -1;
+        return;
+      }
+      entries = entries_;
+    }
+    std::optional<SteadyTime> deadline;
+    std::vector<const LeaseState*> drop;
+    std::vector<pollfd> fds;
+    std::vector<LeaseState*> watched;
+    if (wake_fd >= 0) fds.push_back({wake_fd, POLLIN, 0});
+    for (const std::shared_ptr<LeaseState>& e : entries) {
+      if (!tick(*e, deadline)) {
+        drop.push_back(e.get());
+        continue;
+      }
+      int fd = -1;
+      {
+        UniqueLock lk(e->mu);
+        if (e->session) fd = e->session->watch_fd();
+      }
+      if (fd >= 0) {
+        fds.push_back({fd, POLLIN, 0});
+        watched.push_back(e.get());
+      }
+    }
+    if (!drop.empty()) {
+      UniqueLock lk(mu_);
+      std::erase_if(entries_, [&](const std::shared_ptr<LeaseState>& e) {
+        return std::find(drop.begin(), drop.end(), e.get()) != drop.end();
+      });
+      continue;  // re-check emptiness
+    }
+    int timeout_ms = -1;
+    if (deadline) {
+      const auto left = *deadline - std::chrono::steady_clock::now();
+      timeout_ms = static_cast<int>(std::clamp<std::int64_t>(
+          std::chrono::ceil<std::chrono::milliseconds>(left).count(), 0,
+          60'000));
+    }
+    if (wake_fd < 0 && (timeout_ms < 0 || timeout_ms > 50)) timeout_ms = 50;
+    const int n = ::poll(fds.data(), fds.size(), timeout_ms);
+    if (n <= 0) continue;  // timeout or EINTR: re-evaluate
+    std::size_t first_watch = 0;
+    if (wake_fd >= 0) {
+      first_watch = 1;
+      if (fds[0].revents != 0) {
+        char buf[64];
+        while (::read(wake_fd, buf, sizeof buf) > 0) {
+        }
+      }
+    }
+    for (std::size_t i = first_watch; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) continue;
+      LeaseState* s = watched[i - first_watch];
+      bool alive = true;
+      {
+        UniqueLock lk(s->mu);
+        if (s->released || !s->session) continue;
+        alive = s->session->check_connection();
+      }
+      if (!alive) s->fire_lost();
+    }
+  }
+}
+
+}  // namespace tierlock::internal

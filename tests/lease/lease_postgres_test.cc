@@ -1,0 +1,334 @@
+// tests/lease/lease_postgres_test.cc
+//
+// The PostgreSQL backend against a real PostgreSQL 15 started by the test
+// (servers.h): the conformance suite in advisory and lease-table mode, and
+// what only a real server shows (connection loss, cancel, DB clock, restart).
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "lease/conformance.h"
+#include "lease/history.h"
+#include "lease/proxy.h"
+#include "lease/servers.h"
+#include "support/status.h"
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+#include "support/wait.h"
+#include "tierlock/lease.h"
+#include "tierlock/lease_postgres.h"
+
+namespace tierlock::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Mode = PostgresLeaseOptions::Mode;
+
+std::shared_ptr<LeaseBackend> make_backend(const std::string& conninfo, Mode mode,
+                                           std::chrono::milliseconds io_timeout = 10s) {
+  PostgresLeaseOptions o;
+  o.io_timeout = io_timeout;
+  o.conninfo = conninfo;
+  o.mode = mode;
+  absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> b = PostgresLeaseBackend::create(o);
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? *b : nullptr;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Postgres, LeaseConformanceTest,
+    ::testing::Values(
+        LeaseBackendFactory{"advisory",
+                            [] { return make_backend(shared_postgres().conninfo(), Mode::kAdvisory); }},
+        LeaseBackendFactory{"table",
+                            [] { return make_backend(shared_postgres().conninfo(), Mode::kLeaseTable); }}),
+    [](const auto& p) { return p.param.name; });
+
+// Runs one statement on a fresh connection; returns the first value ("" if
+// none), or the error.
+absl::StatusOr<std::string> sql(const std::string& conninfo, const std::string& query) {
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  if (PQstatus(c) != CONNECTION_OK) {
+    std::string e = PQerrorMessage(c);
+    PQfinish(c);
+    return absl::UnavailableError(e);
+  }
+  PGresult* r = PQexec(c, query.c_str());
+  const ExecStatusType st = PQresultStatus(r);
+  std::string out;
+  absl::Status status;
+  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+    status = absl::InternalError(PQresultErrorMessage(r));
+  } else if (PQntuples(r) > 0) {
+    out = PQgetvalue(r, 0, 0);
+  }
+  PQclear(r);
+  PQfinish(c);
+  if (!status.ok()) return status;
+  return out;
+}
+
+std::string advisory_where(std::string_view key) {
+  return absl::StrCat("locktype = 'advisory' AND ((classid::bigint << 32) | objid::bigint) = ",
+                      PostgresLeaseBackend::advisory_key(key));
+}
+
+TEST(PostgresLeaseBackendTest, AdvisoryKeyIsFnv1a64OfTheKey) {
+  EXPECT_EQ(static_cast<std::uint64_t>(PostgresLeaseBackend::advisory_key("")),
+            0xcbf29ce484222325ULL);
+  EXPECT_EQ(static_cast<std::uint64_t>(PostgresLeaseBackend::advisory_key("a")),
+            0xaf63dc4c8601ec8cULL);
+}
+
+TEST(PostgresLeaseBackendTest, AdvisoryLeaseInteroperatesWithPgAdvisoryLock) {
+  PostgresServer& pg = shared_postgres();
+  auto backend = make_backend(pg.conninfo(), Mode::kAdvisory);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(backend));
+  const std::string key = "interop";
+  // A plain SQL holder on its own connection.
+  PGconn* raw = PQconnectdb(pg.conninfo().c_str());
+  ASSERT_EQ(PQstatus(raw), CONNECTION_OK);
+  PGresult* r = PQexec(raw, absl::StrCat("SELECT pg_advisory_lock(",
+                                         PostgresLeaseBackend::advisory_key(key), ")")
+                                .c_str());
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
+  PQclear(r);
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key));
+  EXPECT_FALSE(a.has_value());
+  PQfinish(raw);  // the session ends: its lock goes
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> b, locks.try_acquire(key));
+  EXPECT_TRUE(b.has_value());
+}
+
+TEST(PostgresLeaseBackendTest, AdvisoryLostFiresWhenTheConnectionIsTerminated) {
+  PostgresServer& pg = shared_postgres();
+  auto backend = make_backend(pg.conninfo(), Mode::kAdvisory);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(backend));
+  const std::string key = "terminated";
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key));
+  ASSERT_TRUE(a.has_value());
+  ASSERT_OK_AND_ASSIGN(std::string n, sql(pg.conninfo(),
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE " + advisory_where(key)));
+  EXPECT_EQ(n, "1");
+  EXPECT_TRUE(wait_until([&] { return a->lost().stop_requested(); }, 10s));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> b, locks.try_acquire(key));
+  EXPECT_TRUE(b.has_value());
+  ASSERT_OK_AND_ASSIGN(bool released, a->release());
+  EXPECT_FALSE(released) << "a lease whose connection dropped reported held";
+  EXPECT_TRUE(b->held());
+}
+
+TEST(PostgresLeaseBackendTest, AdvisoryCancelledWaitLeavesNoWaiterOnTheServer) {
+  PostgresServer& pg = shared_postgres();
+  auto backend = make_backend(pg.conninfo(), Mode::kAdvisory);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(backend));
+  const std::string key = "cancelled-wait";
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key));
+  ASSERT_TRUE(a.has_value());
+  std::stop_source stop;
+  absl::StatusOr<Lease> b = absl::UnknownError("not run");
+  std::thread waiter([&] { b = locks.acquire(key, {.stop = stop.get_token()}); });
+  // The waiter is blocked in pg_advisory_lock on the server.
+  const std::string waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND " +
+                              advisory_where(key);
+  ASSERT_TRUE(wait_until([&] {
+    absl::StatusOr<std::string> n = sql(pg.conninfo(), waiting);
+    return n.ok() && *n == "1";
+  }));
+  const auto t0 = std::chrono::steady_clock::now();
+  stop.request_stop();
+  waiter.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_TRUE(IsError(b.status(), absl::StatusCode::kCancelled, key));
+  EXPECT_TRUE(wait_until([&] {
+    absl::StatusOr<std::string> n = sql(pg.conninfo(), waiting);
+    return n.ok() && *n == "0";
+  }));
+  ASSERT_OK(a->release());
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> c, locks.try_acquire(key));
+  EXPECT_TRUE(c.has_value());
+}
+
+TEST(PostgresLeaseBackendTest, TableModeTheDatabaseClockDecidesExpiry) {
+  PostgresServer& pg = shared_postgres();
+  auto backend = make_backend(pg.conninfo(), Mode::kLeaseTable);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(backend, {.ttl = 60s}));
+  const std::string key = "db-clock";
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key));
+  ASSERT_TRUE(a.has_value());
+  // As if the server's clock jumped past the expiry.
+  ASSERT_OK(sql(pg.conninfo(), "UPDATE tierlock_leases SET expires_at = clock_timestamp() - "
+                               "interval '1 second' WHERE key = '" + key + "'"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> b, locks.try_acquire(key));
+  ASSERT_TRUE(b.has_value());
+  EXPECT_GT(*b->token(), *a->token());
+  ASSERT_OK_AND_ASSIGN(bool extended, a->extend(60s));
+  EXPECT_FALSE(extended);
+  EXPECT_TRUE(a->lost().stop_requested());
+  ASSERT_OK_AND_ASSIGN(std::string owner, sql(pg.conninfo(),
+      "SELECT owner FROM tierlock_leases WHERE key = '" + key + "'"));
+  EXPECT_EQ(owner, b->owner_id());
+}
+
+TEST(PostgresLeaseBackendTest, BadTableNameIsRejected) {
+  PostgresLeaseOptions o;
+  o.conninfo = shared_postgres().conninfo();
+  o.mode = Mode::kLeaseTable;
+  o.table = "leases; DROP TABLE x";
+  EXPECT_TRUE(IsError(PostgresLeaseBackend::create(o).status(),
+                      absl::StatusCode::kInvalidArgument, "identifier"));
+}
+
+TEST(PostgresLeaseBackendTest, UnreachableServerIsUnavailable) {
+  PostgresLeaseOptions o;
+  o.conninfo = absl::StrCat("host=127.0.0.1 port=", free_port(), " user=tl dbname=postgres");
+  EXPECT_TRUE(IsError(PostgresLeaseBackend::create(o).status(), absl::StatusCode::kUnavailable,
+                      "connect"));
+}
+
+// A server of its own: it is stopped and started again.
+TEST(PostgresLeaseBackendTest, ServerRestartLosesAdvisoryLeasesAndTableModeReconnects) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresServer> pg, PostgresServer::start());
+  auto advisory = make_backend(pg->conninfo(), Mode::kAdvisory);
+  auto table = make_backend(pg->conninfo(), Mode::kLeaseTable);
+  ASSERT_OK_AND_ASSIGN(LeaseLock alocks, LeaseLock::create(advisory));
+  ASSERT_OK_AND_ASSIGN(LeaseLock tlocks, LeaseLock::create(table, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, alocks.try_acquire("k"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> t, tlocks.try_acquire("k"));
+  ASSERT_TRUE(a.has_value());
+  ASSERT_TRUE(t.has_value());
+  ASSERT_OK(pg->stop());  // a crash (-m immediate)
+  EXPECT_TRUE(wait_until([&] { return a->lost().stop_requested(); }, 10s));
+  // Down: an error, never "held by someone else".
+  EXPECT_TRUE(IsError(tlocks.try_acquire("other").status(), absl::StatusCode::kUnavailable));
+  EXPECT_TRUE(IsError(alocks.try_acquire("other").status(), absl::StatusCode::kUnavailable));
+  ASSERT_OK(pg->restart_server());
+  // The table survived the crash: "k" is still t's until its TTL.
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> t2, tlocks.try_acquire("k"));
+  EXPECT_FALSE(t2.has_value());
+  ASSERT_OK_AND_ASSIGN(bool extended, t->extend(30s));
+  EXPECT_TRUE(extended);
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a2, alocks.try_acquire("k"));
+  EXPECT_TRUE(a2.has_value());
+  (void)a->release();
+}
+
+TEST(PostgresLeaseHistoryTest, AdvisoryHistoryOfFourProcessesHasNoOverlap) {
+  TempDir tmp;
+  EXPECT_EQ(check_history("postgres-advisory:" + shared_postgres().conninfo(), "hist-adv", 4,
+                          25, tmp.path(), /*fencing=*/false),
+            "");
+}
+
+TEST(PostgresLeaseHistoryTest, TableHistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
+  TempDir tmp;
+  EXPECT_EQ(check_history("postgres-table:" + shared_postgres().conninfo(), "hist-table", 4,
+                          25, tmp.path(), /*fencing=*/true),
+            "");
+}
+
+TEST(PostgresLeaseHistoryTest, KilledAdvisoryHolderFreesTheKeyAtOnce) {
+  // The kernel closes the dead holder's socket; the server ends its session.
+  EXPECT_EQ(check_sigkill("postgres-advisory:" + shared_postgres().conninfo(), "killed-adv",
+                          1000ms, 2000ms),
+            "");
+}
+
+TEST(PostgresLeaseHistoryTest, KilledTableHolderFreesTheKeyWithinItsTtl) {
+  EXPECT_EQ(check_sigkill("postgres-table:" + shared_postgres().conninfo(), "killed-table",
+                          1000ms, 3000ms),
+            "");
+}
+
+TEST(PostgresLeaseHistoryTest, PausedTableHolderLosesTheLeaseAndItsWriteIsFenced) {
+  TempDir tmp;
+  EXPECT_EQ(check_sigstop("postgres-table:" + shared_postgres().conninfo(), "paused-table",
+                          500ms, tmp.path()),
+            "");
+}
+
+// Faults between client and server: a loopback proxy (proxy.h).
+
+std::string via(const TcpProxy& proxy) {
+  return absl::StrCat("host=127.0.0.1 port=", proxy.port(), " user=tl dbname=postgres");
+}
+
+TEST(PostgresLeaseFaultTest, CutConnectionFiresLostAndTheServerFreesTheAdvisoryLock) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(make_backend(via(proxy), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct,
+                       LeaseLock::create(make_backend(pg.conninfo(), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("cut-adv"));
+  ASSERT_TRUE(a.has_value());
+  proxy.cut();
+  EXPECT_TRUE(wait_until([&] { return a->lost().stop_requested(); }, 10s));
+  absl::StatusOr<Lease> d = direct.acquire("cut-adv", {.timeout = 10s});
+  ASSERT_OK(d.status());
+  ASSERT_OK_AND_ASSIGN(bool released, a->release());
+  EXPECT_FALSE(released);
+}
+
+TEST(PostgresLeaseFaultTest, TableModeLostReplyIsAnErrorAndLeavesNothingHeld) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(
+      make_backend(via(proxy), Mode::kLeaseTable, 500ms), {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(
+      make_backend(pg.conninfo(), Mode::kLeaseTable), {.ttl = 30s}));
+  proxy.drop_replies_on_open_connections();
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("lost-reply");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable, "lost-reply"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> d, direct.try_acquire("lost-reply"));
+  EXPECT_TRUE(d.has_value()) << "an orphan grant is still held";
+}
+
+TEST(PostgresLeaseFaultTest, TableModeFrozenConnectionIsAnErrorAndALateGrantLapses) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(
+      make_backend(via(proxy), Mode::kLeaseTable, 500ms), {.ttl = 1s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(
+      make_backend(pg.conninfo(), Mode::kLeaseTable), {.ttl = 30s}));
+  proxy.freeze(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("frozen");
+  // The statement (0.5 s) and the clean-up's reconnect (connect_timeout 2 s).
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
+  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable));
+  proxy.freeze(false);
+  absl::StatusOr<Lease> d = direct.acquire("frozen", {.timeout = 10s});
+  ASSERT_OK(d.status());
+}
+
+TEST(PostgresLeaseCliTest, RunPassesTheTokenFromTheLeaseTable) {
+  ASSERT_NE(std::string(TIERLOCK_CLI_PATH), "") << "tierlock_cli not built";
+  PostgresServer& pg = shared_postgres();
+  const std::string url = absl::StrCat("postgres://tl@127.0.0.1:", pg.port(), "/postgres");
+  RunResult a = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli", "--", "sh",
+                     "-c", "echo \"$TIERLOCK_TOKEN\""});
+  RunResult b = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli", "--", "sh",
+                     "-c", "echo \"$TIERLOCK_TOKEN\""});
+  ASSERT_EQ(a.status.code, 0);
+  ASSERT_EQ(b.status.code, 0);
+  std::uint64_t ta = 0, tb = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(a.out, &ta)) << a.out;
+  ASSERT_TRUE(absl::SimpleAtoi(b.out, &tb)) << b.out;
+  EXPECT_GT(tb, ta);
+  // Advisory mode has no token: the variable is not set.
+  RunResult c = run({TIERLOCK_CLI_PATH, "run", "--backend",
+                     absl::StrCat("postgres+advisory://tl@127.0.0.1:", pg.port(), "/postgres"),
+                     "--key", "cli", "--", "sh", "-c", "echo \"${TIERLOCK_TOKEN-unset}\""});
+  EXPECT_EQ(c.status.code, 0);
+  EXPECT_EQ(c.out, "unset\n");
+}
+
+}  // namespace
+}  // namespace tierlock::testing

@@ -1,0 +1,32 @@
+// tools/tierlock/lease_run.h
+//
+// `tierlock run --backend URL --key NAME`: run a command under a lease
+// (tierlock/lease.h) instead of a directory lock:
+//   LeaseRunOptions - the lease-specific options of `tierlock run`.
+//   run_lease       - acquires, runs the command with TIERLOCK_TOKEN, releases.
+#ifndef TIERLOCK_TOOLS_TIERLOCK_LEASE_RUN_H_
+#define TIERLOCK_TOOLS_TIERLOCK_LEASE_RUN_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tierlock::cli {
+
+struct LeaseRunOptions {
+  std::string backend;  // postgres://…, postgres+advisory://…, redis://…, sqlite:PATH
+  std::string key;
+  double ttl_s = 30;
+  bool no_wait = false;
+  std::optional<double> timeout_s;
+  int conflict_code = 75;
+  bool quiet = false;
+  std::vector<std::string> command;
+};
+
+// Returns the exit code (docs/cli.md, "Leases").
+int run_lease(const LeaseRunOptions& options);
+
+}  // namespace tierlock::cli
+
+#endif  // TIERLOCK_TOOLS_TIERLOCK_LEASE_RUN_H_
