@@ -7,7 +7,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <fstream>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -182,10 +185,22 @@ absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
   // short. synchronous=NORMAL is durable across process crashes in WAL mode
   // (a power loss may lose the last grants: leases are then re-granted, with
   // tokens that may repeat only for transactions lost with the power).
-  if (absl::Status s = d->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                               "set WAL mode");
-      !s.ok()) {
-    return s;
+  // Switching to WAL takes an exclusive lock and, when several processes open
+  // a new database at once, fails with SQLITE_BUSY without calling the busy
+  // handler: retry it (with backoff) until the busy timeout, as SQLite's
+  // own busy handler would.
+  const auto wal_deadline = std::chrono::steady_clock::now() + d->options.busy_timeout;
+  for (auto backoff = std::chrono::milliseconds(1);;
+       backoff = std::min(backoff * 2, std::chrono::milliseconds(50))) {
+    absl::Status s = d->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                             "set WAL mode");
+    if (s.ok()) break;
+    const int code = sqlite3_errcode(d->db) & 0xff;
+    if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
+        std::chrono::steady_clock::now() + backoff > wal_deadline) {
+      return s;
+    }
+    std::this_thread::sleep_for(backoff);  // another process is switching it
   }
   if (absl::Status s = d->exec(kSchema, "create tables"); !s.ok()) return s;
   lk.unlock();
