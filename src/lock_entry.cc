@@ -615,6 +615,15 @@ absl::Status LockEntry::wait_failed(absl::StatusCode code, Mode mode,
     // reads per holder).
     std::vector<std::string> exclusive, shared;
     absl::StatusOr<std::vector<Holder>> holders = holders_of(file_.path(), id());
+    if (!holders.ok()) {
+      // No lock table to read (Windows always; Linux without /proc):
+      // "unknown", not "nobody".
+      holder = held_here ? absl::StrCat(
+                               "held by another thread of this process (pid ",
+                               me, ")")
+                         : absl::StrCat("held by another process (",
+                                        holders.status().message(), ")");
+    }
     for (const Holder& h : holders.ok() ? *holders : std::vector<Holder>()) {
       std::string who = h.pid.has_value() ? absl::StrCat(*h.pid) : "?";
       if (h.pid == me) absl::StrAppend(&who, " (this process)");
@@ -631,7 +640,7 @@ absl::Status LockEntry::wait_failed(absl::StatusCode code, Mode mode,
     } else if (!shared.empty()) {
       holder =
           absl::StrCat("held shared by pid ", absl::StrJoin(shared, ", pid "));
-    } else {
+    } else if (holders.ok()) {
       holder = "no holder visible now (it may have just been released)";
     }
   }
