@@ -57,6 +57,30 @@ TEST(Win32PlatformTest, TwoHandlesOntoOneFileExcludeEachOther) {
   EXPECT_TRUE(platform::unlock(b.file.handle, "b").ok());
 }
 
+// flock converts the lock held through one descriptor; LockFileEx would
+// stack a second lock (or conflict with its own). One unlock must always
+// leave the handle holding nothing.
+TEST(Win32PlatformTest, RelockingOneHandleConvertsAndNeverStacks) {
+  Win32TempDir tmp;
+  Opened a(tmp.path()), b(tmp.path());
+  for (Mode first : {Mode::kExclusive, Mode::kShared}) {
+    for (Mode second : {Mode::kExclusive, Mode::kShared}) {
+      ASSERT_EQ(*platform::try_lock(a.file.handle, first, "a"), true);
+      ASSERT_EQ(*platform::try_lock(a.file.handle, second, "a"), true);
+      // Now held in `second` mode only.
+      EXPECT_EQ(*platform::try_lock(b.file.handle, Mode::kShared, "b"),
+                second == Mode::kShared);
+      if (second == Mode::kShared) {
+        ASSERT_TRUE(platform::unlock(b.file.handle, "b").ok());
+      }
+      ASSERT_TRUE(platform::unlock(a.file.handle, "a").ok());
+      EXPECT_EQ(*platform::try_lock(b.file.handle, Mode::kExclusive, "b"), true)
+          << "a lock was left behind";
+      ASSERT_TRUE(platform::unlock(b.file.handle, "b").ok());
+    }
+  }
+}
+
 TEST(Win32PlatformTest, UnlockWithoutALockIsAnErrorNamingThePath) {
   Win32TempDir tmp;
   Opened a(tmp.path());

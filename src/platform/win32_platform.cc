@@ -276,12 +276,27 @@ HANDLE create_lock_file(const std::filesystem::path& ext, DWORD access,
                        nullptr);
 }
 
-// LockFileEx on byte 0. On a synchronous handle the OVERLAPPED only carries
-// the offset.
-BOOL lock_byte(HANDLE h, DWORD flags) {
-  OVERLAPPED ov = {};
-  return ::LockFileEx(h, flags, 0, 1, 0, &ov);
+}  // namespace
+
+namespace win32 {
+
+BOOL convert_lock(HANDLE h, DWORD flags) {
+  // flock converts a lock held through the same descriptor; LockFileEx
+  // stacks instead (a shared lock is granted over the handle's own
+  // exclusive one, and one unlock then leaves the other held) or conflicts
+  // with itself (exclusive over its own shared). The registry converts only
+  // while no thread of the process holds the lock, so dropping ours first
+  // exposes nothing; unlike Linux's atomic downgrade, another process may
+  // take the lock in between, and then this try fails like any other.
+  OVERLAPPED unlock_ov = {};
+  (void)::UnlockFileEx(h, 0, 1, 0, &unlock_ov);  // nothing held: a no-op
+  OVERLAPPED ov = {};  // offset 0; the handle is synchronous
+  return ::LockFileEx(h, flags | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ov);
 }
+
+}  // namespace win32
+
+namespace {
 
 DWORD lock_flags(Mode mode) {
   return mode == Mode::kExclusive ? LOCKFILE_EXCLUSIVE_LOCK : 0;
@@ -461,9 +476,7 @@ absl::Status lock(NativeHandle handle, Mode mode,
 
 absl::StatusOr<bool> try_lock(NativeHandle handle, Mode mode,
                               const std::filesystem::path& lock_file) {
-  if (lock_byte(handle, lock_flags(mode) | LOCKFILE_FAIL_IMMEDIATELY)) {
-    return true;
-  }
+  if (win32::convert_lock(handle, lock_flags(mode))) return true;
   const DWORD err = ::GetLastError();
   if (err == ERROR_LOCK_VIOLATION || err == ERROR_IO_PENDING) return false;
   return win32::win32_status(err, "LockFileEx", lock_file);

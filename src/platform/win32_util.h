@@ -88,6 +88,12 @@ absl::StatusOr<std::filesystem::path> final_path(
 absl::StatusOr<std::pair<FileId, DWORD>> file_id_of(
     HANDLE h, const std::filesystem::path& for_messages);
 
+// Takes the lock on byte 0 of `h` with `flags` (exclusive or not), never
+// waiting, after releasing any lock `h` already holds there: the
+// conversion flock does on one descriptor, but not atomic. Returns
+// LockFileEx's result (GetLastError() tells why on failure).
+BOOL convert_lock(HANDLE h, DWORD flags);
+
 // Names what a non-regular file (by its attributes) is, for messages;
 // empty if it is a plain file.
 std::string_view describe_attributes(DWORD attributes);

@@ -41,8 +41,7 @@ void InterruptibleWait::interrupt() {
 
 absl::StatusOr<InterruptibleWait::Result> InterruptibleWait::lock(
     NativeHandle handle, Mode mode, const std::filesystem::path& lock_file) {
-  const DWORD flags = LOCKFILE_FAIL_IMMEDIATELY |
-                      (mode == Mode::kExclusive ? LOCKFILE_EXCLUSIVE_LOCK : 0);
+  const DWORD flags = mode == Mode::kExclusive ? LOCKFILE_EXCLUSIVE_LOCK : 0;
   // Waits are in whole milliseconds (the Win32 timeout unit): the first
   // retry yields the processor, later ones sleep 1 ms on the event.
   bool first = true;
@@ -51,8 +50,7 @@ absl::StatusOr<InterruptibleWait::Result> InterruptibleWait::lock(
       return Result::kInterrupted;
     }
     if (deadline_passed()) return Result::kDeadline;
-    OVERLAPPED ov = {};  // offset 0; the handle is synchronous
-    if (::LockFileEx(handle, flags, 0, 1, 0, &ov)) return Result::kLocked;
+    if (win32::convert_lock(handle, flags)) return Result::kLocked;
     const DWORD err = ::GetLastError();
     if (err != ERROR_LOCK_VIOLATION && err != ERROR_IO_PENDING) {
       return win32::win32_status(err, "LockFileEx", lock_file);

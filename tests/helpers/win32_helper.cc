@@ -3,11 +3,15 @@
 // tl_win32_helper.exe: "another process" for the Windows tests (the
 // counterpart of tl_helper, which needs fork+exec). Subcommands:
 //
-//   hold DIR [--shared]   acquire (blocking) with tierlock, print "locked",
+//   hold DIR [--shared] [--name N]
+//                         acquire (blocking) with tierlock, print "locked",
 //                         wait for a line or EOF on stdin, release, print
 //                         "released", exit 0
-//   try DIR [--shared]    try_acquire with tierlock: print "acquired" and exit
+//   try DIR [--shared] [--name N]
+//                         try_acquire with tierlock: print "acquired" and exit
 //                         0, or print "busy" and exit 1
+// (the same protocol as tl_helper's hold and try, so tests/support/helpers.h
+// drives either; --name is the lock file name)
 //   raw-try FILE          without tierlock: CreateFileW + LockFileEx
 //                         (exclusive, LOCKFILE_FAIL_IMMEDIATELY) on byte 0 of
 //                         FILE: exit 0 if it could be locked, 1 if another
@@ -46,7 +50,18 @@ int run(int argc, wchar_t** argv) {
   if (argc < 3) return 64;
   const std::wstring cmd = argv[1];
   const std::filesystem::path target = argv[2];
-  const bool shared = argc > 3 && std::wstring(argv[3]) == L"--shared";
+  bool shared = false;
+  tierlock::LockOptions options;
+  for (int i = 3; i < argc; ++i) {
+    const std::wstring arg = argv[i];
+    if (arg == L"--shared") {
+      shared = true;
+    } else if (arg == L"--name" && i + 1 < argc) {
+      options.lock_file_name = std::filesystem::path(argv[++i]).string();
+    } else {
+      return 64;
+    }
+  }
   const tierlock::Mode mode =
       shared ? tierlock::Mode::kShared : tierlock::Mode::kExclusive;
   if (cmd == L"raw-try") {
@@ -63,7 +78,8 @@ int run(int argc, wchar_t** argv) {
     if (ok) return 0;
     return err == ERROR_LOCK_VIOLATION ? 1 : fail("raw-try: LockFileEx");
   }
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(target);
+  absl::StatusOr<tierlock::DirLock> lock =
+      tierlock::DirLock::open(target, options);
   if (!lock.ok()) return fail(lock.status().ToString());
   if (cmd == L"hold") {
     absl::StatusOr<tierlock::Guard> guard = lock->acquire(mode);
