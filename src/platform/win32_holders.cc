@@ -45,7 +45,9 @@ const std::string& boot_id() {
   return empty;
 }
 
-std::optional<SelfIdentity> self_identity() {
+namespace {
+
+std::optional<SelfIdentity> read_self_identity() {
   const std::int64_t pid = current_pid();
   ProcessInfo info = process_info(pid);
   if (!info.start_time.has_value()) return std::nullopt;
@@ -59,6 +61,14 @@ std::optional<SelfIdentity> self_identity() {
     self.host = utf8(std::wstring(host, host_size));
   }
   return self;  // boot_id empty: no records (see the file comment)
+}
+
+}  // namespace
+
+std::optional<SelfIdentity> self_identity() {
+  // Read once: there is no fork() on Windows, so the process never changes.
+  static const std::optional<SelfIdentity> self = read_self_identity();
+  return self;
 }
 
 absl::StatusOr<MappedRecord> create_record(
