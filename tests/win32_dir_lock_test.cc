@@ -302,14 +302,22 @@ TEST(DirLockWin32Test, DirectoryThatIsAFileIsRefused) {
       << lock.status();
 }
 
-TEST(DirLockWin32Test, LockFileNamesWithSeparatorsOrStreamsAreRefused) {
+TEST(DirLockWin32Test, LockFileNamesWin32CannotSpellAreRefused) {
   Win32TempDir tmp;
-  for (const char* name : {"a\\b", "a/b", "x:stream", "", ".", ".."}) {
+  for (const char* name : {"a\\b", "a/b", "x:stream", "", ".", "..", "x.", "x ",
+                           "NUL", "con", "Com1.lock", "lpt9"}) {
     tierlock::LockOptions options;
     options.lock_file_name = name;
     absl::StatusOr<DirLock> lock = DirLock::open(tmp.path(), options);
     EXPECT_EQ(lock.status().code(), absl::StatusCode::kInvalidArgument)
         << name << ": " << lock.status();
+  }
+  // Near misses are ordinary names.
+  for (const char* name : {"COM10", "console", "nul-lock", ".lock"}) {
+    tierlock::LockOptions options;
+    options.lock_file_name = name;
+    absl::StatusOr<DirLock> lock = DirLock::open(tmp.path(), options);
+    EXPECT_TRUE(lock.ok()) << name << ": " << lock.status();
   }
 }
 

@@ -92,6 +92,25 @@ TEST(Win32PlatformTest, UnlockWithoutALockIsAnErrorNamingThePath) {
       << st;
 }
 
+// On Windows the read-only attribute denies GENERIC_WRITE and the file is
+// opened for reading only (read_only); Wine running as root (CI) grants
+// write access anyway, so there this checks only that locking works.
+TEST(Win32PlatformTest, ReadOnlyLockFileStillLocks) {
+  Win32TempDir tmp;
+  const std::filesystem::path file = tmp.path() / L".lock";
+  HANDLE h = ::CreateFileW(file.c_str(), GENERIC_WRITE, 0, nullptr, CREATE_NEW,
+                           FILE_ATTRIBUTE_READONLY, nullptr);
+  ASSERT_NE(h, INVALID_HANDLE_VALUE);
+  ::CloseHandle(h);
+  {
+    Opened a(tmp.path()), b(tmp.path());
+    EXPECT_EQ(*platform::try_lock(a.file.handle, Mode::kExclusive, "a"), true);
+    EXPECT_EQ(*platform::try_lock(b.file.handle, Mode::kShared, "b"), false);
+    EXPECT_TRUE(platform::unlock(a.file.handle, "a").ok());
+  }
+  ASSERT_TRUE(::SetFileAttributesW(file.c_str(), FILE_ATTRIBUTE_NORMAL));
+}
+
 TEST(Win32PlatformTest, StatAndProbeFindTheSameIdentity) {
   Win32TempDir tmp;
   Opened a(tmp.path());

@@ -17,6 +17,10 @@
 #include "platform/platform.h"
 #include "platform/win32_util.h"
 #include "string_util.h"
+// clang-format off
+// After <windows.h> (win32_util.h): NtCreateFile, RtlNtStatusToDosError.
+#include <winternl.h>
+// clang-format on
 
 namespace tierlock::internal::platform {
 namespace win32 {
@@ -262,18 +266,37 @@ absl::StatusCode code_for_errno(int err) {
   }
 }
 
-// Opens the lock file at `ext` (an extended path) for locking: never
-// following a reparse point (FILE_FLAG_OPEN_REPARSE_POINT), never
-// truncating (OPEN_ALWAYS / OPEN_EXISTING), shared for read, write and
-// delete so no other program is locked out of the directory, not
-// inheritable. Sets *read_only when only read access could be had.
-HANDLE create_lock_file(const std::filesystem::path& ext, DWORD access,
-                        DWORD disposition) {
-  return ::CreateFileW(ext.c_str(), access,
-                       FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
-                       nullptr, disposition,
-                       FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OPEN_REPARSE_POINT,
-                       nullptr);
+// Opens the lock file `name` inside the directory open at `dir` (relative
+// to the handle, as openat does on POSIX: a directory swapped after it was
+// opened is not followed) for locking: never following a reparse point
+// (FILE_OPEN_REPARSE_POINT), never a directory (FILE_NON_DIRECTORY_FILE),
+// never truncating (FILE_OPEN_IF / FILE_OPEN), shared for read, write and
+// delete so no other program is locked out, synchronous, not inheritable:
+// what CreateFileW would do, through NtCreateFile, which takes a root
+// directory handle. On failure GetLastError() is the Win32 error.
+HANDLE open_in_directory(HANDLE dir, const std::wstring& name, DWORD access,
+                         ULONG disposition) {
+  UNICODE_STRING uname;
+  uname.Buffer = const_cast<wchar_t*>(name.c_str());
+  uname.Length = static_cast<USHORT>(name.size() * sizeof(wchar_t));
+  uname.MaximumLength = uname.Length;
+  OBJECT_ATTRIBUTES attributes;
+  InitializeObjectAttributes(&attributes, &uname, OBJ_CASE_INSENSITIVE, dir,
+                             nullptr);
+  IO_STATUS_BLOCK io = {};
+  HANDLE h = INVALID_HANDLE_VALUE;
+  const NTSTATUS status = ::NtCreateFile(
+      &h, access | SYNCHRONIZE | FILE_READ_ATTRIBUTES, &attributes, &io,
+      nullptr, FILE_ATTRIBUTE_NORMAL,
+      FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, disposition,
+      FILE_NON_DIRECTORY_FILE | FILE_SYNCHRONOUS_IO_NONALERT |
+          FILE_OPEN_REPARSE_POINT,
+      nullptr, 0);
+  if (status < 0) {
+    ::SetLastError(::RtlNtStatusToDosError(status));
+    return INVALID_HANDLE_VALUE;
+  }
+  return h;
 }
 
 }  // namespace
@@ -302,6 +325,23 @@ DWORD lock_flags(Mode mode) {
   return mode == Mode::kExclusive ? LOCKFILE_EXCLUSIVE_LOCK : 0;
 }
 
+// True for the DOS device names Win32 paths map to devices in every
+// directory: CON, PRN, AUX, NUL, COM1-9, LPT1-9, with or without an
+// extension, in any case.
+bool is_reserved_device_name(std::string_view name) {
+  std::string base(name.substr(0, name.find('.')));
+  while (!base.empty() && base.back() == ' ') base.pop_back();
+  for (char& c : base) {
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  }
+  if (base == "CON" || base == "PRN" || base == "AUX" || base == "NUL") {
+    return true;
+  }
+  return base.size() == 4 &&
+         (base.starts_with("COM") || base.starts_with("LPT")) &&
+         base[3] >= '1' && base[3] <= '9';
+}
+
 }  // namespace
 
 absl::Status errno_status(int err, std::string_view op,
@@ -326,6 +366,12 @@ absl::Status validate_lock_file_name(const std::filesystem::path& dir,
     why = "the lock file name must not contain ':' (a stream name)";
   } else if (name.find('\0') != std::string_view::npos) {
     why = "the lock file name contains a NUL byte";
+  } else if (name.back() == '.' || name.back() == ' ') {
+    // Win32 paths drop trailing dots and spaces: other programs could not
+    // name the file tierlock opens.
+    why = "the lock file name must not end in '.' or ' '";
+  } else if (is_reserved_device_name(name)) {
+    why = "the lock file name is a reserved device name (CON, NUL, COM1, ...)";
   } else {
     return absl::OkStatus();
   }
@@ -384,12 +430,14 @@ absl::StatusOr<OpenedLockFile> open_lock_file(const std::filesystem::path& dir,
     }
   }
 
-  HANDLE h = create_lock_file(ext, GENERIC_READ | GENERIC_WRITE, OPEN_ALWAYS);
+  const std::wstring wname = win32::utf8_path(name).native();
+  HANDLE h = open_in_directory(dir_closer.get(), wname,
+                               GENERIC_READ | GENERIC_WRITE, FILE_OPEN_IF);
   if (h == INVALID_HANDLE_VALUE && ::GetLastError() == ERROR_ACCESS_DENIED) {
     // A read-only file or directory: an existing lock file is still
     // lockable with read access only.
     const DWORD create_err = ::GetLastError();
-    h = create_lock_file(ext, GENERIC_READ, OPEN_EXISTING);
+    h = open_in_directory(dir_closer.get(), wname, GENERIC_READ, FILE_OPEN);
     out.read_only = h != INVALID_HANDLE_VALUE;
     if (h == INVALID_HANDLE_VALUE && ::GetLastError() == ERROR_FILE_NOT_FOUND) {
       return win32::win32_status(create_err, "create", out.lock_file);
