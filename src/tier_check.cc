@@ -193,12 +193,15 @@ HeldLock held_lock(const InheritedHold& inherited) {
 }
 
 Site site_of(const AcquireSite& site, const std::string& task) {
-  return Site{site.lock_file != nullptr ? site.lock_file->native() : "",
+  return Site{site.lock_file != nullptr
+                  ? internal::platform::path_text(*site.lock_file)
+                  : std::string(),
               site.tier, site.mode, site.where, task};
 }
 
 std::string describe(const HeldLock& h) {
-  std::string s = absl::StrCat("'", h.lock_file.native(), "'");
+  std::string s =
+      absl::StrCat("'", internal::platform::path_text(h.lock_file), "'");
   if (h.tier) {
     absl::StrAppend(&s, " [tier ", h.tier->level);
     if (!h.tier->name.empty()) absl::StrAppend(&s, " '", to_absl(h.tier->name), "'");
@@ -336,7 +339,8 @@ std::optional<TierViolation> check_nesting(ContextState& ctx,
   // The path ends at the held lock that closes the cycle.
   const std::string& closing = path.back().inner.lock_file;
   for (const HeldRecord& r : held) {
-    if (r.site.lock_file != nullptr && r.site.lock_file->native() == closing) {
+    if (r.site.lock_file != nullptr &&
+        internal::platform::path_text(*r.site.lock_file) == closing) {
       v.conflicting = held_lock(r.site, task);
     }
   }
@@ -450,7 +454,7 @@ std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
   {
     UniqueLock lock(g.mu);
     auto [it, inserted] = g.node_of.try_emplace(
-        std::pair(id, lock_file.native()), 0);
+        std::pair(id, internal::platform::path_text(lock_file)), 0);
     if (inserted) {
       it->second = static_cast<std::uint32_t>(g.out.size());
       g.out.emplace_back();
@@ -898,7 +902,8 @@ std::string LockContext::held_env() const {
   for (const internal::HeldRecord& r : state_->held) {
     if (!r.site.tier || r.site.lock_file == nullptr) continue;
     holds.push_back({r.site.tier->level, std::string(r.site.tier->name),
-                     r.site.mode, pid, r.site.lock_file->native()});
+                     r.site.mode, pid,
+                     internal::platform::path_text(*r.site.lock_file)});
   }
   return internal::format_held_env(holds);
 }

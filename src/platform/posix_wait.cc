@@ -374,6 +374,12 @@ absl::StatusOr<InterruptibleWait::Result> InterruptibleWait::lock(
 std::int64_t current_pid() { return static_cast<std::int64_t>(::getpid()); }
 std::int64_t current_tid() { return static_cast<std::int64_t>(::gettid()); }
 
+std::int64_t coarse_realtime_ns() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
 std::vector<KernelHolder> kernel_holders(const FileId& id) {
   absl::StatusOr<std::vector<KernelHolder>> holders = read_kernel_holders(id);
   if (!holders.ok()) return {};
