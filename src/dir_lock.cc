@@ -248,6 +248,12 @@ absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
 }
 
 absl::StatusOr<Guard> DirLock::acquire(Mode mode, SourceLocation where) {
+  // The common call: no AcquireOptions to build, move and map.
+  if (!entry_->stale() && !internal::tier_checks_active()) [[likely]] {
+    internal::WaitPolicy policy;
+    policy.tier = tier();
+    return LockEntry::acquire_wait(entry_, mode, policy);
+  }
   AcquireOptions options;
   options.mode = mode;
   return acquire(std::move(options), where);
