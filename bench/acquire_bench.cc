@@ -346,7 +346,11 @@ const BenchDir* g_dir = nullptr;
 // The peer: another process holding the lock with raw flock on its own
 // descriptor, and process A of the handoff rows.
 
-enum class PeerOp : std::int32_t { kLock, kUnlock, kPin, kHandoff };
+// kLockTierlock / kUnlockTierlock: the same through a tierlock DirLock, so the
+// peer leaves a holder record (the *_recorded_holder rows).
+enum class PeerOp : std::int32_t {
+  kLock, kUnlock, kPin, kHandoff, kLockTierlock, kUnlockTierlock
+};
 // How the peer knows B is waiting before it releases.
 enum class Ready : std::int32_t {
   kProcLocks,  // /proc/locks lists B's "->" waiter line on the lock file
@@ -397,6 +401,8 @@ bool pin_to(int cpu) {
   std::mt19937_64 rng(static_cast<std::uint64_t>(mono_ns()));
   std::uniform_int_distribution<std::int64_t> random_delay(1'000'000,
                                                            3'000'000);
+  std::optional<tierlock::DirLock> tl_lock;
+  std::optional<tierlock::Guard> tl_guard;
   auto reply = [&](char c) {
     while (::write(reply_fd, &c, 1) < 0 && errno == EINTR) {
     }
@@ -414,6 +420,24 @@ bool pin_to(int cpu) {
         break;
       case PeerOp::kUnlock:
         reply(fd >= 0 && flock_retry(fd, LOCK_UN) == 0 ? 'k' : 'e');
+        break;
+      case PeerOp::kLockTierlock: {
+        if (!tl_lock.has_value()) {
+          absl::StatusOr<tierlock::DirLock> opened =
+              tierlock::DirLock::open(dir.dir);
+          if (opened.ok()) tl_lock.emplace(*std::move(opened));
+        }
+        absl::StatusOr<tierlock::Guard> g =
+            tl_lock.has_value() ? tl_lock->acquire()
+                                : absl::StatusOr<tierlock::Guard>(
+                                      absl::InternalError("open failed"));
+        if (g.ok()) tl_guard.emplace(*std::move(g));
+        reply(g.ok() ? 'k' : 'e');
+        break;
+      }
+      case PeerOp::kUnlockTierlock:
+        reply(tl_guard.has_value() && tl_guard->release().ok() ? 'k' : 'e');
+        tl_guard.reset();
         break;
       case PeerOp::kPin: {
         const bool ok =
@@ -533,6 +557,12 @@ class Peer {
   }
   bool lock() { return call({PeerOp::kLock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k'; }
   bool unlock() { return call({PeerOp::kUnlock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k'; }
+  bool lock_tierlock() {
+    return call({PeerOp::kLockTierlock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k';
+  }
+  bool unlock_tierlock() {
+    return call({PeerOp::kUnlockTierlock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k';
+  }
   bool pin(int cpu) { return call({PeerOp::kPin, cpu, Ready::kProcLocks, 0, 0, 0}) == 'k'; }
 
   PeerShared* shared() const { return shm_; }
@@ -554,22 +584,26 @@ Peer* g_peer = nullptr;
 // With `active` false, does nothing.
 class PeerHold {
  public:
-  PeerHold(benchmark::State& state, bool active) {
+  // With `through_tierlock`, the peer holds through a DirLock (and so has a
+  // holder record) instead of raw flock.
+  PeerHold(benchmark::State& state, bool active, bool through_tierlock = false)
+      : tierlock_(through_tierlock) {
     if (!active) return;
-    held_ = g_peer->lock();
+    held_ = tierlock_ ? g_peer->lock_tierlock() : g_peer->lock();
     ok_ = held_;
-    if (!ok_) state.SkipWithError("peer: flock LOCK_EX failed");
+    if (!ok_) state.SkipWithError("peer: LOCK_EX failed");
   }
   ~PeerHold() { release(); }
   PeerHold(const PeerHold&) = delete;
   PeerHold& operator=(const PeerHold&) = delete;
   bool ok() const { return ok_; }
   void release() {
-    if (held_) (void)g_peer->unlock();
+    if (held_) (void)(tierlock_ ? g_peer->unlock_tierlock() : g_peer->unlock());
     held_ = false;
   }
 
  private:
+  bool tierlock_ = false;
   bool held_ = false;
   bool ok_ = true;
 };
@@ -677,6 +711,7 @@ enum class CancelCase {
   kStopKernelAsync,    // the same, an acquire_async waiter (pool thread)
   kStopInProcess,      // another thread holds; waiter queued in-process
   kTimeoutKernel,      // deadline passes while blocked in flock
+  kTimeoutKernelRecorded,  // the same, the peer holding through tierlock
   kTimeoutInProcess,   // deadline passes while queued in-process
   kRefSignalRawFlock,  // reference: pthread_kill of a raw blocked flock
   kRefTimerRawFlock,   // reference timeout: a POSIX timer signal (to the
@@ -752,14 +787,17 @@ void BM_Cancel(benchmark::State& state, const std::string& row,
   const bool kernel = c == CancelCase::kStopKernel ||
                       c == CancelCase::kStopKernelAsync ||
                       c == CancelCase::kTimeoutKernel ||
+                      c == CancelCase::kTimeoutKernelRecorded ||
                       c == CancelCase::kRefSignalRawFlock ||
                       c == CancelCase::kRefTimerRawFlock;
   const bool timeout = c == CancelCase::kTimeoutKernel ||
+                       c == CancelCase::kTimeoutKernelRecorded ||
                        c == CancelCase::kTimeoutInProcess ||
                        c == CancelCase::kRefTimerRawFlock ||
                        c == CancelCase::kRefCvTimeout;
   // Who holds the lock while the waiter waits: the peer, or this thread.
-  PeerHold peer_hold(state, kernel);
+  PeerHold peer_hold(state, kernel,
+                     c == CancelCase::kTimeoutKernelRecorded);
   if (!peer_hold.ok()) return;
   std::optional<tierlock::Guard> local_hold;
   if (!kernel && c != CancelCase::kRefCvTimeout) {
@@ -816,6 +854,7 @@ void BM_Cancel(benchmark::State& state, const std::string& row,
         });
         break;
       case CancelCase::kTimeoutKernel:
+      case CancelCase::kTimeoutKernelRecorded:
       case CancelCase::kTimeoutInProcess:
         job.run([&] {
           t_call = mono_ns();
@@ -1257,6 +1296,8 @@ void register_benchmarks() {
                      CancelCase::kTimeoutKernel, false, true},
            CancelRow{"timeout/tierlock_in_process_spaced",
                      CancelCase::kTimeoutInProcess, false, true},
+           CancelRow{"timeout/tierlock_kernel_spaced_recorded_holder",
+                     CancelCase::kTimeoutKernelRecorded, false, true},
            CancelRow{"timeout/tierlock_polling_kernel",
                      CancelCase::kTimeoutKernel, true, false},
        }) {

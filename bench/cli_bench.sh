@@ -6,7 +6,8 @@
 # Usage: bench/cli_bench.sh [RUNS]   (default 300 runs each, 30 warm-up)
 # Builds the release preset's tierlock (build/release), installs hyperfine
 # (Debian package) if it is missing, prints hyperfine's table and the ratios.
-# Environment: TIERLOCK (a tierlock binary to use instead of building one).
+# Environment: TIERLOCK (a tierlock binary to use instead of building one);
+# CLI_JSON (keep hyperfine's JSON there; bench/run.sh passes it to ratios.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-300}
@@ -33,7 +34,7 @@ done
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/tierlock-cli-bench.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
-json=$dir/result.json
+json=${CLI_JSON:-$dir/result.json}
 # Python runs `true` too, so all three do the same work: lock, run, unlock.
 py_cmd="import filelock, subprocess, sys
 with filelock.FileLock(sys.argv[1]):

@@ -3,8 +3,8 @@
 
 Usage: bench/ratios.py RESULT.json [RESULT.json ...]
 
-Each RESULT.json is Google Benchmark's --benchmark_out (format json) of
-core_bench or acquire_bench; several files are printed as one report (every
+Each RESULT.json is Google Benchmark's --benchmark_out (format json) of a
+bench/ binary, or hyperfine's --export-json of bench/cli_bench.sh; several files are printed as one report (every
 ratio is still taken within one binary's run). With --benchmark_repetitions
 the per-benchmark "median" and "cv" aggregates are used (and "max" where the
 benchmark computes it); without repetitions the median is taken over whatever
@@ -22,12 +22,23 @@ from collections import defaultdict
 # baseline every ratio is taken against ("{threads}" is filled in per row) and
 # the targets (benchmark-name prefix -> (comparison, ratio)).
 GROUPS = [
+    # Issue 5's budget is in nanoseconds, not a ratio: "extra" is the row's
+    # median minus the baseline's (the depth-2 rows against the depth-2
+    # baseline).
     {
         "prefix": "tier/checks_out/",
         "title": "7a. Tier checks, library without debug checks (Release default)",
         "metric": "time",
         "baseline": "tier/checks_out/untiered_off",
         "targets": {},
+        "diff_targets": {
+            "tier/checks_out/tiered_off": (
+                "tier/checks_out/untiered_off", 5.0, "≈ 0 extra (noise ≤ 5 ns)"),
+            "tier/checks_out/tiered_on_depth2": (
+                "tier/checks_out/untiered_off_depth2", 30.0, "≤ 30 ns extra"),
+            "tier/checks_out/tiered_on": (
+                "tier/checks_out/untiered_off", 30.0, "≤ 30 ns extra"),
+        },
     },
     {
         "prefix": "tier/checks_in/",
@@ -35,6 +46,22 @@ GROUPS = [
         "metric": "time",
         "baseline": "tier/checks_in/untiered_off",
         "targets": {},
+        "diff_targets": {
+            "tier/checks_in/tiered_on_depth2": (
+                "tier/checks_in/untiered_off_depth2", 30.0, "≤ 30 ns extra"),
+            "tier/checks_in/tiered_on": (
+                "tier/checks_in/untiered_off", 30.0, "≤ 30 ns extra"),
+        },
+    },
+    # Registry scale: each variant against itself at 10 entries.
+    {
+        "prefix": "registry/",
+        "title": "8. Registry scale: acquire+release with N other live entries",
+        "metric": "time",
+        "param": "entries",
+        "baseline": "registry/ref_flock_kept_fd/entries:{entries}",
+        "targets": {},
+        "scale": ("10", "vs 10 entries", ("<=", 1.2)),
     },
     {
         "prefix": "uncontended/",
@@ -303,10 +330,16 @@ def print_group(group, order, results):
     ratio_counters = group.get("ratio_counters", [])
     abs_targets = group.get("abs_targets", {})
     second = group.get("second")
+    scale = group.get("scale")
+    diff_targets = group.get("diff_targets", {})
     header = ["benchmark", "median", "cv", "ratio"]
     header += [label for _, label in ratio_counters]
     if second:
         header.append(second[1])
+    if scale:
+        header.append(scale[1])
+    if diff_targets:
+        header.append("extra")
     header.append("target")
     header += [c[1] for c in counters]
     print(f"### {group['title']}")
@@ -353,6 +386,32 @@ def print_group(group, order, results):
             row.append(fmt_ratio(value, sec_value))
         target = target_for(group, name)
         cells = []
+        if scale:
+            ref_name = re.sub(r"(" + re.escape(param) + r":)[^/]+$",
+                              r"\g<1>" + scale[0], name)
+            ref = results.get(ref_name)
+            ref_value = (median_of(ref, metric)[0]
+                         if ref and "error" not in ref else None)
+            row.append(fmt_ratio(value, ref_value))
+            if (ref_name != name and not short.startswith("ref_")
+                    and value is not None and ref_value):
+                op, bound = scale[2]
+                ratio = value / ref_value
+                met = ratio <= bound if op == "<=" else ratio >= bound
+                cells.append(f"≤ {bound}x {scale[1]} "
+                             + ("met" if met else "**missed**"))
+        if diff_targets:
+            diff = diff_targets.get(name)
+            ref = results.get(diff[0]) if diff else None
+            ref_value = (median_of(ref, metric)[0]
+                         if ref and "error" not in ref else None)
+            if diff and value is not None and ref_value is not None:
+                extra = value - ref_value
+                row.append(f"{extra:+.1f} ns vs {diff[0][len(group['prefix']):]}")
+                cells.append(f"{diff[2]} " + ("met" if extra <= diff[1]
+                                              else "**missed**"))
+            else:
+                row.append("")
         if target and value is not None and base:
             op, bound = target
             ratio = value / base
@@ -380,12 +439,46 @@ def print_group(group, order, results):
     print()
 
 
+def print_cli(path):
+    """The CLI rows from bench/cli_bench.sh's hyperfine JSON (one process per
+    run: lock, run `true`, unlock)."""
+    with open(path, encoding="utf-8") as f:
+        results = {r["command"]: r for r in json.load(f)["results"]}
+    base = results.get("flock(1)")
+    ours = results.get("tierlock run")
+    print("### 9. CLI: lock a directory, run `true`, unlock (hyperfine -N; "
+          "lower is better)")
+    print()
+    print("ratio: vs `flock(1)` (same run)")
+    print()
+    print("| command | median | mean ± sd | ratio | target |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        ratio = r["median"] / base["median"] if base else None
+        target = ""
+        if name == "tierlock run" and ratio is not None:
+            target = "≤ 1.3x " + ("met" if ratio <= 1.3 else "**missed**")
+        elif name.startswith("python3") and ours:
+            faster = r["median"] / ours["median"]
+            target = (f"tierlock {faster:.1f}x faster: ≥ 10x "
+                      + ("met" if faster >= 10 else "**missed**"))
+        print(f"| {name} | {r['median'] * 1e3:.2f} ms | "
+              f"{r['mean'] * 1e3:.2f} ± {r['stddev'] * 1e3:.2f} ms | "
+              + (f"{ratio:.2f}x" if ratio is not None else "–")
+              + f" | {target} |")
+    print()
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    order, results = [], {}
+    order, results, cli = [], {}, []
     for path in argv[1:]:
+        with open(path, encoding="utf-8") as f:
+            if "benchmarks" not in json.load(f):
+                cli.append(path)  # hyperfine's JSON
+                continue
         context, file_order, file_results = load(path)
         exe = os.path.basename(context.get("executable", "")) or path
         print(f"{exe} run {context.get('date', '?')} on "
@@ -407,6 +500,8 @@ def main(argv):
     print()
     for group in GROUPS:
         print_group(group, order, results)
+    for path in cli:
+        print_cli(path)
     return 0
 
 

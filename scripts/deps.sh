@@ -2,6 +2,9 @@
 # Installs what building and testing tierlock needs, from Debian 12 packages.
 # Idempotent: when every package is already installed it touches nothing (and
 # needs no root). Otherwise it runs apt-get as root, or through sudo.
+#   scripts/deps.sh           the POSIX build (every preset but mingw)
+#   scripts/deps.sh --mingw   also the Windows cross build and Wine (the
+#                             mingw preset: ~1 GB more, so only on request)
 set -euo pipefail
 
 packages=(
@@ -28,6 +31,24 @@ packages=(
   libhiredis-dev    # leases: the Redis backend (hiredis 0.14)
   redis-server      # leases: a real Redis server the `lease` tests start
 )
+
+# The mingw preset (docs/design.md, "Windows"): the MinGW-w64 cross compiler
+# with the posix thread model (std::thread, std::mutex, std::stop_token),
+# wine64 to run the Windows tests, GoogleTest's sources to build them, and
+# dpkg-dev to unpack Debian's abseil source package
+# (scripts/fetch-abseil-source.sh).
+mingw_packages=(
+  g++-mingw-w64-x86-64-posix
+  wine64
+  googletest
+  dpkg-dev
+)
+if [[ "${1:-}" == "--mingw" ]]; then
+  packages+=("${mingw_packages[@]}")
+elif [[ $# -gt 0 ]]; then
+  echo "usage: scripts/deps.sh [--mingw]" >&2
+  exit 64
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -16,7 +16,10 @@ if [[ -z "$tidy" ]]; then
   echo "tidy: clang-tidy not found (scripts/deps.sh installs it)" >&2
   exit 1
 fi
-mapfile -t files < <(find src tools -name '*.cc' 2>/dev/null | sort)
+# The Windows platform files (src/platform/win32_*.cc) are not in a Linux
+# preset's compile_commands.json and need <windows.h>: the mingw build's
+# -Werror is their check.
+mapfile -t files < <(find src tools -name '*.cc' ! -name 'win32_*' 2>/dev/null | sort)
 echo "tidy: $("$tidy" --version | grep -m1 -o 'version [0-9.]*') on ${#files[@]} files"
 # Two at a time (the CI machine has two cores); any finding fails the run
 # (WarningsAsErrors makes clang-tidy exit non-zero, and so xargs).

@@ -41,9 +41,11 @@ std::shared_ptr<const HandlePaths> paths_for(
 // been matched too), and the handle needs no realpath (~1 us per component).
 bool spells_same_directory(const std::filesystem::path& dir,
                            const std::filesystem::path& canonical) {
-  std::string_view s = dir.native();
+  const auto& dir_text = internal::platform::path_text(dir);
+  const auto& canonical_text = internal::platform::path_text(canonical);
+  std::string_view s = dir_text;
   while (s.size() > 1 && s.back() == '/') s.remove_suffix(1);
-  if (s == canonical.native()) return true;
+  if (s == canonical_text) return true;
   // ".." is resolved after symlinks by the kernel, so only realpath can
   // tell where it leads.
   for (const std::filesystem::path& part : dir) {
@@ -53,9 +55,10 @@ bool spells_same_directory(const std::filesystem::path& dir,
   std::filesystem::path normal = std::filesystem::absolute(dir, ec);
   if (ec) return false;
   normal = normal.lexically_normal();
-  std::string_view n = normal.native();
+  const auto& normal_text = internal::platform::path_text(normal);
+  std::string_view n = normal_text;
   while (n.size() > 1 && n.back() == '/') n.remove_suffix(1);
-  return n == canonical.native();
+  return n == canonical_text;
 }
 
 std::errc errc_for(const absl::Status& st) {
@@ -210,27 +213,34 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
     return LockEntry::acquire_wait(std::move(entry), options.mode,
                                    policy_for(options, tier()));
   }
-  const std::shared_ptr<internal::ContextState>& ctx =
-      internal::current_context();
-  const internal::AcquireSite site =
-      site_for(*entry, internal::MaybeTier(tier_, tiered_), options.mode, where, false, group);
-  absl::StatusOr<std::uint64_t> hold = internal::check_and_record(*ctx, site);
-  if (!hold.ok()) return hold.status();
+  internal::ContextState& ctx = internal::current_context_state();
+  absl::Status refused;
+  const std::uint64_t hold = internal::check_and_record(
+      ctx,
+      site_for(*entry, internal::MaybeTier(tier_, tiered_), options.mode,
+               where, false, group),
+      &refused);
+  // One named result and one return, so the Guard is built in place (no
+  // StatusOr move on the hot path).
   absl::StatusOr<Guard> guard =
-      LockEntry::acquire_wait(std::move(entry), options.mode, policy_for(options, tier()));
-  if (!guard.ok()) {
-    internal::forget_hold(*ctx, *hold);
-    return guard;
+      hold != 0 ? LockEntry::acquire_wait(std::move(entry), options.mode,
+                                          policy_for(options, tier()), &ctx,
+                                          hold)
+                : absl::StatusOr<Guard>(std::move(refused));
+  if (!guard.ok() && hold != 0) [[unlikely]] {
+    internal::forget_hold(ctx, hold);
   }
-  guard->context_ = ctx.get();
-  guard->hold_id_ = *hold;
   return guard;
 }
 
 absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
                                        SourceLocation where) {
-  if (!entry_->stale() && !internal::tier_checks_active()) [[likely]] {
-    return LockEntry::acquire_wait(entry_, options.mode, policy_for(options, tier()));
+  if (!entry_->stale()) [[likely]] {
+    if (!internal::tier_checks_active()) [[likely]] {
+      return LockEntry::acquire_wait(entry_, options.mode,
+                                     policy_for(options, tier()));
+    }
+    return acquire_entry(entry_, std::move(options), where, 0);
   }
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
@@ -313,20 +323,22 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
   if (!internal::tier_checks_active()) [[likely]] {
     return LockEntry::acquire(*std::move(entry), mode, policy);
   }
-  const std::shared_ptr<internal::ContextState>& ctx =
-      internal::current_context();
-  const internal::AcquireSite site =
-      site_for(**entry, internal::MaybeTier(tier_, tiered_), mode, where, true, 0);
-  absl::StatusOr<std::uint64_t> hold = internal::check_and_record(*ctx, site);
-  if (!hold.ok()) return hold.status();
+  internal::ContextState& ctx = internal::current_context_state();
+  absl::Status refused;
+  const std::uint64_t hold = internal::check_and_record(
+      ctx,
+      site_for(**entry, internal::MaybeTier(tier_, tiered_), mode, where,
+               true, 0),
+      &refused);
+  if (hold == 0) return refused;
   absl::StatusOr<std::optional<Guard>> guard =
       LockEntry::acquire(*std::move(entry), mode, policy);
   if (!guard.ok() || !guard->has_value()) {
-    internal::forget_hold(*ctx, *hold);
+    internal::forget_hold(ctx, hold);
     return guard;
   }
-  (*guard)->context_ = ctx.get();
-  (*guard)->hold_id_ = *hold;
+  (*guard)->context_ = &ctx;
+  (*guard)->hold_id_ = hold;
   return guard;
 }
 
@@ -351,14 +363,16 @@ absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,
                         it.tier ? it.tier->level : 0);
     };
     if (key(a) != key(b)) return key(a) < key(b);
-    return a.entry->file().path().native() < b.entry->file().path().native();
+    return internal::platform::path_text(a.entry->file().path()) <
+           internal::platform::path_text(b.entry->file().path());
   });
   for (std::size_t i = 1; i < items.size(); ++i) {
     // One registry entry per lock file: the same entry twice is one lock.
     for (std::size_t j = 0; j < i; ++j) {
       if (items[j].entry == items[i].entry) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "acquire_all: '", items[i].entry->file().path().native(),
+            "acquire_all: '",
+            internal::platform::path_text(items[i].entry->file().path()),
             "' is given twice (handles ", items[j].index, " and ",
             items[i].index, ")"));
       }

@@ -8,13 +8,6 @@
 
 namespace tierlock {
 
-Guard::Guard(Guard&& other) noexcept
-    : entry_(std::move(other.entry_)),
-      mode_(other.mode_),
-      owner_(other.owner_),
-      context_(std::exchange(other.context_, nullptr)),
-      hold_id_(other.hold_id_) {}
-
 Guard& Guard::operator=(Guard&& other) noexcept {
   if (this != &other) {
     (void)release();
@@ -26,8 +19,6 @@ Guard& Guard::operator=(Guard&& other) noexcept {
   }
   return *this;
 }
-
-Guard::~Guard() { (void)release(); }
 
 absl::Status Guard::release() {
   // Forget the hold in its context first, while the entry (whose path the

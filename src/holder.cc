@@ -1,7 +1,13 @@
 // Holder records: the writer's lifecycle, and reading who holds a lock.
 #include <algorithm>
+#include <filesystem>
 #include <mutex>
+#include <system_error>
 #include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 
 #include "holder_writer.h"
 #include "lock_entry.h"
@@ -155,6 +161,30 @@ void HolderRecordFile::close(const std::filesystem::path& lock_file,
   }
 }
 
+namespace {
+
+// Fills what a record says of a hold in progress: since when, and the tier.
+void take_held_part(const HolderRecord& r, Holder& h) {
+  h.since = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(r.since_ns)));
+  if (r.tier_level.has_value()) {
+    h.tier_level = r.tier_level;
+    h.tier_name = r.tier_name;
+  }
+}
+
+// Exclusive holders first (there is at most one), then shared ones.
+void sort_exclusive_first(std::vector<Holder>& holders) {
+  std::stable_sort(holders.begin(), holders.end(),
+                   [](const Holder& a, const Holder& b) {
+                     return a.mode == Mode::kExclusive &&
+                            b.mode != Mode::kExclusive;
+                   });
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<Holder>> holders_of(
     const std::filesystem::path& lock_file, const platform::FileId& id) {
   absl::StatusOr<std::vector<platform::KernelHolder>> kernel =
@@ -201,18 +231,61 @@ absl::StatusOr<std::vector<Holder>> holders_of(
     // The dynamic part only if consistent, held, and in the kernel's mode
     // (otherwise it describes an earlier hold, or one being taken).
     if (r->dynamic_valid && r->held && r->mode == h.mode) {
-      h.since = std::chrono::system_clock::time_point(
-          std::chrono::duration_cast<std::chrono::system_clock::duration>(
-              std::chrono::nanoseconds(r->since_ns)));
-      if (r->tier_level.has_value()) {
-        h.tier_level = r->tier_level;
-        h.tier_name = r->tier_name;
-      }
+      take_held_part(*r, h);
     }
   }
-  std::stable_sort(out.begin(), out.end(), [](const Holder& a, const Holder& b) {
-    return a.mode == Mode::kExclusive && b.mode != Mode::kExclusive;
-  });
+  sort_exclusive_first(out);
+  return out;
+}
+
+std::vector<Holder> recorded_holders(const std::filesystem::path& lock_file,
+                                     const platform::FileId& id) {
+  std::vector<Holder> out;
+  const std::string& boot = platform::boot_id();
+  if (boot.empty()) return out;
+  std::filesystem::path dir = lock_file;
+  dir += ".holders";
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  // Bounded: a records directory holds one file per process that used the
+  // lock recently; more than this is not worth reading on a timeout path.
+  constexpr int kMaxRecords = 256;
+  int seen = 0;
+  for (; !ec && it != std::filesystem::directory_iterator() &&
+         seen < kMaxRecords;
+       it.increment(ec), ++seen) {
+    const std::string name = it->path().filename().string();
+    std::vector<absl::string_view> parts = absl::StrSplit(name, '-');
+    std::int64_t pid = 0;
+    std::uint64_t start = 0;
+    if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &pid) ||
+        !absl::SimpleAtoi(parts[1], &start) || pid <= 0 ||
+        record_file_name(pid, start, boot) != name) {
+      continue;  // not a record of this boot
+    }
+    // The process must be the one that wrote it: alive, same start time.
+    platform::ProcessInfo info = platform::process_info(pid);
+    if (info.start_time != start) continue;
+    std::optional<std::string> bytes =
+        platform::read_record(lock_file, name, kRecordSize);
+    if (!bytes.has_value()) continue;
+    absl::StatusOr<HolderRecord> r = parse_holder_record(*bytes);
+    if (!r.ok() || r->pid != pid || r->start_time != start ||
+        r->boot_id != boot || r->lock_dev != id.dev || r->lock_ino != id.ino ||
+        !r->dynamic_valid || !r->held) {
+      continue;
+    }
+    Holder h;
+    h.pid = pid;
+    h.mode = r->mode;
+    h.start_time = start;
+    h.recorded = true;
+    if (!r->host.empty()) h.host = r->host;
+    h.program = !r->program.empty() ? r->program : info.program;
+    take_held_part(*r, h);
+    out.push_back(std::move(h));
+  }
+  sort_exclusive_first(out);
   return out;
 }
 

@@ -2,12 +2,11 @@
 // defensive parser.
 #include "holder_record.h"
 
-#include <time.h>
-
 #include <atomic>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "platform/platform.h"
 
 namespace tierlock::internal {
 namespace {
@@ -212,13 +211,11 @@ void RecordView::end() {
 }
 
 void RecordView::set_held(Mode mode, const std::optional<Tier>& tier) {
-  struct timespec ts;
   // Coarse: a vDSO read of the last tick, ~ns; "since" is shown in seconds.
-  ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  const std::int64_t now_ns = platform::coarse_realtime_ns();
   begin();
   store<std::uint32_t>(base_, kOffHeld, 1);
-  store<std::int64_t>(base_, kOffSince,
-                      std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec);
+  store<std::int64_t>(base_, kOffSince, now_ns);
   store<std::uint32_t>(base_, kOffMode, mode == Mode::kExclusive ? 0 : 1);
   store<std::uint32_t>(base_, kOffTierSet, tier.has_value() ? 1 : 0);
   if (tier.has_value()) {

@@ -77,7 +77,8 @@ std::string record_file_name(std::int64_t pid, std::uint64_t start_time,
 //
 // The writer's handle onto its own mapped record (kRecordSize bytes). Not
 // thread-safe: the owner serialises calls (LockEntry's mutex). Plain stores,
-// no syscall (CLOCK_REALTIME_COARSE is read through the vDSO).
+// no syscall (platform::coarse_realtime_ns: CLOCK_REALTIME_COARSE through
+// the vDSO on Linux).
 class RecordView {
  public:
   explicit RecordView(char* base) : base_(base) {}

@@ -75,6 +75,15 @@ class HolderRecordFile {
 absl::StatusOr<std::vector<Holder>> holders_of(
     const std::filesystem::path& lock_file, const platform::FileId& id);
 
+// Returns the holders that tierlock records alone name, without reading the
+// kernel's lock table (whose read can wait milliseconds for an RCU grace
+// period when nothing read it recently): records of live processes of this
+// boot (same pid and start time) that say they hold `id` now. A hint, not
+// proof: a holder that is not tierlock (flock(1), Python) has no record, and
+// a record may lag a release by a few stores. Empty when none.
+std::vector<Holder> recorded_holders(const std::filesystem::path& lock_file,
+                                     const platform::FileId& id);
+
 }  // namespace tierlock::internal
 
 #endif  // TIERLOCK_SRC_HOLDER_WRITER_H_

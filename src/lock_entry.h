@@ -117,9 +117,13 @@ class LockEntry {
   // As acquire, for a waiting acquire: never an empty optional, and a
   // single try (policy.wait false with a deadline) that finds it held is
   // kDeadlineExceeded.
+  // `context` and `hold_id` (a hold recorded by the tier checks) go into the
+  // Guard as they are; on failure the caller forgets the hold.
   static absl::StatusOr<Guard> acquire_wait(std::shared_ptr<LockEntry> self,
                                             Mode mode,
-                                            const WaitPolicy& policy);
+                                            const WaitPolicy& policy,
+                                            ContextState* context = nullptr,
+                                            std::uint64_t hold_id = 0);
 
   // Queues an acquire that occupies no thread while it waits in-process; the
   // pool waits in the kernel for it if needed and runs `done` (on

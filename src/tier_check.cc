@@ -2,6 +2,7 @@
 #include "tier_check.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -35,7 +36,17 @@ namespace {
 // ---------------------------------------------------------------- contexts
 
 thread_local const std::shared_ptr<ContextState>* t_bound = nullptr;
-thread_local std::shared_ptr<ContextState> t_default;
+// The thread's own context, made at its first checked acquire. Its end clears
+// the cache, so a lock taken by a later thread_local destructor finds no
+// dangling pointer.
+struct DefaultContext {
+  std::shared_ptr<ContextState> ctx;
+  DefaultContext() = default;
+  DefaultContext(const DefaultContext&) = delete;
+  DefaultContext& operator=(const DefaultContext&) = delete;
+  ~DefaultContext() { t_current_context = nullptr; }
+};
+thread_local DefaultContext t_default;
 
 std::string thread_name() {
   return absl::StrCat("thread ", platform::current_tid());
@@ -79,10 +90,34 @@ OrderGraph& graph() {
   return *g;
 }
 
+// Nestings (edges) this thread has seen and the graph has accepted. Edges are
+// never removed, so a thread's copy never goes stale.
 thread_local absl::flat_hash_set<std::uint64_t> t_edges;
+// A direct-mapped front for t_edges: one multiply and one load for the
+// nestings a thread repeats (a loop taking the same inner lock under the same
+// outer one), before the hash-set probe. Constant-initialised, so access is a
+// plain thread-local load. 0 is never a key (node 0 means "no node").
+thread_local constinit std::array<std::uint64_t, 64> t_edge_cache{};
 
 std::uint64_t edge_key(std::uint32_t from, std::uint32_t to) {
   return (std::uint64_t{from} << 32) | to;
+}
+
+std::size_t edge_slot(std::uint64_t key) {
+  return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ULL) >> 58);
+}
+
+bool edge_known(std::uint64_t key) {
+  std::uint64_t& slot = t_edge_cache[edge_slot(key)];
+  if (slot == key) [[likely]] return true;
+  if (!t_edges.contains(key)) return false;
+  slot = key;
+  return true;
+}
+
+void edge_learned(std::uint64_t key) {
+  t_edges.insert(key);
+  t_edge_cache[edge_slot(key)] = key;
 }
 
 // Returns the path from `from` to the first node of `targets` reached, as the
@@ -158,12 +193,15 @@ HeldLock held_lock(const InheritedHold& inherited) {
 }
 
 Site site_of(const AcquireSite& site, const std::string& task) {
-  return Site{site.lock_file != nullptr ? site.lock_file->native() : "",
+  return Site{site.lock_file != nullptr
+                  ? internal::platform::path_text(*site.lock_file)
+                  : std::string(),
               site.tier, site.mode, site.where, task};
 }
 
 std::string describe(const HeldLock& h) {
-  std::string s = absl::StrCat("'", h.lock_file.native(), "'");
+  std::string s =
+      absl::StrCat("'", internal::platform::path_text(h.lock_file), "'");
   if (h.tier) {
     absl::StrAppend(&s, " [tier ", h.tier->level);
     if (!h.tier->name.empty()) absl::StrAppend(&s, " '", to_absl(h.tier->name), "'");
@@ -264,7 +302,7 @@ std::optional<TierViolation> check_nesting(ContextState& ctx,
                                            std::uint32_t node,
                                            std::uint32_t newest,
                                            const AcquireSite& newest_site) {
-  if (t_edges.contains(edge_key(newest, node))) return std::nullopt;
+  if (edge_known(edge_key(newest, node))) return std::nullopt;
   // Slow path, once per new nesting per thread.
   absl::flat_hash_set<std::uint32_t> held_nodes;
   std::vector<HeldRecord> held;
@@ -290,7 +328,7 @@ std::optional<TierViolation> check_nesting(ContextState& ctx,
     }
   }
   if (path.empty()) {
-    t_edges.insert(edge_key(newest, node));
+    edge_learned(edge_key(newest, node));
     return std::nullopt;
   }
   TierViolation v;
@@ -301,7 +339,8 @@ std::optional<TierViolation> check_nesting(ContextState& ctx,
   // The path ends at the held lock that closes the cycle.
   const std::string& closing = path.back().inner.lock_file;
   for (const HeldRecord& r : held) {
-    if (r.site.lock_file != nullptr && r.site.lock_file->native() == closing) {
+    if (r.site.lock_file != nullptr &&
+        internal::platform::path_text(*r.site.lock_file) == closing) {
       v.conflicting = held_lock(r.site, task);
     }
   }
@@ -331,7 +370,6 @@ LockableHolds& lockable_holds() {
 
 struct InheritedState {
   Mutex mu;
-  std::atomic<const std::vector<InheritedHold>*> parsed{nullptr};
 };
 
 InheritedState& inherited_state() {
@@ -390,7 +428,21 @@ std::optional<std::string> unescape(std::string_view s) {
 
 }  // namespace
 
+thread_local constinit ContextState* t_current_context = nullptr;
+
 const std::shared_ptr<ContextState>*& bound_context() { return t_bound; }
+
+const std::shared_ptr<ContextState>* bind_context(
+    const std::shared_ptr<ContextState>* ctx) {
+  t_current_context = nullptr;
+  return std::exchange(t_bound, ctx);
+}
+
+ContextState& current_context_state_slow() {
+  ContextState* c = current_context().get();
+  t_current_context = c;
+  return *c;
+}
 
 std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
                          const platform::FileId& id,
@@ -402,7 +454,7 @@ std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
   {
     UniqueLock lock(g.mu);
     auto [it, inserted] = g.node_of.try_emplace(
-        std::pair(id, lock_file.native()), 0);
+        std::pair(id, internal::platform::path_text(lock_file)), 0);
     if (inserted) {
       it->second = static_cast<std::uint32_t>(g.out.size());
       g.out.emplace_back();
@@ -415,10 +467,10 @@ std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
 
 const std::shared_ptr<ContextState>& current_context() {
   if (t_bound != nullptr) return *t_bound;
-  if (t_default == nullptr) {
-    t_default = make_context(thread_name());
+  if (t_default.ctx == nullptr) {
+    t_default.ctx = make_context(thread_name());
   }
-  return t_default;
+  return t_default.ctx;
 }
 
 namespace {
@@ -472,7 +524,7 @@ ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<std::uint64_t> check_slow(
       violation = std::move(v);
     }
     const bool known_nesting =
-        !kDebugChecks || newest == 0 || t_edges.contains(edge_key(newest, node));
+        !kDebugChecks || newest == 0 || edge_known(edge_key(newest, node));
     if (record && !violation && known_nesting) {
       std::uint64_t id = ctx.next_hold_id++;
       ctx.held.push_back(HeldRecord{id, site});
@@ -497,33 +549,55 @@ ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<std::uint64_t> check_slow(
   return record ? record_hold(ctx, site) : 0;
 }
 
-// The checks, and with `record`, the hold recorded in the same critical
-// section when nothing is wrong and no new nesting must be learned: one
-// spin-lock pass over the (short) held stack. Anything else goes the slow way.
+// True when `site` may be taken with nothing to report or learn: no held
+// tier at or above its own (outside its acquire_all group), a named context,
+// and (with debug checks) a nesting seen before.
+bool fast_path_ok(const ContextState& ctx, const AcquireSite& site)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(ctx.mu) {
+  if (ctx.name.empty()) return false;
+  std::uint32_t newest = 0;
+  for (const HeldRecord& r : ctx.held) {
+    if (r.site.node != 0 && r.site.node != site.node) newest = r.site.node;
+    if (site.tier && r.site.tier && r.site.tier->level >= site.tier->level &&
+        (r.site.group == 0 || r.site.group != site.group)) {
+      return false;
+    }
+  }
+  return !kDebugChecks || newest == 0 ||
+         edge_known(edge_key(newest, site.node));
+}
+
+// The checks with the hold recorded in the same critical section when nothing
+// is wrong and no new nesting must be learned: one spin-lock pass over the
+// (short) held stack. 0: go the slow way (check_slow) to report or learn.
+std::uint64_t check_fast(ContextState& ctx, const AcquireSite& site) {
+  if (g_tier_check_mode.load(std::memory_order_relaxed) ==
+      TierCheckMode::kIgnore) {
+    return 0;
+  }
+  if (site.tier && !inherited_holds().empty()) return 0;
+  SpinLockHolder lock(ctx.mu);
+  if (!fast_path_ok(ctx, site)) return 0;
+  const std::uint64_t id = ctx.next_hold_id++;
+  ctx.held.push_back(HeldRecord{id, site});
+  return id;
+}
+
+// The checks, and with `record`, the hold recorded: check_fast, or the slow
+// way.
 absl::StatusOr<std::uint64_t> check(ContextState& ctx, const AcquireSite& site,
                                     bool record) {
   const TierCheckMode mode = g_tier_check_mode.load(std::memory_order_relaxed);
   if (mode == TierCheckMode::kIgnore) {
     return record ? record_hold(ctx, site) : 0;
   }
-  if (!site.tier || inherited_holds().empty()) {
-    SpinLockHolder lock(ctx.mu);
-    bool conflict = ctx.name.empty();
-    std::uint32_t newest = 0;
-    for (const HeldRecord& r : ctx.held) {
-      if (r.site.node != 0 && r.site.node != site.node) newest = r.site.node;
-      if (site.tier && r.site.tier && r.site.tier->level >= site.tier->level &&
-          (r.site.group == 0 || r.site.group != site.group)) {
-        conflict = true;
-      }
+  if (!record) {
+    if (!site.tier || inherited_holds().empty()) {
+      SpinLockHolder lock(ctx.mu);
+      if (fast_path_ok(ctx, site)) return 0;
     }
-    if (!conflict && (!kDebugChecks || newest == 0 ||
-                      t_edges.contains(edge_key(newest, site.node)))) {
-      if (!record) return 0;
-      std::uint64_t id = ctx.next_hold_id++;
-      ctx.held.push_back(HeldRecord{id, site});
-      return id;
-    }
+  } else if (std::uint64_t id = check_fast(ctx, site); id != 0) {
+    return id;
   }
   return check_slow(ctx, site, record, mode);
 }
@@ -537,6 +611,17 @@ absl::Status check_acquire(ContextState& ctx, const AcquireSite& site) {
 absl::StatusOr<std::uint64_t> check_and_record(ContextState& ctx,
                                                const AcquireSite& site) {
   return check(ctx, site, true);
+}
+
+std::uint64_t check_and_record(ContextState& ctx, const AcquireSite& site,
+                               absl::Status* error) {
+  if (std::uint64_t id = check_fast(ctx, site); id != 0) [[likely]] return id;
+  absl::StatusOr<std::uint64_t> id = check(ctx, site, true);
+  if (!id.ok()) {
+    *error = std::move(id).status();
+    return 0;
+  }
+  return *id;
 }
 
 std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site) {
@@ -564,11 +649,16 @@ void forget_hold(ContextState& ctx, std::uint64_t hold_id) noexcept {
   bool last = false;
   {
     SpinLockHolder lock(ctx.mu);
-    for (auto it = ctx.held.end(); it != ctx.held.begin();) {
-      --it;
-      if (it->hold_id == hold_id) {
-        ctx.held.erase(it);
-        break;
+    // Holds are mostly released in reverse order: the newest goes first.
+    if (!ctx.held.empty() && ctx.held.back().hold_id == hold_id) [[likely]] {
+      ctx.held.pop_back();
+    } else {
+      for (auto it = ctx.held.end(); it != ctx.held.begin();) {
+        --it;
+        if (it->hold_id == hold_id) {
+          ctx.held.erase(it);
+          break;
+        }
       }
     }
     last = ctx.orphaned && ctx.held.empty();
@@ -668,11 +758,14 @@ absl::StatusOr<std::vector<InheritedHold>> parse_held_env(
   return holds;
 }
 
-const std::vector<InheritedHold>& inherited_holds() {
+std::atomic<const std::vector<InheritedHold>*> g_inherited_holds{nullptr};
+
+const std::vector<InheritedHold>& inherited_holds_slow() {
   InheritedState& s = inherited_state();
-  if (const auto* p = s.parsed.load(std::memory_order_acquire)) return *p;
   UniqueLock lock(s.mu);
-  if (const auto* p = s.parsed.load(std::memory_order_relaxed)) return *p;
+  if (const auto* p = g_inherited_holds.load(std::memory_order_relaxed)) {
+    return *p;
+  }
   auto* holds = new std::vector<InheritedHold>();  // kept: views may escape
   // Read once per process, normally before threads change the environment.
   if (const char* env = std::getenv(  // NOLINT(concurrency-mt-unsafe)
@@ -687,7 +780,7 @@ const std::vector<InheritedHold>& inherited_holds() {
                    std::string(parsed.status().message()).c_str());
     }
   }
-  s.parsed.store(holds, std::memory_order_release);
+  g_inherited_holds.store(holds, std::memory_order_release);
   return *holds;
 }
 
@@ -697,10 +790,10 @@ void reset_inherited_holds_for_testing() {
   // The old vector stays alive (a concurrent reader may hold a reference),
   // reachable from `retired` so leak checkers see it is kept on purpose.
   static auto* retired = new std::vector<const std::vector<InheritedHold>*>();
-  if (const auto* old = s.parsed.load(std::memory_order_relaxed)) {
+  if (const auto* old = g_inherited_holds.load(std::memory_order_relaxed)) {
     retired->push_back(old);
   }
-  s.parsed.store(nullptr, std::memory_order_release);
+  g_inherited_holds.store(nullptr, std::memory_order_release);
 }
 
 }  // namespace internal
@@ -809,16 +902,15 @@ std::string LockContext::held_env() const {
   for (const internal::HeldRecord& r : state_->held) {
     if (!r.site.tier || r.site.lock_file == nullptr) continue;
     holds.push_back({r.site.tier->level, std::string(r.site.tier->name),
-                     r.site.mode, pid, r.site.lock_file->native()});
+                     r.site.mode, pid,
+                     internal::platform::path_text(*r.site.lock_file)});
   }
   return internal::format_held_env(holds);
 }
 
 LockContext::Scope::Scope(const LockContext& context)
-    : state_(context.state_), previous_(internal::bound_context()) {
-  internal::bound_context() = &state_;
-}
+    : state_(context.state_), previous_(internal::bind_context(&state_)) {}
 
-LockContext::Scope::~Scope() { internal::bound_context() = previous_; }
+LockContext::Scope::~Scope() { internal::bind_context(previous_); }
 
 }  // namespace tierlock

@@ -15,18 +15,18 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
-#include "tierlock/source_location.h"
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "platform/platform.h"
 #include "tierlock/mode.h"
+#include "tierlock/source_location.h"
 #include "tierlock/tier.h"
 
 namespace tierlock::internal {
@@ -37,15 +37,20 @@ namespace tierlock::internal {
 class ABSL_LOCKABLE SpinLock {
  public:
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
-    while (locked_.exchange(true, std::memory_order_acquire)) {
-      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
-    }
+    if (!locked_.exchange(true, std::memory_order_acquire)) [[likely]] return;
+    lock_slow();
   }
   void unlock() ABSL_UNLOCK_FUNCTION() {
     locked_.store(false, std::memory_order_release);
   }
 
  private:
+  ABSL_ATTRIBUTE_NOINLINE void lock_slow() {
+    do {
+      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
+    } while (locked_.exchange(true, std::memory_order_acquire));
+  }
+
   std::atomic<bool> locked_{false};
 };
 
@@ -98,6 +103,7 @@ struct HeldRecord {
   std::uint64_t hold_id = 0;
   AcquireSite site;
 };
+static_assert(std::is_trivially_copyable_v<HeldRecord>);
 
 // Returns the learned-order node of a lock file, keyed by its identity AND
 // its path (an inode number reused by a new file elsewhere is a new node),
@@ -112,9 +118,15 @@ std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
 // and the last forget_hold deletes it. So a Guard keeps a plain pointer and an
 // acquire pays no reference count.
 struct ContextState {
-  explicit ContextState(std::string n) : name(std::move(n)) {}
+  explicit ContextState(std::string n) : name(std::move(n)) {
+    held.reserve(kReservedHolds);
+  }
+  // A std::vector reserved once, not an InlinedVector: its push_back and
+  // pop_back inline to a few instructions on the acquire path (HeldRecord is
+  // trivially copyable), and 8 covers nesting depths seen in practice.
+  static constexpr std::size_t kReservedHolds = 8;
   SpinLock mu;
-  absl::InlinedVector<HeldRecord, 4> held ABSL_GUARDED_BY(mu);
+  std::vector<HeldRecord> held ABSL_GUARDED_BY(mu);
   std::uint64_t next_hold_id ABSL_GUARDED_BY(mu) = 1;
   std::string name ABSL_GUARDED_BY(mu);  // empty: named by the first recording thread
   bool orphaned ABSL_GUARDED_BY(mu) = false;  // no handle left
@@ -136,6 +148,21 @@ inline bool tier_checks_active() {
 const std::shared_ptr<ContextState>& current_context();
 // The innermost Scope's context on this thread, or null.
 const std::shared_ptr<ContextState>*& bound_context();
+// Binds `ctx` (which must outlive the binding) as the current context, or
+// with null unbinds it; returns the previous binding. For LockContext::Scope.
+const std::shared_ptr<ContextState>* bind_context(
+    const std::shared_ptr<ContextState>* ctx);
+
+// current_context().get(), cached per thread: what a synchronous acquire
+// needs (its Guard keeps a plain pointer), in one thread-local load. The cache
+// is cleared whenever the binding changes or the thread's default context
+// goes away.
+extern thread_local constinit ContextState* t_current_context;
+ContextState& current_context_state_slow();
+inline ContextState& current_context_state() {
+  if (ContextState* c = t_current_context) [[likely]] return *c;
+  return current_context_state_slow();
+}
 
 // Checks an acquire about to happen against `ctx`. OK: go on (also after a
 // reported violation in kReport). kFailedPrecondition naming both locks: a
@@ -146,6 +173,10 @@ absl::Status check_acquire(ContextState& ctx, const AcquireSite& site);
 // id; the caller must forget_hold it if the acquire then fails.
 absl::StatusOr<std::uint64_t> check_and_record(ContextState& ctx,
                                                const AcquireSite& site);
+// As above for the hot path: returns the hold id (never 0), or 0 with the
+// failure in `*error`.
+std::uint64_t check_and_record(ContextState& ctx, const AcquireSite& site,
+                               absl::Status* error);
 // Records a granted hold; returns the id forget_hold takes.
 std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site);
 // Forgets a recorded hold (any thread). No-op if unknown.
@@ -176,8 +207,15 @@ inline constexpr std::size_t kMaxHeldEnvBytes = std::size_t{64} * 1024;
 absl::StatusOr<std::vector<InheritedHold>> parse_held_env(std::string_view value);
 std::string format_held_env(const std::vector<InheritedHold>& holds);
 // The parent's holds, parsed from the environment once (warning on stderr
-// once if malformed).
-const std::vector<InheritedHold>& inherited_holds();
+// once if malformed). Inline: every checked acquire asks.
+extern std::atomic<const std::vector<InheritedHold>*> g_inherited_holds;
+const std::vector<InheritedHold>& inherited_holds_slow();
+inline const std::vector<InheritedHold>& inherited_holds() {
+  if (const auto* p = g_inherited_holds.load(std::memory_order_acquire)) {
+    return *p;
+  }
+  return inherited_holds_slow();
+}
 // Tests: re-reads the environment at the next use.
 void reset_inherited_holds_for_testing();
 

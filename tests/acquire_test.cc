@@ -293,6 +293,87 @@ TEST_F(AcquireTimeoutTest, FirstTimedWaitOfAProcessBlocksInFlock) {
   EXPECT_EQ(waiter.wait().code, 0);
 }
 
+// Deadlines of waits blocked in the kernel are kept by one process-wide
+// thread: several at once, registered out of order, each ends at its own
+// deadline (never before it), and a wait granted in time is never woken by a
+// stale one.
+TEST_F(AcquireTimeoutTest, StaggeredDeadlinesOnSeveralLocksEachEndAtTheirOwn) {
+  constexpr int kLocks = 4;
+  std::vector<TempDir> dirs(kLocks);
+  std::vector<Process> holders;
+  std::vector<DirLock> locks;
+  for (int i = 0; i < kLocks; ++i) {
+    holders.push_back(start_holder(dirs[static_cast<std::size_t>(i)].path()));
+    ASSERT_EQ(holders.back().read_line(), "locked");
+    ASSERT_OK_AND_ASSIGN(DirLock l, DirLock::open(dirs[static_cast<std::size_t>(i)].path()));
+    locks.push_back(std::move(l));
+  }
+  // Registered latest-first, so each new one is the earliest.
+  const std::vector<std::chrono::milliseconds> timeouts = {400ms, 300ms, 200ms, 100ms};
+  std::vector<absl::StatusCode> codes(kLocks, absl::StatusCode::kOk);
+  std::vector<Clock::duration> waited(kLocks);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kLocks; ++i) {
+    threads.emplace_back([&, i] {
+      const auto u = static_cast<std::size_t>(i);
+      const auto start = Clock::now();
+      absl::StatusOr<Guard> g = locks[u].acquire_for(timeouts[u]);
+      waited[u] = Clock::now() - start;
+      codes[u] = g.status().code();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (std::size_t i = 0; i < kLocks; ++i) {
+    EXPECT_EQ(codes[i], absl::StatusCode::kDeadlineExceeded) << "lock " << i;
+    EXPECT_GE(waited[i], timeouts[i]) << "lock " << i << " ended early";
+    EXPECT_LT(waited[i], timeouts[i] + 5s) << "lock " << i;
+    EXPECT_TRUE(HoldsNothing(locks[i]));
+  }
+  // A timed wait that is granted long before its deadline: no stray
+  // interrupt later (this thread goes on sleeping and acquiring normally).
+  std::thread releaser([&] {
+    // Release once the waiter below is blocked in flock.
+    EXPECT_TRUE(wait_for_locks(
+        locks[0].lock_file(),
+        [&](const auto& e) { return count_waiters_by(e, ::getpid()) == 1; },
+        kIntoKernel));
+    EXPECT_EQ(stop_holder(holders[0]).code, 0);
+  });
+  ASSERT_OK_AND_ASSIGN(Guard got, locks[0].acquire_for(30s));
+  releaser.join();
+  EXPECT_OK(got.release());
+  for (std::size_t i = 1; i < kLocks; ++i) EXPECT_EQ(stop_holder(holders[i]).code, 0);
+}
+
+// A fork()ed child has no deadline thread of its parent's: its timed waits
+// must still end at their deadline.
+TEST_F(AcquireTimeoutTest, ForkedChildsTimedWaitEndsAtItsDeadline) {
+  ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
+  Process holder = start_holder(dir());
+  ASSERT_EQ(holder.read_line(), "locked");
+  const int threads_before = count_threads();
+  // The parent's deadline thread exists now; it ends after 50 ms idle. Fork
+  // once it has (a fork with other threads running is not what Process::fork
+  // supports, and ThreadSanitizer refuses new threads after one).
+  EXPECT_EQ(lock.acquire_for(20ms).status().code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(wait_until([&] { return count_threads() <= threads_before; }, 5s))
+      << "the deadline thread did not end when idle";
+  const std::string path = dir().string();
+  Process child = Process::fork([path](LineChannel& ch) -> int {
+    absl::StatusOr<DirLock> l = DirLock::open(path);
+    if (!l.ok()) return 2;
+    const auto start = Clock::now();
+    absl::StatusOr<Guard> g = l->acquire_for(100ms);
+    const auto waited = Clock::now() - start;
+    ch.write_line(std::to_string(static_cast<int>(g.status().code())));
+    return waited >= 100ms && waited < 5s ? 0 : 3;
+  });
+  EXPECT_EQ(child.read_line(),
+            std::to_string(static_cast<int>(absl::StatusCode::kDeadlineExceeded)));
+  EXPECT_EQ(child.wait().code, 0);
+  EXPECT_EQ(stop_holder(holder).code, 0);
+}
+
 // -------------------------------------------------------------- cancellation
 
 TEST_F(AcquireCancelTest, CancelWhileBlockedInKernelReturnsAndHoldsNothing) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -268,17 +269,54 @@ TEST_F(HolderTest, HostileSymlinksAreNotFollowed) {
   EXPECT_EQ(read_file(elsewhere.path() / "precious"), "keep me");
 }
 
+// Times out acquiring dir() for 20 ms; returns the message ("" on failure).
+std::string timeout_message(const std::filesystem::path& dir) {
+  absl::StatusOr<DirLock> lock = DirLock::open(dir);
+  EXPECT_TRUE(lock.ok()) << lock.status();
+  if (!lock.ok()) return "";
+  absl::StatusOr<Guard> got = lock->acquire_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded);
+  return std::string(got.status().message());
+}
+
 TEST_F(HolderTest, TimeoutMessageNamesTheHoldersProgram) {
   Process holder = start_holder(dir());
   ASSERT_EQ(holder.read_line(), "locked");
-  absl::StatusOr<DirLock> lock = DirLock::open(dir());
-  ASSERT_TRUE(lock.ok());
-  absl::StatusOr<Guard> got = lock->acquire_for(std::chrono::milliseconds(20));
-  ASSERT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_THAT(std::string(got.status().message()),
+  EXPECT_THAT(timeout_message(dir()),
               HasSubstr("held exclusively by pid " + std::to_string(holder.pid()) + " '" +
                         helper_path() + " hold " + dir().string() + "'"));
   EXPECT_EQ(stop_holder(holder).code, 0);
+}
+
+// A timeout names holders from their records first (no /proc/locks read);
+// a holder that leaves no record is still named, from the kernel's table.
+TEST_F(HolderTest, TimeoutMessageNamesAHolderWithoutARecordFromTheKernel) {
+  if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
+  Process holder = Process::spawn(
+      {flock_path(), (dir() / ".lock").string(), "sh", "-c", "echo locked; read x"});
+  ASSERT_EQ(holder.read_line(), "locked");
+  EXPECT_THAT(timeout_message(dir()),
+              HasSubstr("held exclusively by pid " + std::to_string(holder.pid()) + " '"));
+  holder.write_line("go");
+  EXPECT_EQ(holder.wait().code, 0);
+}
+
+// A record left "held" by a process that has exited names nobody: the
+// timeout falls back to the kernel, which says the lock is free now.
+TEST_F(HolderTest, TimeoutNeverNamesADeadProcessFromItsRecord) {
+  Process holder = start_holder(dir());
+  ASSERT_EQ(holder.read_line(), "locked");
+  const pid_t dead = holder.pid();
+  // Another tierlock process takes over before the first one dies, so the
+  // lock stays held while a record of a dead process may remain.
+  Process second = start_holder(dir(), Mode::kShared);
+  ::kill(dead, SIGKILL);
+  EXPECT_EQ(holder.wait().code, 128 + SIGKILL);
+  ASSERT_EQ(second.read_line(), "locked");
+  const std::string message = timeout_message(dir());
+  EXPECT_THAT(message, HasSubstr("held shared by pid " + std::to_string(second.pid())));
+  EXPECT_THAT(message, Not(HasSubstr("pid " + std::to_string(dead) + " ")));
+  EXPECT_EQ(stop_holder(second).code, 0);
 }
 
 TEST_F(HolderTest, InspectRejectsBadInput) {

@@ -280,6 +280,37 @@ TEST_F(TierTest, ScopesNestAndRestore) {
   EXPECT_EQ(LockContext::current(), own);
 }
 
+// Acquires find their context through a per-thread cache; binding and
+// unbinding a Scope must move it, in both directions.
+TEST_F(TierTest, AcquiresRecordInTheInnermostScopeAndAgainAfterIt) {
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  DirLock backend = open_tiered("backend", kBackend);
+  DirLock ws2 = open_tiered("ws2", kWorkspace);
+  LockContext outer("outer");
+  LockContext inner("inner");
+  const LockContext own = LockContext::current();
+  ASSERT_OK_AND_ASSIGN(Guard mine, ws.acquire());
+  {
+    LockContext::Scope a(outer);
+    ASSERT_OK_AND_ASSIGN(Guard in_outer, pkg.acquire());
+    {
+      LockContext::Scope b(inner);
+      ASSERT_OK_AND_ASSIGN(Guard in_inner, ws2.acquire());
+      EXPECT_EQ(inner.held().size(), 1u);
+    }
+    EXPECT_TRUE(inner.held().empty());
+    ASSERT_EQ(outer.held().size(), 1u);
+    EXPECT_EQ(outer.held()[0].tier, kPackage);
+  }
+  EXPECT_TRUE(outer.held().empty());
+  ASSERT_EQ(own.held().size(), 1u);
+  EXPECT_EQ(own.held()[0].tier, kWorkspace);
+  // Back in the thread's own context: tier 30 above the held 10 is in order.
+  ASSERT_OK_AND_ASSIGN(Guard up, backend.acquire());
+  EXPECT_EQ(own.held().size(), 2u);
+}
+
 TEST_F(TierTest, ReleaseOnAnotherThreadLeavesTheTakingContext) {
   Reports reports;
   DirLock pkg = open_tiered("pkg", kPackage);

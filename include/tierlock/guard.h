@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <thread>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "tierlock/mode.h"
@@ -48,12 +49,21 @@ class [[nodiscard]] Guard {
  public:
   // Constructs an empty guard that holds nothing.
   Guard() noexcept = default;
-  Guard(Guard&& other) noexcept;
+  // Inline, like the destructor's emptiness test: every acquire moves its
+  // Guard into a StatusOr and destroys the moved-from one.
+  Guard(Guard&& other) noexcept
+      : entry_(std::move(other.entry_)),
+        mode_(other.mode_),
+        owner_(other.owner_),
+        context_(std::exchange(other.context_, nullptr)),
+        hold_id_(other.hold_id_) {}
   Guard& operator=(Guard&& other) noexcept;  // releases what *this held first
   Guard(const Guard&) = delete;
   Guard& operator=(const Guard&) = delete;
   // Releases the hold, if any. Errors are ignored here; call release() to see them.
-  ~Guard();
+  ~Guard() {
+    if (entry_ != nullptr || context_ != nullptr) (void)release();
+  }
 
   // Releases the hold. Idempotent: a second call, or a call on an empty or
   // moved-from Guard, returns OK and does nothing. The hold ends even when an
@@ -72,8 +82,13 @@ class [[nodiscard]] Guard {
   friend class internal::LockEntry;
   friend class DirLock;
   Guard(std::shared_ptr<internal::LockEntry> entry, Mode mode,
-        std::thread::id owner) noexcept
-      : entry_(std::move(entry)), mode_(mode), owner_(owner) {}
+        std::thread::id owner, internal::ContextState* context = nullptr,
+        std::uint64_t hold_id = 0) noexcept
+      : entry_(std::move(entry)),
+        mode_(mode),
+        owner_(owner),
+        context_(context),
+        hold_id_(hold_id) {}
 
   std::shared_ptr<internal::LockEntry> entry_;  // null once released
   Mode mode_ = Mode::kExclusive;

@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -29,12 +30,21 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "tierlock/acquire_options.h"
+#include "tierlock/mode.h"
+#include "tierlock/source_location.h"
 #include "tierlock/tier.h"
 
 namespace tierlock {
 
 namespace internal {
 struct LeaseState;
+struct ContextState;
+// A lease's record in a LockContext (tier checks): what forget_hold needs.
+struct LeaseTierHold {
+  ContextState* context = nullptr;  // null: not recorded
+  std::uint64_t hold_id = 0;
+  std::shared_ptr<const std::filesystem::path> label;  // "lease:BACKEND/KEY"
+};
 }  // namespace internal
 
 // LeaseCapabilities
@@ -175,9 +185,11 @@ struct LeaseOptions {
   // Stored with each lease (backends with the metadata capability only;
   // non-empty elsewhere is kUnimplemented). At most 4096 bytes.
   std::string metadata;
-  // The lease's tier. Stored and reported by LeaseLock::tier(); checked
-  // against the LockContext once lease tiers are wired into tier checks (not
-  // yet: today it is not checked).
+  // The lease's tier: acquires are checked against the calling LockContext
+  // like directory locks' (tierlock/tier.h), and a granted lease is held in
+  // that context until release() (or destruction), also when lost. Its name
+  // in reports is "lease:BACKEND/KEY". Leases take part in declared tiers
+  // only, not in the learned nesting order of debug builds.
   std::optional<Tier> tier;
 };
 
@@ -280,15 +292,20 @@ class LeaseLock {
 
   // Tries once. Returns the lease, an empty optional if another owner holds
   // the key (contention is not an error), or an error if the backend failed.
+  // `where` (every acquire's last parameter) is the call site tier-order
+  // reports name; leave it to its default.
   [[nodiscard]] absl::StatusOr<std::optional<Lease>> try_acquire(
-      std::string_view key);
+      std::string_view key, SourceLocation where = SourceLocation::current());
   // Acquires, waiting until granted, options.timeout passes
   // (kDeadlineExceeded; zero or negative: one try) or options.stop is
   // requested (kCancelled; an already-stopped token returns at once without
   // asking the backend). Never busy-waits; holds nothing after an error.
   // options.mode kShared needs the shared capability.
-  [[nodiscard]] absl::StatusOr<Lease> acquire(std::string_view key,
-                                              AcquireOptions options = {});
+  // kFailedPrecondition (nothing asked of the backend) when the tier check
+  // refuses it in TierCheckMode::kFail; see tierlock/tier.h.
+  [[nodiscard]] absl::StatusOr<Lease> acquire(
+      std::string_view key, AcquireOptions options = {},
+      SourceLocation where = SourceLocation::current());
 
   // Returns the backend / options / tier (nullopt: untiered).
   const std::shared_ptr<LeaseBackend>& backend() const { return backend_; }
@@ -301,7 +318,16 @@ class LeaseLock {
   absl::StatusOr<LeaseRequest> make_request(std::string_view key) const;
   Lease make_lease(const LeaseRequest& request,
                    std::unique_ptr<LeaseSession> session,
-                   std::chrono::steady_clock::time_point sent) const;
+                   std::chrono::steady_clock::time_point sent,
+                   internal::LeaseTierHold tier_hold) const;
+  absl::StatusOr<internal::LeaseTierHold> check_tier(std::string_view key,
+                                                     Mode mode, bool try_only,
+                                                     SourceLocation where) const;
+  absl::StatusOr<std::optional<Lease>> try_acquire_checked(
+      std::string_view key, internal::LeaseTierHold& tier_hold);
+  absl::StatusOr<Lease> acquire_checked(std::string_view key,
+                                        AcquireOptions options,
+                                        internal::LeaseTierHold& tier_hold);
 
   std::shared_ptr<LeaseBackend> backend_;
   LeaseOptions options_;
@@ -320,13 +346,13 @@ class LeaseLock {
 //       [&](tierlock::Lease& lease) { return deploy(*lease.token()); });
 template <typename Fn>
 auto with_lease(LeaseLock& lock, std::string_view key, AcquireOptions options,
-                Fn&& fn) {
+                Fn&& fn, SourceLocation where = SourceLocation::current()) {
   using R = std::invoke_result_t<Fn&, Lease&>;
   constexpr bool kStatusLike =
       std::is_void_v<R> || std::is_same_v<std::decay_t<R>, absl::Status>;
   using Out = std::conditional_t<kStatusLike, absl::Status,
                                  absl::StatusOr<std::decay_t<R>>>;
-  absl::StatusOr<Lease> lease = lock.acquire(key, std::move(options));
+  absl::StatusOr<Lease> lease = lock.acquire(key, std::move(options), where);
   if (!lease.ok()) return Out(lease.status());
   if constexpr (std::is_void_v<R>) {
     fn(*lease);

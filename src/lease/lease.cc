@@ -9,12 +9,15 @@
 #include <cstdio>
 #include <mutex>
 #include <random>
+#include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "lease/lease_state.h"
 #include "string_util.h"
+#include "tier_check.h"
+#include "tier_names.h"
 
 namespace tierlock {
 
@@ -190,6 +193,10 @@ absl::StatusOr<bool> Lease::release() {
   UniqueLock lk(s.mu);
   if (s.released) return false;
   s.released = true;
+  if (s.tier_hold.context != nullptr) {
+    internal::forget_hold(*s.tier_hold.context, s.tier_hold.hold_id);
+    s.tier_hold.context = nullptr;
+  }
   const bool was_lost =
       s.is_lost() || (s.has_ttl && s.clock->now() >= s.valid_until());
   // Compare-and-delete even when lost locally: frees the key early if the
@@ -236,6 +243,11 @@ absl::StatusOr<LeaseLock> LeaseLock::create(
         "LeaseLock: metadata is ", options.metadata.size(),
         " bytes, more than 4096"));
   }
+  // The name is a view: keep a copy that outlives the caller's string (and
+  // every hold recorded under it).
+  if (options.tier) {
+    options.tier->name = internal::intern_tier_name(options.tier->name);
+  }
   LeaseLock lock(std::move(backend), std::move(options));
   lock.ttl_ = ttl;
   return lock;
@@ -254,8 +266,10 @@ absl::StatusOr<LeaseRequest> LeaseLock::make_request(std::string_view key) const
 
 Lease LeaseLock::make_lease(const LeaseRequest& request,
                             std::unique_ptr<LeaseSession> session,
-                            SteadyTime sent) const {
+                            SteadyTime sent,
+                            internal::LeaseTierHold tier_hold) const {
   auto state = std::make_shared<LeaseState>();
+  state->tier_hold = std::move(tier_hold);
   state->backend = backend_;
   state->clock = &backend_->clock();
   state->key = request.key;
@@ -276,7 +290,63 @@ Lease LeaseLock::make_lease(const LeaseRequest& request,
   return Lease(std::move(state));
 }
 
-absl::StatusOr<std::optional<Lease>> LeaseLock::try_acquire(std::string_view key) {
+absl::StatusOr<internal::LeaseTierHold> LeaseLock::check_tier(
+    std::string_view key, Mode mode, bool try_only, SourceLocation where) const {
+  internal::LeaseTierHold hold;
+  if (!options_.tier || !internal::tier_checks_active()) return hold;
+  if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
+  hold.label = std::make_shared<const std::filesystem::path>(
+      absl::StrCat("lease:", to_absl(backend_->name()), "/", to_absl(key)));
+  internal::AcquireSite site;
+  site.lock_file = hold.label.get();
+  site.tier = internal::MaybeTier(options_.tier);
+  site.mode = mode;
+  site.where = where;
+  site.try_only = try_only;
+  internal::ContextState& ctx = internal::current_context_state();
+  absl::Status refused;
+  hold.hold_id = internal::check_and_record(ctx, site, &refused);
+  if (hold.hold_id == 0) return refused;
+  hold.context = &ctx;
+  return hold;
+}
+
+namespace {
+
+// Forgets a tier hold recorded for an acquire that then held nothing.
+void forget_unused(internal::LeaseTierHold& hold) {
+  if (hold.context == nullptr) return;
+  internal::forget_hold(*hold.context, hold.hold_id);
+  hold.context = nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<Lease>> LeaseLock::try_acquire(
+    std::string_view key, SourceLocation where) {
+  absl::StatusOr<internal::LeaseTierHold> hold =
+      check_tier(key, Mode::kExclusive, /*try_only=*/true, where);
+  if (!hold.ok()) return hold.status();
+  absl::StatusOr<std::optional<Lease>> got = try_acquire_checked(key, *hold);
+  if (!got.ok() || !got->has_value()) forget_unused(*hold);
+  return got;
+}
+
+absl::StatusOr<Lease> LeaseLock::acquire(std::string_view key,
+                                         AcquireOptions options,
+                                         SourceLocation where) {
+  // Checked before anything waits, as for directory locks (and before the
+  // option checks below: a refused order is the caller's bug either way).
+  absl::StatusOr<internal::LeaseTierHold> hold =
+      check_tier(key, options.mode, /*try_only=*/false, where);
+  if (!hold.ok()) return hold.status();
+  absl::StatusOr<Lease> got = acquire_checked(key, std::move(options), *hold);
+  if (!got.ok()) forget_unused(*hold);
+  return got;
+}
+
+absl::StatusOr<std::optional<Lease>> LeaseLock::try_acquire_checked(
+    std::string_view key, internal::LeaseTierHold& tier_hold) {
   absl::StatusOr<LeaseRequest> req = make_request(key);
   if (!req.ok()) return req.status();
   const SteadyTime sent = backend_->clock().now();
@@ -288,11 +358,13 @@ absl::StatusOr<std::optional<Lease>> LeaseLock::try_acquire(std::string_view key
                                      s.status().message()));
   }
   if (!*s) return std::optional<Lease>();
-  return std::optional<Lease>(make_lease(*req, std::move(*s), sent));
+  return std::optional<Lease>(
+      make_lease(*req, std::move(*s), sent, std::exchange(tier_hold, {})));
 }
 
-absl::StatusOr<Lease> LeaseLock::acquire(std::string_view key,
-                                         AcquireOptions options) {
+absl::StatusOr<Lease> LeaseLock::acquire_checked(
+    std::string_view key, AcquireOptions options,
+    internal::LeaseTierHold& tier_hold) {
   const SteadyTime start = std::chrono::steady_clock::now();
   if (options.pool != nullptr || options.executor != nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -333,7 +405,8 @@ absl::StatusOr<Lease> LeaseLock::acquire(std::string_view key,
     absl::StatusOr<std::unique_ptr<LeaseSession>> s =
         backend_->wait_acquire(*req, deadline, options.stop);
     if (s.ok()) {
-      if (*s) return make_lease(*req, std::move(*s), sent);
+      if (*s) return make_lease(*req, std::move(*s), sent,
+                                  std::exchange(tier_hold, {}));
       return timed_out();
     }
     if (s.status().code() == absl::StatusCode::kCancelled) return cancelled();
@@ -346,7 +419,8 @@ absl::StatusOr<Lease> LeaseLock::acquire(std::string_view key,
     const SteadyTime sent = backend_->clock().now();
     absl::StatusOr<std::unique_ptr<LeaseSession>> s = backend_->try_acquire(*req);
     if (!s.ok()) return fail(s.status());
-    if (*s) return make_lease(*req, std::move(*s), sent);
+    if (*s) return make_lease(*req, std::move(*s), sent,
+                                  std::exchange(tier_hold, {}));
     const SteadyTime now = std::chrono::steady_clock::now();
     if (one_try || now >= deadline) return timed_out();
     const SteadyTime until = std::min(deadline, now + jittered(step));

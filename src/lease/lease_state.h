@@ -37,6 +37,10 @@ struct LeaseState {
   bool auto_renew = false;
   std::chrono::milliseconds ttl{0};
 
+  // The hold recorded in the acquiring LockContext (tier checks), forgotten
+  // once, at release.
+  LeaseTierHold tier_hold;
+
   // Serialises the session's calls (user extend/release, renewer, watcher).
   Mutex mu;
   std::unique_ptr<LeaseSession> session ABSL_GUARDED_BY(mu);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <thread>
 #include <utility>
@@ -184,28 +185,24 @@ absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
   // short. synchronous=NORMAL is durable across process crashes in WAL mode
   // (a power loss may lose the last grants: leases are then re-granted, with
   // tokens that may repeat only for transactions lost with the power).
-  // Several processes opening a new file at once: switching it to WAL can
-  // fail with SQLITE_BUSY without SQLite calling the busy handler, so retry
-  // (backoff 1 ms doubling to 50 ms) until busy_timeout has passed.
-  const auto deadline = std::chrono::steady_clock::now() + d->options.busy_timeout;
-  auto retry_busy = [&](const char* sql, std::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(d->mu) {
-    std::chrono::milliseconds step(1);
-    for (;;) {
-      absl::Status s = d->exec(sql, what);
-      if (s.ok() || s.code() != absl::StatusCode::kUnavailable ||
-          std::chrono::steady_clock::now() >= deadline) {
-        return s;
-      }
-      std::this_thread::sleep_for(step);
-      step = std::min(step * 2, std::chrono::milliseconds(50));
+  // Switching to WAL takes an exclusive lock and, when several processes open
+  // a new database at once, fails with SQLITE_BUSY without calling the busy
+  // handler: retry it (with backoff) until the busy timeout, as SQLite's
+  // own busy handler would.
+  const auto wal_deadline = std::chrono::steady_clock::now() + d->options.busy_timeout;
+  for (auto backoff = std::chrono::milliseconds(1);;
+       backoff = std::min(backoff * 2, std::chrono::milliseconds(50))) {
+    absl::Status s = d->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                             "set WAL mode");
+    if (s.ok()) break;
+    const int code = sqlite3_errcode(d->db) & 0xff;
+    if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
+        std::chrono::steady_clock::now() + backoff > wal_deadline) {
+      return s;
     }
-  };
-  if (absl::Status s = retry_busy("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                                  "set WAL mode");
-      !s.ok()) {
-    return s;
+    std::this_thread::sleep_for(backoff);  // another process is switching it
   }
-  if (absl::Status s = retry_busy(kSchema, "create tables"); !s.ok()) return s;
+  if (absl::Status s = d->exec(kSchema, "create tables"); !s.ok()) return s;
   lk.unlock();
   return std::shared_ptr<SqliteLeaseBackend>(new SqliteLeaseBackend(std::move(d)));
 }

@@ -2,8 +2,11 @@
 //
 // The platform seam: everything tierlock asks of the operating system about lock
 // files. Nothing above this header includes <sys/file.h> or <windows.h>.
-//   FileId          - identity of a lock file (device, inode).
-//   NativeHandle    - the descriptor type (int on POSIX).
+//   FileId          - identity of a lock file (device, inode; on Windows volume
+//                     serial number, file index).
+//   NativeHandle    - the descriptor type (int on POSIX, HANDLE on Windows).
+//   path_text       - a path as UTF-8 text for messages and keys (POSIX: the
+//                     native string itself, no copy).
 //   OpenedLockFile  - a safely opened lock file: descriptor, identity, canonical paths.
 //   open_lock_file  - safe open (no symlinks, regular files only, never truncates).
 //   stat_lock_file  - the cheap identity probe used to find an existing entry.
@@ -29,8 +32,30 @@
 
 namespace tierlock::internal::platform {
 
+#if defined(_WIN32)
+// A Win32 HANDLE (void*); <windows.h> stays out of this header.
+using NativeHandle = void*;
+// INVALID_HANDLE_VALUE.
+inline NativeHandle const kInvalidHandle =
+    reinterpret_cast<NativeHandle>(static_cast<std::intptr_t>(-1));
+#else
 using NativeHandle = int;
 inline constexpr NativeHandle kInvalidHandle = -1;
+#endif
+
+// Returns `p` as text for messages and map keys: on POSIX the native byte
+// string itself (a reference, no copy); on Windows, where paths are UTF-16,
+// its UTF-8 spelling.
+#if defined(_WIN32)
+inline std::string path_text(const std::filesystem::path& p) {
+  const std::u8string u8 = p.u8string();
+  return std::string(u8.begin(), u8.end());
+}
+#else
+inline const std::string& path_text(const std::filesystem::path& p) {
+  return p.native();
+}
+#endif
 
 struct FileId {
   std::uint64_t dev = 0;
@@ -74,6 +99,7 @@ absl::StatusOr<OpenedLockFile> open_lock_file(const std::filesystem::path& dir,
 
 // Opens a new, independent descriptor (a new open file description) onto the
 // same file as `handle`: used after fork() so the child's lock is its own.
+// (Windows has no fork(); there it is ReOpenFile, used by nothing but tests.)
 absl::StatusOr<NativeHandle> reopen(NativeHandle handle,
                                     const std::filesystem::path& lock_file);
 
@@ -100,17 +126,24 @@ struct KernelHolder {
 };
 
 // Returns the processes holding a kernel lock on `id` (from /proc/locks on
-// Linux); empty when none or when it cannot be known.
+// Linux); empty when none or when it cannot be known (always on Windows,
+// which has no lock table that names holders).
 std::vector<KernelHolder> kernel_holders(const FileId& id);
 
 // Returns the calling process's id.
 std::int64_t current_pid();
-// Returns the calling thread's id as the OS shows it (gettid on Linux).
+// Returns the calling thread's id as the OS shows it (gettid on Linux,
+// GetCurrentThreadId on Windows).
 std::int64_t current_tid();
+// Returns the wall-clock time in ns since the Unix epoch, cheaply (the last
+// tick: CLOCK_REALTIME_COARSE through the vDSO on Linux,
+// GetSystemTimeAsFileTime on Windows). For holder records' "since".
+std::int64_t coarse_realtime_ns();
 
 // Returns the processes holding a kernel lock on `id`, as kernel_holders
 // does, but kUnavailable when the lock table cannot be read (so "nobody"
-// and "unknown" differ). Waiters are not holders.
+// and "unknown" differ; always kUnavailable on Windows). Waiters are not
+// holders.
 absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id);
 
 // Holder records (src/holder_record.h; docs/design.md "Holder records").
@@ -179,7 +212,9 @@ absl::StatusOr<ProbedLockFile> probe_lock_file(const std::filesystem::path& dir,
 
 
 // Sets the signal used to interrupt a thread blocked in the kernel lock call
-// (see tierlock/config.h); 0 disables signals (waits then poll).
+// (see tierlock/config.h); 0 disables signals (waits then poll). Windows has
+// no signals: 0 is accepted, any other value is kUnimplemented, and
+// interrupt_signal() is 0 (waits always poll, see InterruptibleWait).
 absl::Status set_interrupt_signal(int signo);
 int interrupt_signal();
 
@@ -195,10 +230,18 @@ int interrupt_signal();
 // arms the thread's timer (timer_create, SIGEV_THREAD_ID, one per thread,
 // reused) to repeat it every 200 us until the wait is over, which closes the
 // race where a signal lands just before the thread enters flock. A deadline
-// arms the same timer. The destructor disarms it and restores the signal
+// is registered with one process-wide deadline thread, which calls
+// interrupt() when it passes (no timer syscalls on the way out of a wait
+// that was granted in time). The destructor disarms it and restores the signal
 // mask; it must run on the waiting thread after interrupt() can no longer be
 // called. Without a usable signal it polls LOCK_NB with a backoff capped at
 // 1 ms.
+//
+// On Windows the wait polls LockFileEx(LOCKFILE_FAIL_IMMEDIATELY) with the
+// same backoff (50 us doubling to 1 ms), sleeping on an event that
+// interrupt() sets, so an interrupt ends it at once and each try either
+// takes the lock or leaves nothing held (there is no grant to race with).
+// Why not an overlapped LockFileEx + CancelIoEx: docs/design.md, "Windows".
 class InterruptibleWait {
  public:
   using Clock = std::chrono::steady_clock;
@@ -220,19 +263,25 @@ class InterruptibleWait {
   bool deadline_passed() const;
   const std::optional<Clock::time_point> deadline_;
   std::atomic<bool> interrupted_{false};
+#if defined(_WIN32)
+  void* event_ = nullptr;     // manual-reset event set by interrupt()
+#else
   int signo_ = 0;             // 0: polling
   void* timer_ = nullptr;     // timer_t* of this thread's timer; null: polling
   long tid_ = 0;              // the waiting thread, for the first signal
-  // Set by the constructor (deadline) or by interrupt() from another thread
-  // while the owner waits: disarm on destruction.
+  // Set by interrupt() (from another thread, or the deadline thread) while
+  // the owner waits: disarm on destruction.
   std::atomic<bool> armed_{false};
+  std::uint64_t deadline_id_ = 0;  // registered with the deadline thread
   bool restore_mask_ = false; // the signal was blocked before the wait
   std::mutex poll_mu_;       // polling mode only
   std::condition_variable poll_cv_;
+#endif
 };
 
 // Registers process-wide fork handlers (pthread_atfork on POSIX). Each is a
 // plain function; `child` runs in the child while it is single-threaded.
+// Windows has no fork(): nothing is registered and the handlers never run.
 void register_fork_handlers(void (*prepare)(), void (*parent)(),
                             void (*child)());
 

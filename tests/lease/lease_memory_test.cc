@@ -8,10 +8,13 @@
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
 #include "support/fixture.h"
+#include "support/temp_dir.h"
+#include "support/tier_mode.h"
 #include "support/status.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
 #include "tierlock/lease_memory.h"
+#include "tierlock/tierlock.h"
 
 namespace tierlock::testing {
 namespace {
@@ -193,11 +196,87 @@ TEST_F(MemoryLeaseTest, MovedLeaseReleasesOnce) {
   EXPECT_EQ(backend_->holder("k2"), moved.owner_id());
 }
 
-TEST_F(MemoryLeaseTest, TierIsStoredUntilTierChecksAreWired) {
-  constexpr Tier kJobs{30, "jobs"};
-  LeaseLock locks = lock({.tier = kJobs});
+TEST_F(MemoryLeaseTest, TierIsKeptWithACopyOfItsName) {
+  std::string name = "jobs";
+  LeaseLock locks = lock({.tier = Tier{30, name}});
+  name = "overwritten";
   ASSERT_TRUE(locks.tier().has_value());
-  EXPECT_EQ(*locks.tier(), kJobs);
+  EXPECT_EQ(*locks.tier(), (Tier{30, "jobs"}));
+}
+
+// Leases take part in tier ordering like directory locks: checked before
+// anything is asked of the backend, held in the LockContext until release.
+class LeaseTierTest : public MemoryLeaseTest {
+ protected:
+  DirLock open_dir(Tier tier) {
+    LockOptions o;
+    o.tier = tier;
+    absl::StatusOr<DirLock> d = DirLock::open(dir_.path(), o);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return *std::move(d);
+  }
+  static constexpr Tier kWorkspace{10, "workspace"};
+  static constexpr Tier kJobs{30, "jobs"};
+  TempDir dir_;
+  ScopedTierCheckMode mode_{TierCheckMode::kFail};
+};
+
+TEST_F(LeaseTierTest, LowerTierLeaseUnderAHigherLockIsRefusedAndNothingIsAsked) {
+  DirLock jobs_dir = open_dir(kJobs);
+  LeaseLock workspace = lock({.tier = kWorkspace});
+  ASSERT_OK_AND_ASSIGN(Guard held, jobs_dir.acquire());
+  absl::StatusOr<Lease> refused = workspace.acquire("ws");
+  EXPECT_TRUE(IsError(refused.status(), absl::StatusCode::kFailedPrecondition,
+                      "lease:memory/ws"));
+  EXPECT_EQ(backend_->holder("ws"), std::nullopt) << "the backend was asked";
+  absl::StatusOr<std::optional<Lease>> tried = workspace.try_acquire("ws");
+  EXPECT_EQ(tried.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(LockContext::current().held().size(), 1u);
+}
+
+TEST_F(LeaseTierTest, LeaseIsHeldInTheContextUntilReleased) {
+  LeaseLock workspace = lock({.tier = kWorkspace});
+  DirLock jobs_dir = open_dir(kJobs);
+  ASSERT_OK_AND_ASSIGN(Lease lease, workspace.acquire("ws"));
+  std::vector<HeldLock> held = LockContext::current().held();
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].lock_file, "lease:memory/ws");
+  EXPECT_EQ(held[0].tier, kWorkspace);
+  {
+    // In order: a higher tier under the lease.
+    ASSERT_OK_AND_ASSIGN(Guard inner, jobs_dir.acquire());
+  }
+  // Same tier again (another key) is refused while the lease is held.
+  LeaseLock other = lock({.tier = kWorkspace});
+  EXPECT_EQ(other.acquire("ws2").status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_OK_AND_ASSIGN(bool was_held, lease.release());
+  EXPECT_TRUE(was_held);
+  EXPECT_TRUE(LockContext::current().held().empty());
+  ASSERT_OK_AND_ASSIGN(Lease again, other.acquire("ws2"));
+}
+
+TEST_F(LeaseTierTest, FailedOrContendedAcquireRecordsNothing) {
+  LeaseLock workspace = lock({.tier = kWorkspace});
+  LeaseLock untiered = lock({});
+  ASSERT_OK_AND_ASSIGN(Lease theirs, untiered.acquire("busy"));  // untiered: not recorded
+  EXPECT_TRUE(LockContext::current().held().empty());
+  absl::StatusOr<std::optional<Lease>> tried = workspace.try_acquire("busy");
+  ASSERT_TRUE(tried.ok()) << tried.status();
+  EXPECT_FALSE(tried->has_value());
+  EXPECT_EQ(workspace.acquire("busy", {.timeout = 0ms}).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  backend_->fail_next(absl::UnavailableError("injected outage"));
+  EXPECT_EQ(workspace.acquire("other").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(LockContext::current().held().empty());
+}
+
+TEST_F(LeaseTierTest, ChecksOffRecordNothing) {
+  ScopedTierCheckMode off(TierCheckMode::kIgnore);
+  DirLock jobs_dir = open_dir(kJobs);
+  LeaseLock workspace = lock({.tier = kWorkspace});
+  ASSERT_OK_AND_ASSIGN(Guard held, jobs_dir.acquire());
+  ASSERT_OK_AND_ASSIGN(Lease lease, workspace.acquire("ws"));
+  EXPECT_TRUE(LockContext::current().held().empty());
 }
 
 TEST_F(MemoryLeaseTest, AsyncOptionsAreRejected) {
