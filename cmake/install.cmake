@@ -120,3 +120,8 @@ if(TARGET tierlock_cli)
   install(TARGETS tierlock_cli
     RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}" COMPONENT tierlock_runtime)
 endif()
+# tierlock-lease: `tierlock run --backend` execs it from tierlock's directory.
+if(TARGET tierlock_lease_cli)
+  install(TARGETS tierlock_lease_cli
+    RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}" COMPONENT tierlock_runtime)
+endif()

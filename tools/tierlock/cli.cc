@@ -36,6 +36,21 @@ std::string printable(absl::string_view text) {
   return out;
 }
 
+namespace {
+std::vector<std::string>& command_line_storage() {
+  static std::vector<std::string> args;
+  return args;
+}
+}  // namespace
+
+void set_command_line(int argc, char** argv) {
+  command_line_storage().assign(argv, argv + argc);
+}
+
+const std::vector<std::string>& command_line() {
+  return command_line_storage();
+}
+
 void print_error(absl::string_view path, absl::string_view reason) {
   std::string line = absl::StrCat("tierlock: ", printable(path), ": ",
                                   printable(reason), "\n");

@@ -7,6 +7,7 @@
 //   exit_code_for   - the exit code for a library error.
 //   print_error     - "tierlock: <path>: <reason>" on stderr, one line.
 //   describe_holders - "held exclusively by pid 1234 'make -j8' since 12:01:03".
+//   command_line    - the process's arguments, as main() got them.
 #ifndef TIERLOCK_TOOLS_TIERLOCK_CLI_H_
 #define TIERLOCK_TOOLS_TIERLOCK_CLI_H_
 
@@ -53,6 +54,11 @@ std::string describe_holders(const std::vector<Holder>& holders);
 std::string printable(absl::string_view text);
 // Returns the text of errno value `err` (thread-safe, unlike strerror).
 std::string error_text(int err);
+
+// The process's arguments as main() got them (set once by main, before the
+// parse): `run --backend` passes them on to tierlock-lease.
+void set_command_line(int argc, char** argv);
+const std::vector<std::string>& command_line();
 
 }  // namespace tierlock::cli
 
