@@ -6,7 +6,9 @@
 #   <libdir>/cmake/tierlock/tierlock{Config,ConfigVersion,Targets}.cmake
 #                                                for find_package(tierlock) -> tierlock::tierlock
 #   <libdir>/pkgconfig/tierlock.pc               for pkg-config
-#   <bindir>/tierlock                            the CLI, once tools/ defines tierlock_cli
+#   <libdir>/libtierlock_lease*.{a,so}, tierlock_lease*Targets.cmake
+#                                                the lease components, when built
+#   <bindir>/tierlock, tierlock-lease            the CLI, once tools/ defines tierlock_cli
 # Every installed file locates the others relative to itself, so the tree can be
 # installed to, or moved to, any prefix.
 #
@@ -53,6 +55,27 @@ install(FILES
     "${PROJECT_BINARY_DIR}/tierlockConfigVersion.cmake"
   DESTINATION "${TIERLOCK_INSTALL_CMAKEDIR}"
   COMPONENT tierlock_development)
+
+# --- leases: optional components --------------------------------------------
+# find_package(tierlock COMPONENTS lease lease_postgres lease_sqlite lease_redis)
+# -> tierlock::lease, tierlock::lease_postgres, ... Each is its own export set
+# and targets file, installed only when it was built, so a consumer that asks
+# for none of them needs no database client (tierlockConfig.cmake finds the
+# client library of a backend only when that component is requested).
+foreach(_tl_c IN ITEMS lease lease_postgres lease_sqlite lease_redis)
+  if(TARGET tierlock_${_tl_c})
+    install(TARGETS tierlock_${_tl_c}
+      EXPORT tierlock_${_tl_c}Targets
+      LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT tierlock_runtime
+              NAMELINK_COMPONENT tierlock_development
+      ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT tierlock_development
+      INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+    install(EXPORT tierlock_${_tl_c}Targets
+      NAMESPACE tierlock::
+      DESTINATION "${TIERLOCK_INSTALL_CMAKEDIR}"
+      COMPONENT tierlock_development)
+  endif()
+endforeach()
 
 # --- pkg-config -------------------------------------------------------------
 # Abseil modules come from the target's own link libraries (absl::foo -> absl_foo),

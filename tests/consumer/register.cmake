@@ -40,7 +40,8 @@ if(_tlc_multi)
 endif()
 
 add_test(NAME consumer.clean
-  COMMAND "${CMAKE_COMMAND}" -E rm -rf "${_tlc_prefix}" "${_tlc_build}" "${_tlc_pc_out}")
+  COMMAND "${CMAKE_COMMAND}" -E rm -rf "${_tlc_prefix}" "${_tlc_build}" "${_tlc_build}-lease"
+          "${_tlc_pc_out}")
 set_tests_properties(consumer.clean PROPERTIES
   FIXTURES_SETUP tierlock_consumer_clean)
 
@@ -66,6 +67,29 @@ add_test(NAME consumer.find_package
       "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
       "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
     --test-command tierlock_consumer)
+
+# The lease components (find_package COMPONENTS lease lease_sqlite), when this
+# build has them: their export sets and the client-library dependency.
+if(TARGET tierlock_lease AND TARGET tierlock_lease_sqlite)
+  add_test(NAME consumer.find_package_lease
+    COMMAND "${CMAKE_CTEST_COMMAND}"
+      --build-and-test "${CMAKE_CURRENT_LIST_DIR}" "${_tlc_build}-lease"
+      --build-generator "${CMAKE_GENERATOR}"
+      --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
+      --build-project tierlock_consumer
+      --build-noclean
+      --build-options
+        "-DCMAKE_PREFIX_PATH=${_tlc_prefix}"
+        "-DTIERLOCK_EXPECTED_PREFIX=${_tlc_prefix}"
+        "-DTIERLOCK_CONSUMER_LEASES=ON"
+        "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
+        "-DCMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE}"
+        "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
+        "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
+      --test-command tierlock_lease_consumer)
+  set_tests_properties(consumer.find_package_lease PROPERTIES
+    FIXTURES_REQUIRED tierlock_consumer_installed LABELS consumer TIMEOUT 300)
+endif()
 
 find_program(TIERLOCK_PKG_CONFIG_PROGRAM NAMES pkg-config pkgconf
              DOC "pkg-config, for the consumer.pkg_config test")
