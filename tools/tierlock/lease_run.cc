@@ -25,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cli.h"
+#include "process.h"
 #include "tierlock/lease.h"
 #ifdef TIERLOCK_HAVE_LEASE_POSTGRES
 #include "tierlock/lease_postgres.h"
@@ -41,19 +42,6 @@ extern char** environ;
 namespace tierlock::cli {
 namespace {
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 void notify(int fd) {
   const std::uint64_t one = 1;
@@ -140,72 +128,21 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd) 
   if (lease.token()) env.push_back(absl::StrCat("TIERLOCK_TOKEN=", *lease.token()));
   env.push_back(absl::StrCat("TIERLOCK_LEASE_KEY=", lease.key()));
   env.push_back(absl::StrCat("TIERLOCK_LEASE_OWNER=", lease.owner_id()));
-  std::vector<char*> envp;
-  envp.reserve(env.size() + 1);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = o.command;
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  posix_spawnattr_t attr;
-  ::posix_spawnattr_init(&attr);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&defaults, s);
-  ::posix_spawnattr_setsigmask(&attr, &none);
-  ::posix_spawnattr_setsigdefault(&attr, &defaults);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t child = -1;
-  const int err =
-      ::posix_spawnp(&child, argv[0], nullptr, &attr, argv.data(), envp.data());
-  ::posix_spawnattr_destroy(&attr);
-  if (err != 0) {
-    if (err == ENOENT) {
-      print_error(o.command[0], "command not found");
-      return kCommandNotFound;
-    }
-    print_error(o.command[0], error_text(err));
-    return err == EACCES || err == ENOEXEC || err == EISDIR ? kCannotExecute : kOther;
-  }
-  // lost() -> an eventfd this loop watches.
+  int exit_code = kOther;
+  const pid_t child = spawn_command(o.command, std::move(env), &exit_code);
+  if (child < 0) return exit_code;
+  // lost() -> an eventfd the wait watches: the command gets SIGTERM.
   Fd lost_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   const int lost_raw = lost_fd.get();
   std::stop_callback on_lost(lease.lost(), [lost_raw] { notify(lost_raw); });
-  bool lost_reported = false;
-  for (;;) {
-    siginfo_t info = {};
-    if (::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == child) {
-      break;
+  return wait_forwarding(child, signal_fd, lost_raw, [&] {
+    if (!o.quiet) {
+      print_error(absl::StrCat("lease '", printable(lease.key()), "'"),
+                  "lost (not renewed in time, or the service said another owner "
+                  "holds it); sending SIGTERM to the command");
     }
-    struct pollfd fds[2] = {{signal_fd, POLLIN, 0}, {lost_raw, POLLIN, 0}};
-    if (::poll(fds, lost_reported ? 1 : 2, -1) < 0 && errno != EINTR) break;
-    if (fds[0].revents & POLLIN) {
-      struct signalfd_siginfo si;
-      if (::read(signal_fd, &si, sizeof si) == sizeof si && si.ssi_signo != SIGCHLD) {
-        ::kill(child, static_cast<int>(si.ssi_signo));
-      }
-    }
-    if (!lost_reported && (fds[1].revents & POLLIN)) {
-      lost_reported = true;
-      if (!o.quiet) {
-        print_error(absl::StrCat("lease '", printable(lease.key()), "'"),
-                    "lost (not renewed in time, or the service said another owner "
-                    "holds it); sending SIGTERM to the command");
-      }
-      ::kill(child, SIGTERM);
-    }
-  }
-  int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return kOther;
+    ::kill(child, SIGTERM);
+  });
 }
 
 }  // namespace
@@ -237,15 +174,9 @@ int run_lease(const LeaseRunOptions& o) {
     return kUsage;
   }
 
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&mask, s);
-  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
-  Fd signal_fd(::signalfd(-1, &mask, SFD_CLOEXEC));
-  if (signal_fd.get() < 0) {
-    print_error("signalfd", error_text(errno));
-    return kOther;
-  }
+  // Before any thread exists (see take_signals).
+  Fd signal_fd = take_signals();
+  if (signal_fd.get() < 0) return kOther;
 
   absl::StatusOr<std::shared_ptr<LeaseBackend>> backend = backend_for(o.backend);
   if (!backend.ok()) {

@@ -34,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli.h"
 #include "lease_run.h"
+#include "process.h"
 #include "tierlock/tierlock.h"
 
 extern char** environ;
@@ -60,19 +61,6 @@ struct RunOptions {
   double ttl_s = 30;
 };
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // Parses "LEVEL[:NAME]".
 std::optional<Tier> parse_tier(const std::string& text, std::string* name) {
@@ -197,61 +185,10 @@ int conflict(const RunOptions& o, const DirLock& lock, absl::string_view why) {
 
 // Runs the command and forwards signals to it until it exits.
 int run_command(const RunOptions& o, const DirLock& lock, int signal_fd) {
-  std::vector<std::string> env = child_environment(lock);
-  std::vector<char*> envp;
-  envp.reserve(env.size() + 1);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = o.command;
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  posix_spawnattr_t attr;
-  ::posix_spawnattr_init(&attr);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&defaults, s);
-  ::posix_spawnattr_setsigmask(&attr, &none);
-  ::posix_spawnattr_setsigdefault(&attr, &defaults);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t child = -1;
-  // The lock's descriptor is O_CLOEXEC: the command does not inherit it.
-  const int err = ::posix_spawnp(&child, argv[0], nullptr, &attr, argv.data(),
-                                 envp.data());
-  ::posix_spawnattr_destroy(&attr);
-  if (err != 0) {
-    if (err == ENOENT) {
-      print_error(o.command[0], "command not found");
-      return kCommandNotFound;
-    }
-    print_error(o.command[0], error_text(err));
-    return err == EACCES || err == ENOEXEC || err == EISDIR ? kCannotExecute : kOther;
-  }
-  for (;;) {
-    // Not reaped until it is known to have exited (WNOWAIT), so `child` is
-    // never a reused pid when a signal is forwarded.
-    siginfo_t info = {};
-    if (::waitid(P_PID, static_cast<id_t>(child), &info,
-                 WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == child) {
-      break;
-    }
-    struct pollfd pfd = {signal_fd, POLLIN, 0};
-    if (::poll(&pfd, 1, -1) < 0 && errno != EINTR) break;
-    struct signalfd_siginfo si;
-    if (::read(signal_fd, &si, sizeof si) == sizeof si && si.ssi_signo != SIGCHLD) {
-      ::kill(child, static_cast<int>(si.ssi_signo));
-    }
-  }
-  int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return kOther;
+  int exit_code = kOther;
+  const pid_t child = spawn_command(o.command, child_environment(lock), &exit_code);
+  if (child < 0) return exit_code;
+  return wait_forwarding(child, signal_fd);
 }
 
 int run_run(const RunOptions& o) {
@@ -316,17 +253,9 @@ int run_run(const RunOptions& o) {
     }
   }
 
-  // Before any thread exists, so every thread inherits the mask and the
-  // signals are only ever read from the signalfd.
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&mask, s);
-  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
-  Fd signal_fd(::signalfd(-1, &mask, SFD_CLOEXEC));
-  if (signal_fd.get() < 0) {
-    print_error("signalfd", error_text(errno));
-    return kOther;
-  }
+  // Before any thread exists (see take_signals).
+  Fd signal_fd = take_signals();
+  if (signal_fd.get() < 0) return kOther;
 
   absl::StatusOr<DirLock> lock = DirLock::open(o.dir, lock_options);
   if (!lock.ok()) {

@@ -1,0 +1,55 @@
+// tools/tierlock/process.h
+//
+// Running the command of `tierlock run` (directory locks and leases alike):
+//   Fd               - owns one descriptor.
+//   take_signals     - blocks the signals `run` forwards; a signalfd for them.
+//   spawn_command    - starts the command with signals at their defaults.
+//   wait_forwarding  - forwards signals to it until it exits, reaps it.
+#ifndef TIERLOCK_TOOLS_TIERLOCK_PROCESS_H_
+#define TIERLOCK_TOOLS_TIERLOCK_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace tierlock::cli {
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd();
+  Fd(Fd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd& operator=(Fd&&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD in the calling thread (call it
+// before any thread exists, so every thread inherits the mask and they are
+// only ever read from the descriptor) and returns a signalfd for them. On
+// failure prints why and returns an Fd holding -1.
+Fd take_signals();
+
+// Starts `command` (argv[0] searched in PATH) with environment `env`, an
+// empty signal mask and SIGINT/SIGTERM/SIGHUP/SIGCHLD at their defaults.
+// Returns its pid; on failure prints why and returns -1 with the exit code
+// in `*exit_code` (kCommandNotFound, kCannotExecute or kOther).
+pid_t spawn_command(const std::vector<std::string>& command,
+                    std::vector<std::string> env, int* exit_code);
+
+// Blocks until `child` exits, forwarding every signal read from `signal_fd`
+// (a signalfd) but SIGCHLD to it. With `event_fd` >= 0, calls `on_event`
+// once when it becomes readable (and stops watching it). Reaps the child and
+// returns its status as an exit code (128+N if killed by signal N).
+int wait_forwarding(pid_t child, int signal_fd, int event_fd = -1,
+                    const std::function<void()>& on_event = {});
+
+}  // namespace tierlock::cli
+
+#endif  // TIERLOCK_TOOLS_TIERLOCK_PROCESS_H_
