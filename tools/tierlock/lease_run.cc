@@ -43,12 +43,6 @@ namespace tierlock::cli {
 namespace {
 
 
-void notify(int fd) {
-  const std::uint64_t one = 1;
-  while (::write(fd, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
-
 // Makes the backend a URL names. kInvalidArgument for a URL no built backend
 // takes (the message lists the forms).
 absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url) {
@@ -102,19 +96,6 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url
 #endif
   return absl::InvalidArgumentError(absl::StrCat(
       "--backend '", url, "': not a backend this tierlock was built with (", forms, ")"));
-}
-
-std::string signal_name(int sig) {
-  switch (sig) {
-    case SIGINT:
-      return "SIGINT";
-    case SIGTERM:
-      return "SIGTERM";
-    case SIGHUP:
-      return "SIGHUP";
-    default:
-      return absl::StrCat("signal ", sig);
-  }
 }
 
 int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd) {

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 
+#include "absl/strings/str_cat.h"
 #include "cli.h"
 
 namespace tierlock::cli {
@@ -99,6 +101,25 @@ int wait_forwarding(pid_t child, int signal_fd, int event_fd,
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return kOther;
+}
+
+void notify(int fd) {
+  const std::uint64_t one = 1;
+  while (::write(fd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+std::string signal_name(int sig) {
+  switch (sig) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+    default:
+      return absl::StrCat("signal ", sig);
+  }
 }
 
 }  // namespace tierlock::cli

@@ -5,6 +5,8 @@
 //   take_signals     - blocks the signals `run` forwards; a signalfd for them.
 //   spawn_command    - starts the command with signals at their defaults.
 //   wait_forwarding  - forwards signals to it until it exits, reaps it.
+//   notify           - signals an eventfd.
+//   signal_name      - "SIGINT", "SIGTERM", "SIGHUP" or "signal N".
 #ifndef TIERLOCK_TOOLS_TIERLOCK_PROCESS_H_
 #define TIERLOCK_TOOLS_TIERLOCK_PROCESS_H_
 
@@ -49,6 +51,12 @@ pid_t spawn_command(const std::vector<std::string>& command,
 // returns its status as an exit code (128+N if killed by signal N).
 int wait_forwarding(pid_t child, int signal_fd, int event_fd = -1,
                     const std::function<void()>& on_event = {});
+
+// Adds one to the eventfd `fd` (EINTR retried).
+void notify(int fd);
+
+// Returns "SIGINT", "SIGTERM", "SIGHUP", or "signal N" for another `sig`.
+std::string signal_name(int sig);
 
 }  // namespace tierlock::cli
 

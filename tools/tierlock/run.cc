@@ -77,19 +77,6 @@ std::optional<Tier> parse_tier(const std::string& text, std::string* name) {
   return Tier{level, *name};
 }
 
-std::string signal_name(int sig) {
-  switch (sig) {
-    case SIGINT:
-      return "SIGINT";
-    case SIGTERM:
-      return "SIGTERM";
-    case SIGHUP:
-      return "SIGHUP";
-    default:
-      return absl::StrCat("signal ", sig);
-  }
-}
-
 // The environment of the command: ours, with TIERLOCK_DIR set to the locked
 // directory and TIERLOCK_HELD to the tiered locks held for it: those our own
 // parent declared plus `lock` if it has a tier (docs/design.md, "Tier
@@ -131,9 +118,7 @@ absl::StatusOr<Guard> wait_for_lock(DirLock& lock, const RunOptions& o,
   std::thread waiter([&] {
     LockContext::Scope bind(task);  // the hold belongs to the run, not this thread
     result = lock.acquire(std::move(options));
-    const std::uint64_t one = 1;
-    while (::write(done.get(), &one, sizeof one) < 0 && errno == EINTR) {
-    }
+    notify(done.get());
   });
   const auto message_at = std::chrono::steady_clock::now() + kWaitingMessageAfter;
   bool message_due = !o.quiet;
