@@ -29,6 +29,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tierlock/dir_lock.h"
 #include "tierlock/guard.h"
@@ -132,17 +133,24 @@ int main(int argc, char** argv) {
   g_root = tmpl;
   using tierlock::TierCheckMode;
   const std::string p = prefix();
-  benchmark::RegisterBenchmark((p + "raw_flock").c_str(), BM_RawFlock);
-  benchmark::RegisterBenchmark((p + "untiered_off").c_str(), BM_Single, false,
-                               TierCheckMode::kIgnore);
-  benchmark::RegisterBenchmark((p + "tiered_off").c_str(), BM_Single, true,
-                               TierCheckMode::kIgnore);
-  benchmark::RegisterBenchmark((p + "tiered_on").c_str(), BM_Single, true,
-                               TierCheckMode::kReport);
-  benchmark::RegisterBenchmark((p + "untiered_off_depth2").c_str(), BM_Depth2,
-                               false, TierCheckMode::kIgnore);
-  benchmark::RegisterBenchmark((p + "tiered_on_depth2").c_str(), BM_Depth2,
-                               true, TierCheckMode::kReport);
+  std::vector<benchmark::internal::Benchmark*> all = {
+      benchmark::RegisterBenchmark((p + "raw_flock").c_str(), BM_RawFlock),
+      benchmark::RegisterBenchmark((p + "untiered_off").c_str(), BM_Single,
+                                   false, TierCheckMode::kIgnore),
+      benchmark::RegisterBenchmark((p + "tiered_off").c_str(), BM_Single, true,
+                                   TierCheckMode::kIgnore),
+      benchmark::RegisterBenchmark((p + "tiered_on").c_str(), BM_Single, true,
+                                   TierCheckMode::kReport),
+      benchmark::RegisterBenchmark((p + "untiered_off_depth2").c_str(),
+                                   BM_Depth2, false, TierCheckMode::kIgnore),
+      benchmark::RegisterBenchmark((p + "tiered_on_depth2").c_str(), BM_Depth2,
+                                   true, TierCheckMode::kReport),
+  };
+  // A fixed iteration count (Google Benchmark 1.7 has no flag for it), for
+  // instruction counts under callgrind: run with N and 2N, subtract, divide.
+  if (const char* n = std::getenv("TIER_BENCH_ITERATIONS")) {
+    for (benchmark::internal::Benchmark* b : all) b->Iterations(std::atoll(n));
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -207,52 +207,46 @@ internal::AcquireSite site_for(const LockEntry& entry,
 }  // namespace
 
 absl::StatusOr<Guard> DirLock::acquire_entry(
-    std::shared_ptr<LockEntry> entry, AcquireOptions options, Where where,
+    const std::shared_ptr<LockEntry>& entry, Mode mode,
+    const internal::WaitPolicy& policy, Where where,
     std::uint64_t group) const {
-  if (!internal::tier_checks_active()) [[likely]] {
-    return LockEntry::acquire_wait(std::move(entry), options.mode,
-                                   policy_for(options, tier()));
+  if (!internal::tier_checks_active()) {
+    return LockEntry::acquire_wait(entry, mode, policy);
   }
   internal::ContextState& ctx = internal::current_context_state();
   absl::Status refused;
   const std::uint64_t hold = internal::check_and_record(
       ctx,
-      site_for(*entry, internal::MaybeTier(tier_, tiered_), options.mode,
-               where, false, group),
+      site_for(*entry, internal::MaybeTier(tier_, tiered_), mode, where, false,
+               group),
       &refused);
-  // One named result and one return, so the Guard is built in place (no
-  // StatusOr move on the hot path).
-  absl::StatusOr<Guard> guard =
-      hold != 0 ? LockEntry::acquire_wait(std::move(entry), options.mode,
-                                          policy_for(options, tier()), &ctx,
-                                          hold)
-                : absl::StatusOr<Guard>(std::move(refused));
-  if (!guard.ok() && hold != 0) [[unlikely]] {
-    internal::forget_hold(ctx, hold);
-  }
-  return guard;
+  if (hold == 0) [[unlikely]] return refused;
+  // Returned as it is (built in the caller's result): acquire_wait forgets
+  // the hold itself if it takes nothing.
+  return LockEntry::acquire_wait(entry, mode, policy, &ctx, hold);
 }
 
 absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
                                        SourceLocation where) {
   if (!entry_->stale()) [[likely]] {
-    if (!internal::tier_checks_active()) [[likely]] {
-      return LockEntry::acquire_wait(entry_, options.mode,
-                                     policy_for(options, tier()));
-    }
-    return acquire_entry(entry_, std::move(options), where, 0);
+    return acquire_entry(entry_, options.mode, policy_for(options, tier()),
+                         where, 0);
   }
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
-  return acquire_entry(*std::move(entry), std::move(options), where, 0);
+  return acquire_entry(*entry, options.mode, policy_for(options, tier()),
+                       where, 0);
 }
 
 absl::StatusOr<Guard> DirLock::acquire(Mode mode, SourceLocation where) {
   // The common call: no AcquireOptions to build, move and map.
-  if (!entry_->stale() && !internal::tier_checks_active()) [[likely]] {
+  if (!entry_->stale()) [[likely]] {
     internal::WaitPolicy policy;
     policy.tier = tier();
-    return LockEntry::acquire_wait(entry_, mode, policy);
+    if (!internal::tier_checks_active()) [[likely]] {
+      return LockEntry::acquire_wait(entry_, mode, policy);
+    }
+    return acquire_entry(entry_, mode, policy, where, 0);
   }
   AcquireOptions options;
   options.mode = mode;
@@ -403,8 +397,9 @@ absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,
       one.timeout = std::max(std::chrono::steady_clock::duration::zero(),
                              *deadline - std::chrono::steady_clock::now());
     }
-    absl::StatusOr<Guard> guard = locks[items[k].index].acquire_entry(
-        items[k].entry, std::move(one), where, group);
+    const DirLock& lock = locks[items[k].index];
+    absl::StatusOr<Guard> guard = lock.acquire_entry(
+        items[k].entry, one.mode, policy_for(one, lock.tier()), where, group);
     if (!guard.ok()) {
       // All or nothing: undo in reverse order.
       for (auto it = taken.rbegin(); it != taken.rend(); ++it) {

@@ -107,16 +107,20 @@ absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
                                               const WaitPolicy& policy,
                                               ContextState* context,
                                               std::uint64_t hold_id) {
+  const std::thread::id me = std::this_thread::get_id();
   if (policy.stop.stop_requested()) {
+    (void)Guard(nullptr, mode, me, context, hold_id).release();
     return cancelled_before_start(self->file_.path(), mode);  // no syscall
   }
-  const std::thread::id me = std::this_thread::get_id();
   const bool timed = policy.deadline.has_value() || policy.stop.stop_possible();
   const Clock::time_point start = timed ? Clock::now() : Clock::time_point();
   absl::StatusOr<bool> got = self->acquire_hold(mode, policy, me);
   if (got.ok() && *got) [[likely]] {
     return Guard(std::move(self), mode, me, context, hold_id);
   }
+  // Nothing taken: a Guard holding only the tier-check record (if any)
+  // forgets it, before the report is built.
+  (void)Guard(nullptr, mode, me, context, hold_id).release();
   if (!got.ok() && got.status().code() != absl::StatusCode::kCancelled) {
     return got.status();
   }

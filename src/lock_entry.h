@@ -118,7 +118,8 @@ class LockEntry {
   // single try (policy.wait false with a deadline) that finds it held is
   // kDeadlineExceeded.
   // `context` and `hold_id` (a hold recorded by the tier checks) go into the
-  // Guard as they are; on failure the caller forgets the hold.
+  // Guard as they are; if nothing is taken, the hold is forgotten here (as an
+  // empty Guard's release does), so callers return the result as it is.
   static absl::StatusOr<Guard> acquire_wait(std::shared_ptr<LockEntry> self,
                                             Mode mode,
                                             const WaitPolicy& policy,

@@ -31,6 +31,9 @@ constexpr bool kDebugChecks = TIERLOCK_DEBUG_CHECKS != 0;
 std::atomic<TierCheckMode> g_tier_check_mode{
     kDebugChecks ? TierCheckMode::kAbort : TierCheckMode::kIgnore};
 
+// Constant-initialised, so access is a plain thread-local load.
+thread_local constinit std::array<std::uint64_t, 64> t_edge_cache{};
+
 namespace {
 
 // ---------------------------------------------------------------- contexts
@@ -93,19 +96,7 @@ OrderGraph& graph() {
 // Nestings (edges) this thread has seen and the graph has accepted. Edges are
 // never removed, so a thread's copy never goes stale.
 thread_local absl::flat_hash_set<std::uint64_t> t_edges;
-// A direct-mapped front for t_edges: one multiply and one load for the
-// nestings a thread repeats (a loop taking the same inner lock under the same
-// outer one), before the hash-set probe. Constant-initialised, so access is a
-// plain thread-local load. 0 is never a key (node 0 means "no node").
-thread_local constinit std::array<std::uint64_t, 64> t_edge_cache{};
-
-std::uint64_t edge_key(std::uint32_t from, std::uint32_t to) {
-  return (std::uint64_t{from} << 32) | to;
-}
-
-std::size_t edge_slot(std::uint64_t key) {
-  return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ULL) >> 58);
-}
+// t_edge_cache (tier_check.h) is its direct-mapped front.
 
 bool edge_known(std::uint64_t key) {
   std::uint64_t& slot = t_edge_cache[edge_slot(key)];
@@ -567,23 +558,7 @@ bool fast_path_ok(const ContextState& ctx, const AcquireSite& site)
          edge_known(edge_key(newest, site.node));
 }
 
-// The checks with the hold recorded in the same critical section when nothing
-// is wrong and no new nesting must be learned: one spin-lock pass over the
-// (short) held stack. 0: go the slow way (check_slow) to report or learn.
-std::uint64_t check_fast(ContextState& ctx, const AcquireSite& site) {
-  if (g_tier_check_mode.load(std::memory_order_relaxed) ==
-      TierCheckMode::kIgnore) {
-    return 0;
-  }
-  if (site.tier && !inherited_holds().empty()) return 0;
-  SpinLockHolder lock(ctx.mu);
-  if (!fast_path_ok(ctx, site)) return 0;
-  const std::uint64_t id = ctx.next_hold_id++;
-  ctx.held.push_back(HeldRecord{id, site});
-  return id;
-}
-
-// The checks, and with `record`, the hold recorded: check_fast, or the slow
+// The checks, and with `record`, the hold recorded: the fast path, or the slow
 // way.
 absl::StatusOr<std::uint64_t> check(ContextState& ctx, const AcquireSite& site,
                                     bool record) {
@@ -596,8 +571,10 @@ absl::StatusOr<std::uint64_t> check(ContextState& ctx, const AcquireSite& site,
       SpinLockHolder lock(ctx.mu);
       if (fast_path_ok(ctx, site)) return 0;
     }
-  } else if (std::uint64_t id = check_fast(ctx, site); id != 0) {
-    return id;
+  } else if (!site.tier || inherited_holds().empty()) {
+    if (std::uint64_t id = check_and_record_fast(ctx, site); id != 0) {
+      return id;
+    }
   }
   return check_slow(ctx, site, record, mode);
 }
@@ -613,9 +590,8 @@ absl::StatusOr<std::uint64_t> check_and_record(ContextState& ctx,
   return check(ctx, site, true);
 }
 
-std::uint64_t check_and_record(ContextState& ctx, const AcquireSite& site,
-                               absl::Status* error) {
-  if (std::uint64_t id = check_fast(ctx, site); id != 0) [[likely]] return id;
+std::uint64_t check_and_record_slow(ContextState& ctx, const AcquireSite& site,
+                                    absl::Status* error) {
   absl::StatusOr<std::uint64_t> id = check(ctx, site, true);
   if (!id.ok()) {
     *error = std::move(id).status();
@@ -645,7 +621,7 @@ std::shared_ptr<ContextState> make_context(std::string name) {
       });
 }
 
-void forget_hold(ContextState& ctx, std::uint64_t hold_id) noexcept {
+void forget_hold_slow(ContextState& ctx, std::uint64_t hold_id) noexcept {
   bool last = false;
   {
     SpinLockHolder lock(ctx.mu);

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -127,6 +128,40 @@ TEST_F(TierTest, FailModeRefusesLowerTierWithoutTakingIt) {
   EXPECT_EQ(v.acquiring.lock_file, ws.lock_file());
   EXPECT_EQ(v.conflicting.lock_file, pkg.lock_file());
   EXPECT_EQ(LockContext::current().held().size(), 1u);
+}
+
+TEST_F(TierTest, AcquireThatTakesNothingLeavesNothingRecorded) {
+  // The hold is recorded before the wait (so a release on another thread
+  // finds it); a wait that ends without the lock must take the record back.
+  Reports reports;
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  Guard other;
+  std::thread([&] {
+    absl::StatusOr<Guard> got = pkg.acquire();
+    ASSERT_OK(got.status());
+    other = *std::move(got);
+  }).join();
+  ASSERT_OK_AND_ASSIGN(Guard outer, ws.acquire());
+
+  absl::StatusOr<Guard> timed = pkg.acquire_for(20ms);
+  EXPECT_EQ(timed.status().code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_EQ(LockContext::current().held().size(), 1u);
+
+  std::stop_source stop;
+  stop.request_stop();
+  AcquireOptions options;
+  options.stop = stop.get_token();
+  absl::StatusOr<Guard> cancelled = pkg.acquire(options);
+  EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled);
+  ASSERT_EQ(LockContext::current().held().size(), 1u);
+  EXPECT_EQ(LockContext::current().held()[0].lock_file, ws.lock_file());
+
+  // Nothing stale is left to trip the next in-order acquire.
+  ASSERT_OK(other.release());
+  ASSERT_OK_AND_ASSIGN(Guard inner, pkg.acquire());
+  EXPECT_EQ(LockContext::current().held().size(), 2u);
+  EXPECT_TRUE(reports.seen().empty());
 }
 
 TEST_F(TierTest, ReportModeReportsAndAcquires) {

@@ -33,6 +33,7 @@ class DirLock;
 namespace internal {
 class LockEntry;
 struct HandlePaths;
+struct WaitPolicy;
 std::shared_ptr<LockEntry> entry_for_testing(const DirLock& lock);
 }  // namespace internal
 
@@ -251,9 +252,10 @@ class DirLock {
                                                         SourceLocation);
   // Acquires through `entry` (a live entry of this handle), with tier checks
   // when they are on; `group` marks the locks of one acquire_all call.
-  absl::StatusOr<Guard> acquire_entry(std::shared_ptr<internal::LockEntry> entry,
-                                      AcquireOptions options, Where where,
-                                      std::uint64_t group) const;
+  absl::StatusOr<Guard> acquire_entry(
+      const std::shared_ptr<internal::LockEntry>& entry, Mode mode,
+      const internal::WaitPolicy& policy, Where where,
+      std::uint64_t group) const;
   static absl::StatusOr<DirLock> open_untiered(const std::filesystem::path& dir,
                                                const LockOptions& options);
 
