@@ -24,20 +24,23 @@ from collections import defaultdict
 GROUPS = [
     # Issue 5's budget is in nanoseconds, not a ratio: "extra" is the row's
     # median minus the baseline's (the depth-2 rows against the depth-2
-    # baseline).
+    # baseline). Rows run one after the other drift apart on a shared machine
+    # by more than the budget, so the budget is judged in 7c/7d (alternating
+    # batches); these differences are shown for reference only (bound None).
     {
         "prefix": "tier/checks_out/",
         "title": "7a. Tier checks, library without debug checks (Release default)",
         "metric": "time",
         "baseline": "tier/checks_out/untiered_off",
+        "exclude": ["paired/"],
         "targets": {},
         "diff_targets": {
             "tier/checks_out/tiered_off": (
-                "tier/checks_out/untiered_off", 5.0, "≈ 0 extra (noise ≤ 5 ns)"),
+                "tier/checks_out/untiered_off", None, ""),
             "tier/checks_out/tiered_on_depth2": (
-                "tier/checks_out/untiered_off_depth2", 30.0, "≤ 30 ns extra"),
+                "tier/checks_out/untiered_off_depth2", None, ""),
             "tier/checks_out/tiered_on": (
-                "tier/checks_out/untiered_off", 30.0, "≤ 30 ns extra"),
+                "tier/checks_out/untiered_off", None, ""),
         },
     },
     {
@@ -45,13 +48,45 @@ GROUPS = [
         "title": "7b. Tier checks, library with TIERLOCK_DEBUG_CHECKS (learned order)",
         "metric": "time",
         "baseline": "tier/checks_in/untiered_off",
+        "exclude": ["paired/"],
         "targets": {},
         "diff_targets": {
             "tier/checks_in/tiered_on_depth2": (
-                "tier/checks_in/untiered_off_depth2", 30.0, "≤ 30 ns extra"),
+                "tier/checks_in/untiered_off_depth2", None, ""),
             "tier/checks_in/tiered_on": (
-                "tier/checks_in/untiered_off", 30.0, "≤ 30 ns extra"),
+                "tier/checks_in/untiered_off", None, ""),
         },
+    },
+    # Issue 5's budget, measured the robust way: checked and unchecked
+    # batches alternating in one benchmark (tier_bench.cc, BM_Paired); the
+    # row's value is the median difference per acquire.
+    {
+        "prefix": "tier/checks_out/paired/",
+        "title": "7c. Tier-check budget, library without debug checks: checked "
+                 "minus unchecked acquire+release, alternating batches",
+        "metric": "extra_ns",
+        "metric_fmt": "{:+.1f} ns",
+        "param": "depth",
+        "baseline": None,
+        "targets": {},
+        "counters": [("unchecked_ns", "unchecked", "{:.1f} ns"),
+                     ("checked_ns", "checked", "{:.1f} ns")],
+        "abs_targets": {"tier/checks_out/paired/": (
+            "extra_ns", "<=", 30.0, "≤ 30 ns extra")},
+    },
+    {
+        "prefix": "tier/checks_in/paired/",
+        "title": "7d. Tier-check budget, library with TIERLOCK_DEBUG_CHECKS "
+                 "(learned order): checked minus unchecked, alternating batches",
+        "metric": "extra_ns",
+        "metric_fmt": "{:+.1f} ns",
+        "param": "depth",
+        "baseline": None,
+        "targets": {},
+        "counters": [("unchecked_ns", "unchecked", "{:.1f} ns"),
+                     ("checked_ns", "checked", "{:.1f} ns")],
+        "abs_targets": {"tier/checks_in/paired/": (
+            "extra_ns", "<=", 30.0, "≤ 30 ns extra")},
     },
     # Registry scale: each variant against itself at 10 entries.
     {
@@ -295,7 +330,9 @@ def param_of(name, param):
 
 
 def print_group(group, order, results):
-    names = [n for n in order if n.startswith(group["prefix"]) and n in results]
+    names = [n for n in order if n.startswith(group["prefix"]) and n in results
+             and not any(n.startswith(group["prefix"] + x)
+                         for x in group.get("exclude", []))]
     if not names:
         return
     # A group's rows may vary in one parameter ("threads", "cpus", "pool"); a
@@ -304,14 +341,15 @@ def print_group(group, order, results):
     placeholder = "{" + param + "}"
     # Random interleaving shuffles the JSON, so order rows here: per parameter
     # value, the baseline, other baselines, tierlock, then references.
-    baseline_stem = group["baseline"].split(placeholder)[0]
+    baseline = group["baseline"] or ""  # None: no ratio column to fill
+    baseline_stem = baseline.split(placeholder)[0] if baseline else None
 
     def row_key(name):
         value = param_of(name, param)
         number = int(value) if value.isdigit() else 0
         variant = name[len(group["prefix"]):]
-        if name.startswith(baseline_stem) and (
-                placeholder in group["baseline"] or name == group["baseline"]):
+        if baseline_stem is not None and name.startswith(baseline_stem) and (
+                placeholder in baseline or name == baseline):
             kind = 0
         elif variant.startswith("tierlock"):
             kind = 2
@@ -344,19 +382,23 @@ def print_group(group, order, results):
     header += [c[1] for c in counters]
     print(f"### {group['title']}")
     print()
-    baseline_note = group["baseline"].replace(placeholder, "N")
+    baseline_note = baseline.replace(placeholder, "N")
     metric_note = "" if metric in ("time", "items_per_second") else (
         f"; median over repetitions of `{metric}`")
-    print(f"ratio: vs `{baseline_note}` (same run)"
-          + (f"; second ratio vs `{second[0]}`" if second else "")
-          + metric_note)
+    if baseline:
+        print(f"ratio: vs `{baseline_note}` (same run)"
+              + (f"; second ratio vs `{second[0]}`" if second else "")
+              + metric_note)
+    else:
+        print(f"value: median over repetitions of `{metric}`")
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
 
     def base_result(name):
-        base_name_ = group["baseline"].replace(placeholder,
-                                               param_of(name, param))
+        if not baseline:
+            return None, None
+        base_name_ = baseline.replace(placeholder, param_of(name, param))
         base = results.get(base_name_)
         return base_name_, (base if base and "error" not in base else None)
 
@@ -408,8 +450,9 @@ def print_group(group, order, results):
             if diff and value is not None and ref_value is not None:
                 extra = value - ref_value
                 row.append(f"{extra:+.1f} ns vs {diff[0][len(group['prefix']):]}")
-                cells.append(f"{diff[2]} " + ("met" if extra <= diff[1]
-                                              else "**missed**"))
+                if diff[1] is not None:
+                    cells.append(f"{diff[2]} " + ("met" if extra <= diff[1]
+                                                  else "**missed**"))
             else:
                 row.append("")
         if target and value is not None and base:
