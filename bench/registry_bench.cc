@@ -167,6 +167,11 @@ int main(int argc, char** argv) {
   sizes(benchmark::RegisterBenchmark("registry/open_warm", BM_OpenPerUse, true));
   sizes(benchmark::RegisterBenchmark("registry/open_cold", BM_OpenPerUse, false));
 
+#ifdef NDEBUG
+  benchmark::AddCustomContext("registry_bench_build", "release (NDEBUG)");
+#else
+  benchmark::AddCustomContext("registry_bench_build", "debug (assertions on)");
+#endif
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -216,6 +216,13 @@ int main(int argc, char** argv) {
   if (const char* n = std::getenv("TIER_BENCH_ITERATIONS")) {
     for (benchmark::internal::Benchmark* b : all) b->Iterations(std::atoll(n));
   }
+#ifdef NDEBUG
+  benchmark::AddCustomContext("tier_bench_build", "release (NDEBUG)");
+#else
+  benchmark::AddCustomContext("tier_bench_build", "debug (assertions on)");
+#endif
+  benchmark::AddCustomContext(
+      "tier_debug_checks", tierlock::tier_debug_checks() ? "compiled in" : "compiled out");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
