@@ -18,6 +18,23 @@ import statistics
 import sys
 from collections import defaultdict
 
+def paired_tier_group(build, title):
+    """A report group for tier_bench's paired/depth:N rows of one build."""
+    prefix = f"tier/{build}/paired/"
+    return {
+        "prefix": prefix,
+        "title": title,
+        "metric": "extra_ns",
+        "metric_fmt": "{:+.1f} ns",
+        "param": "depth",
+        "baseline": None,
+        "targets": {},
+        "counters": [("unchecked_ns", "unchecked", "{:.1f} ns"),
+                     ("checked_ns", "checked", "{:.1f} ns")],
+        "abs_targets": {prefix: ("extra_ns", "<=", 30.0, "≤ 30 ns extra")},
+    }
+
+
 # Each row of issue 7: the benchmarks under `prefix`, the metric compared, the
 # baseline every ratio is taken against ("{threads}" is filled in per row) and
 # the targets (benchmark-name prefix -> (comparison, ratio)).
@@ -60,34 +77,12 @@ GROUPS = [
     # Issue 5's budget, measured the robust way: checked and unchecked
     # batches alternating in one benchmark (tier_bench.cc, BM_Paired); the
     # row's value is the median difference per acquire.
-    {
-        "prefix": "tier/checks_out/paired/",
-        "title": "7c. Tier-check budget, library without debug checks: checked "
-                 "minus unchecked acquire+release, alternating batches",
-        "metric": "extra_ns",
-        "metric_fmt": "{:+.1f} ns",
-        "param": "depth",
-        "baseline": None,
-        "targets": {},
-        "counters": [("unchecked_ns", "unchecked", "{:.1f} ns"),
-                     ("checked_ns", "checked", "{:.1f} ns")],
-        "abs_targets": {"tier/checks_out/paired/": (
-            "extra_ns", "<=", 30.0, "≤ 30 ns extra")},
-    },
-    {
-        "prefix": "tier/checks_in/paired/",
-        "title": "7d. Tier-check budget, library with TIERLOCK_DEBUG_CHECKS "
-                 "(learned order): checked minus unchecked, alternating batches",
-        "metric": "extra_ns",
-        "metric_fmt": "{:+.1f} ns",
-        "param": "depth",
-        "baseline": None,
-        "targets": {},
-        "counters": [("unchecked_ns", "unchecked", "{:.1f} ns"),
-                     ("checked_ns", "checked", "{:.1f} ns")],
-        "abs_targets": {"tier/checks_in/paired/": (
-            "extra_ns", "<=", 30.0, "≤ 30 ns extra")},
-    },
+    paired_tier_group("checks_out", "7c. Tier-check budget, library without "
+                      "debug checks: checked minus unchecked acquire+release, "
+                      "alternating batches"),
+    paired_tier_group("checks_in", "7d. Tier-check budget, library with "
+                      "TIERLOCK_DEBUG_CHECKS (learned order): checked minus "
+                      "unchecked, alternating batches"),
     # Registry scale: each variant against itself at 10 entries.
     {
         "prefix": "registry/",
