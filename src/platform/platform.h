@@ -76,7 +76,9 @@ struct OpenedLockFile {
 };
 
 // Checks that `name` is a plain file name: not empty, not "." or "..", no '/'
-// and no NUL. kInvalidArgument naming `dir` and the name otherwise.
+// and no NUL; on Windows also no '\' or ':', no trailing '.' or ' ', and not
+// a reserved device name (CON, NUL, COM1, ...). kInvalidArgument naming `dir`
+// and the name otherwise.
 absl::Status validate_lock_file_name(const std::filesystem::path& dir,
                                      std::string_view name);
 

@@ -19,44 +19,6 @@
 namespace tierlock::internal::platform {
 namespace {
 
-absl::StatusCode code_for_errno(int err) {
-  switch (err) {
-    case ENOENT:
-      return absl::StatusCode::kNotFound;
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::StatusCode::kPermissionDenied;
-    case EMFILE:
-    case ENFILE:
-    case ENOMEM:
-    case ENOSPC:
-    case EDQUOT:
-      return absl::StatusCode::kResourceExhausted;
-    case ENOLCK:
-      return absl::StatusCode::kUnavailable;
-    case EOPNOTSUPP:
-#if ENOTSUP != EOPNOTSUPP
-    case ENOTSUP:
-#endif
-      return absl::StatusCode::kUnimplemented;
-    case ENOTDIR:
-    case EISDIR:
-    case ELOOP:
-    case ENXIO:
-    case ENAMETOOLONG:
-    case EINVAL:
-    case EBADF:
-      return absl::StatusCode::kInvalidArgument;
-    default:
-      return absl::ErrnoToStatusCode(err);
-  }
-}
-
-std::string reason(int err) {
-  return std::error_code(err, std::generic_category()).message();
-}
-
 absl::Status kind_status(std::string_view op, const std::filesystem::path& path,
                          std::string_view what) {
   return absl::InvalidArgumentError(
@@ -140,32 +102,6 @@ absl::StatusOr<std::filesystem::path> directory_path(
 }
 
 }  // namespace
-
-absl::Status errno_status(int err, std::string_view op,
-                          const std::filesystem::path& path) {
-  return absl::Status(code_for_errno(err), absl::StrCat(to_absl(op), " '",
-                                                        path.native(), "': ",
-                                                        reason(err)));
-}
-
-absl::Status validate_lock_file_name(const std::filesystem::path& dir,
-                                     std::string_view name) {
-  std::string_view why;
-  if (name.empty()) {
-    why = "the lock file name is empty";
-  } else if (name == "." || name == "..") {
-    why = "the lock file name must name a file, not '.' or '..'";
-  } else if (name.find('/') != std::string_view::npos) {
-    why = "the lock file name must be a plain file name without '/'";
-  } else if (name.find('\0') != std::string_view::npos) {
-    why = "the lock file name contains a NUL byte";
-  } else {
-    return absl::OkStatus();
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "open lock file '", to_absl(name), "' in '", dir.native(), "': ",
-      to_absl(why)));
-}
 
 absl::StatusOr<FileId> stat_lock_file(const std::filesystem::path& dir,
                                       std::string_view name) {

@@ -239,33 +239,6 @@ using win32::HandleCloser;
 
 namespace {
 
-// The errno codes tierlock maps, where MinGW's <errno.h> has them.
-absl::StatusCode code_for_errno(int err) {
-  switch (err) {
-    case ENOENT:
-      return absl::StatusCode::kNotFound;
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::StatusCode::kPermissionDenied;
-    case EMFILE:
-    case ENFILE:
-    case ENOMEM:
-    case ENOSPC:
-      return absl::StatusCode::kResourceExhausted;
-    case ENOLCK:
-      return absl::StatusCode::kUnavailable;
-    case ENOTDIR:
-    case EISDIR:
-    case ENAMETOOLONG:
-    case EINVAL:
-    case EBADF:
-      return absl::StatusCode::kInvalidArgument;
-    default:
-      return absl::ErrnoToStatusCode(err);
-  }
-}
-
 // Opens the lock file `name` inside the directory open at `dir` (relative
 // to the handle, as openat does on POSIX: a directory swapped after it was
 // opened is not followed) for locking: never following a reparse point
@@ -325,60 +298,7 @@ DWORD lock_flags(Mode mode) {
   return mode == Mode::kExclusive ? LOCKFILE_EXCLUSIVE_LOCK : 0;
 }
 
-// True for the DOS device names Win32 paths map to devices in every
-// directory: CON, PRN, AUX, NUL, COM1-9, LPT1-9, with or without an
-// extension, in any case.
-bool is_reserved_device_name(std::string_view name) {
-  std::string base(name.substr(0, name.find('.')));
-  while (!base.empty() && base.back() == ' ') base.pop_back();
-  for (char& c : base) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  }
-  if (base == "CON" || base == "PRN" || base == "AUX" || base == "NUL") {
-    return true;
-  }
-  return base.size() == 4 &&
-         (base.starts_with("COM") || base.starts_with("LPT")) &&
-         base[3] >= '1' && base[3] <= '9';
-}
-
 }  // namespace
-
-absl::Status errno_status(int err, std::string_view op,
-                          const std::filesystem::path& path) {
-  return absl::Status(
-      code_for_errno(err),
-      absl::StrCat(to_absl(op), " '", path_text(path), "': ",
-                   std::error_code(err, std::generic_category()).message()));
-}
-
-absl::Status validate_lock_file_name(const std::filesystem::path& dir,
-                                     std::string_view name) {
-  std::string_view why;
-  if (name.empty()) {
-    why = "the lock file name is empty";
-  } else if (name == "." || name == "..") {
-    why = "the lock file name must name a file, not '.' or '..'";
-  } else if (name.find_first_of("/\\") != std::string_view::npos) {
-    why = "the lock file name must be a plain file name without '/' or '\\'";
-  } else if (name.find(':') != std::string_view::npos) {
-    // "name:stream" would name an alternate data stream of another file.
-    why = "the lock file name must not contain ':' (a stream name)";
-  } else if (name.find('\0') != std::string_view::npos) {
-    why = "the lock file name contains a NUL byte";
-  } else if (name.back() == '.' || name.back() == ' ') {
-    // Win32 paths drop trailing dots and spaces: other programs could not
-    // name the file tierlock opens.
-    why = "the lock file name must not end in '.' or ' '";
-  } else if (is_reserved_device_name(name)) {
-    why = "the lock file name is a reserved device name (CON, NUL, COM1, ...)";
-  } else {
-    return absl::OkStatus();
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("open lock file '", to_absl(name), "' in '", path_text(dir),
-                   "': ", to_absl(why)));
-}
 
 absl::StatusOr<FileId> stat_lock_file(const std::filesystem::path& dir,
                                       std::string_view name) {

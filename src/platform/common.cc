@@ -1,0 +1,133 @@
+// The platform seam's platform-neutral part (src/platform/platform.h): how an
+// errno becomes a status, and which lock file names are refused. One copy,
+// with the Windows-only rules under _WIN32, so both platforms word their
+// errors alike.
+#include <cerrno>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "platform/platform.h"
+#include "string_util.h"
+
+namespace tierlock::internal::platform {
+namespace {
+
+// The mapping platform.h documents at errno_status. Codes a C library lacks
+// (MinGW has no EDQUOT, for one) are left to absl's default mapping.
+absl::StatusCode code_for_errno(int err) {
+  switch (err) {
+    case ENOENT:
+      return absl::StatusCode::kNotFound;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return absl::StatusCode::kPermissionDenied;
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+    case ENOSPC:
+#ifdef EDQUOT
+    case EDQUOT:
+#endif
+      return absl::StatusCode::kResourceExhausted;
+    case ENOLCK:
+      return absl::StatusCode::kUnavailable;
+#ifdef EOPNOTSUPP
+    case EOPNOTSUPP:
+#if defined(ENOTSUP) && ENOTSUP != EOPNOTSUPP
+    case ENOTSUP:
+#endif
+      return absl::StatusCode::kUnimplemented;
+#endif
+    case ENOTDIR:
+    case EISDIR:
+#ifdef ELOOP
+    case ELOOP:
+#endif
+    case ENXIO:
+    case ENAMETOOLONG:
+    case EINVAL:
+    case EBADF:
+      return absl::StatusCode::kInvalidArgument;
+    default:
+      return absl::ErrnoToStatusCode(err);
+  }
+}
+
+#if defined(_WIN32)
+// True for the DOS device names Win32 paths map to devices in every
+// directory: CON, PRN, AUX, NUL, COM1-9, LPT1-9, with or without an
+// extension, in any case.
+bool is_reserved_device_name(std::string_view name) {
+  std::string base(name.substr(0, name.find('.')));
+  while (!base.empty() && base.back() == ' ') base.pop_back();
+  for (char& c : base) {
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  }
+  if (base == "CON" || base == "PRN" || base == "AUX" || base == "NUL") {
+    return true;
+  }
+  return base.size() == 4 &&
+         (base.starts_with("COM") || base.starts_with("LPT")) &&
+         base[3] >= '1' && base[3] <= '9';
+}
+#endif
+
+// Why `name` cannot be a lock file name here, or empty if it can.
+std::string_view name_problem(std::string_view name) {
+  if (name.empty()) return "the lock file name is empty";
+  if (name == "." || name == "..") {
+    return "the lock file name must name a file, not '.' or '..'";
+  }
+#if defined(_WIN32)
+  if (name.find_first_of("/\\") != std::string_view::npos) {
+    return "the lock file name must be a plain file name without '/' or '\\'";
+  }
+  if (name.find(':') != std::string_view::npos) {
+    // "name:stream" would name an alternate data stream of another file.
+    return "the lock file name must not contain ':' (a stream name)";
+  }
+#else
+  if (name.find('/') != std::string_view::npos) {
+    return "the lock file name must be a plain file name without '/'";
+  }
+#endif
+  if (name.find('\0') != std::string_view::npos) {
+    return "the lock file name contains a NUL byte";
+  }
+#if defined(_WIN32)
+  if (name.back() == '.' || name.back() == ' ') {
+    // Win32 paths drop trailing dots and spaces: other programs could not
+    // name the file tierlock opens.
+    return "the lock file name must not end in '.' or ' '";
+  }
+  if (is_reserved_device_name(name)) {
+    return "the lock file name is a reserved device name (CON, NUL, COM1, "
+           "...)";
+  }
+#endif
+  return {};
+}
+
+}  // namespace
+
+absl::Status errno_status(int err, std::string_view op,
+                          const std::filesystem::path& path) {
+  return absl::Status(
+      code_for_errno(err),
+      absl::StrCat(to_absl(op), " '", path_text(path), "': ",
+                   std::error_code(err, std::generic_category()).message()));
+}
+
+absl::Status validate_lock_file_name(const std::filesystem::path& dir,
+                                     std::string_view name) {
+  const std::string_view why = name_problem(name);
+  if (why.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("open lock file '", to_absl(name), "' in '", path_text(dir),
+                   "': ", to_absl(why)));
+}
+
+}  // namespace tierlock::internal::platform
