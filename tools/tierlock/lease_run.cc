@@ -6,12 +6,8 @@
 // the command gets SIGTERM and tierlock says so.
 #include "lease_run.h"
 
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/eventfd.h>
-#include <sys/signalfd.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,7 +15,6 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -190,34 +185,23 @@ int run_lease(const LeaseRunOptions& o) {
       return o.conflict_code;
     }
     if (!o.quiet) print_error(what, "held by another owner; waiting");
-    Fd done(::eventfd(0, EFD_CLOEXEC));
-    std::stop_source stop;
     AcquireOptions options;
-    options.stop = stop.get_token();
     if (o.timeout_s) {
       options.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(
           std::chrono::duration<double>(*o.timeout_s));
     }
     absl::StatusOr<Lease> got = absl::UnknownError("not run");
-    std::thread waiter([&] {
-      got = locks->acquire(o.key, std::move(options));
-      notify(done.get());
-    });
     int signal_received = 0;
-    for (;;) {
-      struct pollfd fds[2] = {{done.get(), POLLIN, 0}, {signal_fd.get(), POLLIN, 0}};
-      if (::poll(fds, 2, -1) < 0 && errno == EINTR) continue;
-      if (fds[1].revents & POLLIN) {
-        struct signalfd_siginfo si;
-        if (::read(signal_fd.get(), &si, sizeof si) == sizeof si && si.ssi_signo != SIGCHLD &&
-            signal_received == 0) {
-          signal_received = static_cast<int>(si.ssi_signo);
-          stop.request_stop();
-        }
-      }
-      if (fds[0].revents & POLLIN) break;
+    absl::Status watched = wait_cancellable(
+        [&](std::stop_token stop) {
+          options.stop = std::move(stop);
+          got = locks->acquire(o.key, std::move(options));
+        },
+        signal_fd.get(), &signal_received);
+    if (!watched.ok()) {
+      print_error(what, watched.message());
+      return exit_code_for(watched);
     }
-    waiter.join();
     if (signal_received != 0) {
       if (got.ok()) (void)got->release();
       print_error(what, absl::StrCat("interrupted by ", signal_name(signal_received),

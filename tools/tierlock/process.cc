@@ -4,13 +4,16 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "cli.h"
@@ -101,6 +104,50 @@ int wait_forwarding(pid_t child, int signal_fd, int event_fd,
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return kOther;
+}
+
+absl::Status wait_cancellable(
+    const std::function<void(std::stop_token)>& acquire, int signal_fd,
+    int* signal_received, const std::function<void()>& waiting_message,
+    std::chrono::milliseconds message_after) {
+  Fd done(::eventfd(0, EFD_CLOEXEC));
+  if (done.get() < 0) {
+    return absl::InternalError(absl::StrCat("eventfd: ", error_text(errno)));
+  }
+  std::stop_source stop;
+  std::thread waiter([&] {
+    acquire(stop.get_token());
+    notify(done.get());
+  });
+  const auto message_at = std::chrono::steady_clock::now() + message_after;
+  bool message_due = static_cast<bool>(waiting_message);
+  for (;;) {
+    int timeout_ms = -1;
+    if (message_due) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+          message_at - std::chrono::steady_clock::now());
+      timeout_ms = static_cast<int>(std::max<std::int64_t>(0, left.count()));
+    }
+    struct pollfd fds[2] = {{done.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    const int n = ::poll(fds, 2, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 && message_due) {
+      message_due = false;
+      waiting_message();
+      continue;
+    }
+    if (fds[1].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (::read(signal_fd, &si, sizeof si) == sizeof si &&
+          si.ssi_signo != SIGCHLD && *signal_received == 0) {
+        *signal_received = static_cast<int>(si.ssi_signo);
+        stop.request_stop();  // the acquire returns kCancelled, holding nothing
+      }
+    }
+    if (fds[0].revents & POLLIN) break;
+  }
+  waiter.join();
+  return absl::OkStatus();
 }
 
 void notify(int fd) {

@@ -5,6 +5,8 @@
 //   take_signals     - blocks the signals `run` forwards; a signalfd for them.
 //   spawn_command    - starts the command with signals at their defaults.
 //   wait_forwarding  - forwards signals to it until it exits, reaps it.
+//   wait_cancellable - runs a blocking acquire on a thread; a signal cancels
+//                      it; an optional message once it has waited a while.
 //   notify           - signals an eventfd.
 //   signal_name      - "SIGINT", "SIGTERM", "SIGHUP" or "signal N".
 #ifndef TIERLOCK_TOOLS_TIERLOCK_PROCESS_H_
@@ -12,9 +14,13 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
+#include <stop_token>
 #include <string>
 #include <vector>
+
+#include "absl/status/status.h"
 
 namespace tierlock::cli {
 
@@ -51,6 +57,21 @@ pid_t spawn_command(const std::vector<std::string>& command,
 // returns its status as an exit code (128+N if killed by signal N).
 int wait_forwarding(pid_t child, int signal_fd, int event_fd = -1,
                     const std::function<void()>& on_event = {});
+
+// Runs `acquire` on a new thread and blocks until it returns, watching
+// `signal_fd` (a signalfd) meanwhile: the first signal but SIGCHLD is stored
+// in `*signal_received` and requests a stop on the token `acquire` gets
+// (which must then return promptly, holding nothing). With `waiting_message`
+// set, calls it once on this thread if `acquire` is still running after
+// `message_after`. The stop token is how a blocking acquire is interrupted
+// without a signal handler: the library's acquires take one. kInternal if
+// the thread's completion cannot be watched (no eventfd); `acquire` has not
+// run then.
+absl::Status wait_cancellable(
+    const std::function<void(std::stop_token)>& acquire, int signal_fd,
+    int* signal_received,
+    const std::function<void()>& waiting_message = {},
+    std::chrono::milliseconds message_after = std::chrono::milliseconds(500));
 
 // Adds one to the eventfd `fd` (EINTR retried).
 void notify(int fd);

@@ -9,14 +9,7 @@
 //
 // The common case costs no thread: one non-blocking try first. Only when the
 // lock is held does a thread block in acquire() while this one waits on the
-// signalfd and an eventfd (with the ~0.5 s timeout for the waiting message).
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/eventfd.h>
-#include <sys/signalfd.h>
-#include <sys/wait.h>
-#include <unistd.h>
+// signalfd (wait_cancellable, process.h; the waiting message after ~0.5 s).
 
 #include <cerrno>
 #include <charconv>
@@ -28,7 +21,6 @@
 #include <stop_token>
 #include <string>
 #include <system_error>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -102,59 +94,33 @@ std::vector<std::string> child_environment(const DirLock& lock) {
 absl::StatusOr<Guard> wait_for_lock(DirLock& lock, const RunOptions& o,
                                     const LockContext& task, int signal_fd,
                                     int* signal_received) {
-  Fd done(::eventfd(0, EFD_CLOEXEC));
-  if (done.get() < 0) {
-    return absl::InternalError(absl::StrCat("eventfd: ", error_text(errno)));
-  }
-  std::stop_source stop;
   AcquireOptions options;
   options.mode = o.shared ? Mode::kShared : Mode::kExclusive;
-  options.stop = stop.get_token();
   if (o.timeout_s.has_value()) {
     options.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(
         std::chrono::duration<double>(*o.timeout_s));
   }
   absl::StatusOr<Guard> result = absl::UnknownError("not run");
-  std::thread waiter([&] {
+  auto acquire = [&](std::stop_token stop) {
     LockContext::Scope bind(task);  // the hold belongs to the run, not this thread
+    options.stop = std::move(stop);
     result = lock.acquire(std::move(options));
-    notify(done.get());
-  });
-  const auto message_at = std::chrono::steady_clock::now() + kWaitingMessageAfter;
-  bool message_due = !o.quiet;
-  for (;;) {
-    int timeout_ms = -1;
-    if (message_due) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-          message_at - std::chrono::steady_clock::now());
-      timeout_ms = static_cast<int>(std::max<std::int64_t>(0, left.count()));
-    }
-    struct pollfd fds[2] = {{done.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
-    const int n = ::poll(fds, 2, timeout_ms);
-    if (n < 0 && errno == EINTR) continue;
-    if (n == 0 && message_due) {
-      message_due = false;
-      absl::StatusOr<LockState> state = inspect_lock(lock.directory(), o.lock_name);
-      std::string who = state.ok() ? describe_holders(state->holders)
-                                   : std::string(state.status().message());
-      std::string line = absl::StrCat("tierlock: waiting for ",
-                                      printable(lock.lock_file().native()),
-                                      " (", who, ")\n");
-      std::fwrite(line.data(), 1, line.size(), stderr);
-      std::fflush(stderr);
-      continue;
-    }
-    if (fds[1].revents & POLLIN) {
-      struct signalfd_siginfo si;
-      if (::read(signal_fd, &si, sizeof si) == sizeof si &&
-          si.ssi_signo != SIGCHLD && *signal_received == 0) {
-        *signal_received = static_cast<int>(si.ssi_signo);
-        stop.request_stop();  // the acquire returns kCancelled, holding nothing
-      }
-    }
-    if (fds[0].revents & POLLIN) break;
-  }
-  waiter.join();
+  };
+  auto message = [&] {
+    absl::StatusOr<LockState> state = inspect_lock(lock.directory(), o.lock_name);
+    std::string who = state.ok() ? describe_holders(state->holders)
+                                 : std::string(state.status().message());
+    std::string line = absl::StrCat("tierlock: waiting for ",
+                                    printable(lock.lock_file().native()), " (",
+                                    who, ")\n");
+    std::fwrite(line.data(), 1, line.size(), stderr);
+    std::fflush(stderr);
+  };
+  absl::Status watched =
+      wait_cancellable(acquire, signal_fd, signal_received,
+                       o.quiet ? std::function<void()>() : message,
+                       kWaitingMessageAfter);
+  if (!watched.ok()) return watched;
   return result;
 }
 
