@@ -540,24 +540,6 @@ ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<std::uint64_t> check_slow(
   return record ? record_hold(ctx, site) : 0;
 }
 
-// True when `site` may be taken with nothing to report or learn: no held
-// tier at or above its own (outside its acquire_all group), a named context,
-// and (with debug checks) a nesting seen before.
-bool fast_path_ok(const ContextState& ctx, const AcquireSite& site)
-    ABSL_EXCLUSIVE_LOCKS_REQUIRED(ctx.mu) {
-  if (ctx.name.empty()) return false;
-  std::uint32_t newest = 0;
-  for (const HeldRecord& r : ctx.held) {
-    if (r.site.node != 0 && r.site.node != site.node) newest = r.site.node;
-    if (site.tier && r.site.tier && r.site.tier->level >= site.tier->level &&
-        (r.site.group == 0 || r.site.group != site.group)) {
-      return false;
-    }
-  }
-  return !kDebugChecks || newest == 0 ||
-         edge_known(edge_key(newest, site.node));
-}
-
 // The checks, and with `record`, the hold recorded: the fast path, or the slow
 // way.
 absl::StatusOr<std::uint64_t> check(ContextState& ctx, const AcquireSite& site,
@@ -569,7 +551,7 @@ absl::StatusOr<std::uint64_t> check(ContextState& ctx, const AcquireSite& site,
   if (!record) {
     if (!site.tier || inherited_holds().empty()) {
       SpinLockHolder lock(ctx.mu);
-      if (fast_path_ok(ctx, site)) return 0;
+      if (fast_check_locked(ctx, site)) return 0;
     }
   } else if (!site.tier || inherited_holds().empty()) {
     if (std::uint64_t id = check_and_record_fast(ctx, site); id != 0) {
@@ -592,7 +574,11 @@ absl::StatusOr<std::uint64_t> check_and_record(ContextState& ctx,
 
 std::uint64_t check_and_record_slow(ContextState& ctx, const AcquireSite& site,
                                     absl::Status* error) {
-  absl::StatusOr<std::uint64_t> id = check(ctx, site, true);
+  // The fast path has just said no: straight to the slow way.
+  const TierCheckMode mode = g_tier_check_mode.load(std::memory_order_relaxed);
+  absl::StatusOr<std::uint64_t> id =
+      mode == TierCheckMode::kIgnore ? record_hold(ctx, site)
+                                     : check_slow(ctx, site, true, mode);
   if (!id.ok()) {
     *error = std::move(id).status();
     return 0;

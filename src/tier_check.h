@@ -257,6 +257,29 @@ inline std::size_t edge_slot(std::uint64_t key) {
   return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ULL) >> 58);
 }
 
+// True when `site` may be taken with nothing to report, learn or name: no
+// held tier at or above its own (outside its acquire_all group), a named
+// context, and a learned nesting (debug checks) already in this thread's
+// cache. False only means "take the slow path", which decides.
+inline bool fast_check_locked(const ContextState& ctx, const AcquireSite& site)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(ctx.mu) {
+  if (ctx.name.empty()) return false;
+  // Nodes are non-zero only with debug checks (the learned order), so a
+  // library without them never looks at the edge cache.
+  std::uint32_t newest = 0;
+  for (const HeldRecord& r : ctx.held) {
+    if (r.site.node != 0 && r.site.node != site.node) newest = r.site.node;
+    if (site.tier.present && r.site.tier.present &&
+        r.site.tier.tier.level >= site.tier.tier.level &&
+        (r.site.group == 0 || r.site.group != site.group)) {
+      return false;  // a violation to report (or an acquire_all group's own)
+    }
+  }
+  if (newest == 0) return true;
+  const std::uint64_t key = edge_key(newest, site.node);
+  return t_edge_cache[edge_slot(key)] == key;
+}
+
 inline std::uint64_t check_and_record_fast(ContextState& ctx,
                                            AcquireSite site) {
   if (site.tier.present) {
@@ -266,23 +289,10 @@ inline std::uint64_t check_and_record_fast(ContextState& ctx,
     if (inherited == nullptr || !inherited->empty()) return 0;
   }
   ctx.mu.lock();
-  // Nodes are non-zero only with debug checks (the learned order), so a
-  // library without them never looks at the edge cache.
-  std::uint32_t newest = 0;
-  for (const HeldRecord& r : ctx.held) {
-    if (r.site.node != 0 && r.site.node != site.node) newest = r.site.node;
-    if (site.tier.present && r.site.tier.present &&
-        r.site.tier.tier.level >= site.tier.tier.level &&
-        (r.site.group == 0 || r.site.group != site.group)) {
-      ctx.mu.unlock();
-      return 0;  // a violation to report (or an acquire_all group's own)
-    }
-  }
-  if (ctx.name.empty() || ctx.held.size() == ctx.held.capacity() ||
-      (newest != 0 && t_edge_cache[edge_slot(edge_key(newest, site.node))] !=
-                          edge_key(newest, site.node))) {
+  if (!fast_check_locked(ctx, site) ||
+      ctx.held.size() == ctx.held.capacity()) {
     ctx.mu.unlock();
-    return 0;  // name the context, grow the stack, or learn the nesting
+    return 0;
   }
   const std::uint64_t id = ctx.next_hold_id++;
   ctx.held.push_back(HeldRecord{id, site});
