@@ -433,19 +433,8 @@ TEST_F(AsyncCancelRaceTest, CancelRacingWithInProcessGrantHasExactlyOneOutcome) 
         absl::Status r = held->release();
         return r.ok() ? "" : "release: " + r.ToString();
       },
-      [&](int, bool granted, const Guard& g) -> std::string {
-        if (entry->waiting() != 0) return "the waiter is still queued";
-        if (granted) {
-          if (!g.held() || entry->holders() != 1 || !entry->kernel_held()) {
-            return "granted, but the entry does not hold it";
-          }
-          return "";
-        }
-        if (entry->holders() != 0 || entry->kernel_held()) {
-          return "kCancelled, but the lock is held (" +
-                 std::to_string(entry->holders()) + " holders)";
-        }
-        return "";
+      [&](int, bool granted, const Guard& g) {
+        return RaceOutcomeProblem(*entry, granted, g);
       });
   held.reset();
   EXPECT_TRUE(HoldsNothing(lock));
@@ -489,27 +478,8 @@ TEST_F(AsyncCancelRaceTest, CancelRacingWithKernelGrantHasExactlyOneOutcome) {
                    ? ""
                    : std::string("LOCK_UN: ") + std::strerror(errno);
       },
-      [&](int, bool granted, const Guard& g) -> std::string {
-        if (entry->waiting() != 0) return "the waiter is still queued";
-        // The completion runs after the pool thread left flock.
-        if (!threads_in_flock().empty()) {
-          return "a thread is left in flock:\n" +
-                 describe_threads(threads_in_flock());
-        }
-        if (granted) {
-          if (!g.held() || entry->holders() != 1 || !entry->kernel_held()) {
-            return "granted, but the entry does not hold it";
-          }
-          if (::flock(probe, LOCK_EX | LOCK_NB) == 0) {
-            ::flock(probe, LOCK_UN);
-            return "granted, but the kernel lock is free";
-          }
-          return "";
-        }
-        if (entry->holders() != 0 || entry->kernel_held()) {
-          return "kCancelled, but the entry holds the lock";
-        }
-        return "";
+      [&](int, bool granted, const Guard& g) {
+        return RaceOutcomeProblem(*entry, granted, g, probe);
       });
   ::close(probe);
   ::close(foreign);

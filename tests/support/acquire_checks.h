@@ -7,10 +7,13 @@
 //                         the entry, not in /proc/locks, no thread in flock(2).
 //   ReleaseAndOthersGetIt - stops a holder process, then a third process must
 //                         take the lock at once and we still hold nothing.
+//   RaceOutcomeProblem  - what is wrong with the outcome of a stop racing a
+//                         grant: exactly one of "holds it" and "holds nothing".
 // Header-only.
 #ifndef TIERLOCK_TESTS_SUPPORT_ACQUIRE_CHECKS_H_
 #define TIERLOCK_TESTS_SUPPORT_ACQUIRE_CHECKS_H_
 
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <memory>
@@ -23,6 +26,7 @@
 #include "support/subprocess.h"
 #include "support/threads.h"
 #include "tierlock/dir_lock.h"
+#include "tierlock/guard.h"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define TIERLOCK_TESTS_SANITIZED 1
@@ -95,6 +99,41 @@ inline void ReleaseAndOthersGetIt(const DirLock& lock, Process& holder) {
          "lock:\n"
       << describe(locks_on(lock.lock_file()));
   EXPECT_TRUE(HoldsNothing(lock));
+}
+
+// Checks the outcome of an acquire whose stop raced its grant: the waiter
+// has left `entry`'s queue and either (`granted`) `g` holds the lock, the
+// entry's only holder, with the kernel lock taken, or it holds nothing at all.
+// With `probe_fd` >= 0 (another open file description of the lock file: the
+// kernel was involved) also no thread is left in flock, and a granted lock
+// is really held in the kernel (`probe_fd` cannot take it). Returns "" or
+// what is wrong.
+inline std::string RaceOutcomeProblem(const internal::LockEntry& entry,
+                                      bool granted, const Guard& g,
+                                      int probe_fd = -1) {
+  if (entry.waiting() != 0) return "the waiter is still queued";
+  if (probe_fd >= 0 && !threads_in_flock().empty()) {
+    return "a thread is left in flock:\n" +
+           describe_threads(threads_in_flock());
+  }
+  const std::string state = std::to_string(entry.holders()) +
+                            " holder(s), kernel lock " +
+                            (entry.kernel_held() ? "held" : "free");
+  if (granted) {
+    if (!g.held()) return "granted, but the Guard does not hold";
+    if (entry.holders() != 1 || !entry.kernel_held()) {
+      return "granted, but the entry shows " + state;
+    }
+    if (probe_fd >= 0 && ::flock(probe_fd, LOCK_EX | LOCK_NB) == 0) {
+      ::flock(probe_fd, LOCK_UN);
+      return "granted, but the kernel lock is free";
+    }
+    return "";
+  }
+  if (entry.holders() != 0 || entry.kernel_held()) {
+    return "kCancelled, but the entry shows " + state;
+  }
+  return "";
 }
 
 }  // namespace tierlock::testing
