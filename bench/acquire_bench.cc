@@ -76,6 +76,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_util.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "tierlock/acquire_options.h"
@@ -86,6 +87,8 @@
 #include "tierlock/mode.h"
 
 namespace {
+
+using namespace tierlock::bench;  // NOLINT: the benchmarks' shared vocabulary
 
 namespace fs = std::filesystem;
 using std::chrono::microseconds;
@@ -138,46 +141,6 @@ void sleep_ns(std::int64_t ns) {
   while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
 }
-
-std::string errno_message(const char* op, const std::string& what) {
-  return std::string(op) + " '" + what + "': " + std::strerror(errno);
-}
-
-int open_lock_fd(const char* path) {
-  int fd;
-  do {
-    fd = ::open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  } while (fd < 0 && errno == EINTR);
-  return fd;
-}
-
-int flock_retry(int fd, int op) {
-  int rc;
-  do {
-    rc = ::flock(fd, op);
-  } while (rc != 0 && errno == EINTR);
-  return rc;
-}
-
-// A descriptor closed at scope exit.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  void reset(int fd) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-  int get() const { return fd_; }
-  bool ok() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
 
 // AcquireOptions built field by field (GCC's -Wmissing-field-initializers
 // flags designated initializers that leave members defaulted).
@@ -326,12 +289,6 @@ class Latencies {
 void set_iteration_ns(benchmark::State& state, std::int64_t ns) {
   state.SetIterationTime(static_cast<double>(std::max<std::int64_t>(ns, 0)) *
                          1e-9);
-}
-
-bool check(benchmark::State& state, const absl::Status& st) {
-  if (st.ok()) return true;
-  state.SkipWithError(std::string(st.message()).c_str());
-  return false;
 }
 
 // The lock directory every benchmark uses (created in main).

@@ -41,11 +41,14 @@
 #include <utility>
 #include <vector>
 
+#include "bench_util.h"
 #include "tierlock/dir_lock.h"
 #include "tierlock/guard.h"
 #include "tierlock/mode.h"
 
 namespace {
+
+using namespace tierlock::bench;  // NOLINT: the benchmarks' shared vocabulary
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -64,50 +67,6 @@ struct BenchDirs {
   std::string deep_lock;     // deep + "/.lock"
 };
 const BenchDirs* g_dirs = nullptr;
-
-std::string errno_message(const char* op, const std::string& path) {
-  return std::string(op) + " '" + path + "': " + std::strerror(errno);
-}
-
-// Opens `path` the way a careful caller would for a lock file.
-int open_lock_fd(const char* path) {
-  int fd;
-  do {
-    fd = ::open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  } while (fd < 0 && errno == EINTR);
-  return fd;
-}
-
-int flock_retry(int fd, int op) {
-  int rc;
-  do {
-    rc = ::flock(fd, op);
-  } while (rc != 0 && errno == EINTR);
-  return rc;
-}
-
-// A descriptor closed at scope exit (never retried on EINTR).
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  bool ok() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
-// Skips the benchmark with `message` and reports false when `st` is an error.
-bool check(benchmark::State& state, const absl::Status& st) {
-  if (st.ok()) return true;
-  state.SkipWithError(std::string(st.message()).c_str());
-  return false;
-}
 
 // One tierlock acquire + release; false (benchmark skipped) on error.
 bool tierlock_cycle(benchmark::State& state, tierlock::DirLock& lock,
