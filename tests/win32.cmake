@@ -26,6 +26,7 @@ add_library(tierlock_win32_test_support STATIC
   support/win32_child.cc
   support/win32_subprocess.cc
   support/win32_fixture.cc
+  support/fixture_common.cc
   support/status.cc
   support/internal.cc)
 target_include_directories(tierlock_win32_test_support PUBLIC

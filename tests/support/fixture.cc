@@ -8,7 +8,6 @@
 
 #include "support/proc_locks.h"
 #include "support/wait.h"
-#include "tierlock/registry.h"
 
 namespace tierlock::testing {
 namespace {
@@ -37,23 +36,11 @@ void TierlockTest::SetUp() {
     return true;
   }();
   (void)warmed_up;
-  registry_size_ = Registry::global().size();
-  fds_ = count_open_fds();
-  threads_ = count_threads();
+  count_baseline();
 }
 
 void TierlockTest::TearDown() {
-  // Everything below should already hold; the short waits only absorb threads
-  // that are still exiting after signalling completion.
-  constexpr std::chrono::milliseconds kSettle{5'000};
-  EXPECT_EQ(Registry::global().size(), registry_size_)
-      << "the test left registry entries behind";
-  // Fewer than at the start is no leak: a thread that was already exiting
-  // when SetUp counted (e.g. a pool worker of an earlier step) may be gone.
-  wait_until([&] { return count_threads() <= threads_; }, kSettle);
-  EXPECT_LE(count_threads(), threads_) << "the test left threads behind";
-  wait_until([&] { return count_open_fds() <= fds_; }, kSettle);
-  EXPECT_LE(count_open_fds(), fds_) << "the test left descriptors open";
+  expect_nothing_left("descriptors");
   const pid_t self = ::getpid();
   std::vector<ProcLock> mine;
   // A single reading of /proc/locks may be torn; a real leftover persists.

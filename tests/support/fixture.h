@@ -7,6 +7,7 @@
 #ifndef TIERLOCK_TESTS_SUPPORT_FIXTURE_H_
 #define TIERLOCK_TESTS_SUPPORT_FIXTURE_H_
 
+#include <chrono>
 #include <cstddef>
 #include <filesystem>
 
@@ -29,6 +30,14 @@ class TierlockTest : public ::testing::Test {
   const std::filesystem::path& dir() const { return tmp_.path(); }
 
  private:
+  // How long TearDown waits for what a test's threads are still releasing.
+  static constexpr std::chrono::milliseconds kSettle{5'000};
+  // Counts registry entries, descriptors and threads (SetUp); expects no
+  // more of them at the end (TearDown), naming descriptors as the platform
+  // does ("descriptors", "handles"). fixture_common.cc.
+  void count_baseline();
+  void expect_nothing_left(const char* descriptors);
+
   TempDir tmp_;
   std::size_t registry_size_ = 0;
   int fds_ = 0;

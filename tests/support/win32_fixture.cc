@@ -20,7 +20,6 @@
 #include "support/fixture.h"
 #include "support/temp_dir.h"
 #include "support/wait.h"
-#include "tierlock/registry.h"
 
 namespace tierlock::testing {
 namespace {
@@ -62,20 +61,10 @@ int count_threads() {
   return n;
 }
 
-void TierlockTest::SetUp() {
-  registry_size_ = Registry::global().size();
-  fds_ = count_open_fds();
-  threads_ = count_threads();
-}
+void TierlockTest::SetUp() { count_baseline(); }
 
 void TierlockTest::TearDown() {
-  constexpr std::chrono::milliseconds kSettle{5'000};
-  EXPECT_EQ(Registry::global().size(), registry_size_)
-      << "the test left registry entries behind";
-  wait_until([&] { return count_threads() <= threads_; }, kSettle);
-  EXPECT_LE(count_threads(), threads_) << "the test left threads behind";
-  wait_until([&] { return count_open_fds() <= fds_; }, kSettle);
-  EXPECT_LE(count_open_fds(), fds_) << "the test left handles open";
+  expect_nothing_left("handles");
   const std::filesystem::path lock = dir() / ".lock";
   EXPECT_TRUE(wait_until([&] { return unlocked(lock); }, kSettle))
       << "the test left " << lock.string() << " locked";
