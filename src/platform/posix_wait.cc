@@ -189,7 +189,6 @@ class Deadlines {
   Key add(Clock::time_point when, InterruptibleWait* w) {
     std::lock_guard<std::mutex> lk(mu_);
     Key key{when, next_id_++, w};
-    const bool earliest = waits_.empty() || key < *waits_.begin();
     if (!started_) {
       try {
         std::thread([this] { run(); }).detach();
@@ -197,7 +196,10 @@ class Deadlines {
         return Key{when, 0, w};  // out of threads: the caller arms a timer
       }
       started_ = true;
-    } else if (earliest) {
+    } else if (when < sleeping_until_) {
+      // Only a deadline before the thread's own wake-up needs it now. The
+      // common timeout (seconds) is later than its next look (<= kIdle):
+      // no futex wake, and on one CPU no switch to it, on the wait's path.
       cv_.notify_one();
     }
     waits_.insert(key);
@@ -224,7 +226,8 @@ class Deadlines {
         // Idle: end the thread, so a process leaves no thread of ours
         // behind between bursts of timed waits (the next one starts one,
         // ~30 us, before it blocks).
-        if (cv_.wait_for(lk, kIdle) == std::cv_status::timeout &&
+        sleeping_until_ = Clock::now() + kIdle;
+        if (cv_.wait_until(lk, sleeping_until_) == std::cv_status::timeout &&
             waits_.empty()) {
           started_ = false;
           return;
@@ -237,7 +240,8 @@ class Deadlines {
         // remove() does not notify (that would put a futex wake back on the
         // grant path): look again at least every kIdle, so a thread whose
         // waits were all granted notices and ends.
-        cv_.wait_until(lk, std::min(std::get<0>(first), now + kIdle));
+        sleeping_until_ = std::min(std::get<0>(first), now + kIdle);
+        cv_.wait_until(lk, sleeping_until_);
         continue;
       }
       waits_.erase(waits_.begin());
@@ -253,6 +257,8 @@ class Deadlines {
   std::set<Key> waits_;
   std::uint64_t next_id_ = 1;  // 0: "not registered" to the waits
   bool started_ = false;
+  // When the thread wakes up by itself next (it looks at waits_ then).
+  Clock::time_point sleeping_until_ = Clock::time_point::min();
 };
 
 }  // namespace
