@@ -30,6 +30,7 @@ packages=(
   libsqlite3-dev    # leases: the SQLite backend
   libhiredis-dev    # leases: the Redis backend (hiredis 0.14)
   redis-server      # leases: a real Redis server the `lease` tests start
+  pgbouncer         # leases: the PostgreSQL backend behind a real pooler (tests)
 )
 
 # The mingw preset (docs/design.md, "Windows"): the MinGW-w64 cross compiler

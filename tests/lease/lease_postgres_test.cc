@@ -1,11 +1,13 @@
 // tests/lease/lease_postgres_test.cc
 //
 // The PostgreSQL backend against a real PostgreSQL 15 started by the test
-// (servers.h): the conformance suite in advisory and lease-table mode, and
-// what only a real server shows (connection loss, cancel, DB clock, restart).
+// (servers.h): the conformance suite in advisory and lease-table mode, directly
+// and behind a real pgbouncer, and what only a real server shows (connection
+// loss, cancel, DB clock, restart).
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <map>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -329,6 +331,49 @@ TEST(PostgresLeaseCliTest, RunPassesTheTokenFromTheLeaseTable) {
   EXPECT_EQ(c.status.code, 0);
   EXPECT_EQ(c.out, "unset\n");
 }
+
+// ------------------------------------------------------------ behind pgbouncer
+
+// One pgbouncer per pool mode for the conformance suites, started on first
+// use and killed at exit. Session pooling gets room for every connection the
+// suite opens at once (an advisory lease is a connection).
+PgbouncerServer& shared_pgbouncer(const std::string& pool_mode) {
+  static std::map<std::string, std::unique_ptr<PgbouncerServer>> bouncers;
+  std::unique_ptr<PgbouncerServer>& b = bouncers[pool_mode];
+  if (!b) {
+    absl::StatusOr<std::unique_ptr<PgbouncerServer>> s = PgbouncerServer::start(
+        shared_postgres(), {.pool_mode = pool_mode, .pool_size = pool_mode == "session" ? 40 : 2});
+    if (!s.ok()) {
+      ADD_FAILURE() << "cannot start pgbouncer: " << s.status();
+      std::abort();
+    }
+    b = std::move(*s);
+  }
+  return *b;
+}
+
+// Advisory mode through session pooling (a client keeps its server
+// connection); lease-table mode through transaction and statement pooling
+// (every statement stands alone), as docs/leases.md says they work.
+INSTANTIATE_TEST_SUITE_P(
+    Pgbouncer, LeaseConformanceTest,
+    ::testing::Values(
+        LeaseBackendFactory{"advisory_session_pool",
+                            [] {
+                              return make_backend(shared_pgbouncer("session").conninfo(),
+                                                  Mode::kAdvisory);
+                            }},
+        LeaseBackendFactory{"table_transaction_pool",
+                            [] {
+                              return make_backend(shared_pgbouncer("transaction").conninfo(),
+                                                  Mode::kLeaseTable);
+                            }},
+        LeaseBackendFactory{"table_statement_pool",
+                            [] {
+                              return make_backend(shared_pgbouncer("statement").conninfo(),
+                                                  Mode::kLeaseTable);
+                            }}),
+    [](const auto& p) { return p.param.name; });
 
 }  // namespace
 }  // namespace tierlock::testing

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -79,6 +80,30 @@ std::string postgres_bin() {
 }
 
 constexpr char kAsPostgres[] = "setpriv --reuid=postgres --regid=postgres --init-groups ";
+
+// SIGKILLs a daemon (its parent is init) and waits until it is gone or a
+// zombie init has yet to reap (its ports are closed by then).
+absl::Status kill_daemon(int pid, const char* what) {
+  ::kill(pid, SIGKILL);
+  auto dead = [pid] {
+    if (::kill(pid, 0) != 0) return true;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), {});
+    const std::size_t paren = text.rfind(')');
+    return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
+  };
+  if (!wait_until(dead, std::chrono::seconds(30))) {
+    return absl::InternalError(absl::StrCat(what, " (pid ", pid, ") did not die"));
+  }
+  return absl::OkStatus();
+}
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 }  // namespace
 
@@ -181,12 +206,7 @@ absl::Status PostgresServer::restart_server() {
   return s;
 }
 
-std::string PostgresServer::log() const {
-  std::ifstream in(dir_.path() / "log");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string PostgresServer::log() const { return read_file(dir_.path() / "log"); }
 
 // ------------------------------------------------------------ RedisServer
 
@@ -235,21 +255,8 @@ RedisServer::~RedisServer() { (void)stop(); }
 absl::Status RedisServer::stop() {
   if (pid_ <= 0) return absl::OkStatus();
   const int pid = pid_;
-  ::kill(pid, SIGKILL);
   pid_ = -1;
-  // Gone, or a zombie (daemonized: its parent is init, which reaps it when
-  // it gets to it; the port is closed already).
-  auto dead = [pid] {
-    if (::kill(pid, 0) != 0) return true;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), {});
-    const std::size_t paren = text.rfind(')');
-    return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
-  };
-  if (!wait_until(dead, std::chrono::seconds(30))) {
-    return absl::InternalError("redis-server did not die");
-  }
-  return absl::OkStatus();
+  return kill_daemon(pid, "redis-server");
 }
 
 absl::Status RedisServer::restart_server() { return launch(); }
@@ -261,6 +268,88 @@ absl::StatusOr<std::string> RedisServer::cli(const std::string& args) {
   }
   return std::string(absl::StripTrailingAsciiWhitespace(out));
 }
+
+// ------------------------------------------------------------ PgbouncerServer
+
+absl::StatusOr<std::unique_ptr<PgbouncerServer>> PgbouncerServer::start(
+    const PostgresServer& backend, Options options) {
+  if (find_program("pgbouncer").empty()) {
+    return absl::NotFoundError("pgbouncer not installed; run scripts/deps.sh");
+  }
+  const passwd* pw = ::getpwnam("postgres");
+  if (pw == nullptr) return absl::NotFoundError("no `postgres` user");
+  std::unique_ptr<PgbouncerServer> s(new PgbouncerServer);
+  if (::chown(s->dir_.path().c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+    return absl::PermissionDeniedError("chown pgbouncer's directory to postgres (run as root)");
+  }
+  absl::Status st;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    s->port_ = free_port();
+    st = s->launch(backend, options);
+    if (st.ok()) return s;
+  }
+  return absl::InternalError(absl::StrCat(st.message(), "\n", s->log()));
+}
+
+absl::Status PgbouncerServer::launch(const PostgresServer& backend, const Options& o) {
+  const std::string dir = dir_.path().string();
+  ::unlink((dir + "/pid").c_str());
+  {
+    // auth_type any: no passwords; every server connection logs in as `tl`.
+    std::ofstream ini(dir + "/pgbouncer.ini");
+    ini << "[databases]\n"
+        << "postgres = host=127.0.0.1 port=" << backend.port() << " dbname=postgres user=tl\n"
+        << "[pgbouncer]\n"
+        << "listen_addr = 127.0.0.1\n"
+        << "listen_port = " << port_ << "\n"
+        << "unix_socket_dir =\n"
+        << "auth_type = any\n"
+        << "pool_mode = " << o.pool_mode << "\n"
+        << "default_pool_size = " << o.pool_size << "\n"
+        << "max_client_conn = 200\n"
+        << "server_round_robin = " << (o.round_robin ? 1 : 0) << "\n"
+        << "logfile = " << dir << "/log\n"
+        << "pidfile = " << dir << "/pid\n";
+    if (!ini) return absl::InternalError("cannot write " + dir + "/pgbouncer.ini");
+  }
+  if (absl::Status st =
+          sh(absl::StrCat(kAsPostgres, "pgbouncer -d ", sh_quote(dir + "/pgbouncer.ini")));
+      !st.ok()) {
+    return st;
+  }
+  // Ready when the pid file exists and a query through it answers.
+  const std::string psql = postgres_bin() + "/psql";
+  const bool up = wait_until(
+      [&] {
+        std::ifstream in(dir + "/pid");
+        int pid = -1;
+        if (!(in >> pid)) return false;
+        pid_ = pid;
+        std::string out;
+        return sh(absl::StrCat(psql, " ", sh_quote(conninfo() + " connect_timeout=2"),
+                               " -Atc 'SELECT 1'"),
+                  &out)
+                   .ok() &&
+               out.find('1') != std::string::npos;
+      },
+      std::chrono::seconds(30));
+  if (!up) {
+    if (pid_ > 0) (void)kill_daemon(pid_, "pgbouncer");
+    pid_ = -1;
+    return absl::InternalError(absl::StrCat("pgbouncer on port ", port_, " did not start"));
+  }
+  return absl::OkStatus();
+}
+
+PgbouncerServer::~PgbouncerServer() {
+  if (pid_ > 0) (void)kill_daemon(pid_, "pgbouncer");
+}
+
+std::string PgbouncerServer::conninfo() const {
+  return absl::StrCat("host=127.0.0.1 port=", port_, " user=tl dbname=postgres");
+}
+
+std::string PgbouncerServer::log() const { return read_file(dir_.path() / "log"); }
 
 // ------------------------------------------------------------ shared servers
 

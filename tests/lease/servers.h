@@ -5,6 +5,8 @@
 // by the test (never a system service, never a fixed port):
 //   PostgresServer - initdb + pg_ctl as the `postgres` user (setpriv).
 //   RedisServer    - redis-server --daemonize.
+//   PgbouncerServer - pgbouncer in front of a PostgresServer, as the
+//                    `postgres` user (it refuses to run as root).
 //   free_port      - a port nobody listens on right now.
 // start() returns an error naming the missing program or the failed step;
 // tests treat that as a failure, not a skip (CI installs the servers).
@@ -58,6 +60,31 @@ class RedisServer {
  private:
   RedisServer() = default;
   absl::Status launch();
+  TempDir dir_;
+  int port_ = 0;
+  int pid_ = -1;
+};
+
+class PgbouncerServer {
+ public:
+  struct Options {
+    std::string pool_mode = "transaction";  // session | transaction | statement
+    int pool_size = 2;                       // server connections per database
+    // pgbouncer's server_round_robin: hand out idle server connections in
+    // turn instead of the most recently used one first (LIFO, its default).
+    bool round_robin = false;
+  };
+  static absl::StatusOr<std::unique_ptr<PgbouncerServer>> start(const PostgresServer& backend,
+                                                                Options options);
+  ~PgbouncerServer();  // SIGKILLs it
+  int port() const { return port_; }
+  // A libpq connection string for database `postgres` as user `tl`.
+  std::string conninfo() const;
+  std::string log() const;
+
+ private:
+  PgbouncerServer() = default;
+  absl::Status launch(const PostgresServer& backend, const Options& options);
   TempDir dir_;
   int port_ = 0;
   int pid_ = -1;
