@@ -241,10 +241,73 @@ struct PostgresLeaseBackend::Shared {
 
 namespace {
 
+// Unlocks in the session that took the lock, or returns NULL (and the pid
+// it ran in) when the statement landed in another one.
+constexpr char kReleaseAdvisory[] =
+    "SELECT CASE WHEN pg_backend_pid() = $2::int THEN pg_advisory_unlock($1::bigint) "
+    "END, pg_backend_pid()";
+// Terminates the grant's session if it still holds the lock and is idle
+// (between transactions: no client of the pooler is using it), waiting up to
+// $3 ms for it to end (the two-argument form is PostgreSQL 14+; the older
+// form returns before the session has ended).
+constexpr char kTerminateStray[] =
+    "SELECT pg_terminate_backend(pid, $3::bigint) FROM pg_stat_activity WHERE "
+    "pid = $2::int AND state = 'idle' AND EXISTS (SELECT 1 FROM pg_locks l WHERE "
+    "l.locktype = 'advisory' AND l.pid = $2::int AND l.granted AND l.objsubid = 1 "
+    "AND ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint)";
+constexpr char kTerminateStrayBefore14[] =
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+    "pid = $2::int AND state = 'idle' AND EXISTS (SELECT 1 FROM pg_locks l WHERE "
+    "l.locktype = 'advisory' AND l.pid = $2::int AND l.granted AND l.objsubid = 1 "
+    "AND ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint)";
+constexpr char kStillHeld[] =
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
+    "pid = $2::int AND granted AND objsubid = 1 AND "
+    "((classid::bigint << 32) | objid::bigint) = $1::bigint)";
+
+// Behind a transaction pooler, a lock taken by one statement stays with that
+// server connection after our client connection closes, and blocks the key
+// until the pooler closes that connection (pgbouncer's server_lifetime: an
+// hour). Frees it: a few unlocks that act only in the grant's session (a
+// pooler that rotates its connections reaches it), then, if that session
+// still holds the lock and is idle, pg_terminate_backend (the pooler replaces
+// the server connection). Returns what happened, for an error message.
+std::string drop_stray_lock(PGconn* c, std::int64_t id, const std::string& grant_pid,
+                            std::chrono::milliseconds io_timeout) {
+  const std::string key = std::to_string(id);
+  std::string unknown = absl::StrCat(
+      "server session ", grant_pid, " may still hold the lock; `SELECT pg_terminate_backend(",
+      grant_pid, ")` frees it");
+  constexpr int kUnlockTries = 4;
+  for (int i = 0; i < kUnlockTries; ++i) {
+    RunResult r = run(c, kReleaseAdvisory, {key, grant_pid}, Clock::now() + io_timeout);
+    if (r.outcome != Outcome::kDone) return unknown;  // the connection is unusable
+    if (!PQgetisnull(r.result.get(), 0, 0)) {
+      return absl::StrCat("the lock taken in server session ", grant_pid,
+                          " was released there");
+    }
+  }
+  // Half the statement's own bound, so the statement answers in time.
+  const std::string wait_ms = std::to_string(std::max<std::int64_t>(1, io_timeout.count() / 2));
+  RunResult t = run(c, kTerminateStray, {key, grant_pid, wait_ms}, Clock::now() + io_timeout);
+  if (t.outcome == Outcome::kBroken && PQstatus(c) == CONNECTION_OK) {
+    t = run(c, kTerminateStrayBefore14, {key, grant_pid}, Clock::now() + io_timeout);
+  }
+  if (t.outcome != Outcome::kDone) return unknown;
+  RunResult held = run(c, kStillHeld, {key, grant_pid}, Clock::now() + io_timeout);
+  if (held.outcome == Outcome::kDone && !bool_value(held.result)) {
+    return absl::StrCat("server session ", grant_pid,
+                        ", which held the lock, was terminated to free it");
+  }
+  return unknown;
+}
+
 class AdvisorySession final : public LeaseSession {
  public:
-  AdvisorySession(Conn conn, std::int64_t id, std::chrono::milliseconds io_timeout)
-      : conn_(std::move(conn)), id_(id), io_timeout_(io_timeout) {}
+  AdvisorySession(Conn conn, std::int64_t id, std::string grant_pid,
+                  std::chrono::milliseconds io_timeout)
+      : conn_(std::move(conn)), id_(id), grant_pid_(std::move(grant_pid)),
+        io_timeout_(io_timeout) {}
   std::optional<std::uint64_t> token() const override { return std::nullopt; }
   absl::StatusOr<bool> extend(std::chrono::milliseconds) override {
     return absl::UnimplementedError("advisory leases have no ttl");
@@ -254,16 +317,29 @@ class AdvisorySession final : public LeaseSession {
       conn_.reset();
       return false;  // the connection, and with it the lock, is gone
     }
-    RunResult r = run(conn_.get(), "SELECT pg_advisory_unlock($1::bigint)",
-                      {std::to_string(id_)}, Clock::now() + io_timeout_);
-    // Closing the connection releases the lock whatever the answer was.
-    conn_.reset();
+    // Unlocks only in the session that took the lock: behind a transaction
+    // pooler that reused the grant's server connection for the check (so the
+    // acquire passed it), the release may run in another one.
+    RunResult r = run(conn_.get(), kReleaseAdvisory, {std::to_string(id_), grant_pid_},
+                      Clock::now() + io_timeout_);
     if (r.outcome != Outcome::kDone) {
+      // Closing the connection releases the lock whatever the answer was.
+      conn_.reset();
       return absl::UnavailableError(absl::StrCat(
           "pg_advisory_unlock: ", r.error.empty() ? "no answer" : r.error,
           " (the connection is closed, which releases the lock)"));
     }
-    return bool_value(r.result);
+    if (!PQgetisnull(r.result.get(), 0, 0)) {
+      conn_.reset();
+      return bool_value(r.result);
+    }
+    const std::string outcome = drop_stray_lock(conn_.get(), id_, grant_pid_, io_timeout_);
+    conn_.reset();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pg_advisory_unlock: the release ran in server session ",
+        PQgetvalue(r.result.get(), 0, 1), ", not in ", grant_pid_,
+        " that took the lock (transaction pooling, e.g. pgbouncer "
+        "pool_mode=transaction): ", outcome));
   }
   int watch_fd() const override { return conn_ ? PQsocket(conn_.get()) : -1; }
   bool check_connection() override {
@@ -278,6 +354,7 @@ class AdvisorySession final : public LeaseSession {
  private:
   Conn conn_;
   std::int64_t id_;
+  std::string grant_pid_;  // the server session (backend pid) holding the lock
   std::chrono::milliseconds io_timeout_;
 };
 
@@ -404,10 +481,11 @@ absl::Status check_session(PGconn* c, std::int64_t id, const std::string& grant_
   if (!r.ok()) return r.status();
   const std::string pid = PQgetvalue(r->get(), 0, 0);
   if (pid != grant_pid || PQgetvalue(r->get(), 0, 1)[0] != 't') {
-    return absl::FailedPreconditionError(
+    return absl::FailedPreconditionError(absl::StrCat(
         "the advisory lock is not held by this connection's next statement "
         "(transaction pooling, e.g. pgbouncer pool_mode=transaction?): advisory "
-        "leases need a session; use session pooling or lease-table mode");
+        "leases need a session; use session pooling or lease-table mode; ",
+        drop_stray_lock(c, id, grant_pid, io_timeout)));
   }
   return absl::OkStatus();
 }
@@ -437,7 +515,8 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> advisory(
   if (!bool_value(r.result) && !wait) return std::unique_ptr<LeaseSession>();
   const std::string pid = PQgetvalue(r.result.get(), 0, 1);
   if (absl::Status s = check_session(c->get(), id, pid, o.io_timeout); !s.ok()) return s;
-  return std::unique_ptr<LeaseSession>(new AdvisorySession(std::move(*c), id, o.io_timeout));
+  return std::unique_ptr<LeaseSession>(
+      new AdvisorySession(std::move(*c), id, pid, o.io_timeout));
 }
 
 }  // namespace

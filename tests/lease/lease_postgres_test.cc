@@ -3,7 +3,7 @@
 // The PostgreSQL backend against a real PostgreSQL 15 started by the test
 // (servers.h): the conformance suite in advisory and lease-table mode, directly
 // and behind a real pgbouncer, and what only a real server shows (connection
-// loss, cancel, DB clock, restart).
+// loss, cancel, DB clock, restart, transaction pooling).
 #include <libpq-fe.h>
 
 #include <atomic>
@@ -374,6 +374,115 @@ INSTANTIATE_TEST_SUITE_P(
                                                   Mode::kLeaseTable);
                             }}),
     [](const auto& p) { return p.param.name; });
+
+// A client connection through a pooler inside an open transaction: the
+// pooler keeps one server connection for it until commit().
+class PinnedServerSession {
+ public:
+  explicit PinnedServerSession(const std::string& conninfo)
+      : c_(PQconnectdb(conninfo.c_str())) {
+    if (PQstatus(c_) != CONNECTION_OK) {
+      ADD_FAILURE() << "connect " << conninfo << ": " << PQerrorMessage(c_);
+      return;
+    }
+    exec("BEGIN");
+    PGresult* r = PQexec(c_, "SELECT pg_backend_pid()");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) pid_ = PQgetvalue(r, 0, 0);
+    PQclear(r);
+  }
+  ~PinnedServerSession() {
+    commit();
+    PQfinish(c_);
+  }
+  // The server session (backend pid) it holds.
+  const std::string& pid() const { return pid_; }
+  void commit() {
+    if (!committed_) exec("COMMIT");
+    committed_ = true;
+  }
+
+ private:
+  void exec(const char* q) {
+    PGresult* r = PQexec(c_, q);
+    EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << q << ": " << PQresultErrorMessage(r);
+    PQclear(r);
+  }
+  PGconn* c_;
+  std::string pid_;
+  bool committed_ = false;
+};
+
+std::string advisory_holders(const std::string& conninfo, std::string_view key) {
+  absl::StatusOr<std::string> n =
+      sql(conninfo, "SELECT count(*) FROM pg_locks WHERE granted AND " + advisory_where(key));
+  return n.ok() ? *n : n.status().ToString();
+}
+
+TEST(PostgresPgbouncerTest, AdvisoryBehindTransactionPoolingIsRefusedAndLeavesNothingHeld) {
+  PostgresServer& pg = shared_postgres();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
+                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2,
+                                                   .round_robin = true}));
+  {
+    // Two transactions at once open both server connections; from now on
+    // they are handed out in turn, so the statement after a grant runs in
+    // the other one.
+    PinnedServerSession a(bouncer->conninfo());
+    PinnedServerSession b(bouncer->conninfo());
+    ASSERT_NE(a.pid(), b.pid());
+  }
+  auto backend = make_backend(bouncer->conninfo(), Mode::kAdvisory);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(backend));
+  const std::string key = "pgbouncer-transaction-pool";
+
+  absl::StatusOr<std::optional<Lease>> tried = locks.try_acquire(key);
+  EXPECT_TRUE(IsError(tried.status(), absl::StatusCode::kFailedPrecondition,
+                      "transaction pooling", "was released there"));
+  // The lock the grant took in the other server session did not stay there.
+  EXPECT_EQ(advisory_holders(pg.conninfo(), key), "0");
+
+  absl::StatusOr<Lease> waited = locks.acquire(key, {.timeout = 10s});
+  EXPECT_TRUE(IsError(waited.status(), absl::StatusCode::kFailedPrecondition,
+                      "transaction pooling", "was released there"));
+  EXPECT_EQ(advisory_holders(pg.conninfo(), key), "0");
+
+  // So the key is free for a direct client.
+  auto direct = make_backend(pg.conninfo(), Mode::kAdvisory);
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct_locks, LeaseLock::create(direct));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> d, direct_locks.try_acquire(key));
+  EXPECT_TRUE(d.has_value());
+}
+
+TEST(PostgresPgbouncerTest, AdvisoryReleaseInAnotherServerSessionStillFreesTheLock) {
+  // pgbouncer's default hands out the most recently used server connection:
+  // the statement after the grant runs in the grant's session, so the acquire
+  // passes the check; the release may not.
+  PostgresServer& pg = shared_postgres();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
+                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
+  auto backend = make_backend(bouncer->conninfo(), Mode::kAdvisory);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(backend));
+  const std::string key = "pgbouncer-release";
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> lease, locks.try_acquire(key));
+  ASSERT_TRUE(lease.has_value());
+  ASSERT_OK_AND_ASSIGN(std::string holder,
+                       sql(pg.conninfo(), "SELECT pid FROM pg_locks WHERE granted AND " +
+                                              advisory_where(key)));
+  {
+    // Other clients use the grant's server connection and a second one; the
+    // second is returned last, so our release runs in it.
+    PinnedServerSession p(bouncer->conninfo());
+    ASSERT_EQ(p.pid(), holder);
+    PinnedServerSession q(bouncer->conninfo());
+    ASSERT_NE(q.pid(), holder);
+    p.commit();
+    q.commit();
+  }
+  absl::StatusOr<bool> released = lease->release();
+  EXPECT_TRUE(IsError(released.status(), absl::StatusCode::kFailedPrecondition,
+                      "transaction pooling", "was terminated to free it"));
+  EXPECT_EQ(advisory_holders(pg.conninfo(), key), "0");
+}
 
 }  // namespace
 }  // namespace tierlock::testing
