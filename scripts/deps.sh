@@ -31,6 +31,7 @@ packages=(
   libhiredis-dev    # leases: the Redis backend (hiredis 0.14)
   redis-server      # leases: a real Redis server the `lease` tests start
   pgbouncer         # leases: the PostgreSQL backend behind a real pooler (tests)
+  faketime          # leases: a holder whose wall clock jumps (libfaketime, tests)
 )
 
 # The mingw preset (docs/design.md, "Windows"): the MinGW-w64 cross compiler

@@ -2,13 +2,20 @@
 //
 // The SQLite backend: the conformance suite, what the lease table stores
 // (metadata, sessions, tokens across restarts), and the cross-process safety
-// checks with real processes sharing one database file.
+// checks with real processes sharing one database file, and a holder whose
+// wall clock jumps (libfaketime) while its monotonic clock does not.
+#include <glob.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <map>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
 #include "lease/history.h"
@@ -151,6 +158,155 @@ TEST_F(SqliteLeaseBackendTest, KilledHolderFreesTheKeyWithinItsTtl) {
 
 TEST_F(SqliteLeaseBackendTest, PausedHolderLosesTheLeaseAndItsWriteIsFenced) {
   EXPECT_EQ(check_sigstop("sqlite:" + db_.string(), "paused", 500ms, tmp_.path()), "");
+}
+
+// ------------------------------------------------------------ wall-clock jumps
+
+// This process's ASAN_OPTIONS, followed by ':' when not empty.
+std::string asan_options() {
+  const char* o = std::getenv("ASAN_OPTIONS");
+  return o == nullptr || *o == '\0' ? std::string() : absl::StrCat(o, ":");
+}
+
+// Runs a lease holder under libfaketime with its wall clock (CLOCK_REALTIME,
+// time(), gettimeofday) offset by what the test writes to a file, read again
+// on every call, and its monotonic clock untouched: the client side of the
+// leases must not notice (it reads only the monotonic clock; SQLite stores
+// CLOCK_MONOTONIC times, which every process of the host shares).
+class WallClockJump {
+ public:
+  explicit WallClockJump(const std::filesystem::path& dir) : file_(dir / "faketime") {
+    glob_t g{};
+    if (::glob("/usr/lib/*/faketime/libfaketime.so.1", 0, nullptr, &g) == 0 && g.gl_pathc > 0) {
+      lib_ = g.gl_pathv[0];
+    }
+    ::globfree(&g);
+    set("+0");
+  }
+  // Empty if libfaketime is not installed.
+  const std::string& lib() const { return lib_; }
+  // `offset`: libfaketime's relative form, e.g. "+1d", "-2d", "+0".
+  void set(const std::string& offset) {
+    const std::filesystem::path tmp = file_.string() + ".tmp";
+    std::ofstream(tmp) << offset << "\n";
+    std::filesystem::rename(tmp, file_);  // readers see the old or the new
+  }
+  std::vector<std::string> argv(const std::vector<std::string>& command) const {
+    std::vector<std::string> a = {
+        "env", "LD_PRELOAD=" + lib_, "FAKETIME_TIMESTAMP_FILE=" + file_.string(),
+        "FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1",
+        // ASan wants its runtime first in the library list; keep the
+        // caller's other options.
+        absl::StrCat("ASAN_OPTIONS=", asan_options(), "verify_asan_link_order=0")};
+    a.insert(a.end(), command.begin(), command.end());
+    return a;
+  }
+
+ private:
+  std::filesystem::path file_;
+  std::string lib_;
+};
+
+// "k1=v1 k2=v2" -> integers by key (a missing or bad value: absent).
+std::map<std::string, std::int64_t> fields(const std::optional<std::string>& line) {
+  std::map<std::string, std::int64_t> out;
+  if (!line) return out;
+  for (absl::string_view kv : absl::StrSplit(*line, ' ')) {
+    std::pair<absl::string_view, absl::string_view> p =
+        absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    std::int64_t v = 0;
+    if (absl::SimpleAtoi(p.second, &v)) out[std::string(p.first)] = v;
+  }
+  return out;
+}
+
+std::map<std::string, std::int64_t> check(Process& holder) {
+  EXPECT_TRUE(holder.write_line("check"));
+  std::optional<std::string> line = holder.read_line();
+  EXPECT_TRUE(line && line->rfind("lost=", 0) == 0) << line.value_or("(nothing)");
+  return fields(line);
+}
+
+std::int64_t wall_now_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t steady_now_ns() {
+  return std::chrono::steady_clock::now().time_since_epoch().count();
+}
+
+TEST_F(SqliteLeaseBackendTest, AutoRenewedLeaseSurvivesItsHoldersWallClockJumps) {
+  WallClockJump jump(tmp_.path());
+  ASSERT_FALSE(jump.lib().empty()) << "libfaketime not installed; run scripts/deps.sh";
+  constexpr std::int64_t kTtlMs = 600;
+  Process holder = Process::spawn(jump.argv(
+      {lease_helper_path(), "hold", "sqlite:" + db_.string(), "k", "600", "--auto-renew"}));
+  std::optional<std::string> held = holder.read_line();
+  ASSERT_TRUE(held && held->rfind("held 1 ", 0) == 0) << held.value_or("");
+  const std::int64_t first_valid_until = check(holder)["valid_until_ns"];
+
+  jump.set("+1d");
+  std::map<std::string, std::int64_t> c = check(holder);
+  ASSERT_GT(c["wall_s"], wall_now_s() + 86'000) << "libfaketime did not move the wall clock";
+  EXPECT_EQ(c["lost"], 0);
+  // Renewals go on (valid_until moves on the monotonic clock) and the lease
+  // is never lost, through a jump forward and one back, for several TTLs.
+  const std::int64_t ttl_ns = kTtlMs * 1'000'000;
+  ASSERT_TRUE(wait_until([&] {
+    c = check(holder);
+    return c["lost"] != 0 || c["valid_until_ns"] > first_valid_until + ttl_ns;
+  }, 20s));
+  EXPECT_EQ(c["lost"], 0);
+  jump.set("-2d");
+  c = check(holder);
+  ASSERT_LT(c["wall_s"], wall_now_s() - 86'000) << "libfaketime did not move the wall clock";
+  ASSERT_TRUE(wait_until([&] {
+    c = check(holder);
+    return c["lost"] != 0 || c["valid_until_ns"] > first_valid_until + 3 * ttl_ns;
+  }, 20s));
+  EXPECT_EQ(c["lost"], 0);
+  // Another process (whose wall clock never moved) still finds it held.
+  auto b = open_db(db_, "other");
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> busy, locks.try_acquire("k"));
+  EXPECT_FALSE(busy.has_value());
+}
+
+TEST_F(SqliteLeaseBackendTest, LeaseWithoutRenewalExpiresOnTheMonotonicClockDespiteWallClockJumps) {
+  WallClockJump jump(tmp_.path());
+  ASSERT_FALSE(jump.lib().empty()) << "libfaketime not installed; run scripts/deps.sh";
+  constexpr std::int64_t kTtlMs = 2000;
+  const std::int64_t start = steady_now_ns();
+  Process holder = Process::spawn(
+      jump.argv({lease_helper_path(), "hold", "sqlite:" + db_.string(), "k", "2000"}));
+  std::optional<std::string> held = holder.read_line();
+  ASSERT_TRUE(held && held->rfind("held 1 ", 0) == 0) << held.value_or("");
+  // A day back: a lease timed on the wall clock would now last a day.
+  jump.set("-1d");
+  std::map<std::string, std::int64_t> c = check(holder);
+  ASSERT_LT(c["wall_s"], wall_now_s() - 86'000) << "libfaketime did not move the wall clock";
+  const std::int64_t valid_until = c["valid_until_ns"];
+  EXPECT_LE(valid_until, steady_now_ns() + kTtlMs * 1'000'000);
+  // A day forward: one timed on the wall clock would have expired at once.
+  jump.set("+1d");
+  c = check(holder);
+  if (c["now_ns"] < valid_until) {
+    EXPECT_EQ(c["lost"], 0) << "lost before its TTL after a wall-clock jump forward";
+  }
+  // It is lost at its TTL, not before and not a day later.
+  ASSERT_TRUE(holder.write_line("wait-lost 20000"));
+  std::map<std::string, std::int64_t> lost = fields(holder.read_line(30s));
+  ASSERT_EQ(lost["lost"], 1) << "not lost within 20 s of a " << kTtlMs << " ms TTL";
+  EXPECT_GE(lost["at_ns"], valid_until);
+  EXPECT_EQ(lost["valid_until_ns"], valid_until) << "valid_until moved without a renewal";
+  EXPECT_LT(lost["at_ns"] - start, (kTtlMs + 10'000) * 1'000'000);
+  // And another process can take the key now.
+  auto b = open_db(db_, "other");
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> mine, locks.try_acquire("k"));
+  EXPECT_TRUE(mine.has_value());
 }
 
 }  // namespace

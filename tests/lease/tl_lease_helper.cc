@@ -15,11 +15,18 @@
 //           a fenced write, extend and release; print
 //           "lost=L write=W extend=E release=R" (L 0/1; W accepted|rejected;
 //           E, R true|false|error:<msg>).
+//         "check": print "lost=L now_ns=N valid_until_ns=V wall_s=W" (W: the
+//           wall clock, seconds since the epoch, for tests that move it).
+//         "wait-lost MS": wait (at most MS) for lost() to fire; print
+//           "lost=L at_ns=N valid_until_ns=V" (N when it fired, or now).
 //       At EOF, exits (the destructor releases).
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <stop_token>
 #include <string>
 #include <thread>
 
@@ -114,6 +121,33 @@ int hold(int argc, char** argv) {
       const std::string r = describe(lease->release());
       std::cout << "lost=" << lost << " write=" << w << " extend=" << e << " release=" << r
                 << std::endl;
+    } else if (line == "check") {
+      const auto wall = std::chrono::duration_cast<std::chrono::seconds>(
+          std::chrono::system_clock::now().time_since_epoch());
+      std::cout << "lost=" << lease->lost().stop_requested()
+                << " now_ns=" << ns(std::chrono::steady_clock::now())
+                << " valid_until_ns=" << ns(lease->valid_until()) << " wall_s=" << wall.count()
+                << std::endl;
+    } else if (line.rfind("wait-lost ", 0) == 0) {
+      long ms = 0;
+      if (!absl::SimpleAtoi(line.substr(10), &ms)) return fail("usage: wait-lost MS");
+      std::mutex mu;
+      std::condition_variable cv;
+      std::int64_t at = 0;
+      {
+        // Woken by lost() itself: the time it fired, not a poll's.
+        std::stop_callback on_lost(lease->lost(), [&] {
+          std::lock_guard<std::mutex> lk(mu);
+          at = ns(std::chrono::steady_clock::now());
+          cv.notify_all();
+        });
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait_for(lk, std::chrono::milliseconds(ms), [&] { return at != 0; });
+      }
+      const bool lost = at != 0;
+      if (!lost) at = ns(std::chrono::steady_clock::now());
+      std::cout << "lost=" << lost << " at_ns=" << at
+                << " valid_until_ns=" << ns(lease->valid_until()) << std::endl;
     }
   }
   return 0;
