@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -96,6 +97,23 @@ absl::Status kill_daemon(int pid, const char* what) {
     return absl::InternalError(absl::StrCat(what, " (pid ", pid, ") did not die"));
   }
   return absl::OkStatus();
+}
+
+// Waits (at most 30 s) until `pid_file` names the daemon (stored in *pid as
+// soon as it does, so a caller can kill it) and the shell command `probe`
+// succeeds printing `expect`.
+bool daemon_ready(const std::string& pid_file, int* pid, const std::string& probe,
+                  std::string_view expect) {
+  return wait_until(
+      [&] {
+        std::ifstream in(pid_file);
+        int p = -1;
+        if (!(in >> p)) return false;
+        *pid = p;
+        std::string out;
+        return sh(probe, &out).ok() && out.find(expect) != std::string::npos;
+      },
+      std::chrono::seconds(30));
 }
 
 std::string read_file(const std::filesystem::path& p) {
@@ -234,18 +252,8 @@ absl::Status RedisServer::launch() {
       !st.ok()) {
     return st;
   }
-  // Ready when the pid file exists and PING answers.
-  const bool up = wait_until(
-      [&] {
-        std::ifstream in(dir + "/pid");
-        int pid = -1;
-        if (!(in >> pid)) return false;
-        pid_ = pid;
-        std::string out;
-        return sh(absl::StrCat("redis-cli -p ", port_, " PING"), &out).ok() &&
-               out.find("PONG") != std::string::npos;
-      },
-      std::chrono::seconds(30));
+  const bool up =
+      daemon_ready(dir + "/pid", &pid_, absl::StrCat("redis-cli -p ", port_, " PING"), "PONG");
   if (!up) return absl::InternalError(absl::StrCat("redis-server on port ", port_, " did not start"));
   return absl::OkStatus();
 }
@@ -317,22 +325,11 @@ absl::Status PgbouncerServer::launch(const PostgresServer& backend, const Option
       !st.ok()) {
     return st;
   }
-  // Ready when the pid file exists and a query through it answers.
-  const std::string psql = postgres_bin() + "/psql";
-  const bool up = wait_until(
-      [&] {
-        std::ifstream in(dir + "/pid");
-        int pid = -1;
-        if (!(in >> pid)) return false;
-        pid_ = pid;
-        std::string out;
-        return sh(absl::StrCat(psql, " ", sh_quote(conninfo() + " connect_timeout=2"),
-                               " -Atc 'SELECT 1'"),
-                  &out)
-                   .ok() &&
-               out.find('1') != std::string::npos;
-      },
-      std::chrono::seconds(30));
+  const bool up = daemon_ready(dir + "/pid", &pid_,
+                               absl::StrCat(postgres_bin(), "/psql ",
+                                            sh_quote(conninfo() + " connect_timeout=2"),
+                                            " -Atc 'SELECT 1'"),
+                               "1");
   if (!up) {
     if (pid_ > 0) (void)kill_daemon(pid_, "pgbouncer");
     pid_ = -1;
