@@ -241,29 +241,25 @@ struct PostgresLeaseBackend::Shared {
 
 namespace {
 
+// Whether server session $2 holds advisory lock $1 (the bigint form of
+// pg_advisory_lock: classid and objid are its two halves, objsubid 1).
+#define TL_SESSION_HOLDS_ADVISORY                                              \
+  "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND "       \
+  "l.pid = $2::int AND l.granted AND l.objsubid = 1 AND "                     \
+  "((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint)"
+
 // Unlocks in the session that took the lock, or returns NULL (and the pid
 // it ran in) when the statement landed in another one.
 constexpr char kReleaseAdvisory[] =
     "SELECT CASE WHEN pg_backend_pid() = $2::int THEN pg_advisory_unlock($1::bigint) "
     "END, pg_backend_pid()";
 // Terminates the grant's session if it still holds the lock and is idle
-// (between transactions: no client of the pooler is using it), waiting up to
-// $3 ms for it to end (the two-argument form is PostgreSQL 14+; the older
-// form returns before the session has ended).
-constexpr char kTerminateStray[] =
-    "SELECT pg_terminate_backend(pid, $3::bigint) FROM pg_stat_activity WHERE "
-    "pid = $2::int AND state = 'idle' AND EXISTS (SELECT 1 FROM pg_locks l WHERE "
-    "l.locktype = 'advisory' AND l.pid = $2::int AND l.granted AND l.objsubid = 1 "
-    "AND ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint)";
-constexpr char kTerminateStrayBefore14[] =
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-    "pid = $2::int AND state = 'idle' AND EXISTS (SELECT 1 FROM pg_locks l WHERE "
-    "l.locktype = 'advisory' AND l.pid = $2::int AND l.granted AND l.objsubid = 1 "
-    "AND ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint)";
-constexpr char kStillHeld[] =
-    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
-    "pid = $2::int AND granted AND objsubid = 1 AND "
-    "((classid::bigint << 32) | objid::bigint) = $1::bigint)";
+// (between transactions: no client of the pooler is using it). From
+// PostgreSQL 14 on, waiting up to $3 ms for it to end.
+constexpr char kTerminateStrayWhere[] =
+    " FROM pg_stat_activity WHERE pid = $2::int AND state = 'idle' AND "
+    TL_SESSION_HOLDS_ADVISORY;
+constexpr char kStillHeld[] = "SELECT " TL_SESSION_HOLDS_ADVISORY;
 
 // Behind a transaction pooler, a lock taken by one statement stays with that
 // server connection after our client connection closes, and blocks the key
@@ -287,12 +283,15 @@ std::string drop_stray_lock(PGconn* c, std::int64_t id, const std::string& grant
                           " was released there");
     }
   }
-  // Half the statement's own bound, so the statement answers in time.
-  const std::string wait_ms = std::to_string(std::max<std::int64_t>(1, io_timeout.count() / 2));
-  RunResult t = run(c, kTerminateStray, {key, grant_pid, wait_ms}, Clock::now() + io_timeout);
-  if (t.outcome == Outcome::kBroken && PQstatus(c) == CONNECTION_OK) {
-    t = run(c, kTerminateStrayBefore14, {key, grant_pid}, Clock::now() + io_timeout);
+  std::vector<std::string> params = {key, grant_pid};
+  std::string terminate = "SELECT pg_terminate_backend(pid)";
+  if (PQserverVersion(c) >= 140000) {
+    // Waits for the session to end, up to half the statement's own bound.
+    terminate = "SELECT pg_terminate_backend(pid, $3::bigint)";
+    params.push_back(std::to_string(std::max<std::int64_t>(1, io_timeout.count() / 2)));
   }
+  terminate += kTerminateStrayWhere;
+  RunResult t = run(c, terminate.c_str(), params, Clock::now() + io_timeout);
   if (t.outcome != Outcome::kDone) return unknown;
   RunResult held = run(c, kStillHeld, {key, grant_pid}, Clock::now() + io_timeout);
   if (held.outcome == Outcome::kDone && !bool_value(held.result)) {
@@ -391,11 +390,10 @@ constexpr char kTryAdvisory[] =
 constexpr char kWaitAdvisory[] =
     "SELECT pg_advisory_lock($1::bigint), pg_backend_pid()";
 // Runs as a separate statement: under transaction pooling it may land on
-// another server session, which does not hold the lock.
+// another server session than the grant's ($2), or the lock may be gone.
 constexpr char kCheckAdvisory[] =
-    "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks WHERE "
-    "locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND "
-    "objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1::bigint)";
+    "SELECT pg_backend_pid(), " TL_SESSION_HOLDS_ADVISORY;
+#undef TL_SESSION_HOLDS_ADVISORY
 
 }  // namespace
 
@@ -477,7 +475,7 @@ namespace {
 absl::Status check_session(PGconn* c, std::int64_t id, const std::string& grant_pid,
                            std::chrono::milliseconds io_timeout) {
   absl::StatusOr<Result> r = run_checked(c, "check advisory session", kCheckAdvisory,
-                                         {std::to_string(id)}, io_timeout);
+                                         {std::to_string(id), grant_pid}, io_timeout);
   if (!r.ok()) return r.status();
   const std::string pid = PQgetvalue(r->get(), 0, 0);
   if (pid != grant_pid || PQgetvalue(r->get(), 0, 1)[0] != 't') {

@@ -157,10 +157,10 @@ void arm(timer_t id, int flags, struct timespec first) {
 // with a deadline used to arm its thread's timer for the deadline and disarm
 // it when flock returned: the disarm (timer_settime) sat on the path from
 // the grant to the caller, and made a timed handoff ~1.8 us (1.3-1.6x) slower
-// than an untimed one on one CPU. Registering here costs a mutex and, only when
-// the new deadline is before the thread's next look, a condition-variable
-// notify, all before the wait blocks; unregistering after the grant costs a mutex and no
-// syscall. The thread starts with the first timed wait and ends after 50 ms
+// than an untimed one on one CPU. Registering here costs a mutex and, only
+// when the new deadline is before the thread's next look, a
+// condition-variable notify, all before the wait blocks; unregistering after
+// the grant costs a mutex and no syscall. The thread starts with the first timed wait and ends after 50 ms
 // without one; a fork()ed child, which has no such thread, makes its own.
 class Deadlines {
  public:
