@@ -82,6 +82,18 @@ std::string postgres_bin() {
 
 constexpr char kAsPostgres[] = "setpriv --reuid=postgres --regid=postgres --init-groups ";
 
+// Makes `dir` the `postgres` user's: PostgreSQL and pgbouncer refuse to run
+// as root and run as that user (kAsPostgres).
+absl::Status give_to_postgres(const std::filesystem::path& dir) {
+  const passwd* pw = ::getpwnam("postgres");
+  if (pw == nullptr) return absl::NotFoundError("no `postgres` user");
+  if (::chown(dir.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("chown '", dir.string(), "' to postgres (run as root)"));
+  }
+  return absl::OkStatus();
+}
+
 // SIGKILLs a daemon (its parent is init) and waits until it is gone or a
 // zombie init has yet to reap (its ports are closed by then).
 absl::Status kill_daemon(int pid, const char* what) {
@@ -135,11 +147,7 @@ absl::StatusOr<std::unique_ptr<PostgresServer>> PostgresServer::start() {
         "PostgreSQL server not installed (/usr/lib/postgresql/*/bin/initdb); "
         "run scripts/deps.sh (Debian: postgresql)");
   }
-  const passwd* pw = ::getpwnam("postgres");
-  if (pw == nullptr) return absl::NotFoundError("no `postgres` user");
-  if (::chown(s->dir_.path().c_str(), pw->pw_uid, pw->pw_gid) != 0) {
-    return absl::PermissionDeniedError("chown the data directory to postgres (run as root)");
-  }
+  if (absl::Status st = give_to_postgres(s->dir_.path()); !st.ok()) return st;
   const std::string dir = s->dir_.path().string();
   if (absl::Status st = s->init_data(); !st.ok()) return st;
   for (int attempt = 0; attempt < 5; ++attempt) {
@@ -284,12 +292,8 @@ absl::StatusOr<std::unique_ptr<PgbouncerServer>> PgbouncerServer::start(
   if (find_program("pgbouncer").empty()) {
     return absl::NotFoundError("pgbouncer not installed; run scripts/deps.sh");
   }
-  const passwd* pw = ::getpwnam("postgres");
-  if (pw == nullptr) return absl::NotFoundError("no `postgres` user");
   std::unique_ptr<PgbouncerServer> s(new PgbouncerServer);
-  if (::chown(s->dir_.path().c_str(), pw->pw_uid, pw->pw_gid) != 0) {
-    return absl::PermissionDeniedError("chown pgbouncer's directory to postgres (run as root)");
-  }
+  if (absl::Status st = give_to_postgres(s->dir_.path()); !st.ok()) return st;
   absl::Status st;
   for (int attempt = 0; attempt < 5; ++attempt) {
     s->port_ = free_port();

@@ -26,9 +26,9 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
-#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "lease/backend_spec.h"
@@ -93,6 +93,22 @@ int worker(char** argv) {
   return 0;
 }
 
+// Waits (at most `timeout`) for the lease's lost() to fire; returns when it
+// fired (steady ns, taken in the callback itself), or nullopt.
+std::optional<std::int64_t> wait_lost(const Lease& lease, std::chrono::milliseconds timeout) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<std::int64_t> at;
+  std::stop_callback on_lost(lease.lost(), [&] {
+    std::lock_guard<std::mutex> lk(mu);
+    at = ns(std::chrono::steady_clock::now());
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> lk(mu);
+  cv.wait_for(lk, timeout, [&] { return at.has_value(); });
+  return at;
+}
+
 int hold(int argc, char** argv) {
   const std::string spec = argv[0], key = argv[1];
   long ttl = 0;
@@ -109,11 +125,7 @@ int hold(int argc, char** argv) {
   while (std::getline(std::cin, line)) {
     if (line.rfind("report ", 0) == 0) {
       const std::string fence = line.substr(7);
-      const auto limit = std::chrono::steady_clock::now() + 10s;
-      while (!lease->lost().stop_requested() && std::chrono::steady_clock::now() < limit) {
-        std::this_thread::sleep_for(1ms);  // bounded poll on lost()
-      }
-      const bool lost = lease->lost().stop_requested();
+      const bool lost = wait_lost(*lease, 10s).has_value();
       absl::StatusOr<bool> wrote =
           tierlock::testing::fenced_write(fence, lease->token().value_or(0));
       const std::string w = !wrote.ok() ? "error" : *wrote ? "accepted" : "rejected";
@@ -131,22 +143,9 @@ int hold(int argc, char** argv) {
     } else if (line.rfind("wait-lost ", 0) == 0) {
       long ms = 0;
       if (!absl::SimpleAtoi(line.substr(10), &ms)) return fail("usage: wait-lost MS");
-      std::mutex mu;
-      std::condition_variable cv;
-      std::int64_t at = 0;
-      {
-        // Woken by lost() itself: the time it fired, not a poll's.
-        std::stop_callback on_lost(lease->lost(), [&] {
-          std::lock_guard<std::mutex> lk(mu);
-          at = ns(std::chrono::steady_clock::now());
-          cv.notify_all();
-        });
-        std::unique_lock<std::mutex> lk(mu);
-        cv.wait_for(lk, std::chrono::milliseconds(ms), [&] { return at != 0; });
-      }
-      const bool lost = at != 0;
-      if (!lost) at = ns(std::chrono::steady_clock::now());
-      std::cout << "lost=" << lost << " at_ns=" << at
+      const std::optional<std::int64_t> at = wait_lost(*lease, std::chrono::milliseconds(ms));
+      std::cout << "lost=" << at.has_value()
+                << " at_ns=" << at.value_or(ns(std::chrono::steady_clock::now()))
                 << " valid_until_ns=" << ns(lease->valid_until()) << std::endl;
     }
   }
