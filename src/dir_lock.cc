@@ -499,4 +499,7 @@ std::shared_ptr<LockEntry> entry_for_testing(const DirLock& lock) {
 }
 
 }  // namespace internal
+// Not implemented yet: the lock-file safety check lands separately.
+std::string DirLock::unsafe_reason() const { return {}; }
+
 }  // namespace tierlock

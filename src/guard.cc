@@ -46,4 +46,15 @@ const std::filesystem::path& Guard::lock_file() const {
   return entry_ != nullptr ? entry_->file().path() : *kEmpty;
 }
 
+Guard::native_handle_type Guard::native_handle() const {
+  if (entry_ == nullptr || entry_->stale()) {
+#ifdef _WIN32
+    return internal::platform::kInvalidHandle;
+#else
+    return -1;
+#endif
+  }
+  return entry_->file().handle();
+}
+
 }  // namespace tierlock

@@ -49,6 +49,11 @@ struct LockOptions {
   // The lock's tier, for lock-order checks (tier_check.h); nullopt: untiered.
   // The name is copied.
   std::optional<Tier> tier;
+  // Refuse a lock file that a user other than the caller and root could
+  // delete or replace (see DirLock::unsafe_reason): open() fails with
+  // kFailedPrecondition naming why. Off by default, because shared
+  // world-writable directories are common; then the risk is only reported.
+  bool refuse_unsafe_lock_file = false;
 };
 
 // DirLock
@@ -176,6 +181,13 @@ class DirLock {
   // take milliseconds; takes and changes nothing. kUnavailable if the lock
   // table cannot be read.
   absl::StatusOr<std::vector<Holder>> holders() const;
+
+  // Returns why a user other than the caller and root could delete or
+  // replace the lock file, or an empty string if nobody else can. A lock file
+  // that is deleted while held stops excluding: the next acquirer creates a
+  // new file and runs beside the holder. Computed when the handle was
+  // opened; does not block.
+  std::string unsafe_reason() const;
 
   // Returns the directory's canonical absolute path (as resolved at open).
   const std::filesystem::path& directory() const;

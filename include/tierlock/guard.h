@@ -78,6 +78,25 @@ class [[nodiscard]] Guard {
   // Returns the lock file's path (empty for an empty Guard).
   const std::filesystem::path& lock_file() const;
 
+#ifdef _WIN32
+  using native_handle_type = void*;  // a HANDLE
+#else
+  using native_handle_type = int;    // a file descriptor
+#endif
+  // Returns the descriptor (a HANDLE on Windows) through which this process
+  // holds the kernel lock, or -1 (INVALID_HANDLE_VALUE) for an empty Guard
+  // or one inherited over fork(). The library owns it and shares it with the
+  // other holds of this lock file in the process: never close it, unlock it
+  // or change its flags. It stays valid while the Guard holds the lock.
+  //
+  // Its use is to pass the lock to a child process: a duplicate (dup(2),
+  // inherited across exec without O_CLOEXEC) refers to the same open file
+  // description, so the kernel keeps the lock while any process still has
+  // that description open, even after this process dies. Releasing the
+  // Guard unlocks the description for all of them (flock(LOCK_UN)); the
+  // `tierlock run` command passes its lock to its command this way.
+  native_handle_type native_handle() const;
+
  private:
   friend class internal::LockEntry;
   friend class DirLock;

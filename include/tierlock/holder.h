@@ -60,6 +60,9 @@ struct LockState {
   bool lock_file_exists = false;
   // Who holds it now; empty: free. Exclusive holders come first.
   std::vector<Holder> holders;
+  // Why a user other than the caller and root could delete or replace the
+  // lock file (DirLock::unsafe_reason); empty if nobody else can.
+  std::string unsafe_reason;
 };
 
 // Looks at the lock of `dir` (the lock file `lock_file_name` in it) and

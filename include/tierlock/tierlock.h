@@ -5,7 +5,8 @@
 //   Registry (registry.h), AcquireOptions (acquire_options.h),
 //   Executor, WorkerPool (executor.h), set_wait_interrupt_signal (config.h),
 //   Tier, TierCheckMode, TierViolation (tier.h), LockContext (lock_context.h),
-//   acquire_all (dir_lock.h), Holder, LockState, inspect_lock (holder.h).
+//   acquire_all (dir_lock.h), Holder, LockState, inspect_lock (holder.h),
+//   escape_text (text.h).
 #ifndef TIERLOCK_TIERLOCK_H_
 #define TIERLOCK_TIERLOCK_H_
 
@@ -18,6 +19,7 @@
 #include "tierlock/lock_context.h"
 #include "tierlock/mode.h"
 #include "tierlock/registry.h"
+#include "tierlock/text.h"
 #include "tierlock/tier.h"
 
 #endif  // TIERLOCK_TIERLOCK_H_
