@@ -8,9 +8,16 @@
 //   print_error     - "tierlock: <path>: <reason>" on stderr, one line.
 //   describe_holders - "held exclusively by pid 1234 'make -j8' since 12:01:03".
 //   command_line    - the process's arguments, as main() got them.
+//   valid_utf8 / hex_bytes - for exact JSON of names that are not UTF-8.
+//   parse_timeout   - --timeout's value, huge ones saturated to "forever".
+//   split_operands  - DIR and COMMAND of `run` (options end at the first operand).
+// Every human-readable message escapes untrusted text with
+// tierlock::escape_text (tierlock/text.h).
 #ifndef TIERLOCK_TOOLS_TIERLOCK_CLI_H_
 #define TIERLOCK_TOOLS_TIERLOCK_CLI_H_
 
+#include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,16 +49,46 @@ void setup_status(CLI::App& app, int* exit_code);
 // Returns the exit code for `status` (kNotFound -> kNoDirectory, ...).
 int exit_code_for(const absl::Status& status);
 
-// Prints "tierlock: <path>: <reason>" to stderr.
+// Prints "tierlock: <path>: <reason>" to stderr, one line: `path` is raw
+// (escaped here with escape_text); `reason` is safe_text'ed, so it may be
+// built from already escaped pieces (the library's messages,
+// describe_holders) without their backslashes doubling.
 void print_error(absl::string_view path, absl::string_view reason);
 
 // Describes who holds a lock: "held exclusively by pid 1234 'make -j8' since
 // 12:01:03", "held shared by pid 1 'a', pid 2 'b'". Fields that are not
-// known are left out. Empty holders: "no holder visible".
+// known are left out. Empty holders: "no holder visible". Untrusted fields
+// (the program) are escaped (escape_text).
 std::string describe_holders(const std::vector<Holder>& holders);
 
-// Quotes `text` for a one-line message: control characters become '?'.
-std::string printable(absl::string_view text);
+// Returns `text` escaped as escape_text does, except that backslashes are
+// kept: text that is already escaped comes back unchanged, and raw control,
+// bidi or invalid bytes in it still cannot reach a terminal.
+std::string safe_text(std::string_view text);
+// Returns true if `text` is valid UTF-8 (JSON strings must be).
+bool valid_utf8(std::string_view text);
+// Returns `text` as lowercase hexadecimal, two digits per byte.
+std::string hex_bytes(std::string_view text);
+
+// Parses a timeout in decimal seconds ("0.5", "30", "1e300", "inf") into
+// *timeout: nullopt means no timeout, which is what any value of
+// kForeverSeconds or more means (no wait that long is meant, and converting
+// it to nanoseconds would overflow). False, with *timeout untouched, for
+// text that is not a number, NaN, or negative.
+inline constexpr double kForeverSeconds = 1e9;  // ~31.7 years
+bool parse_timeout(const std::string& text,
+                   std::optional<std::chrono::nanoseconds>* timeout);
+
+// Splits the operands of `tierlock run` (what option parsing left, in
+// order) into DIR (when `with_dir`) and COMMAND. Option parsing stops at the
+// first operand, so `tokens` starts there (or after a `--` that ends the
+// options: `after_marker`). One `--` right after DIR is dropped; everything
+// else is the command's, verbatim. An unknown option before the first
+// operand (`tokens[0]` starts with '-', no `--` before it) is an error:
+// returns false with the message in *error.
+bool split_operands(const std::vector<std::string>& tokens, bool after_marker,
+                    bool with_dir, std::string* dir,
+                    std::vector<std::string>* command, std::string* error);
 // Returns the text of errno value `err` (thread-safe, unlike strerror).
 std::string error_text(int err);
 

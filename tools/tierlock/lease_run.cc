@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "process.h"
 #include "tierlock/lease.h"
+#include "tierlock/text.h"
 #ifdef TIERLOCK_HAVE_LEASE_POSTGRES
 #include "tierlock/lease_postgres.h"
 #endif
@@ -105,7 +106,11 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd) 
   env.push_back(absl::StrCat("TIERLOCK_LEASE_KEY=", lease.key()));
   env.push_back(absl::StrCat("TIERLOCK_LEASE_OWNER=", lease.owner_id()));
   int exit_code = kOther;
-  const pid_t child = spawn_command(o.command, std::move(env), &exit_code);
+  // Supervised: if this process dies (SIGKILL, OOM), the lease is no longer
+  // renewed (and an advisory lock goes with the connection), so the command
+  // and everything it started is killed rather than run on with a stale
+  // token (spawn_supervised).
+  const pid_t child = spawn_supervised(o.command, std::move(env), &exit_code);
   if (child < 0) return exit_code;
   // lost() -> an eventfd the wait watches: the command gets SIGTERM.
   Fd lost_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -113,7 +118,7 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd) 
   std::stop_callback on_lost(lease.lost(), [lost_raw] { notify(lost_raw); });
   return wait_forwarding(child, signal_fd, lost_raw, [&] {
     if (!o.quiet) {
-      print_error(absl::StrCat("lease '", printable(lease.key()), "'"),
+      print_error(absl::StrCat("lease '", lease.key(), "'"),
                   "lost (not renewed in time, or the service said another owner "
                   "holds it); sending SIGTERM to the command");
     }
@@ -124,7 +129,7 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd) 
 }  // namespace
 
 int run_lease(const LeaseRunOptions& o) {
-  const std::string what = absl::StrCat("lease '", printable(o.key), "'");
+  const std::string what = absl::StrCat("lease '", o.key, "'");  // print_error escapes it
   if (o.command.empty()) {
     print_error("run", "no command given (usage: tierlock run --backend URL --key NAME -- COMMAND [ARG...])");
     return kUsage;
@@ -133,12 +138,17 @@ int run_lease(const LeaseRunOptions& o) {
     print_error("--key", "required with --backend");
     return kUsage;
   }
-  if (!std::isfinite(o.ttl_s) || o.ttl_s <= 0) {
-    print_error("--ttl", absl::StrCat("must be a number of seconds > 0, not ", o.ttl_s));
+  // Bounded above too: milliseconds of a huge double would overflow.
+  if (!std::isfinite(o.ttl_s) || o.ttl_s <= 0 || o.ttl_s >= kForeverSeconds) {
+    print_error("--ttl", absl::StrCat("must be a number of seconds > 0 and < ", kForeverSeconds,
+                                      ", not ", o.ttl_s));
     return kUsage;
   }
-  if (o.timeout_s.has_value() && (!std::isfinite(*o.timeout_s) || *o.timeout_s < 0)) {
-    print_error("--timeout", absl::StrCat("must be a number of seconds >= 0, not ", *o.timeout_s));
+  std::optional<std::chrono::nanoseconds> timeout;
+  if (o.timeout.has_value() && !parse_timeout(*o.timeout, &timeout)) {
+    print_error("--timeout", absl::StrCat("must be a number of seconds >= 0 (huge or 'inf': "
+                                          "no timeout), not '",
+                                          escape_text(*o.timeout), "'"));
     return kUsage;
   }
   if (o.conflict_code < 1 || o.conflict_code > 255) {
@@ -180,16 +190,13 @@ int run_lease(const LeaseRunOptions& o) {
   }
   std::optional<Lease> lease = *std::move(tried);
   if (!lease.has_value()) {
-    if (o.no_wait || (o.timeout_s.has_value() && *o.timeout_s == 0)) {
+    if (o.no_wait || (timeout.has_value() && timeout->count() == 0)) {
       if (!o.quiet) print_error(what, "held by another owner");
       return o.conflict_code;
     }
     if (!o.quiet) print_error(what, "held by another owner; waiting");
     AcquireOptions options;
-    if (o.timeout_s) {
-      options.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::duration<double>(*o.timeout_s));
-    }
+    options.timeout = timeout;
     absl::StatusOr<Lease> got = absl::UnknownError("not run");
     int signal_received = 0;
     absl::Status watched = wait_cancellable(
@@ -210,7 +217,7 @@ int run_lease(const LeaseRunOptions& o) {
     }
     if (!got.ok()) {
       if (got.status().code() == absl::StatusCode::kDeadlineExceeded) {
-        if (!o.quiet) print_error(what, absl::StrCat("timed out after ", *o.timeout_s, " s"));
+        if (!o.quiet) print_error(what, absl::StrCat("timed out after ", escape_text(*o.timeout), " s"));
         return o.conflict_code;
       }
       print_error(what, got.status().message());

@@ -18,7 +18,7 @@ struct LeaseRunOptions {
   std::string key;
   double ttl_s = 30;
   bool no_wait = false;
-  std::optional<double> timeout_s;
+  std::optional<std::string> timeout;  // --timeout as given (parse_timeout)
   int conflict_code = 75;
   bool quiet = false;
   std::vector<std::string> command;

@@ -22,6 +22,9 @@ int run_main(int argc, char** argv) {
       "while waiting (nothing held); 1 any other error.\n"
       "See `tierlock SUBCOMMAND --help` and docs/cli.md.");
   app.require_subcommand(1);
+  // `tierlock run -- COMMAND…` (a `--` before run's first operand) hands the
+  // rest to this app in CLI11 2.1: keep it unparsed for run (run.cc).
+  app.prefix_command();
   int exit_code = tierlock::cli::kOk;
   tierlock::cli::setup_run(app, &exit_code);
   tierlock::cli::setup_status(app, &exit_code);

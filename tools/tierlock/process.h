@@ -4,6 +4,8 @@
 //   Fd               - owns one descriptor.
 //   take_signals     - blocks the signals `run` forwards; a signalfd for them.
 //   spawn_command    - starts the command with signals at their defaults.
+//   spawn_supervised - the same under a supervisor that kills the command's
+//                      whole tree if this process dies (leases).
 //   wait_forwarding  - forwards signals to it until it exits, reaps it.
 //   wait_cancellable - runs a blocking acquire on a thread; a signal cancels
 //                      it; an optional message once it has waited a while.
@@ -31,7 +33,15 @@ class Fd {
   Fd(Fd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
-  Fd& operator=(Fd&&) = delete;
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = other.fd_;
+      other.fd_ = -1;
+    }
+    return *this;
+  }
+  void reset();
   int get() const { return fd_; }
 
  private:
@@ -47,9 +57,33 @@ Fd take_signals();
 // Starts `command` (argv[0] searched in PATH) with environment `env`, an
 // empty signal mask and SIGINT/SIGTERM/SIGHUP/SIGCHLD at their defaults.
 // Returns its pid; on failure prints why and returns -1 with the exit code
-// in `*exit_code` (kCommandNotFound, kCannotExecute or kOther).
+// in `*exit_code` (kCommandNotFound, kCannotExecute or kOther). With
+// `inherit_fd` >= 3, the command gets that descriptor at the same number
+// without close-on-exec (our copy keeps it); all our other descriptors are
+// close-on-exec and stay ours.
 pid_t spawn_command(const std::vector<std::string>& command,
-                    std::vector<std::string> env, int* exit_code);
+                    std::vector<std::string> env, int* exit_code,
+                    int inherit_fd = -1);
+
+// Like spawn_command, but the command runs under a supervisor: a child of
+// this process (forked, not exec'd) that
+//   - gets SIGUSR1 when this process dies (PR_SET_PDEATHSIG, checked against
+//     getppid() for the race with a death before prctl) and then SIGKILLs
+//     the command and every process descending from it (it is their child
+//     subreaper, PR_SET_CHILD_SUBREAPER, so orphans of the tree, daemons
+//     that double-fork and setsid included, are reparented to it and found
+//     in /proc/PID/task/PID/children) until none is left, and exits;
+//   - forwards the signals sent to it (SIGINT, SIGTERM, SIGHUP: what
+//     wait_forwarding sends) to the command, ignoring the terminal's own
+//     (the command is in the same process group and gets those directly);
+//   - exits with the command's status when it exits (128+N if killed by
+//     signal N), leaving what the command started running, as spawn_command.
+// The command gets PR_SET_PDEATHSIG=SIGKILL for the supervisor's death.
+// Returns the supervisor's pid (wait for it with wait_forwarding); errors as
+// spawn_command. Must be called on the main thread: a death signal is sent
+// when the thread that forked exits, not the process.
+pid_t spawn_supervised(const std::vector<std::string>& command,
+                       std::vector<std::string> env, int* exit_code);
 
 // Blocks until `child` exits, forwarding every signal read from `signal_fd`
 // (a signalfd) but SIGCHLD to it. With `event_fd` >= 0, calls `on_event`

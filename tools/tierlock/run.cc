@@ -11,6 +11,9 @@
 // lock is held does a thread block in acquire() while this one waits on the
 // signalfd (wait_cancellable, process.h; the waiting message after ~0.5 s).
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -27,6 +30,7 @@
 #include "cli.h"
 #include "lease_run.h"
 #include "process.h"
+#include "tierlock/text.h"
 #include "tierlock/tierlock.h"
 
 extern char** environ;
@@ -39,12 +43,14 @@ constexpr std::chrono::milliseconds kWaitingMessageAfter{500};
 struct RunOptions {
   bool shared = false;
   bool no_wait = false;
-  std::optional<double> timeout_s;
+  std::optional<std::string> timeout;  // parsed by parse_timeout
   int conflict_code = kConflict;
   std::string tier;  // "LEVEL[:NAME]"
   std::string lock_name = ".lock";
   bool create = false;
   bool quiet = false;
+  bool close = false;          // the command does not inherit the lock
+  bool refuse_unsafe = false;  // LockOptions::refuse_unsafe_lock_file
   std::string dir;
   std::vector<std::string> command;
   // Leases (lease_run.cc): with --backend there is no DIR.
@@ -73,14 +79,18 @@ std::optional<Tier> parse_tier(const std::string& text, std::string* name) {
 // directory and TIERLOCK_HELD to the tiered locks held for it: those our own
 // parent declared plus `lock` if it has a tier (docs/design.md, "Tier
 // ordering"), so a child that takes a lower tier is refused there too.
-std::vector<std::string> child_environment(const DirLock& lock) {
+// TIERLOCK_FD names the lock's descriptor the command inherits (-1: none,
+// and none inherited from an outer run is advertised either).
+std::vector<std::string> child_environment(const DirLock& lock, int lock_fd) {
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     if (std::strncmp(*e, "TIERLOCK_DIR=", 13) == 0) continue;
     if (std::strncmp(*e, "TIERLOCK_HELD=", 14) == 0) continue;
+    if (std::strncmp(*e, "TIERLOCK_FD=", 12) == 0) continue;
     env.emplace_back(*e);
   }
   env.push_back(absl::StrCat("TIERLOCK_DIR=", lock.directory().native()));
+  if (lock_fd >= 0) env.push_back(absl::StrCat("TIERLOCK_FD=", lock_fd));
   // The current context is the run's (bound in run_main), where the hold is.
   if (std::string held = LockContext::current().held_env(); !held.empty()) {
     env.push_back(std::string(kHeldEnvVar) + "=" + held);
@@ -92,14 +102,12 @@ std::vector<std::string> child_environment(const DirLock& lock) {
 // cancels on a signal, prints the waiting message once after ~0.5 s.
 // Returns the acquire's result and, if it was cancelled by a signal, which.
 absl::StatusOr<Guard> wait_for_lock(DirLock& lock, const RunOptions& o,
-                                    const LockContext& task, int signal_fd,
-                                    int* signal_received) {
+                                    const LockContext& task,
+                                    std::optional<std::chrono::nanoseconds> timeout,
+                                    int signal_fd, int* signal_received) {
   AcquireOptions options;
   options.mode = o.shared ? Mode::kShared : Mode::kExclusive;
-  if (o.timeout_s.has_value()) {
-    options.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::chrono::duration<double>(*o.timeout_s));
-  }
+  options.timeout = timeout;
   absl::StatusOr<Guard> result = absl::UnknownError("not run");
   auto acquire = [&](std::stop_token stop) {
     LockContext::Scope bind(task);  // the hold belongs to the run, not this thread
@@ -111,8 +119,8 @@ absl::StatusOr<Guard> wait_for_lock(DirLock& lock, const RunOptions& o,
     std::string who = state.ok() ? describe_holders(state->holders)
                                  : std::string(state.status().message());
     std::string line = absl::StrCat("tierlock: waiting for ",
-                                    printable(lock.lock_file().native()), " (",
-                                    who, ")\n");
+                                    escape_text(lock.lock_file().native()), " (",
+                                    safe_text(who), ")\n");
     std::fwrite(line.data(), 1, line.size(), stderr);
     std::fflush(stderr);
   };
@@ -134,22 +142,56 @@ int conflict(const RunOptions& o, const DirLock& lock, absl::string_view why) {
   return o.conflict_code;
 }
 
-// Runs the command and forwards signals to it until it exits.
-int run_command(const RunOptions& o, const DirLock& lock, int signal_fd) {
+// Runs the command and forwards signals to it until it exits. Unless
+// --close, the command inherits a duplicate of the lock's descriptor (as
+// with flock(1)): the kernel then keeps the lock while the command, or
+// anything it started that keeps the descriptor, runs, even if this process
+// is SIGKILLed. The duplicate is >= 3 (never stdin/out/err) and close-on-
+// exec here, so only the command gets it (spawn_command).
+int run_command(const RunOptions& o, const DirLock& lock, const Guard& guard,
+                int signal_fd) {
+  Fd lock_fd;
+  if (!o.close) {
+    lock_fd = Fd(::fcntl(guard.native_handle(), F_DUPFD_CLOEXEC, 3));
+    if (lock_fd.get() < 0) {
+      print_error(lock.lock_file().native(),
+                  absl::StrCat("duplicating the lock's descriptor for the command: ",
+                               error_text(errno), " (--close runs it without)"));
+      return kOther;
+    }
+  }
   int exit_code = kOther;
-  const pid_t child = spawn_command(o.command, child_environment(lock), &exit_code);
+  const pid_t child = spawn_command(o.command, child_environment(lock, lock_fd.get()),
+                                    &exit_code, lock_fd.get());
+  lock_fd = Fd();  // the command has its copy; ours would only outlive the hold
   if (child < 0) return exit_code;
   return wait_forwarding(child, signal_fd);
 }
 
-int run_run(const RunOptions& o) {
-  if (!o.backend.empty() || !o.key.empty()) {
+int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_marker) {
+  const bool lease_mode = !o.backend.empty() || !o.key.empty();
+  if (std::string error;
+      !split_operands(operands, after_marker, !lease_mode, &o.dir, &o.command, &error)) {
+    print_error("run", error);
+    return kUsage;
+  }
+  std::optional<std::chrono::nanoseconds> timeout;
+  if (o.timeout.has_value() && !parse_timeout(*o.timeout, &timeout)) {
+    print_error("--timeout", absl::StrCat("must be a number of seconds >= 0 (huge or "
+                                          "'inf': no timeout), not '",
+                                          escape_text(*o.timeout), "'"));
+    return kUsage;
+  }
+  if (lease_mode) {
     if (o.backend.empty()) {
       print_error("--key", "needs --backend");
       return kUsage;
     }
-    if (o.shared || o.create || !o.tier.empty() || o.lock_name != ".lock") {
-      print_error("--backend", "--shared, --create, --tier and --lock-name are for directory locks");
+    if (o.shared || o.create || !o.tier.empty() || o.lock_name != ".lock" || o.close ||
+        o.refuse_unsafe) {
+      print_error("--backend",
+                  "--shared, --create, --tier, --lock-name, --close and --refuse-unsafe "
+                  "are for directory locks");
       return kUsage;
     }
     LeaseRunOptions lo;
@@ -157,28 +199,11 @@ int run_run(const RunOptions& o) {
     lo.key = o.key;
     lo.ttl_s = o.ttl_s;
     lo.no_wait = o.no_wait;
-    lo.timeout_s = o.timeout_s;
+    lo.timeout = o.timeout;
     lo.conflict_code = o.conflict_code;
     lo.quiet = o.quiet;
-    // No DIR with --backend: the first positional is the command's.
-    if (!o.dir.empty()) lo.command.push_back(o.dir);
-    lo.command.insert(lo.command.end(), o.command.begin(), o.command.end());
+    lo.command = o.command;  // no DIR with --backend: the first operand is COMMAND
     return run_lease(lo);
-  }
-  // DIR and COMMAND are not CLI11-required (--backend takes no DIR): the
-  // same messages as CLI11's.
-  if (o.dir.empty()) {
-    print_error("run", "DIR is required (or --backend URL --key NAME)");
-    return kUsage;
-  }
-  if (o.command.empty()) {
-    print_error("run", "COMMAND is required (usage: tierlock run [OPTIONS] DIR -- COMMAND [ARG...])");
-    return kUsage;
-  }
-  if (o.timeout_s.has_value() && (!std::isfinite(*o.timeout_s) || *o.timeout_s < 0)) {
-    print_error("--timeout", absl::StrCat("must be a number of seconds >= 0, not ",
-                                          *o.timeout_s));
-    return kUsage;
   }
   if (o.conflict_code < 1 || o.conflict_code > 255) {
     print_error("--conflict-exit-code",
@@ -188,18 +213,19 @@ int run_run(const RunOptions& o) {
   if (o.lock_name.empty() || o.lock_name == "." || o.lock_name == ".." ||
       o.lock_name.find('/') != std::string::npos) {
     print_error("--lock-name", absl::StrCat("must be a plain file name, not '",
-                                            o.lock_name, "'"));
+                                            escape_text(o.lock_name), "'"));
     return kUsage;
   }
   LockOptions lock_options;
   lock_options.lock_file_name = o.lock_name;
   lock_options.create_directory = o.create;
+  lock_options.refuse_unsafe_lock_file = o.refuse_unsafe;
   std::string tier_name;
   if (!o.tier.empty()) {
     lock_options.tier = parse_tier(o.tier, &tier_name);
     if (!lock_options.tier.has_value()) {
       print_error("--tier", absl::StrCat("expected LEVEL[:NAME] with an integer LEVEL, not '",
-                                         o.tier, "'"));
+                                         escape_text(o.tier), "'"));
       return kUsage;
     }
   }
@@ -211,17 +237,28 @@ int run_run(const RunOptions& o) {
   absl::StatusOr<DirLock> lock = DirLock::open(o.dir, lock_options);
   if (!lock.ok()) {
     const absl::Status& st = lock.status();
-    if (st.code() == absl::StatusCode::kNotFound) {
-      print_error(o.dir, "no such directory (--create creates it)");
+    // kNotFound may come from something other than DIR (a lock file that
+    // cannot be created in /proc): DIR is called missing only if it is.
+    struct stat dir_stat;
+    if (st.code() == absl::StatusCode::kNotFound && ::stat(o.dir.c_str(), &dir_stat) != 0 &&
+        (errno == ENOENT || errno == ENOTDIR)) {
+      print_error(o.dir, o.create ? "no such directory, nor its parent (--create makes one level)"
+                                  : "no such directory (--create creates it)");
+      return kNoDirectory;
     } else if (st.code() == absl::StatusCode::kInvalidArgument &&
                absl::string_view(st.message()).find("Not a directory") !=
                    absl::string_view::npos) {
       print_error(o.dir, "not a directory");
       return kNoDirectory;
-    } else {
-      print_error(o.dir, st.message());
     }
-    return exit_code_for(st);
+    print_error(o.dir, st.message());
+    return st.code() == absl::StatusCode::kNotFound ? kOther : exit_code_for(st);
+  }
+  if (std::string why = lock->unsafe_reason(); !why.empty() && !o.quiet) {
+    print_error(lock->lock_file().native(),
+                absl::StrCat("warning: ", why,
+                             " (a deleted lock file no longer excludes; --refuse-unsafe "
+                             "refuses such a lock file)"));
   }
   const Mode mode = o.shared ? Mode::kShared : Mode::kExclusive;
 
@@ -240,11 +277,11 @@ int run_run(const RunOptions& o) {
   }
   std::optional<Guard> guard = *std::move(tried);
   if (!guard.has_value()) {
-    if (o.no_wait || (o.timeout_s.has_value() && *o.timeout_s == 0)) {
+    if (o.no_wait || (timeout.has_value() && timeout->count() == 0)) {
       return conflict(o, *lock, "");
     }
     int signal_received = 0;
-    absl::StatusOr<Guard> got = wait_for_lock(*lock, o, task, signal_fd.get(), &signal_received);
+    absl::StatusOr<Guard> got = wait_for_lock(*lock, o, task, timeout, signal_fd.get(), &signal_received);
     if (signal_received != 0) {
       // Cancelled (or granted in the same instant: released right here).
       if (got.ok()) (void)got->release();
@@ -256,14 +293,14 @@ int run_run(const RunOptions& o) {
     if (!got.ok()) {
       if (got.status().code() == absl::StatusCode::kDeadlineExceeded) {
         return conflict(o, *lock,
-                        absl::StrCat("timed out after ", *o.timeout_s, " s; "));
+                        absl::StrCat("timed out after ", escape_text(*o.timeout), " s; "));
       }
       print_error(lock->lock_file().native(), got.status().message());
       return exit_code_for(got.status());
     }
     guard.emplace(*std::move(got));
   }
-  const int code = run_command(o, *lock, signal_fd.get());
+  const int code = run_command(o, *lock, *guard, signal_fd.get());
   if (absl::Status released = guard->release(); !released.ok()) {
     print_error(lock->lock_file().native(), released.message());
   }
@@ -277,22 +314,27 @@ void setup_run(CLI::App& app, int* exit_code) {
   CLI::App* run = app.add_subcommand(
       "run",
       "tierlock run [-s] [-n] [-w SECONDS] [-E N] [--tier LEVEL[:NAME]] "
-      "[--lock-name NAME] [--create] [-q] DIR -- COMMAND [ARG...]\n\n"
+      "[--lock-name NAME] [--create] [-o] [--refuse-unsafe] [-q] DIR [--] COMMAND [ARG...]\n\n"
       "Lock DIR (exclusively unless --shared), run COMMAND with its arguments "
       "(no shell) while holding the lock, release it, and exit with the "
-      "command's status (128+N if it was killed by signal N). The lock is the "
-      "file DIR/.lock held with flock(2): flock(1) and Python's filelock on "
-      "that file see it. The command does not inherit the lock's descriptor. "
+      "command's status (128+N if it was killed by signal N). Options end at "
+      "DIR: everything from COMMAND on is the command's, verbatim (`tierlock "
+      "run ws make -s` passes -s to make). The lock is the file DIR/.lock held "
+      "with flock(2): flock(1) and Python's filelock on that file see it. Like "
+      "flock(1), the command inherits the lock's descriptor (its number in "
+      "TIERLOCK_FD): the lock stays held while the command runs even if "
+      "tierlock is killed; a daemon the command starts should close it. "
       "While waiting, the holder is named on stderr after ~0.5 s. SIGINT, "
       "SIGTERM and SIGHUP are forwarded to the command; while waiting they "
       "cancel the wait (exit 130, 143, 129; nothing held). The command gets "
-      "TIERLOCK_DIR (the locked directory, canonical).");
+      "TIERLOCK_DIR (the locked directory, canonical) and TIERLOCK_FD.");
   run->add_flag("-s,--shared", o->shared,
                 "Take a shared lock (several shared holders at once; no exclusive one)");
   run->add_flag("-n,--no-wait", o->no_wait,
                 "If the lock is held, exit at once with the conflict code");
-  run->add_option("-w,--timeout", o->timeout_s,
-                  "Give up after SECONDS (decimal) with the conflict code")
+  run->add_option("-w,--timeout", o->timeout,
+                  "Give up after SECONDS (decimal; a huge value or 'inf' waits forever) "
+                  "with the conflict code")
       ->type_name("SECONDS");
   run->add_option("-E,--conflict-exit-code", o->conflict_code,
                   "Exit code when the lock is held (--no-wait, --timeout); default 75")
@@ -306,27 +348,48 @@ void setup_run(CLI::App& app, int* exit_code) {
       ->type_name("NAME");
   run->add_flag("--create", o->create,
                 "Create DIR if it does not exist (one level: its parent must exist)");
+  run->add_flag("-o,--close", o->close,
+                "The command does not inherit the lock's descriptor (no TIERLOCK_FD). "
+                "Risk: if tierlock is killed (SIGKILL, OOM), the lock is released while "
+                "the command still runs");
+  run->add_flag("--refuse-unsafe", o->refuse_unsafe,
+                "Refuse (exit 1) a lock file that another user could delete or replace; "
+                "without it such a lock file only gets a warning");
   run->add_flag("-q,--quiet", o->quiet,
-                "No waiting message and no message when the lock is held");
+                "No waiting message, no message when the lock is held, no unsafe-lock-file "
+                "warning");
   run->add_option("--backend", o->backend,
                   "Hold a lease instead of a directory lock: postgres://… (lease table, "
                   "fencing), postgres+advisory://…, redis://HOST[:PORT][/DB], sqlite:PATH "
-                  "(docs/leases.md). No DIR then; the command gets TIERLOCK_TOKEN")
+                  "(docs/leases.md). No DIR then; the command gets TIERLOCK_TOKEN and is "
+                  "killed if tierlock dies")
       ->type_name("URL");
   run->add_option("--key", o->key, "The lease's key (with --backend)")->type_name("NAME");
   run->add_option("--ttl", o->ttl_s,
                   "The lease's time-to-live, renewed every ttl/3 (with --backend; default 30)")
       ->type_name("SECONDS");
-  run->add_option("DIR", o->dir, "The directory to lock (not with --backend)");
-  run->add_option("COMMAND", o->command, "The command and its arguments, after --");
+  // Options end at the first operand: DIR, COMMAND and its arguments are
+  // left unparsed (remaining()). A `--` before the first operand ends
+  // the subcommand's parse in CLI11 2.1 and the rest is left to the parent
+  // app (main.cc makes it a prefix command too).
+  run->prefix_command();
   run->footer(
       "Exit codes: the command's status; 75 (or -E N) the lock is held; 64 "
       "usage; 66 no such directory; 77 permission denied; 126 command cannot be "
       "executed; 127 command not found; 129/130/143 SIGHUP/SIGINT/SIGTERM while "
-      "waiting; 1 any other error.\n"
-      "Example: tierlock run -w 30 build/ -- make -j8\n"
-      "Lease: tierlock run --backend sqlite:/var/lib/ci/leases.db --key nightly -- ./job.sh");
-  run->callback([o, exit_code] { *exit_code = run_run(*o); });
+      "waiting; 1 any other error (an unsafe lock file with --refuse-unsafe, a "
+      "lock-order violation).\n"
+      "Example: tierlock run -w 30 build/ make -j8\n"
+      "Lease: tierlock run --backend sqlite:/var/lib/ci/leases.db --key nightly ./job.sh");
+  run->callback([o, exit_code, run] {
+    std::vector<std::string> operands = run->remaining();
+    bool after_marker = false;
+    if (operands.empty()) {
+      operands = run->get_parent()->remaining();
+      after_marker = !operands.empty();
+    }
+    *exit_code = run_run(*o, operands, after_marker);
+  });
 }
 
 }  // namespace tierlock::cli

@@ -1,5 +1,8 @@
 // tierlock status: who holds each directory's lock. Never creates, takes or
 // breaks anything (tierlock::inspect_lock only looks).
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -10,6 +13,7 @@
 #include "cli.h"
 #include "nlohmann/json.hpp"
 #include "tierlock/holder.h"
+#include "tierlock/text.h"
 
 namespace tierlock::cli {
 namespace {
@@ -33,15 +37,30 @@ std::string tier_text(const Holder& h) {
   return out;
 }
 
+// Sets j[key] to `text`. JSON strings are Unicode: text that is not valid
+// UTF-8 (a path or program name is any bytes) gets its escaped form
+// (escape_text) under `key` and its exact bytes, in hexadecimal, under
+// `key`_bytes, so nothing is lost or replaced.
+void put_text(nlohmann::ordered_json& j, const std::string& key, const std::string& text) {
+  if (valid_utf8(text)) {
+    j[key] = text;
+  } else {
+    j[key] = escape_text(text);
+    j[key + "_bytes"] = hex_bytes(text);
+  }
+}
+
 nlohmann::ordered_json holder_json(const Holder& h) {
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   if (h.pid.has_value()) j["pid"] = *h.pid;
   j["mode"] = std::string(mode_name(h.mode));
-  if (h.program.has_value()) j["program"] = *h.program;
-  if (h.host.has_value()) j["host"] = *h.host;
+  if (h.program.has_value()) put_text(j, "program", *h.program);
+  if (h.host.has_value()) put_text(j, "host", *h.host);
   if (h.since.has_value()) j["since"] = utc(*h.since);
   if (h.tier_level.has_value()) {
-    j["tier"] = {{"level", *h.tier_level}, {"name", h.tier_name.value_or("")}};
+    nlohmann::ordered_json tier = {{"level", *h.tier_level}};
+    put_text(tier, "name", h.tier_name.value_or(""));
+    j["tier"] = std::move(tier);
   }
   if (h.start_time.has_value()) j["start_time"] = *h.start_time;
   j["recorded"] = h.recorded;
@@ -50,37 +69,42 @@ nlohmann::ordered_json holder_json(const Holder& h) {
 
 void print_json(const std::string& dir, const LockState& state) {
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
-  j["dir"] = dir;
-  j["lock_file"] = state.lock_file.native();
+  put_text(j, "dir", dir);
+  put_text(j, "lock_file", state.lock_file.native());
   j["state"] = state.holders.empty() ? "free" : "held";
   if (!state.holders.empty()) {
     j["mode"] = std::string(mode_name(state.holders.front().mode));
   }
   j["holders"] = nlohmann::ordered_json::array();
   for (const Holder& h : state.holders) j["holders"].push_back(holder_json(h));
-  // Program names come from other processes: never let invalid UTF-8 make
-  // the output (or the program) fail.
-  std::string line = j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  if (!state.unsafe_reason.empty()) put_text(j, "unsafe_reason", state.unsafe_reason);
+  // ASCII only (\uXXXX for the rest): the values are exact after parsing,
+  // and C1 or bidi controls in a name reach no terminal raw. Every string
+  // is valid UTF-8 by now (put_text); `strict` would only throw.
+  std::string line = j.dump(-1, ' ', true, nlohmann::ordered_json::error_handler_t::strict);
   line += '\n';
   std::fwrite(line.data(), 1, line.size(), stdout);
 }
 
 void print_text(const LockState& state) {
-  std::string out = printable(state.lock_file.native());
+  std::string out = escape_text(state.lock_file.native());
   if (state.holders.empty()) {
     absl::StrAppend(&out, ": free", state.lock_file_exists ? "" : " (no lock file)", "\n");
   } else {
     absl::StrAppend(&out, ": held ",
                     state.holders.front().mode == Mode::kExclusive ? "exclusively" : "shared",
                     "\n");
-    for (const Holder& h : state.holders) {
+    for (const Holder& h : state.holders) {  // escape_text: other processes' text
       absl::StrAppend(&out, "  pid ", h.pid.has_value() ? absl::StrCat(*h.pid) : "?");
       if (h.since.has_value()) absl::StrAppend(&out, "  since ", utc(*h.since));
-      if (h.host.has_value()) absl::StrAppend(&out, "  host ", printable(*h.host));
-      if (h.tier_level.has_value()) absl::StrAppend(&out, "  tier ", printable(tier_text(h)));
-      if (h.program.has_value()) absl::StrAppend(&out, "  '", printable(*h.program), "'");
+      if (h.host.has_value()) absl::StrAppend(&out, "  host ", escape_text(*h.host));
+      if (h.tier_level.has_value()) absl::StrAppend(&out, "  tier ", escape_text(tier_text(h)));
+      if (h.program.has_value()) absl::StrAppend(&out, "  '", escape_text(*h.program), "'");
       out += "\n";
     }
+  }
+  if (!state.unsafe_reason.empty()) {
+    absl::StrAppend(&out, "  unsafe lock file: ", safe_text(state.unsafe_reason), "\n");
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
 }
@@ -90,9 +114,13 @@ int run_status(const StatusOptions& o) {
   for (const std::string& dir : o.dirs) {
     absl::StatusOr<LockState> state = inspect_lock(dir, o.lock_name);
     if (!state.ok()) {
-      print_error(dir, state.status().code() == absl::StatusCode::kNotFound
-                           ? std::string("no such directory")
-                           : std::string(state.status().message()));
+      // "no such directory" only if it is DIR that is missing.
+      struct stat dir_stat;
+      const bool missing = state.status().code() == absl::StatusCode::kNotFound &&
+                           ::stat(dir.c_str(), &dir_stat) != 0 &&
+                           (errno == ENOENT || errno == ENOTDIR);
+      print_error(dir, missing ? std::string("no such directory")
+                               : std::string(state.status().message()));
       code = kOther;
       continue;
     }
@@ -121,7 +149,10 @@ void setup_status(CLI::App& app, int* exit_code) {
   status->add_flag("--json", o->json,
                    "One JSON object per directory and line: dir, lock_file, "
                    "state (free/held), mode, holders [{pid, mode, program, host, "
-                   "since (UTC), tier {level, name}, start_time, recorded}]");
+                   "since (UTC), tier {level, name}, start_time, recorded}], "
+                   "unsafe_reason (only if another user could delete the lock file). "
+                   "ASCII JSON; a name that is not UTF-8 is given escaped, with its "
+                   "exact bytes in hex in NAME_bytes (dir_bytes, program_bytes, ...)");
   status->add_option("--lock-name", o->lock_name,
                      "The lock file's name inside DIR (default .lock)")
       ->type_name("NAME");
