@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <string>
@@ -323,22 +325,312 @@ TEST_F(CliTest, SignalsAreForwardedToTheCommand) {
   }
 }
 
-TEST_F(CliTest, TheCommandDoesNotInheritTheLockDescriptor) {
-  // Every descriptor the command has, by what it points to.
-  Result r = cli({"run", dir().string(), "--", "sh", "-c",
-                  "for f in /proc/$$/fd/*; do readlink \"$f\"; done; true"});
-  ASSERT_EQ(r.code, 0);
-  EXPECT_THAT(r.out, Not(HasSubstr(lock().string())));
-  EXPECT_THAT(r.out, Not(HasSubstr(".holders")));
+// True once `pid` has exited (gone, or a zombie nobody reaped yet).
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::string stat;
+  try {
+    stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  } catch (...) {
+    return true;
+  }
+  const std::size_t paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
+}
+
+// Kills a process the test left behind (an orphaned command), if it runs.
+struct KillOnExit {
+  pid_t pid = 0;
+  ~KillOnExit() {
+    if (pid > 0) ::kill(pid, SIGKILL);
+  }
+};
+
+TEST_F(CliTest, TheCommandInheritsTheLockDescriptorAsTierlockFd) {
+  for (const char* mode : {"-s", "-x"}) {
+    std::vector<std::string> args = {"run"};
+    if (std::string(mode) == "-s") args.push_back("-s");
+    for (const std::string& a :
+         {dir().string(), std::string("sh"), std::string("-c"),
+          std::string("echo \"$TIERLOCK_FD\"; readlink \"/proc/self/fd/$TIERLOCK_FD\"")}) {
+      args.push_back(a);
+    }
+    Result r = cli(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const std::size_t nl = r.out.find('\n');
+    ASSERT_NE(nl, std::string::npos) << r.out;
+    EXPECT_GE(std::stoi(r.out.substr(0, nl)), 3) << "never stdin/stdout/stderr";
+    EXPECT_EQ(r.out.substr(nl + 1), lock().string() + "\n") << mode;
+  }
+}
+
+TEST_F(CliTest, CloseRunsTheCommandWithoutTheLockDescriptor) {
+  for (const char* close : {"-o", "--close"}) {
+    // Every descriptor the command has, by what it points to.
+    Result r = cli({"run", close, dir().string(), "--", "sh", "-c",
+                    "echo \"fd=${TIERLOCK_FD-unset}\"; "
+                    "for f in /proc/$$/fd/*; do readlink \"$f\"; done; true"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("fd=unset\n"));
+    EXPECT_THAT(r.out, Not(HasSubstr(lock().string())));
+    EXPECT_THAT(r.out, Not(HasSubstr(".holders")));
+  }
+}
+
+TEST_F(CliTest, ADaemonTheCommandLeavesBehindDoesNotKeepTheLock) {
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
-  // A daemon the command leaves behind cannot keep the lock.
+  // The daemon inherits the descriptor (it does not close TIERLOCK_FD), but
+  // tierlock unlocks it (LOCK_UN on the shared description) when the
+  // command exits.
   Result bg = cli({"run", dir().string(), "--", "sh", "-c",
                    "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"});
   ASSERT_EQ(bg.code, 0);
-  const pid_t daemon = std::stoi(bg.out);
-  EXPECT_EQ(::kill(daemon, 0), 0) << "the background process should still run";
+  KillOnExit daemon{std::stoi(bg.out)};
+  EXPECT_EQ(::kill(daemon.pid, 0), 0) << "the background process should still run";
   EXPECT_EQ(run({flock_path(), "-n", lock().string(), "true"}).status.code, 0);
-  ::kill(daemon, SIGKILL);
+}
+
+// The command's read-modify-write of a counter, as in the report that a
+// SIGKILLed `tierlock run` let a second run in beside its command. The
+// first command writes its pid to `started`, then (so that the test, not a
+// sleep, decides when it finishes) waits for a file `go`.
+std::string increment_script(const fs::path& d, bool wait_for_go) {
+  const std::string q = "'" + d.string() + "'";
+  return "echo $$ > " + q + "/started.tmp; mv " + q + "/started.tmp " + q + "/started; " +
+         "v=$(cat " + q + "/c); " +
+         (wait_for_go ? "while [ ! -e " + q + "/go ]; do sleep 0.01; done; " : "") +
+         "echo $((v+1)) > " + q + "/c";
+}
+
+TEST_F(CliTest, SigkillOfRunDoesNotReleaseTheLockWhileTheCommandRuns) {
+  TempDir work;  // the counter, outside the locked directory
+  write_file(work.path() / "c", "0\n");
+  for (const char* mode : {"exclusive", "shared"}) {
+    SCOPED_TRACE(mode);
+    std::error_code ec;
+    fs::remove(work.path() / "started", ec);
+    fs::remove(work.path() / "go", ec);
+    write_file(work.path() / "c", "0\n");
+    const bool shared = std::string(mode) == "shared";
+    std::vector<std::string> first = {"run"};
+    if (shared) first.push_back("--shared");
+    for (const std::string& a : {dir().string(), std::string("--"), std::string("sh"),
+                                 std::string("-c"), increment_script(work.path(), true)}) {
+      first.push_back(a);
+    }
+    Cli a(first, io_.path());
+    ASSERT_TRUE(wait_until([&] { return fs::exists(work.path() / "started"); })) << a.err();
+    KillOnExit orphan{std::stoi(read_file(work.path() / "started"))};
+    ASSERT_EQ(::kill(a.pid(), SIGKILL), 0);
+    EXPECT_EQ(a.wait(), 128 + SIGKILL);
+    EXPECT_FALSE(process_gone(orphan.pid)) << "the command runs on";
+
+    // The lock stays held while the orphaned command runs.
+    EXPECT_EQ(try_in_other_process(dir()), kBusy);
+    if (!flock_path().empty()) {
+      EXPECT_EQ(run({flock_path(), "-n", lock().string(), "true"}).status.code, 1);
+    }
+    if (shared) {
+      EXPECT_EQ(try_in_other_process(dir(), Mode::kShared), kAcquired);
+    }
+
+    // A second (exclusive) run waits for the first command, whatever the
+    // mode of the first.
+    fs::remove(work.path() / "started");
+    Cli b({"run", dir().string(), "--", "sh", "-c", increment_script(work.path(), false)},
+          io_.path());
+    ASSERT_TRUE(LocksBecome(lock(), [&](const std::vector<ProcLock>& e) {
+      return count_waiters_by(e, b.pid()) == 1;
+    }));
+    EXPECT_FALSE(fs::exists(work.path() / "started")) << "the second command ran beside the first";
+    write_file(work.path() / "go", "");
+    EXPECT_EQ(b.wait(), 0) << b.err();
+    EXPECT_TRUE(process_gone(orphan.pid));
+    EXPECT_EQ(read_file(work.path() / "c"), "2\n");
+  }
+}
+
+TEST_F(CliTest, CloseKeepsTheOldRiskSigkillOfRunReleasesTheLock) {
+  // Documented risk of --close: the lock is the tierlock process's only.
+  TempDir work;
+  write_file(work.path() / "c", "0\n");
+  Cli a({"run", "--close", dir().string(), "sh", "-c", increment_script(work.path(), true)},
+        io_.path());
+  ASSERT_TRUE(wait_until([&] { return fs::exists(work.path() / "started"); })) << a.err();
+  KillOnExit orphan{std::stoi(read_file(work.path() / "started"))};
+  ASSERT_EQ(::kill(a.pid(), SIGKILL), 0);
+  EXPECT_EQ(a.wait(), 128 + SIGKILL);
+  EXPECT_TRUE(LocksBecome(lock(), no_locks()));
+  EXPECT_EQ(try_in_other_process(dir()), kAcquired);
+}
+
+TEST_F(CliTest, OptionsEndAtTheFirstOperandAfterDir) {
+  for (std::vector<std::string> args : {
+           std::vector<std::string>{"run", "DIR", "echo", "-n", "hi"},
+           std::vector<std::string>{"run", "DIR", "--", "echo", "-n", "hi"},
+           std::vector<std::string>{"run", "--", "DIR", "echo", "-n", "hi"},
+           std::vector<std::string>{"run", "-w", "5", "--tier", "3:x", "--lock-name=x.lock",
+                                    "DIR", "echo", "-n", "hi"},
+           std::vector<std::string>{"run", "-q", "DIR", "echo", "-n", "-s", "-w", "--", "hi"},
+       }) {
+    bool with_dashes = std::find(args.begin(), args.end(), "-s") != args.end();
+    for (std::string& a : args) {
+      if (a == "DIR") a = dir().string();
+    }
+    Result r = cli(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, with_dashes ? "-s -w -- hi" : "hi") << ::testing::PrintToString(args);
+    EXPECT_EQ(r.err, "");
+  }
+  // `tierlock run ws make -s` twice: -s is make's, so the two do not share.
+  Process first = Process::spawn({cli_path(), "run", dir().string(), "sh", "-c",
+                                  "echo locked; read x", "sh", "-s"});
+  ASSERT_EQ(first.read_line(), "locked");
+  Result second = cli({"run", "-n", dir().string(), "sh", "-c", "echo ran", "sh", "-s"});
+  EXPECT_EQ(second.code, 75) << second.out;
+  EXPECT_EQ(second.out, "");
+  Json j = status_json();
+  EXPECT_EQ(j["mode"], "exclusive");
+  first.write_line("go");
+  EXPECT_EQ(first.wait().code, 0);
+}
+
+TEST_F(CliTest, HugeTimeoutsWaitForever) {
+  for (const char* w : {"1e300", "inf", "9.3e9", "1e10"}) {
+    SCOPED_TRACE(w);
+    Process holder = start_holder(dir());
+    ASSERT_EQ(holder.read_line(), "locked");
+    Cli waiter({"run", "-q", "-w", w, dir().string(), "--", "echo", "ran"}, io_.path());
+    ASSERT_TRUE(LocksBecome(lock(), [&](const std::vector<ProcLock>& e) {
+      return count_waiters_by(e, waiter.pid()) == 1;
+    }));
+    // Still waiting a second later (it used to give up at once with 75).
+    EXPECT_FALSE(wait_until([&] { return process_gone(waiter.pid()); },
+                            std::chrono::milliseconds(1000)));
+    EXPECT_EQ(stop_holder(holder).code, 0);
+    EXPECT_EQ(waiter.wait(), 0) << waiter.err();
+    EXPECT_EQ(waiter.out(), "ran\n");
+  }
+}
+
+TEST_F(CliTest, RunInADirectoryWhereTheLockFileCannotBeCreatedSaysWhatFailed) {
+  // /proc exists; its lock file cannot be created. Not "no such directory".
+  Result r = cli({"run", "/proc", "--", "true"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.code, 66) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("tierlock: /proc: "));
+  EXPECT_THAT(r.err, Not(HasSubstr("no such directory")));
+  EXPECT_THAT(r.err, HasSubstr("/proc/.lock"));
+}
+
+// A holder whose command line has a C1 CSI (U+009B as UTF-8), an ESC and a
+// right-to-left override: every human-readable output shows them escaped.
+TEST_F(CliTest, HostileCommandLinesAreEscapedInEveryMessage) {
+  if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
+  const std::string hostile = "a\xc2\x9b" "31mb\x1b[2Jc\xe2\x80\xae" "d";
+  Process holder = Process::spawn(
+      {flock_path(), lock().string(), "sh", "-c", "echo locked; read x", hostile});
+  ASSERT_EQ(holder.read_line(), "locked");
+  auto expect_escaped = [](const std::string& text, const char* where) {
+    EXPECT_THAT(text, HasSubstr("a\\u009b31mb")) << where;
+    EXPECT_THAT(text, HasSubstr("c\\u202ed")) << where;
+    EXPECT_THAT(text, Not(HasSubstr("\xc2\x9b"))) << where;
+    EXPECT_THAT(text, Not(HasSubstr("\x1b"))) << where;
+    EXPECT_THAT(text, Not(HasSubstr("\xe2\x80\xae"))) << where;
+  };
+  Result status = cli({"status", dir().string()});
+  EXPECT_EQ(status.code, 0);
+  expect_escaped(status.out, "status");
+  Result conflict = cli({"run", "-n", dir().string(), "--", "true"});
+  EXPECT_EQ(conflict.code, 75);
+  expect_escaped(conflict.err, "-n conflict");
+  Cli waiter({"run", dir().string(), "--", "true"}, io_.path());
+  EXPECT_TRUE(wait_until([&] { return waiter.err().find("waiting for") != std::string::npos; }));
+  expect_escaped(waiter.err(), "waiting message");
+  // JSON: ASCII, exact after parsing.
+  Result json = cli({"status", "--json", dir().string()});
+  EXPECT_EQ(json.code, 0);
+  for (char c : json.out) EXPECT_LT(static_cast<unsigned char>(c), 0x80);
+  Json j = Json::parse(json.out);
+  ASSERT_EQ(j["holders"].size(), 1u);
+  EXPECT_THAT(j["holders"][0]["program"].get<std::string>(), HasSubstr("a\xc2\x9b" "31mb"));
+  EXPECT_THAT(j["holders"][0]["program"].get<std::string>(), HasSubstr("c\xe2\x80\xae" "d"));
+  holder.write_line("go");
+  EXPECT_EQ(holder.wait().code, 0);
+  EXPECT_EQ(waiter.wait(), 0);
+}
+
+// The ESC of a holder's command line is shown as \x1b: this depends on the
+// library handing the program name over unfiltered (it turned C0 controls
+// into '?' before escape_text existed).
+TEST_F(CliTest, HostileEscInACommandLineIsShownAsX1b) {
+  if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
+  Process holder = Process::spawn(
+      {flock_path(), lock().string(), "sh", "-c", "echo locked; read x", "b\x1b[2Jc"});
+  ASSERT_EQ(holder.read_line(), "locked");
+  Result status = cli({"status", dir().string()});
+  EXPECT_THAT(status.out, HasSubstr("b\\x1b[2Jc"));
+  Json j = status_json();
+  ASSERT_EQ(j["holders"].size(), 1u);
+  EXPECT_THAT(j["holders"][0]["program"].get<std::string>(), HasSubstr("b\x1b[2Jc"));
+  holder.write_line("go");
+  EXPECT_EQ(holder.wait().code, 0);
+}
+
+TEST_F(CliTest, ANonUtf8DirectoryNameRoundTripsThroughStatusJson) {
+  const std::string name = std::string("bad\xff\xfe") + "\x1b" + "name";
+  const fs::path odd = dir() / name;
+  fs::create_directory(odd);
+  ASSERT_EQ(cli({"run", odd.string(), "--", "true"}).code, 0);
+  Result r = cli({"status", "--json", odd.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  Json j = Json::parse(r.out);  // valid JSON, however odd the name
+  auto unhex = [](const std::string& hex) {
+    std::string out;
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+      out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+    }
+    return out;
+  };
+  ASSERT_TRUE(j.contains("dir_bytes")) << r.out;
+  EXPECT_EQ(unhex(j["dir_bytes"].get<std::string>()), odd.string());
+  EXPECT_EQ(unhex(j["lock_file_bytes"].get<std::string>()), (odd / ".lock").string());
+  EXPECT_THAT(j["dir"].get<std::string>(), HasSubstr("bad\\xff\\xfe\\x1bname"));
+  Result text = cli({"status", odd.string()});
+  EXPECT_THAT(text.out, HasSubstr("bad\\xff\\xfe\\x1bname/.lock: free"));
+  // A valid UTF-8 name is given as it is, with no _bytes.
+  const fs::path cafe = dir() / "caf\xc3\xa9";
+  fs::create_directory(cafe);
+  Json c = Json::parse(cli({"status", "--json", cafe.string()}).out);
+  EXPECT_EQ(c["dir"], cafe.string());
+  EXPECT_FALSE(c.contains("dir_bytes"));
+}
+
+// These depend on the library reporting unsafe lock files
+// (DirLock::unsafe_reason, LockState::unsafe_reason,
+// LockOptions::refuse_unsafe_lock_file): a directory anyone may write,
+// without the sticky bit, lets anyone delete the lock file.
+TEST_F(CliTest, UnsafeLockFileWarnsInRunAndShowsInStatus) {
+  const fs::path open_dir = dir() / "open";
+  fs::create_directory(open_dir);
+  ASSERT_EQ(::chmod(open_dir.c_str(), 0777), 0);
+  Result r = cli({"run", open_dir.string(), "--", "true"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.err, HasSubstr("tierlock: " + (open_dir / ".lock").string() + ": warning: "));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(cli({"run", "-q", open_dir.string(), "--", "true"}).err, "");
+  Result refused = cli({"run", "--refuse-unsafe", open_dir.string(), "--", "echo", "ran"});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_EQ(refused.out, "");
+  EXPECT_THAT(refused.err, HasSubstr(open_dir.string()));
+  Result text = cli({"status", open_dir.string()});
+  EXPECT_THAT(text.out, HasSubstr("  unsafe lock file: "));
+  Json j = Json::parse(cli({"status", "--json", open_dir.string()}).out);
+  EXPECT_TRUE(j.contains("unsafe_reason")) << j.dump();
+  // A safe one: no warning, no field.
+  EXPECT_EQ(cli({"run", dir().string(), "--", "true"}).err, "");
+  EXPECT_FALSE(status_json().contains("unsafe_reason"));
+  EXPECT_EQ(cli({"run", "--refuse-unsafe", dir().string(), "--", "true"}).code, 0);
 }
 
 TEST_F(CliTest, StatusOfAFreeLockCreatesNothing) {
@@ -546,10 +838,15 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadInput{"NoSubcommand", {}, 64, "A subcommand is required"},
         BadInput{"UnknownOption", {"run", "--bogus", "DIR", "--", "true"}, 64, "--bogus"},
+        BadInput{"UnknownOptionBeforeDir", {"run", "-z", "DIR", "true"}, 64, "unknown option '-z'"},
         BadInput{"NoCommand", {"run", "DIR"}, 64, "COMMAND is required"},
         BadInput{"NoDirectory", {"run"}, 64, "DIR is required"},
         BadInput{"TimeoutNotANumber", {"run", "-w", "soon", "DIR", "--", "true"}, 64, "soon"},
         BadInput{"NegativeTimeout", {"run", "-w", "-1", "DIR", "--", "true"}, 64, "--timeout"},
+        BadInput{"NaNTimeout", {"run", "-w", "nan", "DIR", "--", "true"}, 64, "--timeout"},
+        BadInput{"NegativeZeroTimeout", {"run", "-w", "-0", "DIR", "--", "true"}, 64, "--timeout"},
+        BadInput{"UnknownOptionAfterMarker", {"run", "--", "-x", "DIR", "true"}, 66,
+                 "no such directory"},
         BadInput{"ConflictCodeZero", {"run", "-E", "0", "DIR", "--", "true"}, 64,
                  "--conflict-exit-code"},
         BadInput{"BadTier", {"run", "--tier", "high", "DIR", "--", "true"}, 64,
@@ -613,7 +910,8 @@ TEST_F(CliTest, HelpIsCompleteAndExitsZero) {
   Result run_help = cli({"run", "--help"});
   EXPECT_EQ(run_help.code, 0);
   for (const char* s : {"--shared", "--no-wait", "--timeout", "--conflict-exit-code", "--tier",
-                        "--lock-name", "--create", "--quiet", "TIERLOCK_DIR", "Exit codes"}) {
+                        "--lock-name", "--create", "--quiet", "TIERLOCK_DIR", "TIERLOCK_FD",
+                        "--close", "--refuse-unsafe", "Exit codes"}) {
     EXPECT_THAT(run_help.out, HasSubstr(s));
   }
 }

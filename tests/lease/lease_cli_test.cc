@@ -5,7 +5,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -113,6 +115,77 @@ TEST_F(LeaseCliTest, LostLeaseSendsSigtermToTheCommand) {
   EXPECT_EQ(n, 1);
   // The next renewal (every 1/3 s) says lost: the command gets SIGTERM.
   EXPECT_EQ(cli.wait(10s).code, 128 + SIGTERM);
+}
+
+// True once `pid` has exited (gone, or a zombie nobody reaped yet).
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::size_t paren = stat.rfind(')');
+  return paren == std::string::npos || (paren + 2 < stat.size() && stat[paren + 2] == 'Z');
+}
+
+TEST_F(LeaseCliTest, SigkillOfRunKillsTheWholeCommandTree) {
+  // The command and a background child of it; both write their pids.
+  const std::string d = tmp_.path().string();
+  Process cli = Process::spawn(run_args(
+      {"--key", "tree"},
+      {"sh", "-c",
+       "sleep 1000 & echo $! > '" + d + "/bg'; echo $$ > '" + d + "/sh.tmp'; mv '" + d +
+           "/sh.tmp' '" + d + "/sh'; wait"}));
+  ASSERT_TRUE(wait_until([&] { return !read("sh").empty() && !read("bg").empty(); }));
+  const pid_t sh = std::stoi(read("sh"));
+  const pid_t bg = std::stoi(read("bg"));
+  struct Cleanup {
+    pid_t a, b;
+    ~Cleanup() {
+      ::kill(a, SIGKILL);
+      ::kill(b, SIGKILL);
+    }
+  } cleanup{sh, bg};
+  ASSERT_FALSE(process_gone(sh));
+  ASSERT_FALSE(process_gone(bg));
+  ::kill(cli.pid(), SIGKILL);
+  EXPECT_EQ(cli.wait().code, 128 + SIGKILL);
+  // Bounded: the supervisor reacts to its death signal at once.
+  EXPECT_TRUE(wait_until([&] { return process_gone(sh); }, 5s)) << "the command runs on";
+  EXPECT_TRUE(wait_until([&] { return process_gone(bg); }, 5s)) << "its child runs on";
+}
+
+TEST_F(LeaseCliTest, NormalRunsLeaveWhatTheCommandStartedAlone) {
+  const std::string d = tmp_.path().string();
+  RunResult r = run(run_args({"--key", "bg"}, {"sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $! > '" + d + "/bg'"}));
+  EXPECT_EQ(r.status.code, 0);
+  const pid_t bg = std::stoi(read("bg"));
+  EXPECT_FALSE(process_gone(bg));
+  ::kill(bg, SIGKILL);
+}
+
+TEST_F(LeaseCliTest, OptionsEndAtTheCommand) {
+  for (bool dashes : {false, true}) {
+    std::vector<std::string> argv = {TIERLOCK_CLI_PATH, "run", "--backend", backend(),
+                                     "--key", "opts"};
+    if (dashes) argv.push_back("--");
+    for (const char* a : {"echo", "-n", "-s", "--key", "x", "hi"}) argv.push_back(a);
+    RunResult r = run(argv);
+    EXPECT_EQ(r.status.code, 0);
+    EXPECT_EQ(r.out, "-s --key x hi");  // echo took -n: no newline
+  }
+}
+
+TEST_F(LeaseCliTest, HugeTimeoutWaitsAndBadOnesAreUsageErrors) {
+  Process holder = Process::spawn({lease_helper_path(), "hold", backend(), "w", "60000"});
+  ASSERT_TRUE(holder.read_line().has_value());
+  Process waiter = Process::spawn(run_args({"--key", "w", "-q", "-w", "1e300"}, {"echo", "ran"}));
+  EXPECT_FALSE(wait_until([&] { return waiter.exited_now(); }, 1000ms))
+      << "gave up at once";
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait().code, 0);
+  EXPECT_EQ(waiter.read_line().value_or(""), "ran");
+  EXPECT_EQ(waiter.wait().code, 0);
+  EXPECT_EQ(run(run_args({"--key", "k", "-w", "nan"}, {"true"})).status.code, 64);
+  EXPECT_EQ(run(run_args({"--key", "k", "-w", "-1"}, {"true"})).status.code, 64);
 }
 
 TEST_F(LeaseCliTest, BadBackendKeyOrTtlIsAUsageError) {
