@@ -18,6 +18,7 @@
 #include "string_util.h"
 #include "tier_names.h"
 #include "tierlock/lock_context.h"
+#include "tierlock/text.h"
 
 #ifndef TIERLOCK_DEBUG_CHECKS
 #define TIERLOCK_DEBUG_CHECKS 0
@@ -190,12 +191,16 @@ Site site_of(const AcquireSite& site, const std::string& task) {
               site.tier, site.mode, site.where, task};
 }
 
+// Reports show paths, tier, task and function names through escape_text: a
+// hostile name must not drive the terminal that reads the report.
 std::string describe(const HeldLock& h) {
-  std::string s =
-      absl::StrCat("'", internal::platform::path_text(h.lock_file), "'");
+  std::string s = absl::StrCat(
+      "'", escape_text(internal::platform::path_text(h.lock_file)), "'");
   if (h.tier) {
     absl::StrAppend(&s, " [tier ", h.tier->level);
-    if (!h.tier->name.empty()) absl::StrAppend(&s, " '", to_absl(h.tier->name), "'");
+    if (!h.tier->name.empty()) {
+      absl::StrAppend(&s, " '", escape_text(h.tier->name), "'");
+    }
     absl::StrAppend(&s, ", ", to_absl(mode_name(h.mode)), "]");
   } else {
     absl::StrAppend(&s, " [untiered, ", to_absl(mode_name(h.mode)), "]");
@@ -210,9 +215,10 @@ std::string where(const HeldLock& h) {
                         to_absl(kHeldEnvVar), ")");
   }
   std::string fn = h.where.function_name();
-  return absl::StrCat(h.where.file_name(), ":", h.where.line(), " in ",
-                      fn.empty() ? "?" : fn,
-                      h.task.empty() ? "" : absl::StrCat(" by '", h.task, "'"));
+  return absl::StrCat(
+      escape_text(h.where.file_name()), ":", h.where.line(), " in ",
+      fn.empty() ? "?" : escape_text(fn),
+      h.task.empty() ? "" : absl::StrCat(" by '", escape_text(h.task), "'"));
 }
 
 std::string tier_text(const HeldLock& h) {
@@ -220,7 +226,7 @@ std::string tier_text(const HeldLock& h) {
   return h.tier->name.empty()
              ? absl::StrCat("tier ", h.tier->level)
              : absl::StrCat("tier ", h.tier->level, " '",
-                            to_absl(h.tier->name), "'");
+                            escape_text(h.tier->name), "'");
 }
 
 std::string summary(const TierViolation& v) {
@@ -355,66 +361,6 @@ struct LockableHolds {
 LockableHolds& lockable_holds() {
   static auto* h = new LockableHolds();
   return *h;
-}
-
-// ------------------------------------------------------------ inherited
-
-struct InheritedState {
-  Mutex mu;
-};
-
-InheritedState& inherited_state() {
-  static auto* s = new InheritedState();
-  return *s;
-}
-
-bool needs_escape(char c) {
-  return c == '%' || c == ';' || c == ',' ||
-         static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
-}
-
-std::string escape(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    if (needs_escape(c)) {
-      auto u = static_cast<unsigned char>(c);
-      out.push_back('%');
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 0xf]);
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
-std::optional<std::string> unescape(std::string_view s) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      if (needs_escape(s[i])) return std::nullopt;
-      out.push_back(s[i]);
-      continue;
-    }
-    if (i + 2 >= s.size()) return std::nullopt;
-    int hi = hex(s[i + 1]);
-    int lo = hex(s[i + 2]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    char c = static_cast<char>((hi << 4) | lo);
-    if (c == '\0') return std::nullopt;
-    out.push_back(c);
-    i += 2;
-  }
-  return out;
 }
 
 }  // namespace
@@ -658,106 +604,6 @@ std::uint64_t new_acquire_group() {
   return next.fetch_add(1, std::memory_order_relaxed);
 }
 
-// Format (version 1):  1;LEVEL,MODE,PID,NAME,PATH;LEVEL,MODE,PID,NAME,PATH...
-// MODE is x (exclusive) or s (shared); NAME and PATH are percent-encoded
-// (%, ;, , and control characters). See docs/design.md.
-std::string format_held_env(const std::vector<InheritedHold>& holds) {
-  if (holds.empty()) return {};
-  std::string out = "1";
-  for (const InheritedHold& h : holds) {
-    absl::StrAppend(&out, ";", h.level, ",",
-                    h.mode == Mode::kShared ? "s" : "x", ",", h.pid, ",",
-                    escape(h.name), ",", escape(h.lock_file));
-  }
-  return out;
-}
-
-absl::StatusOr<std::vector<InheritedHold>> parse_held_env(
-    std::string_view value) {
-  if (value.size() > kMaxHeldEnvBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("longer than ", kMaxHeldEnvBytes, " bytes"));
-  }
-  std::vector<absl::string_view> entries =
-      absl::StrSplit(to_absl(value), ';');
-  if (entries.empty() || entries[0] != "1") {
-    return absl::InvalidArgumentError("unknown version (expected '1;...')");
-  }
-  if (entries.size() - 1 > kMaxHeldEnvEntries) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("more than ", kMaxHeldEnvEntries, " entries"));
-  }
-  std::vector<InheritedHold> holds;
-  for (std::size_t i = 1; i < entries.size(); ++i) {
-    std::vector<absl::string_view> f = absl::StrSplit(entries[i], ',');
-    auto bad = [&](std::string_view why) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("entry ", i, ": ", to_absl(why)));
-    };
-    if (f.size() != 5) return bad("expected LEVEL,MODE,PID,NAME,PATH");
-    InheritedHold h;
-    if (!absl::SimpleAtoi(f[0], &h.level)) return bad("bad level");
-    if (f[1] == "x") {
-      h.mode = Mode::kExclusive;
-    } else if (f[1] == "s") {
-      h.mode = Mode::kShared;
-    } else {
-      return bad("mode must be x or s");
-    }
-    if (!absl::SimpleAtoi(f[2], &h.pid) || h.pid <= 0) return bad("bad pid");
-    std::optional<std::string> name =
-        unescape(std::string_view(f[3].data(), f[3].size()));
-    std::optional<std::string> path =
-        unescape(std::string_view(f[4].data(), f[4].size()));
-    if (!name || name->size() > 256) return bad("bad tier name");
-    if (!path || path->empty() || path->front() != '/' || path->size() > 4096) {
-      return bad("bad lock file path (must be absolute)");
-    }
-    h.name = *std::move(name);
-    h.lock_file = *std::move(path);
-    holds.push_back(std::move(h));
-  }
-  return holds;
-}
-
-std::atomic<const std::vector<InheritedHold>*> g_inherited_holds{nullptr};
-
-const std::vector<InheritedHold>& inherited_holds_slow() {
-  InheritedState& s = inherited_state();
-  UniqueLock lock(s.mu);
-  if (const auto* p = g_inherited_holds.load(std::memory_order_relaxed)) {
-    return *p;
-  }
-  auto* holds = new std::vector<InheritedHold>();  // kept: views may escape
-  // Read once per process, normally before threads change the environment.
-  if (const char* env = std::getenv(  // NOLINT(concurrency-mt-unsafe)
-          std::string(kHeldEnvVar).c_str());
-      env != nullptr && *env != '\0') {
-    absl::StatusOr<std::vector<InheritedHold>> parsed = parse_held_env(env);
-    if (parsed.ok()) {
-      *holds = *std::move(parsed);
-    } else {
-      std::fprintf(stderr, "tierlock: ignoring malformed %s: %s\n",
-                   std::string(kHeldEnvVar).c_str(),
-                   std::string(parsed.status().message()).c_str());
-    }
-  }
-  g_inherited_holds.store(holds, std::memory_order_release);
-  return *holds;
-}
-
-void reset_inherited_holds_for_testing() {
-  InheritedState& s = inherited_state();
-  UniqueLock lock(s.mu);
-  // The old vector stays alive (a concurrent reader may hold a reference),
-  // reachable from `retired` so leak checkers see it is kept on purpose.
-  static auto* retired = new std::vector<const std::vector<InheritedHold>*>();
-  if (const auto* old = g_inherited_holds.load(std::memory_order_relaxed)) {
-    retired->push_back(old);
-  }
-  g_inherited_holds.store(nullptr, std::memory_order_release);
-}
-
 }  // namespace internal
 
 // ------------------------------------------------------------- public API
@@ -784,7 +630,7 @@ std::string TierViolation::to_string() const {
   std::string s = "======================================================\n";
   absl::StrAppend(&s, "tierlock: ", internal::summary(*this), "\n");
   s += "------------------------------------------------------\n";
-  absl::StrAppend(&s, "task '", task, "' is ",
+  absl::StrAppend(&s, "task '", escape_text(task), "' is ",
                   try_acquire ? "trying to take" : "taking", ":\n  ",
                   describe(acquiring), "\n  at ", where(acquiring), "\n");
   absl::StrAppend(&s, "while holding:\n  ", describe(conflicting), "\n  taken at ",
@@ -798,7 +644,8 @@ std::string TierViolation::to_string() const {
     }
     s += "two tasks taking them in these two orders at once can deadlock.\n";
   }
-  absl::StrAppend(&s, "\nlocks held by task '", task, "' (", held.size(),
+  absl::StrAppend(&s, "\nlocks held by task '", escape_text(task), "' (",
+                  held.size(),
                   ", oldest first):\n");
   for (std::size_t i = 0; i < held.size(); ++i) {
     absl::StrAppend(&s, "  #", i, " ", describe(held[i]), "\n     taken at ",

@@ -6,7 +6,7 @@
 //   AcquireSite    - what an acquire about to happen is taking, and from where.
 //   check_acquire / record_hold / forget_hold - check before blocking, record
 //                    after the grant, forget at release.
-//   InheritedHold, parse_held_env, format_held_env - TIERLOCK_HELD.
+//   (TIERLOCK_HELD, the parent's holds: tier_env.h.)
 #ifndef TIERLOCK_SRC_TIER_CHECK_H_
 #define TIERLOCK_SRC_TIER_CHECK_H_
 
@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "platform/platform.h"
+#include "tier_env.h"
 #include "tierlock/mode.h"
 #include "tierlock/source_location.h"
 #include "tierlock/tier.h"
@@ -216,33 +217,7 @@ void forget_lockable_hold(const void* entry, Mode mode) noexcept;
 // A new id for one acquire_all call.
 std::uint64_t new_acquire_group();
 
-// TIERLOCK_HELD.
-struct InheritedHold {
-  int level = 0;
-  std::string name;
-  Mode mode = Mode::kExclusive;
-  std::int64_t pid = 0;
-  std::string lock_file;
-};
-// Parses a TIERLOCK_HELD value. kInvalidArgument with the reason if it is
-// malformed in any way (the whole value is then ignored). Never crashes on
-// any input; bounded: at most kMaxHeldEnvEntries entries, kMaxHeldEnvBytes.
-inline constexpr std::size_t kMaxHeldEnvEntries = 64;
-inline constexpr std::size_t kMaxHeldEnvBytes = std::size_t{64} * 1024;
-absl::StatusOr<std::vector<InheritedHold>> parse_held_env(std::string_view value);
-std::string format_held_env(const std::vector<InheritedHold>& holds);
-// The parent's holds, parsed from the environment once (warning on stderr
-// once if malformed). Inline: every checked acquire asks.
-extern std::atomic<const std::vector<InheritedHold>*> g_inherited_holds;
-const std::vector<InheritedHold>& inherited_holds_slow();
-inline const std::vector<InheritedHold>& inherited_holds() {
-  if (const auto* p = g_inherited_holds.load(std::memory_order_acquire)) {
-    return *p;
-  }
-  return inherited_holds_slow();
-}
-// Tests: re-reads the environment at the next use.
-void reset_inherited_holds_for_testing();
+// TIERLOCK_HELD (InheritedHold, inherited_holds, the codec): tier_env.h.
 
 // Learned nestings (debug checks) this thread has seen accepted, as a
 // direct-mapped cache of edge keys (from << 32 | to; 0 is never a key): a hit

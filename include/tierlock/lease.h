@@ -10,6 +10,7 @@
 //   LeaseOptions      - per-LeaseLock options: ttl, auto-renew, required capabilities, tier.
 //   Lease             - one held lease: token, owner id, valid_until, lost(), extend, release.
 //   LeaseLock         - the front: try_acquire / acquire / with_lease over a backend.
+//   redact_url        - a backend URL or connection string without its password.
 //
 // Backends: lease_memory.h (in-process, injectable clock), lease_postgres.h,
 // lease_sqlite.h, lease_redis.h. What each guarantees is in docs/leases.md.
@@ -368,6 +369,25 @@ auto with_lease(LeaseLock& lock, std::string_view key, AcquireOptions options,
     return result;
   }
 }
+
+// Returns `text` with every password in it replaced by "***", for messages
+// and logs: the password of each URL's userinfo
+// ("redis://user:pw@host" -> "redis://user:***@host", "postgresql://:pw@h"
+// -> "postgresql://:***@h"), and the value of every key ending in "password"
+// written KEY=VALUE (PostgreSQL's "password='a b'" or "password=x" ->
+// "password=***", a URL's "?password=x" -> "?password=***"). An unquoted
+// value runs on over the following words that hold no '=' (a mistyped
+// "password=se cret" hides "cret" too). `text` may be a URL, a libpq
+// connection string or a message with URLs in it; user names, hosts and the
+// rest are kept. Every message tierlock's lease backends build shows URLs
+// and connection strings through it. Thread-safe, never fails.
+//
+// Example:
+//   redact_url("redis://ci:s3cret@127.0.0.1:6379/2")
+//       == "redis://ci:***@127.0.0.1:6379/2"
+//   redact_url("host=db user=ci password='s3 cret'")
+//       == "host=db user=ci password=***"
+std::string redact_url(std::string_view text);
 
 }  // namespace tierlock
 

@@ -2,7 +2,8 @@
 //
 // The Redis lease backend (hiredis 0.14; CMake component TIERLOCK_LEASE_REDIS,
 // target tierlock::lease_redis): single-instance leases, an efficiency lock.
-//   RedisLeaseOptions - server, key prefix, timeouts, optional WAIT for replicas.
+//   RedisLeaseOptions - server, credentials, key prefix, timeouts, optional WAIT
+//                       for replicas; from_url parses redis://[USER:PASSWORD@]HOST….
 //   RedisLeaseBackend - SET NX PX + INCR in one script; CAS extend/release scripts.
 #ifndef TIERLOCK_LEASE_REDIS_H_
 #define TIERLOCK_LEASE_REDIS_H_
@@ -20,7 +21,12 @@ namespace tierlock {
 struct RedisLeaseOptions {
   std::string host = "127.0.0.1";
   int port = 6379;
-  std::string password;  // AUTH <password> after connecting, if not empty
+  // After connecting, if `password` is not empty: AUTH <password>, or with a
+  // `username` (a Redis 6+ ACL user), AUTH <username> <password>. A refused
+  // AUTH, or a server that wants one and got none (NOAUTH), is
+  // kPermissionDenied; no message ever contains the password.
+  std::string username;
+  std::string password;
   int database = 0;      // SELECT, if not 0
   // Keys: <prefix>{KEY}:lease (value: the owner id, with the TTL) and
   // <prefix>{KEY}:token (the fencing counter, no TTL). The braces keep both in
@@ -33,6 +39,19 @@ struct RedisLeaseOptions {
   // then released. This narrows, and does not close, the failover window.
   int wait_replicas = 0;
   std::chrono::milliseconds wait_timeout{1000};
+
+  // Returns the options a URL names, the others left at their defaults:
+  //   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]
+  // HOST may be an IPv6 address in brackets; USER and PASSWORD are
+  // percent-decoded (write '@' as %40, ':' in a user name as %3A). A user
+  // name without a password, a bad port or database, or another scheme
+  // (rediss:// is not supported: hiredis 0.14 has no TLS) is
+  // kInvalidArgument, naming the URL with its password hidden (redact_url).
+  //
+  // Example:
+  //   auto o = tierlock::RedisLeaseOptions::from_url("redis://ci:p%40ss@10.0.0.5/2");
+  //   // o->username == "ci", o->password == "p@ss", o->port == 6379, o->database == 2
+  static absl::StatusOr<RedisLeaseOptions> from_url(std::string_view url);
 };
 
 // RedisLeaseBackend

@@ -26,6 +26,9 @@ struct SqliteLeaseOptions {
   // The database file (created if missing, with its tables). Every process
   // that shares leases opens the same file; it must be on a local filesystem
   // (SQLite's locking, and WAL's shared memory, do not work over NFS).
+  // Refused (kFailedPrecondition) if it, its "-wal" or its "-shm" name is a
+  // symbolic link, or if any directory on the path is one: a link planted in
+  // a shared directory must not choose where the database is written.
   std::filesystem::path path;
   // The name stored with this backend's leases, for release_all() after a
   // restart (e.g. a runner's name). Empty: "<hostname>:<pid>".

@@ -22,8 +22,10 @@ struct ContextState;
 
 // The environment variable through which `tierlock run` (or any program,
 // with LockContext::held_env()) tells a child process which tiered locks its
-// parent holds. Format: see docs/design.md, "TIERLOCK_HELD". A malformed value
-// is ignored with a one-line warning on stderr.
+// parent holds. Format: see docs/design.md, "Tier ordering". A malformed
+// entry is ignored with a one-line warning on stderr naming it; the others
+// are still checked. Entries naming a pid that has exited are kept (the lock
+// may outlive it: the command inherits its descriptor).
 inline constexpr std::string_view kHeldEnvVar = "TIERLOCK_HELD";
 
 // LockContext
@@ -69,7 +71,10 @@ class LockContext {
   // (TIERLOCK_HELD at the first check in this process).
   static std::vector<HeldLock> inherited();
   // Returns the value of TIERLOCK_HELD to give a child process: the inherited
-  // stack plus this context's tiered holds. Empty if there is none.
+  // stack plus this context's tiered holds. Empty if there is none. A tier
+  // name over 1024 bytes (a path over 4096) is cut, ending in "..."; past 64
+  // entries or 64 KiB the rest are left out and counted, and the child says
+  // so (docs/design.md, "Tier ordering").
   std::string held_env() const;
 
   friend bool operator==(const LockContext& a, const LockContext& b) {

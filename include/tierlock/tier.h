@@ -101,7 +101,9 @@ struct HeldLock {
 // TierViolation
 //
 // A lock-order violation, as passed to the handler. to_string() renders the
-// whole report as one readable block.
+// whole report as one readable block; it, and the kFailedPrecondition
+// message, show paths, tier, task and function names through escape_text
+// (text.h). The fields themselves keep the exact bytes.
 struct TierViolation {
   enum class Kind {
     kTierOrder,     // taking a lower tier than one held

@@ -48,6 +48,40 @@ std::string pg_error(PGconn* c) {
   return m;
 }
 
+// Returns `message` (from libpq, about `conninfo`) safe to show: libpq
+// quotes parts of a connection string it cannot parse ("invalid
+// percent-encoded token: \"s3cr%zzet\"", "missing \"=\" after \"cret\""), so for
+// a malformed one that holds a password its detail is withheld; otherwise
+// the password's value is hidden wherever it appears, and every URL and
+// password=... in the message is redacted (redact_url).
+std::string redacted(std::string message, const std::string& conninfo) {
+  const bool has_password = redact_url(conninfo) != conninfo;
+  if (conninfo.find('=') != std::string::npos ||
+      conninfo.find("://") != std::string::npos) {
+    char* parse_error = nullptr;
+    PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &parse_error);
+    PQfreemem(parse_error);
+    if (parsed == nullptr && has_password) {
+      return absl::StrCat("malformed connection string '", redact_url(conninfo),
+                          "' (libpq's detail withheld: it may quote the password)");
+    }
+    for (PQconninfoOption* o = parsed; o != nullptr && o->keyword != nullptr; ++o) {
+      const std::string_view key = o->keyword;
+      if (o->val == nullptr || *o->val == '\0' || key.size() < 8 ||
+          key.substr(key.size() - 8) != "password") {
+        continue;
+      }
+      const std::string secret = o->val;
+      for (std::size_t at = message.find(secret); at != std::string::npos;
+           at = message.find(secret, at + 3)) {
+        message.replace(at, secret.size(), "***");
+      }
+    }
+    PQconninfoFree(parsed);
+  }
+  return redact_url(message);
+}
+
 absl::StatusOr<Conn> connect(const std::string& conninfo,
                              std::chrono::milliseconds io_timeout) {
   // libpq's connect_timeout is whole seconds, at least 2.
@@ -61,12 +95,14 @@ absl::StatusOr<Conn> connect(const std::string& conninfo,
                           conninfo.c_str(), nullptr};
   Conn c(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
   if (!c || PQstatus(c.get()) != CONNECTION_OK) {
-    return absl::UnavailableError(absl::StrCat("connect to PostgreSQL: ", pg_error(c.get())));
+    return absl::UnavailableError(
+        absl::StrCat("connect to PostgreSQL: ", redacted(pg_error(c.get()), conninfo)));
   }
   // A library does not write the server's notices to stderr.
   PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);
   if (PQsetnonblocking(c.get(), 1) != 0) {
-    return absl::UnavailableError(absl::StrCat("PQsetnonblocking: ", pg_error(c.get())));
+    return absl::UnavailableError(
+        absl::StrCat("PQsetnonblocking: ", redacted(pg_error(c.get()), conninfo)));
   }
   return c;
 }

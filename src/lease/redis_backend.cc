@@ -7,6 +7,8 @@
 #include <hiredis/hiredis.h>
 #include <sys/time.h>
 
+#include <charconv>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -14,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "lease/lease_state.h"
 #include "string_util.h"
+#include "tierlock/text.h"
 
 namespace tierlock {
 
@@ -54,7 +57,96 @@ std::string reply_text(const redisReply* r) {
   return std::string(r->str, r->len);
 }
 
+// Redis's answers to a missing, wrong or insufficient login.
+bool is_auth_error(std::string_view e) {
+  for (std::string_view prefix : {"NOAUTH", "WRONGPASS", "NOPERM"}) {
+    if (e.substr(0, prefix.size()) == prefix) return true;
+  }
+  // Redis < 6: "ERR invalid password"; 6+ without a requirepass:
+  // "ERR AUTH <password> called without any password configured ...".
+  return e.find("invalid password") != std::string_view::npos ||
+         e.find("without any password configured") != std::string_view::npos;
+}
+
+std::optional<std::string> percent_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out.push_back(s[i]);
+      continue;
+    }
+    int v = 0;
+    if (i + 2 >= s.size()) return std::nullopt;
+    auto [end, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
+    if (ec != std::errc() || end != s.data() + i + 3) return std::nullopt;
+    out.push_back(static_cast<char>(v));
+    i += 2;
+  }
+  return out;
+}
+
 }  // namespace
+
+absl::StatusOr<RedisLeaseOptions> RedisLeaseOptions::from_url(std::string_view url) {
+  auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "redis URL '", escape_text(redact_url(url)), "': ", to_absl(why),
+        " (expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB])"));
+  };
+  constexpr std::string_view kScheme = "redis://";
+  if (url.substr(0, kScheme.size()) != kScheme) return bad("not a redis:// URL");
+  RedisLeaseOptions o;
+  std::string_view rest = url.substr(kScheme.size());
+  // The userinfo ends at the last '@' (a password may hold one unencoded).
+  if (const std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    const std::size_t colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      return bad("a user name without a password (write redis://USER:PASSWORD@HOST)");
+    }
+    std::optional<std::string> user = percent_decode(userinfo.substr(0, colon));
+    std::optional<std::string> password = percent_decode(userinfo.substr(colon + 1));
+    if (!user || !password) return bad("bad %-escape in the user name or password");
+    if (password->empty()) return bad("empty password");
+    o.username = *std::move(user);
+    o.password = *std::move(password);
+  }
+  if (const std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    const std::string_view db = rest.substr(slash + 1);
+    if (!db.empty()) {
+      auto [end, ec] = std::from_chars(db.data(), db.data() + db.size(), o.database);
+      if (ec != std::errc() || end != db.data() + db.size() || o.database < 0) {
+        return bad(absl::StrCat("bad database '", escape_text(db), "'"));
+      }
+    }
+    rest = rest.substr(0, slash);
+  }
+  std::string_view host = rest;
+  std::string_view port;
+  if (!rest.empty() && rest.front() == '[') {
+    const std::size_t close = rest.find(']');
+    if (close == std::string_view::npos) return bad("unclosed '[' in the host");
+    host = rest.substr(1, close - 1);
+    const std::string_view after = rest.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return bad("expected ':PORT' after ']'");
+      port = after.substr(1);
+    }
+  } else if (const std::size_t colon = rest.rfind(':'); colon != std::string_view::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  if (!port.empty() || (rest.size() > host.size() && rest.back() == ':')) {
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), o.port);
+    if (port.empty() || ec != std::errc() || end != port.data() + port.size() ||
+        o.port <= 0 || o.port > 65535) {
+      return bad(absl::StrCat("bad port '", escape_text(port), "'"));
+    }
+  }
+  if (!host.empty()) o.host = std::string(host);
+  return o;
+}
 
 struct RedisLeaseBackend::Conn {
   RedisLeaseOptions options;
@@ -63,7 +155,9 @@ struct RedisLeaseBackend::Conn {
   std::string sha_acquire ABSL_GUARDED_BY(mu), sha_extend ABSL_GUARDED_BY(mu),
       sha_release ABSL_GUARDED_BY(mu);
 
-  std::string where() const { return absl::StrCat("redis ", options.host, ":", options.port); }
+  std::string where() const {
+    return absl::StrCat("redis ", escape_text(options.host), ":", options.port);
+  }
 
   // Sends one command; drops the connection on a transport error.
   absl::StatusOr<Reply> command(const std::vector<std::string>& args)
@@ -98,7 +192,10 @@ struct RedisLeaseBackend::Conn {
     }
     ctx = std::move(c);
     if (!options.password.empty()) {
-      if (absl::Status s = simple_command({"AUTH", options.password}); !s.ok()) return s;
+      std::vector<std::string> auth = {"AUTH"};
+      if (!options.username.empty()) auth.push_back(options.username);
+      auth.push_back(options.password);
+      if (absl::Status s = simple_command(auth); !s.ok()) return s;
     }
     if (options.database != 0) {
       if (absl::Status s = simple_command({"SELECT", std::to_string(options.database)}); !s.ok()) {
@@ -110,6 +207,12 @@ struct RedisLeaseBackend::Conn {
                                std::pair{kReleaseScript, &sha_release}}) {
       absl::StatusOr<Reply> r = command({"SCRIPT", "LOAD", script});
       if (!r.ok()) return r.status();
+      if ((*r)->type == REDIS_REPLY_ERROR) {
+        // The first command after connecting: NOAUTH if a password is due.
+        absl::Status s = reply_error(*r->get(), "SCRIPT LOAD");
+        ctx.reset();
+        return s;
+      }
       if ((*r)->type != REDIS_REPLY_STRING) {
         ctx.reset();
         return absl::UnavailableError(absl::StrCat(where(), ": SCRIPT LOAD failed"));
@@ -119,15 +222,36 @@ struct RedisLeaseBackend::Conn {
     return absl::OkStatus();
   }
 
+  // The status for an error reply to `what` while connecting. Names only the
+  // command (its arguments may hold the password) and the server's answer
+  // (Redis does not quote a password back).
+  absl::Status reply_error(const redisReply& r, std::string_view what) const {
+    const std::string e = reply_text(&r);
+    if (!is_auth_error(e)) {
+      return absl::UnavailableError(absl::StrCat(where(), ": ", to_absl(what), ": ", e));
+    }
+    std::string login =
+        options.password.empty()
+            ? std::string("no password was given: use redis://:PASSWORD@HOST or "
+                          "redis://USER:PASSWORD@HOST (RedisLeaseOptions::password)")
+        : options.username.empty()
+            ? std::string("the password was refused")
+            : absl::StrCat("user '", escape_text(options.username),
+                           "' with that password was refused");
+    return absl::PermissionDeniedError(absl::StrCat(
+        where(), ": ", to_absl(what), ": authentication failed, ", login,
+        " (server: ", escape_text(e), ")"));
+  }
+
   // A command whose error reply is a connection failure (AUTH, SELECT).
   absl::Status simple_command(const std::vector<std::string>& args)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     absl::StatusOr<Reply> r = command(args);
     if (!r.ok()) return r.status();
     if ((*r)->type == REDIS_REPLY_ERROR) {
-      std::string e = reply_text(r->get());
+      absl::Status s = reply_error(*r->get(), args[0]);
       ctx.reset();
-      return absl::UnavailableError(absl::StrCat(where(), ": ", args[0], ": ", e));
+      return s;
     }
     return absl::OkStatus();
   }

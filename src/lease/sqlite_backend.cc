@@ -4,6 +4,7 @@
 #include "tierlock/lease_sqlite.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "lease/lease_state.h"
 #include "string_util.h"
+#include "tierlock/text.h"
 
 namespace tierlock {
 
@@ -80,8 +82,9 @@ struct SqliteLeaseBackend::Db {
 
   absl::Status error(std::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const int code = sqlite3_errcode(db);
-    std::string m = absl::StrCat("sqlite '", options.path.string(), "': ",
-                                 internal::to_absl(what), ": ", sqlite3_errmsg(db));
+    std::string m = absl::StrCat("sqlite '", escape_text(options.path.string()),
+                                 "': ", internal::to_absl(what), ": ",
+                                 sqlite3_errmsg(db));
     if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return absl::UnavailableError(m);
     if (code == SQLITE_PERM || code == SQLITE_READONLY || code == SQLITE_AUTH) {
       return absl::PermissionDeniedError(m);
@@ -154,6 +157,25 @@ constexpr char kSchema[] =
     "CREATE TABLE IF NOT EXISTS tierlock_lease_tokens ("
     " key TEXT PRIMARY KEY, last INTEGER NOT NULL);";
 
+// Refuses a database, WAL or shared-memory file name that is a symbolic
+// link: in a shared directory, whoever planted it would choose where the
+// database (and its -wal and -shm) is created or which file is written.
+// SQLite itself opens -wal and -shm with O_NOFOLLOW, but fails with a bare
+// "unable to open database file"; this names the link. (A link planted after
+// this check is still not followed: SQLITE_OPEN_NOFOLLOW and O_NOFOLLOW.)
+absl::Status refuse_symlinks(const std::filesystem::path& path) {
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const std::string name = path.string() + suffix;
+    struct stat st {};
+    if (::lstat(name.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) continue;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sqlite '", escape_text(name),
+        "': is a symbolic link; refusing to follow it (it would choose where "
+        "the lease database is written): give the path of a regular file"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
@@ -170,11 +192,22 @@ absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
   if (d->boot_id.empty()) {
     return absl::UnavailableError("sqlite leases: cannot read /proc/sys/kernel/random/boot_id");
   }
+  if (absl::Status s = refuse_symlinks(d->options.path); !s.ok()) return s;
   UniqueLock lk(d->mu);
+  // NOFOLLOW: SQLite refuses a symbolic link anywhere in the path (it
+  // resolves every component), which also covers a link planted between
+  // refuse_symlinks and here.
   const int rc = sqlite3_open_v2(d->options.path.c_str(), &d->db,
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                     SQLITE_OPEN_NOMUTEX,
+                                     SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
                                  nullptr);
+  if (rc != SQLITE_OK && d->db != nullptr &&
+      sqlite3_extended_errcode(d->db) == SQLITE_CANTOPEN_SYMLINK) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sqlite '", escape_text(d->options.path.string()),
+        "': a component of the path is a symbolic link; refusing to follow it "
+        "(SQLITE_OPEN_NOFOLLOW): give the path without symbolic links"));
+  }
   if (rc != SQLITE_OK) {
     absl::Status s = d->db ? d->error("open")
                            : absl::ResourceExhaustedError("sqlite3_open_v2: out of memory");

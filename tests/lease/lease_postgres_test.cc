@@ -7,6 +7,7 @@
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <vector>
 #include <map>
 #include <thread>
 
@@ -482,6 +483,30 @@ TEST(PostgresPgbouncerTest, AdvisoryReleaseInAnotherServerSessionStillFreesTheLo
   EXPECT_TRUE(IsError(released.status(), absl::StatusCode::kFailedPrecondition,
                       "transaction pooling", "was terminated to free it"));
   EXPECT_EQ(advisory_holders(pg.conninfo(), key), "0");
+}
+
+// libpq quotes parts of a connection string it cannot parse, the password
+// among them; connection errors must never show it (nor a URL's userinfo).
+TEST(PostgresRedactionTest, ConnectErrorsNeverShowThePassword) {
+  const std::string port = std::to_string(free_port());  // nobody listens
+  for (const std::string& conninfo : std::vector<std::string>{
+           "postgresql://ci:s3cr%zzet@127.0.0.1:" + port + "/db",
+           "host=127.0.0.1 port=" + port + " password=s3 cret",
+           "postgresql://ci:s3cret@127.0.0.1:" + port + "/db?bogus=1",
+           "postgresql://ci:s3cret@[::1/db",
+           "host=127.0.0.1 port=" + port + " user=ci password=s3cret",
+           "postgresql://ci:s3cret@127.0.0.1:" + port + "/db"}) {
+    for (Mode mode : {Mode::kAdvisory, Mode::kLeaseTable}) {
+      PostgresLeaseOptions o;
+      o.conninfo = conninfo;
+      o.mode = mode;
+      o.io_timeout = 2s;
+      absl::Status s = PostgresLeaseBackend::create(o).status();
+      EXPECT_FALSE(s.ok()) << conninfo;
+      EXPECT_EQ(s.message().find("s3"), std::string::npos) << conninfo << ": " << s;
+      EXPECT_EQ(s.message().find("cret"), std::string::npos) << conninfo << ": " << s;
+    }
+  }
 }
 
 }  // namespace

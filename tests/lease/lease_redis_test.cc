@@ -208,5 +208,124 @@ TEST(RedisLeaseCliTest, RunPassesTheToken) {
   EXPECT_TRUE(absl::SimpleAtoi(a.out, &t) && t >= 1) << a.out;
 }
 
+// ------------------------------------------------------------------ AUTH
+
+// A server of its own that wants a password (requirepass, so a bare AUTH
+// PASSWORD logs in as `default`) and knows an ACL user whose password needs
+// %-escapes in a URL.
+class RedisAuthTest : public ::testing::Test {
+ protected:
+  static constexpr char kPassword[] = "s3cret-default";
+  static constexpr char kUserPassword[] = "al@ce:pw/1";
+  static constexpr char kUserPasswordInUrl[] = "al%40ce%3Apw%2F1";
+
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<RedisServer>> s = RedisServer::start();
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = s->release();
+    // The ACL user first: after requirepass, redis-cli needs the password.
+    ASSERT_TRUE(server_->cli(absl::StrCat("ACL SETUSER alice on '>", kUserPassword,
+                                          "' '~*' '&*' '+@all'")).ok());
+    ASSERT_TRUE(server_->cli(absl::StrCat("CONFIG SET requirepass ", kPassword)).ok());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  static std::string url(const std::string& userinfo) {
+    return absl::StrCat("redis://", userinfo, userinfo.empty() ? "" : "@", "127.0.0.1:",
+                        server_->port());
+  }
+  static absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> connect(const std::string& u) {
+    absl::StatusOr<RedisLeaseOptions> o = RedisLeaseOptions::from_url(u);
+    if (!o.ok()) return o.status();
+    o->io_timeout = 5s;
+    return RedisLeaseBackend::create(*o);
+  }
+  static void expect_grants(const std::shared_ptr<RedisLeaseBackend>& b) {
+    absl::StatusOr<std::unique_ptr<LeaseSession>> s =
+        b->try_acquire({.key = absl::StrCat("auth", ++n_), .owner_id = "o", .ttl = 10s});
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_NE(*s, nullptr);
+  }
+  static inline RedisServer* server_ = nullptr;
+  static inline int n_ = 0;
+};
+
+TEST_F(RedisAuthTest, PasswordOnlyUrlLogsIn) {
+  absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b =
+      connect(url(absl::StrCat(":", kPassword)));
+  ASSERT_TRUE(b.ok()) << b.status();
+  expect_grants(*b);
+}
+
+TEST_F(RedisAuthTest, AclUserWithAPercentEncodedPasswordLogsIn) {
+  absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b =
+      connect(url(absl::StrCat("alice:", kUserPasswordInUrl)));
+  ASSERT_TRUE(b.ok()) << b.status();
+  expect_grants(*b);
+}
+
+TEST_F(RedisAuthTest, WrongPasswordIsAnAuthErrorThatDoesNotShowIt) {
+  for (const std::string& userinfo : std::vector<std::string>{":wrong-pw-123", "alice:wrong-pw-123",
+                                     absl::StrCat("nobody:", kPassword)}) {
+    absl::Status s = connect(url(userinfo)).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+    EXPECT_NE(s.message().find("authentication failed"), std::string::npos) << s;
+    EXPECT_NE(s.message().find(absl::StrCat("127.0.0.1:", server_->port())),
+              std::string::npos) << s;
+    EXPECT_EQ(s.message().find("wrong-pw"), std::string::npos) << s;
+    EXPECT_EQ(s.message().find(kPassword), std::string::npos) << s;
+  }
+}
+
+TEST_F(RedisAuthTest, NoPasswordIsAnAuthErrorSayingSo) {
+  absl::Status s = connect(url("")).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_NE(s.message().find("no password was given"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("NOAUTH"), std::string::npos) << s;
+}
+
+TEST(RedisLeaseOptionsTest, FromUrlReadsEveryPart) {
+  absl::StatusOr<RedisLeaseOptions> o =
+      RedisLeaseOptions::from_url("redis://ci:p%40ss%3Aw@10.0.0.5:6380/2");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->username, "ci");
+  EXPECT_EQ(o->password, "p@ss:w");
+  EXPECT_EQ(o->host, "10.0.0.5");
+  EXPECT_EQ(o->port, 6380);
+  EXPECT_EQ(o->database, 2);
+  o = RedisLeaseOptions::from_url("redis://:pw@[::1]:7000");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->username, "");
+  EXPECT_EQ(o->password, "pw");
+  EXPECT_EQ(o->host, "::1");
+  EXPECT_EQ(o->port, 7000);
+  o = RedisLeaseOptions::from_url("redis://");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->host, "127.0.0.1");
+  EXPECT_EQ(o->port, 6379);
+  // A password holding an unencoded '@': the userinfo ends at the last '@'.
+  o = RedisLeaseOptions::from_url("redis://u:a@b@host");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->password, "a@b");
+  EXPECT_EQ(o->host, "host");
+}
+
+TEST(RedisLeaseOptionsTest, BadUrlIsInvalidArgumentWithThePasswordHidden) {
+  for (const char* bad :
+       {"redis://u:s3cret@host:port", "redis://u:s3cret@host/db", "redis://u:s3cret@host:0",
+        "redis://u:s3cret@[::1", "redis://u:s3cr%zz@host", "rediss://u:s3cret@host",
+        "redis://u:s3cret@host:"}) {
+    absl::Status s = RedisLeaseOptions::from_url(bad).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad << ": " << s;
+    EXPECT_EQ(s.message().find("s3cr"), std::string::npos) << s;
+    EXPECT_NE(s.message().find("u:***@"), std::string::npos) << s;
+  }
+  absl::Status s = RedisLeaseOptions::from_url("redis://justauser@host").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("without a password"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace tierlock::testing

@@ -148,6 +148,53 @@ TEST_F(SqliteLeaseBackendTest, UnopenableFileIsAnErrorNamingThePath) {
   EXPECT_NE(s.message().find("missing-dir"), std::string::npos) << s;
 }
 
+// A symbolic link planted where the database goes (a shared directory) once
+// made SQLite create the database, -wal and -shm at the link's target.
+TEST_F(SqliteLeaseBackendTest, SymlinkedDatabaseIsRefusedAndNothingIsCreatedAtItsTarget) {
+  const std::filesystem::path elsewhere = tmp_.path() / "elsewhere";
+  std::filesystem::create_directory(elsewhere);
+  std::filesystem::create_symlink(elsewhere / "target.db", db_);
+  SqliteLeaseOptions o;
+  o.path = db_;
+  absl::Status s = SqliteLeaseBackend::create(o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find(db_.string() + "': is a symbolic link"), std::string::npos)
+      << s;
+  EXPECT_TRUE(std::filesystem::is_empty(elsewhere));
+}
+
+// SQLite opens -wal and -shm with O_NOFOLLOW, so a link there is not followed
+// even without the check; the check makes the error name it.
+TEST_F(SqliteLeaseBackendTest, PlantedWalOrShmSymlinkIsRefusedNamingIt) {
+  for (const char* suffix : {"-wal", "-shm"}) {
+    const std::filesystem::path elsewhere = tmp_.path() / (std::string("elsewhere") + suffix);
+    std::filesystem::create_directory(elsewhere);
+    const std::filesystem::path link = db_.string() + suffix;
+    std::filesystem::create_symlink(elsewhere / "target", link);
+    SqliteLeaseOptions o;
+    o.path = db_;
+    absl::Status s = SqliteLeaseBackend::create(o).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << suffix << ": " << s;
+    EXPECT_NE(s.message().find(link.string() + "': is a symbolic link"), std::string::npos)
+        << s;
+    EXPECT_TRUE(std::filesystem::is_empty(elsewhere)) << suffix;
+    std::filesystem::remove(link);
+  }
+}
+
+TEST_F(SqliteLeaseBackendTest, SymlinkedDirectoryInThePathIsRefused) {
+  const std::filesystem::path real = tmp_.path() / "real";
+  std::filesystem::create_directory(real);
+  std::filesystem::create_directory_symlink(real, tmp_.path() / "link");
+  SqliteLeaseOptions o;
+  o.path = tmp_.path() / "link" / "leases.db";
+  absl::Status s = SqliteLeaseBackend::create(o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("symbolic link"), std::string::npos) << s;
+  EXPECT_NE(s.message().find(o.path.string()), std::string::npos) << s;
+  EXPECT_TRUE(std::filesystem::is_empty(real));
+}
+
 TEST_F(SqliteLeaseBackendTest, HistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
   EXPECT_EQ(check_history("sqlite:" + db_.string(), "hist", 4, 25, tmp_.path(), true), "");
 }
