@@ -286,6 +286,28 @@ TEST_F(RedisAuthTest, NoPasswordIsAnAuthErrorSayingSo) {
   EXPECT_NE(s.message().find("NOAUTH"), std::string::npos) << s;
 }
 
+// The command takes the same URLs: it logs in with them, and neither a
+// refused login nor any other message shows the password.
+TEST_F(RedisAuthTest, CliLogsInWithTheUrlAndNeverPrintsThePassword) {
+  if (std::string(TIERLOCK_CLI_PATH).empty()) GTEST_SKIP() << "the CLI is not built";
+  auto cli = [](const std::string& u, const std::string& command) {
+    return run({"/bin/sh", "-c",
+                absl::StrCat("'", TIERLOCK_CLI_PATH, "' run --backend '", u,
+                             "' --key k -- ", command, " 2>&1")});
+  };
+  RunResult ok = cli(url(absl::StrCat("alice:", kUserPasswordInUrl)),
+                     "sh -c 'echo token=$TIERLOCK_TOKEN'");
+  EXPECT_EQ(ok.status.code, 0) << ok.out;
+  EXPECT_NE(ok.out.find("token="), std::string::npos) << ok.out;
+  RunResult wrong = cli(url("alice:wrong-pw-123"), "true");
+  EXPECT_NE(wrong.status.code, 0) << wrong.out;
+  EXPECT_NE(wrong.out.find("authentication failed"), std::string::npos) << wrong.out;
+  EXPECT_EQ(wrong.out.find("wrong-pw-123"), std::string::npos) << wrong.out;
+  RunResult bad = cli("redis://alice:s3cr%zzet@127.0.0.1:1/x", "true");
+  EXPECT_NE(bad.status.code, 0) << bad.out;
+  EXPECT_EQ(bad.out.find("s3cr"), std::string::npos) << bad.out;
+}
+
 TEST(RedisLeaseOptionsTest, FromUrlReadsEveryPart) {
   absl::StatusOr<RedisLeaseOptions> o =
       RedisLeaseOptions::from_url("redis://ci:p%40ss%3Aw@10.0.0.5:6380/2");

@@ -43,7 +43,8 @@ namespace {
 // takes (the message lists the forms).
 absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url) {
   const std::string forms =
-      "postgres://… (lease table), postgres+advisory://…, redis://HOST[:PORT][/DB], "
+      "postgres://… (lease table), postgres+advisory://…, "
+      "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], "
       "sqlite:PATH";
 #ifdef TIERLOCK_HAVE_LEASE_POSTGRES
   for (const char* scheme : {"postgres://", "postgresql://", "postgres+advisory://",
@@ -61,22 +62,10 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url
 #endif
 #ifdef TIERLOCK_HAVE_LEASE_REDIS
   if (absl::StartsWith(url, "redis://")) {
-    RedisLeaseOptions o;
-    std::string rest = url.substr(8);
-    if (const std::size_t slash = rest.find('/'); slash != std::string::npos) {
-      if (!absl::SimpleAtoi(rest.substr(slash + 1), &o.database)) {
-        return absl::InvalidArgumentError(absl::StrCat("--backend '", url, "': bad database"));
-      }
-      rest.resize(slash);
-    }
-    if (const std::size_t colon = rest.rfind(':'); colon != std::string::npos) {
-      if (!absl::SimpleAtoi(rest.substr(colon + 1), &o.port)) {
-        return absl::InvalidArgumentError(absl::StrCat("--backend '", url, "': bad port"));
-      }
-      rest.resize(colon);
-    }
-    if (!rest.empty()) o.host = rest;
-    absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b = RedisLeaseBackend::create(o);
+    // from_url takes the credentials too; its errors hide the password.
+    absl::StatusOr<RedisLeaseOptions> o = RedisLeaseOptions::from_url(url);
+    if (!o.ok()) return o.status();
+    absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b = RedisLeaseBackend::create(*o);
     if (!b.ok()) return b.status();
     return std::shared_ptr<LeaseBackend>(*b);
   }
@@ -91,7 +80,7 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url
   }
 #endif
   return absl::InvalidArgumentError(absl::StrCat(
-      "--backend '", url, "': not a backend this tierlock was built with (", forms, ")"));
+      "--backend '", redact_url(url), "': not a backend this tierlock was built with (", forms, ")"));
 }
 
 int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd) {

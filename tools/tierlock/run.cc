@@ -360,7 +360,7 @@ void setup_run(CLI::App& app, int* exit_code) {
                 "warning");
   run->add_option("--backend", o->backend,
                   "Hold a lease instead of a directory lock: postgres://… (lease table, "
-                  "fencing), postgres+advisory://…, redis://HOST[:PORT][/DB], sqlite:PATH "
+                  "fencing), postgres+advisory://…, redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], sqlite:PATH "
                   "(docs/leases.md). No DIR then; the command gets TIERLOCK_TOKEN and is "
                   "killed if tierlock dies")
       ->type_name("URL");
