@@ -94,6 +94,17 @@ std::errc errc_for(const absl::Status& st) {
 absl::StatusOr<DirLock> DirLock::open(const std::filesystem::path& dir,
                                       LockOptions options) {
   absl::StatusOr<DirLock> lock = open_untiered(dir, options);
+  if (lock.ok() && options.refuse_unsafe_lock_file) {
+    // The reason was found when this process opened the file (the entry's
+    // open), from the directory's and the file's owner and mode.
+    if (std::string why = lock->unsafe_reason(); !why.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "open '", internal::platform::path_text(lock->lock_file()),
+          "': refusing a lock file that another user can delete or replace "
+          "(refuse_unsafe_lock_file): ",
+          why));
+    }
+  }
   if (lock.ok() && options.tier.has_value()) {
     lock->tier_ = Tier{options.tier->level, internal::intern_tier_name(options.tier->name)};
     lock->tiered_ = true;
@@ -143,11 +154,17 @@ absl::StatusOr<DirLock> DirLock::open_untiered(const std::filesystem::path& dir,
 }
 
 absl::StatusOr<std::shared_ptr<LockEntry>> DirLock::live_entry() const {
-  if (!entry_->stale()) return entry_;
+  if (!entry_->stale()) [[likely]] {
+    if (!entry_->replaced()) [[likely]] return entry_;
+    // The lock file was deleted or replaced: the path's file now.
+    return LockEntry::current(entry_);
+  }
   // In a fork()ed child: lock through this process's own open file
   // description of the same inode, never the one shared with the parent.
   RegistryImpl& registry = RegistryImpl::get();
-  if (std::shared_ptr<LockEntry> own = registry.find(entry_->id())) return own;
+  if (std::shared_ptr<LockEntry> own = registry.find(entry_->id())) {
+    return LockEntry::current(std::move(own));
+  }
   const internal::LockFile& inherited = entry_->file();
   absl::StatusOr<internal::platform::NativeHandle> handle =
       internal::platform::reopen(inherited.handle(), inherited.path());
@@ -158,6 +175,8 @@ absl::StatusOr<std::shared_ptr<LockEntry>> DirLock::live_entry() const {
   opened.directory = inherited.paths().directory;
   opened.lock_file = inherited.paths().lock_file;
   opened.read_only = inherited.read_only();
+  opened.directory_id = inherited.directory_id();
+  opened.unsafe_reason = inherited.unsafe_reason();
   return registry.find_or_insert(internal::LockFile(std::move(opened)));
 }
 
@@ -499,7 +518,9 @@ std::shared_ptr<LockEntry> entry_for_testing(const DirLock& lock) {
 }
 
 }  // namespace internal
-// Not implemented yet: the lock-file safety check lands separately.
-std::string DirLock::unsafe_reason() const { return {}; }
+std::string DirLock::unsafe_reason() const {
+  absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
+  return (entry.ok() ? **entry : *entry_).file().unsafe_reason();
+}
 
 }  // namespace tierlock

@@ -304,6 +304,8 @@ absl::StatusOr<LockState> inspect_lock(const std::filesystem::path& dir,
       internal::holders_of(state.lock_file, *probed->id);
   if (!holders.ok()) return holders.status();
   state.holders = *std::move(holders);
+  state.unsafe_reason =
+      internal::platform::unsafe_reason_of(probed->directory, state.lock_file);
   return state;
 }
 

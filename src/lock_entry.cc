@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -79,6 +80,12 @@ namespace {
 // the queue fair. Go's sync.Mutex uses the same 1 ms.
 constexpr std::chrono::milliseconds kStarvation{1};
 
+// Marks the internal "lock file replaced, redo on the successor" status.
+constexpr char kReplacedPayload[] = "tierlock.internal/replaced";
+// Consecutive replacements one acquire follows before giving up: only a
+// process deleting the lock file in a loop gets there.
+constexpr int kMaxReplacements = 100;
+
 absl::Status cancelled_before_start(const std::filesystem::path& path,
                                     Mode mode) {
   return absl::CancelledError(absl::StrCat("acquire '",
@@ -88,6 +95,90 @@ absl::Status cancelled_before_start(const std::filesystem::path& path,
 }
 }  // namespace
 
+bool is_replaced(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kAborted &&
+         status.GetPayload(kReplacedPayload).has_value();
+}
+
+absl::Status LockEntry::replaced_status() const {
+  absl::Status st = absl::AbortedError(absl::StrCat(
+      "acquire '", platform::path_text(file_.path()),
+      "': the lock file was deleted or replaced after it was opened"));
+  st.SetPayload(kReplacedPayload, absl::Cord());
+  return st;
+}
+
+absl::StatusOr<std::shared_ptr<LockEntry>> LockEntry::successor_of(
+    const std::shared_ptr<LockEntry>& e) {
+  {
+    UniqueLock lk(e->mu_);
+    if (!e->replaced_) return e;
+    if (e->successor_ != nullptr && !e->successor_->replaced()) {
+      return e->successor_;
+    }
+  }
+  // Open what the path names now, as DirLock::open would (creating it if it
+  // was deleted), outside mu_: syscalls.
+  const HandlePaths& paths = e->file_.paths();
+  absl::StatusOr<platform::OpenedLockFile> opened = platform::open_lock_file(
+      paths.directory, platform::path_text(paths.lock_file.filename()),
+      /*create_directory=*/false);
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<LockEntry> next =
+      RegistryImpl::get().find_or_insert(LockFile(*std::move(opened)));
+  if (next->replaced()) {
+    // The path names a file we had seen replaced (renamed away and back):
+    // it is current again. Its own successor goes, so no chain has a cycle.
+    std::shared_ptr<LockEntry> dropped;  // destroyed outside mu_
+    UniqueLock lk(next->mu_);
+    if (next->replaced_ && next->head_ == nullptr) {
+      next->replaced_ = false;
+      next->replaced_flag_.store(false, std::memory_order_release);
+      dropped = std::move(next->successor_);
+    }
+  }
+  if (next == e) return next;
+  UniqueLock lk(e->mu_);
+  e->successor_ = next;
+  return next;
+}
+
+absl::StatusOr<std::shared_ptr<LockEntry>> LockEntry::current(
+    std::shared_ptr<LockEntry> e) {
+  for (int i = 0; e->replaced(); ++i) {
+    if (i == kMaxReplacements) {
+      return absl::AbortedError(absl::StrCat(
+          "acquire '", platform::path_text(e->file_.path()),
+          "': the lock file was deleted or replaced ", kMaxReplacements,
+          " times in a row while it was being locked; giving up"));
+    }
+    absl::StatusOr<std::shared_ptr<LockEntry>> next = successor_of(e);
+    if (!next.ok()) return next.status();
+    e = *std::move(next);
+  }
+  return e;
+}
+
+absl::StatusOr<bool> LockEntry::hold_current(std::shared_ptr<LockEntry>& self,
+                                             Mode mode,
+                                             const WaitPolicy& policy,
+                                             std::thread::id thread) {
+  absl::StatusOr<bool> got = self->acquire_hold(mode, policy, thread);
+  for (int i = 0; !got.ok() && is_replaced(got.status()); ++i) {
+    if (i == kMaxReplacements) {
+      return absl::AbortedError(absl::StrCat(
+          "acquire '", platform::path_text(self->file_.path()),
+          "': the lock file was deleted or replaced ", kMaxReplacements,
+          " times in a row while it was being locked; giving up"));
+    }
+    absl::StatusOr<std::shared_ptr<LockEntry>> next = successor_of(self);
+    if (!next.ok()) return next.status();
+    self = *std::move(next);
+    got = self->acquire_hold(mode, policy, thread);
+  }
+  return got;
+}
+
 absl::StatusOr<std::optional<Guard>> LockEntry::acquire(
     std::shared_ptr<LockEntry> self, Mode mode, const WaitPolicy& policy) {
   if (policy.deadline.has_value()) {
@@ -96,7 +187,7 @@ absl::StatusOr<std::optional<Guard>> LockEntry::acquire(
     return std::optional<Guard>(*std::move(got));
   }
   const std::thread::id me = std::this_thread::get_id();
-  absl::StatusOr<bool> got = self->acquire_hold(mode, policy, me);
+  absl::StatusOr<bool> got = hold_current(self, mode, policy, me);
   if (!got.ok()) return got.status();
   if (!*got) return std::optional<Guard>();
   return std::optional<Guard>(Guard(std::move(self), mode, me));
@@ -114,7 +205,7 @@ absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
   }
   const bool timed = policy.deadline.has_value() || policy.stop.stop_possible();
   const Clock::time_point start = timed ? Clock::now() : Clock::time_point();
-  absl::StatusOr<bool> got = self->acquire_hold(mode, policy, me);
+  absl::StatusOr<bool> got = hold_current(self, mode, policy, me);
   if (got.ok() && *got) [[likely]] {
     return Guard(std::move(self), mode, me, context, hold_id);
   }
@@ -131,10 +222,11 @@ absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
 }
 
 absl::StatusOr<bool> LockEntry::lockable_acquire(
-    const std::shared_ptr<LockEntry>& self, Mode mode,
-    const WaitPolicy& policy) {
+    std::shared_ptr<LockEntry>& self, Mode mode, const WaitPolicy& policy) {
+  // The hold is on the entry that granted it (DirLock's unlock finds it
+  // through current()).
   absl::StatusOr<bool> got =
-      self->acquire_hold(mode, policy, std::this_thread::get_id());
+      hold_current(self, mode, policy, std::this_thread::get_id());
   if (got.ok() && *got) {
     UniqueLock lk(self->mu_);
     if (self->lockable_holds_++ == 0) self->self_ = self;
@@ -193,6 +285,9 @@ absl::StatusOr<bool> LockEntry::take_kernel_locked(
   absl::StatusOr<bool> got = file_.try_lock(mode);
   if (got.ok() && *got) {
     kernel_ = mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
+    if (absl::Status fresh = verify_grant_locked(); !fresh.ok()) [[unlikely]] {
+      return fresh;
+    }
     record_.acquired(file_.path(), file_.id(), mode, tier);
     return true;
   }
@@ -204,6 +299,43 @@ absl::Status LockEntry::unlock_kernel_locked() {
   kernel_ = Kernel::kNone;
   record_.released();
   return file_.unlock();
+}
+
+absl::Status LockEntry::verify_grant_locked() {
+  // One lstat of the path: a grant on a file that no longer has this name
+  // excludes nobody who opens the name now (nix's pathlocks checks the same).
+  absl::StatusOr<platform::PathCheck> named = file_.check_path();
+  if (named.ok() && *named == platform::PathCheck::kNamesIt) [[likely]] {
+    return absl::OkStatus();
+  }
+  kernel_ = Kernel::kNone;
+  (void)file_.unlock();  // never recorded: record_ is untouched
+  if (!named.ok()) return named.status();
+  if (*named == platform::PathCheck::kGone) {
+    return absl::NotFoundError(absl::StrCat(
+        "acquire '", platform::path_text(file_.path()),
+        "': the lock file was deleted after its directory was moved away "
+        "from '", platform::path_text(file_.paths().directory),
+        "'; there is no file left to lock"));
+  }
+  absl::Status why = replaced_status();
+  retire_locked(why);
+  return why;
+}
+
+void LockEntry::retire_locked(const absl::Status& why) {
+  replaced_ = true;
+  replaced_flag_.store(true, std::memory_order_release);
+  // Each waiter redoes its acquire on the successor (no thread of this
+  // process holds this entry: grants happen only when it is free).
+  while (head_ != nullptr) {
+    Waiter* w = head_;
+    remove_locked(w);
+    w->leader = false;
+    w->woken = false;
+    w->error = why;
+    wake_locked(w);
+  }
 }
 
 void LockEntry::push_back_locked(Waiter* w) {
@@ -320,6 +452,13 @@ absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w, const WaitPolicy& policy)
   if (r.ok() && *r == Result::kLocked) {
     // Taken even if a stop raced with it: the outcome is the grant.
     kernel_ = w.mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
+    if (absl::Status fresh = verify_grant_locked(); !fresh.ok()) [[unlikely]] {
+      // Replaced: the queue was failed too, all redo on the successor. A
+      // lookup error: this waiter fails, the next one leads.
+      if (!is_replaced(fresh)) dispatch_locked();
+      w.error = fresh;
+      return fresh;
+    }
     record_.acquired(file_.path(), file_.id(), w.mode, w.tier);
     grant_locked(w.mode, w.thread);
     w.granted = true;
@@ -353,6 +492,7 @@ absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,
                                              std::thread::id self) {
   {
     UniqueLock lk(mu_);
+    if (replaced_) [[unlikely]] return replaced_status();
     if (holds_locked(self)) return reentry_error(mode);
     if (head_ == nullptr || may_barge_locked(mode)) {
       absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self, policy.tier);
@@ -372,6 +512,7 @@ absl::StatusOr<bool> LockEntry::acquire_slow(Mode mode,
   // running callback takes mu_ and the destructor waits for it.
   std::optional<std::stop_callback<StopWaiter>> on_stop;
   UniqueLock lk(mu_);
+  if (replaced_) return replaced_status();
   // The state may have changed since acquire_hold looked: look again.
   if (head_ == nullptr || may_barge_locked(mode)) {
     absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self, policy.tier);
@@ -439,7 +580,11 @@ void LockEntry::acquire_async(std::shared_ptr<LockEntry> self, Mode mode,
   {
     UniqueLock lk(e.mu_);
     absl::StatusOr<bool> got = false;
-    if (e.head_ == nullptr) got = e.acquire_uncontended_locked(mode, w->thread, p.tier);
+    if (e.replaced_) {
+      got = e.replaced_status();
+    } else if (e.head_ == nullptr) {
+      got = e.acquire_uncontended_locked(mode, w->thread, p.tier);
+    }
     if (!got.ok()) {
       w->error = got.status();
     } else if (*got) {
@@ -502,6 +647,17 @@ void LockEntry::complete_async(const std::shared_ptr<AsyncWaiter>& w) {
     granted = w->granted;
     error = w->error;
     stop_code = w->stopped ? w->stop_code : absl::StatusCode::kOk;
+  }
+  if (!granted && is_replaced(error)) [[unlikely]] {
+    // Redo on the file the path names now, with the same policy, pool,
+    // executor and completion (a fresh waiter; this one is done).
+    absl::StatusOr<std::shared_ptr<LockEntry>> next = current(w->entry);
+    if (next.ok()) {
+      acquire_async(*std::move(next), w->mode, w->policy, w->pool, w->executor,
+                    std::move(w->done));
+      return;
+    }
+    error = next.status();
   }
   absl::StatusOr<Guard> result = absl::UnknownError("unset");
   if (granted) {

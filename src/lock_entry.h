@@ -60,16 +60,27 @@ class LockFile {
   absl::Status unlock() const;
 
   const platform::FileId& id() const { return id_; }
+  const platform::FileId& directory_id() const { return directory_id_; }
   platform::NativeHandle handle() const { return handle_; }
   const HandlePaths& paths() const { return paths_; }
   const std::filesystem::path& path() const { return paths_.lock_file; }
   bool read_only() const { return read_only_; }
+  // Why another user could delete or replace the file, as found at open
+  // (platform::describe_unsafe); empty if nobody could.
+  const std::string& unsafe_reason() const { return unsafe_reason_; }
+  // Returns what the path names now (platform::check_path: one lstat when
+  // nothing changed). Does not block beyond the path lookup.
+  absl::StatusOr<platform::PathCheck> check_path() const {
+    return platform::check_path(handle_, paths_.lock_file, id_, directory_id_);
+  }
 
  private:
   platform::NativeHandle handle_;
   platform::FileId id_;
+  platform::FileId directory_id_;
   HandlePaths paths_;
   bool read_only_;
+  std::string unsafe_reason_;
 };
 
 struct PoolState;
@@ -97,6 +108,18 @@ struct WaitPolicy {
 // The kernel mode only changes while no thread of this process holds the lock,
 // so flock's non-atomic conversion never opens a window inside a critical
 // section.
+//
+// Replaced lock files: after every kernel grant the entry checks that its
+// path still names its file (LockFile::check_path). If the file was deleted
+// or replaced meanwhile, the grant excludes nobody who opens the path now, so
+// it is not reported: the entry unlocks, becomes *replaced* (holding nothing,
+// its queue emptied: every queued waiter is failed with a "replaced" status)
+// and stays so. Every acquire that finds a replaced entry, and every failed
+// waiter, redoes its acquire on the successor: the entry of the file the path
+// names now (successor_of opens, or creates, it). So in-process waiters end up
+// queued on the new file's entry, in the order they retry. A replaced entry
+// is never granted again unless the path comes to name its file once more
+// (renamed back), which revives it.
 class LockEntry {
  public:
   using Clock = std::chrono::steady_clock;
@@ -140,13 +163,26 @@ class LockEntry {
   // Lockable support: a hold owned by the process rather than by a Guard. The
   // entry keeps itself alive (through `self`) while such holds exist. Returns
   // false for a try or a deadline that did not get it.
-  static absl::StatusOr<bool> lockable_acquire(
-      const std::shared_ptr<LockEntry>& self, Mode mode,
-      const WaitPolicy& policy);
+  // `self` becomes the entry that took the hold (its successor if the lock
+  // file turned out replaced).
+  static absl::StatusOr<bool> lockable_acquire(std::shared_ptr<LockEntry>& self,
+                                               Mode mode,
+                                               const WaitPolicy& policy);
   absl::Status lockable_release(Mode mode);
 
   // True when this entry was inherited from the parent over fork().
   bool stale() const { return generation_ != fork_generation(); }
+
+  // True once a grant found the lock file deleted or replaced (see the class
+  // comment); acquires then go to successor_of(). Lock-free.
+  bool replaced() const { return replaced_flag_.load(std::memory_order_acquire); }
+  // Returns the entry to lock instead of `e`: `e` itself unless replaced,
+  // else the entry of the file its path names now (opening or creating it,
+  // never following a symlink), following further replacements. Blocks only
+  // on those syscalls. Errors: those of open_lock_file, or kAborted if the
+  // file keeps being replaced.
+  static absl::StatusOr<std::shared_ptr<LockEntry>> current(
+      std::shared_ptr<LockEntry> e);
 
   const LockFile& file() const { return file_; }
   const platform::FileId& id() const { return file_.id(); }
@@ -235,6 +271,21 @@ class LockEntry {
                                           const std::optional<Tier>& tier)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status unlock_kernel_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a kernel grant (mu_ held, nothing recorded yet): OK if the path
+  // still names the file; otherwise releases the kernel lock and returns why:
+  // the replaced status (after retire_locked), or the lookup's error.
+  absl::Status verify_grant_locked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the entry replaced and fails every queued waiter with `why`.
+  void retire_locked(const absl::Status& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status replaced_status() const;
+  // Takes a hold as acquire_hold does, on `self` or, when `self` turns out
+  // replaced, on its successor (updating `self`).
+  static absl::StatusOr<bool> hold_current(std::shared_ptr<LockEntry>& self,
+                                           Mode mode, const WaitPolicy& policy,
+                                           std::thread::id thread);
+  static absl::StatusOr<std::shared_ptr<LockEntry>> successor_of(
+      const std::shared_ptr<LockEntry>& e);
   absl::Status release_hold_locked(Mode mode, std::thread::id owner,
                                    bool any_owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -263,7 +314,19 @@ class LockEntry {
   // Names this process as a holder while it holds the kernel lock: updated
   // with every kernel acquire and release (plain stores, no syscall).
   HolderRecordFile record_ ABSL_GUARDED_BY(mu_);
+  // The lock file was deleted or replaced (see the class comment): written
+  // under mu_, read without it by replaced().
+  bool replaced_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> replaced_flag_{false};
+  // The entry of the file that replaced this one, once known. Strong: a
+  // handle of this entry keeps using it. No cycles: an entry that is
+  // revived drops its own successor.
+  std::shared_ptr<LockEntry> successor_ ABSL_GUARDED_BY(mu_);
 };
+
+// True for the status of an acquire that found its lock file replaced; the
+// acquire is redone on LockEntry::current(). Never returned to callers.
+bool is_replaced(const absl::Status& status);
 
 }  // namespace tierlock::internal
 

@@ -8,14 +8,18 @@ namespace tierlock::internal {
 LockFile::LockFile(platform::OpenedLockFile opened) noexcept
     : handle_(opened.handle),
       id_(opened.id),
+      directory_id_(opened.directory_id),
       paths_{std::move(opened.directory), std::move(opened.lock_file)},
-      read_only_(opened.read_only) {}
+      read_only_(opened.read_only),
+      unsafe_reason_(std::move(opened.unsafe_reason)) {}
 
 LockFile::LockFile(LockFile&& other) noexcept
     : handle_(std::exchange(other.handle_, platform::kInvalidHandle)),
       id_(other.id_),
+      directory_id_(other.directory_id_),
       paths_(std::move(other.paths_)),
-      read_only_(other.read_only_) {}
+      read_only_(other.read_only_),
+      unsafe_reason_(std::move(other.unsafe_reason_)) {}
 
 LockFile::~LockFile() {
   // Only close: after fork() the same open file description may carry the

@@ -133,16 +133,18 @@ TEST_F(DirLockPathRaceTest, LockFileReplacedByRenameWhileHeldLetsANewcomerIn) {
   ASSERT_OK(g.release());
 }
 
-TEST_F(DirLockPathRaceTest, LockFileDeletedBetweenOpenAndAcquireLocksTheOldInode) {
+TEST_F(DirLockPathRaceTest, LockFileDeletedBetweenOpenAndAcquireLocksANewFile) {
+  // The grant on the deleted inode is dropped (it would exclude nobody who
+  // opens the path now) and the acquire is redone on a new file at the path.
   const auto ws = make_ws("ws");
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(ws));
   const std::uint64_t old_inode = inode_of(ws / ".lock");
   ASSERT_EQ(::unlink((ws / ".lock").c_str()), 0);
   ASSERT_OK_AND_ASSIGN(Guard g, lock.acquire());
-  EXPECT_TRUE(this_process_locks_inode(old_inode));
-  // Nothing was recreated by the acquire: it never touches the path.
-  EXPECT_FALSE(snapshot(ws / ".lock").exists);
-  EXPECT_EQ(try_in_other_process(ws), kAcquired);
+  EXPECT_FALSE(this_process_locks_inode(old_inode));
+  ASSERT_TRUE(snapshot(ws / ".lock").exists);
+  EXPECT_TRUE(this_process_locks_inode(inode_of(ws / ".lock")));
+  EXPECT_EQ(try_in_other_process(ws), kBusy);
   ASSERT_OK(g.release());
 }
 

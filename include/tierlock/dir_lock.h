@@ -91,12 +91,21 @@ struct LockOptions {
 // Errors (absl::Status codes; every message names the operation, the path and
 // the reason, e.g. "open '/w/.lock': Permission denied"):
 //   kNotFound           the directory does not exist (and create_directory is off).
+//   kUnimplemented      the directory exists but its filesystem does not create
+//                       the lock file (ENOENT from O_CREAT, e.g. /proc):
+//                       "create lock file '/proc/.lock': No such file or
+//                       directory (the directory exists, but its filesystem
+//                       does not allow creating the file)".
 //   kInvalidArgument    the path is not a directory; the lock file name is bad;
 //                       the lock file is a symlink, directory, FIFO, socket or
 //                       device (anything but a regular file).
 //   kPermissionDenied   no permission to open or create the lock file.
 //   kResourceExhausted  out of file descriptors or memory.
-//   kFailedPrecondition re-entry by the holding thread.
+//   kFailedPrecondition re-entry by the holding thread; open() with
+//                       refuse_unsafe_lock_file of a lock file that another
+//                       user can delete or replace (the reason is named).
+//   kAborted            the lock file was deleted or replaced 100 times in a
+//                       row while one acquire was locking it.
 //   kUnimplemented /    flock(2) is not supported by the filesystem
 //   kUnavailable        (EOPNOTSUPP / ENOLCK): never reported as acquired.
 //
@@ -114,8 +123,15 @@ class DirLock {
  public:
   // Opens the lock of `dir`, creating the lock file if it is missing. Does not
   // lock anything and does not block. The directory is canonicalised here,
-  // once; later acquires use the handle's open descriptor and never re-resolve
-  // the path.
+  // once; later acquires lock through the handle's open descriptor.
+  //
+  // Deleted or replaced lock files: after every kernel grant, tierlock checks
+  // (one lstat of the canonical lock file path) that the path still names the
+  // file it locked. A grant on a file that was deleted or replaced meanwhile
+  // excludes nobody who opens the path now, so it is dropped and the acquire
+  // is redone on the file the path names now (created if missing), as a new
+  // open would; in-process waiters follow. A file deleted while it is held
+  // cannot be detected in time: see unsafe_reason().
   static absl::StatusOr<DirLock> open(const std::filesystem::path& dir,
                                       LockOptions options = {});
 
@@ -185,8 +201,17 @@ class DirLock {
   // Returns why a user other than the caller and root could delete or
   // replace the lock file, or an empty string if nobody else can. A lock file
   // that is deleted while held stops excluding: the next acquirer creates a
-  // new file and runs beside the holder. Computed when the handle was
-  // opened; does not block.
+  // new file and runs beside the holder. Unsafe: a directory writable by its
+  // group or others without the sticky bit; a directory owned by another
+  // user (not root); in a sticky directory writable by group or others (like
+  // /tmp), a lock file owned by another user (not root). The reason names
+  // the path, the owner uids and the directory's mode, e.g. "'/tmp/x/.lock'
+  // is owned by uid 1001, neither the caller (uid 1000) nor root, in the
+  // sticky directory '/tmp/x' (mode 1777, writable by every user): its owner
+  // can delete it while it is held". Computed from the owners and modes seen
+  // when this process opened the file (one fstat of the directory), not
+  // refreshed; does not block. Windows: always empty (ACLs are not
+  // evaluated).
   std::string unsafe_reason() const;
 
   // Returns the directory's canonical absolute path (as resolved at open).

@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "platform/platform.h"
 #include "string_util.h"
 
@@ -119,6 +120,43 @@ absl::Status errno_status(int err, std::string_view op,
       code_for_errno(err),
       absl::StrCat(to_absl(op), " '", path_text(path), "': ",
                    std::error_code(err, std::generic_category()).message()));
+}
+
+std::string describe_unsafe(const std::filesystem::path& dir,
+                            Ownership directory,
+                            const std::filesystem::path& lock_file,
+                            Ownership file, std::uint32_t caller) {
+  // The bits are POSIX's (S_IWGRP 020, S_IWOTH 02, S_ISVTX 01000), spelled
+  // out so this compiles where <sys/stat.h> lacks them (MinGW).
+  constexpr std::uint32_t kGroupOrOtherWrite = 020 | 02;
+  constexpr std::uint32_t kSticky = 01000;
+  const bool shared_write = (directory.mode & kGroupOrOtherWrite) != 0;
+  const bool sticky = (directory.mode & kSticky) != 0;
+  const std::string mode = absl::StrFormat("%04o", directory.mode & 07777);
+  const char* const who =
+      (directory.mode & 02) != 0 ? "every user" : "its group";
+  if (shared_write && !sticky) {
+    return absl::StrCat("directory '", path_text(dir), "' (mode ", mode,
+                        ", owner uid ", directory.uid, ") is writable by ",
+                        who, " without the sticky bit: any of them can delete "
+                        "or replace '", path_text(lock_file),
+                        "' while it is held");
+  }
+  if (directory.uid != caller && directory.uid != 0) {
+    return absl::StrCat("directory '", path_text(dir), "' (mode ", mode,
+                        ") is owned by uid ", directory.uid,
+                        ", neither the caller (uid ", caller,
+                        ") nor root: its owner can delete or replace '",
+                        path_text(lock_file), "' while it is held");
+  }
+  if (shared_write && file.uid != caller && file.uid != 0) {
+    return absl::StrCat("'", path_text(lock_file), "' is owned by uid ",
+                        file.uid, ", neither the caller (uid ", caller,
+                        ") nor root, in the sticky directory '", path_text(dir),
+                        "' (mode ", mode, ", writable by ", who,
+                        "): its owner can delete it while it is held");
+  }
+  return {};
 }
 
 absl::Status validate_lock_file_name(const std::filesystem::path& dir,

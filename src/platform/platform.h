@@ -72,8 +72,69 @@ struct OpenedLockFile {
   FileId id;
   std::filesystem::path directory;  // canonical
   std::filesystem::path lock_file;  // directory / name
+  FileId directory_id;              // the directory opened (POSIX only)
   bool read_only = false;           // opened O_RDONLY (read-only dir/file/fs)
+  // Why a user other than the caller and root could delete or replace the
+  // lock file (see describe_unsafe); empty if nobody else can. Computed from
+  // the directory's and the file's owner and mode at open.
+  std::string unsafe_reason;
 };
+
+// The owner and mode of a file or directory, for describe_unsafe.
+struct Ownership {
+  std::uint32_t uid = 0;
+  std::uint32_t mode = 0;  // permission bits, S_ISVTX included
+};
+
+// Returns why a user other than `caller` and root could unlink or replace the
+// lock file `lock_file` (owned as `file`) in the directory `dir` (owned as
+// `directory`), or an empty string if nobody else can. Unsafe when:
+//   - the directory is writable by its group or by others without the
+//     sticky bit (any of them may unlink or rename over any entry);
+//   - the directory is owned by a user other than the caller and root (its
+//     owner may do what it likes with its entries);
+//   - the directory is sticky and writable by group or others (like /tmp),
+//     and the lock file is owned by a user other than the caller and root
+//     (that user may unlink it at any time).
+// The reason names the paths, the owners' uids and the directory's mode.
+// Platform-neutral; only POSIX calls it (Windows has ACLs, see
+// win32_platform.cc).
+std::string describe_unsafe(const std::filesystem::path& dir,
+                            Ownership directory,
+                            const std::filesystem::path& lock_file,
+                            Ownership file, std::uint32_t caller);
+
+// Returns describe_unsafe for the existing lock file `lock_file` in the
+// directory `dir` (two lstats: the path, not a descriptor, so a report about
+// a file nobody opened creates and opens nothing); empty if either cannot be
+// looked at. Windows: always empty (ACLs are not evaluated, see
+// win32_platform.cc).
+std::string unsafe_reason_of(const std::filesystem::path& dir,
+                             const std::filesystem::path& lock_file);
+
+// What the lock file's path names now, against the file that was opened.
+enum class PathCheck {
+  // The path names the file; or the file still exists (link count > 0) in a
+  // directory that was itself moved away from its path, which is where the
+  // lock is (docs/design.md, "The path after open").
+  kNamesIt,
+  // The directory at the path is the one opened, and the name in it names
+  // another file or nothing: the lock file was deleted or replaced.
+  kReplaced,
+  // The file was deleted, and its directory is no longer at the path.
+  kGone,
+};
+// Checks the lock file `lock_file` opened as `handle` (identity `id`, in the
+// directory `directory_id`). The common case is one lstat of the path (not
+// following a symlink at the last component): it names the file, which
+// implies a link count above zero. Only otherwise: an lstat of the directory
+// path and an fstat of `handle`. Errors other than ENOENT/ENOTDIR are
+// returned. Windows: one CreateFileW of the name (attributes only): kNamesIt
+// or kReplaced, see win32_platform.cc.
+absl::StatusOr<PathCheck> check_path(NativeHandle handle,
+                                     const std::filesystem::path& lock_file,
+                                     const FileId& id,
+                                     const FileId& directory_id);
 
 // Checks that `name` is a plain file name: not empty, not "." or "..", no '/'
 // and no NUL; on Windows also no '\' or ':', no trailing '.' or ' ', and not
@@ -95,6 +156,9 @@ absl::StatusOr<FileId> stat_lock_file(const std::filesystem::path& dir,
 // hang us), never truncating; then insists on a regular file. Falls back to
 // opening an existing file read-only where the directory, file or filesystem
 // is read-only. With `create_directory`, creates `dir` (one level) if missing.
+// An existing directory in which the file cannot be created (ENOENT from
+// O_CREAT, as in /proc) is kUnimplemented, not kNotFound; a directory removed
+// meanwhile is kNotFound.
 absl::StatusOr<OpenedLockFile> open_lock_file(const std::filesystem::path& dir,
                                               std::string_view name,
                                               bool create_directory);

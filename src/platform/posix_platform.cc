@@ -164,6 +164,18 @@ absl::StatusOr<OpenedLockFile> open_lock_file(const std::filesystem::path& dir,
     if (fd < 0 && errno == ENOENT) {
       return errno_status(create_err, "create", out.lock_file);
     }
+  } else if (fd < 0 && errno == ENOENT) {
+    // The directory is open, so ENOENT from O_CREAT means either that it was
+    // removed meanwhile (not found, truly) or that its filesystem does not
+    // create files on request (/proc, sysfs): not a missing directory.
+    struct stat dir_st;
+    if (posix_sys().fstat(dirfd.get(), &dir_st) == 0 && dir_st.st_nlink > 0) {
+      return absl::UnimplementedError(absl::StrCat(
+          "create lock file '", out.lock_file.native(),
+          "': No such file or directory (the directory exists, but its "
+          "filesystem does not allow creating the file)"));
+    }
+    return errno_status(ENOENT, "create lock file", out.lock_file);
   }
   if (fd < 0) {
     const int err = errno;
@@ -188,8 +200,58 @@ absl::StatusOr<OpenedLockFile> open_lock_file(const std::filesystem::path& dir,
     return kind_status("open", out.lock_file, describe_non_regular(st.st_mode));
   }
   out.id = file_id(st);
+  // Who else could unlink it: the directory's owner and mode against the
+  // file's owner. One more fstat, of the directory we hold open.
+  struct stat dir_st;
+  if (posix_sys().fstat(dirfd.get(), &dir_st) != 0) {
+    return errno_status(errno, "stat directory", out.directory);
+  }
+  out.directory_id = file_id(dir_st);
+  out.unsafe_reason = describe_unsafe(
+      out.directory, Ownership{dir_st.st_uid, dir_st.st_mode},
+      out.lock_file, Ownership{st.st_uid, st.st_mode}, ::geteuid());
   out.handle = file.release();
   return out;
+}
+
+std::string unsafe_reason_of(const std::filesystem::path& dir,
+                             const std::filesystem::path& lock_file) {
+  struct stat dir_st, st;
+  if (posix_sys().fstatat(AT_FDCWD, dir.c_str(), &dir_st, 0) != 0 ||
+      posix_sys().fstatat(AT_FDCWD, lock_file.c_str(), &st,
+                          AT_SYMLINK_NOFOLLOW) != 0) {
+    return {};
+  }
+  return describe_unsafe(dir, Ownership{dir_st.st_uid, dir_st.st_mode},
+                         lock_file, Ownership{st.st_uid, st.st_mode},
+                         ::geteuid());
+}
+
+absl::StatusOr<PathCheck> check_path(NativeHandle handle,
+                                     const std::filesystem::path& lock_file,
+                                     const FileId& id,
+                                     const FileId& directory_id) {
+  struct stat st;
+  if (posix_sys().fstatat(AT_FDCWD, lock_file.c_str(), &st,
+                          AT_SYMLINK_NOFOLLOW) == 0) {
+    if (file_id(st) == id) [[likely]] return PathCheck::kNamesIt;
+  } else if (errno != ENOENT && errno != ENOTDIR) {
+    return errno_status(errno, "stat", lock_file);
+  }
+  // Not our file at the path. Is the directory at the path still ours? If
+  // not (renamed, replaced by a symlink), the lock is where the directory
+  // went, as long as the file still has a name there.
+  const std::filesystem::path dir = lock_file.parent_path();
+  struct stat dir_st;
+  if (posix_sys().fstatat(AT_FDCWD, dir.c_str(), &dir_st,
+                          AT_SYMLINK_NOFOLLOW) == 0 &&
+      file_id(dir_st) == directory_id) {
+    return PathCheck::kReplaced;
+  }
+  if (posix_sys().fstat(handle, &st) != 0) {
+    return errno_status(errno, "fstat", lock_file);
+  }
+  return st.st_nlink > 0 ? PathCheck::kNamesIt : PathCheck::kGone;
 }
 
 absl::StatusOr<NativeHandle> reopen(NativeHandle handle,

@@ -321,6 +321,33 @@ absl::StatusOr<FileId> stat_lock_file(const std::filesystem::path& dir,
   return id->first;
 }
 
+// Windows has ACLs, not owner and mode bits: which users may delete the lock
+// file is a question for its and its directory's DACL (and the directory's
+// FILE_DELETE_CHILD), which tierlock does not evaluate. The file is opened
+// with FILE_SHARE_DELETE (so that it stays deletable like a POSIX file), so
+// "empty" here means "not checked", and docs/design.md says so.
+std::string unsafe_reason_of(const std::filesystem::path&,
+                             const std::filesystem::path&) {
+  return {};
+}
+
+absl::StatusOr<PathCheck> check_path(NativeHandle,
+                                     const std::filesystem::path& lock_file,
+                                     const FileId& id, const FileId&) {
+  // One CreateFileW of the name (attributes only, the reparse point itself).
+  // A file deleted with POSIX semantics has no name any more (not found); a
+  // delete-pending one (legacy semantics) cannot be opened, nor created anew
+  // by anyone while we keep it open, and is reported as the error it gives.
+  // Directory moves are not told apart here (kReplaced: reopened at the path).
+  absl::StatusOr<FileId> now = stat_lock_file(
+      lock_file.parent_path(), path_text(lock_file.filename()));
+  if (now.ok()) return *now == id ? PathCheck::kNamesIt : PathCheck::kReplaced;
+  if (now.status().code() == absl::StatusCode::kNotFound) {
+    return PathCheck::kReplaced;
+  }
+  return now.status();
+}
+
 absl::StatusOr<OpenedLockFile> open_lock_file(const std::filesystem::path& dir,
                                               std::string_view name,
                                               bool create_directory) {
