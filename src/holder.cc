@@ -251,8 +251,10 @@ absl::StatusOr<std::vector<Holder>> holders_of(
   // file descriptions, and /proc/locks may repeat a line while it changes).
   //
   // The kernel names the process that took the lock (its pid stays in the
-  // lock after it exits; /proc/locks shows it dead, or 0 from inside a pid
-  // namespace). If that process is gone or no longer has the file open, the
+  // lock after it exits; /proc/locks shows it dead, or, inside a pid
+  // namespace, 0 on older kernels and no line at all on current ones, which
+  // is not handled here). If that process is gone or no longer has the file
+  // open, the
   // holders are the processes that share its open file description: found
   // in /proc/PID/fdinfo, whose "lock:" lines carry the same pid.
   std::vector<Holder> out;

@@ -41,8 +41,10 @@ namespace tierlock {
 // (tierlock/text.h) before printing them; JSON can carry them exactly.
 struct Holder {
   // The holder's process id. Empty when it cannot be known: the kernel shows
-  // no pid (the holder lives in another pid namespace, or, seen from inside
-  // a pid namespace, the process that took the lock has exited) and no
+  // pid 0 (the holder lives in another pid namespace, or, seen from inside a
+  // pid namespace on older kernels, the process that took the lock has
+  // exited; current kernels omit such locks from /proc/locks, and then no
+  // Holder is reported at all) and no
   // process holding the lock's open file description could be found; or
   // `taker_pid` has exited and the process that inherited its description is
   // not visible to this user (another user's process: only root may look at
