@@ -185,6 +185,63 @@ void sort_exclusive_first(std::vector<Holder>& holders) {
 
 }  // namespace
 
+namespace {
+
+// Whether a record file can be believed to come from the process it names:
+// owned by the uid that process creates files as (its filesystem uid), and
+// writable by nobody else (group/other write bits, which include a POSIX ACL
+// mask). A forger can only write records it owns, so it can only speak for
+// its own processes; moving someone's genuine record elsewhere only repeats
+// what that process wrote about itself.
+bool trustworthy(const platform::RecordFile& file,
+                 const platform::ProcessInfo& process) {
+  return process.fs_uid.has_value() && file.owner_uid == *process.fs_uid &&
+         (file.mode & 022) == 0;
+}
+
+// Reads the trustworthy record of the live process `pid` (whose /proc view
+// is `info`) for the lock file `id`; nullopt if there is none.
+std::optional<HolderRecord> read_trusted_record(
+    const std::filesystem::path& lock_file, const platform::FileId& id,
+    std::int64_t pid, const platform::ProcessInfo& info,
+    const std::string& boot) {
+  // The record is found by the name the live process would have given it,
+  // so a record of an earlier process with the same pid is never read.
+  if (!info.start_time.has_value() || boot.empty()) return std::nullopt;
+  std::optional<platform::RecordFile> file = platform::read_record(
+      lock_file, record_file_name(pid, *info.start_time, boot), kRecordSize);
+  if (!file.has_value() || !trustworthy(*file, info)) return std::nullopt;
+  absl::StatusOr<HolderRecord> r = parse_holder_record(file->bytes);
+  // It must describe this very process and lock file, or it is ignored.
+  if (!r.ok() || r->pid != pid || r->start_time != *info.start_time ||
+      r->boot_id != boot || r->lock_dev != id.dev || r->lock_ino != id.ino) {
+    return std::nullopt;
+  }
+  return *std::move(r);
+}
+
+// Adds a holder for `pid` (nullopt: unknown) in `mode`, merged with an
+// existing one of the same process.
+Holder& add_holder(std::vector<Holder>& out, std::optional<std::int64_t> pid,
+                   Mode mode) {
+  if (pid.has_value()) {
+    auto same = std::find_if(out.begin(), out.end(), [&](const Holder& h) {
+      return h.pid == pid;
+    });
+    if (same != out.end()) {
+      if (mode == Mode::kExclusive) same->mode = Mode::kExclusive;
+      return *same;
+    }
+  }
+  Holder h;
+  h.mode = mode;
+  h.pid = pid;
+  out.push_back(std::move(h));
+  return out.back();
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<Holder>> holders_of(
     const std::filesystem::path& lock_file, const platform::FileId& id) {
   absl::StatusOr<std::vector<platform::KernelHolder>> kernel =
@@ -192,19 +249,53 @@ absl::StatusOr<std::vector<Holder>> holders_of(
   if (!kernel.ok()) return kernel.status();
   // One Holder per process (a process may hold the lock through several open
   // file descriptions, and /proc/locks may repeat a line while it changes).
+  //
+  // The kernel names the process that took the lock (its pid stays in the
+  // lock after it exits; /proc/locks shows it dead, or, inside a pid
+  // namespace, 0 on older kernels and no line at all on current ones, which
+  // is not handled here). If that process is gone or no longer has the file
+  // open, the
+  // holders are the processes that share its open file description: found
+  // in /proc/PID/fdinfo, whose "lock:" lines carry the same pid.
   std::vector<Holder> out;
+  std::optional<platform::DescriptionScan> scan;  // at most one, if needed
+  std::vector<std::pair<std::int64_t, Mode>> resolved;
   for (const platform::KernelHolder& k : *kernel) {
-    auto same = std::find_if(out.begin(), out.end(), [&](const Holder& h) {
-      return h.pid.value_or(0) == k.pid && k.pid > 0;
-    });
-    if (same != out.end()) {
-      if (k.mode == Mode::kExclusive) same->mode = Mode::kExclusive;
-      continue;
+    platform::OpenState taker = platform::OpenState::kGone;
+    if (k.pid > 0) {
+      taker = platform::process_has_open(k.pid, id);
+      // kUnknown: another user's process we may not look into; believe
+      // the kernel, as before.
+      if (taker == platform::OpenState::kOpen ||
+          taker == platform::OpenState::kUnknown) {
+        add_holder(out, k.pid, k.mode);
+        continue;
+      }
     }
-    Holder h;
-    h.mode = k.mode;
-    if (k.pid > 0) h.pid = k.pid;  // 0: in another pid namespace
-    out.push_back(std::move(h));
+    const std::pair<std::int64_t, Mode> key(k.pid, k.mode);
+    if (std::find(resolved.begin(), resolved.end(), key) != resolved.end()) {
+      continue;  // the same description listed twice, already found
+    }
+    if (!scan.has_value()) scan = platform::find_description_holders(id);
+    bool found = false;
+    for (const platform::DescriptionHolder& d : scan->holders) {
+      if (d.kernel_pid != k.pid || d.mode != k.mode) continue;
+      Holder& h = add_holder(out, d.pid, k.mode);
+      h.inherited = true;
+      if (k.pid > 0) h.taker_pid = k.pid;
+      found = true;
+    }
+    if (found) {
+      resolved.push_back(key);
+    } else if (taker == platform::OpenState::kNotOpen) {
+      // Alive but without the file open, and no one found sharing its
+      // description (e.g. it holds it only through a mapping): name it,
+      // as the kernel does.
+      add_holder(out, k.pid, k.mode);
+    } else {
+      Holder& h = add_holder(out, std::nullopt, k.mode);
+      if (k.pid > 0) h.taker_pid = k.pid;  // exited; holder not visible
+    }
   }
   const std::string& boot = platform::boot_id();
   for (Holder& h : out) {
@@ -212,19 +303,9 @@ absl::StatusOr<std::vector<Holder>> holders_of(
     platform::ProcessInfo info = platform::process_info(*h.pid);
     h.start_time = info.start_time;
     if (!info.program.empty()) h.program = info.program;
-    // The record is found by the name the live process would have given it,
-    // so a record of an earlier process with the same pid is never read.
-    if (!info.start_time.has_value() || boot.empty()) continue;
-    std::optional<std::string> bytes = platform::read_record(
-        lock_file, record_file_name(*h.pid, *info.start_time, boot),
-        kRecordSize);
-    if (!bytes.has_value()) continue;
-    absl::StatusOr<HolderRecord> r = parse_holder_record(*bytes);
-    // It must describe this very process and lock file, or it is ignored.
-    if (!r.ok() || r->pid != *h.pid || r->start_time != *info.start_time ||
-        r->boot_id != boot || r->lock_dev != id.dev || r->lock_ino != id.ino) {
-      continue;
-    }
+    std::optional<HolderRecord> r =
+        read_trusted_record(lock_file, id, *h.pid, info, boot);
+    if (!r.has_value()) continue;
     h.recorded = true;
     if (!r->host.empty()) h.host = r->host;
     if (!r->program.empty()) h.program = r->program;
@@ -263,18 +344,13 @@ std::vector<Holder> recorded_holders(const std::filesystem::path& lock_file,
         record_file_name(pid, start, boot) != name) {
       continue;  // not a record of this boot
     }
-    // The process must be the one that wrote it: alive, same start time.
+    // The process must be the one that wrote it: alive, same start time,
+    // and the record's owner.
     platform::ProcessInfo info = platform::process_info(pid);
     if (info.start_time != start) continue;
-    std::optional<std::string> bytes =
-        platform::read_record(lock_file, name, kRecordSize);
-    if (!bytes.has_value()) continue;
-    absl::StatusOr<HolderRecord> r = parse_holder_record(*bytes);
-    if (!r.ok() || r->pid != pid || r->start_time != start ||
-        r->boot_id != boot || r->lock_dev != id.dev || r->lock_ino != id.ino ||
-        !r->dynamic_valid || !r->held) {
-      continue;
-    }
+    std::optional<HolderRecord> r =
+        read_trusted_record(lock_file, id, pid, info, boot);
+    if (!r.has_value() || !r->dynamic_valid || !r->held) continue;
     Holder h;
     h.pid = pid;
     h.mode = r->mode;

@@ -54,7 +54,8 @@ void store(char* b, std::size_t off, T v) {
 
 // FNV-1a, 64 bits: detects a partly written or edited record; not a defence
 // against a forger (who can write a valid record anyway: the kernel's lock
-// table, not the record, decides who holds the lock).
+// table decides who holds the lock, and a record is believed only if the
+// process it names owns it).
 std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
   for (char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
@@ -100,13 +101,11 @@ std::string encode_holder_record(const HolderRecord& r) {
   // A fixed-size, zero-padded field: no terminator by design.
   std::memcpy(b + kOffBoot,  // NOLINT(bugprone-not-null-terminated-result)
               r.boot_id.data(), std::min(r.boot_id.size(), kBootIdSize));
-  // Text is stored printable: control characters become '?'.
+  // Text is stored as its exact bytes (length-delimited, so any byte is
+  // fine): readers escape it for display, and JSON output stays exact.
   auto put_text = [b](std::size_t off, std::string_view s, std::size_t max) {
     s = s.substr(0, max);
-    for (std::size_t i = 0; i < s.size(); ++i) {
-      const auto c = static_cast<unsigned char>(s[i]);
-      b[off + i] = (c < 0x20 || c == 0x7f) ? '?' : s[i];
-    }
+    std::memcpy(b + off, s.data(), s.size());
     return s.size();
   };
   const std::size_t host_len = put_text(kOffHost, r.host, kMaxHost);
@@ -151,9 +150,9 @@ absl::StatusOr<HolderRecord> parse_holder_record(std::string_view b) {
   r.boot_id = std::string(boot);
   std::string_view host = b.substr(kOffHost, host_len);
   std::string_view program = b.substr(kOffProgram, prog_len);
-  if (!printable(boot) || !printable(host) || !printable(program)) {
-    return bad("control characters in a text field");
-  }
+  // The boot id is matched against ours; host and program are exact bytes
+  // (length-delimited) that the process wrote about itself.
+  if (!printable(boot)) return bad("control characters in the boot id");
   r.host = std::string(host);
   r.program = std::string(program);
 
@@ -167,8 +166,7 @@ absl::StatusOr<HolderRecord> parse_holder_record(std::string_view b) {
       b.substr(kOffTierName, std::min(tier_len, kMaxTierName));
   r.dynamic_valid = seq % 2 == 0 && seq == load<std::uint32_t>(b, kOffSeqEnd) &&
                     held <= 1 && mode <= 1 && tier_set <= 1 &&
-                    tier_len <= kMaxTierName && since >= 0 &&
-                    printable(tier_name);
+                    tier_len <= kMaxTierName && since >= 0;
   if (r.dynamic_valid) {
     r.held = held == 1;
     r.since_ns = since;
@@ -223,10 +221,7 @@ void RecordView::set_held(Mode mode, const std::optional<Tier>& tier) {
     // Tier names are interned: a pointer compare usually skips the copy.
     if (tier->name.data() != tier_name_ || tier->name.size() != tier_name_size_) {
       const std::size_t n = std::min(tier->name.size(), kMaxTierName);
-      for (std::size_t i = 0; i < n; ++i) {
-        const auto c = static_cast<unsigned char>(tier->name[i]);
-        base_[kOffTierName + i] = (c < 0x20 || c == 0x7f) ? '?' : tier->name[i];
-      }
+      std::memcpy(base_ + kOffTierName, tier->name.data(), n);
       store<std::uint32_t>(base_, kOffTierLen, static_cast<std::uint32_t>(n));
       tier_name_ = tier->name.data();
       tier_name_size_ = tier->name.size();

@@ -56,7 +56,8 @@ struct HolderRecord {
 };
 
 // Returns a new record's bytes (kRecordSize) with the static fields of
-// `static_fields` (over-long host / program are truncated), no dynamic
+// `static_fields` (host and program as exact bytes; over-long ones are
+// truncated, possibly inside a UTF-8 sequence), no dynamic
 // state ("not held"), and the magic set. Used before the record is
 // published; the writer then updates the dynamic part in place.
 std::string encode_holder_record(const HolderRecord& static_fields);
@@ -64,8 +65,11 @@ std::string encode_holder_record(const HolderRecord& static_fields);
 // Decodes `bytes`, a record read from a file that anyone may have written.
 // Never reads outside `bytes`. Errors (kInvalidArgument, with the reason):
 // wrong size, bad magic or version, lengths out of range, checksum mismatch,
-// control characters in the text fields. A dynamic part caught mid-update
-// or malformed is not an error: the result has dynamic_valid false.
+// control characters in the boot id. Host, program and tier name are
+// returned as the exact bytes stored (any bytes: escape them to print).
+// A dynamic part caught mid-update or malformed is not an error: the result
+// has dynamic_valid false. Whether to believe an accepted record is not the
+// parser's business: see trustworthy() in src/holder.cc.
 absl::StatusOr<HolderRecord> parse_holder_record(std::string_view bytes);
 
 // Returns the record file name for a process: "<pid>-<start>-<boot16>",

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "registry_impl.h"
 #include "string_util.h"
+#include "tierlock/text.h"
 #include "worker_pool.h"
 
 namespace tierlock::internal {
@@ -801,8 +802,13 @@ absl::Status LockEntry::wait_failed(absl::StatusCode code, Mode mode,
       if (h.pid == me) absl::StrAppend(&who, " (this process)");
       if (h.program.has_value()) {
         constexpr std::size_t kMaxShown = 200;
-        absl::StrAppend(&who, " '", h.program->substr(0, kMaxShown),
+        // Exact bytes that anyone can choose: escaped, never printed raw.
+        absl::StrAppend(&who, " '", escape_text(h.program->substr(0, kMaxShown)),
                         h.program->size() > kMaxShown ? "...'" : "'");
+      }
+      if (h.taker_pid.has_value()) {
+        absl::StrAppend(&who, h.pid.has_value() ? " (inherited" : " (a process that inherited",
+                        " the lock from pid ", *h.taker_pid, ", which has exited)");
       }
       (h.mode == Mode::kExclusive ? exclusive : shared).push_back(std::move(who));
     }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <iostream>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -319,6 +320,99 @@ TEST_F(HolderTest, TimeoutNeverNamesADeadProcessFromItsRecord) {
   EXPECT_EQ(stop_holder(second).code, 0);
 }
 
+// flock(1), like `tierlock run`, lets its command inherit the locked open
+// file description: SIGKILL of the wrapper leaves the command holding the
+// lock, while the kernel's table still names the wrapper's (dead) pid, or 0
+// inside a pid namespace. The holder named must be the command.
+TEST_F(HolderTest, NamesTheProcessThatInheritedTheLockWhenItsTakerWasKilled) {
+  if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
+  Process wrapper = Process::spawn({flock_path(), (dir() / ".lock").string(), "sh",
+                                    "-c", "echo $$; exec sleep 1000"});
+  const std::optional<std::string> line = wrapper.read_line();
+  ASSERT_TRUE(line.has_value());
+  const pid_t command = std::stoi(*line);
+  auto command_program = [&] {
+    return internal::platform::process_info(command).program;
+  };
+  ASSERT_TRUE(wait_until([&] { return command_program() == "sleep 1000"; }));
+  ASSERT_EQ(::kill(wrapper.pid(), SIGKILL), 0);
+  ASSERT_EQ(wrapper.wait().code, 128 + SIGKILL);
+  const std::vector<ProcLock> kernel = locks_on(dir() / ".lock");
+  ASSERT_EQ(kernel.size(), 1u) << "the command still holds the lock";
+  std::cerr << "[ info ] /proc/locks names pid " << kernel[0].pid
+            << " for a lock whose taker (pid " << wrapper.pid()
+            << ") was killed; the command holding it is pid " << command << "\n";
+
+  absl::StatusOr<LockState> state = inspect_lock(dir());
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_EQ(state->holders.size(), 1u);
+  const Holder& h = state->holders[0];
+  EXPECT_EQ(h.pid, command);
+  EXPECT_EQ(h.mode, Mode::kExclusive);
+  EXPECT_TRUE(h.inherited);
+  EXPECT_EQ(h.program, "sleep 1000");
+  EXPECT_TRUE(h.start_time.has_value());
+  if (kernel[0].pid != 0) {
+    EXPECT_EQ(h.taker_pid, wrapper.pid());
+  }
+  EXPECT_FALSE(h.recorded);
+  // The waiting and timeout messages are built from the same answer.
+  EXPECT_THAT(timeout_message(dir()),
+              HasSubstr("held exclusively by pid " + std::to_string(command) +
+                        " 'sleep 1000' (inherited the lock from pid"));
+  ASSERT_EQ(::kill(command, SIGKILL), 0);
+  EXPECT_TRUE(wait_until([&] { return locks_on(dir() / ".lock").empty(); }));
+}
+
+// Text fields are the exact bytes (C1 controls, ESC, bidi overrides kept);
+// every library message that prints them escapes them.
+TEST_F(HolderTest, TextFieldsAreExactAndMessagesEscapeThem) {
+  const std::string hostile = "c1\xc2\x9b" "esc\x1b[31m" "rlo\xe2\x80\xae" "end";
+  const std::string escaped = "c1\\u009besc\\x1b[31mrlo\\u202eend";
+  auto expect_escaped_only = [&](const std::string& message) {
+    EXPECT_THAT(message, HasSubstr(escaped));
+    EXPECT_EQ(message.find('\x1b'), std::string::npos) << message;
+    EXPECT_EQ(message.find("\xc2\x9b"), std::string::npos) << message;
+    EXPECT_EQ(message.find("\xe2\x80\xae"), std::string::npos) << message;
+  };
+  // A tierlock holder: its record carries the command line.
+  {
+    Process holder = Process::spawn({helper_path(), "hold", dir().string(), hostile});
+    ASSERT_EQ(holder.read_line(), "locked");
+    absl::StatusOr<LockState> state = inspect_lock(dir());
+    ASSERT_TRUE(state.ok());
+    ASSERT_EQ(state->holders.size(), 1u);
+    EXPECT_TRUE(state->holders[0].recorded);
+    EXPECT_EQ(state->holders[0].program,
+              helper_path() + " hold " + dir().string() + " " + hostile);
+    expect_escaped_only(timeout_message(dir()));
+    EXPECT_EQ(stop_holder(holder).code, 0);
+  }
+  // A holder without a record: the command line comes from /proc.
+  if (!flock_path().empty()) {
+    Process holder = Process::spawn({flock_path(), (dir() / ".lock").string(), "sh",
+                                     "-c", "echo locked; read x", hostile});
+    ASSERT_EQ(holder.read_line(), "locked");
+    absl::StatusOr<LockState> state = inspect_lock(dir());
+    ASSERT_TRUE(state.ok());
+    ASSERT_EQ(state->holders.size(), 1u);
+    EXPECT_FALSE(state->holders[0].recorded);
+    EXPECT_THAT(state->holders[0].program.value_or(""), HasSubstr(" " + hostile));
+    expect_escaped_only(timeout_message(dir()));
+    holder.write_line("go");
+    EXPECT_EQ(holder.wait().code, 0);
+  }
+  // A tier name, from this process's own record.
+  absl::StatusOr<DirLock> lock = DirLock::open(dir(), {.tier = Tier{7, hostile}});
+  ASSERT_TRUE(lock.ok());
+  absl::StatusOr<Guard> guard = lock->acquire();
+  ASSERT_TRUE(guard.ok());
+  absl::StatusOr<std::vector<Holder>> holders = lock->holders();
+  ASSERT_TRUE(holders.ok());
+  ASSERT_EQ(holders->size(), 1u);
+  EXPECT_EQ(holders->front().tier_name, hostile);
+}
+
 TEST_F(HolderTest, InspectRejectsBadInput) {
   write_file(dir() / "file", "");
   EXPECT_EQ(inspect_lock(dir() / "missing").status().code(), absl::StatusCode::kNotFound);
@@ -339,7 +433,7 @@ TEST(HolderRecordTest, RoundTripsAndRejectsMalformedBytes) {
   in.lock_dev = 1;
   in.lock_ino = 2;
   in.boot_id = "0123456789abcdef-boot";
-  in.host = "host\x01name";  // control characters are stored as '?'
+  in.host = "host\x01\x1b\xc2\x9bname";  // exact bytes, whatever they are
   in.program = "make -j8";
   const std::string bytes = internal::encode_holder_record(in);
   ASSERT_EQ(bytes.size(), kRecordSize);
@@ -347,7 +441,7 @@ TEST(HolderRecordTest, RoundTripsAndRejectsMalformedBytes) {
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->pid, 1234);
   EXPECT_EQ(out->start_time, 99u);
-  EXPECT_EQ(out->host, "host?name");
+  EXPECT_EQ(out->host, in.host);
   EXPECT_EQ(out->program, "make -j8");
   EXPECT_TRUE(out->dynamic_valid);
   EXPECT_FALSE(out->held);

@@ -215,12 +215,58 @@ absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id);
 // Holder records (src/holder_record.h; docs/design.md "Holder records").
 // Records of a lock file live in the sidecar directory "<lock file>.holders".
 
-// What /proc says about a process; fields empty when not readable.
+// What /proc says about a process; fields empty when not readable. All
+// fields are read through one open /proc/PID directory, so they describe one
+// process even if it exits and its pid is reused meanwhile.
 struct ProcessInfo {
   std::optional<std::uint64_t> start_time;  // /proc/PID/stat field 22
-  std::string program;  // /proc/PID/cmdline, arguments joined by spaces
+  // /proc/PID/cmdline: the exact bytes, arguments joined by spaces (the NUL
+  // separators become spaces; nothing else is changed: escape to print).
+  std::string program;
+  // The filesystem uid (/proc/PID/status "Uid:", 4th field): the owner of
+  // the files the process creates, so of its holder records.
+  std::optional<std::uint32_t> fs_uid;
 };
 ProcessInfo process_info(std::int64_t pid);
+
+// Whether a process has a file open through one of its descriptors.
+enum class OpenState {
+  kOpen,     // a descriptor of the process refers to the file
+  kNotOpen,  // the process's descriptors were all looked at; none does
+  kGone,     // no such process
+  kUnknown,  // cannot tell (another user's process, /proc unreadable)
+};
+// Looks through /proc/PID/fd for a descriptor on `id`. Never blocks on the
+// files' filesystems (statx with AT_STATX_DONT_SYNC: a hung network mount
+// is not asked). Always kUnknown on Windows.
+OpenState process_has_open(std::int64_t pid, const FileId& id);
+
+// A process that holds a flock on `id` through an open file description it
+// shares with the process that took the lock (the taker), found in
+// /proc/PID/fdinfo.
+struct DescriptionHolder {
+  std::int64_t pid = 0;
+  // The pid the lock line names (the taker, as /proc/locks shows it: 0 if
+  // the kernel cannot show it in this pid namespace).
+  std::int64_t kernel_pid = 0;
+  Mode mode = Mode::kExclusive;
+  std::uint64_t start_time = 0;  // for ordering: parents before children
+};
+struct DescriptionScan {
+  // Oldest process first.
+  std::vector<DescriptionHolder> holders;
+  // Processes whose descriptors this user may not look at (another user's,
+  // unless root): a holder among them is not found.
+  int unreadable = 0;
+  // The scan stopped at its bound (kMaxScanProcesses or kScanBudget).
+  bool truncated = false;
+};
+// Scans every process's descriptors (/proc/[0-9]*/fd, statx without sync,
+// then /proc/PID/fdinfo/N of a match for its "lock:" lines) for flocks on
+// `id`. Bounded: at most 65536 processes and about 200 ms; it costs one
+// statx per descriptor on the machine (docs/design.md, "Holder records").
+// Empty on Windows.
+DescriptionScan find_description_holders(const FileId& id);
 
 // The calling process as its records name it. Cached (per pid, so a fork()ed
 // child gets its own); nullopt when /proc cannot tell the start time.
@@ -243,8 +289,13 @@ struct MappedRecord {
   FileId id;  // the record file's identity, checked before removing it
 };
 // Creates the record file `name` (never an existing one: O_EXCL, no symlink
-// followed) in the records directory of `lock_file`, creating that directory
-// if missing, writes `bytes` and maps it. Removes, at most once a second per
+// followed; mode 0644 at most, owned by us) in the records directory of
+// `lock_file`, creating that directory if missing (0755, plus group/other
+// write and the sticky bit where the lock's directory has them, whatever the
+// umask), writes `bytes` and maps it. Writes nothing (kPermissionDenied) into
+// a records directory that is a symlink, not a directory, or owned by
+// another user than us and root without the sticky bit (there its owner or
+// others could replace our record at will). Removes, at most once a second per
 // process, records in that directory left by dead processes of this boot.
 // kPermissionDenied for a read-only directory or filesystem (then there is
 // simply no record).
@@ -259,11 +310,18 @@ void unmap_record(const MappedRecord& record) noexcept;
 // trust only the kernel) and is cleaned up later.
 void remove_record(const std::filesystem::path& lock_file, std::string_view name,
                    const MappedRecord& record) noexcept;
+// A record file's bytes and who could have written them.
+struct RecordFile {
+  std::string bytes;
+  std::uint32_t owner_uid = 0;  // st_uid of the file read
+  std::uint32_t mode = 0;       // st_mode permission bits (incl. the ACL mask)
+};
 // Reads the record file `name` of `lock_file`: a regular file of exactly
 // `size` bytes, read twice until two reads agree (a writer may be updating
 // it). nullopt if missing, not a regular file, of another size, or unreadable.
-std::optional<std::string> read_record(const std::filesystem::path& lock_file,
-                                       std::string_view name, std::size_t size);
+// Whether to believe it is the caller's decision (owner_uid, mode).
+std::optional<RecordFile> read_record(const std::filesystem::path& lock_file,
+                                      std::string_view name, std::size_t size);
 
 // Looks at `dir`/`name` without opening or creating it: kNotFound if `dir`
 // does not exist, kInvalidArgument if it is not a directory or the lock file

@@ -5,11 +5,14 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -26,6 +29,10 @@ namespace {
 
 constexpr std::size_t kMaxCmdline = 4096;
 constexpr int kMaxCleanupScan = 256;
+// Bounds of find_description_holders: it runs only when the kernel's pid for
+// a lock is not a live holder, on the status and timeout paths.
+constexpr int kMaxScanProcesses = 65536;
+constexpr std::chrono::milliseconds kScanBudget{200};
 
 class Fd {
  public:
@@ -54,9 +61,11 @@ int openat_retry(int dirfd, const char* path, int flags, mode_t mode = 0) {
   return fd;
 }
 
-// Reads at most `max` bytes of a small file (a /proc file); nullopt on error.
-std::optional<std::string> read_small(const char* path, std::size_t max) {
-  Fd fd(openat_retry(AT_FDCWD, path, O_RDONLY | O_CLOEXEC | O_NOCTTY));
+// Reads at most `max` bytes of a small file (a /proc file) at `path`,
+// relative to `dirfd`; nullopt on error.
+std::optional<std::string> read_small_at(int dirfd, const char* path,
+                                         std::size_t max) {
+  Fd fd(openat_retry(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (fd.get() < 0) return std::nullopt;
   std::string out;
   char buf[4096];
@@ -68,6 +77,10 @@ std::optional<std::string> read_small(const char* path, std::size_t max) {
     out.append(buf, static_cast<std::size_t>(n));
   }
   return out;
+}
+
+std::optional<std::string> read_small(const char* path, std::size_t max) {
+  return read_small_at(AT_FDCWD, path, max);
 }
 
 // Field 22 of /proc/PID/stat. Field 2 is "(comm)", which may itself contain
@@ -83,17 +96,80 @@ std::optional<std::uint64_t> parse_start_time(std::string_view stat) {
   return start;
 }
 
+// The exact bytes, NUL separators as spaces: whoever prints it escapes it
+// (tierlock/text.h), and machine-readable output can stay exact.
 std::string cmdline_text(std::string raw) {
   while (!raw.empty() && raw.back() == '\0') raw.pop_back();
-  for (char& c : raw) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '\0') {
-      c = ' ';
-    } else if (u < 0x20 || u == 0x7f) {
-      c = '?';
-    }
-  }
+  std::replace(raw.begin(), raw.end(), '\0', ' ');
   return raw;
+}
+
+// The 4th field of the "Uid:" line of /proc/PID/status (real, effective,
+// saved, filesystem): the uid that owns the files the process creates.
+std::optional<std::uint32_t> parse_fs_uid(std::string_view status) {
+  for (absl::string_view line : absl::StrSplit(to_absl(status), '\n')) {
+    if (!absl::ConsumePrefix(&line, "Uid:")) continue;
+    std::vector<absl::string_view> f =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    std::uint32_t uid;
+    if (f.size() != 4 || !absl::SimpleAtoi(f[3], &uid)) return std::nullopt;
+    return uid;
+  }
+  return std::nullopt;
+}
+
+// "MM:mm:ino" as /proc/locks and fdinfo "lock:" lines name a file.
+std::string lock_line_id(const FileId& id) {
+  const dev_t dev = static_cast<dev_t>(id.dev);
+  return absl::StrCat(absl::Hex(major(dev), absl::kZeroPad2), ":",
+                      absl::Hex(minor(dev), absl::kZeroPad2), ":", id.ino);
+}
+
+// Whether the descriptor `name` in the /proc/PID/fd directory open at
+// `fd_dir` refers to `id`. statx follows the magic link to the open file;
+// AT_STATX_DONT_SYNC keeps network and FUSE filesystems from being asked
+// (a hung mount must not hang a scan); dev and ino come from the inode.
+bool descriptor_is(int fd_dir, const char* name, const FileId& id) {
+  struct statx stx;
+  if (::statx(fd_dir, name, AT_STATX_DONT_SYNC, STATX_INO, &stx) != 0) {
+    return false;
+  }
+  return stx.stx_ino == id.ino &&
+         static_cast<std::uint64_t>(::makedev(stx.stx_dev_major,
+                                              stx.stx_dev_minor)) == id.dev;
+}
+
+bool all_digits(const char* s) {
+  if (*s == '\0') return false;
+  for (; *s != '\0'; ++s) {
+    if (*s < '0' || *s > '9') return false;
+  }
+  return true;
+}
+
+// Calls `fn(name)` for each descriptor of the process whose /proc/PID
+// directory is open at `pid_dir`, until it returns false. Returns false
+// with errno set if the descriptor list cannot be read (EACCES: another
+// user's process; ENOENT/ESRCH: it exited).
+template <typename Fn>
+bool for_each_descriptor(int pid_dir, int* fd_dir_out, Fn&& fn) {
+  const int fd_dir = openat_retry(pid_dir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd_dir < 0) return false;
+  DIR* d = ::fdopendir(fd_dir);
+  if (d == nullptr) {
+    const int err = errno;
+    ::close(fd_dir);
+    errno = err;
+    return false;
+  }
+  *fd_dir_out = fd_dir;
+  // readdir is safe on a DIR stream this thread alone uses.
+  while (const struct dirent* e = ::readdir(d)) {  // NOLINT(concurrency-mt-unsafe)
+    if (!all_digits(e->d_name)) continue;
+    if (!fn(e->d_name)) break;
+  }
+  ::closedir(d);
+  return true;
 }
 
 std::filesystem::path records_dir(const std::filesystem::path& lock_file) {
@@ -169,6 +245,37 @@ void remove_dead_records(int dirfd, const SelfIdentity& self) {
   ::closedir(d);
 }
 
+// The mode of a new records directory in a directory of mode `parent`:
+// 0755, and where the lock's directory lets group or others create files
+// (a shared directory), the same write bits and the sticky bit, so every
+// user that can lock can add its own record and none can remove or replace
+// another's (only the records directory's owner still can).
+mode_t records_dir_mode(mode_t parent) {
+  const mode_t write = parent & (S_IWGRP | S_IWOTH);
+  return 0755 | write | (write != 0 ? S_ISVTX : 0);
+}
+
+// A records directory we may write our record into: not ours or root's
+// only if sticky, since otherwise its owner (or anyone, if it is writable
+// by others) could unlink our record and put another in its place. (Readers
+// would not believe the replacement, which is owned by someone else; we
+// just do not offer the chance.)
+absl::Status check_records_dir(const struct stat& st, uid_t me,
+                               const std::filesystem::path& path) {
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "create holder record in '", path_text(path), "': not a directory"));
+  }
+  const bool owned = st.st_uid == me || st.st_uid == 0;
+  if (!owned && (st.st_mode & S_ISVTX) == 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "create holder record in '", path_text(path), "': owned by uid ",
+        st.st_uid, " and not sticky (another user could replace records; "
+        "no record written)"));
+  }
+  return absl::OkStatus();
+}
+
 // Rate limit for remove_dead_records: at most once a second per process.
 std::atomic<std::int64_t> g_last_cleanup_s{-1};
 
@@ -185,16 +292,111 @@ bool cleanup_due() {
 
 ProcessInfo process_info(std::int64_t pid) {
   ProcessInfo info;
-  const std::string base = absl::StrCat("/proc/", pid);
-  if (std::optional<std::string> stat =
-          read_small(absl::StrCat(base, "/stat").c_str(), 4096)) {
+  if (pid <= 0) return info;
+  // One directory descriptor for all reads: it stays bound to this process,
+  // so if the pid is reused meanwhile the reads fail instead of mixing two
+  // processes (a start time from one, a uid from another).
+  Fd dir(openat_retry(AT_FDCWD, absl::StrCat("/proc/", pid).c_str(),
+                      O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) return info;
+  if (std::optional<std::string> stat = read_small_at(dir.get(), "stat", 4096)) {
     info.start_time = parse_start_time(*stat);
   }
   if (std::optional<std::string> cmd =
-          read_small(absl::StrCat(base, "/cmdline").c_str(), kMaxCmdline)) {
+          read_small_at(dir.get(), "cmdline", kMaxCmdline)) {
     info.program = cmdline_text(*std::move(cmd));
   }
+  if (std::optional<std::string> status =
+          read_small_at(dir.get(), "status", 16384)) {
+    info.fs_uid = parse_fs_uid(*status);
+  }
   return info;
+}
+
+OpenState process_has_open(std::int64_t pid, const FileId& id) {
+  if (pid <= 0) return OpenState::kGone;
+  Fd dir(openat_retry(AT_FDCWD, absl::StrCat("/proc/", pid).c_str(),
+                      O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) {
+    return errno == ENOENT ? OpenState::kGone : OpenState::kUnknown;
+  }
+  bool found = false;
+  int fd_dir = -1;
+  if (!for_each_descriptor(dir.get(), &fd_dir, [&](const char* name) {
+        found = descriptor_is(fd_dir, name, id);
+        return !found;
+      })) {
+    return errno == ENOENT || errno == ESRCH ? OpenState::kGone
+                                             : OpenState::kUnknown;
+  }
+  return found ? OpenState::kOpen : OpenState::kNotOpen;
+}
+
+DescriptionScan find_description_holders(const FileId& id) {
+  DescriptionScan out;
+  const auto deadline = std::chrono::steady_clock::now() + kScanBudget;
+  const std::string want = lock_line_id(id);
+  Fd proc_fd(openat_retry(AT_FDCWD, "/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (proc_fd.get() < 0) {
+    out.truncated = true;
+    return out;
+  }
+  DIR* proc = ::fdopendir(proc_fd.get());
+  if (proc == nullptr) {
+    out.truncated = true;
+    return out;
+  }
+  const int proc_dir = proc_fd.release();  // owned by `proc` now
+  int processes = 0;
+  while (const struct dirent* e = ::readdir(proc)) {  // NOLINT(concurrency-mt-unsafe)
+    if (!all_digits(e->d_name)) continue;
+    if (++processes > kMaxScanProcesses ||
+        ((processes & 15) == 0 && std::chrono::steady_clock::now() > deadline)) {
+      out.truncated = true;
+      break;
+    }
+    Fd pid_dir(openat_retry(proc_dir, e->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (pid_dir.get() < 0) continue;  // exited
+    std::int64_t pid = 0;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    int fd_dir = -1;
+    const bool listed = for_each_descriptor(pid_dir.get(), &fd_dir, [&](const char* name) {
+      if (!descriptor_is(fd_dir, name, id)) return true;
+      // fdinfo lists the locks of this open file description only:
+      // "lock:\t1: FLOCK  ADVISORY  WRITE 7380 fe:00:10953061 0 EOF".
+      std::optional<std::string> info = read_small_at(
+          pid_dir.get(), absl::StrCat("fdinfo/", name).c_str(), 16384);
+      if (!info.has_value()) return true;
+      for (absl::string_view line : absl::StrSplit(*info, '\n')) {
+        if (!absl::ConsumePrefix(&line, "lock:")) continue;
+        std::vector<absl::string_view> f =
+            absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+        // ordinal, type, advisory, access, pid, dev:ino, start, end
+        if (f.size() < 6 || f[1] != "FLOCK" || f[5] != want) continue;
+        DescriptionHolder h;
+        h.pid = pid;
+        if (!absl::SimpleAtoi(f[4], &h.kernel_pid)) continue;
+        h.mode = f[3] == "WRITE" ? Mode::kExclusive : Mode::kShared;
+        const bool seen = std::any_of(
+            out.holders.begin(), out.holders.end(), [&](const DescriptionHolder& o) {
+              return o.pid == h.pid && o.kernel_pid == h.kernel_pid && o.mode == h.mode;
+            });
+        if (seen) continue;
+        if (std::optional<std::string> stat = read_small_at(pid_dir.get(), "stat", 4096)) {
+          h.start_time = parse_start_time(*stat).value_or(0);
+        }
+        out.holders.push_back(h);
+      }
+      return true;
+    });
+    if (!listed && errno == EACCES) ++out.unreadable;
+  }
+  ::closedir(proc);
+  std::stable_sort(out.holders.begin(), out.holders.end(),
+                   [](const DescriptionHolder& a, const DescriptionHolder& b) {
+                     return a.start_time < b.start_time;
+                   });
+  return out;
 }
 
 const std::string& boot_id() {
@@ -235,19 +437,47 @@ absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_fil
   Fd parent(openat_retry(AT_FDCWD, lock_file.parent_path().c_str(),
                          O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (parent.get() < 0) return errno_status(errno, "open directory", lock_file.parent_path());
+  struct stat parent_st;
+  if (::fstat(parent.get(), &parent_st) != 0) {
+    return errno_status(errno, "stat", lock_file.parent_path());
+  }
+  const mode_t dir_mode = records_dir_mode(parent_st.st_mode);
+  const uid_t me = ::geteuid();
   Fd fd;
   Fd dir;
   // Another process may remove the (empty) records directory between our
   // mkdir and our create: try again a few times.
   for (int attempt = 0; attempt < 3 && fd.get() < 0; ++attempt) {
-    if (::mkdirat(parent.get(), dir_name.c_str(), 0777) != 0 && errno != EEXIST) {
-      return errno_status(errno, "create directory", dir_path);
+    bool created = true;
+    if (::mkdirat(parent.get(), dir_name.c_str(), dir_mode) != 0) {
+      if (errno != EEXIST) return errno_status(errno, "create directory", dir_path);
+      created = false;
     }
     dir.reset(openat_retry(parent.get(), dir_name.c_str(),
                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (dir.get() < 0) {
       if (errno == ENOENT) continue;
+      if (errno == ELOOP || errno == ENOTDIR) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "create holder record in '", path_text(dir_path),
+            "': not a directory (a symlink or a file; no record written)"));
+      }
       return errno_status(errno, "open directory", dir_path);
+    }
+    struct stat dir_st;
+    if (::fstat(dir.get(), &dir_st) != 0) return errno_status(errno, "stat", dir_path);
+    if (created && dir_st.st_uid == me && (dir_st.st_mode & 07777) != dir_mode) {
+      // The umask narrowed it: in a shared directory every user that can
+      // lock must be able to add its record.
+      (void)::fchmod(dir.get(), dir_mode);
+    } else if (dir_st.st_uid == me && (dir_st.st_mode & 022) != 0 &&
+               (dir_st.st_mode & S_ISVTX) == 0) {
+      // Ours, shared, not sticky (made by an older tierlock): others could
+      // remove each other's records. Make it sticky.
+      (void)::fchmod(dir.get(), (dir_st.st_mode & 07777) | S_ISVTX);
+    }
+    if (absl::Status trusted = check_records_dir(dir_st, me, dir_path); !trusted.ok()) {
+      return trusted;
     }
     fd.reset(openat_retry(dir.get(), file_name.c_str(),
                           O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
@@ -260,6 +490,15 @@ absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_fil
   if (fd.get() < 0) return errno_status(ENOENT, "create", dir_path / file_name);
   const std::filesystem::path path = dir_path / file_name;
   struct stat st;
+  // Readers believe a record only if its owner is the process's uid and no
+  // one else can write it. O_CREAT's mode (0644) already bounds what a
+  // default ACL of the directory grants (the ACL mask); check, not assume.
+  if (::fstat(fd.get(), &st) != 0 || st.st_uid != me || (st.st_mode & 022) != 0) {
+    (void)::unlinkat(dir.get(), file_name.c_str(), 0);
+    return absl::PermissionDeniedError(absl::StrCat(
+        "create holder record '", path_text(path),
+        "': not owned by us or writable by others (no record written)"));
+  }
   std::size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::pwrite(fd.get(), bytes.data() + done, bytes.size() - done,
@@ -321,8 +560,8 @@ void remove_record(const std::filesystem::path& lock_file, std::string_view name
   // its run time on ext4 (inode allocation), for one directory entry.
 }
 
-std::optional<std::string> read_record(const std::filesystem::path& lock_file,
-                                       std::string_view name, std::size_t size) {
+std::optional<RecordFile> read_record(const std::filesystem::path& lock_file,
+                                      std::string_view name, std::size_t size) {
   const std::filesystem::path dir_path = records_dir(lock_file);
   Fd dir(openat_retry(AT_FDCWD, dir_path.c_str(),
                       O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -352,14 +591,20 @@ std::optional<std::string> read_record(const std::filesystem::path& lock_file,
     }
     return out;
   };
+  RecordFile out;
+  // Of the descriptor read, not of the name: the file cannot be swapped.
+  out.owner_uid = static_cast<std::uint32_t>(st.st_uid);
+  out.mode = static_cast<std::uint32_t>(st.st_mode & 07777);
   std::optional<std::string> last;
   for (int i = 0; i < 4; ++i) {
     std::optional<std::string> a = read_once();
     if (!a.has_value()) return std::nullopt;
-    if (last.has_value() && *last == *a) return a;
+    if (last.has_value() && *last == *a) break;
     last = std::move(a);
   }
-  return last;  // still changing: the parser decides what it can use
+  // Still changing after four reads: the parser decides what it can use.
+  out.bytes = *std::move(last);
+  return out;
 }
 
 absl::StatusOr<ProbedLockFile> probe_lock_file(const std::filesystem::path& dir,

@@ -84,10 +84,18 @@ void unmap_record(const MappedRecord&) noexcept {}
 void remove_record(const std::filesystem::path&, std::string_view,
                    const MappedRecord&) noexcept {}
 
-std::optional<std::string> read_record(const std::filesystem::path&,
-                                       std::string_view, std::size_t) {
+std::optional<RecordFile> read_record(const std::filesystem::path&,
+                                      std::string_view, std::size_t) {
   return std::nullopt;
 }
+
+// No lock table names holders on Windows, so there is no holder to verify
+// or to look for.
+OpenState process_has_open(std::int64_t, const FileId&) {
+  return OpenState::kUnknown;
+}
+
+DescriptionScan find_description_holders(const FileId&) { return {}; }
 
 absl::StatusOr<ProbedLockFile> probe_lock_file(const std::filesystem::path& dir,
                                                std::string_view name) {
