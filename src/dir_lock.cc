@@ -215,10 +215,11 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
   }
   internal::ContextState& ctx = internal::current_context_state();
   absl::Status refused;
+  // A zero timeout is one try: it cannot wait, so it is no order (tier_check.h).
   const std::uint64_t hold = internal::check_and_record(
       ctx,
-      site_for(*entry, internal::MaybeTier(tier_, tiered_), mode, where, false,
-               group),
+      site_for(*entry, internal::MaybeTier(tier_, tiered_), mode, where,
+               !policy.wait, group),
       &refused);
   if (hold == 0) [[unlikely]] return refused;
   // Returned as it is (built in the caller's result): acquire_wait forgets

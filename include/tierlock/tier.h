@@ -114,8 +114,7 @@ struct TierViolation {
     HeldLock inner;
   };
   Kind kind = Kind::kTierOrder;
-  std::string task;                 // who is acquiring
-  bool try_acquire = false;         // the acquire was a try (cannot block)
+  std::string task;                 // who is acquiring (never a try: see above)
   HeldLock acquiring;               // the lock being taken, at its call site
   HeldLock conflicting;             // the held lock it conflicts with
   std::vector<HeldLock> held;       // everything the task holds, oldest first
