@@ -561,7 +561,10 @@ ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<std::uint64_t> check_slow(
     task = ctx.name;
     for (const HeldRecord& r : ctx.held) all.push_back({r, &ctx, task});
   }
+  // An async acquire (record false) occupies no thread while it waits: it
+  // is granted when the task releases its own hold, so it is no re-entry.
   for (const HeldView& h : all) {
+    if (!record) break;
     if (site.lock_file != nullptr && h.record.site.lock_file == site.lock_file) {
       return reentry_error(site, h);
     }

@@ -480,6 +480,32 @@ TEST_F(TierDeathTest, TieredReentryIsAnErrorEvenInAbortMode) {
       ::testing::ExitedWithCode(0), "");
 }
 
+TEST_F(TierTest, ReentryIsKeyedOnANeverReusedThreadIdentity) {
+  // A Guard handed over by a thread that exited: a new thread that happens
+  // to get the same std::thread::id does not hold it.
+  DirLock a = open_tiered("a", std::nullopt);
+  Guard ga;
+  std::thread::id first;
+  std::thread t([&] {
+    first = std::this_thread::get_id();
+    absl::StatusOr<Guard> g = a.acquire();
+    ASSERT_TRUE(g.ok()) << g.status();
+    ga = *std::move(g);
+  });
+  t.join();
+  bool reused = false;
+  for (int i = 0; i < 200 && !reused; ++i) {
+    std::thread([&] {
+      if (std::this_thread::get_id() != first) return;
+      reused = true;
+      absl::StatusOr<std::optional<Guard>> g = a.try_acquire();
+      ASSERT_TRUE(g.ok()) << g.status();
+      EXPECT_FALSE(g->has_value()) << "held by the Guard, not by this thread";
+    }).join();
+  }
+  if (!reused) GTEST_SKIP() << "the system did not reuse the thread id";
+}
+
 TEST_F(TierTest, ContextFollowsTheTaskAcrossThreads) {
   Reports reports;
   DirLock pkg = open_tiered("pkg", kPackage);
