@@ -85,7 +85,9 @@ struct Edge {
 
 struct OrderGraph {
   Mutex mu;
-  absl::flat_hash_map<std::pair<platform::FileId, std::string>, std::uint32_t>
+  // The node of each file identity, with the lock-file path it was first
+  // seen at (see order_node).
+  absl::flat_hash_map<platform::FileId, std::pair<std::string, std::uint32_t>>
       node_of ABSL_GUARDED_BY(mu);
   // out[n]: successors of node n (1-based ids; out[0] unused).
   std::vector<absl::flat_hash_map<std::uint32_t, Edge>> out
@@ -486,22 +488,48 @@ ContextState& current_context_state_slow() {
   return *c;
 }
 
+// One node per file identity, so hard links to one lock file are one node.
+// An inode number can be reused by a new file once the old one is deleted
+// (tests make and remove thousands of lock files): an identity met again at
+// another path is the same node only while the path it was first seen at
+// still names that identity (a hard link); otherwise the old file is gone and
+// this is a new one. Both probes happen once per registry entry.
 std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
                          const platform::FileId& id,
                          const std::filesystem::path& lock_file) {
   if constexpr (!kDebugChecks) return 0;
   if (std::uint32_t n = cache.load(std::memory_order_relaxed); n != 0) return n;
   OrderGraph& g = graph();
+  const std::string path = internal::platform::path_text(lock_file);
+  std::string seen_at;
+  {
+    UniqueLock lock(g.mu);
+    auto it = g.node_of.find(id);
+    if (it != g.node_of.end() && it->second.first == path) {
+      cache.store(it->second.second, std::memory_order_relaxed);
+      return it->second.second;
+    }
+    if (it != g.node_of.end()) seen_at = it->second.first;
+  }
+  // Looked at outside the graph's lock: a path walk can be slow.
+  bool same_file = false;
+  if (!seen_at.empty()) {
+    const std::filesystem::path old(seen_at);
+    absl::StatusOr<platform::FileId> now =
+        platform::stat_lock_file(old.parent_path(), old.filename().string());
+    same_file = now.ok() && *now == id;
+  }
   std::uint32_t node;
   {
     UniqueLock lock(g.mu);
-    auto [it, inserted] = g.node_of.try_emplace(
-        std::pair(id, internal::platform::path_text(lock_file)), 0);
-    if (inserted) {
-      it->second = static_cast<std::uint32_t>(g.out.size());
+    auto [it, inserted] = g.node_of.try_emplace(id, path, 0);
+    if (!inserted && (same_file || it->second.first == path)) {
+      node = it->second.second;
+    } else {
+      node = static_cast<std::uint32_t>(g.out.size());
       g.out.emplace_back();
+      it->second = {path, node};
     }
-    node = it->second;
   }
   cache.store(node, std::memory_order_relaxed);
   return node;

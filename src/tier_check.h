@@ -114,9 +114,10 @@ struct HeldRecord {
 };
 static_assert(std::is_trivially_copyable_v<HeldRecord>);
 
-// Returns the learned-order node of a lock file, keyed by its identity AND
-// its path (an inode number reused by a new file elsewhere is a new node),
-// caching it in `cache`. 0 when debug checks are compiled out.
+// Returns the learned-order node of a lock file, keyed by its identity (hard
+// links are one node; an inode number reused by a new file elsewhere is a new
+// node: see tier_check.cc), caching it in `cache`. 0 when debug checks are
+// compiled out.
 std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
                          const platform::FileId& id,
                          const std::filesystem::path& lock_file);

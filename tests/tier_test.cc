@@ -787,6 +787,49 @@ TEST_F(TierTest, LearnedCycleThroughAChainOfThreeLocks) {
   EXPECT_EQ(reports.seen()[0].earlier.size(), 2u);  // a -> b -> c
 }
 
+TEST_F(TierTest, HardLinkedLockFileIsOneNodeInTheLearnedOrder) {
+  // One lock reached through two names: nesting it through either is one
+  // order. The first handle is gone (and its registry entry with it) before
+  // the second name is opened, so only the graph can tie the two together.
+  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
+  Reports reports;
+  DirLock b = open_tiered("b", std::nullopt);
+  {
+    DirLock a = open_tiered("a", std::nullopt);
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  }
+  std::filesystem::create_directories(dir() / "link");
+  std::filesystem::create_hard_link(dir() / "a" / ".lock",
+                                    dir() / "link" / ".lock");
+  DirLock link = open_tiered("link", std::nullopt);
+  ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  EXPECT_EQ(link.acquire().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(reports.seen().size(), 1u);
+  EXPECT_EQ(reports.seen()[0].kind, TierViolation::Kind::kLearnedCycle);
+}
+
+TEST_F(TierTest, InodeReusedAtAnotherPathIsANewNode) {
+  // The file first seen is gone: a new file with its identity is new.
+  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
+  Reports reports;
+  DirLock b = open_tiered("b", std::nullopt);
+  {
+    DirLock a = open_tiered("a", std::nullopt);
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  }
+  // Moved away, not deleted: the same identity at a new path, with the old
+  // path naming nothing, is what a reused inode number looks like.
+  std::filesystem::create_directories(dir() / "moved");
+  std::filesystem::rename(dir() / "a" / ".lock", dir() / "moved" / ".lock");
+  DirLock moved = open_tiered("moved", std::nullopt);
+  ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  ASSERT_OK_AND_ASSIGN(Guard gm, moved.acquire());
+  EXPECT_TRUE(reports.seen().empty());
+}
+
 TEST_F(TierTest, RepeatedConsistentNestingIsNotReported) {
   Reports reports;
   DirLock a = open_tiered("a", std::nullopt);
