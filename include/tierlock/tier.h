@@ -19,7 +19,15 @@
 // learns the order in which locks (tiered or not) are nested and reports a
 // cycle: A taken while holding B, after B was seen taken while holding A.
 // Every check happens before the acquire blocks, so a would-be deadlock is
-// reported instead of hanging.
+// reported instead of hanging. Only an acquire that can wait is checked: a
+// try (try_acquire, a timeout <= 0, try_lock, try_lock_shared) cannot
+// deadlock, so it is never reported, refused or learned from, even in tier
+// inversion (a held try still gets edges to what is taken under it). Taking
+// a lock the task already holds, from any thread, is not a violation but an
+// error returned in every mode: kFailedPrecondition, "already holds it".
+// While a LockContext::Scope runs on a thread, the thread's own holds (and
+// outer Scopes') count for the learned order. docs/design.md, "The rules, in
+// one place", has the table.
 //
 // Cost: with the mode kIgnore an acquire pays one relaxed atomic load. With
 // checks on, an in-order acquire records the hold in its context (a short
