@@ -192,14 +192,11 @@ internal::AcquireSite site_for(const LockEntry& entry,
                                const internal::MaybeTier& tier, Mode mode,
                                SourceLocation where, bool try_only,
                                std::uint64_t group) {
-  std::uint32_t node = 0;  // no learned order without debug checks
-#if TIERLOCK_DEBUG_CHECKS
-  node = entry.order_node().load(std::memory_order_relaxed);
-  if (node == 0) {
+  std::uint32_t node = entry.order_node().load(std::memory_order_relaxed);
+  if (node == 0) [[unlikely]] {
     node = internal::order_node(entry.order_node(), entry.id(),
                                 entry.file().path());
   }
-#endif
   return internal::AcquireSite{&entry.file().path(), tier, mode, where,
                                try_only, group, node};
 }

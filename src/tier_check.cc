@@ -26,10 +26,52 @@
 namespace tierlock {
 namespace internal {
 
+// Only the library's default mode follows its build: every check, the
+// learned order included, is compiled into every build.
 constexpr bool kDebugChecks = TIERLOCK_DEBUG_CHECKS != 0;
 
 std::atomic<TierCheckMode> g_tier_check_mode{
     kDebugChecks ? TierCheckMode::kAbort : TierCheckMode::kIgnore};
+
+namespace {
+
+// Set once TIERLOCK_CHECKS has chosen the mode: a consumer's Debug default
+// (request_debug_default) then leaves it alone.
+constinit std::atomic<bool> g_env_mode{false};
+
+std::optional<TierCheckMode> parse_checks(std::string_view v) {
+  if (v == "abort") return TierCheckMode::kAbort;
+  if (v == "fail") return TierCheckMode::kFail;
+  if (v == "report") return TierCheckMode::kReport;
+  if (v == "off" || v == "ignore") return TierCheckMode::kIgnore;
+  return std::nullopt;
+}
+
+// TIERLOCK_CHECKS=abort|fail|report|off, read once, when the library is
+// loaded (before main, normally before any thread changes the environment).
+[[maybe_unused]] const bool g_env_read = [] {
+  const char* v = std::getenv("TIERLOCK_CHECKS");  // NOLINT(concurrency-mt-unsafe)
+  if (v == nullptr || *v == '\0') return false;
+  if (std::optional<TierCheckMode> mode = parse_checks(v)) {
+    g_tier_check_mode.store(*mode, std::memory_order_relaxed);
+    g_env_mode.store(true, std::memory_order_relaxed);
+    return true;
+  }
+  std::fprintf(stderr,
+               "tierlock: ignoring TIERLOCK_CHECKS=%s (expected abort, fail, "
+               "report or off)\n",
+               v);
+  return false;
+}();
+
+}  // namespace
+
+bool request_debug_default() noexcept {
+  if (!g_env_mode.load(std::memory_order_relaxed)) {
+    g_tier_check_mode.store(TierCheckMode::kAbort, std::memory_order_relaxed);
+  }
+  return true;
+}
 
 // Constant-initialised, so access is a plain thread-local load.
 thread_local constinit std::array<std::uint64_t, 64> t_edge_cache{};
@@ -497,7 +539,6 @@ ContextState& current_context_state_slow() {
 std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
                          const platform::FileId& id,
                          const std::filesystem::path& lock_file) {
-  if constexpr (!kDebugChecks) return 0;
   if (std::uint32_t n = cache.load(std::memory_order_relaxed); n != 0) return n;
   OrderGraph& g = graph();
   const std::string path = internal::platform::path_text(lock_file);
@@ -624,7 +665,7 @@ ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<std::uint64_t> check_slow(
   // one (see HeldRecord::chained).
   std::vector<std::size_t> from;
   bool known = true;
-  if (kDebugChecks && node != 0) {
+  if (node != 0) {
     std::vector<const ContextState*> done;
     for (std::size_t i = all.size(); i-- > 0;) {
       const HeldView& h = all[i];

@@ -116,8 +116,7 @@ static_assert(std::is_trivially_copyable_v<HeldRecord>);
 
 // Returns the learned-order node of a lock file, keyed by its identity (hard
 // links are one node; an inode number reused by a new file elsewhere is a new
-// node: see tier_check.cc), caching it in `cache`. 0 when debug checks are
-// compiled out.
+// node: see tier_check.cc), caching it in `cache`; never 0.
 std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
                          const platform::FileId& id,
                          const std::filesystem::path& lock_file);
@@ -281,8 +280,8 @@ inline std::size_t edge_slot(std::uint64_t key) {
 inline bool fast_check_locked(const ContextState& ctx, const AcquireSite& site)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(ctx.mu) {
   if (ctx.name.empty()) return false;
-  // Nodes are non-zero only with debug checks (the learned order), so a
-  // library without them never looks at the edge cache. The walk back for
+  // Nodes are zero only for holds without a lock file of their own (leases),
+  // which take no part in the learned order. The walk back for
   // edges stops at the first chained hold (see HeldRecord::chained): in order,
   // that is the newest, and the check is one cache probe.
   bool linked = site.try_only;

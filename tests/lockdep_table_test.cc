@@ -137,7 +137,6 @@ class LockdepFamilyTest
       public ::testing::WithParamInterface<std::tuple<Family, Modes>> {};
 
 TEST_P(LockdepFamilyTest, CycleIsReportedWhereItCloses) {
-  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
   const auto& [family, modes] = GetParam();
   Reports reports;
   EXPECT_EQ(run(family.nestings, modes), Refused(family.refused));
@@ -236,7 +235,6 @@ class DetectorTest : public TierlockTest {
 };
 
 TEST_F(DetectorTest, LongCycleIsReportedWithTheWholeChain) {
-  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
   Reports reports;
   std::vector<DirLock> l = open_many(100);
   for (std::size_t i = 0; i + 1 < l.size(); ++i) {
@@ -311,7 +309,6 @@ TEST_F(DetectorTest, DiamondIsQuiet) {
 
 TEST_F(DetectorTest, ReportModeKeepsReportingEachNewCycle) {
   // Abseil goes on after a report; so does kReport, without a blind spot.
-  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
   ScopedTierCheckMode report(TierCheckMode::kReport);
   Reports reports;
   std::vector<DirLock> l = open_many(4);

@@ -202,12 +202,32 @@ TEST_F(TierDeathTest, AbortModePrintsTheReportAndAborts) {
       "lock order violation.*tier_test.cc");
 }
 
-TEST_F(TierTest, DefaultModeFollowsDebugChecks) {
-  // The fixture changed it here; a fresh process shows the default:
-  // kAbort with debug checks compiled in, kIgnore without.
+TEST_F(TierTest, DefaultModeFollowsTheApplicationsBuild) {
+  // The fixture changed it here; a fresh process shows the default: kAbort
+  // when the helper (built like this test) has no NDEBUG, whatever the
+  // library's build; else the library's own default.
+#ifdef NDEBUG
+  const bool debug_app = false;
+#else
+  const bool debug_app = true;
+#endif
   RunResult r = run({helper_path(), "tier-mode", dir().string()});
   ASSERT_EQ(r.status.code, 0) << r.status.describe() << r.out;
-  EXPECT_EQ(r.out, tierlock::tier_debug_checks() ? "abort\n" : "ignore\n");
+  EXPECT_EQ(r.out, debug_app || tierlock::tier_debug_checks() ? "abort\n"
+                                                               : "ignore\n");
+}
+
+TEST_F(TierTest, ChecksEnvironmentVariableChoosesTheStartingMode) {
+  // Read once at load; it wins over the Debug default.
+  for (auto [value, expected] :
+       {std::pair("abort", "abort\n"), std::pair("fail", "fail\n"),
+        std::pair("report", "report\n"), std::pair("off", "ignore\n")}) {
+    ::setenv("TIERLOCK_CHECKS", value, 1);
+    RunResult r = run({helper_path(), "tier-mode", dir().string()});
+    ::unsetenv("TIERLOCK_CHECKS");
+    ASSERT_EQ(r.status.code, 0) << r.status.describe() << r.out;
+    EXPECT_EQ(r.out, expected) << "TIERLOCK_CHECKS=" << value;
+  }
 }
 
 TEST_F(TierTest, SameTierTwiceIsAViolation) {
@@ -357,7 +377,6 @@ TEST_F(TierTest, HoldATryBThenBThenAIsNotACycle) {
 TEST_F(TierTest, LockHeldByATryGetsEdgesToLaterBlockingAcquires) {
   // Held after a try, `b` can still be part of a deadlock: the walk back
   // for edges goes past it to `a`, so c -> a is caught as well as c -> b.
-  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
   Reports reports;
   DirLock a = open_tiered("a", std::nullopt);
   DirLock b = open_tiered("b", std::nullopt);
@@ -376,7 +395,6 @@ TEST_F(TierTest, LockHeldByATryGetsEdgesToLaterBlockingAcquires) {
 
 TEST_F(TierTest, AllowedViolationLeavesNoBlindSpot) {
   // T1: a, b.  T2: b, a (reported, allowed), c.  T3: c, b: b -> c -> b.
-  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
   ScopedTierCheckMode report(TierCheckMode::kReport);
   Reports reports;
   DirLock a = open_tiered("a", std::nullopt);
@@ -409,7 +427,6 @@ TEST_F(TierTest, AllowedViolationLeavesNoBlindSpot) {
 TEST_F(TierTest, ScopeRunOnAThreadRecordsEdgesFromTheThreadsHolds) {
   // The thread cannot release `a` until the task in the Scope is done, so
   // the task taking `b` nests b inside a.
-  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
   Reports reports;
   DirLock a = open_tiered("a", std::nullopt);
   DirLock b = open_tiered("b", std::nullopt);
@@ -717,10 +734,6 @@ TEST_F(TierTest, AcquireAllRejectsTheSameLockTwice) {
 }
 
 TEST_F(TierTest, LearnedCycleWithoutTiersIsReportedBeforeBlocking) {
-  if (!tierlock::tier_debug_checks()) {
-    GTEST_SKIP() << "learned order needs TIERLOCK_DEBUG_CHECKS (on in the "
-                    "dev, asan and tsan presets)";
-  }
   Reports reports;
   DirLock a = open_tiered("a", std::nullopt);
   DirLock b = open_tiered("b", std::nullopt);
@@ -766,9 +779,6 @@ TEST_F(TierTest, LearnedCycleWithoutTiersIsReportedBeforeBlocking) {
 }
 
 TEST_F(TierTest, LearnedCycleThroughAChainOfThreeLocks) {
-  if (!tierlock::tier_debug_checks()) {
-    GTEST_SKIP() << "learned order needs TIERLOCK_DEBUG_CHECKS";
-  }
   Reports reports;
   DirLock a = open_tiered("a", std::nullopt);
   DirLock b = open_tiered("b", std::nullopt);
@@ -791,7 +801,6 @@ TEST_F(TierTest, HardLinkedLockFileIsOneNodeInTheLearnedOrder) {
   // One lock reached through two names: nesting it through either is one
   // order. The first handle is gone (and its registry entry with it) before
   // the second name is opened, so only the graph can tie the two together.
-  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
   Reports reports;
   DirLock b = open_tiered("b", std::nullopt);
   {
@@ -812,7 +821,6 @@ TEST_F(TierTest, HardLinkedLockFileIsOneNodeInTheLearnedOrder) {
 
 TEST_F(TierTest, InodeReusedAtAnotherPathIsANewNode) {
   // The file first seen is gone: a new file with its identity is new.
-  if (!tierlock::tier_debug_checks()) GTEST_SKIP() << "learned order";
   Reports reports;
   DirLock b = open_tiered("b", std::nullopt);
   {
