@@ -94,6 +94,14 @@ std::errc errc_for(const absl::Status& st) {
 absl::StatusOr<DirLock> DirLock::open(const std::filesystem::path& dir,
                                       LockOptions options) {
   absl::StatusOr<DirLock> lock = open_untiered(dir, options);
+  if (lock.ok() && internal::tier_checks_active() &&
+      lock->entry_->order_node().load(std::memory_order_relaxed) == 0) {
+    // The learned-order node may need a path probe (a hard link, or a reused
+    // inode number): done here, where opening makes syscalls anyway, not in
+    // the first acquire, which promises none before it has to wait.
+    (void)internal::order_node(lock->entry_->order_node(), lock->entry_->id(),
+                               lock->entry_->file().path());
+  }
   if (lock.ok() && options.tier.has_value()) {
     lock->tier_ = Tier{options.tier->level, internal::intern_tier_name(options.tier->name)};
     lock->tiered_ = true;
