@@ -1,7 +1,12 @@
 # cmake/install.cmake — install rules for tierlock (included when TIERLOCK_INSTALL is ON).
 #
 # Installs, under CMAKE_INSTALL_PREFIX (or `cmake --install <build> --prefix P`):
-#   <libdir>/libtierlock.{a,so}                  the library (type follows BUILD_SHARED_LIBS)
+#   <libdir>/libtierlock.{a,so}                  the library (type follows BUILD_SHARED_LIBS;
+#                                                a Debug build is libtierlockd: both variants
+#                                                install into one prefix, and find_package
+#                                                picks the one matching the consumer's
+#                                                configuration; tierlock.pc names the
+#                                                variant installed last)
 #   <includedir>/tierlock/*.h                    the public headers
 #   <libdir>/cmake/tierlock/tierlock{Config,ConfigVersion,Targets}.cmake
 #                                                for find_package(tierlock) -> tierlock::tierlock
@@ -131,6 +136,11 @@ foreach(_kind IN ITEMS LIBDIR INCLUDEDIR)
     set(TIERLOCK_PC_${_kind} "\${prefix}/${CMAKE_INSTALL_${_kind}}")
   endif()
 endforeach()
+if(CMAKE_BUILD_TYPE STREQUAL "Debug")
+  set(TIERLOCK_PC_LIBNAME "tierlockd")
+else()
+  set(TIERLOCK_PC_LIBNAME "tierlock")
+endif()
 configure_file("${CMAKE_CURRENT_LIST_DIR}/tierlock.pc.in"
                "${PROJECT_BINARY_DIR}/tierlock.pc" @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/tierlock.pc"

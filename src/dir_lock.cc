@@ -105,6 +105,14 @@ absl::StatusOr<DirLock> DirLock::open(const std::filesystem::path& dir,
           why));
     }
   }
+  if (lock.ok() && internal::tier_checks_active() &&
+      lock->entry_->order_node().load(std::memory_order_relaxed) == 0) {
+    // The learned-order node may need a path probe (a hard link, or a reused
+    // inode number): done here, where opening makes syscalls anyway, not in
+    // the first acquire, which promises none before it has to wait.
+    (void)internal::order_node(lock->entry_->order_node(), lock->entry_->id(),
+                               lock->entry_->file().path());
+  }
   if (lock.ok() && options.tier.has_value()) {
     lock->tier_ = Tier{options.tier->level, internal::intern_tier_name(options.tier->name)};
     lock->tiered_ = true;
@@ -211,14 +219,11 @@ internal::AcquireSite site_for(const LockEntry& entry,
                                const internal::MaybeTier& tier, Mode mode,
                                SourceLocation where, bool try_only,
                                std::uint64_t group) {
-  std::uint32_t node = 0;  // no learned order without debug checks
-#if TIERLOCK_DEBUG_CHECKS
-  node = entry.order_node().load(std::memory_order_relaxed);
-  if (node == 0) {
+  std::uint32_t node = entry.order_node().load(std::memory_order_relaxed);
+  if (node == 0) [[unlikely]] {
     node = internal::order_node(entry.order_node(), entry.id(),
                                 entry.file().path());
   }
-#endif
   return internal::AcquireSite{&entry.file().path(), tier, mode, where,
                                try_only, group, node};
 }
@@ -234,10 +239,11 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
   }
   internal::ContextState& ctx = internal::current_context_state();
   absl::Status refused;
+  // A zero timeout is one try: it cannot wait, so it is no order (tier_check.h).
   const std::uint64_t hold = internal::check_and_record(
       ctx,
-      site_for(*entry, internal::MaybeTier(tier_, tiered_), mode, where, false,
-               group),
+      site_for(*entry, internal::MaybeTier(tier_, tiered_), mode, where,
+               !policy.wait, group),
       &refused);
   if (hold == 0) [[unlikely]] return refused;
   // Returned as it is (built in the caller's result): acquire_wait forgets

@@ -1,12 +1,25 @@
 // Guard: one hold, released once.
 #include "tierlock/guard.h"
 
+#include <atomic>
+#include <cstdint>
 #include <utility>
 
 #include "lock_entry.h"
 #include "tier_check.h"
 
 namespace tierlock {
+
+namespace internal {
+
+ThreadKey current_thread_key() noexcept {
+  static std::atomic<std::uint64_t> next{1};
+  thread_local const std::uint64_t key =
+      next.fetch_add(1, std::memory_order_relaxed);
+  return ThreadKey{key};
+}
+
+}  // namespace internal
 
 Guard& Guard::operator=(Guard&& other) noexcept {
   if (this != &other) {

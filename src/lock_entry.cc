@@ -23,7 +23,7 @@ struct LockEntry::AsyncWaiter final
       std::enable_shared_from_this<AsyncWaiter> {
   AsyncWaiter(std::shared_ptr<LockEntry> e, Mode m, WaitPolicy p,
               std::shared_ptr<PoolState> pl, Executor* ex, Done d)
-      : Waiter(m, std::thread::id()),
+      : Waiter(m, ThreadKey()),
         entry(std::move(e)),
         policy(std::move(p)),
         pool(std::move(pl)),
@@ -45,7 +45,7 @@ struct LockEntry::AsyncWaiter final
     }
     // A grant whose completion never ran (pool shut down, executor dropped
     // it): the lock is released, not leaked.
-    if (release) (void)entry->release(mode, std::thread::id());
+    if (release) (void)entry->release(mode, ThreadKey());
   }
 
   const std::shared_ptr<LockEntry> entry;
@@ -163,7 +163,7 @@ absl::StatusOr<std::shared_ptr<LockEntry>> LockEntry::current(
 absl::StatusOr<bool> LockEntry::hold_current(std::shared_ptr<LockEntry>& self,
                                              Mode mode,
                                              const WaitPolicy& policy,
-                                             std::thread::id thread) {
+                                             ThreadKey thread) {
   absl::StatusOr<bool> got = self->acquire_hold(mode, policy, thread);
   for (int i = 0; !got.ok() && is_replaced(got.status()); ++i) {
     if (i == kMaxReplacements) {
@@ -187,7 +187,7 @@ absl::StatusOr<std::optional<Guard>> LockEntry::acquire(
     if (!got.ok()) return got.status();
     return std::optional<Guard>(*std::move(got));
   }
-  const std::thread::id me = std::this_thread::get_id();
+  const ThreadKey me = current_thread_key();
   absl::StatusOr<bool> got = hold_current(self, mode, policy, me);
   if (!got.ok()) return got.status();
   if (!*got) return std::optional<Guard>();
@@ -199,7 +199,7 @@ absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
                                               const WaitPolicy& policy,
                                               ContextState* context,
                                               std::uint64_t hold_id) {
-  const std::thread::id me = std::this_thread::get_id();
+  const ThreadKey me = current_thread_key();
   if (policy.stop.stop_requested()) {
     (void)Guard(nullptr, mode, me, context, hold_id).release();
     return cancelled_before_start(self->file_.path(), mode);  // no syscall
@@ -227,7 +227,7 @@ absl::StatusOr<bool> LockEntry::lockable_acquire(
   // The hold is on the entry that granted it (DirLock's unlock finds it
   // through current()).
   absl::StatusOr<bool> got =
-      hold_current(self, mode, policy, std::this_thread::get_id());
+      hold_current(self, mode, policy, current_thread_key());
   if (got.ok() && *got) {
     UniqueLock lk(self->mu_);
     if (self->lockable_holds_++ == 0) self->self_ = self;
@@ -246,16 +246,16 @@ absl::Status LockEntry::lockable_release(Mode mode) {
         to_absl(mode_name(mode)), " through lock()/lock_shared() in this process"));
   }
   if (--lockable_holds_ == 0) keep = std::move(self_);
-  return release_hold_locked(mode, std::this_thread::get_id(),
+  return release_hold_locked(mode, current_thread_key(),
                              /*any_owner=*/true);
 }
 
-absl::Status LockEntry::release(Mode mode, std::thread::id owner) {
+absl::Status LockEntry::release(Mode mode, ThreadKey owner) {
   UniqueLock lk(mu_);
   return release_hold_locked(mode, owner, /*any_owner=*/false);
 }
 
-bool LockEntry::holds_locked(std::thread::id thread) const {
+bool LockEntry::holds_locked(ThreadKey thread) const {
   if (exclusive_held_) return exclusive_owner_ == thread;
   return std::find(shared_owners_.begin(), shared_owners_.end(), thread) !=
          shared_owners_.end();
@@ -266,7 +266,7 @@ bool LockEntry::may_barge_locked(Mode mode) const {
          kernel_ == Kernel::kExclusive && free_locked();
 }
 
-void LockEntry::grant_locked(Mode mode, std::thread::id thread) {
+void LockEntry::grant_locked(Mode mode, ThreadKey thread) {
   if (mode == Mode::kExclusive) {
     exclusive_held_ = true;
     exclusive_owner_ = thread;
@@ -362,7 +362,7 @@ void LockEntry::remove_locked(Waiter* w) {
 }
 
 absl::StatusOr<bool> LockEntry::acquire_uncontended_locked(
-    Mode mode, std::thread::id self, const std::optional<Tier>& tier) {
+    Mode mode, ThreadKey self, const std::optional<Tier>& tier) {
   const Kernel want =
       mode == Mode::kExclusive ? Kernel::kExclusive : Kernel::kShared;
   if (mode == Mode::kExclusive ? !free_locked() : exclusive_held_) {
@@ -490,7 +490,7 @@ absl::Status LockEntry::reentry_error(Mode mode) const {
 
 absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,
                                              const WaitPolicy& policy,
-                                             std::thread::id self) {
+                                             ThreadKey self) {
   {
     UniqueLock lk(mu_);
     if (replaced_) [[unlikely]] return replaced_status();
@@ -506,7 +506,7 @@ absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,
 
 absl::StatusOr<bool> LockEntry::acquire_slow(Mode mode,
                                              const WaitPolicy& policy,
-                                             std::thread::id self) {
+                                             ThreadKey self) {
   Waiter w(mode, self);
   w.tier = policy.tier;
   // Declared before the lock: destroyed after it is released, because a
@@ -662,7 +662,7 @@ void LockEntry::complete_async(const std::shared_ptr<AsyncWaiter>& w) {
   }
   absl::StatusOr<Guard> result = absl::UnknownError("unset");
   if (granted) {
-    result = Guard(w->entry, w->mode, std::thread::id());
+    result = Guard(w->entry, w->mode, ThreadKey());
     w->delivered = true;
   } else if (!error.ok()) {
     result = std::move(error);
@@ -724,7 +724,7 @@ void LockEntry::dispatch_locked() {
   if (free_locked() && kernel_ != Kernel::kNone) (void)unlock_kernel_locked();
 }
 
-absl::Status LockEntry::release_hold_locked(Mode mode, std::thread::id owner,
+absl::Status LockEntry::release_hold_locked(Mode mode, ThreadKey owner,
                                             bool any_owner) {
   if (mode == Mode::kExclusive) {
     if (!exclusive_held_) {
@@ -733,7 +733,7 @@ absl::Status LockEntry::release_hold_locked(Mode mode, std::thread::id owner,
           "': not held exclusively"));
     }
     exclusive_held_ = false;
-    exclusive_owner_ = std::thread::id();
+    exclusive_owner_ = ThreadKey();
   } else {
     auto it = std::find(shared_owners_.rbegin(), shared_owners_.rend(), owner);
     if (it == shared_owners_.rend() && any_owner && !shared_owners_.empty()) {

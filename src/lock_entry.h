@@ -158,7 +158,7 @@ class LockEntry {
                             Executor* executor, Done done);
 
   // Releases one hold of `mode` taken by `owner` (the acquiring thread).
-  absl::Status release(Mode mode, std::thread::id owner);
+  absl::Status release(Mode mode, ThreadKey owner);
 
   // Lockable support: a hold owned by the process rather than by a Guard. The
   // entry keeps itself alive (through `self`) while such holds exist. Returns
@@ -200,9 +200,9 @@ class LockEntry {
   // A queued acquire. Sync waiters live on their thread's stack; async ones
   // are AsyncWaiter, owned by shared_ptr. All fields are guarded by mu_.
   struct Waiter {
-    Waiter(Mode m, std::thread::id t) : mode(m), thread(t) {}
+    Waiter(Mode m, ThreadKey t) : mode(m), thread(t) {}
     const Mode mode;
-    const std::thread::id thread;  // id() for async waiters: no owner thread
+    const ThreadKey thread;  // zero for async waiters: no owner thread
     std::optional<Tier> tier;      // for the holder record
     Waiter* next = nullptr;
     Waiter* prev = nullptr;
@@ -231,13 +231,13 @@ class LockEntry {
   // Takes a hold for `self`: the uncontended case inline, under one lock;
   // waiting in acquire_slow.
   absl::StatusOr<bool> acquire_hold(Mode mode, const WaitPolicy& policy,
-                                    std::thread::id self);
+                                    ThreadKey self);
   absl::StatusOr<bool> acquire_slow(Mode mode, const WaitPolicy& policy,
-                                    std::thread::id self);
+                                    ThreadKey self);
   absl::Status reentry_error(Mode mode) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<bool> acquire_uncontended_locked(
-      Mode mode, std::thread::id self, const std::optional<Tier>& tier)
+      Mode mode, ThreadKey self, const std::optional<Tier>& tier)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The leader's kernel wait. Returns with `w` granted (OK) or removed from
   // the queue with nothing held (the error); dispatches either way.
@@ -255,12 +255,12 @@ class LockEntry {
                            Clock::duration waited) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  bool holds_locked(std::thread::id thread) const
+  bool holds_locked(ThreadKey thread) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool free_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !exclusive_held_ && shared_owners_.empty();
   }
-  void grant_locked(Mode mode, std::thread::id thread)
+  void grant_locked(Mode mode, ThreadKey thread)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // True when a new exclusive request may take the lock ahead of a woken
   // head that has not claimed it yet (see "Fairness" in dir_lock.h).
@@ -283,10 +283,10 @@ class LockEntry {
   // replaced, on its successor (updating `self`).
   static absl::StatusOr<bool> hold_current(std::shared_ptr<LockEntry>& self,
                                            Mode mode, const WaitPolicy& policy,
-                                           std::thread::id thread);
+                                           ThreadKey thread);
   static absl::StatusOr<std::shared_ptr<LockEntry>> successor_of(
       const std::shared_ptr<LockEntry>& e);
-  absl::Status release_hold_locked(Mode mode, std::thread::id owner,
+  absl::Status release_hold_locked(Mode mode, ThreadKey owner,
                                    bool any_owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Grants what can be granted from the head of the queue, or elects the
@@ -302,9 +302,9 @@ class LockEntry {
   mutable Mutex mu_;
   Kernel kernel_ ABSL_GUARDED_BY(mu_) = Kernel::kNone;  // what file_ holds
   bool exclusive_held_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread::id exclusive_owner_ ABSL_GUARDED_BY(mu_);
-  // One element per shared hold: the acquiring thread (id() for async).
-  std::vector<std::thread::id> shared_owners_ ABSL_GUARDED_BY(mu_);
+  ThreadKey exclusive_owner_ ABSL_GUARDED_BY(mu_);
+  // One element per shared hold: the acquiring thread (zero for async).
+  std::vector<ThreadKey> shared_owners_ ABSL_GUARDED_BY(mu_);
   // FIFO queue, intrusive: queueing never allocates.
   Waiter* head_ ABSL_GUARDED_BY(mu_) = nullptr;
   Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;

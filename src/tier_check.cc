@@ -27,10 +27,52 @@
 namespace tierlock {
 namespace internal {
 
+// Only the library's default mode follows its build: every check, the
+// learned order included, is compiled into every build.
 constexpr bool kDebugChecks = TIERLOCK_DEBUG_CHECKS != 0;
 
 std::atomic<TierCheckMode> g_tier_check_mode{
     kDebugChecks ? TierCheckMode::kAbort : TierCheckMode::kIgnore};
+
+namespace {
+
+// Set once TIERLOCK_CHECKS has chosen the mode: a consumer's Debug default
+// (request_debug_default) then leaves it alone.
+constinit std::atomic<bool> g_env_mode{false};
+
+std::optional<TierCheckMode> parse_checks(std::string_view v) {
+  if (v == "abort") return TierCheckMode::kAbort;
+  if (v == "fail") return TierCheckMode::kFail;
+  if (v == "report") return TierCheckMode::kReport;
+  if (v == "off" || v == "ignore") return TierCheckMode::kIgnore;
+  return std::nullopt;
+}
+
+// TIERLOCK_CHECKS=abort|fail|report|off, read once, when the library is
+// loaded (before main, normally before any thread changes the environment).
+[[maybe_unused]] const bool g_env_read = [] {
+  const char* v = std::getenv("TIERLOCK_CHECKS");  // NOLINT(concurrency-mt-unsafe)
+  if (v == nullptr || *v == '\0') return false;
+  if (std::optional<TierCheckMode> mode = parse_checks(v)) {
+    g_tier_check_mode.store(*mode, std::memory_order_relaxed);
+    g_env_mode.store(true, std::memory_order_relaxed);
+    return true;
+  }
+  std::fprintf(stderr,
+               "tierlock: ignoring TIERLOCK_CHECKS=%s (expected abort, fail, "
+               "report or off)\n",
+               v);
+  return false;
+}();
+
+}  // namespace
+
+bool request_debug_default() noexcept {
+  if (!g_env_mode.load(std::memory_order_relaxed)) {
+    g_tier_check_mode.store(TierCheckMode::kAbort, std::memory_order_relaxed);
+  }
+  return true;
+}
 
 // Constant-initialised, so access is a plain thread-local load.
 thread_local constinit std::array<std::uint64_t, 64> t_edge_cache{};
@@ -51,6 +93,10 @@ struct DefaultContext {
   ~DefaultContext() { t_current_context = nullptr; }
 };
 thread_local DefaultContext t_default;
+// The contexts current below each Scope on this thread, outermost first (null
+// for a thread default never made). Each stays alive through its Scope or
+// the thread's default while it is listed here.
+thread_local std::vector<ContextState*> t_outer;
 
 std::string thread_name() {
   return absl::StrCat("thread ", platform::current_tid());
@@ -82,7 +128,9 @@ struct Edge {
 
 struct OrderGraph {
   Mutex mu;
-  absl::flat_hash_map<std::pair<platform::FileId, std::string>, std::uint32_t>
+  // The node of each file identity, with the lock-file path it was first
+  // seen at (see order_node).
+  absl::flat_hash_map<platform::FileId, std::pair<std::string, std::uint32_t>>
       node_of ABSL_GUARDED_BY(mu);
   // out[n]: successors of node n (1-based ids; out[0] unused).
   std::vector<absl::flat_hash_map<std::uint32_t, Edge>> out
@@ -262,20 +310,6 @@ void deliver(const TierViolation& v) {
   std::fflush(stderr);
 }
 
-// Copies the context's held stack (with the parent's first) for a report.
-std::vector<HeldLock> snapshot(ContextState& ctx) {
-  std::vector<HeldLock> held;
-  for (const InheritedHold& h : inherited_holds()) held.push_back(held_lock(h));
-  SpinLockHolder lock(ctx.mu);
-  for (const HeldRecord& r : ctx.held) held.push_back(held_lock(r.site, ctx.name));
-  return held;
-}
-
-std::string context_name(ContextState& ctx) {
-  SpinLockHolder lock(ctx.mu);
-  return ctx.name;
-}
-
 absl::Status act_on(const TierViolation& v, TierCheckMode mode) {
   deliver(v);
   switch (mode) {
@@ -292,59 +326,101 @@ absl::Status act_on(const TierViolation& v, TierCheckMode mode) {
   return absl::OkStatus();
 }
 
-// The learned-order check; see OrderGraph. `newest` is the node of the most
-// recent held lock other than the one being taken.
-std::optional<TierViolation> check_nesting(ContextState& ctx,
-                                           const AcquireSite& site,
-                                           std::uint32_t node,
-                                           std::uint32_t newest,
-                                           const AcquireSite& newest_site) {
-  if (edge_known(edge_key(newest, node))) return std::nullopt;
-  // Slow path, once per new nesting per thread.
-  absl::flat_hash_set<std::uint32_t> held_nodes;
-  std::vector<HeldRecord> held;
+// One hold as the slow path sees it: the acquiring context's, or one of a
+// context bound below it on this thread (see outer_holds).
+struct HeldView {
+  HeldRecord record;
+  const ContextState* owner;
   std::string task;
-  {
-    SpinLockHolder lock(ctx.mu);
-    held.assign(ctx.held.begin(), ctx.held.end());
-    task = ctx.name;
+};
+
+// Copies the holds of the contexts bound below `ctx` on this thread,
+// outermost first: while a Scope runs synchronously on a thread, the thread
+// cannot release what it holds until the task is done, so for deadlock those
+// are the task's holds too.
+std::vector<HeldView> outer_holds(const ContextState& ctx) {
+  std::vector<HeldView> out;
+  if (t_scope_depth == 0) return out;
+  std::vector<const ContextState*> seen;
+  for (ContextState* outer : t_outer) {
+    if (outer == nullptr || outer == &ctx ||
+        std::find(seen.begin(), seen.end(), outer) != seen.end()) {
+      continue;
+    }
+    seen.push_back(outer);
+    SpinLockHolder lock(outer->mu);
+    for (const HeldRecord& r : outer->held) {
+      out.push_back({r, outer, outer->name});
+    }
   }
-  for (const HeldRecord& r : held) {
-    if (r.site.node != 0 && r.site.node != node) held_nodes.insert(r.site.node);
+  return out;
+}
+
+// The parent's holds, then `all`, for a report.
+std::vector<HeldLock> snapshot(const std::vector<HeldView>& all) {
+  std::vector<HeldLock> held;
+  for (const InheritedHold& h : inherited_holds()) held.push_back(held_lock(h));
+  for (const HeldView& h : all) held.push_back(held_lock(h.record.site, h.task));
+  return held;
+}
+
+// The learned-order check; see OrderGraph. `from` indexes the holds in `all`
+// that get an edge to the lock being taken (the walk back to each context's
+// first chained hold); every held lock is a target: reaching any of them from
+// the new lock closes a cycle. In kReport an accepted violation adds no edge,
+// so the graph stays acyclic.
+std::optional<TierViolation> check_nesting(const AcquireSite& site,
+                                           const std::string& task,
+                                           const std::vector<HeldView>& all,
+                                           const std::vector<std::size_t>& from) {
+  const std::uint32_t node = site.node;
+  absl::flat_hash_set<std::uint32_t> targets;
+  for (const HeldView& h : all) {
+    if (h.record.site.node != 0 && h.record.site.node != node) {
+      targets.insert(h.record.site.node);
+    }
   }
   OrderGraph& g = graph();
   std::vector<Edge> path;
   {
     UniqueLock lock(g.mu);
-    if (!g.out[newest].contains(node)) {
-      path = find_path(g, node, held_nodes);
-      if (path.empty()) {
-        g.out[newest].emplace(node, Edge{site_of(newest_site, task),
-                                         site_of(site, task)});
+    bool all_known = true;
+    for (std::size_t i : from) {
+      if (!g.out[all[i].record.site.node].contains(node)) all_known = false;
+    }
+    // Known edges keep the graph acyclic with them: nothing to search.
+    if (!all_known) path = find_path(g, node, targets);
+    if (path.empty()) {
+      for (std::size_t i : from) {
+        g.out[all[i].record.site.node].try_emplace(
+            node, Edge{site_of(all[i].record.site, all[i].task),
+                       site_of(site, task)});
       }
     }
   }
   if (path.empty()) {
-    edge_learned(edge_key(newest, node));
+    for (std::size_t i : from) {
+      edge_learned(edge_key(all[i].record.site.node, node));
+    }
     return std::nullopt;
   }
   TierViolation v;
   v.kind = TierViolation::Kind::kLearnedCycle;
   v.task = task;
-  v.try_acquire = site.try_only;
   v.acquiring = held_lock(site, task);
   // The path ends at the held lock that closes the cycle.
   const std::string& closing = path.back().inner.lock_file;
-  for (const HeldRecord& r : held) {
-    if (r.site.lock_file != nullptr &&
-        internal::platform::path_text(*r.site.lock_file) == closing) {
-      v.conflicting = held_lock(r.site, task);
+  for (const HeldView& h : all) {
+    if (h.record.site.lock_file != nullptr &&
+        internal::platform::path_text(*h.record.site.lock_file) == closing) {
+      v.conflicting = held_lock(h.record.site, h.task);
+      break;
     }
   }
   for (const Edge& e : path) {
     v.earlier.push_back({held_lock(e.outer), held_lock(e.inner)});
   }
-  v.held = snapshot(ctx);
+  v.held = snapshot(all);
   return v;
 }
 
@@ -366,13 +442,32 @@ LockableHolds& lockable_holds() {
 }  // namespace
 
 thread_local constinit ContextState* t_current_context = nullptr;
+thread_local constinit int t_scope_depth = 0;
 
 const std::shared_ptr<ContextState>*& bound_context() { return t_bound; }
 
-const std::shared_ptr<ContextState>* bind_context(
+const std::shared_ptr<ContextState>* push_scope(
     const std::shared_ptr<ContextState>* ctx) {
+  t_outer.push_back(t_bound != nullptr ? t_bound->get() : t_default.ctx.get());
+  ++t_scope_depth;
   t_current_context = nullptr;
   return std::exchange(t_bound, ctx);
+}
+
+void pop_scope(const std::shared_ptr<ContextState>* previous) noexcept {
+  if (!t_outer.empty()) t_outer.pop_back();
+  --t_scope_depth;
+  t_current_context = nullptr;
+  t_bound = previous;
+}
+
+bool outer_holds_present(const ContextState& ctx) {
+  for (ContextState* outer : t_outer) {
+    if (outer == nullptr || outer == &ctx) continue;
+    SpinLockHolder lock(outer->mu);
+    if (!outer->held.empty()) return true;
+  }
+  return false;
 }
 
 ContextState& current_context_state_slow() {
@@ -381,22 +476,47 @@ ContextState& current_context_state_slow() {
   return *c;
 }
 
+// One node per file identity, so hard links to one lock file are one node.
+// An inode number can be reused by a new file once the old one is deleted
+// (tests make and remove thousands of lock files): an identity met again at
+// another path is the same node only while the path it was first seen at
+// still names that identity (a hard link); otherwise the old file is gone and
+// this is a new one. Both probes happen once per registry entry.
 std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
                          const platform::FileId& id,
                          const std::filesystem::path& lock_file) {
-  if constexpr (!kDebugChecks) return 0;
   if (std::uint32_t n = cache.load(std::memory_order_relaxed); n != 0) return n;
   OrderGraph& g = graph();
+  const std::string path = internal::platform::path_text(lock_file);
+  std::string seen_at;
+  {
+    UniqueLock lock(g.mu);
+    auto it = g.node_of.find(id);
+    if (it != g.node_of.end() && it->second.first == path) {
+      cache.store(it->second.second, std::memory_order_relaxed);
+      return it->second.second;
+    }
+    if (it != g.node_of.end()) seen_at = it->second.first;
+  }
+  // Looked at outside the graph's lock: a path walk can be slow.
+  bool same_file = false;
+  if (!seen_at.empty()) {
+    const std::filesystem::path old(seen_at);
+    absl::StatusOr<platform::FileId> now =
+        platform::stat_lock_file(old.parent_path(), old.filename().string());
+    same_file = now.ok() && *now == id;
+  }
   std::uint32_t node;
   {
     UniqueLock lock(g.mu);
-    auto [it, inserted] = g.node_of.try_emplace(
-        std::pair(id, internal::platform::path_text(lock_file)), 0);
-    if (inserted) {
-      it->second = static_cast<std::uint32_t>(g.out.size());
+    auto [it, inserted] = g.node_of.try_emplace(id, path, 0);
+    if (!inserted && (same_file || it->second.first == path)) {
+      node = it->second.second;
+    } else {
+      node = static_cast<std::uint32_t>(g.out.size());
       g.out.emplace_back();
+      it->second = {path, node};
     }
-    node = it->second;
   }
   cache.store(node, std::memory_order_relaxed);
   return node;
@@ -412,19 +532,34 @@ const std::shared_ptr<ContextState>& current_context() {
 
 namespace {
 
+// Taking a lock the task already holds: an error the caller gets back in
+// every mode, never a lock-order report (it is no order between two locks).
+absl::Status reentry_error(const AcquireSite& site, const HeldView& held) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "acquire '",
+      site.lock_file != nullptr
+          ? escape_text(internal::platform::path_text(*site.lock_file))
+          : std::string(),
+      "' (", to_absl(mode_name(site.mode)), ") at ",
+      where(held_lock(site, {})), ": task '", escape_text(held.task),
+      "' already holds it (", to_absl(mode_name(held.record.site.mode)),
+      ", taken at ", where(held_lock(held.record.site, held.task)),
+      "); waiting for itself would deadlock"));
+}
+
 // The checks, the slow way: everything a report needs. Kept out of line so
-// the fast path below has a small frame (a TierViolation is ~1 KB of stack
-// to zero).
+// the fast path has a small frame (a TierViolation is ~1 KB of stack to
+// zero). In order: re-entry (an error), then, unless the acquire is a try,
+// declared tiers and the learned order.
 ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<std::uint64_t> check_slow(
     ContextState& ctx, const AcquireSite& site, bool record,
     TierCheckMode mode) {
   const std::uint32_t node = site.node;
-
-  // Declared tiers: the parent process's holds, then this context's.
+  std::vector<HeldView> all = outer_holds(ctx);
+  const std::size_t outer_count = all.size();
   std::optional<TierViolation> violation;
-  std::uint32_t newest = 0;
-  AcquireSite newest_site;
-  if (site.tier) {
+  std::string task;
+  if (site.tier && !site.try_only) {
     for (const InheritedHold& h : inherited_holds()) {
       if (h.level >= site.tier->level) {
         TierViolation v;
@@ -439,51 +574,75 @@ ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<std::uint64_t> check_slow(
   {
     SpinLockHolder lock(ctx.mu);
     if (ctx.name.empty()) ctx.name = thread_name();
-    const HeldRecord* worst = nullptr;
-    for (const HeldRecord& r : ctx.held) {
-      if (r.site.node != 0 && r.site.node != node) {
-        newest = r.site.node;
-        newest_site = r.site;
-      }
-      if (violation || !site.tier || !r.site.tier) continue;
-      if (r.site.tier->level < site.tier->level) continue;
-      if (r.site.group != 0 && r.site.group == site.group) continue;
-      if (worst == nullptr || r.site.tier->level > worst->site.tier->level) {
-        worst = &r;
-      }
-    }
-    if (worst != nullptr) {
-      TierViolation v;
-      v.kind = worst->site.tier->level == site.tier->level
-                   ? TierViolation::Kind::kSameTier
-                   : TierViolation::Kind::kTierOrder;
-      v.conflicting = held_lock(worst->site, ctx.name);
-      violation = std::move(v);
-    }
-    const bool known_nesting =
-        !kDebugChecks || newest == 0 || edge_known(edge_key(newest, node));
-    if (record && !violation && known_nesting) {
-      std::uint64_t id = ctx.next_hold_id++;
-      ctx.held.push_back(HeldRecord{id, site});
-      return id;
+    task = ctx.name;
+    for (const HeldRecord& r : ctx.held) all.push_back({r, &ctx, task});
+  }
+  // An async acquire (record false) occupies no thread while it waits: it
+  // is granted when the task releases its own hold, so it is no re-entry.
+  for (const HeldView& h : all) {
+    if (!record) break;
+    if (site.lock_file != nullptr && h.record.site.lock_file == site.lock_file) {
+      return reentry_error(site, h);
     }
   }
+  if (site.try_only) return record ? record_hold(ctx, site, false) : 0;
+
+  // Declared tiers: this context's holds (the parent's were looked at above).
+  const HeldView* worst = nullptr;
+  for (std::size_t i = outer_count; i < all.size() && !violation; ++i) {
+    const HeldRecord& r = all[i].record;
+    if (!site.tier || !r.site.tier) continue;
+    if (r.site.tier->level < site.tier->level) continue;
+    if (r.site.group != 0 && r.site.group == site.group) continue;
+    if (worst == nullptr ||
+        r.site.tier->level > worst->record.site.tier->level) {
+      worst = &all[i];
+    }
+  }
+  if (worst != nullptr) {
+    TierViolation v;
+    v.kind = worst->record.site.tier->level == site.tier->level
+                 ? TierViolation::Kind::kSameTier
+                 : TierViolation::Kind::kTierOrder;
+    v.conflicting = held_lock(worst->record.site, task);
+    violation = std::move(v);
+  }
+
+  // Learned order: edges from each context's holds back to its first chained
+  // one (see HeldRecord::chained).
+  std::vector<std::size_t> from;
+  bool known = true;
+  if (node != 0) {
+    std::vector<const ContextState*> done;
+    for (std::size_t i = all.size(); i-- > 0;) {
+      const HeldView& h = all[i];
+      if (std::find(done.begin(), done.end(), h.owner) != done.end()) continue;
+      if (h.record.site.node != 0 && h.record.site.node != node) {
+        from.push_back(i);
+        if (!edge_known(edge_key(h.record.site.node, node))) known = false;
+      }
+      if (h.record.chained) done.push_back(h.owner);
+    }
+  }
+  if (!violation && known) return record ? record_hold(ctx, site, true) : 0;
+
+  bool chained = true;
   if (violation) {
-    std::string task = context_name(ctx);
     violation->task = task;
-    violation->try_acquire = site.try_only;
     violation->acquiring = held_lock(site, task);
-    violation->held = snapshot(ctx);
+    std::vector<HeldView> own(
+        all.begin() + static_cast<std::ptrdiff_t>(outer_count), all.end());
+    violation->held = snapshot(own);
     if (absl::Status st = act_on(*std::move(violation), mode); !st.ok()) {
       return st;
     }
-  } else if (kDebugChecks && newest != 0) {
-    if (std::optional<TierViolation> v =
-            check_nesting(ctx, site, node, newest, newest_site)) {
-      if (absl::Status st = act_on(*std::move(v), mode); !st.ok()) return st;
-    }
+    chained = false;  // taken in spite of the report: learned nothing
+  } else if (std::optional<TierViolation> v =
+                 check_nesting(site, task, all, from)) {
+    if (absl::Status st = act_on(*std::move(v), mode); !st.ok()) return st;
+    chained = false;
   }
-  return record ? record_hold(ctx, site) : 0;
+  return record ? record_hold(ctx, site, chained) : 0;
 }
 
 // The checks, and with `record`, the hold recorded: the fast path, or the slow
@@ -495,7 +654,8 @@ absl::StatusOr<std::uint64_t> check(ContextState& ctx, const AcquireSite& site,
     return record ? record_hold(ctx, site) : 0;
   }
   if (!record) {
-    if (!site.tier || inherited_holds().empty()) {
+    if ((!site.tier || inherited_holds().empty()) &&
+        (t_scope_depth == 0 || !outer_holds_present(ctx))) {
       SpinLockHolder lock(ctx.mu);
       if (fast_check_locked(ctx, site)) return 0;
     }
@@ -532,11 +692,12 @@ std::uint64_t check_and_record_slow(ContextState& ctx, const AcquireSite& site,
   return *id;
 }
 
-std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site) {
+std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site,
+                          bool chained) {
   SpinLockHolder lock(ctx.mu);
   if (ctx.name.empty()) ctx.name = thread_name();
   std::uint64_t id = ctx.next_hold_id++;
-  ctx.held.push_back(HeldRecord{id, site});
+  ctx.held.push_back(HeldRecord{id, site, chained});
   return id;
 }
 
@@ -630,8 +791,7 @@ std::string TierViolation::to_string() const {
   std::string s = "======================================================\n";
   absl::StrAppend(&s, "tierlock: ", internal::summary(*this), "\n");
   s += "------------------------------------------------------\n";
-  absl::StrAppend(&s, "task '", escape_text(task), "' is ",
-                  try_acquire ? "trying to take" : "taking", ":\n  ",
+  absl::StrAppend(&s, "task '", escape_text(task), "' is taking:\n  ",
                   describe(acquiring), "\n  at ", where(acquiring), "\n");
   absl::StrAppend(&s, "while holding:\n  ", describe(conflicting), "\n  taken at ",
                   where(conflicting), "\n");
@@ -718,8 +878,8 @@ std::string LockContext::held_env() const {
 }
 
 LockContext::Scope::Scope(const LockContext& context)
-    : state_(context.state_), previous_(internal::bind_context(&state_)) {}
+    : state_(context.state_), previous_(internal::push_scope(&state_)) {}
 
-LockContext::Scope::~Scope() { internal::bind_context(previous_); }
+LockContext::Scope::~Scope() { internal::pop_scope(previous_); }
 
 }  // namespace tierlock

@@ -104,12 +104,20 @@ struct AcquireSite {
 struct HeldRecord {
   std::uint64_t hold_id = 0;
   AcquireSite site;
+  // True when every lock the context held when this one was taken is known to
+  // reach it in the learned order (an edge each, or a chained hold between).
+  // Then the locks older than it in the stack need no edge of their own to a
+  // lock taken later: they reach it through this one (lockdep's argument for
+  // walking the held stack back only to the first such hold). False for a
+  // try, for a hold taken in spite of a reported violation, and for a hold
+  // recorded without the check (an async grant): walking back goes past it.
+  bool chained = false;
 };
 static_assert(std::is_trivially_copyable_v<HeldRecord>);
 
-// Returns the learned-order node of a lock file, keyed by its identity AND
-// its path (an inode number reused by a new file elsewhere is a new node),
-// caching it in `cache`. 0 when debug checks are compiled out.
+// Returns the learned-order node of a lock file, keyed by its identity (hard
+// links are one node; an inode number reused by a new file elsewhere is a new
+// node: see tier_check.cc), caching it in `cache`; never 0.
 std::uint32_t order_node(std::atomic<std::uint32_t>& cache,
                          const platform::FileId& id,
                          const std::filesystem::path& lock_file);
@@ -150,10 +158,13 @@ inline bool tier_checks_active() {
 const std::shared_ptr<ContextState>& current_context();
 // The innermost Scope's context on this thread, or null.
 const std::shared_ptr<ContextState>*& bound_context();
-// Binds `ctx` (which must outlive the binding) as the current context, or
-// with null unbinds it; returns the previous binding. For LockContext::Scope.
-const std::shared_ptr<ContextState>* bind_context(
+// Binds `ctx` (which must outlive the binding) as the current context;
+// returns the previous binding, which pop_scope restores. For
+// LockContext::Scope: the context current before stays an outer context of
+// this thread (outer_holds_present) until pop_scope.
+const std::shared_ptr<ContextState>* push_scope(
     const std::shared_ptr<ContextState>* ctx);
+void pop_scope(const std::shared_ptr<ContextState>* previous) noexcept;
 
 // current_context().get(), cached per thread: what a synchronous acquire
 // needs (its Guard keeps a plain pointer), in one thread-local load. The cache
@@ -191,8 +202,10 @@ inline std::uint64_t check_and_record(ContextState& ctx, AcquireSite site,
   }
   return check_and_record_slow(ctx, site, error);
 }
-// Records a granted hold; returns the id forget_hold takes.
-std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site);
+// Records a granted hold; returns the id forget_hold takes. `chained`: see
+// HeldRecord (false for a hold recorded without the check).
+std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site,
+                          bool chained = false);
 // Forgets a recorded hold (any thread). No-op if unknown. Inline for the
 // common release: the newest hold of a context that still has a handle.
 void forget_hold_slow(ContextState& ctx, std::uint64_t hold_id) noexcept;
@@ -232,28 +245,45 @@ inline std::size_t edge_slot(std::uint64_t key) {
   return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ULL) >> 58);
 }
 
-// True when `site` may be taken with nothing to report, learn or name: no
+// True when `site` may be taken with nothing to report, learn or name: not
+// held by the context already (re-entry is an error the slow path builds), no
 // held tier at or above its own (outside its acquire_all group), a named
-// context, and a learned nesting (debug checks) already in this thread's
-// cache. False only means "take the slow path", which decides.
+// context, and every learned nesting it adds (debug checks) already in this
+// thread's cache. A try is never checked for order and learns nothing: it
+// cannot wait, so it cannot deadlock. False only means "take the slow path",
+// which decides.
 inline bool fast_check_locked(const ContextState& ctx, const AcquireSite& site)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(ctx.mu) {
   if (ctx.name.empty()) return false;
-  // Nodes are non-zero only with debug checks (the learned order), so a
-  // library without them never looks at the edge cache.
-  std::uint32_t newest = 0;
-  for (const HeldRecord& r : ctx.held) {
-    if (r.site.node != 0 && r.site.node != site.node) newest = r.site.node;
+  // Nodes are zero only for holds without a lock file of their own (leases),
+  // which take no part in the learned order. The walk back for
+  // edges stops at the first chained hold (see HeldRecord::chained): in order,
+  // that is the newest, and the check is one cache probe.
+  bool linked = site.try_only;
+  for (auto it = ctx.held.rbegin(); it != ctx.held.rend(); ++it) {
+    const HeldRecord& r = *it;
+    if (r.site.lock_file == site.lock_file) return false;  // re-entry
+    if (site.try_only) continue;
     if (site.tier.present && r.site.tier.present &&
         r.site.tier.tier.level >= site.tier.tier.level &&
         (r.site.group == 0 || r.site.group != site.group)) {
       return false;  // a violation to report (or an acquire_all group's own)
     }
+    if (!linked && r.site.node != 0) {
+      const std::uint64_t key = edge_key(r.site.node, site.node);
+      if (t_edge_cache[edge_slot(key)] != key) return false;
+      linked = r.chained;
+    }
   }
-  if (newest == 0) return true;
-  const std::uint64_t key = edge_key(newest, site.node);
-  return t_edge_cache[edge_slot(key)] == key;
+  return true;
 }
+
+// The number of LockContext::Scope bindings on this thread. Inside one, the
+// holds of the contexts bound below it (the thread's own, outer scopes') are
+// held while the task runs, so the slow path checks against them too.
+extern thread_local constinit int t_scope_depth;
+// True when a context bound below the current one on this thread holds a lock.
+bool outer_holds_present(const ContextState& ctx);
 
 inline std::uint64_t check_and_record_fast(ContextState& ctx,
                                            AcquireSite site) {
@@ -263,6 +293,7 @@ inline std::uint64_t check_and_record_fast(ContextState& ctx,
         g_inherited_holds.load(std::memory_order_acquire);
     if (inherited == nullptr || !inherited->empty()) return 0;
   }
+  if (t_scope_depth != 0 && outer_holds_present(ctx)) return 0;
   ctx.mu.lock();
   if (!fast_check_locked(ctx, site) ||
       ctx.held.size() == ctx.held.capacity()) {
@@ -270,7 +301,7 @@ inline std::uint64_t check_and_record_fast(ContextState& ctx,
     return 0;
   }
   const std::uint64_t id = ctx.next_hold_id++;
-  ctx.held.push_back(HeldRecord{id, site});
+  ctx.held.push_back(HeldRecord{id, site, !site.try_only});
   ctx.mu.unlock();
   return id;
 }

@@ -19,12 +19,15 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/fixture.h"
 #include "support/helpers.h"
 #include "support/status.h"
 #include "support/tier_mode.h"
+#include "support/wait.h"
+#include "lock_entry.h"
 #include "tier_check.h"
 #include "tierlock/dir_lock.h"
 #include "tierlock/executor.h"
@@ -199,12 +202,32 @@ TEST_F(TierDeathTest, AbortModePrintsTheReportAndAborts) {
       "lock order violation.*tier_test.cc");
 }
 
-TEST_F(TierTest, DefaultModeFollowsDebugChecks) {
-  // The fixture changed it here; a fresh process shows the default:
-  // kAbort with debug checks compiled in, kIgnore without.
+TEST_F(TierTest, DefaultModeFollowsTheApplicationsBuild) {
+  // The fixture changed it here; a fresh process shows the default: kAbort
+  // when the helper (built like this test) has no NDEBUG, whatever the
+  // library's build; else the library's own default.
+#ifdef NDEBUG
+  const bool debug_app = false;
+#else
+  const bool debug_app = true;
+#endif
   RunResult r = run({helper_path(), "tier-mode", dir().string()});
   ASSERT_EQ(r.status.code, 0) << r.status.describe() << r.out;
-  EXPECT_EQ(r.out, tierlock::tier_debug_checks() ? "abort\n" : "ignore\n");
+  EXPECT_EQ(r.out, debug_app || tierlock::tier_debug_checks() ? "abort\n"
+                                                               : "ignore\n");
+}
+
+TEST_F(TierTest, ChecksEnvironmentVariableChoosesTheStartingMode) {
+  // Read once at load; it wins over the Debug default.
+  for (auto [value, expected] :
+       {std::pair("abort", "abort\n"), std::pair("fail", "fail\n"),
+        std::pair("report", "report\n"), std::pair("off", "ignore\n")}) {
+    ::setenv("TIERLOCK_CHECKS", value, 1);
+    RunResult r = run({helper_path(), "tier-mode", dir().string()});
+    ::unsetenv("TIERLOCK_CHECKS");
+    ASSERT_EQ(r.status.code, 0) << r.status.describe() << r.out;
+    EXPECT_EQ(r.out, expected) << "TIERLOCK_CHECKS=" << value;
+  }
 }
 
 TEST_F(TierTest, SameTierTwiceIsAViolation) {
@@ -256,18 +279,248 @@ TEST_F(TierTest, ReportNamesTaskBothLocksBothSitesAndTheStack) {
   EXPECT_EQ(reports.seen()[0].held.size(), 2u);
 }
 
-TEST_F(TierTest, TryAcquireViolationIsReportedAndASuccessfulTryRecorded) {
+TEST_F(TierTest, TryInDeclaredTierInversionIsNotCheckedButIsRecorded) {
+  // A try cannot wait, so it cannot deadlock: it is never refused for order.
   Reports reports;
   DirLock ws = open_tiered("ws", kWorkspace);
   DirLock pkg = open_tiered("pkg", kPackage);
   ASSERT_OK_AND_ASSIGN(std::optional<Guard> g, pkg.try_acquire());
   ASSERT_TRUE(g.has_value());
   EXPECT_EQ(LockContext::current().held().size(), 1u);
-  absl::StatusOr<std::optional<Guard>> bad = ws.try_acquire();
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_OK_AND_ASSIGN(std::optional<Guard> low, ws.try_acquire());
+  EXPECT_TRUE(low.has_value());
+  EXPECT_EQ(LockContext::current().held().size(), 2u);
+  EXPECT_TRUE(reports.seen().empty());
+}
+
+TEST_F(TierTest, ZeroTimeoutAcquireIsATry) {
+  Reports reports;
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  ASSERT_OK_AND_ASSIGN(Guard g, pkg.acquire());
+  ASSERT_OK_AND_ASSIGN(Guard low, ws.acquire_for(0ns));
+  EXPECT_TRUE(low.held());
+  EXPECT_TRUE(reports.seen().empty());
+  // A positive timeout can wait: it is checked like any blocking acquire.
+  low = Guard();
+  EXPECT_EQ(ws.acquire_for(1s).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(reports.seen().size(), 1u);
+}
+
+TEST_F(TierTest, LockableTryLockIsNotCheckedForOrder) {
+  Reports reports;
+  DirLock ws = open_tiered("ws", kWorkspace);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  std::scoped_lock outer(pkg);
+  ASSERT_TRUE(ws.try_lock());
+  ws.unlock();
+  ASSERT_TRUE(ws.try_lock_shared());
+  ws.unlock_shared();
+  EXPECT_TRUE(reports.seen().empty());
+}
+
+TEST_F(TierTest, ScopedLockInBothOrdersIsNotReported) {
+  // std::lock locks one and only tries the others: deadlock-free by
+  // construction, whatever the argument order.
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock b = open_tiered("b", std::nullopt);
+  { std::scoped_lock both(a, b); }
+  { std::scoped_lock both(b, a); }
+  EXPECT_TRUE(reports.seen().empty());
+}
+
+TEST_F(TierTest, ScopedLockUnderContentionIsNotReported) {
+  // The README example: `b` is held elsewhere, so std::lock takes `a`, fails
+  // to try `b`, backs off, waits for `b`, then tries `a`.
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock b = open_tiered("b", std::nullopt);
+  std::shared_ptr<tierlock::internal::LockEntry> entry_b =
+      tierlock::internal::entry_for_testing(b);
+  std::promise<void> holding;
+  std::thread h([&] {
+    LockContext::Scope own(LockContext("holder"));
+    absl::StatusOr<Guard> g = b.acquire();
+    holding.set_value();
+    // Released once the scoped_lock below waits for it.
+    EXPECT_TRUE(wait_until([&] { return entry_b->waiting() > 0; }));
+  });
+  holding.get_future().wait();
+  bool locked = false;
+  try {
+    std::scoped_lock both(a, b);
+    locked = true;
+  } catch (const std::system_error& e) {
+    ADD_FAILURE() << e.what();
+  }
+  h.join();
+  EXPECT_TRUE(locked);
+  EXPECT_TRUE(reports.seen().empty());
+}
+
+TEST_F(TierTest, HoldATryBThenBThenAIsNotACycle) {
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock b = open_tiered("b", std::nullopt);
+  {
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    ASSERT_OK_AND_ASSIGN(std::optional<Guard> gb, b.try_acquire());
+    ASSERT_TRUE(gb.has_value());
+  }
+  ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+  EXPECT_TRUE(reports.seen().empty());
+}
+
+TEST_F(TierTest, LockHeldByATryGetsEdgesToLaterBlockingAcquires) {
+  // Held after a try, `b` can still be part of a deadlock: the walk back
+  // for edges goes past it to `a`, so c -> a is caught as well as c -> b.
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock b = open_tiered("b", std::nullopt);
+  DirLock c = open_tiered("c", std::nullopt);
+  {
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    ASSERT_OK_AND_ASSIGN(std::optional<Guard> gb, b.try_acquire());
+    ASSERT_TRUE(gb.has_value());
+    ASSERT_OK_AND_ASSIGN(Guard gc, c.acquire());
+  }
+  ASSERT_OK_AND_ASSIGN(Guard gc, c.acquire());
+  EXPECT_EQ(b.acquire().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(a.acquire().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(reports.seen().size(), 2u);
+}
+
+TEST_F(TierTest, AllowedViolationLeavesNoBlindSpot) {
+  // T1: a, b.  T2: b, a (reported, allowed), c.  T3: c, b: b -> c -> b.
+  ScopedTierCheckMode report(TierCheckMode::kReport);
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock b = open_tiered("b", std::nullopt);
+  DirLock c = open_tiered("c", std::nullopt);
+  std::thread([&] {
+    absl::StatusOr<Guard> ga = a.acquire();
+    absl::StatusOr<Guard> gb = b.acquire();
+    EXPECT_TRUE(ga.ok() && gb.ok());
+  }).join();
+  std::thread([&] {
+    absl::StatusOr<Guard> gb = b.acquire();
+    absl::StatusOr<Guard> ga = a.acquire();
+    absl::StatusOr<Guard> gc = c.acquire();
+    EXPECT_TRUE(gb.ok() && ga.ok() && gc.ok());
+  }).join();
   ASSERT_EQ(reports.seen().size(), 1u);
-  EXPECT_TRUE(reports.seen()[0].try_acquire);
-  EXPECT_THAT(reports.seen()[0].to_string(), HasSubstr("trying to take"));
+  std::thread([&] {
+    absl::StatusOr<Guard> gc = c.acquire();
+    absl::StatusOr<Guard> gb = b.acquire();
+    EXPECT_TRUE(gc.ok() && gb.ok());
+  }).join();
+  ASSERT_EQ(reports.seen().size(), 2u);
+  const TierViolation v = reports.seen()[1];
+  EXPECT_EQ(v.kind, TierViolation::Kind::kLearnedCycle);
+  EXPECT_EQ(v.acquiring.lock_file, b.lock_file());
+  EXPECT_EQ(v.conflicting.lock_file, c.lock_file());
+}
+
+TEST_F(TierTest, ScopeRunOnAThreadRecordsEdgesFromTheThreadsHolds) {
+  // The thread cannot release `a` until the task in the Scope is done, so
+  // the task taking `b` nests b inside a.
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock b = open_tiered("b", std::nullopt);
+  {
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    LockContext task("task");
+    LockContext::Scope bind(task);
+    ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  }
+  std::thread([&] {
+    absl::StatusOr<Guard> gb = b.acquire();
+    ASSERT_TRUE(gb.ok()) << gb.status();
+    absl::StatusOr<Guard> ga = a.acquire_for(5s);
+    EXPECT_EQ(ga.status().code(), absl::StatusCode::kFailedPrecondition)
+        << ga.status();
+  }).join();
+  ASSERT_EQ(reports.seen().size(), 1u);
+  EXPECT_EQ(reports.seen()[0].kind, TierViolation::Kind::kLearnedCycle);
+}
+
+TEST_F(TierTest, TaskAskingAgainFromAnotherThreadGetsTheReentryError) {
+  Reports reports;
+  DirLock a = open_tiered("a", std::nullopt);
+  DirLock pkg = open_tiered("pkg", kPackage);
+  LockContext task("task 7");
+  Guard ga;
+  Guard gp;
+  std::thread([&] {
+    LockContext::Scope bind(task);
+    absl::StatusOr<Guard> g = a.acquire();
+    ASSERT_TRUE(g.ok()) << g.status();
+    ga = *std::move(g);
+    absl::StatusOr<Guard> p = pkg.acquire(Mode::kShared);
+    ASSERT_TRUE(p.ok()) << p.status();
+    gp = *std::move(p);
+  }).join();
+  std::thread([&] {
+    LockContext::Scope bind(task);
+    // Without the check this waits for itself (bounded here).
+    absl::StatusOr<Guard> again = a.acquire_for(3s);
+    EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition)
+        << again.status();
+    EXPECT_THAT(std::string(again.status().message()),
+                HasSubstr("already holds it"));
+    absl::StatusOr<Guard> tiered = pkg.acquire_for(3s, Mode::kShared);
+    EXPECT_EQ(tiered.status().code(), absl::StatusCode::kFailedPrecondition)
+        << tiered.status();
+    EXPECT_THAT(std::string(tiered.status().message()),
+                HasSubstr("already holds it"));
+  }).join();
+  EXPECT_TRUE(reports.seen().empty()) << "re-entry is no lock-order report";
+}
+
+TEST_F(TierDeathTest, TieredReentryIsAnErrorEvenInAbortMode) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  DirLock pkg = open_tiered("pkg", kPackage);
+  EXPECT_EXIT(
+      {
+        tierlock::set_tier_check_mode(TierCheckMode::kAbort);
+        absl::StatusOr<Guard> g = pkg.acquire();
+        absl::StatusOr<Guard> again = pkg.acquire();
+        const bool ok =
+            g.ok() &&
+            again.status().code() == absl::StatusCode::kFailedPrecondition &&
+            absl::StrContains(again.status().message(), "already holds it");
+        std::_Exit(ok ? 0 : 3);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(TierTest, ReentryIsKeyedOnANeverReusedThreadIdentity) {
+  // A Guard handed over by a thread that exited: a new thread that happens
+  // to get the same std::thread::id does not hold it.
+  DirLock a = open_tiered("a", std::nullopt);
+  Guard ga;
+  std::thread::id first;
+  std::thread t([&] {
+    first = std::this_thread::get_id();
+    absl::StatusOr<Guard> g = a.acquire();
+    ASSERT_TRUE(g.ok()) << g.status();
+    ga = *std::move(g);
+  });
+  t.join();
+  bool reused = false;
+  for (int i = 0; i < 200 && !reused; ++i) {
+    std::thread([&] {
+      if (std::this_thread::get_id() != first) return;
+      reused = true;
+      absl::StatusOr<std::optional<Guard>> g = a.try_acquire();
+      ASSERT_TRUE(g.ok()) << g.status();
+      EXPECT_FALSE(g->has_value()) << "held by the Guard, not by this thread";
+    }).join();
+  }
+  if (!reused) GTEST_SKIP() << "the system did not reuse the thread id";
 }
 
 TEST_F(TierTest, ContextFollowsTheTaskAcrossThreads) {
@@ -481,10 +734,6 @@ TEST_F(TierTest, AcquireAllRejectsTheSameLockTwice) {
 }
 
 TEST_F(TierTest, LearnedCycleWithoutTiersIsReportedBeforeBlocking) {
-  if (!tierlock::tier_debug_checks()) {
-    GTEST_SKIP() << "learned order needs TIERLOCK_DEBUG_CHECKS (on in the "
-                    "dev, asan and tsan presets)";
-  }
   Reports reports;
   DirLock a = open_tiered("a", std::nullopt);
   DirLock b = open_tiered("b", std::nullopt);
@@ -530,9 +779,6 @@ TEST_F(TierTest, LearnedCycleWithoutTiersIsReportedBeforeBlocking) {
 }
 
 TEST_F(TierTest, LearnedCycleThroughAChainOfThreeLocks) {
-  if (!tierlock::tier_debug_checks()) {
-    GTEST_SKIP() << "learned order needs TIERLOCK_DEBUG_CHECKS";
-  }
   Reports reports;
   DirLock a = open_tiered("a", std::nullopt);
   DirLock b = open_tiered("b", std::nullopt);
@@ -549,6 +795,47 @@ TEST_F(TierTest, LearnedCycleThroughAChainOfThreeLocks) {
   EXPECT_EQ(a.acquire().status().code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_EQ(reports.seen().size(), 1u);
   EXPECT_EQ(reports.seen()[0].earlier.size(), 2u);  // a -> b -> c
+}
+
+TEST_F(TierTest, HardLinkedLockFileIsOneNodeInTheLearnedOrder) {
+  // One lock reached through two names: nesting it through either is one
+  // order. The first handle is gone (and its registry entry with it) before
+  // the second name is opened, so only the graph can tie the two together.
+  Reports reports;
+  DirLock b = open_tiered("b", std::nullopt);
+  {
+    DirLock a = open_tiered("a", std::nullopt);
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  }
+  std::filesystem::create_directories(dir() / "link");
+  std::filesystem::create_hard_link(dir() / "a" / ".lock",
+                                    dir() / "link" / ".lock");
+  DirLock link = open_tiered("link", std::nullopt);
+  ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  EXPECT_EQ(link.acquire().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(reports.seen().size(), 1u);
+  EXPECT_EQ(reports.seen()[0].kind, TierViolation::Kind::kLearnedCycle);
+}
+
+TEST_F(TierTest, InodeReusedAtAnotherPathIsANewNode) {
+  // The file first seen is gone: a new file with its identity is new.
+  Reports reports;
+  DirLock b = open_tiered("b", std::nullopt);
+  {
+    DirLock a = open_tiered("a", std::nullopt);
+    ASSERT_OK_AND_ASSIGN(Guard ga, a.acquire());
+    ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  }
+  // Moved away, not deleted: the same identity at a new path, with the old
+  // path naming nothing, is what a reused inode number looks like.
+  std::filesystem::create_directories(dir() / "moved");
+  std::filesystem::rename(dir() / "a" / ".lock", dir() / "moved" / ".lock");
+  DirLock moved = open_tiered("moved", std::nullopt);
+  ASSERT_OK_AND_ASSIGN(Guard gb, b.acquire());
+  ASSERT_OK_AND_ASSIGN(Guard gm, moved.acquire());
+  EXPECT_TRUE(reports.seen().empty());
 }
 
 TEST_F(TierTest, RepeatedConsistentNestingIsNotReported) {

@@ -20,6 +20,17 @@ class DirLock;
 namespace internal {
 class LockEntry;
 struct ContextState;
+
+// A thread's identity for self-deadlock checks. Unlike std::thread::id it is
+// never reused after the thread exits, so a Guard handed over by a thread
+// that has gone never makes a new thread look like its holder. Zero: no
+// thread (an async grant).
+struct ThreadKey {
+  std::uint64_t value = 0;
+  friend bool operator==(ThreadKey, ThreadKey) = default;
+};
+// Returns the calling thread's key (assigned at its first call).
+ThreadKey current_thread_key() noexcept;
 }  // namespace internal
 
 // Guard
@@ -101,7 +112,7 @@ class [[nodiscard]] Guard {
   friend class internal::LockEntry;
   friend class DirLock;
   Guard(std::shared_ptr<internal::LockEntry> entry, Mode mode,
-        std::thread::id owner, internal::ContextState* context = nullptr,
+        internal::ThreadKey owner, internal::ContextState* context = nullptr,
         std::uint64_t hold_id = 0) noexcept
       : entry_(std::move(entry)),
         mode_(mode),
@@ -111,7 +122,7 @@ class [[nodiscard]] Guard {
 
   std::shared_ptr<internal::LockEntry> entry_;  // null once released
   Mode mode_ = Mode::kExclusive;
-  std::thread::id owner_;  // the acquiring thread, for self-deadlock checks
+  internal::ThreadKey owner_;  // the acquiring thread, for self-deadlock checks
   // The tier-check context the hold is recorded in (null: not recorded). The
   // record itself keeps the context alive (see ContextState), so no count.
   internal::ContextState* context_ = nullptr;

@@ -85,7 +85,11 @@ class LockContext {
   //
   // Makes a context current on the constructing thread until destroyed, then
   // restores the previous one. Scopes nest; they must be destroyed on the
-  // thread that made them, innermost first.
+  // thread that made them, innermost first. The thread cannot release what
+  // the contexts below the Scope hold (its own default context, outer
+  // Scopes') until the Scope ends, so the learned order nests the task's
+  // acquires under those holds too, and asking for one of them again is the
+  // re-entry error. Declared tiers are checked against the task's holds only.
   class [[nodiscard]] Scope {
    public:
     explicit Scope(const LockContext& context);

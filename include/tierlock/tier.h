@@ -14,18 +14,34 @@
 // the level of every tiered lock it holds, including those its parent process
 // holds (TIERLOCK_HELD, set by `tierlock run`). acquire_all (dir_lock.h) takes
 // several locks of one level at once, in canonical path order. Untiered locks
-// are not checked against tiers. With debug checks compiled in (the CMake
-// option TIERLOCK_DEBUG_CHECKS, on by default unless NDEBUG), tierlock also
-// learns the order in which locks (tiered or not) are nested and reports a
-// cycle: A taken while holding B, after B was seen taken while holding A.
-// Every check happens before the acquire blocks, so a would-be deadlock is
-// reported instead of hanging.
+// are not checked against tiers. tierlock also learns the order in which
+// locks (tiered or not) are nested and reports a cycle: A taken while holding
+// B, after B was seen taken while holding A.
 //
-// Cost: with the mode kIgnore an acquire pays one relaxed atomic load. With
-// checks on, an in-order acquire records the hold in its context (a short
-// spin lock, no allocation for the first few holds) and, with debug checks, one
-// thread-local lookup of the nesting; only a nesting never seen before takes a
-// global lock.
+// Every check is in every build of the library; only the starting mode
+// differs. In order of precedence: set_tier_check_mode; the environment
+// variable TIERLOCK_CHECKS=abort|fail|report|off, read once when the library
+// is loaded; kAbort if any translation unit of the program that includes this
+// header is compiled without NDEBUG (a Debug build of the application, even
+// against a Release library; define TIERLOCK_NO_DEBUG_DEFAULT to opt out);
+// kAbort if the library itself was built with TIERLOCK_DEBUG_CHECKS; else
+// kIgnore.
+// Every check happens before the acquire blocks, so a would-be deadlock is
+// reported instead of hanging. Only an acquire that can wait is checked: a
+// try (try_acquire, a timeout <= 0, try_lock, try_lock_shared) cannot
+// deadlock, so it is never reported, refused or learned from, even in tier
+// inversion (a held try still gets edges to what is taken under it). Taking
+// a lock the task already holds, from any thread, is not a violation but an
+// error returned in every mode: kFailedPrecondition, "already holds it".
+// While a LockContext::Scope runs on a thread, the thread's own holds (and
+// outer Scopes') count for the learned order. docs/design.md, "The rules, in
+// one place", has the table.
+//
+// Cost: with the mode kIgnore an acquire pays one relaxed atomic load and a
+// branch. With checks on, an in-order acquire records the hold in its
+// context (a short spin lock, no allocation for the first few holds) and one
+// thread-local lookup of the nesting; only a nesting never seen before takes
+// a global lock.
 #ifndef TIERLOCK_TIER_H_
 #define TIERLOCK_TIER_H_
 
@@ -76,15 +92,27 @@ enum class TierCheckMode {
 };
 
 // Sets the process-wide check mode; applies to acquires that start after the
-// call. The default is kAbort when the library was built with debug checks
-// (tier_debug_checks()), kIgnore otherwise. Holds taken while the mode was
-// kIgnore are not known to later checks. Thread-safe.
+// call, and overrides TIERLOCK_CHECKS and every default (see the top of this
+// file). Holds taken while the mode was kIgnore are not known to later
+// checks. Thread-safe.
 void set_tier_check_mode(TierCheckMode mode);
 // Returns the current mode. Thread-safe.
 TierCheckMode tier_check_mode();
-// Returns true if the library was built with TIERLOCK_DEBUG_CHECKS: then the
-// default mode is kAbort and nesting cycles are learned and reported.
+// Returns true if the library was built with TIERLOCK_DEBUG_CHECKS: then its
+// own default mode is kAbort. (The learned order is in every build.)
 bool tier_debug_checks();
+
+namespace internal {
+// Makes kAbort the starting mode unless TIERLOCK_CHECKS chose one. Returns
+// true. Called by the inline variable below, from the consumer's own build.
+bool request_debug_default() noexcept;
+#if !defined(NDEBUG) && !defined(TIERLOCK_NO_DEBUG_DEFAULT)
+// A Debug build of the application turns the checks on by default, decided
+// by the consumer's NDEBUG (like assert), not by how the installed library
+// was built: initialised once per program, before main.
+inline const bool debug_default_requested = request_debug_default();
+#endif
+}  // namespace internal
 
 // HeldLock
 //
@@ -116,8 +144,7 @@ struct TierViolation {
     HeldLock inner;
   };
   Kind kind = Kind::kTierOrder;
-  std::string task;                 // who is acquiring
-  bool try_acquire = false;         // the acquire was a try (cannot block)
+  std::string task;                 // who is acquiring (never a try: see above)
   HeldLock acquiring;               // the lock being taken, at its call site
   HeldLock conflicting;             // the held lock it conflicts with
   std::vector<HeldLock> held;       // everything the task holds, oldest first
