@@ -179,6 +179,23 @@ TEST_F(CliTest, RunExportsTierlockDir) {
   EXPECT_EQ(r.out, dir().string());
 }
 
+// A run that may wait is checked for order even when the lock is free (the
+// uncontended fast path is a try, which the library never refuses); a run
+// that only tries (-n) cannot deadlock and is let through.
+TEST_F(CliTest, TierOrderIsCheckedForAFreeLockButNotForATry) {
+  fs::create_directories(dir() / "ws");
+  fs::create_directories(dir() / "pkg");
+  const std::string self = cli_path();
+  Result r = cli({"run", "--tier", "20:package", (dir() / "pkg").string(), "--",
+                  "sh", "-c",
+                  "\"$0\" run --tier 10:workspace \"$1\" -- true; echo \"wait=$?\"; "
+                  "\"$0\" run -n --tier 10:workspace \"$1\" -- true; echo \"try=$?\"",
+                  self, (dir() / "ws").string()});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::HasSubstr("wait=1"));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("try=0"));
+}
+
 TEST_F(CliTest, RunExportsTheTierStackAndRefusesALowerTierInTheChild) {
   fs::create_directories(dir() / "ws");
   fs::create_directories(dir() / "pkg");

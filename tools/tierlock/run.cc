@@ -269,17 +269,26 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
   LockContext task("tierlock run");
   LockContext::Scope bind(task);
 
-  // Uncontended: one try, no thread.
-  absl::StatusOr<std::optional<Guard>> tried = lock->try_acquire(mode);
-  if (!tried.ok()) {
-    print_error(lock->lock_file().native(), tried.status().message());
-    return exit_code_for(tried.status());
-  }
-  std::optional<Guard> guard = *std::move(tried);
-  if (!guard.has_value()) {
-    if (o.no_wait || (timeout.has_value() && timeout->count() == 0)) {
-      return conflict(o, *lock, "");
+  // A run that may wait is a blocking acquire, and the library checks tier
+  // order only for those (a try cannot deadlock, so it is never refused).
+  // When an order check can apply (a tier here, or tiers our parent holds),
+  // the acquire is therefore a blocking one from the start, whether or not
+  // the lock happens to be free; otherwise the common case costs one try
+  // and no thread.
+  const bool tries_only = o.no_wait || (timeout.has_value() && timeout->count() == 0);
+  const bool checked_wait =
+      !tries_only && (lock_options.tier.has_value() || !LockContext::inherited().empty());
+  std::optional<Guard> guard;
+  if (!checked_wait) {
+    absl::StatusOr<std::optional<Guard>> tried = lock->try_acquire(mode);
+    if (!tried.ok()) {
+      print_error(lock->lock_file().native(), tried.status().message());
+      return exit_code_for(tried.status());
     }
+    guard = *std::move(tried);
+  }
+  if (!guard.has_value()) {
+    if (tries_only) return conflict(o, *lock, "");
     int signal_received = 0;
     absl::StatusOr<Guard> got = wait_for_lock(*lock, o, task, timeout, signal_fd.get(), &signal_received);
     if (signal_received != 0) {
