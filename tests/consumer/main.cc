@@ -1,7 +1,13 @@
 // A minimal tierlock user: locks a fresh temporary directory, checks the hold,
-// releases it. Built both through find_package(tierlock) and through
-// `pkg-config --cflags --libs tierlock`; exits 0 on success.
+// releases it; then checks that lock-order checks work from the installed
+// library whatever its build type: the starting mode follows this program's
+// own NDEBUG (a Debug application gets kAbort even from a Release library),
+// and the learned order catches an ABBA at run time. Built through
+// find_package(tierlock) (in this build's type and in the other one) and
+// through `pkg-config --cflags --libs tierlock`; exits 0 on success.
 #include <stdlib.h>  // mkdtemp
+
+#include <cstdlib>
 
 #include <filesystem>
 #include <iostream>
@@ -32,6 +38,41 @@ int run(const std::filesystem::path& dir) {
   return 0;
 }
 
+int check_order(const std::filesystem::path& dir) {
+  using tierlock::TierCheckMode;
+#ifdef NDEBUG
+  const TierCheckMode want =
+      tierlock::tier_debug_checks() ? TierCheckMode::kAbort : TierCheckMode::kIgnore;
+#else
+  const TierCheckMode want = TierCheckMode::kAbort;  // this program is a Debug build
+#endif
+  if (std::getenv("TIERLOCK_CHECKS") == nullptr && tierlock::tier_check_mode() != want) {
+    return fail("starting tier-check mode " +
+                std::to_string(static_cast<int>(tierlock::tier_check_mode())) +
+                ", expected " + std::to_string(static_cast<int>(want)));
+  }
+  tierlock::set_tier_check_mode(TierCheckMode::kFail);
+  tierlock::set_tier_violation_handler([](const tierlock::TierViolation&) {});
+  std::filesystem::create_directories(dir / "a");
+  std::filesystem::create_directories(dir / "b");
+  absl::StatusOr<tierlock::DirLock> a = tierlock::DirLock::open(dir / "a");
+  absl::StatusOr<tierlock::DirLock> b = tierlock::DirLock::open(dir / "b");
+  if (!a.ok() || !b.ok()) return fail("open a/b");
+  {
+    absl::StatusOr<tierlock::Guard> ga = a->acquire();
+    absl::StatusOr<tierlock::Guard> gb = b->acquire();
+    if (!ga.ok() || !gb.ok()) return fail("a then b was refused");
+  }
+  absl::StatusOr<tierlock::Guard> gb = b->acquire();
+  if (!gb.ok()) return fail("b alone was refused");
+  absl::StatusOr<tierlock::Guard> ga = a->acquire();
+  if (ga.ok() || ga.status().code() != absl::StatusCode::kFailedPrecondition) {
+    return fail("b then a (after a then b) was not refused by the learned order");
+  }
+  std::cout << "lock order checked\n";
+  return 0;
+}
+
 }  // namespace
 
 int main() {
@@ -39,7 +80,8 @@ int main() {
       (std::filesystem::temp_directory_path() / "tierlock-consumer-XXXXXX").string();
   if (mkdtemp(tmpl.data()) == nullptr) return fail("mkdtemp failed");
   const std::filesystem::path dir = tmpl;
-  const int rc = run(dir);
+  int rc = run(dir);
+  if (rc == 0) rc = check_order(dir);
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   return rc;

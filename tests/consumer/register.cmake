@@ -6,6 +6,8 @@
 #   consumer.install       cmake --install <build> --prefix <build>/consumer-install
 #   consumer.find_package  builds tests/consumer with find_package(tierlock) against
 #                          that prefix (same compiler, same build type) and runs it
+#   consumer.find_package_other_build_type
+#                          the same in the other build type (Debug <-> Release)
 #   consumer.pkg_config    compiles tests/consumer/main.cc with
 #                          `pkg-config --cflags --libs tierlock` and runs it; reported
 #                          as skipped only when pkg-config is not installed
@@ -41,6 +43,7 @@ endif()
 
 add_test(NAME consumer.clean
   COMMAND "${CMAKE_COMMAND}" -E rm -rf "${_tlc_prefix}" "${_tlc_build}" "${_tlc_build}-lease"
+          "${_tlc_build}-other"
           "${_tlc_pc_out}")
 set_tests_properties(consumer.clean PROPERTIES
   FIXTURES_SETUP tierlock_consumer_clean)
@@ -67,6 +70,32 @@ add_test(NAME consumer.find_package
       "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
       "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
     --test-command tierlock_consumer)
+
+# The same consumer in the other build type (a Debug application against a
+# library built otherwise, or the reverse): the tier checks' starting mode
+# follows the application's NDEBUG, and the learned order is in every build.
+if(CMAKE_BUILD_TYPE STREQUAL "Debug")
+  set(_tlc_other_type Release)
+else()
+  set(_tlc_other_type Debug)
+endif()
+add_test(NAME consumer.find_package_other_build_type
+  COMMAND "${CMAKE_CTEST_COMMAND}"
+    --build-and-test "${CMAKE_CURRENT_LIST_DIR}" "${_tlc_build}-other"
+    --build-generator "${CMAKE_GENERATOR}"
+    --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
+    --build-project tierlock_consumer
+    --build-noclean
+    --build-options
+      "-DCMAKE_PREFIX_PATH=${_tlc_prefix}"
+      "-DTIERLOCK_EXPECTED_PREFIX=${_tlc_prefix}"
+      "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
+      "-DCMAKE_BUILD_TYPE=${_tlc_other_type}"
+      "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
+      "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
+    --test-command tierlock_consumer)
+set_tests_properties(consumer.find_package_other_build_type PROPERTIES
+  FIXTURES_REQUIRED tierlock_consumer_installed LABELS consumer TIMEOUT 300)
 
 # The lease components (find_package COMPONENTS lease lease_sqlite), when this
 # build has them: their export sets and the client-library dependency.
