@@ -451,14 +451,30 @@ TEST_F(CliTest, SigkillOfRunDoesNotReleaseTheLockWhileTheCommandRuns) {
       EXPECT_EQ(try_in_other_process(dir(), Mode::kShared), kAcquired);
     }
 
+    // `status` names the command that holds the lock now, not the killed
+    // tierlock (which the kernel's table still names) nor nobody.
+    const std::string orphan_pid = std::to_string(orphan.pid);
+    Result st = cli({"status", "--json", dir().string()});
+    EXPECT_EQ(st.code, 0) << st.err;
+    Json holders = Json::parse(st.out, nullptr, false).value("holders", Json::array());
+    bool names_orphan = false;
+    for (const Json& h : holders) {
+      if (h.value("pid", 0) == orphan.pid) names_orphan = true;
+      EXPECT_NE(h.value("pid", 0), a.pid()) << st.out;
+    }
+    EXPECT_TRUE(names_orphan) << st.out;
+
     // A second (exclusive) run waits for the first command, whatever the
-    // mode of the first.
+    // mode of the first, and its waiting message names the command.
     fs::remove(work.path() / "started");
     Cli b({"run", dir().string(), "--", "sh", "-c", increment_script(work.path(), false)},
           io_.path());
     ASSERT_TRUE(LocksBecome(lock(), [&](const std::vector<ProcLock>& e) {
       return count_waiters_by(e, b.pid()) == 1;
     }));
+    EXPECT_TRUE(wait_until([&] {
+      return b.err().find("pid " + orphan_pid) != std::string::npos;
+    })) << b.err();
     EXPECT_FALSE(fs::exists(work.path() / "started")) << "the second command ran beside the first";
     write_file(work.path() / "go", "");
     EXPECT_EQ(b.wait(), 0) << b.err();
