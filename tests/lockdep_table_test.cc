@@ -40,25 +40,6 @@ using tierlock::TierCheckMode;
 using tierlock::TierViolation;
 using namespace tierlock::testing;  // NOLINT: test support vocabulary
 
-class Reports {
- public:
-  Reports() {
-    tierlock::set_tier_violation_handler([this](const TierViolation& v) {
-      std::lock_guard<std::mutex> lock(mu_);
-      seen_.push_back(v);
-    });
-  }
-  ~Reports() { tierlock::set_tier_violation_handler({}); }
-  std::vector<TierViolation> seen() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return seen_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<TierViolation> seen_;
-};
-
 // Where a sequence of nestings was first refused: (nesting, position).
 using Refused = std::optional<std::pair<std::size_t, std::size_t>>;
 

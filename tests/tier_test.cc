@@ -54,26 +54,6 @@ constexpr Tier kWorkspace{10, "workspace"};
 constexpr Tier kPackage{20, "package"};
 constexpr Tier kBackend{30, "backend"};
 
-// Collects the reports the handler receives; restores the default handler.
-class Reports {
- public:
-  Reports() {
-    tierlock::set_tier_violation_handler([this](const TierViolation& v) {
-      std::lock_guard<std::mutex> lock(mu_);
-      seen_.push_back(v);
-    });
-  }
-  ~Reports() { tierlock::set_tier_violation_handler({}); }
-  std::vector<TierViolation> seen() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return seen_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<TierViolation> seen_;
-};
-
 class TierTest : public TierlockTest {
  protected:
   DirLock open_tiered(const std::string& name, std::optional<Tier> tier) {
