@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -101,22 +103,6 @@ TEST_F(LeaseCliTest, SigtermWhileWaitingExits143HoldingNothing) {
   EXPECT_EQ(rows[0].token, 1u) << "the cancelled waiter took a lease";
 }
 
-TEST_F(LeaseCliTest, LostLeaseSendsSigtermToTheCommand) {
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  Process cli = Process::spawn(run_args({"--key", "lost", "--ttl", "1"},
-                                        {"sh", "-c", "echo started; exec sleep 30"}));
-  std::optional<std::string> started = cli.read_line();
-  ASSERT_EQ(started.value_or(""), "started");
-  // Another process takes the run's lease away (its session is host:pid).
-  auto b = SqliteLeaseBackend::create({.path = tmp_.path() / "leases.db"});
-  ASSERT_OK(b.status());
-  ASSERT_OK_AND_ASSIGN(int n, (*b)->release_all(absl::StrCat(host, ":", cli.pid())));
-  EXPECT_EQ(n, 1);
-  // The next renewal (every 1/3 s) says lost: the command gets SIGTERM.
-  EXPECT_EQ(cli.wait(10s).code, 128 + SIGTERM);
-}
-
 // True once `pid` has exited (gone, or a zombie nobody reaped yet).
 bool process_gone(pid_t pid) {
   if (::kill(pid, 0) != 0) return errno == ESRCH;
@@ -124,6 +110,110 @@ bool process_gone(pid_t pid) {
   std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const std::size_t paren = stat.rfind(')');
   return paren == std::string::npos || (paren + 2 < stat.size() && stat[paren + 2] == 'Z');
+}
+
+// The pids a command prints on its first line ("SH BG").
+struct Pids {
+  pid_t sh = 0, bg = 0;
+};
+Pids read_pids(Process& cli) {
+  Pids p;
+  std::istringstream in(cli.read_line().value_or(""));
+  in >> p.sh >> p.bg;
+  return p;
+}
+
+// Kills what a failed test left running, by pid, only while it is alive.
+struct KillLeftovers {
+  std::vector<pid_t> pids;
+  ~KillLeftovers() {
+    for (pid_t p : pids) {
+      if (p > 0 && !process_gone(p)) ::kill(p, SIGKILL);
+    }
+  }
+};
+
+// Another process takes the run's lease away: its session is host:pid.
+void steal_lease(const std::filesystem::path& db, pid_t cli) {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  auto b = SqliteLeaseBackend::create({.path = db});
+  ASSERT_OK(b.status());
+  ASSERT_OK_AND_ASSIGN(int n, (*b)->release_all(absl::StrCat(host, ":", cli)));
+  EXPECT_EQ(n, 1);
+}
+
+constexpr int kLeaseLost = 74;
+
+TEST_F(LeaseCliTest, LostLeaseStopsTheCommandAndExitsLeaseLost) {
+  Process cli = Process::spawn(run_args({"--key", "lost", "--ttl", "1"},
+                                        {"sh", "-c", "sleep 1000 & echo $$ $!; wait"}));
+  const Pids p = read_pids(cli);
+  KillLeftovers leftovers{{p.sh, p.bg}};
+  ASSERT_GT(p.bg, 0);
+  steal_lease(tmp_.path() / "leases.db", cli.pid());
+  // The next renewal (every 1/3 s) says lost: SIGTERM to the whole tree.
+  EXPECT_EQ(cli.wait(10s).code, kLeaseLost) << "not the command's 143";
+  EXPECT_TRUE(process_gone(p.sh));
+  EXPECT_TRUE(process_gone(p.bg)) << "the command's background child runs on";
+}
+
+TEST_F(LeaseCliTest, LostLeaseKillsACommandThatIgnoresSigtermAfterTheGrace) {
+  // The shell and its background sleep both ignore SIGTERM.
+  Process cli = Process::spawn(
+      run_args({"--key", "stubborn", "--ttl", "1", "--kill-after", "0.3"},
+               {"sh", "-c", "trap '' TERM; sleep 1000 & echo $$ $!; wait"}));
+  const Pids p = read_pids(cli);
+  KillLeftovers leftovers{{p.sh, p.bg}};
+  ASSERT_GT(p.bg, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  steal_lease(tmp_.path() / "leases.db", cli.pid());
+  EXPECT_EQ(cli.wait(10s).code, kLeaseLost);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms) << "no grace after SIGTERM";
+  EXPECT_TRUE(process_gone(p.sh)) << "ran on past the grace";
+  EXPECT_TRUE(process_gone(p.bg)) << "its child ran on past the grace";
+}
+
+TEST_F(LeaseCliTest, LostLeaseExitsLeaseLostEvenIfTheCommandExitsZeroOnSigterm) {
+  // The shell exits 0 on SIGTERM, leaving a background child that ignores it.
+  Process cli = Process::spawn(run_args(
+      {"--key", "polite", "--ttl", "1", "--kill-after", "0.3"},
+      {"sh", "-c", "trap 'exit 0' TERM; (trap '' TERM; exec sleep 1000) & echo $$ $!; wait"}));
+  const Pids p = read_pids(cli);
+  KillLeftovers leftovers{{p.sh, p.bg}};
+  ASSERT_GT(p.bg, 0);
+  steal_lease(tmp_.path() / "leases.db", cli.pid());
+  EXPECT_EQ(cli.wait(10s).code, kLeaseLost) << "not the command's 0";
+  EXPECT_TRUE(process_gone(p.sh));
+  EXPECT_TRUE(process_gone(p.bg)) << "the orphaned child ran on";
+}
+
+TEST_F(LeaseCliTest, SigstopOfRunPastTheValidityKillsTheCommandTree) {
+  Process cli = Process::spawn(run_args({"--key", "paused", "--ttl", "1.5"},
+                                        {"sh", "-c", "sleep 1000 & echo $$ $!; wait"}));
+  const Pids p = read_pids(cli);
+  KillLeftovers leftovers{{p.sh, p.bg}};
+  ASSERT_GT(p.bg, 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }
+  } resume{cli.pid()};
+  ASSERT_EQ(::kill(cli.pid(), SIGSTOP), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  // tierlock can renew nothing now; its lease is valid for at most 1.5 s
+  // from its last renewal, then the supervisor's watchdog kills the tree.
+  EXPECT_TRUE(wait_until([&] { return process_gone(p.sh) && process_gone(p.bg); }, 10s))
+      << "the command runs on past its lease while tierlock is stopped";
+  EXPECT_LE(std::chrono::steady_clock::now() - t0, 3s) << "validity 1.5 s, plus slack";
+  ::kill(cli.pid(), SIGCONT);
+  EXPECT_EQ(cli.wait(10s).code, kLeaseLost);
+}
+
+TEST_F(LeaseCliTest, RenewedLeaseOutlivesManyTtlsWithoutTheWatchdogFiring) {
+  // The command outlasts three TTLs: only renewals reaching the supervisor
+  // keep its deadline ahead.
+  RunResult r = run(run_args({"--key", "long", "--ttl", "1"}, {"sleep", "3"}));
+  EXPECT_EQ(r.status.code, 0);
 }
 
 TEST_F(LeaseCliTest, SigkillOfRunKillsTheWholeCommandTree) {
@@ -195,6 +285,12 @@ TEST_F(LeaseCliTest, BadBackendKeyOrTtlIsAUsageError) {
   EXPECT_EQ(run(run_args({}, {"true"})).status.code, 64) << "no --key";
   EXPECT_EQ(run(run_args({"--key", "a\tb"}, {"true"})).status.code, 64);
   EXPECT_EQ(run(run_args({"--key", "k", "--ttl", "0"}, {"true"})).status.code, 64);
+  EXPECT_EQ(run(run_args({"--key", "k", "--kill-after", "-1"}, {"true"})).status.code, 64);
+  EXPECT_EQ(run(run_args({"--key", "k", "--kill-after", "nan"}, {"true"})).status.code, 64);
+  EXPECT_EQ(run({TIERLOCK_CLI_PATH, "run", "--kill-after", "1", tmp_.path().string(), "true"})
+                .status.code,
+            64)
+      << "--kill-after without --backend";
   EXPECT_EQ(run(run_args({"--key", "k", "--shared"}, {"true"})).status.code, 64);
   EXPECT_EQ(run({TIERLOCK_CLI_PATH, "run", "--key", "k", "--", "true"}).status.code, 64);
   EXPECT_EQ(run(run_args({"--key", "k"}, {"/nonexistent/cmd"})).status.code, 127);

@@ -35,6 +35,8 @@ enum ExitCode : int {
   kOther = 1,              // any other failure
   kUsage = 64,             // EX_USAGE: bad command line
   kNoDirectory = 66,       // EX_NOINPUT: the directory does not exist / is not one
+  kLeaseLost = 74,         // the lease was lost while the command ran (--backend);
+                           // the command was stopped (docs/cli.md)
   kConflict = 75,          // EX_TEMPFAIL: the lock is held (--no-wait, --timeout)
   kPermission = 77,        // EX_NOPERM
   kCannotExecute = 126,    // the command exists but cannot be run

@@ -3,13 +3,19 @@
 // read from a signalfd; while waiting they cancel the acquire (nothing held),
 // while the command runs they are forwarded to it. The lease is auto-renewed
 // (ttl/3); if it is lost anyway (renewal failed, expired, connection gone),
-// the command gets SIGTERM and tierlock says so.
+// every process of the command gets SIGTERM, SIGKILL after --kill-after,
+// and tierlock exits kLeaseLost. The supervisor's watchdog does the same
+// (SIGKILL at once) if this process is stopped past the lease's validity.
 #include "lease_run.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -19,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cli.h"
 #include "process.h"
 #include "tierlock/lease.h"
@@ -83,7 +90,13 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url
       "--backend '", redact_url(url), "': not a backend this tierlock was built with (", forms, ")"));
 }
 
-int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd) {
+// Runs the command under the supervisor and waits for it, forwarding
+// signals. Returns the command's status, or kLeaseLost if the lease was lost
+// while it ran (then the command was stopped: by the supervisor on our
+// request, SIGTERM and SIGKILL after `grace`, or by its watchdog if we did
+// not move the deadline on in time).
+int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
+                   std::chrono::nanoseconds grace) {
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     if (absl::StartsWith(*e, "TIERLOCK_TOKEN=") || absl::StartsWith(*e, "TIERLOCK_LEASE_")) {
@@ -98,21 +111,93 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd) 
   // Supervised: if this process dies (SIGKILL, OOM), the lease is no longer
   // renewed (and an advisory lock goes with the connection), so the command
   // and everything it started is killed rather than run on with a stale
-  // token (spawn_supervised).
-  const pid_t child = spawn_supervised(o.command, std::move(env), &exit_code);
-  if (child < 0) return exit_code;
-  // lost() -> an eventfd the wait watches: the command gets SIGTERM.
+  // token. If this process is stopped or stalls, it cannot say anything, so
+  // the supervisor holds the lease's validity as an absolute deadline and
+  // kills the tree itself when it passes (spawn_supervised).
+  SupervisorOptions supervisor_options;
+  std::chrono::steady_clock::time_point deadline = lease.valid_until();
+  supervisor_options.deadline = deadline;
+  supervisor_options.grace = grace;
+  Supervised child = spawn_supervised(o.command, std::move(env), supervisor_options, &exit_code);
+  if (child.pid < 0) return exit_code;
+  // lost() -> an eventfd the wait watches.
   Fd lost_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   const int lost_raw = lost_fd.get();
   std::stop_callback on_lost(lease.lost(), [lost_raw] { notify(lost_raw); });
-  return wait_forwarding(child, signal_fd, lost_raw, [&] {
+  const std::string what = absl::StrCat("lease '", lease.key(), "'");
+  // Renewals come every ttl/3: a new valid_until reaches the supervisor
+  // within a tenth of the ttl of it (bounded to 10 ms..1 s).
+  const auto refresh = std::clamp(
+      std::chrono::milliseconds(std::llround(o.ttl_s * 100)), std::chrono::milliseconds(10),
+      std::chrono::milliseconds(1000));
+  bool lost = false;
+  bool watch_control = true;
+  const auto watchdog_fired = [&] {
+    lost = true;
+    watch_control = false;
     if (!o.quiet) {
-      print_error(absl::StrCat("lease '", lease.key(), "'"),
-                  "lost (not renewed in time, or the service said another owner "
-                  "holds it); sending SIGTERM to the command");
+      print_error(what,
+                  "not renewed by the end of its validity (tierlock was stopped or "
+                  "stalled); the command and its processes were killed");
     }
-    ::kill(child, SIGTERM);
-  });
+  };
+  for (;;) {
+    // Not reaped until it is known to have exited (WNOWAIT), so the pid is
+    // never a reused one when a signal is forwarded.
+    siginfo_t info = {};
+    if (::waitid(P_PID, static_cast<id_t>(child.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == child.pid) {
+      break;
+    }
+    struct pollfd fds[3] = {{signal_fd, POLLIN, 0},
+                            {watch_control ? child.control.get() : -1, POLLIN, 0},
+                            {lost ? -1 : lost_raw, POLLIN, 0}};
+    if (::poll(fds, 3, static_cast<int>(refresh.count())) < 0 && errno != EINTR) break;
+    if (fds[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (::read(signal_fd, &si, sizeof si) == sizeof si && si.ssi_signo != SIGCHLD) {
+        ::kill(child.pid, static_cast<int>(si.ssi_signo));
+      }
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (supervisor_watchdog_fired(child.control.get())) {
+        watchdog_fired();
+      } else {
+        watch_control = false;  // closed: the supervisor is exiting
+      }
+    }
+    if (!lost && (fds[2].revents & POLLIN)) {
+      lost = true;
+      if (!o.quiet) {
+        print_error(what, absl::StrCat("lost (not renewed in time, or the service said another "
+                                       "owner holds it); stopping the command: SIGTERM to its "
+                                       "processes, SIGKILL after ",
+                                       absl::StrFormat("%.3g", std::chrono::duration<double>(grace).count()),
+                                       " s"));
+      }
+      supervisor_stop(child.control.get());
+    }
+    if (!lost) {
+      const auto valid_until = lease.valid_until();
+      if (valid_until != deadline) {
+        deadline = valid_until;
+        supervisor_set_deadline(child.control.get(), deadline);
+      }
+    }
+  }
+  int status = 0;
+  while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!lost && watch_control && supervisor_watchdog_fired(child.control.get())) watchdog_fired();
+  // Lost just as the command ended: part of its run may have been unleased.
+  if (!lost && lease.lost().stop_requested()) {
+    lost = true;
+    if (!o.quiet) print_error(what, "lost while the command was running");
+  }
+  if (lost) return kLeaseLost;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return kOther;
 }
 
 }  // namespace
@@ -144,6 +229,15 @@ int run_lease(const LeaseRunOptions& o) {
     print_error("--conflict-exit-code", absl::StrCat("must be 1..255, not ", o.conflict_code));
     return kUsage;
   }
+  // Well below the TTL, so a command that ignores SIGTERM is gone long
+  // before a lease of the next owner would be (docs/cli.md).
+  const double kill_after_s = o.kill_after_s.value_or(std::min(5.0, o.ttl_s / 3));
+  if (!std::isfinite(kill_after_s) || kill_after_s < 0 || kill_after_s >= kForeverSeconds) {
+    print_error("--kill-after", absl::StrCat("must be a number of seconds >= 0 and < ",
+                                             kForeverSeconds, ", not ", kill_after_s));
+    return kUsage;
+  }
+  const auto grace = std::chrono::nanoseconds(std::llround(kill_after_s * 1e9));
   if (absl::Status s = validate_lease_key(o.key); !s.ok()) {
     print_error("--key", s.message());
     return kUsage;
@@ -214,11 +308,11 @@ int run_lease(const LeaseRunOptions& o) {
     }
     lease.emplace(*std::move(got));
   }
-  const int code = spawn_and_wait(o, *lease, signal_fd.get());
+  const int code = spawn_and_wait(o, *lease, signal_fd.get(), grace);
   absl::StatusOr<bool> released = lease->release();
   if (!released.ok()) {
     print_error(what, released.status().message());
-  } else if (!*released && !o.quiet) {
+  } else if (!*released && !o.quiet && code != kLeaseLost) {  // already said
     print_error(what, "was lost before the command finished");
   }
   return code;

@@ -21,6 +21,9 @@ struct LeaseRunOptions {
   std::optional<std::string> timeout;  // --timeout as given (parse_timeout)
   int conflict_code = 75;
   bool quiet = false;
+  // --kill-after: SIGTERM to SIGKILL when the lease is lost; nullopt means
+  // the default, min(5 s, ttl/3).
+  std::optional<double> kill_after_s;
   std::vector<std::string> command;
 };
 

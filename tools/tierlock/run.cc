@@ -57,6 +57,7 @@ struct RunOptions {
   std::string backend;
   std::string key;
   double ttl_s = 30;
+  std::optional<double> kill_after_s;
 };
 
 
@@ -182,6 +183,10 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
                                           escape_text(*o.timeout), "'"));
     return kUsage;
   }
+  if (!lease_mode && o.kill_after_s.has_value()) {
+    print_error("--kill-after", "is for leases (--backend)");
+    return kUsage;
+  }
   if (lease_mode) {
     if (o.backend.empty()) {
       print_error("--key", "needs --backend");
@@ -198,6 +203,7 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
     lo.backend = o.backend;
     lo.key = o.key;
     lo.ttl_s = o.ttl_s;
+    lo.kill_after_s = o.kill_after_s;
     lo.no_wait = o.no_wait;
     lo.timeout = o.timeout;
     lo.conflict_code = o.conflict_code;
@@ -377,6 +383,11 @@ void setup_run(CLI::App& app, int* exit_code) {
   run->add_option("--ttl", o->ttl_s,
                   "The lease's time-to-live, renewed every ttl/3 (with --backend; default 30)")
       ->type_name("SECONDS");
+  run->add_option("--kill-after", o->kill_after_s,
+                  "When the lease is lost: SIGTERM to every process of the command, "
+                  "SIGKILL after this many seconds (with --backend; default min(5, ttl/3)); "
+                  "tierlock then exits 74")
+      ->type_name("SECONDS");
   // Options end at the first operand: DIR, COMMAND and its arguments are
   // left unparsed (remaining()). A `--` before the first operand ends
   // the subcommand's parse in CLI11 2.1 and the rest is left to the parent
@@ -384,7 +395,7 @@ void setup_run(CLI::App& app, int* exit_code) {
   run->prefix_command();
   run->footer(
       "Exit codes: the command's status; 75 (or -E N) the lock is held; 64 "
-      "usage; 66 no such directory; 77 permission denied; 126 command cannot be "
+      "usage; 74 the lease was lost (--backend: the command was stopped); 66 no such directory; 77 permission denied; 126 command cannot be "
       "executed; 127 command not found; 129/130/143 SIGHUP/SIGINT/SIGTERM while "
       "waiting; 1 any other error (an unsafe lock file with --refuse-unsafe, a "
       "lock-order violation).\n"
