@@ -57,17 +57,25 @@ int report_spawn_error(const std::string& program, int err) {
 
 }  // namespace
 
+namespace {
+
+// The NULL-terminated array of pointers into `strings` that exec takes
+// (`strings` must outlive it).
+std::vector<char*> pointers(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  out.reserve(strings.size() + 1);
+  for (std::string& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
 pid_t spawn_command(const std::vector<std::string>& command,
                     std::vector<std::string> env, int* exit_code, int inherit_fd) {
-  std::vector<char*> envp;
-  envp.reserve(env.size() + 1);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
   std::vector<std::string> args = command;
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  std::vector<char*> envp = pointers(env);
+  std::vector<char*> argv = pointers(args);
 
   posix_spawnattr_t attr;
   ::posix_spawnattr_init(&attr);
@@ -314,15 +322,9 @@ void signal_tree(int sig) {
 Supervised spawn_supervised(const std::vector<std::string>& command,
                             std::vector<std::string> env,
                             const SupervisorOptions& options, int* exit_code) {
-  std::vector<char*> envp;
-  envp.reserve(env.size() + 1);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
   std::vector<std::string> args = command;
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  std::vector<char*> envp = pointers(env);
+  std::vector<char*> argv = pointers(args);
   const std::int64_t deadline =
       options.deadline == std::chrono::steady_clock::time_point::max()
           ? kNoDeadline
