@@ -208,7 +208,7 @@ void signal_tree(int sig) {
   sigset_t watched;
   sigemptyset(&watched);
   for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1}) sigaddset(&watched, s);
-  ::sigprocmask(SIG_BLOCK, &watched, nullptr);
+  ::pthread_sigmask(SIG_BLOCK, &watched, nullptr);
   ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   // If the parent died before prctl, the signal will never come: we have
   // been reparented already. Then nothing was started and nothing may be.
@@ -238,7 +238,7 @@ void signal_tree(int sig) {
     for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1}) ::sigaction(s, &dfl, nullptr);
     sigset_t none;
     sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
     ::execvpe(argv[0], argv, envp);
     const int err = errno;
     (void)!::write(error_pipe, &err, sizeof err);
