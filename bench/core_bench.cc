@@ -103,6 +103,27 @@ void BM_KeptFlock(benchmark::State& state, const std::string& path,
   }
 }
 
+// The floor of a lock-file lock that is sound against the lock file being
+// deleted or replaced (the re-check nix's pathlocks and tierlock make after
+// every grant): a flock pair on a kept fd plus one fstatat of the path.
+void BM_FlockAndPathCheck(benchmark::State& state, const std::string& path) {
+  Fd fd(open_lock_fd(path.c_str()));
+  if (!fd.ok()) {
+    state.SkipWithError(errno_message("open", path).c_str());
+    return;
+  }
+  struct stat st;
+  for (auto _ : state) {
+    if (flock_retry(fd.get(), LOCK_EX) != 0 ||
+        ::fstatat(AT_FDCWD, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        flock_retry(fd.get(), LOCK_UN) != 0) [[unlikely]] {
+      state.SkipWithError(errno_message("flock/fstatat", path).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(st.st_ino);
+  }
+}
+
 void BM_BoostFileLockKept(benchmark::State& state) {
   boost::interprocess::file_lock lock(g_dirs->shallow_lock.c_str());
   for (auto _ : state) {
@@ -559,6 +580,8 @@ void register_benchmarks() {
                                      lock_file, LOCK_EX | LOCK_NB));
   timed(benchmark::RegisterBenchmark("uncontended/flock_sh", BM_KeptFlock,
                                      lock_file, LOCK_SH));
+  timed(benchmark::RegisterBenchmark("uncontended/floor_flock_ex_fstatat",
+                                     BM_FlockAndPathCheck, lock_file));
   timed(benchmark::RegisterBenchmark("uncontended/boost_file_lock_kept",
                                      BM_BoostFileLockKept));
   timed(benchmark::RegisterBenchmark("uncontended/tierlock_acquire",

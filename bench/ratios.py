@@ -98,6 +98,7 @@ GROUPS = [
         "title": "1. Uncontended acquire+release, handle reused",
         "metric": "time",
         "baseline": "uncontended/flock_ex",
+        "second": ("uncontended/floor_flock_ex_fstatat", "vs floor: flock + path fstatat"),
         "targets": {"uncontended/tierlock_": ("<=", 1.3)},
     },
     {
