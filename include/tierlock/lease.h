@@ -124,6 +124,19 @@ class LeaseSession {
   // returns false if the lease is gone (the connection dropped). Must not
   // block on the service.
   virtual bool check_connection() { return true; }
+  // Like extend(), with every network wait bounded by `deadline` as well as
+  // the backend's io_timeout: past it, gives up with kDeadlineExceeded (or
+  // kUnavailable) and leaves the connection to be replaced. LeaseLock passes
+  // the lease's valid_until(), so a frozen connection cannot keep a renewal
+  // (and the session, whose calls are serialised) busy past the point where
+  // the lease is lost anyway. Blocks on the service until `deadline` at the
+  // latest. The default calls extend() (a backend whose waits are short, or
+  // that cannot bound them).
+  virtual absl::StatusOr<bool> extend_before(
+      std::chrono::milliseconds ttl, std::chrono::steady_clock::time_point deadline) {
+    (void)deadline;
+    return extend(ttl);
+  }
 };
 
 // LeaseBackend
@@ -140,6 +153,12 @@ class LeaseBackend {
   virtual LeaseCapabilities capabilities() const = 0;
   // Returns the clock leases of this backend are timed on.
   virtual LeaseClock& clock() const { return steady_lease_clock(); }
+  // Returns how much earlier than (request sent) + ttl a lease's
+  // valid_until() is placed, to cover the service's clock running faster
+  // than this one. lease_drift_margin(ttl) by default (1% of the ttl plus
+  // 2 ms, as Redlock clients allow); a backend on this process's own clock
+  // (MemoryLeaseBackend) returns zero. Never blocks.
+  virtual std::chrono::milliseconds clock_drift_margin(std::chrono::milliseconds ttl) const;
   // Checks backend-specific key rules beyond validate_lease_key. OK by default.
   virtual absl::Status check_key(std::string_view key) const;
   // Tries once to acquire. Returns the session, or null if another owner
@@ -163,6 +182,10 @@ class LeaseBackend {
 // (escaped) and the rule otherwise.
 inline constexpr std::size_t kMaxLeaseKeyBytes = 256;
 absl::Status validate_lease_key(std::string_view key);
+
+// Returns the default clock-drift margin for `ttl`: ttl/100 (rounded up) plus
+// 2 ms. See LeaseBackend::clock_drift_margin and docs/leases.md.
+std::chrono::milliseconds lease_drift_margin(std::chrono::milliseconds ttl);
 
 // Bounds on a TTL: kInvalidArgument outside them.
 inline constexpr std::chrono::milliseconds kMinLeaseTtl{10};
