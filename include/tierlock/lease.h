@@ -199,8 +199,9 @@ struct LeaseOptions {
   // the ttl capability, none otherwise. Setting it on a backend without ttl is
   // kUnimplemented; outside [kMinLeaseTtl, kMaxLeaseTtl] kInvalidArgument.
   std::optional<std::chrono::milliseconds> ttl;
-  // Renews each lease every ttl/3 on one shared renewer thread; a failed
-  // renewal fires Lease::lost(). Needs the ttl capability.
+  // Renews each lease every ttl/3, each renewal on a worker thread of its
+  // own with its network waits capped by the lease's remaining validity; a
+  // failed renewal fires Lease::lost(). Needs the ttl capability.
   bool auto_renew = false;
   // Refuse to build (kUnimplemented) unless the backend gives fencing tokens
   // / survives failover.
@@ -226,9 +227,17 @@ struct LeaseOptions {
 // owner may hold the key: guard writes to the protected resource with
 // token() (a fenced resource rejects tokens below the highest it has seen).
 //
-// Thread-safety: members may be called concurrently (they serialise on the
-// lease); the shared renewer thread renews and watches it concurrently.
-// Blocking: extend() and release() block on the service; the rest never.
+// Thread-safety: members may be called concurrently (extend() and release()
+// serialise on the lease); the timer thread and renewal workers use it
+// concurrently.
+// Blocking: extend() and release() block on the service (extend() at most
+// until valid_until(); release() may also wait for a renewal in flight, at
+// most until valid_until()); the rest never block and take no lock that is
+// held across I/O.
+// Deadline: lost() fires at valid_until() plus scheduling slack (a few ms)
+// whatever the network does: one timer thread, which never waits on a
+// service, keeps every lease's deadline. See docs/leases.md for when the
+// holder learns of a loss relative to another owner's grant.
 class Lease {
  public:
   Lease(Lease&& other) noexcept = default;
@@ -246,19 +255,23 @@ class Lease {
   const std::string& owner_id() const;
   // Returns when the lease stops being valid unless renewed, on the backend's
   // clock (steady_clock unless a test injected one). Conservative: measured
-  // from when the acquire (or the last successful extend) was *sent*, so
-  // the service's own expiry is no earlier (clock rate differences aside).
+  // from when the acquire (or the last successful extend) was *sent*, less
+  // the backend's clock_drift_margin(ttl), so the service's own expiry is
+  // later unless its clock runs more than the margin fast.
   // time_point::max() for a backend without ttl (connection-bound).
   std::chrono::steady_clock::time_point valid_until() const;
   // Returns a token that is stopped once the lease is lost: valid_until()
   // passed without renewal, a renewal failed or said lost, extend() said
   // lost, or (connection-bound backends) the connection dropped. release()
-  // does not fire it. A std::stop_callback on it runs on the thread that
-  // detects the loss (the shared renewer thread, or a caller of extend());
-  // it may call into this lease but must not block for long: it delays
-  // every other lease's renewal.
+  // does not fire it. Once fired it stays fired (a later renewal does not
+  // revive the lease). A std::stop_callback on it runs on the thread that
+  // detects the loss (the timer thread, a renewal worker, or a caller of
+  // extend()); it may call into this lease but must not block for long: on
+  // the timer thread it delays every other lease's deadline.
   std::stop_token lost() const;
-  // Returns true if the lease is neither lost nor released.
+  // Returns true if the lease is neither lost nor released and valid_until()
+  // has not passed (false from valid_until() on, even before lost() fires).
+  // Never blocks: reads atomics only.
   bool held() const;
 
   // Extends the lease to `ttl` from now (compare-and-set on the owner id).

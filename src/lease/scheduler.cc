@@ -1,9 +1,11 @@
 // src/lease/scheduler.cc
 //
-// The shared renewer thread (see lease_state.h). One poll(2) loop: a wake
+// The shared timer thread (see lease_state.h). One poll(2) loop: a wake
 // pipe, the sockets of connection-bound leases, and a timeout at the nearest
-// renewal or expiry on the real clock. Leases on a manual clock have no
-// timeout; moving the clock pokes the thread.
+// expiry or renewal time on the real clock. It does no network I/O: each
+// renewal runs on a detached worker thread (at most one per lease), so a
+// frozen service delays neither the deadlines nor other leases. Leases on a
+// manual clock have no timeout; moving the clock pokes the thread.
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
