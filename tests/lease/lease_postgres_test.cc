@@ -251,9 +251,11 @@ TEST(PostgresLeaseHistoryTest, KilledTableHolderFreesTheKeyWithinItsTtl) {
 
 TEST(PostgresLeaseHistoryTest, PausedTableHolderLosesTheLeaseAndItsWriteIsFenced) {
   TempDir tmp;
+  std::string figures;
   EXPECT_EQ(check_sigstop("postgres-table:" + shared_postgres().conninfo(), "paused-table",
-                          500ms, tmp.path()),
+                          500ms, tmp.path(), &figures),
             "");
+  std::cout << "postgres lease-table SIGSTOP: " << figures << std::endl;
 }
 
 // Faults between client and server: a loopback proxy (proxy.h).

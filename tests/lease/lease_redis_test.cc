@@ -142,7 +142,9 @@ TEST(RedisLeaseHistoryTest, KilledHolderFreesTheKeyWithinItsTtl) {
 
 TEST(RedisLeaseHistoryTest, PausedHolderLosesTheLeaseAndItsWriteIsFenced) {
   TempDir tmp;
-  EXPECT_EQ(check_sigstop(spec(), "paused", 500ms, tmp.path()), "");
+  std::string figures;
+  EXPECT_EQ(check_sigstop(spec(), "paused", 500ms, tmp.path(), &figures), "");
+  std::cout << "redis SIGSTOP: " << figures << std::endl;
 }
 
 // Faults between client and server: a loopback proxy (proxy.h).

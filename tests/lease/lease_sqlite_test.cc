@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <iostream>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -210,7 +211,9 @@ TEST_F(SqliteLeaseBackendTest, KilledHolderFreesTheKeyWithinItsTtl) {
 }
 
 TEST_F(SqliteLeaseBackendTest, PausedHolderLosesTheLeaseAndItsWriteIsFenced) {
-  EXPECT_EQ(check_sigstop("sqlite:" + db_.string(), "paused", 500ms, tmp_.path()), "");
+  std::string figures;
+  EXPECT_EQ(check_sigstop("sqlite:" + db_.string(), "paused", 500ms, tmp_.path(), &figures), "");
+  std::cout << "sqlite SIGSTOP: " << figures << std::endl;
 }
 
 // ------------------------------------------------------------ wall-clock jumps
