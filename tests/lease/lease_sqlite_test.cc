@@ -8,6 +8,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include <atomic>
 #include <iostream>
 #include <cstdlib>
@@ -214,6 +216,35 @@ TEST_F(SqliteLeaseBackendTest, PausedHolderLosesTheLeaseAndItsWriteIsFenced) {
   std::string figures;
   EXPECT_EQ(check_sigstop("sqlite:" + db_.string(), "paused", 500ms, tmp_.path(), &figures), "");
   std::cout << "sqlite SIGSTOP: " << figures << std::endl;
+}
+
+TEST_F(SqliteLeaseBackendTest, RenewalBlockedByAnotherWriterEndsByTheLeasesDeadline) {
+  SqliteLeaseOptions o;
+  o.path = db_;
+  o.busy_timeout = 10s;  // far longer than the ttl
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<SqliteLeaseBackend> b, SqliteLeaseBackend::create(o));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 600ms, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("busy"));
+  ASSERT_TRUE(a.has_value());
+  // Another connection takes the write lock: the renewals wait on it.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(db_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_TRUE(wait_until([&] { return a->lost().stop_requested(); }, 5s));
+  const auto lost_at = std::chrono::steady_clock::now();
+  EXPECT_LE(lost_at, a->valid_until() + 50ms) << "lost() late";
+  // At the deadline, not through an early error: the renewal was waiting.
+  EXPECT_GE(lost_at, a->valid_until())
+      << "lost " << (a->valid_until() - lost_at) / 1ms << " ms early";
+  // The renewal gave up at the deadline, not after the 10 s busy timeout:
+  // the backend's connection is free again while the writer still holds
+  // the database (a WAL reader does not need the write lock).
+  ASSERT_OK(b->list().status());
+  EXPECT_LT(std::chrono::steady_clock::now() - lost_at, 1s) << "the renewal outlived the lease";
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  ASSERT_OK_AND_ASSIGN(bool released, a->release());
+  EXPECT_FALSE(released);
 }
 
 // ------------------------------------------------------------ wall-clock jumps
