@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <system_error>
 #include <utility>
 
 #include "lease/lease_state.h"
@@ -104,7 +105,15 @@ bool LeaseScheduler::tick(const std::shared_ptr<LeaseState>& sp,
     // slow service or lease holds up only its own renewals. Detached: it
     // ends by valid_until() (the session bounds its waits by it) and owns
     // the state through its shared_ptr.
-    std::thread([this, sp] { renew(sp); }).detach();
+    try {
+      std::thread([this, sp] { renew(sp); }).detach();
+    } catch (const std::system_error&) {
+      // No thread to be had: try again in 10 ms (the deadline is kept
+      // either way).
+      s.next_renew_ns.store(
+          (now + std::chrono::milliseconds(10)).time_since_epoch().count());
+      s.renewing.store(false);
+    }
   }
   if (s.clock->is_real()) {
     SteadyTime d = s.valid_until();
