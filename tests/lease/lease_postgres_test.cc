@@ -361,6 +361,22 @@ TEST(PostgresLeaseFaultTest, TableModeKilledServerLosesTheLeaseByItsDeadline) {
   EXPECT_EQ(check_fault(r, /*expect_grant=*/false), "");
 }
 
+TEST(PostgresLeaseFaultTest, TableModeBehindPgbouncerFrozenLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+  PostgresServer& pg = shared_postgres();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
+                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
+  // Client -> proxy -> pgbouncer (transaction pooling) -> server.
+  TcpProxy proxy(bouncer->port());
+  const std::string via_bouncer =
+      absl::StrCat("host=127.0.0.1 port=", proxy.port(), " user=tl dbname=postgres");
+  FaultResult r = measure_fault(
+      make_backend(via_bouncer, Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
+      "fault/pgbouncer-freeze", 2000ms, 1000ms, [&] { proxy.freeze(true); },
+      [&] { proxy.freeze(false); });
+  std::cout << "postgres lease-table via pgbouncer freeze: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+}
+
 TEST(PostgresLeaseCliTest, RunPassesTheTokenFromTheLeaseTable) {
   ASSERT_NE(std::string(TIERLOCK_CLI_PATH), "") << "tierlock_cli not built";
   PostgresServer& pg = shared_postgres();
