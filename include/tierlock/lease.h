@@ -124,6 +124,19 @@ class LeaseSession {
   // returns false if the lease is gone (the connection dropped). Must not
   // block on the service.
   virtual bool check_connection() { return true; }
+  // Like extend(), with every network wait bounded by `deadline` as well as
+  // the backend's io_timeout: past it, gives up with kDeadlineExceeded (or
+  // kUnavailable) and leaves the connection to be replaced. LeaseLock passes
+  // the lease's valid_until(), so a frozen connection cannot keep a renewal
+  // (and the session, whose calls are serialised) busy past the point where
+  // the lease is lost anyway. Blocks on the service until `deadline` at the
+  // latest. The default calls extend() (a backend whose waits are short, or
+  // that cannot bound them).
+  virtual absl::StatusOr<bool> extend_before(
+      std::chrono::milliseconds ttl, std::chrono::steady_clock::time_point deadline) {
+    (void)deadline;
+    return extend(ttl);
+  }
 };
 
 // LeaseBackend
@@ -140,6 +153,12 @@ class LeaseBackend {
   virtual LeaseCapabilities capabilities() const = 0;
   // Returns the clock leases of this backend are timed on.
   virtual LeaseClock& clock() const { return steady_lease_clock(); }
+  // Returns how much earlier than (request sent) + ttl a lease's
+  // valid_until() is placed, to cover the service's clock running faster
+  // than this one. lease_drift_margin(ttl) by default (1% of the ttl plus
+  // 2 ms, as Redlock clients allow); a backend on this process's own clock
+  // (MemoryLeaseBackend) returns zero. Never blocks.
+  virtual std::chrono::milliseconds clock_drift_margin(std::chrono::milliseconds ttl) const;
   // Checks backend-specific key rules beyond validate_lease_key. OK by default.
   virtual absl::Status check_key(std::string_view key) const;
   // Tries once to acquire. Returns the session, or null if another owner
@@ -164,6 +183,10 @@ class LeaseBackend {
 inline constexpr std::size_t kMaxLeaseKeyBytes = 256;
 absl::Status validate_lease_key(std::string_view key);
 
+// Returns the default clock-drift margin for `ttl`: ttl/100 (rounded up) plus
+// 2 ms. See LeaseBackend::clock_drift_margin and docs/leases.md.
+std::chrono::milliseconds lease_drift_margin(std::chrono::milliseconds ttl);
+
 // Bounds on a TTL: kInvalidArgument outside them.
 inline constexpr std::chrono::milliseconds kMinLeaseTtl{10};
 inline constexpr std::chrono::milliseconds kMaxLeaseTtl{std::chrono::hours(7 * 24)};
@@ -176,8 +199,9 @@ struct LeaseOptions {
   // the ttl capability, none otherwise. Setting it on a backend without ttl is
   // kUnimplemented; outside [kMinLeaseTtl, kMaxLeaseTtl] kInvalidArgument.
   std::optional<std::chrono::milliseconds> ttl;
-  // Renews each lease every ttl/3 on one shared renewer thread; a failed
-  // renewal fires Lease::lost(). Needs the ttl capability.
+  // Renews each lease every ttl/3, each renewal on a worker thread of its
+  // own with its network waits capped by the lease's remaining validity; a
+  // failed renewal fires Lease::lost(). Needs the ttl capability.
   bool auto_renew = false;
   // Refuse to build (kUnimplemented) unless the backend gives fencing tokens
   // / survives failover.
@@ -203,9 +227,17 @@ struct LeaseOptions {
 // owner may hold the key: guard writes to the protected resource with
 // token() (a fenced resource rejects tokens below the highest it has seen).
 //
-// Thread-safety: members may be called concurrently (they serialise on the
-// lease); the shared renewer thread renews and watches it concurrently.
-// Blocking: extend() and release() block on the service; the rest never.
+// Thread-safety: members may be called concurrently (extend() and release()
+// serialise on the lease); the timer thread and renewal workers use it
+// concurrently.
+// Blocking: extend() and release() block on the service (extend() at most
+// until valid_until(); release() may also wait for a renewal in flight, at
+// most until valid_until()); the rest never block and take no lock that is
+// held across I/O.
+// Deadline: lost() fires at valid_until() plus scheduling slack (a few ms)
+// whatever the network does: one timer thread, which never waits on a
+// service, keeps every lease's deadline. See docs/leases.md for when the
+// holder learns of a loss relative to another owner's grant.
 class Lease {
  public:
   Lease(Lease&& other) noexcept = default;
@@ -223,19 +255,23 @@ class Lease {
   const std::string& owner_id() const;
   // Returns when the lease stops being valid unless renewed, on the backend's
   // clock (steady_clock unless a test injected one). Conservative: measured
-  // from when the acquire (or the last successful extend) was *sent*, so
-  // the service's own expiry is no earlier (clock rate differences aside).
+  // from when the acquire (or the last successful extend) was *sent*, less
+  // the backend's clock_drift_margin(ttl), so the service's own expiry is
+  // later unless its clock runs more than the margin fast.
   // time_point::max() for a backend without ttl (connection-bound).
   std::chrono::steady_clock::time_point valid_until() const;
   // Returns a token that is stopped once the lease is lost: valid_until()
   // passed without renewal, a renewal failed or said lost, extend() said
   // lost, or (connection-bound backends) the connection dropped. release()
-  // does not fire it. A std::stop_callback on it runs on the thread that
-  // detects the loss (the shared renewer thread, or a caller of extend());
-  // it may call into this lease but must not block for long: it delays
-  // every other lease's renewal.
+  // does not fire it. Once fired it stays fired (a later renewal does not
+  // revive the lease). A std::stop_callback on it runs on the thread that
+  // detects the loss (the timer thread, a renewal worker, or a caller of
+  // extend()); it may call into this lease but must not block for long: on
+  // the timer thread it delays every other lease's deadline.
   std::stop_token lost() const;
-  // Returns true if the lease is neither lost nor released.
+  // Returns true if the lease is neither lost nor released and valid_until()
+  // has not passed (false from valid_until() on, even before lost() fires).
+  // Never blocks: reads atomics only.
   bool held() const;
 
   // Extends the lease to `ttl` from now (compare-and-set on the owner id).

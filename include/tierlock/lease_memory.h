@@ -68,6 +68,10 @@ class MemoryLeaseBackend final : public LeaseBackend {
   std::string_view name() const override { return "memory"; }
   LeaseCapabilities capabilities() const override;
   LeaseClock& clock() const override;
+  // Zero: the service keeps time on the holder's own clock.
+  std::chrono::milliseconds clock_drift_margin(std::chrono::milliseconds) const override {
+    return std::chrono::milliseconds(0);
+  }
   absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
       const LeaseRequest& request) override;
 

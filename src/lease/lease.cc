@@ -84,6 +84,15 @@ LeaseClock& steady_lease_clock() {
   return *clock;
 }
 
+std::chrono::milliseconds lease_drift_margin(std::chrono::milliseconds ttl) {
+  return std::chrono::milliseconds((ttl.count() + 99) / 100 + 2);
+}
+
+std::chrono::milliseconds LeaseBackend::clock_drift_margin(
+    std::chrono::milliseconds ttl) const {
+  return lease_drift_margin(ttl);
+}
+
 absl::Status LeaseBackend::check_key(std::string_view) const {
   return absl::OkStatus();
 }
@@ -137,9 +146,10 @@ SteadyTime Lease::valid_until() const {
 std::stop_token Lease::lost() const { return state_->lost_source.get_token(); }
 
 bool Lease::held() const {
-  if (!state_ || state_->is_lost()) return false;
-  UniqueLock lk(state_->mu);
-  return !state_->released;
+  if (!state_ || state_->is_lost() || state_->released_flag.load()) return false;
+  // Past valid_until() the lease is lost even if the timer has not fired
+  // lost() yet (it does within its scheduling slack).
+  return !state_->has_ttl || state_->clock->now() < state_->valid_until();
 }
 
 absl::StatusOr<bool> Lease::extend(std::chrono::milliseconds ttl) {
@@ -162,16 +172,17 @@ absl::StatusOr<bool> Lease::extend(std::chrono::milliseconds ttl) {
       lost = true;
     } else {
       const SteadyTime sent = s.clock->now();
-      absl::StatusOr<bool> r = s.session->extend(ttl);
+      // Bounded by the current validity: past it the lease is lost, and
+      // a renewal that lands later must not revive it.
+      absl::StatusOr<bool> r = s.session->extend_before(ttl, s.valid_until());
       if (!r.ok()) {
         return absl::Status(r.status().code(),
                             absl::StrCat("extend lease ", quote_key(s.key), " on ",
                                          to_absl(s.backend->name()), ": ",
                                          r.status().message()));
       }
-      if (*r) {
+      if (*r && s.commit_renewal(sent, ttl)) {
         s.ttl = ttl;
-        s.set_valid_from(sent, ttl);
       } else {
         lost = true;
       }
@@ -193,6 +204,7 @@ absl::StatusOr<bool> Lease::release() {
   UniqueLock lk(s.mu);
   if (s.released) return false;
   s.released = true;
+  s.released_flag.store(true);
   if (s.tier_hold.context != nullptr) {
     internal::forget_hold(*s.tier_hold.context, s.tier_hold.hold_id);
     s.tier_hold.context = nullptr;
@@ -278,7 +290,8 @@ Lease LeaseLock::make_lease(const LeaseRequest& request,
   state->has_ttl = backend_->capabilities().ttl;
   state->auto_renew = options_.auto_renew;
   state->ttl = ttl_;
-  const bool watched = session->watch_fd() >= 0;
+  state->watch_fd = session->watch_fd();
+  const bool watched = state->watch_fd >= 0;
   {
     UniqueLock lk(state->mu);
     state->session = std::move(session);

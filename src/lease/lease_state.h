@@ -2,9 +2,11 @@
 //
 // Internal state shared by a Lease handle and the renewer (internal):
 //   LeaseState     - one granted lease: its session, validity, lost() source.
-//   LeaseScheduler - the one shared thread that renews leases at ttl/3, fires
-//                    lost() when a TTL passes without renewal, and watches
-//                    connection-bound leases' sockets.
+//   LeaseScheduler - the one shared timer thread: fires lost() at each
+//                    lease's valid_until() unless renewed, starts each
+//                    renewal (every ttl/3) on a worker thread of its own, and
+//                    watches connection-bound leases' sockets. It never does
+//                    network I/O itself, so no service can hold up a deadline.
 #ifndef TIERLOCK_SRC_LEASE_LEASE_STATE_H_
 #define TIERLOCK_SRC_LEASE_LEASE_STATE_H_
 
@@ -35,18 +37,25 @@ struct LeaseState {
   std::optional<std::uint64_t> token;
   bool has_ttl = false;
   bool auto_renew = false;
-  std::chrono::milliseconds ttl{0};
+  std::chrono::milliseconds ttl{0};  // changed by extend() under mu
+  int watch_fd = -1;                  // the session's watch_fd()
 
   // The hold recorded in the acquiring LockContext (tier checks), forgotten
   // once, at release.
   LeaseTierHold tier_hold;
 
-  // Serialises the session's calls (user extend/release, renewer, watcher).
+  // Serialises the session's calls (user extend/release, renewal worker,
+  // watcher). May be held across a network round trip: nothing that must
+  // not block (held(), token(), valid_until(), lost(), the timer) takes it.
   Mutex mu;
   std::unique_ptr<LeaseSession> session ABSL_GUARDED_BY(mu);
   bool released ABSL_GUARDED_BY(mu) = false;
+  // Mirrors `released` for the readers that must not take mu.
+  std::atomic<bool> released_flag{false};
+  // A renewal worker is running (at most one per lease).
+  std::atomic<bool> renewing{false};
 
-  // Read without mu (valid_until(), the renewer's deadline computation).
+  // Read without mu (valid_until(), held(), the timer's deadlines).
   std::atomic<std::int64_t> valid_until_ns{0};
   std::atomic<std::int64_t> next_renew_ns{0};
   std::stop_source lost_source;
@@ -54,12 +63,46 @@ struct LeaseState {
   SteadyTime valid_until() const {
     return SteadyTime(std::chrono::nanoseconds(valid_until_ns.load()));
   }
+  // Starts a validity at `sent` (when the grant or renewal was sent): the
+  // service's expiry is at least sent + ttl on its clock, so the holder's
+  // view ends a drift margin earlier.
   void set_valid_from(SteadyTime sent, std::chrono::milliseconds lease_ttl) {
-    valid_until_ns.store((sent + lease_ttl).time_since_epoch().count());
+    valid_until_ns.store(
+        (sent + lease_ttl - backend->clock_drift_margin(lease_ttl)).time_since_epoch().count());
     next_renew_ns.store((sent + lease_ttl / 3).time_since_epoch().count());
   }
-  void fire_lost() { lost_source.request_stop(); }
-  bool is_lost() const { return lost_source.stop_requested(); }
+  // Commits a successful renewal sent at `sent`, unless the lease is lost
+  // already (lost() fired, or valid_until() passed while the renewal was in
+  // flight): a lost lease stays lost. Returns false then (the caller fires
+  // lost()). Never blocks on I/O.
+  bool commit_renewal(SteadyTime sent, std::chrono::milliseconds lease_ttl) {
+    UniqueLock lk(validity_mu_);
+    if (lost_flag_.load() || clock->now() >= valid_until()) {
+      lost_flag_.store(true);
+      return false;
+    }
+    set_valid_from(sent, lease_ttl);
+    return true;
+  }
+  // Marks the lease lost if valid_until() has passed at `now`. Returns true if
+  // it is lost (now or before).
+  bool expire_if_due(SteadyTime now) {
+    UniqueLock lk(validity_mu_);
+    if (!lost_flag_.load() && now >= valid_until()) lost_flag_.store(true);
+    return lost_flag_.load();
+  }
+  // Marks the lease lost and fires lost() (callbacks run on this thread).
+  // Must be called without mu held: callbacks may call into the lease.
+  void fire_lost() {
+    lost_flag_.store(true);
+    lost_source.request_stop();
+  }
+  bool is_lost() const { return lost_flag_.load() || lost_source.stop_requested(); }
+
+ private:
+  // Orders commit_renewal against expiry; never held across I/O.
+  Mutex validity_mu_;
+  std::atomic<bool> lost_flag_{false};
 };
 
 // The process's renewer. Its thread starts with the first registered lease
@@ -82,9 +125,13 @@ class LeaseScheduler {
     std::shared_ptr<LeaseState> state;
   };
   void run();
-  // Renews / expires one lease. Returns false if it should be dropped;
-  // otherwise sets `deadline` (real clock) when it has one.
-  static bool tick(LeaseState& s, std::optional<SteadyTime>& deadline);
+  // Expires one lease, or starts its renewal on a worker. Returns false if
+  // it should be dropped; otherwise sets `deadline` (real clock) when it has
+  // one. Never blocks on I/O.
+  bool tick(const std::shared_ptr<LeaseState>& s,
+            std::optional<SteadyTime>& deadline);
+  // A renewal worker's body: one extend, bounded by the lease's validity.
+  void renew(const std::shared_ptr<LeaseState>& s);
 
   Mutex mu_;
   std::vector<std::shared_ptr<LeaseState>> entries_ ABSL_GUARDED_BY(mu_);

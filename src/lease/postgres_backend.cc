@@ -259,17 +259,35 @@ struct PostgresLeaseBackend::Shared {
 
   // Runs a lease-table statement on the shared connection, reconnecting once
   // if it is gone. Drops the connection after any failure.
+  // Runs one statement, each wait bounded by io_timeout and by `deadline`
+  // (a renewal passes the lease's validity). A connection that timed out is
+  // dropped; the next statement opens a new one.
   absl::StatusOr<Result> exec(const char* what, const std::string& sql,
-                              const std::vector<std::string>& params) {
+                              const std::vector<std::string>& params,
+                              Clock::time_point deadline = Clock::time_point::max()) {
     UniqueLock lk(mu);
+    auto budget = [&] {
+      if (deadline == Clock::time_point::max()) return options.io_timeout;
+      return std::min(options.io_timeout,
+                      std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - Clock::now()));
+    };
+    auto expired = [&] {
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, ": the lease's validity ended first"));
+    };
+    if (budget() <= std::chrono::milliseconds::zero()) return expired();
     if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
       conn.reset();
-      absl::StatusOr<Conn> c = connect(options.conninfo, options.io_timeout);
+      // libpq's connect_timeout has a 2 s floor: a connect may overrun a
+      // shorter budget (the lease is then lost on time all the same).
+      absl::StatusOr<Conn> c = connect(options.conninfo, budget());
       if (!c.ok()) return c.status();
       conn = std::move(*c);
     }
+    if (budget() <= std::chrono::milliseconds::zero()) return expired();
     absl::StatusOr<Result> r = run_checked(conn.get(), what, sql.c_str(), params,
-                                           options.io_timeout);
+                                           budget());
     if (!r.ok()) conn.reset();
     return r;
   }
@@ -401,9 +419,14 @@ class TableSession final : public LeaseSession {
         token_(token) {}
   std::optional<std::uint64_t> token() const override { return token_; }
   absl::StatusOr<bool> extend(std::chrono::milliseconds ttl) override {
+    return extend_before(ttl, Clock::time_point::max());
+  }
+  absl::StatusOr<bool> extend_before(std::chrono::milliseconds ttl,
+                                     Clock::time_point deadline) override {
     absl::StatusOr<Result> r =
         shared_->exec("extend", shared_->sql_extend,
-                      {key_, owner_, std::to_string(token_), std::to_string(ttl.count())});
+                      {key_, owner_, std::to_string(token_), std::to_string(ttl.count())},
+                      deadline);
     if (!r.ok()) return r.status();
     return PQntuples(r->get()) == 1;
   }

@@ -154,6 +154,17 @@ struct RedisLeaseBackend::Conn {
   Context ctx ABSL_GUARDED_BY(mu);
   std::string sha_acquire ABSL_GUARDED_BY(mu), sha_extend ABSL_GUARDED_BY(mu),
       sha_release ABSL_GUARDED_BY(mu);
+  // Set while a renewal runs: no wait (connect, send, reply) goes past it.
+  std::optional<std::chrono::steady_clock::time_point> op_deadline ABSL_GUARDED_BY(mu);
+
+  // The socket timeout for the next wait: io_timeout, capped by op_deadline.
+  // Zero or less: the deadline has passed.
+  std::chrono::milliseconds wait_budget() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!op_deadline) return options.io_timeout;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        *op_deadline - std::chrono::steady_clock::now());
+    return std::min(options.io_timeout, left);
+  }
 
   std::string where() const {
     return absl::StrCat("redis ", escape_text(options.host), ":", options.port);
@@ -163,6 +174,16 @@ struct RedisLeaseBackend::Conn {
   absl::StatusOr<Reply> command(const std::vector<std::string>& args)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (absl::Status s = ensure_connected(); !s.ok()) return s;
+    const std::chrono::milliseconds budget = wait_budget();
+    if (budget <= std::chrono::milliseconds::zero()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(where(), ": ", args[0], ": the lease's validity ended first"));
+    }
+    if (redisSetTimeout(ctx.get(), to_timeval(budget)) != REDIS_OK) {
+      std::string e = ctx->errstr;
+      ctx.reset();
+      return absl::UnavailableError(absl::StrCat(where(), ": ", args[0], ": ", e));
+    }
     std::vector<const char*> argv;
     std::vector<size_t> lens;
     for (const std::string& a : args) {
@@ -172,6 +193,9 @@ struct RedisLeaseBackend::Conn {
     Reply r(static_cast<redisReply*>(
         redisCommandArgv(ctx.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
     if (!r) {
+      // Timed out or broken: the connection is abandoned (a late reply must
+      // not be read as the answer to the next command) and the next command
+      // opens a new one.
       std::string e = ctx->errstr;
       ctx.reset();
       return absl::UnavailableError(absl::StrCat(where(), ": ", args[0], ": ", e));
@@ -181,7 +205,12 @@ struct RedisLeaseBackend::Conn {
 
   absl::Status ensure_connected() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (ctx) return absl::OkStatus();
-    const timeval tv = to_timeval(options.io_timeout);
+    const std::chrono::milliseconds budget = wait_budget();
+    if (budget <= std::chrono::milliseconds::zero()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("connect to ", where(), ": the lease's validity ended first"));
+    }
+    const timeval tv = to_timeval(budget);
     Context c(redisConnectWithTimeout(options.host.c_str(), options.port, tv));
     if (!c || c->err != 0) {
       return absl::UnavailableError(absl::StrCat(
@@ -300,6 +329,11 @@ struct RedisLeaseBackend::Conn {
   absl::StatusOr<bool> cas(const char* script, std::string Conn::*sha, const std::string& key,
                            const std::string& owner, const std::string& arg) {
     UniqueLock lk(mu);
+    return cas_locked(script, sha, key, owner, arg);
+  }
+  absl::StatusOr<bool> cas_locked(const char* script, std::string Conn::*sha,
+                                  const std::string& key, const std::string& owner,
+                                  const std::string& arg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     std::vector<std::string> a = {lease_key(key), owner};
     if (!arg.empty()) a.push_back(arg);
     absl::StatusOr<Reply> r = eval(script, sha, a, 1);
@@ -317,10 +351,21 @@ class RedisSession final : public LeaseSession {
       : conn_(std::move(conn)), key_(std::move(key)), owner_(std::move(owner)), token_(token) {}
   std::optional<std::uint64_t> token() const override { return token_; }
   absl::StatusOr<bool> extend(std::chrono::milliseconds ttl) override {
-    absl::StatusOr<bool> r = conn_->cas(kExtendScript, &RedisLeaseBackend::Conn::sha_extend,
-                                        key_, owner_, std::to_string(ttl.count()));
-    if (!r.ok() || !*r) return r;
+    return extend_before(ttl, std::chrono::steady_clock::time_point::max());
+  }
+  absl::StatusOr<bool> extend_before(std::chrono::milliseconds ttl,
+                                     std::chrono::steady_clock::time_point deadline) override {
     UniqueLock lk(conn_->mu);
+    if (deadline != std::chrono::steady_clock::time_point::max()) conn_->op_deadline = deadline;
+    absl::StatusOr<bool> r = extend_locked(ttl);
+    conn_->op_deadline.reset();
+    return r;
+  }
+  absl::StatusOr<bool> extend_locked(std::chrono::milliseconds ttl)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(conn_->mu) {
+    absl::StatusOr<bool> r = conn_->cas_locked(kExtendScript, &RedisLeaseBackend::Conn::sha_extend,
+                                               key_, owner_, std::to_string(ttl.count()));
+    if (!r.ok() || !*r) return r;
     absl::StatusOr<bool> acked = conn_->wait_replicas();
     if (!acked.ok()) return acked.status();
     if (!*acked) {

@@ -1,20 +1,37 @@
 // src/lease/scheduler.cc
 //
-// The shared renewer thread (see lease_state.h). One poll(2) loop: a wake
+// The shared timer thread (see lease_state.h). One poll(2) loop: a wake
 // pipe, the sockets of connection-bound leases, and a timeout at the nearest
-// renewal or expiry on the real clock. Leases on a manual clock have no
-// timeout; moving the clock pokes the thread.
+// expiry or renewal time on the real clock. It does no network I/O: each
+// renewal runs on a detached worker thread (at most one per lease), so a
+// frozen service delays neither the deadlines nor other leases. Leases on a
+// manual clock have no timeout; moving the clock pokes the thread.
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <system_error>
 #include <utility>
 
 #include "lease/lease_state.h"
 
 namespace tierlock::internal {
+
+namespace {
+
+constexpr auto kBusyRetry = std::chrono::milliseconds(10);
+
+// Calls the session's check_connection() if s.mu is free; nullopt if busy.
+std::optional<bool> check_connection(LeaseState& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  std::unique_lock<std::mutex> lk(s.mu.native(), std::try_to_lock);
+  if (!lk.owns_lock()) return std::nullopt;
+  if (s.released || !s.session) return true;
+  return s.session->check_connection();
+}
+
+}  // namespace
 
 LeaseScheduler& LeaseScheduler::instance() {
   // Never destroyed: a lease may outlive static destruction order.
@@ -66,48 +83,69 @@ void LeaseScheduler::poke() {
   }
 }
 
-bool LeaseScheduler::tick(LeaseState& s, std::optional<SteadyTime>& deadline) {
-  if (s.is_lost()) return false;
-  {
-    UniqueLock lk(s.mu);
-    if (s.released) return false;
+bool LeaseScheduler::tick(const std::shared_ptr<LeaseState>& sp,
+                          std::optional<SteadyTime>& deadline) {
+  LeaseState& s = *sp;
+  if (s.released_flag.load()) return false;
+  if (s.is_lost()) {
+    s.fire_lost();  // a worker may have marked it: make sure lost() fired
+    return false;
   }
   if (!s.has_ttl) return true;
   const SteadyTime now = s.clock->now();
-  if (now >= s.valid_until()) {
+  // The deadline is checked here, on the timer thread, which never waits on
+  // a service: a renewal stuck on a frozen connection cannot delay it.
+  if (s.expire_if_due(now)) {
     s.fire_lost();
     return false;
   }
-  if (s.auto_renew &&
-      now >= SteadyTime(std::chrono::nanoseconds(s.next_renew_ns.load()))) {
-    bool renewed_ok = false;
-    {
-      UniqueLock lk(s.mu);
-      if (s.released) return false;
-      const SteadyTime sent = s.clock->now();
-      absl::StatusOr<bool> renewed = s.session->extend(s.ttl);
-      renewed_ok = renewed.ok() && *renewed;
-      if (renewed_ok) s.set_valid_from(sent, s.ttl);
-    }
-    // A failed renewal is a lost lease: the holder cannot show it still
-    // holds it, so it must stop (docs/leases.md). Fired without s.mu held:
-    // lost() callbacks may call into the lease.
-    if (!renewed_ok) {
-      s.fire_lost();
-      return false;
+  const SteadyTime renew_at(std::chrono::nanoseconds(s.next_renew_ns.load()));
+  if (s.auto_renew && now >= renew_at && !s.renewing.exchange(true)) {
+    // One worker thread per renewal in flight (at most one per lease): a
+    // slow service or lease holds up only its own renewals. Detached: it
+    // ends by valid_until() (the session bounds its waits by it) and owns
+    // the state through its shared_ptr.
+    try {
+      std::thread([this, sp] { renew(sp); }).detach();
+    } catch (const std::system_error&) {
+      // No thread to be had: try again in 10 ms (the deadline is kept
+      // either way).
+      s.next_renew_ns.store(
+          (now + std::chrono::milliseconds(10)).time_since_epoch().count());
+      s.renewing.store(false);
     }
   }
   if (s.clock->is_real()) {
     SteadyTime d = s.valid_until();
-    if (s.auto_renew) {
-      d = std::min(d, SteadyTime(std::chrono::nanoseconds(s.next_renew_ns.load())));
-    }
+    if (s.auto_renew && !s.renewing.load()) d = std::min(d, renew_at);
     if (!deadline || d < *deadline) deadline = d;
   }
   return true;
 }
 
+void LeaseScheduler::renew(const std::shared_ptr<LeaseState>& sp) {
+  LeaseState& s = *sp;
+  bool lost = false;
+  {
+    UniqueLock lk(s.mu);
+    if (!s.released && !s.is_lost()) {
+      const SteadyTime sent = s.clock->now();
+      absl::StatusOr<bool> renewed =
+          s.session->extend_before(s.ttl, s.valid_until());
+      // A failed renewal is a lost lease: the holder cannot show it still
+      // holds it, so it must stop (docs/leases.md). A renewal that
+      // succeeds after valid_until() passed does not revive the lease.
+      lost = !renewed.ok() || !*renewed || !s.commit_renewal(sent, s.ttl);
+    }
+  }
+  s.renewing.store(false);
+  // Without s.mu: lost() callbacks may call into the lease.
+  if (lost) s.fire_lost();
+  poke();
+}
+
 void LeaseScheduler::run() {
+  std::vector<const LeaseState*> busy;  // mu held by another thread last round
   int wake_fd;
   {
     UniqueLock lk(mu_);
@@ -130,18 +168,23 @@ void LeaseScheduler::run() {
     std::vector<const LeaseState*> drop;
     std::vector<pollfd> fds;
     std::vector<LeaseState*> watched;
+    std::vector<const LeaseState*> was_busy;
+    was_busy.swap(busy);
     if (wake_fd >= 0) fds.push_back({wake_fd, POLLIN, 0});
     for (const std::shared_ptr<LeaseState>& e : entries) {
-      if (!tick(*e, deadline)) {
+      if (!tick(e, deadline)) {
         drop.push_back(e.get());
         continue;
       }
-      int fd = -1;
-      {
-        UniqueLock lk(e->mu);
-        if (e->session) fd = e->session->watch_fd();
-      }
-      if (fd >= 0) {
+      // Fixed for a session's life: read without e->mu, which a caller's
+      // release() may hold across I/O.
+      const int fd = e->watch_fd;
+      if (fd >= 0 && std::find(was_busy.begin(), was_busy.end(), e.get()) !=
+                         was_busy.end()) {
+        if (!deadline || *deadline > std::chrono::steady_clock::now() + kBusyRetry) {
+          deadline = std::chrono::steady_clock::now() + kBusyRetry;
+        }
+      } else if (fd >= 0) {
         fds.push_back({fd, POLLIN, 0});
         watched.push_back(e.get());
       }
@@ -175,13 +218,15 @@ void LeaseScheduler::run() {
     for (std::size_t i = first_watch; i < fds.size(); ++i) {
       if (fds[i].revents == 0) continue;
       LeaseState* s = watched[i - first_watch];
-      bool alive = true;
-      {
-        UniqueLock lk(s->mu);
-        if (s->released || !s->session) continue;
-        alive = s->session->check_connection();
+      // Never waits for s->mu: a release() may hold it across I/O. A busy
+      // lease is left out of the next poll (else a readable fd spins) and
+      // checked again after a short timeout.
+      std::optional<bool> alive = check_connection(*s);
+      if (!alive) {
+        busy.push_back(s);
+        continue;
       }
-      if (!alive) s->fire_lost();
+      if (!*alive) s->fire_lost();
     }
   }
 }

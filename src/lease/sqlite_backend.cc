@@ -113,6 +113,30 @@ class SqliteSession final : public LeaseSession {
   absl::StatusOr<bool> extend(std::chrono::milliseconds ttl) override {
     SqliteLeaseBackend::Db& d = *db_;
     UniqueLock lk(d.mu);
+    return extend_locked(d, ttl);
+  }
+
+  // The busy wait (another writer holds the database) is capped by the
+  // lease's validity for this statement.
+  absl::StatusOr<bool> extend_before(std::chrono::milliseconds ttl,
+                                     std::chrono::steady_clock::time_point deadline) override {
+    SqliteLeaseBackend::Db& d = *db_;
+    UniqueLock lk(d.mu);
+    if (deadline == std::chrono::steady_clock::time_point::max()) return extend_locked(d, ttl);
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left <= std::chrono::milliseconds::zero()) {
+      return absl::DeadlineExceededError("extend: the lease's validity ended first");
+    }
+    sqlite3_busy_timeout(d.db, static_cast<int>(std::min(left, d.options.busy_timeout).count()));
+    absl::StatusOr<bool> r = extend_locked(d, ttl);
+    sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
+    return r;
+  }
+
+ private:
+  absl::StatusOr<bool> extend_locked(SqliteLeaseBackend::Db& d, std::chrono::milliseconds ttl)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(d.mu) {
     const std::int64_t now = monotonic_ns();
     Stmt s(d.db,
            "UPDATE tierlock_leases SET expires_ns = ?1 WHERE key = ?2 AND owner = ?3 "
@@ -124,6 +148,7 @@ class SqliteSession final : public LeaseSession {
     return sqlite3_changes(d.db) == 1;
   }
 
+ public:
   absl::StatusOr<bool> release() override {
     SqliteLeaseBackend::Db& d = *db_;
     UniqueLock lk(d.mu);

@@ -8,7 +8,9 @@
 #include <sstream>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "lease/backend_spec.h"
 #include "lease/fenced.h"
 #include "support/subprocess.h"
@@ -136,7 +138,8 @@ std::string check_sigkill(const std::string& spec, const std::string& key,
 }
 
 std::string check_sigstop(const std::string& spec, const std::string& key,
-                          std::chrono::milliseconds ttl, const std::filesystem::path& dir) {
+                          std::chrono::milliseconds ttl, const std::filesystem::path& dir,
+                          std::string* figures) {
   const std::filesystem::path fence = dir / "fence";
   std::filesystem::create_directories(fence);
   absl::StatusOr<LeaseLock> locks = lock_for(spec, 30s);
@@ -146,10 +149,12 @@ std::string check_sigstop(const std::string& spec, const std::string& key,
   std::optional<std::string> held = holder.read_line();
   if (!held || held->rfind("held ", 0) != 0) return "holder: " + held.value_or("(nothing)");
   ::kill(holder.pid(), SIGSTOP);
+  const auto stopped = std::chrono::steady_clock::now();
   // The paused holder cannot renew: the key comes free after its TTL.
   AcquireOptions o;
   o.timeout = ttl + 20s;
   absl::StatusOr<Lease> lease = locks->acquire(key, o);
+  const auto granted = std::chrono::steady_clock::now();
   if (!lease.ok()) {
     ::kill(holder.pid(), SIGCONT);
     return "taking over from the paused holder: " + lease.status().ToString();
@@ -157,6 +162,28 @@ std::string check_sigstop(const std::string& spec, const std::string& key,
   absl::StatusOr<bool> wrote = fenced_write(fence, *lease->token());
   if (!wrote.ok() || !*wrote) return "the new owner's fenced write failed";
   ::kill(holder.pid(), SIGCONT);
+  const auto continued = std::chrono::steady_clock::now();
+  // Resumed, the holder learns of the loss from its own clock, without
+  // asking the service: its timer fires lost() at once.
+  holder.write_line("wait-lost 5000");
+  std::optional<std::string> lost_line = holder.read_line();
+  std::int64_t lost_ns = 0;
+  if (!lost_line || lost_line->rfind("lost=1 at_ns=", 0) != 0 ||
+      !absl::SimpleAtoi(lost_line->substr(13, lost_line->find(' ', 13) - 13), &lost_ns)) {
+    return "resumed holder: " + lost_line.value_or("(nothing)");
+  }
+  const auto lost_at = std::chrono::steady_clock::time_point(std::chrono::nanoseconds(lost_ns));
+  auto ms = [](std::chrono::nanoseconds d) {
+    return std::chrono::duration<double, std::milli>(d).count();
+  };
+  if (figures != nullptr) {
+    *figures = absl::StrFormat(
+        "stop->other's grant %.0f ms, SIGCONT->lost() %.1f ms, grant->lost() %.0f ms (the paused holder cannot know: fencing rejects its write)",
+        ms(granted - stopped), ms(lost_at - continued), ms(lost_at - granted));
+  }
+  if (lost_at - continued > 500ms) {
+    return absl::StrCat("lost() fired ", ms(lost_at - continued), " ms after SIGCONT");
+  }
   holder.write_line("report " + fence.string());
   std::optional<std::string> report = holder.read_line();
   const std::string want = "lost=1 write=rejected extend=false release=false";

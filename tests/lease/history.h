@@ -11,7 +11,8 @@
 //   check_sigstop     - the holder is SIGSTOPped past its TTL (auto-renew on);
 //                       another owner takes the key and writes; after SIGCONT
 //                       the old holder's lost() fires, its fenced write is
-//                       rejected, extend and release say lost.
+//                       rejected, extend and release say lost; lost() fires
+//                       within 500 ms of SIGCONT, before it asks the service.
 // Each returns "" on success, or what went wrong.
 #ifndef TIERLOCK_TESTS_LEASE_HISTORY_H_
 #define TIERLOCK_TESTS_LEASE_HISTORY_H_
@@ -32,8 +33,12 @@ std::string check_history(const std::string& spec, const std::string& key, int w
 std::string check_sigkill(const std::string& spec, const std::string& key,
                           std::chrono::milliseconds ttl, std::chrono::milliseconds bound);
 
+// `figures` (optional) gets the timings: SIGSTOP to the other owner's
+// grant, SIGCONT to the resumed holder's lost() (bounded: 500 ms), and the
+// overlap (the paused holder cannot know; its fenced write is rejected).
 std::string check_sigstop(const std::string& spec, const std::string& key,
-                          std::chrono::milliseconds ttl, const std::filesystem::path& dir);
+                          std::chrono::milliseconds ttl, const std::filesystem::path& dir,
+                          std::string* figures = nullptr);
 
 }  // namespace tierlock::testing
 

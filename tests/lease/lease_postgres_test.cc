@@ -7,6 +7,7 @@
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <iostream>
 #include <vector>
 #include <map>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
+#include "lease/faults.h"
 #include "lease/history.h"
 #include "lease/proxy.h"
 #include "lease/servers.h"
@@ -249,9 +251,11 @@ TEST(PostgresLeaseHistoryTest, KilledTableHolderFreesTheKeyWithinItsTtl) {
 
 TEST(PostgresLeaseHistoryTest, PausedTableHolderLosesTheLeaseAndItsWriteIsFenced) {
   TempDir tmp;
+  std::string figures;
   EXPECT_EQ(check_sigstop("postgres-table:" + shared_postgres().conninfo(), "paused-table",
-                          500ms, tmp.path()),
+                          500ms, tmp.path(), &figures),
             "");
+  std::cout << "postgres lease-table SIGSTOP: " << figures << std::endl;
 }
 
 // Faults between client and server: a loopback proxy (proxy.h).
@@ -309,6 +313,68 @@ TEST(PostgresLeaseFaultTest, TableModeFrozenConnectionIsAnErrorAndALateGrantLaps
   proxy.freeze(false);
   absl::StatusOr<Lease> d = direct.acquire("frozen", {.timeout = 10s});
   ASSERT_OK(d.status());
+}
+
+// Network faults against an auto-renewed lease-table lease (faults.h): the
+// holder learns of the loss by valid_until() and before anyone else is
+// granted the key. Figures: docs/leases.md ("Network faults").
+
+TEST(PostgresLeaseFaultTest, TableModeFrozenConnectionLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  // io_timeout 10 s, five times the ttl: the deadline must not wait for it.
+  FaultResult r = measure_fault(
+      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
+      "fault/freeze", 2000ms, 1000ms, [&] { proxy.freeze(true); },
+      [&] { proxy.freeze(false); });
+  std::cout << "postgres lease-table freeze: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+}
+
+TEST(PostgresLeaseFaultTest, TableModeDroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  FaultResult r = measure_fault(
+      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
+      "fault/drop", 2000ms, 1000ms, [&] { proxy.drop_replies_on_open_connections(); });
+  std::cout << "postgres lease-table drop replies: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+}
+
+TEST(PostgresLeaseFaultTest, TableModeCutConnectionLosesTheLeaseBeforeAnyoneElseHasIt) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  FaultResult r = measure_fault(
+      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
+      "fault/cut", 2000ms, 1000ms, [&] { proxy.cut(); });
+  std::cout << "postgres lease-table cut: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+}
+
+TEST(PostgresLeaseFaultTest, TableModeKilledServerLosesTheLeaseByItsDeadline) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresServer> pg, PostgresServer::start());
+  FaultResult r = measure_fault(
+      make_backend(pg->conninfo(), Mode::kLeaseTable),
+      make_backend(pg->conninfo(), Mode::kLeaseTable), "fault/kill", 2000ms, 1000ms,
+      [&] { ASSERT_OK(pg->stop()); }, [&] { ASSERT_OK(pg->restart_server()); }, 4s);
+  std::cout << "postgres lease-table kill: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r, /*expect_grant=*/false), "");
+}
+
+TEST(PostgresLeaseFaultTest, TableModeBehindPgbouncerFrozenLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+  PostgresServer& pg = shared_postgres();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
+                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
+  // Client -> proxy -> pgbouncer (transaction pooling) -> server.
+  TcpProxy proxy(bouncer->port());
+  const std::string via_bouncer =
+      absl::StrCat("host=127.0.0.1 port=", proxy.port(), " user=tl dbname=postgres");
+  FaultResult r = measure_fault(
+      make_backend(via_bouncer, Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
+      "fault/pgbouncer-freeze", 2000ms, 1000ms, [&] { proxy.freeze(true); },
+      [&] { proxy.freeze(false); });
+  std::cout << "postgres lease-table via pgbouncer freeze: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
 }
 
 TEST(PostgresLeaseCliTest, RunPassesTheTokenFromTheLeaseTable) {

@@ -4,11 +4,14 @@
 // (servers.h): the conformance suite, the scripts' edge cases, the
 // cross-process safety checks, and what a restart does.
 #include <atomic>
+#include <iostream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
+#include "lease/faults.h"
 #include "lease/history.h"
 #include "lease/proxy.h"
 #include "lease/servers.h"
@@ -18,6 +21,7 @@
 #include "support/wait.h"
 #include "tierlock/lease.h"
 #include "tierlock/lease_redis.h"
+#include "tierlock/lease_sqlite.h"
 
 namespace tierlock::testing {
 namespace {
@@ -138,7 +142,9 @@ TEST(RedisLeaseHistoryTest, KilledHolderFreesTheKeyWithinItsTtl) {
 
 TEST(RedisLeaseHistoryTest, PausedHolderLosesTheLeaseAndItsWriteIsFenced) {
   TempDir tmp;
-  EXPECT_EQ(check_sigstop(spec(), "paused", 500ms, tmp.path()), "");
+  std::string figures;
+  EXPECT_EQ(check_sigstop(spec(), "paused", 500ms, tmp.path(), &figures), "");
+  std::cout << "redis SIGSTOP: " << figures << std::endl;
 }
 
 // Faults between client and server: a loopback proxy (proxy.h).
@@ -196,6 +202,92 @@ TEST(RedisLeaseFaultTest, CutConnectionFailsOneCallThenReconnects) {
   EXPECT_TRUE(extended);
   ASSERT_OK_AND_ASSIGN(bool released, a->release());
   EXPECT_TRUE(released);
+}
+
+// Network faults against an auto-renewed lease (faults.h): the holder learns
+// of the loss by valid_until() and before anyone else is granted the key.
+// Figures go to the log and to docs/leases.md ("Network faults").
+
+TEST(RedisLeaseFaultTest, FrozenConnectionLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  // The default io_timeout (5 s), longer than the ttl: the deadline must not
+  // wait for it.
+  FaultResult r = measure_fault(
+      make_backend(proxy.port()), make_backend(redis.port()), "fault/freeze", 1500ms,
+      1000ms, [&] { proxy.freeze(true); }, [&] { proxy.freeze(false); });
+  std::cout << "redis freeze: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+}
+
+TEST(RedisLeaseFaultTest, DroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  // The renewals reach the server (and extend the key there) but their
+  // replies never come back: the holder cannot know, so it must stop.
+  FaultResult r = measure_fault(make_backend(proxy.port()), make_backend(redis.port()),
+                                "fault/drop", 1500ms, 1000ms,
+                                [&] { proxy.drop_replies_on_open_connections(); });
+  std::cout << "redis drop replies: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+}
+
+TEST(RedisLeaseFaultTest, CutConnectionLosesTheLeaseBeforeAnyoneElseHasIt) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  FaultResult r = measure_fault(make_backend(proxy.port()), make_backend(redis.port()),
+                                "fault/cut", 1500ms, 1000ms, [&] { proxy.cut(); });
+  std::cout << "redis cut: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+}
+
+TEST(RedisLeaseFaultTest, KilledServerLosesTheLeaseByItsDeadline) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<RedisServer> redis, RedisServer::start());
+  auto holder = make_backend(redis->port());
+  auto other = make_backend(redis->port());
+  // Down for 4 s: nobody can be granted the key meanwhile. (A restart
+  // without persistence forgets every lease and may grant the key at once,
+  // before the holder's next renewal finds out: docs/leases.md.)
+  FaultResult r = measure_fault(
+      holder, other, "fault/kill", 1500ms, 1000ms, [&] { ASSERT_OK(redis->stop()); },
+      [&] { ASSERT_OK(redis->restart_server()); }, 4s);
+  std::cout << "redis kill: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r, /*expect_grant=*/false), "");
+}
+
+TEST(RedisLeaseFaultTest, FrozenRedisStallsNeitherASqliteLeaseNorItsOwnDeadline) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  TempDir tmp;
+  SqliteLeaseOptions so;
+  so.path = tmp.path() / "leases.db";
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<SqliteLeaseBackend> sqlite,
+                       SqliteLeaseBackend::create(so));
+  ASSERT_OK_AND_ASSIGN(LeaseLock redis_locks,
+                       LeaseLock::create(make_backend(proxy.port()),
+                                         {.ttl = 2s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock sqlite_locks,
+                       LeaseLock::create(sqlite, {.ttl = 2s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> r, redis_locks.try_acquire("mixed"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> q, sqlite_locks.try_acquire("mixed"));
+  ASSERT_TRUE(r.has_value() && q.has_value());
+  proxy.freeze(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  // Redis is lost by its deadline; the SQLite lease, on a healthy backend,
+  // is renewed throughout three TTLs.
+  ASSERT_TRUE(wait_until([&] { return r->lost().stop_requested(); }, 10s));
+  const auto lost_at = std::chrono::steady_clock::now();
+  EXPECT_LE(lost_at, r->valid_until() + 50ms) << "lost() late";
+  while (std::chrono::steady_clock::now() < t0 + 6s) {
+    ASSERT_FALSE(q->lost().stop_requested()) << "the SQLite lease was lost";
+    ASSERT_TRUE(q->held());
+    std::this_thread::sleep_for(10ms);  // pacing the check, not a sync
+  }
+  EXPECT_GT(q->valid_until(), t0 + 4s) << "the SQLite lease was not renewed";
+  proxy.freeze(false);
+  ASSERT_OK_AND_ASSIGN(bool released, q->release());
+  EXPECT_TRUE(released);
+  (void)r->release();
 }
 
 TEST(RedisLeaseCliTest, RunPassesTheToken) {
