@@ -13,6 +13,7 @@
 #   <libdir>/pkgconfig/tierlock.pc               for pkg-config
 #   <libdir>/libtierlock_lease*.{a,so}, tierlock_lease*Targets.cmake
 #                                                the lease components, when built
+#                                                (Debug: the same names ending in d)
 #   <bindir>/tierlock, tierlock-lease            the CLI, once tools/ defines tierlock_cli
 # Every installed file locates the others relative to itself, so the tree can be
 # installed to, or moved to, any prefix.
