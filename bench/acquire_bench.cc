@@ -1,8 +1,8 @@
 // bench/acquire_bench.cc
 //
-// The costs of acquires that wait (issue 4 "Benchmarks"; issue 7 rows
-// "cross-process handoff" and "cancel latency"), beside their baselines in one
-// binary and one run:
+// The costs of acquires that wait (rows "cross-process handoff" and "cancel
+// latency" of docs/perf.md among them), beside their baselines in one binary
+// and one run:
 //   cancel/   a waiter blocked on the lock, then stop requested: the time
 //             until acquire() returns kCancelled. Blocked in the kernel
 //             (another process holds the lock) or in-process (another thread

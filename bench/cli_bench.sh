@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The `tierlock` command beside flock(1) and Python's filelock, side by side
 # with hyperfine -N (no shell): one uncontended lock+run+unlock of `true`.
-# Targets (issue 6): tierlock <= 1.3x flock(1), >= 10x faster than python3.
+# Targets: tierlock <= 1.3x flock(1), >= 10x faster than python3.
 #
 # Usage: bench/cli_bench.sh [RUNS]   (default 300 runs each, 30 warm-up)
 # Builds the release preset's tierlock (build/release), installs hyperfine

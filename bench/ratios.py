@@ -35,11 +35,11 @@ def paired_tier_group(build, title):
     }
 
 
-# Each row of issue 7: the benchmarks under `prefix`, the metric compared, the
+# Each row of docs/perf.md: the benchmarks under `prefix`, the metric compared, the
 # baseline every ratio is taken against ("{threads}" is filled in per row) and
 # the targets (benchmark-name prefix -> (comparison, ratio)).
 GROUPS = [
-    # Issue 5's budget is in nanoseconds, not a ratio: "extra" is the row's
+    # The tier-check budget is in nanoseconds, not a ratio: "extra" is the row's
     # median minus the baseline's (the depth-2 rows against the depth-2
     # baseline). Rows run one after the other drift apart on a shared machine
     # by more than the budget, so the budget is judged in 7c/7d (alternating
@@ -74,7 +74,7 @@ GROUPS = [
                 "tier/checks_in/untiered_off", None, ""),
         },
     },
-    # Issue 5's budget, measured the robust way: checked and unchecked
+    # The tier-check budget, measured the robust way: checked and unchecked
     # batches alternating in one benchmark (tier_bench.cc, BM_Paired); the
     # row's value is the median difference per acquire.
     paired_tier_group("checks_out", "7c. Tier-check budget, library without "
@@ -156,7 +156,7 @@ GROUPS = [
         "baseline": "cancel/ref_signal_raw_flock",
         "ratio_counters": [("p99_us", "p99 ratio")],
         "targets": {},
-        # Issue 4: p99 <= 1 ms, judged on the median of the repetitions' p99.
+        # Cancel latency: p99 <= 1 ms, judged on the median of the repetitions' p99.
         "abs_targets": {"cancel/tierlock_": ("p99_us", "<=", 1000.0,
                                              "p99 ≤ 1 ms")},
         "counters": [
@@ -177,7 +177,7 @@ GROUPS = [
         "baseline": "timeout/ref_timer_raw_flock",
         "ratio_counters": [("p99_us", "p99 ratio")],
         "targets": {},
-        # No bound in the issues for lateness; issue 4's 1 ms for cancels is
+        # No stated bound for lateness; the 1 ms for cancels is
         # the yardstick ("returns promptly", dir_lock.h).
         "abs_targets": {"timeout/tierlock_": ("p99_us", "<=", 1000.0,
                                               "p99 ≤ 1 ms (yardstick)")},

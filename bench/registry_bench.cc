@@ -1,6 +1,6 @@
 // bench/registry_bench.cc
 //
-// Registry scale (issue 7): what an acquire costs while N other locks are
+// Registry scale (docs/perf.md): what an acquire costs while N other locks are
 // live in the process-wide registry, N = 10, 1,000 and 10,000. Target: flat,
 // at most 1.2x from 10 to 10,000. Rows, each at every N:
 //   registry/ref_flock_kept_fd/entries:N  flock EX+UN on a kept fd (baseline;

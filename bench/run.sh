@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark row of issue 7 in one command: builds the benchmarks in
+# Every benchmark row of docs/perf.md in one command: builds the benchmarks in
 # Release, runs each binary (5 interleaved repetitions, aggregates only), the
 # CLI rows with hyperfine, then prints the tables of medians and within-run
 # ratios and draws the plots.

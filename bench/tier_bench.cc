@@ -1,6 +1,6 @@
 // bench/tier_bench.cc
 //
-// What tier checks cost an acquire (issue 5's budget: <= 30 ns extra for an
+// What tier checks cost an acquire (the budget: <= 30 ns extra for an
 // in-order tiered acquire with checks on; nothing with them off), beside the
 // same acquire untiered with checks off and raw flock, in one run:
 //   tier/checks_{in,out}/raw_flock             flock EX+UN on a kept fd (reference)

@@ -189,7 +189,7 @@ absl::StatusOr<std::uint64_t> check_and_record(ContextState& ctx,
 // As above for the hot path: returns the hold id (never 0), or 0 with the
 // failure in `*error`. Inline: an in-order acquire with nothing to report or
 // learn is one pass of the context's spin lock, with the record built in
-// place (issue 5's budget is 30 ns for all of it, the release included).
+// place (the budget is 30 ns for all of it, the release included).
 // The site is taken by value so that, inlined, it lives in registers and
 // is stored once, into the record.
 std::uint64_t check_and_record_fast(ContextState& ctx, AcquireSite site);
