@@ -342,18 +342,6 @@ TEST_F(CliTest, SignalsAreForwardedToTheCommand) {
   }
 }
 
-// True once `pid` has exited (gone, or a zombie nobody reaped yet).
-bool process_gone(pid_t pid) {
-  if (::kill(pid, 0) != 0) return errno == ESRCH;
-  std::string stat;
-  try {
-    stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  } catch (...) {
-    return true;
-  }
-  const std::size_t paren = stat.rfind(')');
-  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
-}
 
 // Kills a process the test left behind (an orphaned command), if it runs.
 struct KillOnExit {

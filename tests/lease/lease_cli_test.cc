@@ -103,14 +103,6 @@ TEST_F(LeaseCliTest, SigtermWhileWaitingExits143HoldingNothing) {
   EXPECT_EQ(rows[0].token, 1u) << "the cancelled waiter took a lease";
 }
 
-// True once `pid` has exited (gone, or a zombie nobody reaped yet).
-bool process_gone(pid_t pid) {
-  if (::kill(pid, 0) != 0) return errno == ESRCH;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::size_t paren = stat.rfind(')');
-  return paren == std::string::npos || (paren + 2 < stat.size() && stat[paren + 2] == 'Z');
-}
 
 // The pids a command prints on its first line ("SH BG").
 struct Pids {

@@ -126,6 +126,10 @@ RunResult run(const std::vector<std::string>& argv,
 // '/'), or empty if not found.
 std::string find_program(const std::string& name);
 
+// True once `pid` has exited: gone, or a zombie nobody reaped yet. Never
+// throws (a process that ends while its /proc entry is read counts as gone).
+bool process_gone(pid_t pid);
+
 }  // namespace tierlock::testing
 
 #endif  // TIERLOCK_TESTS_SUPPORT_SUBPROCESS_H_
