@@ -55,21 +55,32 @@ set_tests_properties(consumer.install PROPERTIES
   FIXTURES_REQUIRED tierlock_consumer_clean
   FIXTURES_SETUP tierlock_consumer_installed)
 
-add_test(NAME consumer.find_package
-  COMMAND "${CMAKE_CTEST_COMMAND}"
-    --build-and-test "${CMAKE_CURRENT_LIST_DIR}" "${_tlc_build}"
-    --build-generator "${CMAKE_GENERATOR}"
-    --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
-    --build-project tierlock_consumer
-    --build-noclean
-    --build-options
-      "-DCMAKE_PREFIX_PATH=${_tlc_prefix}"
-      "-DTIERLOCK_EXPECTED_PREFIX=${_tlc_prefix}"
-      "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
-      "-DCMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE}"
-      "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
-      "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
-    --test-command tierlock_consumer)
+# One consumer build and run against the install: test NAME builds
+# tests/consumer in BUILD_DIR with BUILD_TYPE and runs PROGRAM; further
+# arguments are extra -D options.
+function(_tlc_consumer_test name build_dir build_type program)
+  add_test(NAME ${name}
+    COMMAND "${CMAKE_CTEST_COMMAND}"
+      --build-and-test "${CMAKE_CURRENT_FUNCTION_LIST_DIR}" "${build_dir}"
+      --build-generator "${CMAKE_GENERATOR}"
+      --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
+      --build-project tierlock_consumer
+      --build-noclean
+      --build-options
+        "-DCMAKE_PREFIX_PATH=${_tlc_prefix}"
+        "-DTIERLOCK_EXPECTED_PREFIX=${_tlc_prefix}"
+        ${ARGN}
+        "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
+        "-DCMAKE_BUILD_TYPE=${build_type}"
+        "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
+        "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
+      --test-command ${program})
+  set_tests_properties(${name} PROPERTIES
+    FIXTURES_REQUIRED tierlock_consumer_installed LABELS consumer TIMEOUT 300)
+endfunction()
+
+_tlc_consumer_test(consumer.find_package "${_tlc_build}" "${CMAKE_BUILD_TYPE}"
+                   tierlock_consumer)
 
 # The same consumer in the other build type (a Debug application against a
 # library built otherwise, or the reverse): the tier checks' starting mode
@@ -79,45 +90,15 @@ if(CMAKE_BUILD_TYPE STREQUAL "Debug")
 else()
   set(_tlc_other_type Debug)
 endif()
-add_test(NAME consumer.find_package_other_build_type
-  COMMAND "${CMAKE_CTEST_COMMAND}"
-    --build-and-test "${CMAKE_CURRENT_LIST_DIR}" "${_tlc_build}-other"
-    --build-generator "${CMAKE_GENERATOR}"
-    --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
-    --build-project tierlock_consumer
-    --build-noclean
-    --build-options
-      "-DCMAKE_PREFIX_PATH=${_tlc_prefix}"
-      "-DTIERLOCK_EXPECTED_PREFIX=${_tlc_prefix}"
-      "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
-      "-DCMAKE_BUILD_TYPE=${_tlc_other_type}"
-      "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
-      "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
-    --test-command tierlock_consumer)
-set_tests_properties(consumer.find_package_other_build_type PROPERTIES
-  FIXTURES_REQUIRED tierlock_consumer_installed LABELS consumer TIMEOUT 300)
+_tlc_consumer_test(consumer.find_package_other_build_type "${_tlc_build}-other"
+                   "${_tlc_other_type}" tierlock_consumer)
 
 # The lease components (find_package COMPONENTS lease lease_sqlite), when this
 # build has them: their export sets and the client-library dependency.
 if(TARGET tierlock_lease AND TARGET tierlock_lease_sqlite)
-  add_test(NAME consumer.find_package_lease
-    COMMAND "${CMAKE_CTEST_COMMAND}"
-      --build-and-test "${CMAKE_CURRENT_LIST_DIR}" "${_tlc_build}-lease"
-      --build-generator "${CMAKE_GENERATOR}"
-      --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
-      --build-project tierlock_consumer
-      --build-noclean
-      --build-options
-        "-DCMAKE_PREFIX_PATH=${_tlc_prefix}"
-        "-DTIERLOCK_EXPECTED_PREFIX=${_tlc_prefix}"
-        "-DTIERLOCK_CONSUMER_LEASES=ON"
-        "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
-        "-DCMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE}"
-        "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
-        "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
-      --test-command tierlock_lease_consumer)
-  set_tests_properties(consumer.find_package_lease PROPERTIES
-    FIXTURES_REQUIRED tierlock_consumer_installed LABELS consumer TIMEOUT 300)
+  _tlc_consumer_test(consumer.find_package_lease "${_tlc_build}-lease"
+                     "${CMAKE_BUILD_TYPE}" tierlock_lease_consumer
+                     "-DTIERLOCK_CONSUMER_LEASES=ON")
 endif()
 
 find_program(TIERLOCK_PKG_CONFIG_PROGRAM NAMES pkg-config pkgconf
@@ -137,10 +118,10 @@ add_test(NAME consumer.pkg_config
     "-DOUTPUT=${_tlc_pc_out}/tierlock_consumer"
     -P "${CMAKE_CURRENT_LIST_DIR}/pkg_config_check.cmake")
 
-set_tests_properties(consumer.find_package consumer.pkg_config PROPERTIES
+set_tests_properties(consumer.pkg_config PROPERTIES
   FIXTURES_REQUIRED tierlock_consumer_installed)
 set_tests_properties(consumer.pkg_config PROPERTIES
   SKIP_REGULAR_EXPRESSION "tierlock-consumer: SKIPPED")
 set_tests_properties(
-  consumer.clean consumer.install consumer.find_package consumer.pkg_config
+  consumer.clean consumer.install consumer.pkg_config
   PROPERTIES LABELS consumer TIMEOUT 300)
