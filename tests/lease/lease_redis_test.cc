@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
 #include "lease/faults.h"
+#include "lease/fenced.h"
 #include "lease/history.h"
 #include "lease/proxy.h"
 #include "lease/servers.h"
@@ -288,6 +289,90 @@ TEST(RedisLeaseFaultTest, FrozenRedisStallsNeitherASqliteLeaseNorItsOwnDeadline)
   ASSERT_OK_AND_ASSIGN(bool released, q->release());
   EXPECT_TRUE(released);
   (void)r->release();
+}
+
+// Replies held back by the proxy longer than the ttl, then delivered in
+// order: the renewal's wait ends at valid_until() and it drops its
+// connection, so the holder loses the lease on time and the late reply
+// reaches nobody; the lease stays lost (watched until every byte held back
+// before lost() was due: lost() + delay, lost() <= fault + ttl).
+constexpr auto kRedisDelay = 2000ms;  // > ttl 1.5 s
+
+FaultResult delayed(RedisServer& redis, TcpProxy& proxy, const std::string& key,
+                    TcpProxy::Direction which) {
+  return measure_fault(make_backend(proxy.port()), make_backend(redis.port()), key,
+                       {.ttl = 1500ms,
+                        .fault = [&] { proxy.delay(kRedisDelay, which); },
+                        .after = [&] { proxy.delay(0ms); },
+                        .watch = 1500ms + kRedisDelay + 500ms});
+}
+
+TEST(RedisLeaseFaultTest, DelayedRepliesLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  // Both ways: the held-back renewals reach the server after its key expired
+  // (or another owner took it) and are refused there.
+  FaultResult r = delayed(redis, proxy, "fault/delay", TcpProxy::Direction::kBoth);
+  std::cout << "redis delay 2 s both ways: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+  EXPECT_GE(r.watched_after_lost, kRedisDelay) << "the late replies were not waited for";
+}
+
+TEST(RedisLeaseFaultTest, DelayedRepliesOnlyLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  // Requests on time, replies late: the server extends the key on each
+  // renewal it gets, so the other owner waits longer; the holder, with no
+  // answer, stops at its own deadline all the same.
+  FaultResult r = delayed(redis, proxy, "fault/delay-replies", TcpProxy::Direction::kRepliesOnly);
+  std::cout << "redis delay 2 s replies only: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+  EXPECT_GE(r.watched_after_lost, kRedisDelay) << "the late replies were not waited for";
+}
+
+TEST(RedisLeaseFaultTest, RestartWithoutPersistenceGrantsTheKeyAtOnceAndTheHolderLearnsAtItsNextRenewal) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<RedisServer> redis, RedisServer::start());
+  const std::string key = "fault/restart";
+  {
+    // Two earlier grants: the holder's token is 3, so the reset counter shows.
+    ASSERT_OK_AND_ASSIGN(LeaseLock warm, LeaseLock::create(make_backend(redis->port()),
+                                                           {.ttl = 30s}));
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_OK_AND_ASSIGN(std::optional<Lease> l, warm.try_acquire(key));
+      ASSERT_TRUE(l.has_value());
+      ASSERT_OK(l->release().status());
+    }
+  }
+  // ttl 3 s renews every 1 s (at about 1.0 s, 2.0 s, ...): the kill at 1.2 s
+  // and the restart (~0.1-0.3 s) fall between two renewals, so the restarted,
+  // empty server grants the key before the holder asks again. The holder's
+  // next renewal (on the connection the kill broke) fails and fires lost().
+  FaultResult r = measure_fault(make_backend(redis->port()), make_backend(redis->port()), key,
+                                {.ttl = 3000ms,
+                                 .fault_after = 1200ms,
+                                 .fault = [&] { ASSERT_OK(redis->stop()); },
+                                 .heal = [&] { ASSERT_OK(redis->restart_server()); },
+                                 .limit = 10s});
+  std::cout << "redis restart without persistence: " << r.summary() << std::endl;
+  // lost() still comes by valid_until(); the overlap is whatever lies between
+  // the new grant and the holder's next renewal (0 only if that renewal hit
+  // the server while it was down), so at most the renewal interval (ttl/3)
+  // plus that renewal's round trip -- never 0 by design.
+  EXPECT_EQ(check_fault(r, {.no_overlap = false, .tokens_increase = false}), "");
+  EXPECT_TRUE(r.healed);
+  EXPECT_LE(-r.lost_before_grant, 1000ms + 250ms)
+      << "fault/restart: the overlap outlasted the holder's renewal interval";
+  // The token counter went with the data: the new owner has token 1, below
+  // the holder's 3. A resource fencing on tokens rejects the new owner (safe
+  // for the resource, but no progress until tokens pass 3) -- fencing does
+  // not order the two owners here.
+  EXPECT_EQ(r.old_token, 3u);
+  EXPECT_EQ(r.new_token, 1u) << "the restarted server kept its token counter?";
+  TempDir fence;
+  ASSERT_OK_AND_ASSIGN(bool old_accepted, fenced_write(fence.path(), r.old_token));
+  ASSERT_OK_AND_ASSIGN(bool new_accepted, fenced_write(fence.path(), r.new_token));
+  EXPECT_TRUE(old_accepted);
+  EXPECT_FALSE(new_accepted) << "token " << r.new_token << " accepted after " << r.old_token;
 }
 
 TEST(RedisLeaseCliTest, RunPassesTheToken) {
