@@ -14,6 +14,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
 #include "lease/faults.h"
@@ -375,6 +376,163 @@ TEST(PostgresLeaseFaultTest, TableModeBehindPgbouncerFrozenLosesTheLeaseByItsDea
       [&] { proxy.freeze(false); });
   std::cout << "postgres lease-table via pgbouncer freeze: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r), "");
+}
+
+TEST(PostgresLeaseFaultTest, TableModeBehindPgbouncerDroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+  PostgresServer& pg = shared_postgres();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
+                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
+  TcpProxy proxy(bouncer->port());
+  // pgbouncer runs each renewal on a server connection and commits it; only
+  // its reply to the client is lost.
+  FaultResult r = measure_fault(
+      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
+      "fault/pgbouncer-drop", 2000ms, 1000ms, [&] { proxy.drop_replies_on_open_connections(); });
+  std::cout << "postgres lease-table via pgbouncer drop replies: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+}
+
+TEST(PostgresLeaseFaultTest, TableModeBehindPgbouncerCutLosesTheLeaseBeforeAnyoneElseHasIt) {
+  PostgresServer& pg = shared_postgres();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
+                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
+  TcpProxy proxy(bouncer->port());
+  // The client's connection to pgbouncer is closed; pgbouncer's server
+  // connections live on (the lease is a row, not a session).
+  FaultResult r = measure_fault(
+      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
+      "fault/pgbouncer-cut", 2000ms, 1000ms, [&] { proxy.cut(); });
+  std::cout << "postgres lease-table via pgbouncer cut: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+}
+
+// Replies held back longer than the ttl, then delivered in order: the
+// renewal's statement budget ends at valid_until() and it drops its
+// connection, so the holder loses the lease on time and the late reply
+// reaches nobody; the lease stays lost (watched until every byte held back
+// before lost() was due: lost() + delay, lost() <= fault + ttl).
+constexpr auto kPgDelay = 2500ms;  // > ttl 2 s
+
+FaultResult delayed_table(TcpProxy& proxy, const std::string& key, TcpProxy::Direction which) {
+  return measure_fault(make_backend(via(proxy), Mode::kLeaseTable),
+                       make_backend(shared_postgres().conninfo(), Mode::kLeaseTable), key,
+                       {.ttl = 2000ms,
+                        .fault = [&] { proxy.delay(kPgDelay, which); },
+                        .after = [&] { proxy.delay(0ms); },
+                        .watch = 2000ms + kPgDelay + 500ms});
+}
+
+TEST(PostgresLeaseFaultTest, TableModeDelayedRepliesLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
+  TcpProxy proxy(shared_postgres().port());
+  FaultResult r = delayed_table(proxy, "fault/delay", TcpProxy::Direction::kBoth);
+  std::cout << "postgres lease-table delay 2.5 s both ways: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+  EXPECT_GE(r.watched_after_lost, kPgDelay) << "the late replies were not waited for";
+}
+
+TEST(PostgresLeaseFaultTest, TableModeDelayedRepliesOnlyLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
+  TcpProxy proxy(shared_postgres().port());
+  // The renewal commits on time (the row's expiry moves on), its reply comes
+  // late: the other owner waits for the row's expiry, the holder stops at
+  // its own deadline.
+  FaultResult r = delayed_table(proxy, "fault/delay-replies", TcpProxy::Direction::kRepliesOnly);
+  std::cout << "postgres lease-table delay 2.5 s replies only: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+  EXPECT_GE(r.watched_after_lost, kPgDelay) << "the late replies were not waited for";
+}
+
+TEST(PostgresLeaseFaultTest, TableModeServerRestartLosesTheLeaseBeforeAnyoneElseHasIt) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresServer> pg, PostgresServer::start());
+  // A crash (-m immediate) and a start while the contender races: the table
+  // is durable, so the row keeps the key until its expiry; the holder's next
+  // renewal fails (server down, or the crash broke its connection).
+  FaultResult r = measure_fault(
+      make_backend(pg->conninfo(), Mode::kLeaseTable),
+      make_backend(pg->conninfo(), Mode::kLeaseTable), "fault/restart",
+      {.ttl = 2000ms,
+       .fault = [&] { ASSERT_OK(pg->stop()); },
+       .heal = [&] { ASSERT_OK(pg->restart_server()); },
+       .limit = 20s});
+  std::cout << "postgres lease-table restart: " << r.summary() << std::endl;
+  EXPECT_EQ(check_fault(r), "");
+  EXPECT_TRUE(r.healed);
+}
+
+// Advisory mode is connection-bound (no ttl): a frozen connection -- both TCP
+// legs up, nothing forwarded, as behind a hung middlebox -- is invisible to
+// holder and server alike. Keepalive probes are answered by the proxy's
+// kernel on each leg, and an idle holder has nothing unacknowledged for
+// tcp_user_timeout to time out. So nobody else is granted (the server
+// session lives) and the holder keeps believing it holds the key: no
+// overlap, no liveness. lost() fires only when the connection closes.
+TEST(PostgresLeaseFaultTest, AdvisoryFrozenConnectionKeepsTheKeyFromEveryoneUntilTheConnectionCloses) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  const std::string key = "fault/advisory-freeze";
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(make_backend(via(proxy), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct,
+                       LeaseLock::create(make_backend(pg.conninfo(), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key));
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->valid_until(), std::chrono::steady_clock::time_point::max());
+  using Clock = std::chrono::steady_clock;
+  proxy.freeze(true);
+  const Clock::time_point frozen_at = Clock::now();
+  Clock::duration held_max{0};
+  int refused = 0;
+  Clock::time_point next_try = frozen_at;
+  while (Clock::now() < frozen_at + 3s) {
+    const Clock::time_point t = Clock::now();
+    const bool held = a->held();
+    held_max = std::max(held_max, Clock::now() - t);
+    ASSERT_TRUE(held) << key << ": held() false during the freeze";
+    ASSERT_FALSE(a->lost().stop_requested()) << key << ": lost() fired during the freeze";
+    if (t >= next_try) {
+      ASSERT_OK_AND_ASSIGN(std::optional<Lease> other, direct.try_acquire(key));
+      ASSERT_FALSE(other.has_value()) << key << ": granted to another owner during the freeze";
+      ++refused;
+      next_try = t + 50ms;
+    }
+    std::this_thread::sleep_for(1ms);  // poll pacing
+  }
+  EXPECT_LT(held_max, 1ms) << "held() blocked during the freeze";
+  EXPECT_GE(refused, 10);
+  // The connection closes (cut, still frozen): the server ends the session
+  // and frees the lock; the holder's timer thread sees the socket close.
+  std::atomic<std::int64_t> lost_at{0};
+  std::stop_callback on_lost(a->lost(), [&] {
+    lost_at.store(Clock::now().time_since_epoch().count());
+  });
+  const Clock::time_point cut_at = Clock::now();
+  proxy.cut();
+  Clock::time_point grant_sent{};
+  std::optional<Lease> theirs;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const Clock::time_point sent = Clock::now();
+        absl::StatusOr<std::optional<Lease>> r = direct.try_acquire(key);
+        if (!r.ok() || !r->has_value()) return false;
+        grant_sent = sent;
+        theirs = std::move(*r);
+        return true;
+      },
+      10s))
+      << key << ": nobody got the key after the cut";
+  ASSERT_TRUE(wait_until([&] { return lost_at.load() != 0; }, 10s))
+      << key << ": lost() never fired after the cut";
+  const Clock::time_point lost_t{Clock::duration(lost_at.load())};
+  auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  std::cout << absl::StrFormat(
+                   "postgres advisory freeze: %d tries refused in 3 s frozen, held() max "
+                   "%.3f ms; then cut: cut->lost %.1f ms, cut->grant %.1f ms, lost %s the grant",
+                   refused, ms(held_max), ms(lost_t - cut_at), ms(grant_sent - cut_at),
+                   lost_t < grant_sent ? "before" : "after")
+            << std::endl;
+  EXPECT_LT(lost_t - cut_at, 2s) << key << ": lost() late after the connection closed";
+  ASSERT_OK_AND_ASSIGN(bool released, a->release());
+  EXPECT_FALSE(released);
+  (void)theirs->release();
 }
 
 TEST(PostgresLeaseCliTest, RunPassesTheTokenFromTheLeaseTable) {
