@@ -221,6 +221,9 @@ struct FaultHold {
   std::int64_t sent = 0, granted = 0;  // winning try_acquire: called / returned
   std::int64_t end = 0;                // end of the unfenced window
   bool ended_by_loss = false;          // lost() fired before release() began
+  // The grant came back after its valid_until() (its reply was held up): the
+  // lease was lost on arrival, held() never true, so no window at all.
+  bool expired_on_arrival = false;
   std::int64_t lost_at = 0;            // 0: lost() did not fire
   std::vector<FaultWrite> writes;
 };
@@ -277,6 +280,7 @@ void fault_worker(int w, std::shared_ptr<LeaseBackend> backend, FaultRun& run) {
     h.token = lease.token().value_or(0);
     h.sent = sent;
     h.granted = granted;
+    h.expired_on_arrival = lease.valid_until().time_since_epoch().count() <= granted;
     auto lost_at = std::make_shared<std::atomic<std::int64_t>>(0);
     std::stop_callback on_lost(lease.lost(), [lost_at] { lost_at->store(now_ns()); });
     run.holder.store(w);
@@ -340,12 +344,12 @@ std::string FaultHistoryResult::summary() const {
           ? std::string("none")
           : absl::StrFormat("%.1f ms", ms_of(min_loss_to_next_grant.count()));
   return absl::StrFormat(
-      "grants %d (%d ended by lost()), faults %d (freeze %d, drop replies %d, cut %d; %d on "
-      "the holder), acquire errors %d, writes %d accepted / %d rejected, min lost()->next "
-      "grant sent %s, held() max %.3f ms",
-      grants, losses, freezes + drops + cuts, freezes, drops, cuts, faults_on_holder,
-      acquire_errors,
-      writes_accepted, writes_rejected, gap, ms_of(max_held_latency.count()));
+      "grants %d (%d ended by lost(), %d expired on arrival), faults %d (freeze %d, drop "
+      "replies %d, cut %d; %d on the holder), acquire errors %d, writes %d accepted / %d "
+      "rejected, min lost()->next grant sent %s, held() max %.3f ms",
+      grants, losses, expired_on_arrival, freezes + drops + cuts, freezes, drops, cuts,
+      faults_on_holder, acquire_errors, writes_accepted, writes_rejected, gap,
+      ms_of(max_held_latency.count()));
 }
 
 FaultHistoryResult check_fault_history(std::vector<FaultHistoryWorker> workers,
@@ -441,7 +445,14 @@ FaultHistoryResult check_fault_history(std::vector<FaultHistoryWorker> workers,
   for (std::size_t j = 0; j < holds.size(); ++j) {
     const FaultHold& b = holds[j];
     if (b.ended_by_loss) ++out.losses;
-    for (const FaultWrite& wr : b.writes) (wr.accepted ? out.writes_accepted : out.writes_rejected)++;
+    if (b.expired_on_arrival) ++out.expired_on_arrival;
+    if (b.expired_on_arrival && !b.writes.empty()) {
+      report(absl::StrCat("worker ", b.worker, " token ", b.token,
+                          " wrote although its grant came back past valid_until()"));
+    }
+    for (const FaultWrite& wr : b.writes) {
+      (wr.accepted ? out.writes_accepted : out.writes_rejected)++;
+    }
     // (d) Nothing written once lost() fired.
     for (const FaultWrite& wr : b.writes) {
       if (b.lost_at != 0 && wr.start >= b.lost_at) {
@@ -449,9 +460,9 @@ FaultHistoryResult check_fault_history(std::vector<FaultHistoryWorker> workers,
                             at(wr.start), " after its lost() at ", at(b.lost_at)));
       }
     }
-    if (j > 0 && holds[j - 1].ended_by_loss) {
-      out.min_loss_to_next_grant =
-          std::min(out.min_loss_to_next_grant, std::chrono::nanoseconds(b.sent - holds[j - 1].end));
+    if (j > 0 && holds[j - 1].ended_by_loss && !holds[j - 1].expired_on_arrival) {
+      out.min_loss_to_next_grant = std::min(out.min_loss_to_next_grant,
+                                            std::chrono::nanoseconds(b.sent - holds[j - 1].end));
     }
     // (b) Windows in token order, disjoint.
     for (std::size_t i = 0; i < j; ++i) {
@@ -462,7 +473,7 @@ FaultHistoryResult check_fault_history(std::vector<FaultHistoryWorker> workers,
         continue;
       }
       const std::int64_t bound = a.ended_by_loss ? b.sent : b.granted;
-      if (a.end >= bound) {
+      if (!a.expired_on_arrival && a.end >= bound) {
         report(absl::StrCat(
             "overlap: worker ", a.worker, " token ", a.token, " held [", at(a.sent), ", ",
             at(a.end), "] (ended by ", a.ended_by_loss ? "lost()" : "release()",

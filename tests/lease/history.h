@@ -81,6 +81,9 @@ struct FaultHistoryOptions {
 struct FaultHistoryResult {
   std::string problems;  // "" when every check passed
   int grants = 0, losses = 0, acquire_errors = 0;
+  // Grants whose reply came back after their valid_until() (held up by a
+  // fault): lost on arrival, never held, left out of check (b).
+  int expired_on_arrival = 0;
   int freezes = 0, drops = 0, cuts = 0;
   int faults_on_holder = 0;  // injected while the faulted worker held the key
   int writes_accepted = 0, writes_rejected = 0;
@@ -98,7 +101,8 @@ struct FaultHistoryResult {
 //      order (one run of writes per token, never an older token after a
 //      newer one);
 //  (b) unfenced windows never overlap: a holder's window runs from its
-//      winning request's send to lost() or to the start of its release(); a
+//      winning request's send to lost() or to the start of its release()
+//      (none if the grant came back already past its valid_until()); a
 //      window that ended in lost() ends before the next owner's winning
 //      request was *sent*; one that ended in release() ends before the next
 //      grant came back (its request may be in flight during the release);

@@ -95,7 +95,8 @@ TEST(RedisHistoryFaultTest, FrozenDroppedAndCutNetworksKeepWindowsDisjointAndThe
 #endif
 
 #ifdef TIERLOCK_HAVE_LEASE_POSTGRES
-TEST(PostgresHistoryFaultTest, TableModeFrozenDroppedAndCutNetworksKeepWindowsDisjointAndTheKeyLive) {
+TEST(PostgresHistoryFaultTest,
+     TableModeFrozenDroppedAndCutNetworksKeepWindowsDisjointAndTheKeyLive) {
   PostgresServer& pg = shared_postgres();
   TempDir tmp;
   std::vector<std::unique_ptr<TcpProxy>> proxies;
