@@ -4,8 +4,12 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
+#include <mutex>
+#include <random>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -14,6 +18,7 @@
 #include "lease/backend_spec.h"
 #include "lease/fenced.h"
 #include "support/subprocess.h"
+#include "support/wait.h"
 
 #ifndef TIERLOCK_LEASE_HELPER_PATH
 #error "TIERLOCK_LEASE_HELPER_PATH must be defined"
@@ -195,6 +200,307 @@ std::string check_sigstop(const std::string& spec, const std::string& key,
   absl::StatusOr<bool> released = lease->release();
   if (!released.ok() || !*released) return "the new owner's lease was deleted by the old one";
   return "";
+}
+
+// ------------------------------------------------ histories under network faults
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t now_ns() { return Clock::now().time_since_epoch().count(); }
+
+struct FaultWrite {
+  std::int64_t start = 0;  // before the held() check that allowed it
+  bool accepted = false;
+};
+
+struct FaultHold {
+  int worker = 0;
+  std::uint64_t token = 0;
+  std::int64_t sent = 0, granted = 0;  // winning try_acquire: called / returned
+  std::int64_t end = 0;                // end of the unfenced window
+  bool ended_by_loss = false;          // lost() fired before release() began
+  // The grant came back after its valid_until() (its reply was held up): the
+  // lease was lost on arrival, held() never true, so no window at all.
+  bool expired_on_arrival = false;
+  std::int64_t lost_at = 0;            // 0: lost() did not fire
+  std::vector<FaultWrite> writes;
+};
+
+// What the workers share with the checker. Lease errors are outcomes here
+// (counted); `errors` are failures of a check made while running.
+struct FaultRun {
+  const FaultHistoryOptions* options = nullptr;
+  std::filesystem::path fence;
+  std::atomic<bool> stop{false};
+  std::atomic<int> holder{-1};  // the worker holding the key now, or -1
+  std::atomic<int> acquire_errors{0};
+  std::atomic<std::int64_t> max_held{0};
+  std::mutex mu;
+  std::vector<FaultHold> holds;
+  std::vector<std::int64_t> last_grant_sent;  // per worker, 0: none yet
+  std::vector<std::string> errors;
+
+  void error(std::string what) {
+    std::lock_guard<std::mutex> lk(mu);
+    errors.push_back(std::move(what));
+  }
+};
+
+void fault_worker(int w, std::shared_ptr<LeaseBackend> backend, FaultRun& run) {
+  const FaultHistoryOptions& o = *run.options;
+  absl::StatusOr<LeaseLock> locks =
+      LeaseLock::create(std::move(backend), {.ttl = o.ttl, .auto_renew = true});
+  if (!locks.ok()) return run.error(absl::StrCat("worker ", w, ": ", locks.status().ToString()));
+  std::minstd_rand rng(static_cast<unsigned>(7919 * (w + 1)));
+  // Pacing between polls and writes (not a synchronisation): jittered so
+  // that workers interleave differently from run to run.
+  auto pause = [&](int lo_ms, int hi_ms) {
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::uniform_int_distribution<int>(lo_ms, hi_ms)(rng)));
+  };
+  const int ttl_ms = static_cast<int>(o.ttl.count());
+  while (!run.stop.load()) {
+    const std::int64_t sent = now_ns();
+    absl::StatusOr<std::optional<Lease>> got = locks->try_acquire(o.key);
+    const std::int64_t granted = now_ns();
+    if (!got.ok()) {
+      ++run.acquire_errors;  // the worker's network is faulted: try again
+      pause(5, 20);
+      continue;
+    }
+    if (!got->has_value()) {
+      pause(2, 8);
+      continue;
+    }
+    Lease& lease = **got;
+    FaultHold h;
+    h.worker = w;
+    h.token = lease.token().value_or(0);
+    h.sent = sent;
+    h.granted = granted;
+    h.expired_on_arrival = lease.valid_until().time_since_epoch().count() <= granted;
+    auto lost_at = std::make_shared<std::atomic<std::int64_t>>(0);
+    std::stop_callback on_lost(lease.lost(), [lost_at] { lost_at->store(now_ns()); });
+    run.holder.store(w);
+    // Held over several renewals (every ttl/3), and mostly longer than a
+    // fault on the holder takes to lose the lease (at most one ttl).
+    const std::int64_t hold_until =
+        granted + std::chrono::nanoseconds(std::chrono::milliseconds(
+                      std::uniform_int_distribution<int>(ttl_ms, 3 * ttl_ms)(rng)))
+                      .count();
+    bool saw_not_held = false;
+    while (!run.stop.load() && now_ns() < hold_until) {
+      const std::int64_t start = now_ns();
+      const bool held = lease.held();
+      const std::int64_t took = now_ns() - start;
+      std::int64_t prev = run.max_held.load();
+      while (took > prev && !run.max_held.compare_exchange_weak(prev, took)) {
+      }
+      if (!held) {
+        saw_not_held = true;
+        break;
+      }
+      absl::StatusOr<bool> wrote = fenced_write(run.fence, h.token);
+      if (!wrote.ok()) {
+        run.error(absl::StrCat("worker ", w, ": fenced write of token ", h.token, ": ",
+                               wrote.status().ToString()));
+        break;
+      }
+      h.writes.push_back({start, *wrote});
+      if (!*wrote) break;  // a newer token has written: this holder is stale
+      pause(5, 15);
+    }
+    // held() turns false at valid_until(); lost() must follow within the
+    // timer's slack (bounded here far above it).
+    if (saw_not_held && !wait_until([&] { return lost_at->load() != 0; }, 2s)) {
+      run.error(absl::StrCat("worker ", w, " token ", h.token,
+                             ": held() false but lost() did not fire within 2 s"));
+    }
+    int me = w;
+    run.holder.compare_exchange_strong(me, -1);
+    const std::int64_t release_start = now_ns();
+    (void)lease.release();  // false or an error when lost: both fine here
+    h.lost_at = lost_at->load();
+    h.ended_by_loss = h.lost_at != 0 && h.lost_at < release_start;
+    h.end = h.ended_by_loss ? h.lost_at : release_start;
+    {
+      std::lock_guard<std::mutex> lk(run.mu);
+      run.holds.push_back(std::move(h));
+      run.last_grant_sent[static_cast<std::size_t>(w)] = sent;
+    }
+    pause(10, 40);  // let the others in
+  }
+}
+
+double ms_of(std::int64_t ns) { return static_cast<double>(ns) / 1e6; }
+
+}  // namespace
+
+std::string FaultHistoryResult::summary() const {
+  const std::string gap =
+      min_loss_to_next_grant == std::chrono::nanoseconds::max()
+          ? std::string("none")
+          : absl::StrFormat("%.1f ms", ms_of(min_loss_to_next_grant.count()));
+  return absl::StrFormat(
+      "grants %d (%d ended by lost(), %d expired on arrival), faults %d (freeze %d, drop "
+      "replies %d, cut %d; %d on the holder), acquire errors %d, writes %d accepted / %d "
+      "rejected, min lost()->next grant sent %s, held() max %.3f ms",
+      grants, losses, expired_on_arrival, freezes + drops + cuts, freezes, drops, cuts,
+      faults_on_holder, acquire_errors, writes_accepted, writes_rejected, gap,
+      ms_of(max_held_latency.count()));
+}
+
+FaultHistoryResult check_fault_history(std::vector<FaultHistoryWorker> workers,
+                                       const FaultHistoryOptions& options) {
+  FaultHistoryResult out;
+  FaultRun run;
+  run.options = &options;
+  run.fence = options.dir / "fence";
+  std::filesystem::create_directories(run.fence);
+  run.last_grant_sent.assign(workers.size(), 0);
+  const auto fault_for = options.fault_for.count() > 0 ? options.fault_for : options.ttl * 3 / 2;
+  const auto gap = options.gap.count() > 0 ? options.gap : options.ttl / 2;
+  std::vector<int> faultable;
+  for (std::size_t w = 0; w < workers.size(); ++w) {
+    if (workers[w].freeze && workers[w].drop_replies && workers[w].cut) {
+      faultable.push_back(static_cast<int>(w));
+    }
+  }
+  const std::int64_t t0 = now_ns();
+  std::vector<std::thread> threads;
+  for (std::size_t w = 0; w < workers.size(); ++w) {
+    threads.emplace_back(fault_worker, static_cast<int>(w), workers[w].backend, std::ref(run));
+  }
+  // The schedule: one fault at a time, on the holder when it is faultable
+  // (that is where a fault can break exclusion), else on the next worker.
+  std::vector<std::int64_t> last_heal(workers.size(), 0);
+  const auto schedule_end = Clock::now() + options.run;
+  for (int i = 0; !faultable.empty() && Clock::now() + fault_for + gap < schedule_end; ++i) {
+    int target = run.holder.load();
+    if (std::find(faultable.begin(), faultable.end(), target) == faultable.end()) {
+      target = faultable[static_cast<std::size_t>(i) % faultable.size()];
+    } else {
+      ++out.faults_on_holder;
+    }
+    FaultHistoryWorker& wk = workers[static_cast<std::size_t>(target)];
+    switch (i % 3) {
+      case 0:
+        wk.freeze(true);
+        ++out.freezes;
+        std::this_thread::sleep_for(fault_for);  // schedule pacing
+        wk.freeze(false);
+        break;
+      case 1:
+        // The requests still reach the server; the worker must give the
+        // connection up by itself (its calls time out).
+        wk.drop_replies();
+        ++out.drops;
+        std::this_thread::sleep_for(fault_for);
+        break;
+      default:
+        wk.cut();
+        ++out.cuts;
+        break;
+    }
+    last_heal[static_cast<std::size_t>(target)] = now_ns();
+    std::this_thread::sleep_for(gap);
+  }
+  // (c) No wedged state: each faulted worker is granted the key again.
+  const bool recovered = wait_until(
+      [&] {
+        std::lock_guard<std::mutex> lk(run.mu);
+        for (std::size_t w = 0; w < workers.size(); ++w) {
+          if (last_heal[w] != 0 && run.last_grant_sent[w] <= last_heal[w]) return false;
+        }
+        return true;
+      },
+      options.recover);
+  run.stop.store(true);
+  for (std::thread& t : threads) t.join();
+  std::string& bad = out.problems;
+  for (const std::string& e : run.errors) absl::StrAppend(&bad, e, "\n");
+  if (!recovered) {
+    for (std::size_t w = 0; w < workers.size(); ++w) {
+      if (last_heal[w] != 0 && run.last_grant_sent[w] <= last_heal[w]) {
+        absl::StrAppend(&bad, "key '", options.key, "': worker ", w,
+                        " was not granted it again within ", options.recover.count(),
+                        " ms of its last heal at +", ms_of(last_heal[w] - t0), " ms (wedged?)\n");
+      }
+    }
+  }
+
+  std::vector<FaultHold>& holds = run.holds;
+  std::sort(holds.begin(), holds.end(),
+            [](const FaultHold& a, const FaultHold& b) { return a.token < b.token; });
+  out.grants = static_cast<int>(holds.size());
+  out.acquire_errors = run.acquire_errors.load();
+  out.max_held_latency = std::chrono::nanoseconds(run.max_held.load());
+  auto at = [&](std::int64_t ns) { return absl::StrFormat("+%.1fms", ms_of(ns - t0)); };
+  int reported = 0;
+  auto report = [&](const std::string& what) {
+    if (++reported <= 20) absl::StrAppend(&bad, "key '", options.key, "': ", what, "\n");
+  };
+  for (std::size_t j = 0; j < holds.size(); ++j) {
+    const FaultHold& b = holds[j];
+    if (b.ended_by_loss) ++out.losses;
+    if (b.expired_on_arrival) ++out.expired_on_arrival;
+    if (b.expired_on_arrival && !b.writes.empty()) {
+      report(absl::StrCat("worker ", b.worker, " token ", b.token,
+                          " wrote although its grant came back past valid_until()"));
+    }
+    for (const FaultWrite& wr : b.writes) {
+      (wr.accepted ? out.writes_accepted : out.writes_rejected)++;
+    }
+    // (d) Nothing written once lost() fired.
+    for (const FaultWrite& wr : b.writes) {
+      if (b.lost_at != 0 && wr.start >= b.lost_at) {
+        report(absl::StrCat("worker ", b.worker, " token ", b.token, " began a write at ",
+                            at(wr.start), " after its lost() at ", at(b.lost_at)));
+      }
+    }
+    if (j > 0 && holds[j - 1].ended_by_loss && !holds[j - 1].expired_on_arrival) {
+      out.min_loss_to_next_grant = std::min(out.min_loss_to_next_grant,
+                                            std::chrono::nanoseconds(b.sent - holds[j - 1].end));
+    }
+    // (b) Windows in token order, disjoint.
+    for (std::size_t i = 0; i < j; ++i) {
+      const FaultHold& a = holds[i];
+      if (a.token == b.token) {
+        report(absl::StrCat("token ", a.token, " granted twice (workers ", a.worker, ", ",
+                            b.worker, ")"));
+        continue;
+      }
+      const std::int64_t bound = a.ended_by_loss ? b.sent : b.granted;
+      if (!a.expired_on_arrival && a.end >= bound) {
+        report(absl::StrCat(
+            "overlap: worker ", a.worker, " token ", a.token, " held [", at(a.sent), ", ",
+            at(a.end), "] (ended by ", a.ended_by_loss ? "lost()" : "release()",
+            ") while worker ", b.worker, " token ", b.token, " was granted (sent ", at(b.sent),
+            ", returned ", at(b.granted), ")"));
+      }
+    }
+  }
+  // (c) Progress.
+  if (out.grants < options.min_grants) {
+    report(absl::StrCat("granted only ", out.grants, " times (want at least ",
+                        options.min_grants, ")"));
+  }
+  // (a) The resource saw each token's writes as one run, in increasing order.
+  const std::vector<std::uint64_t> writes = fenced_history(run.fence);
+  if (writes.size() != static_cast<std::size_t>(out.writes_accepted)) {
+    report(absl::StrCat("fenced resource ", run.fence.string(), " has ", writes.size(),
+                        " writes, the workers saw ", out.writes_accepted, " accepted"));
+  }
+  for (std::size_t k = 1; k < writes.size(); ++k) {
+    if (writes[k] < writes[k - 1]) {
+      report(absl::StrCat("fenced resource accepted token ", writes[k], " after ",
+                          writes[k - 1], " (write ", k, ")"));
+    }
+  }
+  if (reported > 20) absl::StrAppend(&bad, "... ", reported - 20, " more\n");
+  return out;
 }
 
 }  // namespace tierlock::testing

@@ -13,13 +13,24 @@
 //                       the old holder's lost() fires, its fenced write is
 //                       rejected, extend and release say lost; lost() fires
 //                       within 500 ms of SIGCONT, before it asks the service.
+//   check_fault_history - W workers (threads, one backend object each, most
+//                       behind a fault hook such as their own proxy) loop
+//                       acquire (auto-renew, short ttl) -> fenced writes while
+//                       held() -> release, while a schedule freezes, drops the
+//                       replies of, or cuts one worker's network at a time;
+//                       checks token order at the resource, disjoint unfenced
+//                       windows, progress after every heal, no write after
+//                       lost().
 // Each returns "" on success, or what went wrong.
 #ifndef TIERLOCK_TESTS_LEASE_HISTORY_H_
 #define TIERLOCK_TESTS_LEASE_HISTORY_H_
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "tierlock/lease.h"
 
@@ -39,6 +50,67 @@ std::string check_sigkill(const std::string& spec, const std::string& key,
 std::string check_sigstop(const std::string& spec, const std::string& key,
                           std::chrono::milliseconds ttl, const std::filesystem::path& dir,
                           std::string* figures = nullptr);
+
+// One worker of check_fault_history: its own backend object (its own
+// connections) and the faults that can be injected on its network path.
+// Empty hooks: a direct worker, never faulted.
+struct FaultHistoryWorker {
+  std::shared_ptr<LeaseBackend> backend;
+  std::function<void(bool)> freeze;     // freeze(true) ... freeze(false)
+  std::function<void()> drop_replies;   // on the connections open now
+  std::function<void()> cut;            // closes every open connection
+};
+
+struct FaultHistoryOptions {
+  std::string key;
+  std::chrono::milliseconds ttl{800};
+  // How long the fault schedule runs; then every fault is healed and the run
+  // ends once each faulted worker was granted the key again (at most
+  // `recover` later).
+  std::chrono::milliseconds run{8000};
+  std::chrono::milliseconds recover{30000};
+  // A freeze (and the wait after a drop or cut) lasts `fault_for`, then
+  // `gap` of healthy network before the next fault. Zero: 1.5 ttl / 0.5 ttl.
+  std::chrono::milliseconds fault_for{0};
+  std::chrono::milliseconds gap{0};
+  int min_grants = 10;  // progress: the key is granted at least this often
+  std::filesystem::path dir;  // the fenced resource lives in dir/fence
+};
+
+// What one run saw (all times on this process's steady clock).
+struct FaultHistoryResult {
+  std::string problems;  // "" when every check passed
+  int grants = 0, losses = 0, acquire_errors = 0;
+  // Grants whose reply came back after their valid_until() (held up by a
+  // fault): lost on arrival, never held, left out of check (b).
+  int expired_on_arrival = 0;
+  int freezes = 0, drops = 0, cuts = 0;
+  int faults_on_holder = 0;  // injected while the faulted worker held the key
+  int writes_accepted = 0, writes_rejected = 0;
+  // Over every hold that ended in lost(): lost() -> the next owner's winning
+  // request was sent (positive: the holder knew first). max() if none.
+  std::chrono::nanoseconds min_loss_to_next_grant = std::chrono::nanoseconds::max();
+  std::chrono::nanoseconds max_held_latency{0};  // slowest held() call
+  std::string summary() const;
+};
+
+// Runs the workers on `options.key` with the fault schedule (one fault at a
+// time, on the faultable worker that holds the key if any, else in turn;
+// kinds in turn: freeze, drop replies, cut), then checks:
+//  (a) the fenced resource accepted writes in strictly increasing token
+//      order (one run of writes per token, never an older token after a
+//      newer one);
+//  (b) unfenced windows never overlap: a holder's window runs from its
+//      winning request's send to lost() or to the start of its release()
+//      (none if the grant came back already past its valid_until()); a
+//      window that ended in lost() ends before the next owner's winning
+//      request was *sent*; one that ended in release() ends before the next
+//      grant came back (its request may be in flight during the release);
+//  (c) progress: at least min_grants grants, and every faulted worker is
+//      granted the key again after its last heal (no wedged connection);
+//  (d) no write starts after its holder's lost() fired.
+FaultHistoryResult check_fault_history(std::vector<FaultHistoryWorker> workers,
+                                       const FaultHistoryOptions& options);
 
 }  // namespace tierlock::testing
 
