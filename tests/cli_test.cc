@@ -471,6 +471,35 @@ TEST_F(CliTest, SigkillOfRunDoesNotReleaseTheLockWhileTheCommandRuns) {
   }
 }
 
+// Seen by another user, the command that inherited the lock of a SIGKILLed
+// `tierlock run` cannot be looked into (its descriptors are root's): the
+// message says the lock came from the exited pid, not "another pid
+// namespace" (which is what the kernel's pid 0 means).
+TEST_F(CliTest, StatusOfAnInheritedLockOthersCannotSeeNamesTheExitedTaker) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a holder another user cannot inspect)";
+  if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "root without setpriv(1)";
+  TempDir work;
+  ::chmod(dir().c_str(), 0755);
+  Cli a({"run", dir().string(), "--", "sh", "-c",
+         "echo $$ > '" + (work.path() / "started").string() + "'; exec sleep 1000"},
+        io_.path());
+  ASSERT_TRUE(wait_until([&] {
+    return fs::exists(work.path() / "started") && !read_file(work.path() / "started").empty();
+  }))
+      << a.err();
+  KillOnExit orphan{std::stoi(read_file(work.path() / "started"))};
+  ASSERT_EQ(::kill(a.pid(), SIGKILL), 0);
+  EXPECT_EQ(a.wait(), 128 + SIGKILL);
+  ASSERT_FALSE(process_gone(orphan.pid));
+
+  RunResult r = run({"/bin/sh", "-c",
+                     "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups '" +
+                         cli_path() + "' status '" + dir().string() + "' 2>&1"});
+  EXPECT_EQ(r.status.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("inherited from pid " + std::to_string(a.pid()) + " (exited; the holder is not visible")) << r.out;
+  EXPECT_THAT(r.out, Not(HasSubstr("pid namespace"))) << r.out;
+}
+
 TEST_F(CliTest, CloseKeepsTheOldRiskSigkillOfRunReleasesTheLock) {
   // Documented risk of --close: the lock is the tierlock process's only.
   TempDir work;

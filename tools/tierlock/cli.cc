@@ -175,8 +175,15 @@ std::string local_time(std::chrono::system_clock::time_point t) {
 }
 
 std::string describe_one(const Holder& h) {
+  // No pid but a taker: the process that took the lock has exited and the
+  // one that inherited it was not found (another user's, or the bounded
+  // /proc scan ran out): say that, not "another pid namespace".
   std::string out =
-      h.pid.has_value() ? absl::StrCat("pid ", *h.pid) : "a process in another pid namespace";
+      h.pid.has_value() ? absl::StrCat("pid ", *h.pid)
+      : h.taker_pid.has_value()
+          ? absl::StrCat("a process that inherited it from pid ", *h.taker_pid,
+                         " (exited; not visible or not found in time)")
+          : std::string("a process in another pid namespace");
   if (h.program.has_value()) absl::StrAppend(&out, " '", escape_text(*h.program), "'");
   if (h.since.has_value()) absl::StrAppend(&out, " since ", local_time(*h.since));
   return out;

@@ -96,6 +96,10 @@ void print_text(const LockState& state) {
                     "\n");
     for (const Holder& h : state.holders) {  // escape_text: other processes' text
       absl::StrAppend(&out, "  pid ", h.pid.has_value() ? absl::StrCat(*h.pid) : "?");
+      if (h.taker_pid.has_value()) {
+        absl::StrAppend(&out, "  inherited from pid ", *h.taker_pid, " (exited",
+                        h.pid.has_value() ? ")" : "; the holder is not visible or not found in time)");
+      }
       if (h.since.has_value()) absl::StrAppend(&out, "  since ", utc(*h.since));
       if (h.host.has_value()) absl::StrAppend(&out, "  host ", escape_text(*h.host));
       if (h.tier_level.has_value()) absl::StrAppend(&out, "  tier ", escape_text(tier_text(h)));
