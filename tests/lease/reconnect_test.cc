@@ -194,13 +194,14 @@ TEST(ReconnectFaultTest, FrozenConnectionIsClosedAndTheNextAcquireAfterHealingIs
     const Clock::time_point healed = Clock::now();
     // The connector's attempt in flight completes as the proxy forwards
     // again (or its backoff is cut short by the acquire): the next acquire
-    // does not wait out a connect timeout.
+    // does not wait out a connect timeout (3 s). (Measured: 3 ms to 1.1 s on
+    // a loaded machine.)
     ASSERT_OK_AND_ASSIGN(LeaseLock fresh, LeaseLock::create(backend, {.ttl = 30s}));
     absl::StatusOr<std::optional<Lease>> b = fresh.try_acquire(key + "/after-heal");
     const Clock::duration took = Clock::now() - healed;
     ASSERT_OK(b.status());
     EXPECT_TRUE(b->has_value()) << key << "/after-heal: held by someone else";
-    EXPECT_LT(took, 1500ms) << key << ": the first acquire after healing took " << seconds(took)
+    EXPECT_LT(took, 2500ms) << key << ": the first acquire after healing took " << seconds(took)
                             << " s";
     for (int p : client_ports(proxy)) {
       EXPECT_EQ(before.count(p), 0u) << key << ": the frozen connection " << p << " is in use";
