@@ -75,8 +75,9 @@ struct PostgresLeaseOptions {
 // Lease-table mode: capabilities ttl and fencing. A grant is one INSERT ..
 // ON CONFLICT DO UPDATE .. WHERE expires_at <= clock_timestamp(); extend and
 // release compare (key, owner, token). The token is nextval of the sequence
-// (and always above the key's previous token). One connection per backend,
-// shared by its leases and re-opened after a failure. An acquire whose
+// (and always above the key's previous token). The backend's leases share a
+// small pool of connections: one that failed or timed out is closed at once
+// and replaced in the background (docs/leases.md, "Reconnection"). An acquire whose
 // outcome is unknown (the connection failed after sending) is an error, and
 // the backend then deletes the row if it was granted (best effort: otherwise
 // it lapses at its TTL).

@@ -61,8 +61,9 @@ struct RedisLeaseOptions {
 // are scripts that compare the value with the owner id first (PEXPIRE / DEL
 // only if it is ours). Scripts run by EVALSHA; after a NOSCRIPT (a restart or
 // SCRIPT FLUSH) by EVAL, which caches them again. Redis's clock decides
-// expiry. One connection per backend, shared by its leases, re-opened after a
-// failure. An acquire whose reply is lost is an error; the backend then
+// expiry. The backend's leases share a small pool of connections: one that
+// failed or timed out is closed at once and replaced in the background
+// (docs/leases.md, "Reconnection"). An acquire whose reply is lost is an error; the backend then
 // deletes the lease if it was granted (compare-and-delete, best effort).
 //
 // What it does not guarantee (docs/leases.md): with replication, a failover

@@ -20,14 +20,13 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "lease/conn_pool.h"
 #include "lease/lease_state.h"
 #include "string_util.h"
 
 namespace tierlock {
 
-using internal::Mutex;
 using internal::SteadyTime;
-using internal::UniqueLock;
 using internal::to_absl;
 
 namespace {
@@ -249,46 +248,60 @@ bool valid_identifier(const std::string& s) {
 
 }  // namespace
 
+// The backend's state, shared with its sessions. Lease-table mode keeps its
+// connections in a pool: a statement takes one (waiting for the background
+// connector if none is ready, bounded like any wait), gives it back after a
+// clean answer, or drops it (closed at once, which also ends a statement the
+// server may still be running) after any failure or timeout, and the
+// connector opens a replacement in the background, retrying with backoff
+// while the server is unreachable. No lock is held across I/O, so a lease
+// whose connection froze never holds up another lease.
 struct PostgresLeaseBackend::Shared {
   PostgresLeaseOptions options;
-  // Lease-table mode: the one shared connection (null until needed / after a
-  // failure).
-  Mutex mu;
-  Conn conn ABSL_GUARDED_BY(mu);
+  std::shared_ptr<internal::ConnPool<Conn>> pool;  // lease-table mode only
   std::string sql_acquire, sql_extend, sql_release;
 
-  // Runs a lease-table statement on the shared connection, reconnecting once
-  // if it is gone. Drops the connection after any failure.
-  // Runs one statement, each wait bounded by io_timeout and by `deadline`
-  // (a renewal passes the lease's validity). A connection that timed out is
-  // dropped; the next statement opens a new one.
+  ~Shared() {
+    if (pool) pool->shutdown();
+  }
+
+  // Runs one statement, each wait (for a connection too) bounded by
+  // io_timeout and by `deadline` (a renewal passes the lease's validity).
+  // `sent` (optional) is set once a connection was had: the statement may
+  // then have reached the server.
   absl::StatusOr<Result> exec(const char* what, const std::string& sql,
                               const std::vector<std::string>& params,
-                              Clock::time_point deadline = Clock::time_point::max()) {
-    UniqueLock lk(mu);
+                              Clock::time_point deadline = Clock::time_point::max(),
+                              bool* sent = nullptr) {
     auto budget = [&] {
       if (deadline == Clock::time_point::max()) return options.io_timeout;
       return std::min(options.io_timeout,
                       std::chrono::duration_cast<std::chrono::milliseconds>(
                           deadline - Clock::now()));
     };
-    auto expired = [&] {
-      return absl::DeadlineExceededError(
-          absl::StrCat(what, ": the lease's validity ended first"));
+    auto expired = [&](std::string_view detail) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          what, ": the lease's validity ended first", to_absl(detail)));
     };
-    if (budget() <= std::chrono::milliseconds::zero()) return expired();
-    if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
-      conn.reset();
-      // libpq's connect_timeout has a 2 s floor: a connect may overrun a
-      // shorter budget (the lease is then lost on time all the same).
-      absl::StatusOr<Conn> c = connect(options.conninfo, budget());
-      if (!c.ok()) return c.status();
-      conn = std::move(*c);
+    if (budget() <= std::chrono::milliseconds::zero()) return expired("");
+    absl::StatusOr<Conn> c = pool->take(Clock::now() + budget(), "PostgreSQL");
+    if (!c.ok()) {
+      if (budget() <= std::chrono::milliseconds::zero()) {
+        return expired(absl::StrCat(" (", c.status().message(), ")"));
+      }
+      return absl::UnavailableError(absl::StrCat(what, ": ", c.status().message()));
     }
-    if (budget() <= std::chrono::milliseconds::zero()) return expired();
-    absl::StatusOr<Result> r = run_checked(conn.get(), what, sql.c_str(), params,
-                                           budget());
-    if (!r.ok()) conn.reset();
+    if (sent != nullptr) *sent = true;
+    if (budget() <= std::chrono::milliseconds::zero()) {
+      pool->give_back(*std::move(c));  // unused: still sound
+      return expired("");
+    }
+    absl::StatusOr<Result> r = run_checked(c->get(), what, sql.c_str(), params, budget());
+    if (r.ok() && PQstatus(c->get()) == CONNECTION_OK) {
+      pool->give_back(*std::move(c));
+    } else {
+      pool->drop(*std::move(c));
+    }
     return r;
   }
 };
@@ -508,8 +521,15 @@ absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> PostgresLeaseBackend::crea
     shared->sql_release = absl::StrCat(
         "DELETE FROM ", t, " WHERE key = $1 AND owner = $2 AND token = $3::bigint "
         "RETURNING expires_at > clock_timestamp()");
-    UniqueLock lk(shared->mu);
-    shared->conn = std::move(*c);
+    const PostgresLeaseOptions& o = shared->options;
+    // libpq's connect_timeout (whole seconds, at least 2) bounds each
+    // attempt of the background connector.
+    const auto connect_timeout = std::chrono::milliseconds(
+        1000 * std::max<std::int64_t>(2, (o.io_timeout.count() + 999) / 1000));
+    shared->pool = internal::ConnPool<Conn>::create(
+        [conninfo = o.conninfo, io_timeout = o.io_timeout](
+            Clock::time_point, const std::stop_token&) { return connect(conninfo, io_timeout); },
+        connect_timeout, *std::move(c));
   }
   return std::shared_ptr<PostgresLeaseBackend>(new PostgresLeaseBackend(std::move(shared)));
 }
@@ -583,18 +603,20 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::try_acquire(
   if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) {
     return advisory(shared_->options, request, false, SteadyTime::max(), {});
   }
+  bool sent = false;
   absl::StatusOr<Result> r =
       shared_->exec("acquire", shared_->sql_acquire,
-                    {request.key, request.owner_id, std::to_string(request.ttl.count())});
-  if (!r.ok()) {
+                    {request.key, request.owner_id, std::to_string(request.ttl.count())},
+                    Clock::time_point::max(), &sent);
+  if (!r.ok() && sent) {
     // Ambiguous: the INSERT may have committed. Delete it if it did (best
-    // effort; otherwise it lapses at its TTL).
+    // effort, on another connection; otherwise it lapses at its TTL).
     (void)shared_->exec("clean up after a failed acquire",
                         absl::StrCat("DELETE FROM ", shared_->options.table,
                                      " WHERE key = $1 AND owner = $2"),
                         {request.key, request.owner_id});
-    return r.status();
   }
+  if (!r.ok()) return r.status();
   if (PQntuples(r->get()) == 0) return std::unique_ptr<LeaseSession>();
   std::uint64_t token = 0;
   if (!absl::SimpleAtoi(PQgetvalue(r->get(), 0, 0), &token)) {

@@ -14,14 +14,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "lease/conn_pool.h"
 #include "lease/lease_state.h"
 #include "string_util.h"
 #include "tierlock/text.h"
 
 namespace tierlock {
 
-using internal::Mutex;
-using internal::UniqueLock;
 using internal::to_absl;
 
 namespace {
@@ -148,40 +147,53 @@ absl::StatusOr<RedisLeaseOptions> RedisLeaseOptions::from_url(std::string_view u
   return o;
 }
 
-struct RedisLeaseBackend::Conn {
-  RedisLeaseOptions options;
-  Mutex mu;
-  Context ctx ABSL_GUARDED_BY(mu);
-  std::string sha_acquire ABSL_GUARDED_BY(mu), sha_extend ABSL_GUARDED_BY(mu),
-      sha_release ABSL_GUARDED_BY(mu);
-  // Set while a renewal runs: no wait (connect, send, reply) goes past it.
-  std::optional<std::chrono::steady_clock::time_point> op_deadline ABSL_GUARDED_BY(mu);
+namespace {
 
-  // The socket timeout for the next wait: io_timeout, capped by op_deadline.
-  // Zero or less: the deadline has passed.
-  std::chrono::milliseconds wait_budget() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (!op_deadline) return options.io_timeout;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        *op_deadline - std::chrono::steady_clock::now());
-    return std::min(options.io_timeout, left);
+using Clock = std::chrono::steady_clock;
+using internal::ConnPool;
+
+// One connection to the server, with the SHAs of the scripts it loaded.
+struct RedisConnection {
+  Context ctx;  // null once a wait on it failed or timed out: drop it
+  std::string sha_acquire, sha_extend, sha_release;
+};
+using ConnPtr = std::unique_ptr<RedisConnection>;
+
+std::string where_of(const RedisLeaseOptions& o) {
+  return absl::StrCat("redis ", escape_text(o.host), ":", o.port);
+}
+
+// One operation's use of one connection: every wait is bounded by the
+// io_timeout and by `deadline` (a renewal passes the lease's validity). A
+// transport failure or timeout resets the context: a late reply must never
+// be read as the answer to the next command, so the connection is dropped.
+class Link {
+ public:
+  // `late`: why a wait past `deadline` gives up, for messages.
+  Link(const RedisLeaseOptions& options, RedisConnection& c, Clock::time_point deadline,
+       const char* late = "the lease's validity ended first")
+      : options_(options), c_(c), deadline_(deadline), late_(late) {}
+
+  std::string where() const { return where_of(options_); }
+
+  // The socket timeout for the next wait; zero or less: the deadline passed.
+  std::chrono::milliseconds wait_budget() const {
+    if (deadline_ == Clock::time_point::max()) return options_.io_timeout;
+    return std::min(options_.io_timeout, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             deadline_ - Clock::now()));
   }
 
-  std::string where() const {
-    return absl::StrCat("redis ", escape_text(options.host), ":", options.port);
-  }
-
-  // Sends one command; drops the connection on a transport error.
-  absl::StatusOr<Reply> command(const std::vector<std::string>& args)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (absl::Status s = ensure_connected(); !s.ok()) return s;
+  // Sends one command; resets the context on a transport error.
+  absl::StatusOr<Reply> command(const std::vector<std::string>& args) {
+    if (!c_.ctx) return absl::UnavailableError(absl::StrCat(where(), ": not connected"));
     const std::chrono::milliseconds budget = wait_budget();
     if (budget <= std::chrono::milliseconds::zero()) {
       return absl::DeadlineExceededError(
-          absl::StrCat(where(), ": ", args[0], ": the lease's validity ended first"));
+          absl::StrCat(where(), ": ", args[0], ": ", late_));
     }
-    if (redisSetTimeout(ctx.get(), to_timeval(budget)) != REDIS_OK) {
-      std::string e = ctx->errstr;
-      ctx.reset();
+    if (redisSetTimeout(c_.ctx.get(), to_timeval(budget)) != REDIS_OK) {
+      std::string e = c_.ctx->errstr;
+      c_.ctx.reset();
       return absl::UnavailableError(absl::StrCat(where(), ": ", args[0], ": ", e));
     }
     std::vector<const char*> argv;
@@ -190,65 +202,14 @@ struct RedisLeaseBackend::Conn {
       argv.push_back(a.data());
       lens.push_back(a.size());
     }
-    Reply r(static_cast<redisReply*>(
-        redisCommandArgv(ctx.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
+    Reply r(static_cast<redisReply*>(redisCommandArgv(
+        c_.ctx.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
     if (!r) {
-      // Timed out or broken: the connection is abandoned (a late reply must
-      // not be read as the answer to the next command) and the next command
-      // opens a new one.
-      std::string e = ctx->errstr;
-      ctx.reset();
+      std::string e = c_.ctx->errstr;
+      c_.ctx.reset();
       return absl::UnavailableError(absl::StrCat(where(), ": ", args[0], ": ", e));
     }
     return r;
-  }
-
-  absl::Status ensure_connected() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (ctx) return absl::OkStatus();
-    const std::chrono::milliseconds budget = wait_budget();
-    if (budget <= std::chrono::milliseconds::zero()) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("connect to ", where(), ": the lease's validity ended first"));
-    }
-    const timeval tv = to_timeval(budget);
-    Context c(redisConnectWithTimeout(options.host.c_str(), options.port, tv));
-    if (!c || c->err != 0) {
-      return absl::UnavailableError(absl::StrCat(
-          "connect to ", where(), ": ", c ? c->errstr : "out of memory"));
-    }
-    if (redisSetTimeout(c.get(), tv) != REDIS_OK || redisEnableKeepAlive(c.get()) != REDIS_OK) {
-      return absl::UnavailableError(absl::StrCat("connect to ", where(), ": ", c->errstr));
-    }
-    ctx = std::move(c);
-    if (!options.password.empty()) {
-      std::vector<std::string> auth = {"AUTH"};
-      if (!options.username.empty()) auth.push_back(options.username);
-      auth.push_back(options.password);
-      if (absl::Status s = simple_command(auth); !s.ok()) return s;
-    }
-    if (options.database != 0) {
-      if (absl::Status s = simple_command({"SELECT", std::to_string(options.database)}); !s.ok()) {
-        return s;
-      }
-    }
-    for (auto [script, sha] : {std::pair{kAcquireScript, &sha_acquire},
-                               std::pair{kExtendScript, &sha_extend},
-                               std::pair{kReleaseScript, &sha_release}}) {
-      absl::StatusOr<Reply> r = command({"SCRIPT", "LOAD", script});
-      if (!r.ok()) return r.status();
-      if ((*r)->type == REDIS_REPLY_ERROR) {
-        // The first command after connecting: NOAUTH if a password is due.
-        absl::Status s = reply_error(*r->get(), "SCRIPT LOAD");
-        ctx.reset();
-        return s;
-      }
-      if ((*r)->type != REDIS_REPLY_STRING) {
-        ctx.reset();
-        return absl::UnavailableError(absl::StrCat(where(), ": SCRIPT LOAD failed"));
-      }
-      *sha = reply_text(r->get());
-    }
-    return absl::OkStatus();
   }
 
   // The status for an error reply to `what` while connecting. Names only the
@@ -260,12 +221,12 @@ struct RedisLeaseBackend::Conn {
       return absl::UnavailableError(absl::StrCat(where(), ": ", to_absl(what), ": ", e));
     }
     std::string login =
-        options.password.empty()
+        options_.password.empty()
             ? std::string("no password was given: use redis://:PASSWORD@HOST or "
                           "redis://USER:PASSWORD@HOST (RedisLeaseOptions::password)")
-        : options.username.empty()
+        : options_.username.empty()
             ? std::string("the password was refused")
-            : absl::StrCat("user '", escape_text(options.username),
+            : absl::StrCat("user '", escape_text(options_.username),
                            "' with that password was refused");
     return absl::PermissionDeniedError(absl::StrCat(
         where(), ": ", to_absl(what), ": authentication failed, ", login,
@@ -273,25 +234,47 @@ struct RedisLeaseBackend::Conn {
   }
 
   // A command whose error reply is a connection failure (AUTH, SELECT).
-  absl::Status simple_command(const std::vector<std::string>& args)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  absl::Status simple_command(const std::vector<std::string>& args) {
     absl::StatusOr<Reply> r = command(args);
     if (!r.ok()) return r.status();
-    if ((*r)->type == REDIS_REPLY_ERROR) {
-      absl::Status s = reply_error(*r->get(), args[0]);
-      ctx.reset();
-      return s;
+    if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(*r->get(), args[0]);
+    return absl::OkStatus();
+  }
+
+  // Logs in, selects the database and loads the scripts.
+  absl::Status set_up() {
+    if (!options_.password.empty()) {
+      std::vector<std::string> auth = {"AUTH"};
+      if (!options_.username.empty()) auth.push_back(options_.username);
+      auth.push_back(options_.password);
+      if (absl::Status s = simple_command(auth); !s.ok()) return s;
+    }
+    if (options_.database != 0) {
+      if (absl::Status s = simple_command({"SELECT", std::to_string(options_.database)});
+          !s.ok()) {
+        return s;
+      }
+    }
+    for (auto [script, sha] : {std::pair{kAcquireScript, &c_.sha_acquire},
+                               std::pair{kExtendScript, &c_.sha_extend},
+                               std::pair{kReleaseScript, &c_.sha_release}}) {
+      absl::StatusOr<Reply> r = command({"SCRIPT", "LOAD", script});
+      if (!r.ok()) return r.status();
+      // The first command after connecting: NOAUTH if a password is due.
+      if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(*r->get(), "SCRIPT LOAD");
+      if ((*r)->type != REDIS_REPLY_STRING) {
+        return absl::UnavailableError(absl::StrCat(where(), ": SCRIPT LOAD failed"));
+      }
+      *sha = reply_text(r->get());
     }
     return absl::OkStatus();
   }
 
   // EVALSHA, falling back to EVAL after NOSCRIPT. Errors from the script are
   // kInternal; transport errors kUnavailable.
-  absl::StatusOr<Reply> eval(const char* script, std::string Conn::*sha,
-                             const std::vector<std::string>& keys_and_args, int nkeys)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (absl::Status s = ensure_connected(); !s.ok()) return s;
-    std::vector<std::string> args = {"EVALSHA", this->*sha, std::to_string(nkeys)};
+  absl::StatusOr<Reply> eval(const char* script, std::string RedisConnection::*sha,
+                             const std::vector<std::string>& keys_and_args, int nkeys) {
+    std::vector<std::string> args = {"EVALSHA", c_.*sha, std::to_string(nkeys)};
     args.insert(args.end(), keys_and_args.begin(), keys_and_args.end());
     absl::StatusOr<Reply> r = command(args);
     if (!r.ok()) return r;
@@ -308,17 +291,74 @@ struct RedisLeaseBackend::Conn {
     return r;
   }
 
-  absl::StatusOr<bool> wait_replicas() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (options.wait_replicas <= 0) return true;
-    absl::StatusOr<Reply> r = command({"WAIT", std::to_string(options.wait_replicas),
-                                       std::to_string(options.wait_timeout.count())});
+  absl::StatusOr<bool> wait_replicas() {
+    if (options_.wait_replicas <= 0) return true;
+    absl::StatusOr<Reply> r = command({"WAIT", std::to_string(options_.wait_replicas),
+                                       std::to_string(options_.wait_timeout.count())});
     if (!r.ok()) return r.status();
     if ((*r)->type != REDIS_REPLY_INTEGER) {
       return absl::UnavailableError(absl::StrCat(where(), ": WAIT failed"));
     }
-    return (*r)->integer >= options.wait_replicas;
+    return (*r)->integer >= options_.wait_replicas;
   }
 
+  // Compare-and-{extend,delete} of `lease_key` owned by `owner`.
+  absl::StatusOr<bool> cas(const char* script, std::string RedisConnection::*sha,
+                           const std::string& lease_key, const std::string& owner,
+                           const std::string& arg) {
+    std::vector<std::string> a = {lease_key, owner};
+    if (!arg.empty()) a.push_back(arg);
+    absl::StatusOr<Reply> r = eval(script, sha, a, 1);
+    if (!r.ok()) return r.status();
+    return (*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1;
+  }
+
+ private:
+  const RedisLeaseOptions& options_;
+  RedisConnection& c_;
+  Clock::time_point deadline_;
+  const char* late_;
+};
+
+// Opens a connection and sets it up, every wait bounded by `deadline`.
+absl::StatusOr<ConnPtr> open_connection(const RedisLeaseOptions& o, Clock::time_point deadline) {
+  const auto budget = std::min(
+      o.io_timeout, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+  if (budget <= std::chrono::milliseconds::zero()) {
+    return absl::DeadlineExceededError(absl::StrCat("connect to ", where_of(o), ": timed out"));
+  }
+  const timeval tv = to_timeval(budget);
+  Context c(redisConnectWithTimeout(o.host.c_str(), o.port, tv));
+  if (!c || c->err != 0) {
+    return absl::UnavailableError(absl::StrCat("connect to ", where_of(o), ": ",
+                                               c ? c->errstr : "out of memory"));
+  }
+  if (redisEnableKeepAlive(c.get()) != REDIS_OK) {
+    return absl::UnavailableError(absl::StrCat("connect to ", where_of(o), ": ", c->errstr));
+  }
+  auto conn = std::make_unique<RedisConnection>();
+  conn->ctx = std::move(c);
+  if (absl::Status s = Link(o, *conn, deadline, "connect timeout").set_up(); !s.ok()) return s;
+  return conn;
+}
+
+}  // namespace
+
+// The backend's state, shared with its sessions. Its connections live in a
+// pool: an operation takes one (waiting for the background connector if
+// none is ready, bounded like any wait), gives it back if it is still sound,
+// or drops it (closed at once) after a transport error or timeout, and the
+// connector opens a replacement in the background. No lock is held across
+// I/O, so a lease whose connection froze never holds up another lease.
+struct RedisLeaseBackend::Conn {
+  RedisLeaseOptions options;
+  std::shared_ptr<ConnPool<ConnPtr>> pool;
+
+  ~Conn() {
+    if (pool) pool->shutdown();
+  }
+
+  std::string where() const { return where_of(options); }
   std::string lease_key(std::string_view key) const {
     return absl::StrCat(options.prefix, "{", to_absl(key), "}:lease");
   }
@@ -326,19 +366,39 @@ struct RedisLeaseBackend::Conn {
     return absl::StrCat(options.prefix, "{", to_absl(key), "}:token");
   }
 
-  absl::StatusOr<bool> cas(const char* script, std::string Conn::*sha, const std::string& key,
-                           const std::string& owner, const std::string& arg) {
-    UniqueLock lk(mu);
-    return cas_locked(script, sha, key, owner, arg);
+  // Runs fn(Link&) on a connection taken from the pool, every wait bounded
+  // by the io_timeout and by `deadline` (waiting for a connection too, by
+  // the connect timeout, i.e. the io_timeout). `sent` (optional) is set once
+  // a connection was had (the request may then have reached the server).
+  template <typename Fn>
+  auto with_link(Clock::time_point deadline, Fn&& fn, bool* sent = nullptr)
+      -> decltype(fn(std::declval<Link&>())) {
+    const Clock::time_point take_by = std::min(deadline, Clock::now() + options.io_timeout);
+    absl::StatusOr<ConnPtr> c = pool->take(take_by, where());
+    if (!c.ok()) {
+      if (deadline != Clock::time_point::max() && Clock::now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            where(), ": the lease's validity ended before a connection was ready (",
+            c.status().message(), ")"));
+      }
+      return c.status();
+    }
+    if (sent != nullptr) *sent = true;
+    Link link(options, **c, deadline);
+    auto r = fn(link);
+    if ((*c)->ctx) {
+      pool->give_back(*std::move(c));
+    } else {
+      pool->drop(*std::move(c));
+    }
+    return r;
   }
-  absl::StatusOr<bool> cas_locked(const char* script, std::string Conn::*sha,
-                                  const std::string& key, const std::string& owner,
-                                  const std::string& arg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    std::vector<std::string> a = {lease_key(key), owner};
-    if (!arg.empty()) a.push_back(arg);
-    absl::StatusOr<Reply> r = eval(script, sha, a, 1);
-    if (!r.ok()) return r.status();
-    return (*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1;
+
+  absl::StatusOr<bool> cas(const char* script, std::string RedisConnection::*sha,
+                           const std::string& key, const std::string& owner,
+                           const std::string& arg,
+                           Clock::time_point deadline = Clock::time_point::max()) {
+    return with_link(deadline, [&](Link& l) { return l.cas(script, sha, lease_key(key), owner, arg); });
   }
 };
 
@@ -351,31 +411,26 @@ class RedisSession final : public LeaseSession {
       : conn_(std::move(conn)), key_(std::move(key)), owner_(std::move(owner)), token_(token) {}
   std::optional<std::uint64_t> token() const override { return token_; }
   absl::StatusOr<bool> extend(std::chrono::milliseconds ttl) override {
-    return extend_before(ttl, std::chrono::steady_clock::time_point::max());
+    return extend_before(ttl, Clock::time_point::max());
   }
   absl::StatusOr<bool> extend_before(std::chrono::milliseconds ttl,
-                                     std::chrono::steady_clock::time_point deadline) override {
-    UniqueLock lk(conn_->mu);
-    if (deadline != std::chrono::steady_clock::time_point::max()) conn_->op_deadline = deadline;
-    absl::StatusOr<bool> r = extend_locked(ttl);
-    conn_->op_deadline.reset();
-    return r;
-  }
-  absl::StatusOr<bool> extend_locked(std::chrono::milliseconds ttl)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(conn_->mu) {
-    absl::StatusOr<bool> r = conn_->cas_locked(kExtendScript, &RedisLeaseBackend::Conn::sha_extend,
-                                               key_, owner_, std::to_string(ttl.count()));
-    if (!r.ok() || !*r) return r;
-    absl::StatusOr<bool> acked = conn_->wait_replicas();
-    if (!acked.ok()) return acked.status();
-    if (!*acked) {
-      return absl::UnavailableError(absl::StrCat(conn_->where(), ": extend not acknowledged by ",
-                                                 conn_->options.wait_replicas, " replicas"));
-    }
-    return true;
+                                     Clock::time_point deadline) override {
+    RedisLeaseBackend::Conn& c = *conn_;
+    return c.with_link(deadline, [&](Link& l) -> absl::StatusOr<bool> {
+      absl::StatusOr<bool> r = l.cas(kExtendScript, &RedisConnection::sha_extend,
+                                     c.lease_key(key_), owner_, std::to_string(ttl.count()));
+      if (!r.ok() || !*r) return r;
+      absl::StatusOr<bool> acked = l.wait_replicas();
+      if (!acked.ok()) return acked.status();
+      if (!*acked) {
+        return absl::UnavailableError(absl::StrCat(c.where(), ": extend not acknowledged by ",
+                                                   c.options.wait_replicas, " replicas"));
+      }
+      return true;
+    });
   }
   absl::StatusOr<bool> release() override {
-    return conn_->cas(kReleaseScript, &RedisLeaseBackend::Conn::sha_release, key_, owner_, "");
+    return conn_->cas(kReleaseScript, &RedisConnection::sha_release, key_, owner_, "");
   }
 
  private:
@@ -392,12 +447,18 @@ absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> RedisLeaseBackend::create(
   if (options.io_timeout <= std::chrono::milliseconds::zero()) {
     return absl::InvalidArgumentError("redis leases: io_timeout must be positive");
   }
+  // The first connection is opened here, to report an unreachable server or
+  // a refused login at once.
+  absl::StatusOr<ConnPtr> first = open_connection(options, Clock::now() + options.io_timeout);
+  if (!first.ok()) return first.status();
   auto conn = std::make_shared<Conn>();
   conn->options = std::move(options);
-  {
-    UniqueLock lk(conn->mu);
-    if (absl::Status s = conn->ensure_connected(); !s.ok()) return s;
-  }
+  conn->pool = ConnPool<ConnPtr>::create(
+      [o = conn->options](Clock::time_point deadline,
+                          const std::stop_token&) -> absl::StatusOr<ConnPtr> {
+        return open_connection(o, deadline);
+      },
+      conn->options.io_timeout, *std::move(first));
   return std::shared_ptr<RedisLeaseBackend>(new RedisLeaseBackend(std::move(conn)));
 }
 
@@ -415,37 +476,44 @@ std::string RedisLeaseBackend::lease_key(std::string_view key) const {
 absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::try_acquire(
     const LeaseRequest& request) {
   Conn& c = *conn_;
-  std::uint64_t token = 0;
-  {
-    UniqueLock lk(c.mu);
-    absl::StatusOr<Reply> r =
-        c.eval(kAcquireScript, &Conn::sha_acquire,
-               {c.lease_key(request.key), c.token_key(request.key), request.owner_id,
-                std::to_string(request.ttl.count())},
-               2);
-    if (!r.ok()) {
-      lk.unlock();
-      // The reply may be lost after the grant: delete it if it is ours.
-      (void)c.cas(kReleaseScript, &Conn::sha_release, request.key, request.owner_id, "");
-      return r.status();
+  bool sent = false;
+  absl::StatusOr<std::optional<std::uint64_t>> got = c.with_link(
+      Clock::time_point::max(),
+      [&](Link& l) -> absl::StatusOr<std::optional<std::uint64_t>> {
+        absl::StatusOr<Reply> r =
+            l.eval(kAcquireScript, &RedisConnection::sha_acquire,
+                   {c.lease_key(request.key), c.token_key(request.key), request.owner_id,
+                    std::to_string(request.ttl.count())},
+                   2);
+        if (!r.ok()) return r.status();
+        if ((*r)->type == REDIS_REPLY_NIL) return std::optional<std::uint64_t>();
+        if ((*r)->type != REDIS_REPLY_INTEGER || (*r)->integer <= 0) {
+          return absl::InternalError(absl::StrCat(c.where(), ": unexpected reply to the grant"));
+        }
+        const auto token = static_cast<std::uint64_t>((*r)->integer);
+        absl::StatusOr<bool> acked = l.wait_replicas();
+        if (!acked.ok() || !*acked) {
+          if (!acked.ok()) return acked.status();
+          return absl::UnavailableError(absl::StrCat(
+              c.where(), ": grant not acknowledged by ", c.options.wait_replicas,
+              " replicas within ", c.options.wait_timeout.count(), " ms (released)"));
+        }
+        return std::optional<std::uint64_t>(token);
+      },
+      &sent);
+  if (!got.ok()) {
+    // The reply may be lost after the grant: delete it if it is ours (on
+    // another connection). Not needed when no connection was had: nothing
+    // was sent.
+    if (sent) {
+      (void)c.cas(kReleaseScript, &RedisConnection::sha_release, request.key, request.owner_id,
+                  "");
     }
-    if ((*r)->type == REDIS_REPLY_NIL) return std::unique_ptr<LeaseSession>();
-    if ((*r)->type != REDIS_REPLY_INTEGER || (*r)->integer <= 0) {
-      return absl::InternalError(absl::StrCat(c.where(), ": unexpected reply to the grant"));
-    }
-    token = static_cast<std::uint64_t>((*r)->integer);
-    absl::StatusOr<bool> acked = c.wait_replicas();
-    if (!acked.ok() || !*acked) {
-      lk.unlock();
-      (void)c.cas(kReleaseScript, &Conn::sha_release, request.key, request.owner_id, "");
-      if (!acked.ok()) return acked.status();
-      return absl::UnavailableError(absl::StrCat(
-          c.where(), ": grant not acknowledged by ", c.options.wait_replicas,
-          " replicas within ", c.options.wait_timeout.count(), " ms (released)"));
-    }
+    return got.status();
   }
+  if (!got->has_value()) return std::unique_ptr<LeaseSession>();
   return std::unique_ptr<LeaseSession>(
-      new RedisSession(conn_, request.key, request.owner_id, token));
+      new RedisSession(conn_, request.key, request.owner_id, **got));
 }
 
 }  // namespace tierlock

@@ -2,24 +2,36 @@
 //
 // `tierlock run --backend … --key …` (tools/tierlock/lease_run.cc), driving
 // the real binary against the SQLite backend (no server needed).
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lease/history.h"
+#include "lease/proxy.h"
+#include "lease/servers.h"
 #include "support/status.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
 #include "tierlock/lease_sqlite.h"
+#ifdef TIERLOCK_HAVE_LEASE_POSTGRES
+#include "tierlock/lease_postgres.h"
+#endif
+#ifdef TIERLOCK_HAVE_LEASE_REDIS
+#include "tierlock/lease_redis.h"
+#endif
 
 #ifndef TIERLOCK_CLI_PATH
 #error "TIERLOCK_CLI_PATH must be defined"
@@ -287,6 +299,145 @@ TEST_F(LeaseCliTest, BadBackendKeyOrTtlIsAUsageError) {
   EXPECT_EQ(run({TIERLOCK_CLI_PATH, "run", "--key", "k", "--", "true"}).status.code, 64);
   EXPECT_EQ(run(run_args({"--key", "k"}, {"/nonexistent/cmd"})).status.code, 127);
 }
+
+// The lease lost through a frozen network, end to end: `tierlock run` holds
+// the key through the test proxy, its command ignores SIGTERM (and so does
+// the command's child), the proxy freezes. Recorded on one steady clock: when
+// the command's whole tree was seen dead (pidfds) and when another client,
+// straight to the server, sent the request that was granted the key.
+struct FrozenRunFigures {
+  std::string error;  // non-empty: what broke
+  std::chrono::steady_clock::time_point frozen, tree_dead, granted_sent;
+  std::string summary() const {
+    auto s = [&](std::chrono::steady_clock::time_point t) {
+      return std::chrono::duration<double>(t - frozen).count();
+    };
+    return absl::StrCat("freeze->tree dead ", s(tree_dead), " s, freeze->other's grant ",
+                        s(granted_sent), " s, tree dead ",
+                        std::chrono::duration<double>(granted_sent - tree_dead).count(),
+                        " s before the grant");
+  }
+};
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+// Waits (at most `limit`) until every pid's pidfd is readable (the process
+// exited); returns when the last one was seen, or nullopt.
+std::optional<std::chrono::steady_clock::time_point> wait_all_dead(
+    const std::vector<pid_t>& pids, std::chrono::milliseconds limit) {
+  std::vector<pollfd> fds;
+  for (pid_t p : pids) {
+    const int fd = pidfd_open(p);
+    if (fd < 0) return std::nullopt;
+    fds.push_back({fd, POLLIN, 0});
+  }
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  std::optional<std::chrono::steady_clock::time_point> out;
+  std::size_t dead = 0;
+  while (dead < fds.size() && std::chrono::steady_clock::now() < deadline) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) < 0 && errno != EINTR) {
+      break;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    for (pollfd& f : fds) {
+      if (f.fd >= 0 && (f.revents & POLLIN) != 0) {
+        ::close(f.fd);
+        f.fd = -1;  // poll ignores it from now on
+        ++dead;
+      }
+    }
+    if (dead == fds.size()) out = now;
+  }
+  for (pollfd& f : fds) {
+    if (f.fd >= 0) ::close(f.fd);
+  }
+  return out;
+}
+
+void expect_frozen_run_stops_the_tree_first(const std::string& name, const std::string& url,
+                                            TcpProxy& proxy,
+                                            const std::shared_ptr<LeaseBackend>& direct,
+                                            const TempDir& tmp) {
+  const std::string key = "frozen-run/" + name;
+  const std::string err = (tmp.path() / (name + ".stderr")).string();
+  // stderr to a file (the CLI's own, through an exec'ing shell).
+  Process cli = Process::spawn(
+      {"sh", "-c", "exec \"$0\" \"$@\" 2>'" + err + "'", TIERLOCK_CLI_PATH, "run",
+       "--backend", url, "--key", key, "--ttl", "2", "--", "sh", "-c",
+       "trap '' TERM; sleep 1000 & echo $$ $!; wait"});
+  const Pids p = read_pids(cli);
+  KillLeftovers leftovers{{p.sh, p.bg}};
+  ASSERT_GT(p.bg, 0) << key << ": the command did not start";
+  ASSERT_OK_AND_ASSIGN(LeaseLock other, LeaseLock::create(direct, {.ttl = 30s}));
+
+  FrozenRunFigures f;
+  std::optional<std::chrono::steady_clock::time_point> dead;
+  proxy.freeze(true);
+  f.frozen = std::chrono::steady_clock::now();
+  std::thread watcher([&] { dead = wait_all_dead({p.sh, p.bg}, 20s); });
+  std::optional<Lease> won;
+  while (std::chrono::steady_clock::now() < f.frozen + 20s) {
+    const auto sent = std::chrono::steady_clock::now();
+    absl::StatusOr<std::optional<Lease>> r = other.try_acquire(key);
+    if (r.ok() && r->has_value()) {
+      f.granted_sent = sent;
+      won = std::move(*r);
+      break;
+    }
+    std::this_thread::sleep_for(2ms);  // pacing the contender, not a sync
+  }
+  watcher.join();
+  proxy.freeze(false);
+  ASSERT_TRUE(won.has_value()) << key << ": the other client was never granted the key";
+  ASSERT_TRUE(dead.has_value()) << key << ": the command's tree (" << p.sh << ", " << p.bg
+                                << ") is still running 20 s after the freeze";
+  f.tree_dead = *dead;
+  std::cout << name << " frozen run: " << f.summary() << std::endl;
+  EXPECT_LT(f.tree_dead, f.granted_sent)
+      << key << ": the other client was granted the key while the command's tree still ran ("
+      << f.summary() << ")";
+  const ExitStatus st = cli.wait(10s);
+  EXPECT_EQ(st.code, kLeaseLost) << key << ": " << st.describe();
+  std::ifstream in(err);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("'" + key + "'"), std::string::npos) << "stderr does not name the key: " << text;
+  // Whichever saw it first: tierlock's lost() or the supervisor's watchdog.
+  EXPECT_TRUE(text.find("lost") != std::string::npos ||
+              text.find("not renewed by the end of its validity") != std::string::npos)
+      << "stderr gives no reason: " << text;
+  (void)won->release();
+}
+
+#ifdef TIERLOCK_HAVE_LEASE_POSTGRES
+TEST(LeaseCliFaultTest, FrozenPostgresTableRunStopsTheWholeTreeBeforeAnotherClientIsGranted) {
+  PostgresServer& pg = shared_postgres();
+  TcpProxy proxy(pg.port());
+  PostgresLeaseOptions o;
+  o.conninfo = pg.conninfo();
+  o.mode = PostgresLeaseOptions::Mode::kLeaseTable;
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<PostgresLeaseBackend> direct,
+                       PostgresLeaseBackend::create(o));
+  TempDir tmp;
+  expect_frozen_run_stops_the_tree_first(
+      "postgres-table", absl::StrCat("postgresql://tl@127.0.0.1:", proxy.port(), "/postgres"),
+      proxy, direct, tmp);
+}
+#endif
+
+#ifdef TIERLOCK_HAVE_LEASE_REDIS
+TEST(LeaseCliFaultTest, FrozenRedisRunStopsTheWholeTreeBeforeAnotherClientIsGranted) {
+  RedisServer& redis = shared_redis();
+  TcpProxy proxy(redis.port());
+  RedisLeaseOptions o;
+  o.port = redis.port();
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<RedisLeaseBackend> direct, RedisLeaseBackend::create(o));
+  TempDir tmp;
+  expect_frozen_run_stops_the_tree_first(
+      "redis", absl::StrCat("redis://127.0.0.1:", proxy.port()), proxy, direct, tmp);
+}
+#endif
 
 }  // namespace
 }  // namespace tierlock::testing

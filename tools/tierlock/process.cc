@@ -251,7 +251,11 @@ void signal_tree(int sig) {
   int command_status = 0;
   bool watch_control = true;
   for (;;) {
-    const std::int64_t wake = stopping ? kill_at : deadline;
+    // Stopping, the grace ends at the lease's deadline at the latest: a
+    // renewal can fail (and the stop come) just before it, and past it the
+    // next owner may run.
+    const std::int64_t wake =
+        !stopping ? deadline : deadline == kNoDeadline ? kill_at : std::min(kill_at, deadline);
     const std::int64_t now = monotonic_ns();
     if (wake != kNoDeadline && now >= wake) {
       if (stopping) {
