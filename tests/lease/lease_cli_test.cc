@@ -405,7 +405,7 @@ void expect_frozen_run_stops_the_tree_first(const std::string& name, const std::
   EXPECT_NE(text.find("'" + key + "'"), std::string::npos) << "stderr does not name the key: " << text;
   // Whichever saw it first: tierlock's lost() or the supervisor's watchdog.
   EXPECT_TRUE(text.find("lost") != std::string::npos ||
-              text.find("not renewed by the end of its validity") != std::string::npos)
+              text.find("not renewed in time") != std::string::npos)
       << "stderr gives no reason: " << text;
   (void)won->release();
 }

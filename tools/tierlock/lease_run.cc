@@ -114,9 +114,17 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
   // token. If this process is stopped or stalls, it cannot say anything, so
   // the supervisor holds the lease's validity as an absolute deadline and
   // kills the tree itself when it passes (spawn_supervised).
+  //
+  // The supervisor's deadline is a little before valid_until(): killing a
+  // tree and seeing it die takes time (tens of ms on a loaded machine), and
+  // valid_until() is only the clock-drift margin ahead of the service's own
+  // expiry. ttl/20, within [20 ms, 500 ms].
+  const auto stop_margin =
+      std::clamp(std::chrono::milliseconds(std::llround(o.ttl_s * 50)),
+                 std::chrono::milliseconds(20), std::chrono::milliseconds(500));
   SupervisorOptions supervisor_options;
   std::chrono::steady_clock::time_point deadline = lease.valid_until();
-  supervisor_options.deadline = deadline;
+  supervisor_options.deadline = deadline - stop_margin;
   supervisor_options.grace = grace;
   Supervised child = spawn_supervised(o.command, std::move(env), supervisor_options, &exit_code);
   if (child.pid < 0) return exit_code;
@@ -137,8 +145,9 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
     watch_control = false;
     if (!o.quiet) {
       print_error(what,
-                  "not renewed by the end of its validity (tierlock was stopped or "
-                  "stalled); the command and its processes were killed");
+                  "not renewed in time (the service did not answer before the end of "
+                  "its validity, or tierlock was stopped or stalled); the command and "
+                  "its processes were killed");
     }
   };
   for (;;) {
@@ -181,7 +190,7 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
       const auto valid_until = lease.valid_until();
       if (valid_until != deadline) {
         deadline = valid_until;
-        supervisor_set_deadline(child.control.get(), deadline);
+        supervisor_set_deadline(child.control.get(), deadline - stop_margin);
       }
     }
   }
