@@ -11,21 +11,16 @@
 #   consumer.pkg_config    compiles tests/consumer/main.cc with
 #                          `pkg-config --cflags --libs tierlock` and runs it; reported
 #                          as skipped only when pkg-config is not installed
-# Fixtures order them (clean -> install -> the two consumers), so
+#   consumer.add_subdirectory
+#                          builds tests/consumer/subdir, a project that vendors this
+#                          source tree with add_subdirectory and CLI11 made
+#                          unfindable, and runs it (no install needed)
+# Fixtures order them (clean -> install -> the consumers), so
 # `ctest -L consumer` or `ctest -R consumer.pkg_config` runs what is needed.
 #
 # Sanitizer builds: the installed library is instrumented (TIERLOCK_SANITIZE), so
 # both consumers are compiled and linked with the same -fsanitize flags rather than
 # skipped: the install and the exported link interface get checked there too.
-
-if(NOT TIERLOCK_INSTALL)
-  message(STATUS "tierlock: TIERLOCK_INSTALL is OFF; consumer tests not registered")
-  return()
-endif()
-
-set(_tlc_prefix "${CMAKE_BINARY_DIR}/consumer-install")
-set(_tlc_build "${CMAKE_BINARY_DIR}/consumer-build")
-set(_tlc_pc_out "${CMAKE_BINARY_DIR}/consumer-pkg-config")
 
 set(_tlc_cxx_flags "")
 set(_tlc_link_flags "")
@@ -34,6 +29,37 @@ if(TIERLOCK_SANITIZE)
   set(_tlc_cxx_flags "-fsanitize=${_tlc_san} -fno-omit-frame-pointer")
   set(_tlc_link_flags "-fsanitize=${_tlc_san}")
 endif()
+
+# Vendoring: configures and builds this source tree as a subproject (its own
+# build of the library, so it needs no install) with CLI11 unfindable. The
+# service lease backends are left out only to halve the build (they do not
+# depend on CLI11); the lease front is still built.
+set(_tlc_subdir_build "${CMAKE_BINARY_DIR}/consumer-subdir")
+add_test(NAME consumer.add_subdirectory
+  COMMAND "${CMAKE_CTEST_COMMAND}"
+    --build-and-test "${CMAKE_CURRENT_LIST_DIR}/subdir" "${_tlc_subdir_build}"
+    --build-generator "${CMAKE_GENERATOR}"
+    --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
+    --build-project tierlock_subdir_consumer
+    --build-options
+      "-DTIERLOCK_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
+      -DCMAKE_DISABLE_FIND_PACKAGE_CLI11=TRUE
+      -DTIERLOCK_LEASE_POSTGRES=OFF -DTIERLOCK_LEASE_SQLITE=OFF -DTIERLOCK_LEASE_REDIS=OFF
+      "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
+      "-DCMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE}"
+      "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
+      "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
+    --test-command tierlock_subdir_consumer)
+set_tests_properties(consumer.add_subdirectory PROPERTIES LABELS consumer TIMEOUT 1800)
+
+if(NOT TIERLOCK_INSTALL)
+  message(STATUS "tierlock: TIERLOCK_INSTALL is OFF; install consumer tests not registered")
+  return()
+endif()
+
+set(_tlc_prefix "${CMAKE_BINARY_DIR}/consumer-install")
+set(_tlc_build "${CMAKE_BINARY_DIR}/consumer-build")
+set(_tlc_pc_out "${CMAKE_BINARY_DIR}/consumer-pkg-config")
 
 set(_tlc_config_args "")
 get_property(_tlc_multi GLOBAL PROPERTY GENERATOR_IS_MULTI_CONFIG)
