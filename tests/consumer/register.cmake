@@ -11,6 +11,13 @@
 #   consumer.pkg_config    compiles tests/consumer/main.cc with
 #                          `pkg-config --cflags --libs tierlock` and runs it; reported
 #                          as skipped only when pkg-config is not installed
+#   consumer.other_compiler
+#                          builds tests/consumer with the other compiler (clang++
+#                          against a GCC-built install, g++ against a clang-built
+#                          one) and runs it: the public ABI must not depend on the
+#                          compiler. Reported as skipped only when that compiler is
+#                          not installed; not registered in sanitizer builds (two
+#                          compilers' sanitizer runtimes do not mix)
 #   consumer.add_subdirectory
 #                          builds tests/consumer/subdir, a project that vendors this
 #                          source tree with add_subdirectory and CLI11 made
@@ -69,7 +76,7 @@ endif()
 
 add_test(NAME consumer.clean
   COMMAND "${CMAKE_COMMAND}" -E rm -rf "${_tlc_prefix}" "${_tlc_build}" "${_tlc_build}-lease"
-          "${_tlc_build}-other"
+          "${_tlc_build}-other" "${_tlc_build}-other-compiler"
           "${_tlc_pc_out}")
 set_tests_properties(consumer.clean PROPERTIES
   FIXTURES_SETUP tierlock_consumer_clean)
@@ -82,9 +89,13 @@ set_tests_properties(consumer.install PROPERTIES
   FIXTURES_SETUP tierlock_consumer_installed)
 
 # One consumer build and run against the install: test NAME builds
-# tests/consumer in BUILD_DIR with BUILD_TYPE and runs PROGRAM; further
-# arguments are extra -D options.
+# tests/consumer in BUILD_DIR with BUILD_TYPE and runs PROGRAM; CXX names
+# another compiler than this build's; OPTIONS are extra -D options.
 function(_tlc_consumer_test name build_dir build_type program)
+  cmake_parse_arguments(A "" "CXX" "OPTIONS" ${ARGN})
+  if(NOT A_CXX)
+    set(A_CXX "${CMAKE_CXX_COMPILER}")
+  endif()
   add_test(NAME ${name}
     COMMAND "${CMAKE_CTEST_COMMAND}"
       --build-and-test "${CMAKE_CURRENT_FUNCTION_LIST_DIR}" "${build_dir}"
@@ -95,8 +106,8 @@ function(_tlc_consumer_test name build_dir build_type program)
       --build-options
         "-DCMAKE_PREFIX_PATH=${_tlc_prefix}"
         "-DTIERLOCK_EXPECTED_PREFIX=${_tlc_prefix}"
-        ${ARGN}
-        "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
+        ${A_OPTIONS}
+        "-DCMAKE_CXX_COMPILER=${A_CXX}"
         "-DCMAKE_BUILD_TYPE=${build_type}"
         "-DCMAKE_CXX_FLAGS=${_tlc_cxx_flags}"
         "-DCMAKE_EXE_LINKER_FLAGS=${_tlc_link_flags}"
@@ -124,7 +135,40 @@ _tlc_consumer_test(consumer.find_package_other_build_type "${_tlc_build}-other"
 if(TARGET tierlock_lease AND TARGET tierlock_lease_sqlite)
   _tlc_consumer_test(consumer.find_package_lease "${_tlc_build}-lease"
                      "${CMAKE_BUILD_TYPE}" tierlock_lease_consumer
-                     "-DTIERLOCK_CONSUMER_LEASES=ON")
+                     OPTIONS "-DTIERLOCK_CONSUMER_LEASES=ON")
+endif()
+
+# The other compiler against this install. Every acquire's signature carries
+# SourceLocation, and tier reports carry it in HeldLock: a type that changed
+# with the compiler made a clang-built program fail to link against a
+# GCC-built library.
+set(_tlc_other_cxx_names "")
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  set(_tlc_other_cxx_names clang++ clang++-19 clang++-18 clang++-17 clang++-16 clang++-15
+                           clang++-14)
+elseif(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  set(_tlc_other_cxx_names g++ g++-14 g++-13 g++-12)
+endif()
+if(TIERLOCK_SANITIZE)
+  message(STATUS "tierlock: consumer.other_compiler not registered in a sanitizer build "
+                 "(two compilers' sanitizer runtimes do not mix)")
+elseif(_tlc_other_cxx_names)
+  find_program(TIERLOCK_CONSUMER_OTHER_CXX NAMES ${_tlc_other_cxx_names}
+               DOC "The compiler consumer.other_compiler builds tests/consumer with")
+  if(TIERLOCK_CONSUMER_OTHER_CXX)
+    _tlc_consumer_test(consumer.other_compiler "${_tlc_build}-other-compiler"
+                       "${CMAKE_BUILD_TYPE}" tierlock_consumer
+                       CXX "${TIERLOCK_CONSUMER_OTHER_CXX}")
+  else()
+    list(GET _tlc_other_cxx_names 0 _tlc_other_cxx)
+    add_test(NAME consumer.other_compiler
+      COMMAND "${CMAKE_COMMAND}" -E echo
+        "tierlock-consumer: SKIPPED: ${_tlc_other_cxx} is not installed; the "
+        "${CMAKE_CXX_COMPILER_ID}-built library was not checked against a consumer "
+        "built by another compiler")
+    set_tests_properties(consumer.other_compiler PROPERTIES
+      SKIP_REGULAR_EXPRESSION "tierlock-consumer: SKIPPED" LABELS consumer)
+  endif()
 endif()
 
 find_program(TIERLOCK_PKG_CONFIG_PROGRAM NAMES pkg-config pkgconf
