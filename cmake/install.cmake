@@ -7,7 +7,8 @@
 #                                                picks the one matching the consumer's
 #                                                configuration; tierlock.pc names the
 #                                                variant installed last)
-#   <includedir>/tierlock/*.h                    the public headers
+#   <includedir>/tierlock/*.h                    the public headers (lease*.h only
+#                                                for the lease libraries built)
 #   <libdir>/cmake/tierlock/tierlock{Config,ConfigVersion,Targets}.cmake
 #                                                for find_package(tierlock) -> tierlock::tierlock
 #   <libdir>/pkgconfig/tierlock.pc               for pkg-config
@@ -36,10 +37,22 @@ install(TARGETS tierlock
   ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT tierlock_development
   INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
 
+# A lease header is installed only with its library: an installed header
+# promises a library to link.
+set(_tl_header_excludes "")
+foreach(_tl_c IN ITEMS lease lease_memory lease_postgres lease_sqlite lease_redis)
+  set(_tl_c_target tierlock_${_tl_c})
+  if(_tl_c STREQUAL "lease_memory")
+    set(_tl_c_target tierlock_lease)  # the in-memory backend is part of the front
+  endif()
+  if(NOT TARGET ${_tl_c_target})
+    list(APPEND _tl_header_excludes PATTERN "${_tl_c}.h" EXCLUDE)
+  endif()
+endforeach()
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/tierlock"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
   COMPONENT tierlock_development
-  FILES_MATCHING PATTERN "*.h")
+  FILES_MATCHING PATTERN "*.h" ${_tl_header_excludes})
 
 install(EXPORT tierlockTargets
   NAMESPACE tierlock::

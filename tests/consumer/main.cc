@@ -52,7 +52,12 @@ int check_order(const std::filesystem::path& dir) {
                 ", expected " + std::to_string(static_cast<int>(want)));
   }
   tierlock::set_tier_check_mode(TierCheckMode::kFail);
-  tierlock::set_tier_violation_handler([](const tierlock::TierViolation&) {});
+  // The report's call site crosses the library's ABI (SourceLocation in every
+  // acquire's signature and in HeldLock): this program may be built by
+  // another compiler than the library (consumer.other_compiler).
+  tierlock::SourceLocation reported;
+  tierlock::set_tier_violation_handler(
+      [&reported](const tierlock::TierViolation& v) { reported = v.acquiring.where; });
   std::filesystem::create_directories(dir / "a");
   std::filesystem::create_directories(dir / "b");
   absl::StatusOr<tierlock::DirLock> a = tierlock::DirLock::open(dir / "a");
@@ -65,9 +70,18 @@ int check_order(const std::filesystem::path& dir) {
   }
   absl::StatusOr<tierlock::Guard> gb = b->acquire();
   if (!gb.ok()) return fail("b alone was refused");
+  const unsigned acquire_line = __LINE__ + 1;
   absl::StatusOr<tierlock::Guard> ga = a->acquire();
   if (ga.ok() || ga.status().code() != absl::StatusCode::kFailedPrecondition) {
     return fail("b then a (after a then b) was not refused by the learned order");
+  }
+  tierlock::set_tier_violation_handler(nullptr);
+  const std::string file = reported.file_name();
+  if (file.find("main.cc") == std::string::npos || reported.line() != acquire_line ||
+      std::string(reported.function_name()) != "check_order") {
+    return fail("the report's call site is '" + file + ":" + std::to_string(reported.line()) +
+                " in " + reported.function_name() + "', expected main.cc:" +
+                std::to_string(acquire_line) + " in check_order");
   }
   std::cout << "lock order checked\n";
   return 0;
