@@ -1,5 +1,5 @@
 // Tests of holder records and who-holds-it queries (tierlock/holder.h,
-// DirLock::holders, src/holder_record.h): several shared holders in several
+// DirLock::holders, src/holders/holder_record.h): several shared holders in several
 // processes, stale, corrupt and hostile records.
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,7 +13,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "holder_record.h"
+#include "holders/holder_record.h"
 #include "platform/platform.h"
 #include "support/files.h"
 #include "support/fixture.h"

@@ -19,7 +19,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "holder_record.h"
+#include "holders/holder_record.h"
 #include "platform/platform.h"
 #include "support/child.h"
 #include "support/files.h"

@@ -1,11 +1,11 @@
 // tests/tier_env_test.cc
 //
-// TIERLOCK_HELD (src/tier_env.h): the writer and the reader accept the same
+// TIERLOCK_HELD (src/tier/tier_env.h): the writer and the reader accept the same
 // entries, a bad entry costs only itself, the limits keep the first entries
 // and say so; and the tier-order report escapes what it shows. The last
 // tests drive the real `tierlock` binary (TIERLOCK_CLI_PATH), parent and
 // child, end to end.
-#include "tier_env.h"
+#include "tier/tier_env.h"
 
 #include <stdlib.h>
 #include <sys/wait.h>

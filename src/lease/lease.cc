@@ -15,9 +15,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "lease/lease_state.h"
-#include "string_util.h"
-#include "tier_check.h"
-#include "tier_names.h"
+#include "base/string_util.h"
+#include "tier/tier_hold.h"
+#include "tier/tier_names.h"
 
 namespace tierlock {
 
@@ -206,7 +206,8 @@ absl::StatusOr<bool> Lease::release() {
   s.released = true;
   s.released_flag.store(true);
   if (s.tier_hold.context != nullptr) {
-    internal::forget_hold(*s.tier_hold.context, s.tier_hold.hold_id);
+    internal::TierHold hold{s.tier_hold.context, s.tier_hold.hold_id};
+    internal::forget_tier_hold(hold);
     s.tier_hold.context = nullptr;
   }
   const bool was_lost =
@@ -306,21 +307,15 @@ Lease LeaseLock::make_lease(const LeaseRequest& request,
 absl::StatusOr<internal::LeaseTierHold> LeaseLock::check_tier(
     std::string_view key, Mode mode, bool try_only, SourceLocation where) const {
   internal::LeaseTierHold hold;
-  if (!options_.tier || !internal::tier_checks_active()) return hold;
+  if (!options_.tier || !internal::tier_checks_on()) return hold;
   if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
   hold.label = std::make_shared<const std::filesystem::path>(
       absl::StrCat("lease:", to_absl(backend_->name()), "/", to_absl(key)));
-  internal::AcquireSite site;
-  site.lock_file = hold.label.get();
-  site.tier = internal::MaybeTier(options_.tier);
-  site.mode = mode;
-  site.where = where;
-  site.try_only = try_only;
-  internal::ContextState& ctx = internal::current_context_state();
-  absl::Status refused;
-  hold.hold_id = internal::check_and_record(ctx, site, &refused);
-  if (hold.hold_id == 0) return refused;
-  hold.context = &ctx;
+  absl::StatusOr<internal::TierHold> checked = internal::check_tier_hold(
+      hold.label.get(), *options_.tier, mode, try_only, where);
+  if (!checked.ok()) return checked.status();
+  hold.context = checked->context;
+  hold.hold_id = checked->hold_id;
   return hold;
 }
 
@@ -328,8 +323,8 @@ namespace {
 
 // Forgets a tier hold recorded for an acquire that then held nothing.
 void forget_unused(internal::LeaseTierHold& hold) {
-  if (hold.context == nullptr) return;
-  internal::forget_hold(*hold.context, hold.hold_id);
+  internal::TierHold checked{hold.context, hold.hold_id};
+  internal::forget_tier_hold(checked);
   hold.context = nullptr;
 }
 

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "platform/platform.h"
-#include "string_util.h"
+#include "base/string_util.h"
 
 namespace tierlock::internal::platform {
 namespace {

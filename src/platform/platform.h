@@ -212,7 +212,7 @@ std::int64_t coarse_realtime_ns();
 // holders.
 absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id);
 
-// Holder records (src/holder_record.h; docs/design.md "Holder records").
+// Holder records (src/holders/holder_record.h; docs/design.md "Holder records").
 // Records of a lock file live in the sidecar directory "<lock file>.holders".
 
 // What /proc says about a process; fields empty when not readable. All

@@ -1,5 +1,5 @@
 // POSIX: holder record files (create, map, remove, read, clean up) and what
-// /proc says about processes. See src/holder_record.h for the format.
+// /proc says about processes. See src/holders/holder_record.h for the format.
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -22,7 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "platform/platform.h"
 #include "platform/posix_sys.h"
-#include "string_util.h"
+#include "base/string_util.h"
 
 namespace tierlock::internal::platform {
 namespace {

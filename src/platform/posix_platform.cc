@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "platform/platform.h"
 #include "platform/posix_sys.h"
-#include "string_util.h"
+#include "base/string_util.h"
 
 namespace tierlock::internal::platform {
 namespace {

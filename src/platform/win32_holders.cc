@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "platform/platform.h"
 #include "platform/win32_util.h"
-#include "string_util.h"
+#include "base/string_util.h"
 
 namespace tierlock::internal::platform {
 namespace {

@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "platform/platform.h"
 #include "platform/win32_util.h"
-#include "string_util.h"
+#include "base/string_util.h"
 // clang-format off
 // After <windows.h> (win32_util.h): NtCreateFile, RtlNtStatusToDosError.
 #include <winternl.h>

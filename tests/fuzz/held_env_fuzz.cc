@@ -1,6 +1,6 @@
 // tests/fuzz/held_env_fuzz.cc
 //
-// libFuzzer target for the TIERLOCK_HELD codec (src/tier_env.h): the reader
+// libFuzzer target for the TIERLOCK_HELD codec (src/tier/tier_env.h): the reader
 // reads an environment variable any parent may set, and the writer must
 // write only what the reader reads back. Each input is used twice:
 //   - as a value: parse_held_env never crashes, keeps at most
@@ -22,7 +22,7 @@
 #include <string_view>
 #include <vector>
 
-#include "tier_env.h"
+#include "tier/tier_env.h"
 
 namespace {
 

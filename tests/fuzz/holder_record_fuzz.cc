@@ -1,6 +1,6 @@
 // tests/fuzz/holder_record_fuzz.cc
 //
-// libFuzzer target for the holder-record parser (src/holder_record.h), which
+// libFuzzer target for the holder-record parser (src/holders/holder_record.h), which
 // reads files anyone may write. Checks, for any bytes:
 //   - parse_holder_record never crashes, never reads outside the input
 //     (ASan), and whatever it accepts has bounded text (exact bytes: any
@@ -16,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-#include "holder_record.h"
+#include "holders/holder_record.h"
 
 namespace {
 

@@ -1,7 +1,7 @@
 #include "support/internal.h"
 
 #include "support/wait.h"
-#include "testing_hooks.h"
+#include "api/testing_hooks.h"
 
 namespace tierlock::testing {
 

@@ -13,7 +13,7 @@
 #include <cstddef>
 #include <memory>
 
-#include "lock_entry.h"
+#include "queue/lock_entry.h"
 #include "platform/posix_sys.h"
 #include "support/subprocess.h"
 #include "tierlock/dir_lock.h"
@@ -37,7 +37,7 @@ class ScopedSysOverride {
 };
 
 // Returns the registry entry `lock` locks through in this process, or null
-// (src/testing_hooks.h).
+// (src/api/testing_hooks.h).
 std::shared_ptr<internal::LockEntry> entry_of(const DirLock& lock);
 
 // Waits until `entry->waiting()` equals `n`, at most `timeout`.

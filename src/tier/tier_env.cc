@@ -1,5 +1,5 @@
 // TIERLOCK_HELD: the writer, the reader and the process's inherited holds.
-#include "tier_env.h"
+#include "tier/tier_env.h"
 
 #include <charconv>
 #include <cstdio>
@@ -8,8 +8,8 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
-#include "mutex.h"
-#include "string_util.h"
+#include "base/mutex.h"
+#include "base/string_util.h"
 #include "tierlock/lock_context.h"
 #include "tierlock/text.h"
 

@@ -1,4 +1,4 @@
-// src/tier_env.h
+// src/tier/tier_env.h
 //
 // TIERLOCK_HELD, the parent's tiered holds passed to a child (internal):
 //   InheritedHold        - one entry: level, name, mode, pid, lock file.
@@ -14,8 +14,8 @@
 // it. So parse_held_env(format_held_env(h)) gives back exactly the fitted
 // holds, with no problem reported (tests/fuzz/held_env_fuzz.cc checks it).
 // Format: docs/design.md, "Tier ordering".
-#ifndef TIERLOCK_SRC_TIER_ENV_H_
-#define TIERLOCK_SRC_TIER_ENV_H_
+#ifndef TIERLOCK_SRC_TIER_TIER_ENV_H_
+#define TIERLOCK_SRC_TIER_TIER_ENV_H_
 
 #include <atomic>
 #include <cstddef>
@@ -95,4 +95,4 @@ void reset_inherited_holds_for_testing();
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_TIER_ENV_H_
+#endif  // TIERLOCK_SRC_TIER_TIER_ENV_H_

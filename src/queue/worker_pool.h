@@ -1,11 +1,11 @@
-// src/worker_pool.h
+// src/queue/worker_pool.h
 //
 // The worker pool's shared state (internal).
 //   PoolState - task queue, workers, timers and the stop source that cancels
 //               the pool's async acquires; shared with those acquires, so it
 //               outlives the WorkerPool object if they do.
-#ifndef TIERLOCK_SRC_WORKER_POOL_H_
-#define TIERLOCK_SRC_WORKER_POOL_H_
+#ifndef TIERLOCK_SRC_QUEUE_WORKER_POOL_H_
+#define TIERLOCK_SRC_QUEUE_WORKER_POOL_H_
 
 #include <chrono>
 #include <condition_variable>
@@ -60,4 +60,4 @@ struct PoolState {
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_WORKER_POOL_H_
+#endif  // TIERLOCK_SRC_QUEUE_WORKER_POOL_H_

@@ -1,5 +1,5 @@
 // Tier checks: declared tiers, learned nesting order, reports, TIERLOCK_HELD.
-#include "tier_check.h"
+#include "tier/tier_check.h"
 
 #include <algorithm>
 #include <array>
@@ -14,9 +14,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "mutex.h"
-#include "string_util.h"
-#include "tier_names.h"
+#include "base/mutex.h"
+#include "base/string_util.h"
+#include "tier/tier_names.h"
 #include "tierlock/lock_context.h"
 #include "tierlock/text.h"
 

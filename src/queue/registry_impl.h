@@ -1,9 +1,9 @@
-// src/registry_impl.h
+// src/queue/registry_impl.h
 //
 // The registry's internals: the weak map from lock-file identity to entry.
 //   RegistryImpl - find-or-create an entry; O(1) removal when an entry dies.
-#ifndef TIERLOCK_SRC_REGISTRY_IMPL_H_
-#define TIERLOCK_SRC_REGISTRY_IMPL_H_
+#ifndef TIERLOCK_SRC_QUEUE_REGISTRY_IMPL_H_
+#define TIERLOCK_SRC_QUEUE_REGISTRY_IMPL_H_
 
 #include <filesystem>
 #include <memory>
@@ -11,9 +11,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "lock_entry.h"
+#include "queue/lock_entry.h"
 #include "platform/platform.h"
-#include "tierlock/dir_lock.h"
 
 namespace tierlock::internal {
 
@@ -54,4 +53,4 @@ class RegistryImpl {
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_REGISTRY_IMPL_H_
+#endif  // TIERLOCK_SRC_QUEUE_REGISTRY_IMPL_H_

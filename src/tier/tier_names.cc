@@ -1,11 +1,11 @@
 // Interned tier names: a leaked node set, so views stay valid past static
 // destruction (a Guard released from an atexit handler may still report).
-#include "tier_names.h"
+#include "tier/tier_names.h"
 
 #include <string>
 
 #include "absl/container/node_hash_set.h"
-#include "mutex.h"
+#include "base/mutex.h"
 
 namespace tierlock::internal {
 

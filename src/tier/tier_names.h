@@ -1,9 +1,9 @@
-// src/tier_names.h
+// src/tier/tier_names.h
 //
 // Interned tier names (internal): a Tier's name is a string_view, so DirLock
 // keeps a copy that outlives every handle. Names are few; they live until exit.
-#ifndef TIERLOCK_SRC_TIER_NAMES_H_
-#define TIERLOCK_SRC_TIER_NAMES_H_
+#ifndef TIERLOCK_SRC_TIER_TIER_NAMES_H_
+#define TIERLOCK_SRC_TIER_TIER_NAMES_H_
 
 #include <string_view>
 
@@ -15,4 +15,4 @@ std::string_view intern_tier_name(std::string_view name);
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_TIER_NAMES_H_
+#endif  // TIERLOCK_SRC_TIER_TIER_NAMES_H_

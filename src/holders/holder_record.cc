@@ -1,6 +1,6 @@
 // The holder record's byte layout, its encoder, its in-place writer and its
 // defensive parser.
-#include "holder_record.h"
+#include "holders/holder_record.h"
 
 #include <atomic>
 #include <cstring>

@@ -1,4 +1,4 @@
-// src/holder_record.h
+// src/holders/holder_record.h
 //
 // The on-disk holder record (internal): who holds a lock, written by the
 // holder, read by anyone. See docs/design.md, "Holder records".
@@ -16,8 +16,8 @@
 // checksum; dynamic fields (held, mode, since, tier) change on every kernel
 // acquire and are framed by a sequence number at both ends (seqlock: odd
 // while being written).
-#ifndef TIERLOCK_SRC_HOLDER_RECORD_H_
-#define TIERLOCK_SRC_HOLDER_RECORD_H_
+#ifndef TIERLOCK_SRC_HOLDERS_HOLDER_RECORD_H_
+#define TIERLOCK_SRC_HOLDERS_HOLDER_RECORD_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -69,7 +69,7 @@ std::string encode_holder_record(const HolderRecord& static_fields);
 // returned as the exact bytes stored (any bytes: escape them to print).
 // A dynamic part caught mid-update or malformed is not an error: the result
 // has dynamic_valid false. Whether to believe an accepted record is not the
-// parser's business: see trustworthy() in src/holder.cc.
+// parser's business: see trustworthy() in src/holders/holder.cc.
 absl::StatusOr<HolderRecord> parse_holder_record(std::string_view bytes);
 
 // Returns the record file name for a process: "<pid>-<start>-<boot16>",
@@ -102,4 +102,4 @@ class RecordView {
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_HOLDER_RECORD_H_
+#endif  // TIERLOCK_SRC_HOLDERS_HOLDER_RECORD_H_

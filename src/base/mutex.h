@@ -1,12 +1,12 @@
-// src/mutex.h
+// src/base/mutex.h
 //
 // std::mutex with clang thread-safety annotations (internal).
 //   Mutex      - an annotated std::mutex.
 //   UniqueLock - an annotated std::unique_lock, usable with std::condition_variable.
 // Why not absl::Mutex: Debian's Abseil is not built with ThreadSanitizer, so TSan
 // cannot see absl::Mutex synchronise and reports false races.
-#ifndef TIERLOCK_SRC_MUTEX_H_
-#define TIERLOCK_SRC_MUTEX_H_
+#ifndef TIERLOCK_SRC_BASE_MUTEX_H_
+#define TIERLOCK_SRC_BASE_MUTEX_H_
 
 #include <mutex>
 
@@ -43,4 +43,4 @@ class ABSL_SCOPED_LOCKABLE UniqueLock {
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_MUTEX_H_
+#endif  // TIERLOCK_SRC_BASE_MUTEX_H_

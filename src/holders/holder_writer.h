@@ -1,4 +1,4 @@
-// src/holder_writer.h
+// src/holders/holder_writer.h
 //
 // The writing side of holder records (internal):
 //   HolderRecordFile - one LockEntry's record: created on the first kernel
@@ -6,8 +6,8 @@
 //                      removed when the entry dies.
 //   holders_of       - the reading side: the kernel's holders of a lock file,
 //                      named from their records or /proc.
-#ifndef TIERLOCK_SRC_HOLDER_WRITER_H_
-#define TIERLOCK_SRC_HOLDER_WRITER_H_
+#ifndef TIERLOCK_SRC_HOLDERS_HOLDER_WRITER_H_
+#define TIERLOCK_SRC_HOLDERS_HOLDER_WRITER_H_
 
 #include <filesystem>
 #include <optional>
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "holder_record.h"
+#include "holders/holder_record.h"
 #include "platform/platform.h"
 #include "tierlock/holder.h"
 #include "tierlock/mode.h"
@@ -86,4 +86,4 @@ std::vector<Holder> recorded_holders(const std::filesystem::path& lock_file,
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_HOLDER_WRITER_H_
+#endif  // TIERLOCK_SRC_HOLDERS_HOLDER_WRITER_H_

@@ -1,14 +1,12 @@
-// src/lock_entry.h
+// src/queue/lock_entry.h
 //
-// The middle layers of tierlock (internal):
-//   HandlePaths - the canonical directory and lock file a handle reports.
-//   LockFile    - the one open descriptor onto one lock-file identity.
+// The queue (internal):
 //   LockEntry   - a registry entry: a LockFile plus the in-process FIFO queue
 //                 that decides which threads hold it and when the kernel lock
 //                 is taken and released.
-//   fork_generation - bumped in the child on fork(); older entries are inert.
-#ifndef TIERLOCK_SRC_LOCK_ENTRY_H_
-#define TIERLOCK_SRC_LOCK_ENTRY_H_
+// (LockFile, the descriptor under an entry: lock_file.h.)
+#ifndef TIERLOCK_SRC_QUEUE_LOCK_ENTRY_H_
+#define TIERLOCK_SRC_QUEUE_LOCK_ENTRY_H_
 
 #include <atomic>
 #include <chrono>
@@ -25,9 +23,11 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "holder_writer.h"
-#include "mutex.h"
+#include "base/fork_generation.h"
+#include "base/mutex.h"
+#include "holders/holder_writer.h"
 #include "platform/platform.h"
+#include "queue/lock_file.h"
 #include "tierlock/executor.h"
 #include "tierlock/guard.h"
 #include "tierlock/mode.h"
@@ -35,64 +35,26 @@
 
 namespace tierlock::internal {
 
-struct HandlePaths {
-  std::filesystem::path directory;
-  std::filesystem::path lock_file;
-};
-
-// Returns the number of fork()s between the process's start and now, as seen
-// by this process (the child's atfork handler increments it).
-extern std::atomic<std::uint64_t> g_fork_generation;
-inline std::uint64_t fork_generation() {
-  return g_fork_generation.load(std::memory_order_relaxed);
-}
-
-class LockFile {
- public:
-  explicit LockFile(platform::OpenedLockFile opened) noexcept;
-  LockFile(LockFile&& other) noexcept;
-  LockFile& operator=(LockFile&&) = delete;
-  LockFile(const LockFile&) = delete;
-  ~LockFile();  // closes the descriptor; never LOCK_UN (see fork handling)
-
-  absl::Status lock(Mode mode) const;
-  absl::StatusOr<bool> try_lock(Mode mode) const;
-  absl::Status unlock() const;
-
-  const platform::FileId& id() const { return id_; }
-  const platform::FileId& directory_id() const { return directory_id_; }
-  platform::NativeHandle handle() const { return handle_; }
-  const HandlePaths& paths() const { return paths_; }
-  const std::filesystem::path& path() const { return paths_.lock_file; }
-  bool read_only() const { return read_only_; }
-  // Why another user could delete or replace the file, as found at open
-  // (platform::describe_unsafe); empty if nobody could.
-  const std::string& unsafe_reason() const { return unsafe_reason_; }
-  // Returns what the path names now (platform::check_path: one lstat when
-  // nothing changed). Does not block beyond the path lookup.
-  absl::StatusOr<platform::PathCheck> check_path() const {
-    return platform::check_path(handle_, paths_.lock_file, id_, directory_id_);
-  }
-
- private:
-  platform::NativeHandle handle_;
-  platform::FileId id_;
-  platform::FileId directory_id_;
-  HandlePaths paths_;
-  bool read_only_;
-  std::string unsafe_reason_;
-};
-
 struct PoolState;
+class LockEntry;
 
 // What an acquire may do while it waits.
 struct WaitPolicy {
   using Clock = std::chrono::steady_clock;
+  // Builds the status of a wait on `entry` that was cancelled (kCancelled)
+  // or ran out of time (kDeadlineExceeded, also a single try that found it
+  // held) after `waited`. The queue reports only the code and the duration:
+  // naming the holders is the caller's business.
+  using WaitFailed = absl::Status (*)(const LockEntry& entry,
+                                      absl::StatusCode code, Mode mode,
+                                      Clock::duration waited);
   bool wait = true;                        // false: a try, never blocks
   std::optional<Clock::time_point> deadline;  // nullopt: no limit
   std::stop_token stop;
   // The acquiring handle's tier, for the holder record.
   std::optional<Tier> tier;
+  // Null: a status naming only the lock file, the code and the duration.
+  WaitFailed wait_failed = nullptr;
 };
 
 // LockEntry
@@ -139,15 +101,10 @@ class LockEntry {
       std::shared_ptr<LockEntry> self, Mode mode, const WaitPolicy& policy);
   // As acquire, for a waiting acquire: never an empty optional, and a
   // single try (policy.wait false with a deadline) that finds it held is
-  // kDeadlineExceeded.
-  // `context` and `hold_id` (a hold recorded by the tier checks) go into the
-  // Guard as they are; if nothing is taken, the hold is forgotten here (as an
-  // empty Guard's release does), so callers return the result as it is.
+  // kDeadlineExceeded (built by policy.wait_failed).
   static absl::StatusOr<Guard> acquire_wait(std::shared_ptr<LockEntry> self,
                                             Mode mode,
-                                            const WaitPolicy& policy,
-                                            ContextState* context = nullptr,
-                                            std::uint64_t hold_id = 0);
+                                            const WaitPolicy& policy);
 
   // Queues an acquire that occupies no thread while it waits in-process; the
   // pool waits in the kernel for it if needed and runs `done` (on
@@ -186,8 +143,10 @@ class LockEntry {
 
   const LockFile& file() const { return file_; }
   const platform::FileId& id() const { return file_.id(); }
-  // The learned-order node of this lock file (tier_check.h), 0 until known.
-  std::atomic<std::uint32_t>& order_node() const { return order_node_; }
+  // One word per lock file that the layers above may cache a value of their
+  // own in (the api keeps the file's learned-order node there); 0 until they
+  // set it. The queue never reads it.
+  std::atomic<std::uint32_t>& tag() const { return tag_; }
 
   // Diagnostics and tests.
   std::size_t waiting() const;   // waiters queued in-process
@@ -250,9 +209,9 @@ class LockEntry {
   void wake_locked(Waiter* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void run_async_leader(const std::shared_ptr<AsyncWaiter>& w);
   static void complete_async(const std::shared_ptr<AsyncWaiter>& w);
-  // Builds the kCancelled / kDeadlineExceeded status, naming the holders.
-  absl::Status wait_failed(absl::StatusCode code, Mode mode,
-                           Clock::duration waited) const
+  // The kCancelled / kDeadlineExceeded status, built by policy.wait_failed.
+  absl::Status wait_failed(const WaitPolicy& policy, absl::StatusCode code,
+                           Mode mode, Clock::duration waited) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
   bool holds_locked(ThreadKey thread) const
@@ -297,7 +256,7 @@ class LockEntry {
 
   LockFile file_;
   const std::uint64_t generation_;
-  mutable std::atomic<std::uint32_t> order_node_{0};
+  mutable std::atomic<std::uint32_t> tag_{0};
 
   mutable Mutex mu_;
   Kernel kernel_ ABSL_GUARDED_BY(mu_) = Kernel::kNone;  // what file_ holds
@@ -330,4 +289,4 @@ bool is_replaced(const absl::Status& status);
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_LOCK_ENTRY_H_
+#endif  // TIERLOCK_SRC_QUEUE_LOCK_ENTRY_H_

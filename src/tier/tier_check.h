@@ -1,4 +1,4 @@
-// src/tier_check.h
+// src/tier/tier_check.h
 //
 // Tier checks (internal), the layer between acquires and their callers:
 //   SpinLock       - the short lock guarding one context's held stack.
@@ -7,8 +7,8 @@
 //   check_acquire / record_hold / forget_hold - check before blocking, record
 //                    after the grant, forget at release.
 //   (TIERLOCK_HELD, the parent's holds: tier_env.h.)
-#ifndef TIERLOCK_SRC_TIER_CHECK_H_
-#define TIERLOCK_SRC_TIER_CHECK_H_
+#ifndef TIERLOCK_SRC_TIER_TIER_CHECK_H_
+#define TIERLOCK_SRC_TIER_TIER_CHECK_H_
 
 #include <array>
 #include <atomic>
@@ -26,7 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "platform/platform.h"
-#include "tier_env.h"
+#include "tier/tier_env.h"
 #include "tierlock/mode.h"
 #include "tierlock/source_location.h"
 #include "tierlock/tier.h"
@@ -308,4 +308,4 @@ inline std::uint64_t check_and_record_fast(ContextState& ctx,
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_TIER_CHECK_H_
+#endif  // TIERLOCK_SRC_TIER_TIER_CHECK_H_

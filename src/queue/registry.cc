@@ -1,14 +1,12 @@
 // The process-wide registry: lock-file identity -> entry, by weak reference.
 #include <atomic>
 
-#include "registry_impl.h"
+#include "base/fork_generation.h"
+#include "queue/registry_impl.h"
 #include "tierlock/registry.h"
 
 namespace tierlock {
 namespace internal {
-// Written only by the child's atfork handler, while it is single-threaded.
-std::atomic<std::uint64_t> g_fork_generation{0};
-
 namespace {
 
 void prepare_fork() { RegistryImpl::get().before_fork(); }

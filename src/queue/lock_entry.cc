@@ -1,17 +1,15 @@
 // LockEntry: the in-process FIFO queue in front of one kernel flock.
-#include "lock_entry.h"
+#include "queue/lock_entry.h"
 
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "registry_impl.h"
-#include "string_util.h"
-#include "tierlock/text.h"
-#include "worker_pool.h"
+#include "base/string_util.h"
+#include "queue/registry_impl.h"
+#include "queue/worker_pool.h"
 
 namespace tierlock::internal {
 
@@ -196,28 +194,23 @@ absl::StatusOr<std::optional<Guard>> LockEntry::acquire(
 
 absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
                                               Mode mode,
-                                              const WaitPolicy& policy,
-                                              ContextState* context,
-                                              std::uint64_t hold_id) {
+                                              const WaitPolicy& policy) {
   const ThreadKey me = current_thread_key();
   if (policy.stop.stop_requested()) {
-    (void)Guard(nullptr, mode, me, context, hold_id).release();
     return cancelled_before_start(self->file_.path(), mode);  // no syscall
   }
   const bool timed = policy.deadline.has_value() || policy.stop.stop_possible();
   const Clock::time_point start = timed ? Clock::now() : Clock::time_point();
   absl::StatusOr<bool> got = hold_current(self, mode, policy, me);
   if (got.ok() && *got) [[likely]] {
-    return Guard(std::move(self), mode, me, context, hold_id);
+    return Guard(std::move(self), mode, me);
   }
-  // Nothing taken: a Guard holding only the tier-check record (if any)
-  // forgets it, before the report is built.
-  (void)Guard(nullptr, mode, me, context, hold_id).release();
   if (!got.ok() && got.status().code() != absl::StatusCode::kCancelled) {
     return got.status();
   }
   // Cancelled, or not acquired by the deadline (or in the single try).
-  return self->wait_failed(got.ok() ? absl::StatusCode::kDeadlineExceeded
+  return self->wait_failed(policy,
+                           got.ok() ? absl::StatusCode::kDeadlineExceeded
                                     : absl::StatusCode::kCancelled,
                            mode, Clock::now() - start);
 }
@@ -667,7 +660,8 @@ void LockEntry::complete_async(const std::shared_ptr<AsyncWaiter>& w) {
   } else if (!error.ok()) {
     result = std::move(error);
   } else {
-    result = e.wait_failed(stop_code == absl::StatusCode::kOk
+    result = e.wait_failed(w->policy,
+                           stop_code == absl::StatusCode::kOk
                                ? absl::StatusCode::kCancelled
                                : stop_code,
                            w->mode, Clock::now() - w->start);
@@ -754,80 +748,19 @@ absl::Status LockEntry::release_hold_locked(Mode mode, ThreadKey owner,
   return absl::OkStatus();
 }
 
-absl::Status LockEntry::wait_failed(absl::StatusCode code, Mode mode,
+absl::Status LockEntry::wait_failed(const WaitPolicy& policy,
+                                    absl::StatusCode code, Mode mode,
                                     Clock::duration waited) const {
-  const bool cancelled = code == absl::StatusCode::kCancelled;
-  const std::int64_t me = platform::current_pid();
-  bool held_here;
-  {
-    UniqueLock lk(mu_);
-    held_here = !free_locked();
-  }
-  std::string holder;
-  if (cancelled) {
-    // A cancel must return promptly, and reading /proc/locks takes a
-    // system-wide write lock that can wait for an RCU grace period
-    // (milliseconds here): name what is known without it.
-    holder = held_here ? absl::StrCat("held by another thread of this process"
-                                      " (pid ", me, ")")
-                       : std::string("held by another process (see tierlock "
-                                     "status or /proc/locks)");
-  } else {
-    // Who holds it: holder records first, which need no global lock; only
-    // when no record names a holder (flock(1), Python, a record being
-    // updated), the kernel's lock table, whose read can wait milliseconds
-    // for an RCU grace period when nothing read it recently (a lone timeout
-    // was 7.8 ms late at p50 that way). Records and /proc add the program.
-    std::vector<std::string> exclusive, shared;
-    std::vector<Holder> holders = recorded_holders(file_.path(), id());
-    bool known = true;
-    if (holders.empty()) {
-      absl::StatusOr<std::vector<Holder>> from_kernel =
-          holders_of(file_.path(), id());
-      if (from_kernel.ok()) {
-        holders = *std::move(from_kernel);
-      } else {
-        // No lock table to read (Windows always; Linux without /proc):
-        // "unknown", not "nobody".
-        known = false;
-        holder = held_here ? absl::StrCat(
-                                 "held by another thread of this process (pid ",
-                                 me, ")")
-                           : absl::StrCat("held by another process (",
-                                          from_kernel.status().message(), ")");
-      }
-    }
-    for (const Holder& h : holders) {
-      std::string who = h.pid.has_value() ? absl::StrCat(*h.pid) : "?";
-      if (h.pid == me) absl::StrAppend(&who, " (this process)");
-      if (h.program.has_value()) {
-        constexpr std::size_t kMaxShown = 200;
-        // Exact bytes that anyone can choose: escaped, never printed raw.
-        absl::StrAppend(&who, " '", escape_text(h.program->substr(0, kMaxShown)),
-                        h.program->size() > kMaxShown ? "...'" : "'");
-      }
-      if (h.taker_pid.has_value()) {
-        absl::StrAppend(&who, h.pid.has_value() ? " (inherited" : " (a process that inherited",
-                        " the lock from pid ", *h.taker_pid, ", which has exited)");
-      }
-      (h.mode == Mode::kExclusive ? exclusive : shared).push_back(std::move(who));
-    }
-    if (!exclusive.empty()) {
-      holder = absl::StrCat("held exclusively by pid ",
-                            absl::StrJoin(exclusive, ", pid "));
-    } else if (!shared.empty()) {
-      holder =
-          absl::StrCat("held shared by pid ", absl::StrJoin(shared, ", pid "));
-    } else if (known) {
-      holder = "no holder visible now (it may have just been released)";
-    }
+  if (policy.wait_failed != nullptr) {
+    return policy.wait_failed(*this, code, mode, waited);
   }
   return absl::Status(
       code, absl::StrCat("acquire '", platform::path_text(file_.path()), "' (",
                          to_absl(mode_name(mode)), "): ",
-                         cancelled ? "cancelled" : "timed out", " after ",
-                         absl::FormatDuration(absl::FromChrono(waited)), "; ",
-                         holder));
+                         code == absl::StatusCode::kCancelled ? "cancelled"
+                                                              : "timed out",
+                         " after ",
+                         absl::FormatDuration(absl::FromChrono(waited))));
 }
 
 std::size_t LockEntry::waiting() const {

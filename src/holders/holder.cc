@@ -9,9 +9,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 
-#include "holder_writer.h"
-#include "lock_entry.h"
-#include "tierlock/dir_lock.h"
+#include "base/fork_generation.h"
+#include "holders/holder_writer.h"
 #include "tierlock/holder.h"
 
 namespace tierlock {
@@ -383,10 +382,6 @@ absl::StatusOr<LockState> inspect_lock(const std::filesystem::path& dir,
   state.unsafe_reason =
       internal::platform::unsafe_reason_of(probed->directory, state.lock_file);
   return state;
-}
-
-absl::StatusOr<std::vector<Holder>> DirLock::holders() const {
-  return internal::holders_of(entry_->file().path(), entry_->id());
 }
 
 }  // namespace tierlock

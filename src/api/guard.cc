@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <utility>
 
-#include "lock_entry.h"
-#include "tier_check.h"
+#include "queue/lock_entry.h"
+#include "tier/tier_check.h"
 
 namespace tierlock {
 

@@ -1,10 +1,10 @@
 // WorkerPool: FIFO task queue, persistent or per-task threads, one timer thread.
-#include "worker_pool.h"
+#include "queue/worker_pool.h"
 
 #include <atomic>
 #include <utility>
 
-#include "lock_entry.h"
+#include "base/fork_generation.h"
 #include "tierlock/executor.h"
 
 namespace tierlock {
