@@ -124,6 +124,13 @@ class LeaseSession {
   // returns false if the lease is gone (the connection dropped). Must not
   // block on the service.
   virtual bool check_connection() { return true; }
+  // Returns when the validity of the grant starts, if later than when the
+  // acquire was sent: a backend that queued and kept its grant alive while
+  // it waited (etcd) returns when its last renewal was sent. nullopt (the
+  // default): from when the acquire was sent. Never blocks.
+  virtual std::optional<std::chrono::steady_clock::time_point> validity_start() const {
+    return std::nullopt;
+  }
   // Like extend(), with every network wait bounded by `deadline` as well as
   // the backend's io_timeout: past it, gives up with kDeadlineExceeded (or
   // kUnavailable) and leaves the connection to be replaced. LeaseLock passes
