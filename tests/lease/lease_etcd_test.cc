@@ -228,6 +228,36 @@ TEST(EtcdLeaseBackendTest, ThreeWaitersAreGrantedInArrivalOrder) {
   EXPECT_LT(tokens[1], tokens[2]);
 }
 
+TEST(EtcdLeaseCliTest, RunHoldsTheEtcdLockWhileTheCommandRuns) {
+  EtcdCluster& etcd = shared_etcd();
+  const std::string url = "etcd://" + etcd.hosts();
+  Process cli = Process::spawn({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli",
+                                "--ttl", "5", "--", "sh", "-c",
+                                "echo token=$TIERLOCK_TOKEN; read x || exit 0"});
+  std::optional<std::string> line = cli.read_line();
+  ASSERT_TRUE(line.has_value() && line->starts_with("token=")) << line.value_or("(none)");
+  const std::int64_t token = std::stoll(line->substr(6));
+  // The command runs under etcd's lock on "cli": its key, its token.
+  const std::vector<std::string> keys = keys_under(etcd, "cli/");
+  ASSERT_EQ(keys.size(), 1u);
+  EXPECT_EQ(create_revision(etcd, keys[0]), token);
+  auto b = shared_backend();
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> none, locks.try_acquire("cli"));
+  EXPECT_FALSE(none.has_value()) << "granted while tierlock run holds it";
+  cli.close_stdin();  // the command exits, tierlock run releases
+  EXPECT_EQ(cli.wait().code, 0);
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> after, locks.try_acquire("cli"));
+  ASSERT_TRUE(after.has_value()) << "tierlock run left the lock held";
+  EXPECT_GT(static_cast<std::int64_t>(*after->token()), token);
+  // A malformed URL is a usage error (64), naming the URL.
+  RunResult bad = run({"/bin/sh", "-c",
+                       std::string(TIERLOCK_CLI_PATH) +
+                           " run --backend etcd://127.0.0.1:0 --key k -- true 2>&1"});
+  EXPECT_EQ(bad.status.code, 64) << bad.out;
+  EXPECT_NE(bad.out.find("etcd URL 'etcd://127.0.0.1:0'"), std::string::npos) << bad.out;
+}
+
 // The leader dies while a lease is held (auto-renewed, ttl 3 s) and a waiter
 // is queued: the holder keeps its lease through the election (no lost()),
 // nobody else is granted meanwhile, and the waiter gets it after the release
