@@ -317,5 +317,99 @@ TEST(EtcdLeaseFaultTest, LeaderKilledWhileHeldHolderKeepsItAndTheWaiterFollows) 
   ASSERT_OK(etcd->restart(leader));
 }
 
+// A member the holder talks to is paused (SIGSTOP: its sockets stay open and
+// silent): the renewal in flight gives that member half of what is left of
+// the validity, then moves to the next one; the holder keeps its lease.
+TEST(EtcdLeaseFaultTest, PausedMemberTheHolderTalksToIsLeftForAnother) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<EtcdCluster> etcd, EtcdCluster::start());
+  ASSERT_OK_AND_ASSIGN(int leader, etcd->leader());
+  const int paused = (leader + 1) % etcd->size();
+  std::vector<std::string> eps = {etcd->client_url(paused)};
+  std::vector<std::string> others;
+  for (int i = 0; i < etcd->size(); ++i) {
+    if (i != paused) {
+      eps.push_back(etcd->client_url(i));
+      others.push_back(etcd->client_url(i));
+    }
+  }
+  auto b = make_backend(eps);
+  auto other = make_backend(others);
+  ASSERT_NE(b, nullptr);
+  ASSERT_NE(other, nullptr);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock contender, LeaseLock::create(other, {.ttl = 3s}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("paused-member"));
+  ASSERT_TRUE(a.has_value());
+  const Clock::time_point t0 = Clock::now();
+  ASSERT_OK(etcd->pause(paused));
+  int refused = 0;
+  while (Clock::now() - t0 < 6s) {
+    absl::StatusOr<std::optional<Lease>> t = contender.try_acquire("paused-member");
+    ASSERT_OK(t.status());
+    ASSERT_FALSE(t->has_value()) << "granted to another owner while the holder held it";
+    ++refused;
+    ASSERT_FALSE(a->lost().stop_requested()) << "the holder lost its lease to a paused member";
+    std::this_thread::sleep_for(100ms);  // pacing the contender, not a sync
+  }
+  EXPECT_GT(a->valid_until(), t0 + 3s) << "no renewal went through another member";
+  ASSERT_OK(etcd->resume(paused));
+  ASSERT_OK_AND_ASSIGN(bool released, a->release());
+  EXPECT_TRUE(released);
+  std::cerr << "member paused 6 s: the holder kept its 3 s lease; " << refused
+            << " contender tries refused\n";
+}
+
+// Two of three members die: acquires fail with kUnavailable, the held lease
+// is lost by its deadline, and when quorum returns nobody is granted the key
+// before the old holder knew it had lost it.
+TEST(EtcdLeaseFaultTest, QuorumLostAcquiresFailAndTheHeldLeaseIsLostByItsDeadline) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<EtcdCluster> etcd, EtcdCluster::start());
+  auto b = make_backend(endpoints(*etcd), 1s);
+  auto other = make_backend(endpoints(*etcd), 1s);
+  ASSERT_NE(b, nullptr);
+  ASSERT_NE(other, nullptr);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock contender, LeaseLock::create(other, {.ttl = 3s}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("quorum"));
+  ASSERT_TRUE(a.has_value());
+  std::atomic<std::int64_t> lost_ns{0};
+  std::stop_callback on_lost(a->lost(), [&] {
+    lost_ns = Clock::now().time_since_epoch().count();
+  });
+  const Clock::time_point killed = Clock::now();
+  ASSERT_OK(etcd->kill(0));
+  ASSERT_OK(etcd->kill(1));
+
+  const Clock::time_point t0 = Clock::now();
+  absl::StatusOr<std::optional<Lease>> refused = contender.try_acquire("quorum-other");
+  const auto took = Clock::now() - t0;
+  EXPECT_TRUE(IsError(refused.status(), absl::StatusCode::kUnavailable, "quorum-other"))
+      << refused.status();
+  EXPECT_LT(took, 10s);
+
+  ASSERT_TRUE(wait_until([&] { return lost_ns.load() != 0; }, 10s)) << "lost() never fired";
+  const Clock::time_point lost_at{Clock::duration(lost_ns.load())};
+  EXPECT_LE(lost_at, a->valid_until() + 100ms) << "lost() late";
+  EXPECT_FALSE(a->held());
+
+  ASSERT_OK(etcd->restart(0));
+  ASSERT_OK(etcd->restart(1));
+  const Clock::time_point sent = Clock::now();
+  absl::StatusOr<Lease> next = contender.acquire("quorum", {.timeout = 30s});
+  ASSERT_OK(next.status());
+  EXPECT_GT(sent, lost_at) << "the key was granted before the holder knew it had lost it";
+  EXPECT_GT(*next->token(), *a->token());
+  std::cerr << "quorum lost: an acquire failed kUnavailable after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+            << " ms; the holder's lost() "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(lost_at - killed).count()
+            << " ms after the kill ("
+            << std::chrono::duration_cast<std::chrono::milliseconds>(lost_at - a->valid_until())
+                   .count()
+            << " ms from valid_until); the next owner was granted "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed).count()
+            << " ms after the kill\n";
+}
+
 }  // namespace
 }  // namespace tierlock::testing
