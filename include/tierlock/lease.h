@@ -13,7 +13,7 @@
 //   redact_url        - a backend URL or connection string without its password.
 //
 // Backends: lease_memory.h (in-process, injectable clock), lease_postgres.h,
-// lease_sqlite.h, lease_redis.h. What each guarantees is in docs/leases.md.
+// lease_sqlite.h, lease_redis.h, lease_etcd.h. What each guarantees is in docs/leases.md.
 #ifndef TIERLOCK_LEASE_H_
 #define TIERLOCK_LEASE_H_
 
