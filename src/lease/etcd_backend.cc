@@ -468,6 +468,9 @@ struct EtcdLeaseBackend::Client {
             result = s;
             break;
           }
+          // The renewal had to leave the member this watch is on: it may be
+          // frozen or cut off, and its watch silent. Watch elsewhere.
+          if (current.load() % options.endpoints.size() != i) break;
           continue;
         }
         const auto wait = std::chrono::ceil<milliseconds>(std::min(deadline, next_keep) - t);
@@ -692,7 +695,9 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> EtcdLeaseBackend::acquire(
     SteadyTime next_keep = kept_at + request.ttl / 3;
     auto keep = [&]() -> absl::Status {
       const SteadyTime sent = now();
-      absl::StatusOr<bool> alive = c.keepalive(id, kNoDeadline);
+      // Bounded by the queued key's own lease: past it the place is lost
+      // anyway, and a frozen member gets half of what is left.
+      absl::StatusOr<bool> alive = c.keepalive(id, kept_at + request.ttl);
       if (!alive.ok()) {
         // Try again soon; the key stays until the lease lapses.
         next_keep = sent + std::min<std::chrono::nanoseconds>(request.ttl / 10, milliseconds(200));

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
 #include "lease/etcd_cluster.h"
+#include "lease/proxy.h"
 #include "lease/servers.h"
 #include "nlohmann/json.hpp"
 #include "support/status.h"
@@ -409,6 +410,78 @@ TEST(EtcdLeaseFaultTest, QuorumLostAcquiresFailAndTheHeldLeaseIsLostByItsDeadlin
             << " ms from valid_until); the next owner was granted "
             << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed).count()
             << " ms after the kill\n";
+}
+
+// The connection to one member freezes (the test proxy stops forwarding, as
+// in a partition between this client and that member): the holder's
+// renewals and the waiter's watch move to the other members; the holder
+// keeps its lease and the waiter is woken by the release.
+TEST(EtcdLeaseFaultTest, FrozenConnectionToOneMemberIsLeftByHolderAndWaiter) {
+  EtcdCluster& etcd = shared_etcd();
+  TcpProxy proxy(etcd.client_port(0));
+  const std::vector<std::string> eps = {absl::StrCat("http://127.0.0.1:", proxy.port()),
+                                        etcd.client_url(1), etcd.client_url(2)};
+  auto b = make_backend(eps);
+  auto w = make_backend(eps);
+  ASSERT_NE(b, nullptr);
+  ASSERT_NE(w, nullptr);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock waiting, LeaseLock::create(w, {.ttl = 3s}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("frozen-member"));
+  ASSERT_TRUE(a.has_value());
+  std::atomic<std::int64_t> granted_ns{0};
+  absl::StatusOr<Lease> queued = absl::UnknownError("not run");
+  std::jthread waiter([&](std::stop_token stop) {
+    queued = waiting.acquire("frozen-member", {.timeout = 60s, .stop = stop});
+    granted_ns = Clock::now().time_since_epoch().count();
+  });
+  ASSERT_TRUE(wait_until([&] { return keys_under(etcd, "frozen-member/").size() == 2; }, 10s));
+  const Clock::time_point frozen = Clock::now();
+  proxy.freeze(true);
+  while (Clock::now() - frozen < 5s) {
+    ASSERT_FALSE(a->lost().stop_requested()) << "the holder lost its lease to a frozen member";
+    ASSERT_EQ(granted_ns.load(), 0) << "the waiter was granted while the holder held it";
+    std::this_thread::sleep_for(100ms);  // pacing the checks, not a sync
+  }
+  EXPECT_GT(a->valid_until(), frozen + 3s) << "no renewal went through another member";
+  const Clock::time_point released_at = Clock::now();
+  ASSERT_OK_AND_ASSIGN(bool released, a->release());
+  EXPECT_TRUE(released);
+  ASSERT_TRUE(wait_until([&] { return granted_ns.load() != 0; }, 20s))
+      << "the waiter was not woken by the release";
+  waiter.join();
+  ASSERT_OK(queued.status());
+  const auto wake = Clock::time_point(Clock::duration(granted_ns.load())) - released_at;
+  EXPECT_LT(wake, 2s) << "the waiter's watch stayed on the frozen member";
+  EXPECT_GT(*queued->token(), *a->token());
+  std::cerr << "connection to one member frozen 5 s: the holder kept its 3 s lease; the waiter "
+            << "was granted " << std::chrono::duration_cast<std::chrono::milliseconds>(wake).count()
+            << " ms after the release\n";
+  proxy.freeze(false);
+}
+
+// A grant whose reply is lost (the proxy drops the replies on the open
+// connection) may have happened: the acquire fails, and the lease it may
+// have created is revoked first, so nothing is left holding anything.
+TEST(EtcdLeaseFaultTest, LostGrantReplyIsRevokedBeforeTheErrorIsReported) {
+  EtcdCluster& etcd = shared_etcd();
+  TcpProxy proxy(etcd.client_port(0));
+  auto b = make_backend({absl::StrCat("http://127.0.0.1:", proxy.port())}, 1s);
+  ASSERT_NE(b, nullptr);
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(std::string leases_before, etcd.etcdctl("lease list"));
+  // The backend's pooled connection (opened by create()) carries the grant.
+  proxy.drop_replies_on_open_connections();
+  absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("lost-reply");
+  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable, "lost-reply",
+                      "revoked in case it was granted"))
+      << r.status();
+  ASSERT_OK_AND_ASSIGN(std::string leases_after, etcd.etcdctl("lease list"));
+  EXPECT_EQ(leases_after, leases_before) << "the grant whose reply was lost is still there";
+  EXPECT_TRUE(keys_under(etcd, "lost-reply/").empty());
+  // And the key is free.
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> next, locks.try_acquire("lost-reply"));
+  EXPECT_TRUE(next.has_value());
 }
 
 }  // namespace
