@@ -16,11 +16,13 @@
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
 #include "lease/etcd_cluster.h"
+#include "lease/history.h"
 #include "lease/proxy.h"
 #include "lease/servers.h"
 #include "nlohmann/json.hpp"
 #include "support/status.h"
 #include "support/subprocess.h"
+#include "support/temp_dir.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
 #include "tierlock/lease_etcd.h"
@@ -227,6 +229,26 @@ TEST(EtcdLeaseBackendTest, ThreeWaitersAreGrantedInArrivalOrder) {
   EXPECT_LT(*holder->token(), tokens[0]);
   EXPECT_LT(tokens[0], tokens[1]);
   EXPECT_LT(tokens[1], tokens[2]);
+}
+
+// Worker processes (tl_lease_helper) through the backend spec "etcd:HOSTS".
+std::string spec() { return "etcd:" + shared_etcd().hosts(); }
+
+TEST(EtcdLeaseHistoryTest, HistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
+  TempDir tmp;
+  EXPECT_EQ(check_history(spec(), "hist", 4, 25, tmp.path(), true), "");
+}
+
+TEST(EtcdLeaseHistoryTest, KilledHolderFreesTheKeyWithinItsTtl) {
+  // etcd's ttl is whole seconds and its leader checks expiry every 500 ms.
+  EXPECT_EQ(check_sigkill(spec(), "killed", 1000ms, 3000ms), "");
+}
+
+TEST(EtcdLeaseHistoryTest, PausedHolderLosesTheLeaseAndItsWriteIsFenced) {
+  TempDir tmp;
+  std::string figures;
+  EXPECT_EQ(check_sigstop(spec(), "paused", 500ms, tmp.path(), &figures), "");
+  std::cout << "etcd SIGSTOP: " << figures << std::endl;
 }
 
 TEST(EtcdLeaseCliTest, RunHoldsTheEtcdLockWhileTheCommandRuns) {
