@@ -106,8 +106,10 @@ absl::Status EtcdCluster::launch(int i, bool fresh) {
   const std::string peer = absl::StrCat("http://127.0.0.1:", m.peer_port);
   // The initial-cluster flags are ignored on a restart (the data directory
   // has the membership).
+  // --pdeathsig: a test process that dies without running destructors
+  // (abort, SIGKILL) takes its members with it instead of leaving them.
   const std::string cmd = absl::StrCat(
-      "exec etcd --name ", m.name, " --data-dir ", sh_quote(data),
+      "exec setpriv --pdeathsig KILL etcd --name ", m.name, " --data-dir ", sh_quote(data),
       " --listen-client-urls ", client, " --advertise-client-urls ", client,
       " --listen-peer-urls ", peer, " --initial-advertise-peer-urls ", peer,
       " --initial-cluster ", absl::StrJoin(initial, ","),

@@ -9,6 +9,9 @@
 //                 the leader, run etcdctl against it.
 //   shared_etcd - the process-wide cluster of a test binary (started on first
 //                 use, stopped at exit). Tests use unique keys.
+// Members get SIGKILL when the thread that started them exits (setpriv
+// --pdeathsig), so a crashed test leaves none behind: start and restart a
+// cluster on a thread that outlives it (the test's main thread).
 // start() returns an error naming the missing program or the failed step;
 // tests treat that as a failure, not a skip (CI installs etcd).
 #ifndef TIERLOCK_TESTS_LEASE_ETCD_CLUSTER_H_
