@@ -308,9 +308,11 @@ class Lease {
 //
 // How it waits: acquire() uses the backend's own wait primitive where it has
 // one (PostgreSQL advisory mode: a blocking pg_advisory_lock cancelled with
-// PQcancel), otherwise tries again after jittered exponential backoff (1 ms
+// PQcancel; etcd: a queue in create-revision order, each waiter watching the
+// one ahead), otherwise tries again after jittered exponential backoff (1 ms
 // doubling to 100 ms, each sleep uniformly 50-100% of the step), waking at
-// once on stop. There is no fairness between waiters.
+// once on stop. Waiters are served first come, first served on etcd; there
+// is no fairness between waiters on the other backends.
 //
 // Thread-safety: all members are safe to call concurrently.
 //

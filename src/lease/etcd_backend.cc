@@ -395,6 +395,7 @@ struct EtcdLeaseBackend::Client {
                                         const std::function<absl::Status()>& keep) {
     struct Stream {
       std::string buf;
+      bool created = false;
       bool deleted = false;
       bool recheck = false;
       static std::size_t on_data(char* data, std::size_t size, std::size_t n, void* p) {
@@ -406,6 +407,7 @@ struct EtcdLeaseBackend::Client {
           if (!j.is_object()) continue;
           if (j.contains("error")) s->recheck = true;
           const json r = j.value("result", json::object());
+          if (r.value("created", false)) s->created = true;
           if (r.value("canceled", false)) s->recheck = true;
           for (const json& ev : r.value("events", json::array())) {
             if (ev.value("type", "PUT") == "DELETE") s->deleted = true;
@@ -478,6 +480,14 @@ struct EtcdLeaseBackend::Client {
                         static_cast<int>(std::clamp<std::int64_t>(wait.count(), 0, 1000)),
                         nullptr);
       }
+    }
+    // A watch refused outright (never created) is looked at again no sooner
+    // than 100 ms later, so a member that keeps refusing is not hammered.
+    if (result.ok() && *result == WatchEnd::kRecheck && !stream.created) {
+      std::stop_callback wake(stop, [m = multi.get()] { curl_multi_wakeup(m); });
+      const auto wait = std::clamp<std::int64_t>(
+          std::chrono::ceil<milliseconds>(deadline - now()).count(), 0, 100);
+      curl_multi_poll(multi.get(), nullptr, 0, static_cast<int>(wait), nullptr);
     }
     curl_multi_remove_handle(multi.get(), easy.get());
     return result;
