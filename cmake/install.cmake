@@ -76,12 +76,12 @@ install(FILES
   COMPONENT tierlock_development)
 
 # --- leases: optional components --------------------------------------------
-# find_package(tierlock COMPONENTS lease lease_postgres lease_sqlite lease_redis)
+# find_package(tierlock COMPONENTS lease lease_postgres lease_sqlite lease_redis lease_etcd)
 # -> tierlock::lease, tierlock::lease_postgres, ... Each is its own export set
 # and targets file, installed only when it was built, so a consumer that asks
 # for none of them needs no database client (tierlockConfig.cmake finds the
 # client library of a backend only when that component is requested).
-foreach(_tl_c IN ITEMS lease lease_postgres lease_sqlite lease_redis)
+foreach(_tl_c IN ITEMS lease lease_postgres lease_sqlite lease_redis lease_etcd)
   if(TARGET tierlock_${_tl_c})
     install(TARGETS tierlock_${_tl_c}
       EXPORT tierlock_${_tl_c}Targets

@@ -32,6 +32,9 @@ packages=(
   redis-server      # leases: a real Redis server the `lease` tests start
   pgbouncer         # leases: the PostgreSQL backend behind a real pooler (tests)
   faketime          # leases: a holder whose wall clock jumps (libfaketime, tests)
+  libcurl4-openssl-dev # leases: the etcd backend (its v3 JSON gateway over HTTP)
+  etcd-server       # leases: a real 3-member etcd cluster the `etcd` tests start
+  etcd-client       # leases: etcdctl, for probing and `etcdctl lock` interop (tests)
 )
 
 # The mingw preset (docs/design.md, "Windows"): the MinGW-w64 cross compiler

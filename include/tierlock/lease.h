@@ -13,7 +13,7 @@
 //   redact_url        - a backend URL or connection string without its password.
 //
 // Backends: lease_memory.h (in-process, injectable clock), lease_postgres.h,
-// lease_sqlite.h, lease_redis.h. What each guarantees is in docs/leases.md.
+// lease_sqlite.h, lease_redis.h, lease_etcd.h. What each guarantees is in docs/leases.md.
 #ifndef TIERLOCK_LEASE_H_
 #define TIERLOCK_LEASE_H_
 
@@ -124,6 +124,13 @@ class LeaseSession {
   // returns false if the lease is gone (the connection dropped). Must not
   // block on the service.
   virtual bool check_connection() { return true; }
+  // Returns when the validity of the grant starts, if later than when the
+  // acquire was sent: a backend that queued and kept its grant alive while
+  // it waited (etcd) returns when its last renewal was sent. nullopt (the
+  // default): from when the acquire was sent. Never blocks.
+  virtual std::optional<std::chrono::steady_clock::time_point> validity_start() const {
+    return std::nullopt;
+  }
   // Like extend(), with every network wait bounded by `deadline` as well as
   // the backend's io_timeout: past it, gives up with kDeadlineExceeded (or
   // kUnavailable) and leaves the connection to be replaced. LeaseLock passes
@@ -301,9 +308,11 @@ class Lease {
 //
 // How it waits: acquire() uses the backend's own wait primitive where it has
 // one (PostgreSQL advisory mode: a blocking pg_advisory_lock cancelled with
-// PQcancel), otherwise tries again after jittered exponential backoff (1 ms
+// PQcancel; etcd: a queue in create-revision order, each waiter watching the
+// one ahead), otherwise tries again after jittered exponential backoff (1 ms
 // doubling to 100 ms, each sleep uniformly 50-100% of the step), waking at
-// once on stop. There is no fairness between waiters.
+// once on stop. Waiters are served first come, first served on etcd; there
+// is no fairness between waiters on the other backends.
 //
 // Thread-safety: all members are safe to call concurrently.
 //

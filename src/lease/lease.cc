@@ -292,6 +292,9 @@ Lease LeaseLock::make_lease(const LeaseRequest& request,
   state->auto_renew = options_.auto_renew;
   state->ttl = ttl_;
   state->watch_fd = session->watch_fd();
+  if (const std::optional<SteadyTime> start = session->validity_start()) {
+    sent = std::max(sent, *start);
+  }
   const bool watched = state->watch_fd >= 0;
   {
     UniqueLock lk(state->mu);

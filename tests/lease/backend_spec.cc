@@ -14,6 +14,9 @@
 #ifdef TIERLOCK_HAVE_LEASE_REDIS
 #include "tierlock/lease_redis.h"
 #endif
+#ifdef TIERLOCK_HAVE_LEASE_ETCD
+#include "tierlock/lease_etcd.h"
+#endif
 
 namespace tierlock::testing {
 
@@ -51,6 +54,15 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> make_backend_from_spec(const std::
       return absl::InvalidArgumentError(absl::StrCat("bad redis spec '", spec, "'"));
     }
     auto b = RedisLeaseBackend::create(o);
+    if (!b.ok()) return b.status();
+    return std::shared_ptr<LeaseBackend>(*b);
+  }
+#endif
+#ifdef TIERLOCK_HAVE_LEASE_ETCD
+  if (kind == "etcd") {
+    absl::StatusOr<EtcdLeaseOptions> o = EtcdLeaseOptions::from_url("etcd://" + rest);
+    if (!o.ok()) return o.status();
+    auto b = EtcdLeaseBackend::create(*o);
     if (!b.ok()) return b.status();
     return std::shared_ptr<LeaseBackend>(*b);
   }

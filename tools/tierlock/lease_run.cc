@@ -39,6 +39,9 @@
 #ifdef TIERLOCK_HAVE_LEASE_REDIS
 #include "tierlock/lease_redis.h"
 #endif
+#ifdef TIERLOCK_HAVE_LEASE_ETCD
+#include "tierlock/lease_etcd.h"
+#endif
 
 extern char** environ;
 
@@ -52,7 +55,7 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url
   const std::string forms =
       "postgres://… (lease table), postgres+advisory://…, "
       "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], "
-      "sqlite:PATH";
+      "sqlite:PATH, etcd://HOST[:PORT][,HOST[:PORT]...]";
 #ifdef TIERLOCK_HAVE_LEASE_POSTGRES
   for (const char* scheme : {"postgres://", "postgresql://", "postgres+advisory://",
                              "postgresql+advisory://"}) {
@@ -73,6 +76,15 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url
     absl::StatusOr<RedisLeaseOptions> o = RedisLeaseOptions::from_url(url);
     if (!o.ok()) return o.status();
     absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b = RedisLeaseBackend::create(*o);
+    if (!b.ok()) return b.status();
+    return std::shared_ptr<LeaseBackend>(*b);
+  }
+#endif
+#ifdef TIERLOCK_HAVE_LEASE_ETCD
+  if (absl::StartsWith(url, "etcd://")) {
+    absl::StatusOr<EtcdLeaseOptions> o = EtcdLeaseOptions::from_url(url);
+    if (!o.ok()) return o.status();
+    absl::StatusOr<std::shared_ptr<EtcdLeaseBackend>> b = EtcdLeaseBackend::create(*o);
     if (!b.ok()) return b.status();
     return std::shared_ptr<LeaseBackend>(*b);
   }
