@@ -40,7 +40,7 @@ install(TARGETS tierlock
 # A lease header is installed only with its library: an installed header
 # promises a library to link.
 set(_tl_header_excludes "")
-foreach(_tl_c IN ITEMS lease lease_memory lease_postgres lease_sqlite lease_redis)
+foreach(_tl_c IN ITEMS lease lease_memory lease_postgres lease_sqlite lease_redis lease_etcd)
   set(_tl_c_target tierlock_${_tl_c})
   if(_tl_c STREQUAL "lease_memory")
     set(_tl_c_target tierlock_lease)  # the in-memory backend is part of the front
