@@ -324,7 +324,12 @@ void fault_worker(int w, std::shared_ptr<LeaseBackend> backend, FaultRun& run) {
     (void)lease.release();  // false or an error when lost: both fine here
     h.lost_at = lost_at->load();
     h.ended_by_loss = h.lost_at != 0 && h.lost_at < release_start;
-    h.end = h.ended_by_loss ? h.lost_at : release_start;
+    // The holder's belief ends at valid_until() (held() says false from then
+    // on, with no timer involved) or at an earlier lost() (a renewal that
+    // failed). lost()'s own lateness behind valid_until() is the timer's
+    // scheduling slack, checked above, not part of the window.
+    const std::int64_t valid_until = lease.valid_until().time_since_epoch().count();
+    h.end = h.ended_by_loss ? std::min(h.lost_at, valid_until) : release_start;
     {
       std::lock_guard<std::mutex> lk(run.mu);
       run.holds.push_back(std::move(h));
