@@ -18,18 +18,6 @@ namespace tierlock::testing {
 
 namespace {
 
-std::string sh_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
 std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p);
   std::stringstream ss;

@@ -45,8 +45,6 @@ int free_port() {
   return port;
 }
 
-namespace {
-
 std::string sh_quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) {
@@ -58,6 +56,9 @@ std::string sh_quote(const std::string& s) {
   }
   return out + "'";
 }
+
+namespace {
+
 
 absl::Status sh(const std::string& cmd, std::string* out = nullptr) {
   RunResult r = run({"/bin/sh", "-c", cmd + " 2>&1"}, std::chrono::seconds(60));

@@ -21,6 +21,9 @@
 
 namespace tierlock::testing {
 
+// `s` quoted for /bin/sh (single quotes; an embedded quote as '\'').
+std::string sh_quote(const std::string& s);
+
 int free_port();
 
 class PostgresServer {
