@@ -14,8 +14,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "lease/lease_state.h"
 #include "base/string_util.h"
+#include "lease/lease_state.h"
 #include "tier/tier_hold.h"
 #include "tier/tier_names.h"
 
