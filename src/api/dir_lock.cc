@@ -16,7 +16,9 @@
 #include "queue/lock_entry.h"
 #include "queue/registry_impl.h"
 #include "queue/worker_pool.h"
+#include "tier/lockable_holds.h"
 #include "tier/tier_check.h"
+#include "tier/tier_context.h"
 #include "tier/tier_names.h"
 #include "tierlock/config.h"
 #include "tierlock/holder.h"
@@ -308,8 +310,9 @@ internal::AcquireSite site_for(const LockEntry& entry,
     node = internal::order_node(entry.tag(), entry.id(),
                                 entry.file().path());
   }
-  return internal::AcquireSite{&entry.file().path(), tier, mode, where,
-                               try_only, group, node};
+  return internal::AcquireSite{
+      internal::LockId::file(entry.file().path(), node), tier, mode, where,
+      try_only, group};
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "queue/lock_entry.h"
-#include "tier/tier_check.h"
+#include "tier/tier_context.h"
 
 namespace tierlock {
 
