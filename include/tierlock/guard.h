@@ -18,19 +18,9 @@ namespace tierlock {
 
 class DirLock;
 namespace internal {
+class EntryHold;
 class LockEntry;
 struct ContextState;
-
-// A thread's identity for self-deadlock checks. Unlike std::thread::id it is
-// never reused after the thread exits, so a Guard handed over by a thread
-// that has gone never makes a new thread look like its holder. Zero: no
-// thread (an async grant).
-struct ThreadKey {
-  std::uint64_t value = 0;
-  friend bool operator==(ThreadKey, ThreadKey) = default;
-};
-// Returns the calling thread's key (assigned at its first call).
-ThreadKey current_thread_key() noexcept;
 }  // namespace internal
 
 // Guard
@@ -109,20 +99,18 @@ class [[nodiscard]] Guard {
   native_handle_type native_handle() const;
 
  private:
-  friend class internal::LockEntry;
   friend class DirLock;
-  Guard(std::shared_ptr<internal::LockEntry> entry, Mode mode,
-        internal::ThreadKey owner, internal::ContextState* context = nullptr,
-        std::uint64_t hold_id = 0) noexcept
-      : entry_(std::move(entry)),
-        mode_(mode),
-        owner_(owner),
-        context_(context),
-        hold_id_(hold_id) {}
+  // Takes over the queue's hold and, if `context`, the tier hold recorded
+  // there.
+  explicit Guard(internal::EntryHold&& hold,
+                 internal::ContextState* context = nullptr,
+                 std::uint64_t hold_id = 0) noexcept;
 
   std::shared_ptr<internal::LockEntry> entry_;  // null once released
   Mode mode_ = Mode::kExclusive;
-  internal::ThreadKey owner_;  // the acquiring thread, for self-deadlock checks
+  // The acquiring thread's key (0: none, an async grant), for self-deadlock
+  // checks.
+  std::uint64_t owner_ = 0;
   // The tier-check context the hold is recorded in (null: not recorded). The
   // record itself keeps the context alive (see ContextState), so no count.
   internal::ContextState* context_ = nullptr;

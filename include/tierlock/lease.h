@@ -40,11 +40,12 @@ namespace tierlock {
 namespace internal {
 struct LeaseState;
 struct ContextState;
+struct LeaseName;
 // A lease's record in a LockContext (tier checks): what forget_hold needs.
 struct LeaseTierHold {
   ContextState* context = nullptr;  // null: not recorded
   std::uint64_t hold_id = 0;
-  std::shared_ptr<const std::filesystem::path> label;  // "lease:BACKEND/KEY"
+  std::shared_ptr<const LeaseName> name;  // the lock's identity in the checks
 };
 }  // namespace internal
 

@@ -16,7 +16,9 @@
 #include "queue/lock_entry.h"
 #include "queue/registry_impl.h"
 #include "queue/worker_pool.h"
+#include "tier/lockable_holds.h"
 #include "tier/tier_check.h"
+#include "tier/tier_context.h"
 #include "tier/tier_names.h"
 #include "tierlock/config.h"
 #include "tierlock/holder.h"
@@ -308,8 +310,9 @@ internal::AcquireSite site_for(const LockEntry& entry,
     node = internal::order_node(entry.tag(), entry.id(),
                                 entry.file().path());
   }
-  return internal::AcquireSite{&entry.file().path(), tier, mode, where,
-                               try_only, group, node};
+  return internal::AcquireSite{
+      internal::LockId::file(entry.file().path(), node), tier, mode, where,
+      try_only, group};
 }
 
 }  // namespace
@@ -319,7 +322,10 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
     const internal::WaitPolicy& policy, Where where,
     std::uint64_t group) const {
   if (!internal::tier_checks_active()) {
-    return LockEntry::acquire_wait(entry, mode, policy);
+    absl::StatusOr<internal::EntryHold> hold =
+        LockEntry::acquire_wait(entry, mode, policy);
+    if (!hold.ok()) [[unlikely]] return hold.status();
+    return Guard(*std::move(hold));
   }
   internal::ContextState& ctx = internal::current_context_state();
   absl::Status refused;
@@ -330,15 +336,14 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
                !policy.wait, group),
       &refused);
   if (hold == 0) [[unlikely]] return refused;
-  absl::StatusOr<Guard> guard = LockEntry::acquire_wait(entry, mode, policy);
-  if (!guard.ok()) [[unlikely]] {
+  absl::StatusOr<internal::EntryHold> got =
+      LockEntry::acquire_wait(entry, mode, policy);
+  if (!got.ok()) [[unlikely]] {
     // Nothing taken: the recorded hold goes (as an empty Guard's would).
     internal::forget_hold(ctx, hold);
-    return guard;
+    return got.status();
   }
-  guard->context_ = &ctx;
-  guard->hold_id_ = hold;
-  return guard;
+  return Guard(*std::move(got), &ctx, hold);
 }
 
 absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
@@ -360,7 +365,10 @@ absl::StatusOr<Guard> DirLock::acquire(Mode mode, SourceLocation where) {
     policy.tier = tier();
     policy.wait_failed = &wait_failed;
     if (!internal::tier_checks_active()) [[likely]] {
-      return LockEntry::acquire_wait(entry_, mode, policy);
+      absl::StatusOr<internal::EntryHold> hold =
+          LockEntry::acquire_wait(entry_, mode, policy);
+      if (!hold.ok()) [[unlikely]] return hold.status();
+      return Guard(*std::move(hold));
     }
     return acquire_entry(entry_, mode, policy, where, 0);
   }
@@ -386,6 +394,7 @@ void DirLock::acquire_async(
       options.pool != nullptr ? *options.pool : WorkerPool::global();
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   absl::Status refused = entry.status();
+  LockEntry::Done granted;
   if (entry.ok() && internal::tier_checks_active()) {
     // Checked against the caller's context now, recorded there on the grant.
     std::shared_ptr<internal::ContextState> ctx = internal::current_context();
@@ -393,15 +402,25 @@ void DirLock::acquire_async(
         site_for(**entry, internal::MaybeTier(tier_, tiered_), options.mode, where, false, 0);
     refused = internal::check_acquire(*ctx, site);
     if (refused.ok()) {
-      done = [ctx = std::move(ctx), site, done = std::move(done)](
-                 absl::StatusOr<Guard> result) mutable {
-        if (result.ok()) {
-          result->hold_id_ = internal::record_hold(*ctx, site);
-          result->context_ = ctx.get();
+      granted = [ctx = std::move(ctx), site, done = std::move(done)](
+                    absl::StatusOr<internal::EntryHold> hold) mutable {
+        if (!hold.ok()) {
+          std::move(done)(hold.status());
+          return;
         }
-        std::move(done)(std::move(result));
+        const std::uint64_t id = internal::record_hold(*ctx, site);
+        std::move(done)(Guard(*std::move(hold), ctx.get(), id));
       };
     }
+  } else if (entry.ok()) {
+    granted = [done = std::move(done)](
+                  absl::StatusOr<internal::EntryHold> hold) mutable {
+      if (!hold.ok()) {
+        std::move(done)(hold.status());
+        return;
+      }
+      std::move(done)(Guard(*std::move(hold)));
+    };
   }
   if (!refused.ok()) {
     // Delivered like every other outcome: on the pool, never inline.
@@ -411,7 +430,7 @@ void DirLock::acquire_async(
     return;
   }
   LockEntry::acquire_async(*std::move(entry), options.mode, policy_for(options, tier()),
-                           pool.state_, options.executor, std::move(done));
+                           pool.state_, options.executor, std::move(granted));
 }
 
 std::future<absl::StatusOr<Guard>> DirLock::acquire_async(
@@ -438,7 +457,11 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
   policy.tier = tier();
   policy.wait_failed = &wait_failed;
   if (!internal::tier_checks_active()) [[likely]] {
-    return LockEntry::acquire(*std::move(entry), mode, policy);
+    absl::StatusOr<std::optional<internal::EntryHold>> hold =
+        LockEntry::acquire(*std::move(entry), mode, policy);
+    if (!hold.ok()) return hold.status();
+    if (!hold->has_value()) return std::optional<Guard>();
+    return std::optional<Guard>(Guard(**std::move(hold)));
   }
   internal::ContextState& ctx = internal::current_context_state();
   absl::Status refused;
@@ -448,15 +471,14 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
                true, 0),
       &refused);
   if (hold == 0) return refused;
-  absl::StatusOr<std::optional<Guard>> guard =
+  absl::StatusOr<std::optional<internal::EntryHold>> got =
       LockEntry::acquire(*std::move(entry), mode, policy);
-  if (!guard.ok() || !guard->has_value()) {
+  if (!got.ok() || !got->has_value()) {
     internal::forget_hold(ctx, hold);
-    return guard;
+    if (!got.ok()) return got.status();
+    return std::optional<Guard>();
   }
-  (*guard)->context_ = &ctx;
-  (*guard)->hold_id_ = hold;
-  return guard;
+  return std::optional<Guard>(Guard(**std::move(got), &ctx, hold));
 }
 
 absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,

@@ -1,25 +1,22 @@
 // Guard: one hold, released once.
 #include "tierlock/guard.h"
 
-#include <atomic>
 #include <cstdint>
 #include <utility>
 
 #include "queue/lock_entry.h"
-#include "tier/tier_check.h"
+#include "tier/tier_context.h"
 
 namespace tierlock {
 
-namespace internal {
-
-ThreadKey current_thread_key() noexcept {
-  static std::atomic<std::uint64_t> next{1};
-  thread_local const std::uint64_t key =
-      next.fetch_add(1, std::memory_order_relaxed);
-  return ThreadKey{key};
+Guard::Guard(internal::EntryHold&& hold, internal::ContextState* context,
+             std::uint64_t hold_id) noexcept
+    : mode_(hold.mode()),
+      owner_(hold.owner().value),
+      context_(context),
+      hold_id_(hold_id) {
+  entry_ = std::move(hold).take();
 }
-
-}  // namespace internal
 
 Guard& Guard::operator=(Guard&& other) noexcept {
   if (this != &other) {
@@ -44,12 +41,11 @@ absl::Status Guard::release() {
     }
     context_ = nullptr;
   }
-  std::shared_ptr<internal::LockEntry> entry = std::move(entry_);
-  if (entry == nullptr) return absl::OkStatus();
-  // In a fork()ed child the hold is the parent's: never LOCK_UN it, never
-  // touch the entry's mutex (a vanished parent thread may have held it).
-  if (entry->stale()) return absl::OkStatus();
-  return entry->release(mode_, owner_);
+  // The queue's part (nothing in a fork()ed child, where the hold is the
+  // parent's: never LOCK_UN it, never touch the entry's mutex).
+  return internal::EntryHold(std::move(entry_), mode_,
+                             internal::ThreadKey{owner_})
+      .release();
 }
 
 bool Guard::held() const { return entry_ != nullptr && !entry_->stale(); }

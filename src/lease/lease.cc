@@ -14,8 +14,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "lease/lease_state.h"
 #include "base/string_util.h"
+#include "lease/lease_state.h"
+#include "tier/lock_id.h"
 #include "tier/tier_hold.h"
 #include "tier/tier_names.h"
 
@@ -312,10 +313,11 @@ absl::StatusOr<internal::LeaseTierHold> LeaseLock::check_tier(
   internal::LeaseTierHold hold;
   if (!options_.tier || !internal::tier_checks_on()) return hold;
   if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
-  hold.label = std::make_shared<const std::filesystem::path>(
-      absl::StrCat("lease:", to_absl(backend_->name()), "/", to_absl(key)));
+  hold.name = std::make_shared<const internal::LeaseName>(
+      internal::LeaseName{std::string(backend_->name()), std::string(key)});
   absl::StatusOr<internal::TierHold> checked = internal::check_tier_hold(
-      hold.label.get(), *options_.tier, mode, try_only, where);
+      internal::LockId::lease(*hold.name), *options_.tier, mode, try_only,
+      where);
   if (!checked.ok()) return checked.status();
   hold.context = checked->context;
   hold.hold_id = checked->hold_id;

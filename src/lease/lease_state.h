@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "mutex.h"
+#include "base/mutex.h"
 #include "tierlock/lease.h"
 
 namespace tierlock::internal {

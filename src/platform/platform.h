@@ -191,11 +191,6 @@ struct KernelHolder {
   Mode mode = Mode::kExclusive;
 };
 
-// Returns the processes holding a kernel lock on `id` (from /proc/locks on
-// Linux); empty when none or when it cannot be known (always on Windows,
-// which has no lock table that names holders).
-std::vector<KernelHolder> kernel_holders(const FileId& id);
-
 // Returns the calling process's id.
 std::int64_t current_pid();
 // Returns the calling thread's id as the OS shows it (gettid on Linux,
@@ -206,10 +201,10 @@ std::int64_t current_tid();
 // GetSystemTimeAsFileTime on Windows). For holder records' "since".
 std::int64_t coarse_realtime_ns();
 
-// Returns the processes holding a kernel lock on `id`, as kernel_holders
-// does, but kUnavailable when the lock table cannot be read (so "nobody"
-// and "unknown" differ; always kUnavailable on Windows). Waiters are not
-// holders.
+// Returns the processes holding a kernel lock on `id` (from /proc/locks on
+// Linux), or kUnavailable when the lock table cannot be read (so "nobody"
+// and "unknown" differ; always kUnavailable on Windows, which has no lock
+// table that names holders). Waiters are not holders.
 absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id);
 
 // Holder records (src/holders/holder_record.h; docs/design.md "Holder records").

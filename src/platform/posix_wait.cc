@@ -386,12 +386,6 @@ std::int64_t coarse_realtime_ns() {
   return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
-std::vector<KernelHolder> kernel_holders(const FileId& id) {
-  absl::StatusOr<std::vector<KernelHolder>> holders = read_kernel_holders(id);
-  if (!holders.ok()) return {};
-  return *std::move(holders);
-}
-
 absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id) {
   std::vector<KernelHolder> out;
   // Plain read(2): this runs on the cancel/timeout path, so no iostreams.

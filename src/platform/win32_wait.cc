@@ -91,8 +91,6 @@ std::int64_t coarse_realtime_ns() {
   return static_cast<std::int64_t>(ticks - kEpochDelta) * 100;
 }
 
-std::vector<KernelHolder> kernel_holders(const FileId&) { return {}; }
-
 absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId&) {
   return absl::UnavailableError(
       "lock holders: Windows has no lock table that names the processes "

@@ -178,21 +178,21 @@ absl::StatusOr<bool> LockEntry::hold_current(std::shared_ptr<LockEntry>& self,
   return got;
 }
 
-absl::StatusOr<std::optional<Guard>> LockEntry::acquire(
+absl::StatusOr<std::optional<EntryHold>> LockEntry::acquire(
     std::shared_ptr<LockEntry> self, Mode mode, const WaitPolicy& policy) {
   if (policy.deadline.has_value()) {
-    absl::StatusOr<Guard> got = acquire_wait(std::move(self), mode, policy);
+    absl::StatusOr<EntryHold> got = acquire_wait(std::move(self), mode, policy);
     if (!got.ok()) return got.status();
-    return std::optional<Guard>(*std::move(got));
+    return std::optional<EntryHold>(*std::move(got));
   }
   const ThreadKey me = current_thread_key();
   absl::StatusOr<bool> got = hold_current(self, mode, policy, me);
   if (!got.ok()) return got.status();
-  if (!*got) return std::optional<Guard>();
-  return std::optional<Guard>(Guard(std::move(self), mode, me));
+  if (!*got) return std::optional<EntryHold>();
+  return std::optional<EntryHold>(EntryHold(std::move(self), mode, me));
 }
 
-absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
+absl::StatusOr<EntryHold> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
                                               Mode mode,
                                               const WaitPolicy& policy) {
   const ThreadKey me = current_thread_key();
@@ -203,7 +203,7 @@ absl::StatusOr<Guard> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
   const Clock::time_point start = timed ? Clock::now() : Clock::time_point();
   absl::StatusOr<bool> got = hold_current(self, mode, policy, me);
   if (got.ok() && *got) [[likely]] {
-    return Guard(std::move(self), mode, me);
+    return EntryHold(std::move(self), mode, me);
   }
   if (!got.ok() && got.status().code() != absl::StatusCode::kCancelled) {
     return got.status();
@@ -653,9 +653,9 @@ void LockEntry::complete_async(const std::shared_ptr<AsyncWaiter>& w) {
     }
     error = next.status();
   }
-  absl::StatusOr<Guard> result = absl::UnknownError("unset");
+  absl::StatusOr<EntryHold> result = absl::UnknownError("unset");
   if (granted) {
-    result = Guard(w->entry, w->mode, ThreadKey());
+    result = EntryHold(w->entry, w->mode, ThreadKey());
     w->delivered = true;
   } else if (!error.ok()) {
     result = std::move(error);

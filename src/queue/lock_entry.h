@@ -4,6 +4,8 @@
 //   LockEntry   - a registry entry: a LockFile plus the in-process FIFO queue
 //                 that decides which threads hold it and when the kernel lock
 //                 is taken and released.
+//   EntryHold   - one hold on an entry as the queue hands it back (the api
+//                 wraps it into the public Guard).
 // (LockFile, the descriptor under an entry: lock_file.h.)
 #ifndef TIERLOCK_SRC_QUEUE_LOCK_ENTRY_H_
 #define TIERLOCK_SRC_QUEUE_LOCK_ENTRY_H_
@@ -25,11 +27,11 @@
 #include "absl/status/statusor.h"
 #include "base/fork_generation.h"
 #include "base/mutex.h"
+#include "base/thread_key.h"
 #include "holders/holder_writer.h"
 #include "platform/platform.h"
 #include "queue/lock_file.h"
 #include "tierlock/executor.h"
-#include "tierlock/guard.h"
 #include "tierlock/mode.h"
 #include "tierlock/tier.h"
 
@@ -37,6 +39,7 @@ namespace tierlock::internal {
 
 struct PoolState;
 class LockEntry;
+class EntryHold;
 
 // What an acquire may do while it waits.
 struct WaitPolicy {
@@ -85,7 +88,7 @@ struct WaitPolicy {
 class LockEntry {
  public:
   using Clock = std::chrono::steady_clock;
-  using Done = absl::AnyInvocable<void(absl::StatusOr<Guard>) &&>;
+  using Done = absl::AnyInvocable<void(absl::StatusOr<EntryHold>) &&>;
 
   LockEntry(LockFile file, std::uint64_t generation) noexcept;
   ~LockEntry();  // unregisters from the registry (O(1)) unless inherited over fork()
@@ -97,12 +100,12 @@ class LockEntry {
   // Returns an empty optional only for a try (policy.wait false) that found
   // it held. kFailedPrecondition if the calling thread already holds it;
   // kCancelled / kDeadlineExceeded (holding nothing) per the policy.
-  static absl::StatusOr<std::optional<Guard>> acquire(
+  static absl::StatusOr<std::optional<EntryHold>> acquire(
       std::shared_ptr<LockEntry> self, Mode mode, const WaitPolicy& policy);
   // As acquire, for a waiting acquire: never an empty optional, and a
   // single try (policy.wait false with a deadline) that finds it held is
   // kDeadlineExceeded (built by policy.wait_failed).
-  static absl::StatusOr<Guard> acquire_wait(std::shared_ptr<LockEntry> self,
+  static absl::StatusOr<EntryHold> acquire_wait(std::shared_ptr<LockEntry> self,
                                             Mode mode,
                                             const WaitPolicy& policy);
 
@@ -117,7 +120,8 @@ class LockEntry {
   // Releases one hold of `mode` taken by `owner` (the acquiring thread).
   absl::Status release(Mode mode, ThreadKey owner);
 
-  // Lockable support: a hold owned by the process rather than by a Guard. The
+  // Lockable support: a hold owned by the process rather than by an
+  // EntryHold. The
   // entry keeps itself alive (through `self`) while such holds exist. Returns
   // false for a try or a deadline that did not get it.
   // `self` becomes the entry that took the hold (its successor if the lock
@@ -281,6 +285,53 @@ class LockEntry {
   // handle of this entry keeps using it. No cycles: an entry that is
   // revived drops its own successor.
   std::shared_ptr<LockEntry> successor_ ABSL_GUARDED_BY(mu_);
+};
+
+// EntryHold
+//
+// One hold on a LockEntry: move-only; released (LockEntry::release) when
+// destroyed, unless handed on with take(). The api wraps it into the public
+// Guard, which adds the tier bookkeeping; a completion an executor drops
+// destroys it, which releases the lock. In a fork()ed child it is inert: the
+// hold is the parent's, never released there.
+class EntryHold {
+ public:
+  EntryHold() noexcept = default;
+  EntryHold(std::shared_ptr<LockEntry> entry, Mode mode,
+            ThreadKey owner) noexcept
+      : entry_(std::move(entry)), mode_(mode), owner_(owner) {}
+  EntryHold(EntryHold&& other) noexcept = default;
+  EntryHold& operator=(EntryHold&& other) noexcept {
+    if (this != &other) {
+      (void)release();
+      entry_ = std::move(other.entry_);
+      mode_ = other.mode_;
+      owner_ = other.owner_;
+    }
+    return *this;
+  }
+  EntryHold(const EntryHold&) = delete;
+  EntryHold& operator=(const EntryHold&) = delete;
+  ~EntryHold() {
+    if (entry_ != nullptr) (void)release();
+  }
+
+  // Releases the hold (nothing in a fork()ed child); idempotent.
+  absl::Status release() {
+    std::shared_ptr<LockEntry> entry = std::move(entry_);
+    if (entry == nullptr || entry->stale()) return absl::OkStatus();
+    return entry->release(mode_, owner_);
+  }
+
+  Mode mode() const { return mode_; }
+  ThreadKey owner() const { return owner_; }
+  // Hands the hold on without releasing it: the caller owns it from now on.
+  std::shared_ptr<LockEntry> take() && noexcept { return std::move(entry_); }
+
+ private:
+  std::shared_ptr<LockEntry> entry_;  // null: holds nothing
+  Mode mode_ = Mode::kExclusive;
+  ThreadKey owner_;
 };
 
 // True for the status of an acquire that found its lock file replaced; the

@@ -4,16 +4,17 @@
 #include <optional>
 
 #include "tier/tier_check.h"
+#include "tier/tier_context.h"
 
 namespace tierlock::internal {
 
 bool tier_checks_on() { return tier_checks_active(); }
 
-absl::StatusOr<TierHold> check_tier_hold(const std::filesystem::path* lock,
+absl::StatusOr<TierHold> check_tier_hold(LockId lock,
                                          const Tier& tier, Mode mode,
                                          bool try_only, SourceLocation where) {
   AcquireSite site;
-  site.lock_file = lock;
+  site.lock = lock;
   site.tier = MaybeTier(std::optional<Tier>(tier));
   site.mode = mode;
   site.where = where;

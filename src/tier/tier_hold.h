@@ -7,14 +7,15 @@
 //   TierHold         - a recorded hold: its context and id.
 //   check_tier_hold  - checks an acquire and records its hold, or refuses it.
 //   forget_tier_hold - forgets a recorded hold (any thread).
-//   (Interned tier names: tier_names.h.)
+//   (A lease's identity, LeaseName: lock_id.h; interned tier names:
+//   tier_names.h.)
 #ifndef TIERLOCK_SRC_TIER_TIER_HOLD_H_
 #define TIERLOCK_SRC_TIER_TIER_HOLD_H_
 
 #include <cstdint>
-#include <filesystem>
 
 #include "absl/status/statusor.h"
+#include "tier/lock_id.h"
 #include "tierlock/mode.h"
 #include "tierlock/source_location.h"
 #include "tierlock/tier.h"
@@ -31,12 +32,12 @@ struct TierHold {
   std::uint64_t hold_id = 0;
 };
 
-// Checks an acquire of `lock` (whose name reports use; it must stay valid
-// while the hold is recorded) in `tier` and `mode` against the calling
-// thread's current context, then records the hold. A try (`try_only`) is
-// never checked for order. kFailedPrecondition naming both locks for a
-// violation in kFail; does not return in kAbort. Never blocks.
-absl::StatusOr<TierHold> check_tier_hold(const std::filesystem::path* lock,
+// Checks an acquire of `lock` (whose name must stay valid while the hold is
+// recorded) in `tier` and `mode` against the calling thread's current
+// context, then records the hold. A try (`try_only`) is never checked for
+// order. kFailedPrecondition naming both locks for a violation in kFail; does
+// not return in kAbort. Never blocks.
+absl::StatusOr<TierHold> check_tier_hold(LockId lock,
                                          const Tier& tier, Mode mode,
                                          bool try_only, SourceLocation where);
 

@@ -20,9 +20,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "lease/conn_pool.h"
+#include "base/string_util.h"
+#include "lease/backends/conn_pool.h"
 #include "lease/lease_state.h"
-#include "string_util.h"
 
 namespace tierlock {
 

@@ -23,9 +23,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/string_util.h"
 #include "lease/lease_state.h"
 #include "nlohmann/json.hpp"
-#include "string_util.h"
 #include "tierlock/text.h"
 
 namespace tierlock {

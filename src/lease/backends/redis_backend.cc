@@ -14,9 +14,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "lease/conn_pool.h"
+#include "base/string_util.h"
+#include "lease/backends/conn_pool.h"
 #include "lease/lease_state.h"
-#include "string_util.h"
 #include "tierlock/text.h"
 
 namespace tierlock {

@@ -15,8 +15,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/string_util.h"
 #include "lease/lease_state.h"
-#include "string_util.h"
 #include "tierlock/text.h"
 
 namespace tierlock {

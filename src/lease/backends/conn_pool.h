@@ -1,4 +1,4 @@
-// src/lease/conn_pool.h
+// src/lease/backends/conn_pool.h
 //
 // A backend's connections to its service, kept ready in the background
 // (internal):
@@ -12,8 +12,8 @@
 // connect (or, while the network is frozen, wait out a connect timeout while
 // holding the connection every other lease of the backend needs). Here no
 // mutex is held across I/O: the pool's own mutex guards only its lists.
-#ifndef TIERLOCK_SRC_LEASE_CONN_POOL_H_
-#define TIERLOCK_SRC_LEASE_CONN_POOL_H_
+#ifndef TIERLOCK_SRC_LEASE_BACKENDS_CONN_POOL_H_
+#define TIERLOCK_SRC_LEASE_BACKENDS_CONN_POOL_H_
 
 #include <algorithm>
 #include <chrono>
@@ -33,7 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "mutex.h"
+#include "base/mutex.h"
 
 namespace tierlock::internal {
 
@@ -246,4 +246,4 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
 
 }  // namespace tierlock::internal
 
-#endif  // TIERLOCK_SRC_LEASE_CONN_POOL_H_
+#endif  // TIERLOCK_SRC_LEASE_BACKENDS_CONN_POOL_H_
