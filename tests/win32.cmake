@@ -87,6 +87,11 @@ foreach(_src IN LISTS _tl_win32_tests)
   target_compile_definitions(${_name} PRIVATE
     TIERLOCK_HELPER_PATH="tl_win32_helper.exe" TIERLOCK_FLOCK_PATH="")
   add_dependencies(${_name} tl_win32_helper)
+  if(CMAKE_CROSSCOMPILING_EMULATOR)
+    # Wine failing to start a program is retried (win32_run.sh says why).
+    set_target_properties(${_name} PROPERTIES CROSSCOMPILING_EMULATOR
+      "sh;${CMAKE_CURRENT_SOURCE_DIR}/win32_run.sh;${CMAKE_CROSSCOMPILING_EMULATOR}")
+  endif()
   gtest_add_tests(TARGET ${_name} TEST_LIST _tl_added)
   # The working directory is C:\ (the prefix's drive_c), the drive the
   # temporary directories are on: a relative path from there can reach them

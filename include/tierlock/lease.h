@@ -310,10 +310,15 @@ class Lease {
 // How it waits: acquire() uses the backend's own wait primitive where it has
 // one (PostgreSQL advisory mode: a blocking pg_advisory_lock cancelled with
 // PQcancel; etcd: a queue in create-revision order, each waiter watching the
-// one ahead), otherwise tries again after jittered exponential backoff (1 ms
-// doubling to 100 ms, each sleep uniformly 50-100% of the step), waking at
-// once on stop. Waiters are served first come, first served on etcd; there
-// is no fairness between waiters on the other backends.
+// one ahead; Redis, the PostgreSQL lease table and SQLite: a queue of
+// waiters in the service, the head woken by the release through PUBLISH,
+// NOTIFY or a local datagram), otherwise (the in-memory backend) tries again
+// after jittered exponential backoff (1 ms doubling to 100 ms, each sleep
+// uniformly 50-100% of the step), waking at once on stop. Waiters are served
+// first come, first served on etcd, Redis, the lease table and SQLite, where
+// a try takes a free key only while no waiter is queued (no barging); a
+// waiter that dies leaves the queue within its ttl. docs/leases.md, "How
+// waiters wait".
 //
 // Thread-safety: all members are safe to call concurrently.
 //

@@ -50,6 +50,13 @@ struct PostgresLeaseOptions {
   // server's host is unreachable the stop returns only once its TCP connect
   // fails.
   std::chrono::milliseconds io_timeout{10'000};
+  // Lease-table mode: a waiting acquire is woken by NOTIFY on a connection
+  // of its own that LISTENs. Behind a transaction or statement pooler
+  // (pgbouncer pool_mode=transaction|statement) LISTEN does not last past
+  // its statement and wakes never arrive: set false there, and waiters keep
+  // their place in the queue but look again every 100 ms instead (with true,
+  // they would look only every ttl/3).
+  bool notify_waiters = true;
 };
 
 // PostgresLeaseBackend
@@ -81,6 +88,13 @@ struct PostgresLeaseOptions {
 // outcome is unknown (the connection failed after sending) is an error, and
 // the backend then deletes the row if it was granted (best effort: otherwise
 // it lapses at its TTL).
+// Waiting (lease-table mode): a contended acquire joins the key's queue
+// (table <table>_waiters, tickets from <table>_ticket) and blocks on a
+// connection of its own that LISTENs on tlw_<owner id>; the release
+// statement NOTIFYs the queue's head only. Waiters are granted in arrival
+// order; a try takes a free key only while nobody is queued. Behind a
+// transaction pooler notifications do not arrive: set
+// PostgresLeaseOptions::notify_waiters to false there.
 //
 // Thread-safety: all members may be called concurrently.
 class PostgresLeaseBackend final : public LeaseBackend {

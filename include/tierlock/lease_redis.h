@@ -72,6 +72,12 @@ struct RedisLeaseOptions {
 // Capabilities: ttl and fencing (tokens increase while the token key
 // survives); not survives_failover. No Redlock.
 //
+// Waiting: a contended acquire joins the key's queue (sorted sets
+// <prefix>{KEY}:waiters, :waiters:expiry, :waiters:ticket) and blocks on a
+// connection of its own SUBSCRIBEd to <prefix>wake:<owner id>; the release
+// script PUBLISHes to the queue's head only. Waiters are granted in arrival
+// order; a try takes a free key only while nobody is queued.
+//
 // Thread-safety: all members may be called concurrently.
 class RedisLeaseBackend final : public LeaseBackend {
  public:
@@ -84,6 +90,9 @@ class RedisLeaseBackend final : public LeaseBackend {
   LeaseCapabilities capabilities() const override;
   absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
       const LeaseRequest& request) override;
+  absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
+      const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
+      const std::stop_token& stop) override;
 
   // Returns the Redis key that holds `key`'s lease (for inspection).
   std::string lease_key(std::string_view key) const;

@@ -58,6 +58,12 @@ struct SqliteLeaseRow {
 // BEGIN IMMEDIATE transaction: check the row, bump the key's counter row (the
 // fencing token, kept across restarts and releases), write the row. Extend
 // and release compare (key, owner, token). Journal mode WAL.
+// Waiting: a contended acquire joins the key's queue (table
+// tierlock_lease_waiters) and blocks on a datagram socket bound to the
+// abstract address "tierlock-lease-wake:<owner id>"; the release sends the
+// queue's head one byte (a head nobody listens for, dead, leaves the queue).
+// Waiters are granted in arrival order; a try takes a free key only while
+// nobody is queued.
 // Capabilities: ttl, fencing, metadata. Thread-safe (one connection per
 // backend, guarded by a mutex).
 class SqliteLeaseBackend final : public LeaseBackend {
@@ -72,6 +78,9 @@ class SqliteLeaseBackend final : public LeaseBackend {
   LeaseCapabilities capabilities() const override;
   absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
       const LeaseRequest& request) override;
+  absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
+      const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
+      const std::stop_token& stop) override;
 
   // Returns this backend's session name.
   const std::string& session() const;

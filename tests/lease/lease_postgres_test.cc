@@ -35,9 +35,11 @@ using namespace std::chrono_literals;
 using Mode = PostgresLeaseOptions::Mode;
 
 std::shared_ptr<LeaseBackend> make_backend(const std::string& conninfo, Mode mode,
-                                           std::chrono::milliseconds io_timeout = 10s) {
+                                           std::chrono::milliseconds io_timeout = 10s,
+                                           bool notify_waiters = true) {
   PostgresLeaseOptions o;
   o.io_timeout = io_timeout;
+  o.notify_waiters = notify_waiters;
   o.conninfo = conninfo;
   o.mode = mode;
   absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> b = PostgresLeaseBackend::create(o);
@@ -591,12 +593,14 @@ INSTANTIATE_TEST_SUITE_P(
         LeaseBackendFactory{"table_transaction_pool",
                             [] {
                               return make_backend(shared_pgbouncer("transaction").conninfo(),
-                                                  Mode::kLeaseTable);
+                                                  Mode::kLeaseTable, 10s,
+                                                  /*notify_waiters=*/false);
                             }},
         LeaseBackendFactory{"table_statement_pool",
                             [] {
                               return make_backend(shared_pgbouncer("statement").conninfo(),
-                                                  Mode::kLeaseTable);
+                                                  Mode::kLeaseTable, 10s,
+                                                  /*notify_waiters=*/false);
                             }}),
     [](const auto& p) { return p.param.name; });
 

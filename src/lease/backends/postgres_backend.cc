@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/string_util.h"
 #include "lease/backends/conn_pool.h"
+#include "lease/backends/fair_wait.h"
 #include "lease/lease_state.h"
 
 namespace tierlock {
@@ -106,31 +107,7 @@ absl::StatusOr<Conn> connect(const std::string& conninfo,
   return c;
 }
 
-// A pipe written when a stop is requested (for poll).
-class StopPipe {
- public:
-  explicit StopPipe(const std::stop_token& stop) {
-    if (!stop.stop_possible()) return;
-    if (::pipe2(fds_, O_CLOEXEC | O_NONBLOCK) != 0) fds_[0] = fds_[1] = -1;
-    if (fds_[1] >= 0) {
-      const int w = fds_[1];
-      cb_.emplace(stop, [w] {
-        const char c = 1;
-        (void)!::write(w, &c, 1);
-      });
-    }
-  }
-  ~StopPipe() {
-    cb_.reset();  // waits for a running callback before the fds close
-    if (fds_[0] >= 0) ::close(fds_[0]);
-    if (fds_[1] >= 0) ::close(fds_[1]);
-  }
-  int fd() const { return fds_[0]; }
-
- private:
-  int fds_[2] = {-1, -1};
-  std::optional<std::stop_callback<std::function<void()>>> cb_;
-};
+using internal::StopPipe;
 
 enum class Outcome { kDone, kTimedOut, kStopped, kBroken };
 
@@ -260,6 +237,8 @@ struct PostgresLeaseBackend::Shared {
   PostgresLeaseOptions options;
   std::shared_ptr<internal::ConnPool<Conn>> pool;  // lease-table mode only
   std::string sql_acquire, sql_extend, sql_release;
+  // Lease-table waiters: join (or refresh), grab at the head, leave.
+  std::string sql_join, sql_wait_grab, sql_leave;
 
   ~Shared() {
     if (pool) pool->shutdown();
@@ -502,25 +481,75 @@ absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> PostgresLeaseBackend::crea
         "CREATE TABLE IF NOT EXISTS ", t,
         " (key text PRIMARY KEY, owner text NOT NULL, token bigint NOT NULL, "
         "expires_at timestamptz NOT NULL, "
-        "acquired_at timestamptz NOT NULL DEFAULT clock_timestamp()); COMMIT;");
+        "acquired_at timestamptz NOT NULL DEFAULT clock_timestamp()); ",
+        // Waiters queue per key in ticket order; each row lives until its
+        // expiry unless refreshed.
+        "CREATE SEQUENCE IF NOT EXISTS ", t, "_ticket; ",
+        "CREATE TABLE IF NOT EXISTS ", t, "_waiters (key text NOT NULL, waiter text NOT NULL, ",
+        "ticket bigint NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (key, waiter)); ",
+        "CREATE INDEX IF NOT EXISTS ", t, "_waiters_order ON ", t, "_waiters (key, ticket); ",
+        "COMMIT;");
     absl::StatusOr<Result> r = run_checked(c->get(), "create lease table", setup.c_str(),
                                            {}, shared->options.io_timeout);
     if (!r.ok()) return r.status();
-    shared->sql_acquire = absl::StrCat(
-        "INSERT INTO ", t, " AS l (key, owner, token, expires_at) VALUES "
-        "($1, $2, nextval('", t, "_token'), "
-        "clock_timestamp() + $3::bigint * interval '1 millisecond') "
-        "ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, "
-        "token = GREATEST(EXCLUDED.token, l.token + 1), expires_at = EXCLUDED.expires_at, "
-        "acquired_at = clock_timestamp() WHERE l.expires_at <= clock_timestamp() "
-        "RETURNING token");
+    const std::string w = absl::StrCat(t, "_waiters");
+    // The key's live queue head ($1: the key).
+    const std::string head = absl::StrCat(
+        "SELECT waiter, expires_at FROM ", w, " WHERE key = $1 AND "
+        "expires_at > clock_timestamp() ORDER BY ticket LIMIT 1");
+    // Takes the key ($1, owner $2, ttl $3 ms) if free, under `cond`.
+    auto grant = [&](std::string_view cond) {
+      return absl::StrCat(
+          "INSERT INTO ", t, " AS l (key, owner, token, expires_at) "
+          "SELECT $1::text, $2::text, nextval('", t, "_token'), "
+          "clock_timestamp() + $3::bigint * interval '1 millisecond' WHERE ", to_absl(cond),
+          " ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, "
+          "token = GREATEST(EXCLUDED.token, l.token + 1), expires_at = EXCLUDED.expires_at, "
+          "acquired_at = clock_timestamp() WHERE l.expires_at <= clock_timestamp() "
+          "RETURNING token");
+    };
+    // A try barges only while no live waiter is queued.
+    shared->sql_acquire = grant(absl::StrCat(
+        "NOT EXISTS (SELECT 1 FROM ", w, " WHERE key = $1 AND expires_at > clock_timestamp())"));
+    // A waiter ($2) joins at the tail, or pushes its expiry to $3 ms from
+    // now; the key's expired waiters (dead) go.
+    shared->sql_join = absl::StrCat(
+        "WITH purge AS (DELETE FROM ", w, " WHERE key = $1 AND waiter <> $2 AND "
+        "expires_at <= clock_timestamp()) "
+        "INSERT INTO ", w, " (key, waiter, ticket, expires_at) VALUES ($1, $2, nextval('", t,
+        "_ticket'), clock_timestamp() + $3::bigint * interval '1 millisecond') "
+        "ON CONFLICT (key, waiter) DO UPDATE SET expires_at = EXCLUDED.expires_at");
+    // The waiter takes the key at the head (and leaves the queue). Returns
+    // the token or NULL, and ms until the state can change without a wake:
+    // the lease's expiry when heading the queue, else the head's.
+    shared->sql_wait_grab = absl::StrCat(
+        "WITH head AS (", head, "), g AS (",
+        grant("EXISTS (SELECT 1 FROM head WHERE waiter = $2)"),
+        "), d AS (DELETE FROM ", w, " WHERE key = $1 AND waiter = $2 AND "
+        "EXISTS (SELECT 1 FROM g)) "
+        "SELECT (SELECT token FROM g), GREATEST(0, CEIL(1000 * EXTRACT(epoch FROM "
+        "(CASE WHEN (SELECT waiter FROM head) = $2 THEN (SELECT expires_at FROM ", t,
+        " WHERE key = $1) ELSE (SELECT expires_at FROM head) END) - clock_timestamp())))::bigint");
+    // NOTIFY to the live head's own channel (tlw_<waiter id>); delivered
+    // at commit, after the change it announces.
+    const std::string wake_head = absl::StrCat(
+        "SELECT pg_notify('tlw_' || h.waiter, '') FROM (SELECT waiter FROM ", w,
+        " WHERE key = $1 AND expires_at > clock_timestamp() AND waiter <> $2 "
+        "ORDER BY ticket LIMIT 1) h");
     shared->sql_extend = absl::StrCat(
         "UPDATE ", t, " SET expires_at = clock_timestamp() + $4::bigint * interval "
         "'1 millisecond' WHERE key = $1 AND owner = $2 AND token = $3::bigint AND "
         "expires_at > clock_timestamp() RETURNING 1");
     shared->sql_release = absl::StrCat(
-        "DELETE FROM ", t, " WHERE key = $1 AND owner = $2 AND token = $3::bigint "
-        "RETURNING expires_at > clock_timestamp()");
+        "WITH d AS (DELETE FROM ", t, " WHERE key = $1 AND owner = $2 AND token = $3::bigint "
+        "RETURNING expires_at > clock_timestamp() AS held) "
+        "SELECT d.held, (", wake_head, ") IS NULL FROM d");
+    // The next head is woken if the key is free (this waiter may have been
+    // woken for it and be leaving instead).
+    shared->sql_leave = absl::StrCat(
+        "WITH d AS (DELETE FROM ", w, " WHERE key = $1 AND waiter = $2) ", wake_head,
+        " WHERE NOT EXISTS (SELECT 1 FROM ", t,
+        " WHERE key = $1 AND expires_at > clock_timestamp())");
     const PostgresLeaseOptions& o = shared->options;
     // libpq's connect_timeout (whole seconds, at least 2) bounds each
     // attempt of the background connector.
@@ -598,40 +627,130 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> advisory(
 
 }  // namespace
 
+namespace {
+
+// One grant attempt in lease-table mode: a try (`queued` false: takes a free
+// key only if no live waiter is queued) or a queued waiter's (joins or
+// refreshes its place, takes the key at the head). An outcome left unknown
+// is an error, and the row is then deleted if it was granted.
+absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<PostgresLeaseBackend::Shared>& sh,
+                                        const LeaseRequest& request, bool queued) {
+  const std::string ttl = std::to_string(request.ttl.count());
+  if (queued) {
+    absl::StatusOr<Result> joined =
+        sh->exec("join the queue", sh->sql_join, {request.key, request.owner_id, ttl});
+    if (!joined.ok()) return joined.status();
+  }
+  bool sent = false;
+  absl::StatusOr<Result> r =
+      sh->exec("acquire", queued ? sh->sql_wait_grab : sh->sql_acquire,
+               {request.key, request.owner_id, ttl}, Clock::time_point::max(), &sent);
+  if (!r.ok() && sent) {
+    // Ambiguous: the INSERT may have committed. Delete it if it did (best
+    // effort, on another connection; otherwise it lapses at its TTL).
+    (void)sh->exec("clean up after a failed acquire",
+                   absl::StrCat("DELETE FROM ", sh->options.table,
+                                " WHERE key = $1 AND owner = $2"),
+                   {request.key, request.owner_id});
+  }
+  if (!r.ok()) return r.status();
+  internal::WaitTurn turn;
+  if (PQntuples(r->get()) == 0 || PQgetisnull(r->get(), 0, 0)) {
+    std::int64_t ms = -1;
+    if (queued && !PQgetisnull(r->get(), 0, 1)) {
+      (void)absl::SimpleAtoi(PQgetvalue(r->get(), 0, 1), &ms);
+    }
+    turn.retry_in = std::chrono::milliseconds(ms);
+    return turn;
+  }
+  std::uint64_t token = 0;
+  if (!absl::SimpleAtoi(PQgetvalue(r->get(), 0, 0), &token)) {
+    return absl::InternalError("acquire: bad token from the server");
+  }
+  turn.session.reset(new TableSession(sh, request.key, request.owner_id, token));
+  return turn;
+}
+
+constexpr std::chrono::milliseconds kUnnotifiedRecheck{100};
+
+// A waiter's wake signal: a connection of its own that LISTENs on the
+// waiter's channel.
+class PgWaker {
+ public:
+  // Without notify_waiters: no connection, never woken (fd -1 is ignored by
+  // poll); the waiter looks again at its capped hint.
+  static absl::StatusOr<PgWaker> open(const PostgresLeaseOptions& o, const std::string& waiter) {
+    if (!o.notify_waiters) return PgWaker(Conn());
+    absl::StatusOr<Conn> c = connect(o.conninfo, o.io_timeout);
+    if (!c.ok()) return c.status();
+    const std::string channel = "tlw_" + waiter;
+    char* quoted = PQescapeIdentifier(c->get(), channel.data(), channel.size());
+    if (quoted == nullptr) {
+      return absl::InternalError(absl::StrCat("LISTEN: ", pg_error(c->get())));
+    }
+    const std::string sql = absl::StrCat("LISTEN ", quoted);
+    PQfreemem(quoted);
+    absl::StatusOr<Result> r = run_checked(c->get(), "LISTEN", sql.c_str(), {}, o.io_timeout);
+    if (!r.ok()) return r.status();
+    return PgWaker(*std::move(c));
+  }
+  int fd() const { return c_ ? PQsocket(c_.get()) : -1; }
+  absl::StatusOr<bool> drain(bool readable) {
+    if (!c_) return false;
+    if (readable && PQconsumeInput(c_.get()) == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("waiter's LISTEN connection: ", pg_error(c_.get())));
+    }
+    bool woken = false;
+    while (PGnotify* n = PQnotifies(c_.get())) {
+      PQfreemem(n);
+      woken = true;
+    }
+    return woken;
+  }
+
+ private:
+  explicit PgWaker(Conn c) : c_(std::move(c)) {}
+  Conn c_;
+};
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::try_acquire(
     const LeaseRequest& request) {
   if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) {
     return advisory(shared_->options, request, false, SteadyTime::max(), {});
   }
-  bool sent = false;
-  absl::StatusOr<Result> r =
-      shared_->exec("acquire", shared_->sql_acquire,
-                    {request.key, request.owner_id, std::to_string(request.ttl.count())},
-                    Clock::time_point::max(), &sent);
-  if (!r.ok() && sent) {
-    // Ambiguous: the INSERT may have committed. Delete it if it did (best
-    // effort, on another connection; otherwise it lapses at its TTL).
-    (void)shared_->exec("clean up after a failed acquire",
-                        absl::StrCat("DELETE FROM ", shared_->options.table,
-                                     " WHERE key = $1 AND owner = $2"),
-                        {request.key, request.owner_id});
-  }
-  if (!r.ok()) return r.status();
-  if (PQntuples(r->get()) == 0) return std::unique_ptr<LeaseSession>();
-  std::uint64_t token = 0;
-  if (!absl::SimpleAtoi(PQgetvalue(r->get(), 0, 0), &token)) {
-    return absl::InternalError("acquire: bad token from the server");
-  }
-  return std::unique_ptr<LeaseSession>(
-      new TableSession(shared_, request.key, request.owner_id, token));
+  absl::StatusOr<internal::WaitTurn> turn = grab(shared_, request, /*queued=*/false);
+  if (!turn.ok()) return turn.status();
+  return std::move(turn->session);
 }
 
 absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::wait_acquire(
     const LeaseRequest& request, SteadyTime deadline, const std::stop_token& stop) {
-  if (shared_->options.mode != PostgresLeaseOptions::Mode::kAdvisory) {
-    return LeaseBackend::wait_acquire(request, deadline, stop);
+  if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) {
+    return advisory(shared_->options, request, true, deadline, stop);
   }
-  return advisory(shared_->options, request, true, deadline, stop);
+  // Uncontended: one statement, no LISTEN connection.
+  absl::StatusOr<internal::WaitTurn> first = grab(shared_, request, /*queued=*/false);
+  if (!first.ok()) return first.status();
+  if (first->session) return std::move(first->session);
+  const std::shared_ptr<Shared>& sh = shared_;
+  return internal::fair_wait(
+      request, deadline, stop, [&] { return PgWaker::open(sh->options, request.owner_id); },
+      [&]() -> absl::StatusOr<internal::WaitTurn> {
+        absl::StatusOr<internal::WaitTurn> turn = grab(sh, request, /*queued=*/true);
+        // No wakes: look again every 100 ms (as the front's polling would).
+        if (turn.ok() && !sh->options.notify_waiters &&
+            (turn->retry_in < std::chrono::milliseconds::zero() ||
+             turn->retry_in > kUnnotifiedRecheck)) {
+          turn->retry_in = kUnnotifiedRecheck;
+        }
+        return turn;
+      },
+      [&] {
+        (void)sh->exec("leave the queue", sh->sql_leave, {request.key, request.owner_id});
+      });
 }
 
 }  // namespace tierlock

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/string_util.h"
 #include "lease/backends/conn_pool.h"
+#include "lease/backends/fair_wait.h"
 #include "lease/lease_state.h"
 #include "tierlock/text.h"
 
@@ -25,15 +26,75 @@ using internal::to_absl;
 
 namespace {
 
-constexpr char kAcquireScript[] =
+// The server's clock in ms, and the purge of the key's queue: waiters whose
+// expiry passed are gone (a dead waiter leaves within its ttl). Then `wake`
+// publishes to the live head's own channel; a head nobody listens to (its
+// subscription closed: the waiter died) leaves the queue and the next one is
+// woken instead.
+#define TL_REDIS_QUEUE_PRELUDE                                                 \
+  "local t = redis.call('TIME') "                                              \
+  "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "     \
+  "local function purge(q, qe) "                                               \
+  "  local dead = redis.call('ZRANGEBYSCORE', qe, '-inf', now) "               \
+  "  for _, d in ipairs(dead) do redis.call('ZREM', q, d) end "                \
+  "  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', qe, '-inf', now) end "   \
+  "end "                                                                       \
+  "local function wake(q, qe, chan) "                                          \
+  "  purge(q, qe) "                                                            \
+  "  while true do "                                                           \
+  "    local h = redis.call('ZRANGE', q, 0, 0)[1] "                            \
+  "    if not h then return end "                                              \
+  "    if redis.call('PUBLISH', chan .. h, '') > 0 then return end "           \
+  "    redis.call('ZREM', q, h) redis.call('ZREM', qe, h) "                    \
+  "  end "                                                                     \
+  "end "
+
+// KEYS: lease, token, queue (waiter -> ticket), queue expiry (waiter ->
+// ms), ticket counter. ARGV: owner, ttl ms, waiter ('' for a try), waiter
+// ttl ms. A try takes a free key only if no live waiter is queued; a
+// waiter joins (or refreshes its expiry) and takes it only at the head.
+// Returns {1, token} or {0, ms until the state can change without a wake
+// (the head's or the lease's expiry; negative: none)}.
+constexpr char kAcquireScript[] = TL_REDIS_QUEUE_PRELUDE
+    "local q, qe, me = KEYS[3], KEYS[4], ARGV[3] "
+    "purge(q, qe) "
+    "if me ~= '' then "
+    "  local wttl = tonumber(ARGV[4]) "
+    "  if not redis.call('ZSCORE', q, me) then "
+    "    redis.call('ZADD', q, redis.call('INCR', KEYS[5]), me) end "
+    "  redis.call('ZADD', qe, now + wttl, me) "
+    "  for _, k in ipairs({q, qe, KEYS[5]}) do "
+    "    if redis.call('PTTL', k) < wttl then redis.call('PEXPIRE', k, wttl) end end "
+    "end "
+    "local head, e "
+    "while true do "  // a ticket without an expiry is dead too
+    "  head = redis.call('ZRANGE', q, 0, 0)[1] "
+    "  if not head then break end "
+    "  e = redis.call('ZSCORE', qe, head) "
+    "  if e then break end "
+    "  redis.call('ZREM', q, head) "
+    "end "
+    "if head and head ~= me then return {0, tonumber(e) - now} end "
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-    "return redis.call('INCR', KEYS[2]) end return false";
+    "  if me ~= '' then redis.call('ZREM', q, me) redis.call('ZREM', qe, me) end "
+    "  return {1, redis.call('INCR', KEYS[2])} end "
+    "return {0, redis.call('PTTL', KEYS[1])}";
 constexpr char kExtendScript[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
     "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
-constexpr char kReleaseScript[] =
+// KEYS: lease, queue, queue expiry. ARGV: owner, wake channel prefix.
+constexpr char kReleaseScript[] = TL_REDIS_QUEUE_PRELUDE
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-    "return redis.call('DEL', KEYS[1]) end return 0";
+    "  redis.call('DEL', KEYS[1]) wake(KEYS[2], KEYS[3], ARGV[2]) return 1 end "
+    "return 0";
+// KEYS: lease, queue, queue expiry. ARGV: waiter, wake channel prefix. The
+// next head is woken if the key is free (this waiter may have been woken
+// for it and be leaving instead).
+constexpr char kLeaveScript[] = TL_REDIS_QUEUE_PRELUDE
+    "redis.call('ZREM', KEYS[2], ARGV[1]) redis.call('ZREM', KEYS[3], ARGV[1]) "
+    "if redis.call('EXISTS', KEYS[1]) == 0 then wake(KEYS[2], KEYS[3], ARGV[2]) end "
+    "return 1";
+#undef TL_REDIS_QUEUE_PRELUDE
 
 struct ReplyFree {
   void operator()(redisReply* r) const { freeReplyObject(r); }
@@ -155,7 +216,7 @@ using internal::ConnPool;
 // One connection to the server, with the SHAs of the scripts it loaded.
 struct RedisConnection {
   Context ctx;  // null once a wait on it failed or timed out: drop it
-  std::string sha_acquire, sha_extend, sha_release;
+  std::string sha_acquire, sha_extend, sha_release, sha_leave;
 };
 using ConnPtr = std::unique_ptr<RedisConnection>;
 
@@ -241,8 +302,9 @@ class Link {
     return absl::OkStatus();
   }
 
-  // Logs in, selects the database and loads the scripts.
-  absl::Status set_up() {
+  // Logs in, selects the database and loads the scripts (unless
+  // `scripts` is false: a waiter's subscription runs none).
+  absl::Status set_up(bool scripts = true) {
     if (!options_.password.empty()) {
       std::vector<std::string> auth = {"AUTH"};
       if (!options_.username.empty()) auth.push_back(options_.username);
@@ -255,9 +317,11 @@ class Link {
         return s;
       }
     }
+    if (!scripts) return absl::OkStatus();
     for (auto [script, sha] : {std::pair{kAcquireScript, &c_.sha_acquire},
                                std::pair{kExtendScript, &c_.sha_extend},
-                               std::pair{kReleaseScript, &c_.sha_release}}) {
+                               std::pair{kReleaseScript, &c_.sha_release},
+                               std::pair{kLeaveScript, &c_.sha_leave}}) {
       absl::StatusOr<Reply> r = command({"SCRIPT", "LOAD", script});
       if (!r.ok()) return r.status();
       // The first command after connecting: NOAUTH if a password is due.
@@ -321,7 +385,8 @@ class Link {
 };
 
 // Opens a connection and sets it up, every wait bounded by `deadline`.
-absl::StatusOr<ConnPtr> open_connection(const RedisLeaseOptions& o, Clock::time_point deadline) {
+absl::StatusOr<ConnPtr> open_connection(const RedisLeaseOptions& o, Clock::time_point deadline,
+                                        bool scripts = true) {
   const auto budget = std::min(
       o.io_timeout, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
   if (budget <= std::chrono::milliseconds::zero()) {
@@ -338,9 +403,52 @@ absl::StatusOr<ConnPtr> open_connection(const RedisLeaseOptions& o, Clock::time_
   }
   auto conn = std::make_unique<RedisConnection>();
   conn->ctx = std::move(c);
-  if (absl::Status s = Link(o, *conn, deadline, "connect timeout").set_up(); !s.ok()) return s;
+  if (absl::Status s = Link(o, *conn, deadline, "connect timeout").set_up(scripts); !s.ok()) {
+    return s;
+  }
   return conn;
 }
+
+// A waiter's wake signal: a connection of its own subscribed to the
+// waiter's channel (a subscribed connection can run nothing else), read
+// without blocking once poll(2) says it is readable.
+class RedisWaker {
+ public:
+  static absl::StatusOr<RedisWaker> open(const RedisLeaseOptions& o, const std::string& channel) {
+    const Clock::time_point deadline = Clock::now() + o.io_timeout;
+    absl::StatusOr<ConnPtr> c = open_connection(o, deadline, /*scripts=*/false);
+    if (!c.ok()) return c.status();
+    Link link(o, **c, deadline, "connect timeout");
+    absl::StatusOr<Reply> r = link.command({"SUBSCRIBE", channel});
+    if (!r.ok()) return r.status();
+    if ((*r)->type == REDIS_REPLY_ERROR) return link.reply_error(*r->get(), "SUBSCRIBE");
+    return RedisWaker(o, *std::move(c));
+  }
+  int fd() const { return c_->ctx->fd; }
+  absl::StatusOr<bool> drain(bool readable) {
+    redisContext* ctx = c_->ctx.get();
+    if (readable && redisBufferRead(ctx) != REDIS_OK) {
+      return absl::UnavailableError(
+          absl::StrCat(where_of(*o_), ": waiter's subscription: ", ctx->errstr));
+    }
+    bool woken = false;
+    for (;;) {
+      void* reply = nullptr;
+      if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK) {
+        return absl::UnavailableError(
+            absl::StrCat(where_of(*o_), ": waiter's subscription: ", ctx->errstr));
+      }
+      if (reply == nullptr) return woken;
+      freeReplyObject(reply);
+      woken = true;  // only messages come after the subscription's reply
+    }
+  }
+
+ private:
+  RedisWaker(const RedisLeaseOptions& o, ConnPtr c) : o_(&o), c_(std::move(c)) {}
+  const RedisLeaseOptions* o_;
+  ConnPtr c_;
+};
 
 }  // namespace
 
@@ -364,6 +472,32 @@ struct RedisLeaseBackend::Conn {
   }
   std::string token_key(std::string_view key) const {
     return absl::StrCat(options.prefix, "{", to_absl(key), "}:token");
+  }
+  // The key's queue of waiters: waiter -> arrival ticket, waiter -> expiry
+  // (server ms), and the ticket counter.
+  std::string queue_key(std::string_view key) const {
+    return absl::StrCat(options.prefix, "{", to_absl(key), "}:waiters");
+  }
+  std::string queue_expiry_key(std::string_view key) const {
+    return absl::StrCat(options.prefix, "{", to_absl(key), "}:waiters:expiry");
+  }
+  std::string ticket_key(std::string_view key) const {
+    return absl::StrCat(options.prefix, "{", to_absl(key), "}:waiters:ticket");
+  }
+  // A waiter's channel is this prefix and its id: the release wakes the
+  // head only (no herd of waiters re-checking).
+  std::string wake_prefix() const { return absl::StrCat(options.prefix, "wake:"); }
+
+  // Compare-and-delete of `key`'s lease owned by `owner`, waking the head of
+  // its queue.
+  absl::StatusOr<bool> release(const std::string& key, const std::string& owner) {
+    return with_link(Clock::time_point::max(), [&](Link& l) -> absl::StatusOr<bool> {
+      absl::StatusOr<Reply> r =
+          l.eval(kReleaseScript, &RedisConnection::sha_release,
+                 {lease_key(key), queue_key(key), queue_expiry_key(key), owner, wake_prefix()}, 3);
+      if (!r.ok()) return r.status();
+      return (*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1;
+    });
   }
 
   // Runs fn(Link&) on a connection taken from the pool, every wait bounded
@@ -430,7 +564,7 @@ class RedisSession final : public LeaseSession {
     });
   }
   absl::StatusOr<bool> release() override {
-    return conn_->cas(kReleaseScript, &RedisConnection::sha_release, key_, owner_, "");
+    return conn_->release(key_, owner_);
   }
 
  private:
@@ -473,24 +607,42 @@ std::string RedisLeaseBackend::lease_key(std::string_view key) const {
   return conn_->lease_key(key);
 }
 
-absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::try_acquire(
-    const LeaseRequest& request) {
-  Conn& c = *conn_;
+namespace {
+
+// One grant attempt: a try (`queued` false: takes a free key only if no live
+// waiter is queued) or a queued waiter's (joins or refreshes its place, takes
+// the key at the head). An outcome the reply leaves unknown is an error, and
+// the lease is then deleted if it was granted.
+absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<RedisLeaseBackend::Conn>& conn,
+                                        const LeaseRequest& request, bool queued) {
+  RedisLeaseBackend::Conn& c = *conn;
   bool sent = false;
-  absl::StatusOr<std::optional<std::uint64_t>> got = c.with_link(
+  struct Got {
+    std::optional<std::uint64_t> token;
+    std::int64_t retry_in_ms = -1;
+  };
+  absl::StatusOr<Got> got = c.with_link(
       Clock::time_point::max(),
-      [&](Link& l) -> absl::StatusOr<std::optional<std::uint64_t>> {
-        absl::StatusOr<Reply> r =
-            l.eval(kAcquireScript, &RedisConnection::sha_acquire,
-                   {c.lease_key(request.key), c.token_key(request.key), request.owner_id,
-                    std::to_string(request.ttl.count())},
-                   2);
+      [&](Link& l) -> absl::StatusOr<Got> {
+        const std::string ttl = std::to_string(request.ttl.count());
+        absl::StatusOr<Reply> r = l.eval(
+            kAcquireScript, &RedisConnection::sha_acquire,
+            {c.lease_key(request.key), c.token_key(request.key), c.queue_key(request.key),
+             c.queue_expiry_key(request.key), c.ticket_key(request.key), request.owner_id, ttl,
+             queued ? request.owner_id : std::string(), ttl},
+            5);
         if (!r.ok()) return r.status();
-        if ((*r)->type == REDIS_REPLY_NIL) return std::optional<std::uint64_t>();
-        if ((*r)->type != REDIS_REPLY_INTEGER || (*r)->integer <= 0) {
+        const redisReply& a = **r;
+        if (a.type != REDIS_REPLY_ARRAY || a.elements != 2 ||
+            a.element[0]->type != REDIS_REPLY_INTEGER ||
+            a.element[1]->type != REDIS_REPLY_INTEGER) {
           return absl::InternalError(absl::StrCat(c.where(), ": unexpected reply to the grant"));
         }
-        const auto token = static_cast<std::uint64_t>((*r)->integer);
+        if (a.element[0]->integer == 0) return Got{std::nullopt, a.element[1]->integer};
+        if (a.element[1]->integer <= 0) {
+          return absl::InternalError(absl::StrCat(c.where(), ": unexpected token in the grant"));
+        }
+        const auto token = static_cast<std::uint64_t>(a.element[1]->integer);
         absl::StatusOr<bool> acked = l.wait_replicas();
         if (!acked.ok() || !*acked) {
           if (!acked.ok()) return acked.status();
@@ -498,7 +650,7 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::try_acquire(
               c.where(), ": grant not acknowledged by ", c.options.wait_replicas,
               " replicas within ", c.options.wait_timeout.count(), " ms (released)"));
         }
-        return std::optional<std::uint64_t>(token);
+        return Got{token, -1};
       },
       &sent);
   if (!got.ok()) {
@@ -506,14 +658,47 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::try_acquire(
     // another connection). Not needed when no connection was had: nothing
     // was sent.
     if (sent) {
-      (void)c.cas(kReleaseScript, &RedisConnection::sha_release, request.key, request.owner_id,
-                  "");
+      (void)c.release(request.key, request.owner_id);
     }
     return got.status();
   }
-  if (!got->has_value()) return std::unique_ptr<LeaseSession>();
-  return std::unique_ptr<LeaseSession>(
-      new RedisSession(conn_, request.key, request.owner_id, **got));
+  internal::WaitTurn turn;
+  if (!got->token) {
+    turn.retry_in = std::chrono::milliseconds(got->retry_in_ms);
+    return turn;
+  }
+  turn.session.reset(new RedisSession(conn, request.key, request.owner_id, *got->token));
+  return turn;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::try_acquire(
+    const LeaseRequest& request) {
+  absl::StatusOr<internal::WaitTurn> turn = grab(conn_, request, /*queued=*/false);
+  if (!turn.ok()) return turn.status();
+  return std::move(turn->session);
+}
+
+absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::wait_acquire(
+    const LeaseRequest& request, Clock::time_point deadline, const std::stop_token& stop) {
+  // Uncontended: one round trip, no subscription.
+  absl::StatusOr<internal::WaitTurn> first = grab(conn_, request, /*queued=*/false);
+  if (!first.ok()) return first.status();
+  if (first->session) return std::move(first->session);
+  Conn& c = *conn_;
+  return internal::fair_wait(
+      request, deadline, stop,
+      [&] { return RedisWaker::open(c.options, c.wake_prefix() + request.owner_id); },
+      [&] { return grab(conn_, request, /*queued=*/true); },
+      [&] {
+        (void)c.with_link(Clock::time_point::max(), [&](Link& l) {
+          return l.eval(kLeaveScript, &RedisConnection::sha_leave,
+                        {c.lease_key(request.key), c.queue_key(request.key),
+                         c.queue_expiry_key(request.key), request.owner_id, c.wake_prefix()},
+                        3);
+        });
+      });
 }
 
 }  // namespace tierlock

@@ -4,7 +4,9 @@
 #include "tierlock/lease_sqlite.h"
 
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/string_util.h"
+#include "lease/backends/fair_wait.h"
 #include "lease/lease_state.h"
 #include "tierlock/text.h"
 
@@ -70,11 +73,53 @@ class Stmt {
   int rc_;
 };
 
+// The abstract Unix socket address a waiter is woken on: no file to leave
+// behind, gone with the waiter's process. Abstract names are per network
+// namespace, hence the netns column of a waiter's row.
+sockaddr_un wake_address(std::string_view waiter, socklen_t* len) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  const std::string name = absl::StrCat("tierlock-lease-wake:", internal::to_absl(waiter));
+  const std::size_t n = std::min(name.size(), sizeof a.sun_path - 1);
+  std::copy_n(name.data(), n, a.sun_path + 1);  // sun_path[0] == 0: abstract
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+  return a;
+}
+
+enum class Wake { kWoken, kGone, kUnknown };
+
+// Wakes `waiter` with one datagram. kGone: nobody is bound to its address
+// (the waiter died); kUnknown: could not tell.
+Wake send_wake(std::string_view waiter) {
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Wake::kUnknown;
+  socklen_t len = 0;
+  const sockaddr_un a = wake_address(waiter, &len);
+  const char byte = 1;
+  ssize_t n;
+  do {
+    n = ::sendto(fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&a),
+                 len);
+  } while (n < 0 && errno == EINTR);
+  const int err = errno;
+  ::close(fd);
+  if (n == 1 || err == EAGAIN) return Wake::kWoken;  // EAGAIN: wakes already queued
+  return err == ECONNREFUSED ? Wake::kGone : Wake::kUnknown;
+}
+
+// The inode of this process's network namespace (0 if unknown).
+std::uint64_t read_netns() {
+  struct stat st {};
+  if (::stat("/proc/self/ns/net", &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
+}
+
 }  // namespace
 
 struct SqliteLeaseBackend::Db {
   SqliteLeaseOptions options;
   std::string boot_id;
+  std::uint64_t netns = 0;
   Mutex mu;
   sqlite3* db ABSL_GUARDED_BY(mu) = nullptr;
 
@@ -98,6 +143,28 @@ struct SqliteLeaseBackend::Db {
   }
   void rollback() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+  // Wakes the live head of `key`'s queue. A head whose wake address nobody
+  // holds died: it leaves the queue and the next is woken. A head in another
+  // network namespace cannot be signalled: it looks again at its hint or
+  // refresh period. Best effort: errors are left to the waiters' timers.
+  void wake_head(std::string_view key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (int i = 0; i < 64; ++i) {
+      Stmt head(db,
+                "SELECT waiter, netns FROM tierlock_lease_waiters WHERE key = ?1 AND "
+                "boot_id = ?2 AND expires_ns > ?3 ORDER BY ticket LIMIT 1");
+      if (!head.ok()) return;
+      head.bind(1, key).bind(2, boot_id).bind(3, monotonic_ns());
+      if (head.step() != SQLITE_ROW) return;
+      const std::string waiter = head.text(0);
+      if (static_cast<std::uint64_t>(head.int64(1)) != netns || netns == 0) return;
+      if (send_wake(waiter) != Wake::kGone) return;
+      Stmt gone(db, "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND waiter = ?2");
+      if (!gone.ok()) return;
+      gone.bind(1, key).bind(2, waiter);
+      if (gone.step() != SQLITE_DONE) return;
+    }
   }
 };
 
@@ -163,6 +230,7 @@ class SqliteSession final : public LeaseSession {
     if (rc != SQLITE_ROW) return d.error("release");
     const bool held = s.int64(0) != 0;
     if (s.step() != SQLITE_DONE) return d.error("release");
+    d.wake_head(key_);
     return held;
   }
 
@@ -180,7 +248,12 @@ constexpr char kSchema[] =
     " boot_id TEXT NOT NULL, expires_ns INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS tierlock_leases_session ON tierlock_leases(session);"
     "CREATE TABLE IF NOT EXISTS tierlock_lease_tokens ("
-    " key TEXT PRIMARY KEY, last INTEGER NOT NULL);";
+    " key TEXT PRIMARY KEY, last INTEGER NOT NULL);"
+    // Waiters per key in ticket (arrival) order, each live until expires_ns.
+    "CREATE TABLE IF NOT EXISTS tierlock_lease_waiters ("
+    " ticket INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, waiter TEXT NOT NULL,"
+    " boot_id TEXT NOT NULL, netns INTEGER NOT NULL, expires_ns INTEGER NOT NULL,"
+    " UNIQUE (key, waiter));";
 
 // Refuses a database, WAL or shared-memory file name that is a symbolic
 // link: in a shared directory, whoever planted it would choose where the
@@ -214,6 +287,7 @@ absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
   auto d = std::make_shared<Db>();
   d->options = std::move(options);
   d->boot_id = read_boot_id();
+  d->netns = read_netns();
   if (d->boot_id.empty()) {
     return absl::UnavailableError("sqlite leases: cannot read /proc/sys/kernel/random/boot_id");
   }
@@ -274,32 +348,79 @@ LeaseCapabilities SqliteLeaseBackend::capabilities() const {
 
 const std::string& SqliteLeaseBackend::session() const { return db_->options.session; }
 
-absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::try_acquire(
-    const LeaseRequest& request) {
-  Db& d = *db_;
+namespace {
+
+// Rolls back after `what` failed; returns the error.
+absl::Status roll_back(SqliteLeaseBackend::Db& d, std::string_view what)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(d.mu) {
+  absl::Status s = d.error(what);
+  d.rollback();
+  return s;
+}
+
+// Ends an attempt that must wait until `until_ns` at the latest: a waiter's
+// join is committed, a try (which changed nothing) rolled back.
+absl::StatusOr<internal::WaitTurn> wait_turn(SqliteLeaseBackend::Db& d, bool queued,
+                                             std::int64_t now, std::int64_t until_ns)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(d.mu) {
+  if (absl::Status s = d.exec(queued ? "COMMIT" : "ROLLBACK", "commit"); !s.ok()) {
+    d.rollback();
+    return s;
+  }
+  internal::WaitTurn turn;
+  turn.retry_in = std::chrono::ceil<std::chrono::milliseconds>(
+      std::chrono::nanoseconds(std::max<std::int64_t>(0, until_ns - now)));
+  return turn;
+}
+
+// One grant attempt, one BEGIN IMMEDIATE transaction: a try (`queued`
+// false: takes a free key only if no live waiter is queued) or a queued
+// waiter's (joins or refreshes its place, takes the key at the head). The
+// key's dead waiters (expired, or from an earlier boot) leave the queue.
+absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<SqliteLeaseBackend::Db>& db,
+                                        const LeaseRequest& request, bool queued) {
+  SqliteLeaseBackend::Db& d = *db;
   UniqueLock lk(d.mu);
   if (absl::Status s = d.exec("BEGIN IMMEDIATE", "begin"); !s.ok()) return s;
   const std::int64_t now = monotonic_ns();
+  if (queued) {
+    Stmt purge(d.db,
+               "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND "
+               "(boot_id <> ?2 OR expires_ns <= ?3)");
+    if (!purge.ok()) return roll_back(d, "prepare join");
+    purge.bind(1, request.key).bind(2, d.boot_id).bind(3, now);
+    if (purge.step() != SQLITE_DONE) return roll_back(d, "join the queue");
+    Stmt join(d.db,
+              "INSERT INTO tierlock_lease_waiters (key, waiter, boot_id, netns, expires_ns) "
+              "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key, waiter) DO UPDATE SET "
+              "expires_ns = excluded.expires_ns");
+    if (!join.ok()) return roll_back(d, "prepare join");
+    join.bind(1, request.key).bind(2, request.owner_id).bind(3, d.boot_id);
+    join.bind(4, static_cast<std::int64_t>(d.netns));
+    join.bind(5, now + std::chrono::nanoseconds(request.ttl).count());
+    if (join.step() != SQLITE_DONE) return roll_back(d, "join the queue");
+  }
+  {
+    Stmt head(d.db,
+              "SELECT waiter, expires_ns FROM tierlock_lease_waiters WHERE key = ?1 AND "
+              "boot_id = ?2 AND expires_ns > ?3 ORDER BY ticket LIMIT 1");
+    if (!head.ok()) return roll_back(d, "prepare acquire");
+    head.bind(1, request.key).bind(2, d.boot_id).bind(3, now);
+    const int rc = head.step();
+    if (rc == SQLITE_ROW && (!queued || head.text(0) != request.owner_id)) {
+      return wait_turn(d, queued, now, head.int64(1));  // queued behind another waiter
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return roll_back(d, "acquire");
+  }
   {
     Stmt held(d.db,
-              "SELECT 1 FROM tierlock_leases WHERE key = ?1 AND boot_id = ?2 AND "
+              "SELECT expires_ns FROM tierlock_leases WHERE key = ?1 AND boot_id = ?2 AND "
               "expires_ns > ?3");
-    if (!held.ok()) {
-      absl::Status s = d.error("prepare acquire");
-      d.rollback();
-      return s;
-    }
+    if (!held.ok()) return roll_back(d, "prepare acquire");
     held.bind(1, request.key).bind(2, d.boot_id).bind(3, now);
     const int rc = held.step();
-    if (rc == SQLITE_ROW) {
-      d.rollback();
-      return std::unique_ptr<LeaseSession>();  // contention
-    }
-    if (rc != SQLITE_DONE) {
-      absl::Status s = d.error("acquire");
-      d.rollback();
-      return s;
-    }
+    if (rc == SQLITE_ROW) return wait_turn(d, queued, now, held.int64(0));  // contention
+    if (rc != SQLITE_DONE) return roll_back(d, "acquire");
   }
   std::int64_t token = 0;
   {
@@ -307,9 +428,7 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::try_acquire(
               "INSERT INTO tierlock_lease_tokens (key, last) VALUES (?1, 1) "
               "ON CONFLICT (key) DO UPDATE SET last = last + 1 RETURNING last");
     if (!bump.ok() || (bump.bind(1, request.key), bump.step()) != SQLITE_ROW) {
-      absl::Status s = d.error("bump the token");
-      d.rollback();
-      return s;
+      return roll_back(d, "bump the token");
     }
     token = bump.int64(0);
     (void)bump.step();
@@ -319,36 +438,111 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::try_acquire(
              "INSERT OR REPLACE INTO tierlock_leases "
              "(key, owner, session, token, metadata, boot_id, expires_ns) "
              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-    if (!put.ok()) {
-      absl::Status s = d.error("prepare acquire");
-      d.rollback();
-      return s;
-    }
+    if (!put.ok()) return roll_back(d, "prepare acquire");
     put.bind(1, request.key).bind(2, request.owner_id).bind(3, d.options.session);
     put.bind(4, token).bind(5, request.metadata).bind(6, d.boot_id);
     put.bind(7, now + std::chrono::nanoseconds(request.ttl).count());
-    if (put.step() != SQLITE_DONE) {
-      absl::Status s = d.error("acquire");
-      d.rollback();
-      return s;
-    }
+    if (put.step() != SQLITE_DONE) return roll_back(d, "acquire");
+  }
+  if (queued) {
+    Stmt left(d.db, "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND waiter = ?2");
+    if (!left.ok()) return roll_back(d, "prepare acquire");
+    left.bind(1, request.key).bind(2, request.owner_id);
+    if (left.step() != SQLITE_DONE) return roll_back(d, "leave the queue");
   }
   if (absl::Status s = d.exec("COMMIT", "commit"); !s.ok()) {
     d.rollback();
     return s;
   }
-  return std::unique_ptr<LeaseSession>(new SqliteSession(
-      db_, request.key, request.owner_id, static_cast<std::uint64_t>(token)));
+  internal::WaitTurn turn;
+  turn.session.reset(
+      new SqliteSession(db, request.key, request.owner_id, static_cast<std::uint64_t>(token)));
+  return turn;
+}
+
+// A waiter's wake signal: a datagram socket bound to its abstract address.
+class SqliteWaker {
+ public:
+  static absl::StatusOr<SqliteWaker> open(const SqliteLeaseOptions& o, std::string_view waiter) {
+    SqliteWaker w(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    socklen_t len = 0;
+    const sockaddr_un a = wake_address(waiter, &len);
+    if (w.fd_ < 0 || ::bind(w.fd_, reinterpret_cast<const sockaddr*>(&a), len) != 0) {
+      return absl::ErrnoToStatus(
+          errno, absl::StrCat("sqlite '", escape_text(o.path.string()),
+                              "': bind the waiter's wake socket '@",
+                              escape_text(std::string_view(a.sun_path + 1, len - 1 -
+                                                           offsetof(sockaddr_un, sun_path))),
+                              "'"));
+    }
+    return w;
+  }
+  SqliteWaker(SqliteWaker&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  SqliteWaker& operator=(SqliteWaker&&) = delete;
+  ~SqliteWaker() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int fd() const { return fd_; }
+  absl::StatusOr<bool> drain(bool) {
+    bool woken = false;
+    char buf[16];
+    while (::recv(fd_, buf, sizeof buf, MSG_DONTWAIT) >= 0) woken = true;
+    return woken;
+  }
+
+ private:
+  explicit SqliteWaker(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::try_acquire(
+    const LeaseRequest& request) {
+  absl::StatusOr<internal::WaitTurn> turn = grab(db_, request, /*queued=*/false);
+  if (!turn.ok()) return turn.status();
+  return std::move(turn->session);
+}
+
+absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::wait_acquire(
+    const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
+    const std::stop_token& stop) {
+  absl::StatusOr<internal::WaitTurn> first = grab(db_, request, /*queued=*/false);
+  if (!first.ok()) return first.status();
+  if (first->session) return std::move(first->session);
+  Db& d = *db_;
+  return internal::fair_wait(
+      request, deadline, stop, [&] { return SqliteWaker::open(d.options, request.owner_id); },
+      [&] { return grab(db_, request, /*queued=*/true); },
+      [&] {
+        UniqueLock lk(d.mu);
+        Stmt left(d.db, "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND waiter = ?2");
+        if (!left.ok()) return;
+        left.bind(1, request.key).bind(2, request.owner_id);
+        if (left.step() != SQLITE_DONE) return;
+        Stmt held(d.db,
+                  "SELECT 1 FROM tierlock_leases WHERE key = ?1 AND boot_id = ?2 AND "
+                  "expires_ns > ?3");
+        if (!held.ok()) return;
+        held.bind(1, request.key).bind(2, d.boot_id).bind(3, monotonic_ns());
+        if (held.step() == SQLITE_DONE) d.wake_head(request.key);
+      });
 }
 
 absl::StatusOr<int> SqliteLeaseBackend::release_all(std::string_view session) {
   Db& d = *db_;
   UniqueLock lk(d.mu);
-  Stmt s(d.db, "DELETE FROM tierlock_leases WHERE session = ?1");
-  if (!s.ok()) return d.error("prepare release_all");
-  s.bind(1, session);
-  if (s.step() != SQLITE_DONE) return d.error("release_all");
-  return sqlite3_changes(d.db);
+  std::vector<std::string> keys;
+  {
+    Stmt s(d.db, "DELETE FROM tierlock_leases WHERE session = ?1 RETURNING key");
+    if (!s.ok()) return d.error("prepare release_all");
+    s.bind(1, session);
+    int rc;
+    while ((rc = s.step()) == SQLITE_ROW) keys.push_back(s.text(0));
+    if (rc != SQLITE_DONE) return d.error("release_all");
+  }
+  for (const std::string& key : keys) d.wake_head(key);
+  return static_cast<int>(keys.size());
 }
 
 absl::StatusOr<int> SqliteLeaseBackend::reclaim_expired() {

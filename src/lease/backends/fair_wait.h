@@ -1,0 +1,156 @@
+// src/lease/backends/fair_wait.h
+//
+// The fair, woken wait shared by the Redis, PostgreSQL lease-table and SQLite
+// backends (internal; docs/design.md, "Lease waits"):
+//   StopPipe      - a pipe written when a stop is requested, for poll(2).
+//   wait_readable - blocks until a descriptor is readable, a time or a stop.
+//   WaitTurn      - one attempt of a queued waiter: granted, or when to look
+//                   again at the latest.
+//   fair_wait     - the waiter's loop: subscribe to its wake signal first,
+//                   then join the key's queue and try as its head; block
+//                   until woken or the hint or refresh period; leave the
+//                   queue on timeout, stop or error.
+#ifndef TIERLOCK_SRC_LEASE_FAIR_WAIT_H_
+#define TIERLOCK_SRC_LEASE_FAIR_WAIT_H_
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stop_token>
+
+#include "absl/status/statusor.h"
+#include "tierlock/lease.h"
+
+namespace tierlock::internal {
+
+// A pipe written when a stop is requested (for poll). fd() is -1 when the
+// token can never be stopped.
+class StopPipe {
+ public:
+  explicit StopPipe(const std::stop_token& stop) {
+    if (!stop.stop_possible()) return;
+    if (::pipe2(fds_, O_CLOEXEC | O_NONBLOCK) != 0) fds_[0] = fds_[1] = -1;
+    if (fds_[1] >= 0) {
+      const int w = fds_[1];
+      cb_.emplace(stop, [w] {
+        const char c = 1;
+        (void)!::write(w, &c, 1);
+      });
+    }
+  }
+  StopPipe(const StopPipe&) = delete;
+  StopPipe& operator=(const StopPipe&) = delete;
+  ~StopPipe() {
+    cb_.reset();  // waits for a running callback before the fds close
+    if (fds_[0] >= 0) ::close(fds_[0]);
+    if (fds_[1] >= 0) ::close(fds_[1]);
+  }
+  int fd() const { return fds_[0]; }
+
+ private:
+  int fds_[2] = {-1, -1};
+  std::optional<std::stop_callback<std::function<void()>>> cb_;
+};
+
+enum class WaitEnd { kReadable, kTimedOut, kStopped, kFailed };
+
+// Blocks until `fd` is readable (or hung up), `until` passes or `stop` is
+// requested (`stop_fd`: its StopPipe). kFailed only if poll itself fails.
+inline WaitEnd wait_readable(int fd, int stop_fd, std::chrono::steady_clock::time_point until,
+                             const std::stop_token& stop) {
+  for (;;) {
+    if (stop.stop_requested()) return WaitEnd::kStopped;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= until) return WaitEnd::kTimedOut;
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - now);
+    pollfd fds[2] = {{fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+    const int n = ::poll(fds, stop_fd >= 0 ? 2 : 1,
+                         static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 60'000)));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return WaitEnd::kFailed;
+    }
+    if (n > 0 && fds[0].revents != 0) return WaitEnd::kReadable;
+  }
+}
+
+// One attempt of a queued waiter.
+struct WaitTurn {
+  std::unique_ptr<LeaseSession> session;  // granted (and out of the queue)
+  // Otherwise: the service's hint of when the state can change without a
+  // wake (the lease's or the queue head's expiry); negative: none.
+  std::chrono::milliseconds retry_in{-1};
+};
+
+// The waiter's loop. `subscribe()` opens the waiter's wake signal before it
+// joins the queue (so no release after its first attempt is missed) and
+// returns an object with `int fd()` and `absl::StatusOr<bool> drain(bool
+// readable)` (reads what is there, at most one read if `readable`, never
+// blocking; true if a wake came). `attempt()` joins the queue (or refreshes
+// its place, pushing its expiry to ttl from now) and takes the key if this
+// waiter heads the queue and the key is free. `leave()` takes the waiter out
+// of the queue (best effort: otherwise it lapses within its ttl) and wakes
+// the next. The waiter looks again when woken, at the service's hint, and
+// every ttl/3 at the latest (its refresh; the safety net for a holder that
+// dies without a release).
+template <typename Subscribe, typename Attempt, typename Leave>
+absl::StatusOr<std::unique_ptr<LeaseSession>> fair_wait(
+    const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
+    const std::stop_token& stop, Subscribe&& subscribe, Attempt&& attempt, Leave&& leave) {
+  using std::chrono::milliseconds;
+  using Clock = std::chrono::steady_clock;
+  auto waker = subscribe();
+  if (!waker.ok()) return waker.status();
+  StopPipe stop_pipe(stop);
+  const milliseconds refresh = std::max(milliseconds(1), request.ttl / 3);
+  for (;;) {
+    if (stop.stop_requested()) {
+      leave();
+      return absl::CancelledError("cancelled");
+    }
+    absl::StatusOr<WaitTurn> turn = attempt();
+    if (!turn.ok()) {
+      leave();
+      return turn.status();
+    }
+    if (turn->session) return std::move(turn->session);
+    const Clock::time_point now = Clock::now();
+    Clock::time_point until = std::min(deadline, now + refresh);
+    if (turn->retry_in >= milliseconds::zero()) {
+      until = std::min(until, now + turn->retry_in + milliseconds(1));
+    }
+    // Wakes read with an earlier reply are already buffered.
+    absl::StatusOr<bool> woken = waker->drain(false);
+    while (woken.ok() && !*woken) {
+      const WaitEnd end = wait_readable(waker->fd(), stop_pipe.fd(), until, stop);
+      if (end == WaitEnd::kStopped) break;
+      if (end == WaitEnd::kFailed) {
+        woken = absl::InternalError("poll on the wake signal failed");
+        break;
+      }
+      if (end == WaitEnd::kTimedOut) {
+        if (Clock::now() >= deadline) {
+          leave();
+          return std::unique_ptr<LeaseSession>();
+        }
+        break;
+      }
+      woken = waker->drain(true);
+    }
+    if (!woken.ok()) {
+      leave();
+      return woken.status();
+    }
+  }
+}
+
+}  // namespace tierlock::internal
+
+#endif  // TIERLOCK_SRC_LEASE_FAIR_WAIT_H_
