@@ -76,9 +76,9 @@
 #include <utility>
 #include <vector>
 
-#include "bench_util.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "bench_util.h"
 #include "tierlock/acquire_options.h"
 #include "tierlock/config.h"
 #include "tierlock/dir_lock.h"
@@ -210,8 +210,8 @@ long thread_syscall(pid_t tid) {
 // The scheduler state letter of thread `tid` of process `pid` ('S' sleeping),
 // from /proc/<pid>/task/<tid>/stat (readable without ptrace rights).
 char thread_state(pid_t pid, pid_t tid) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/task/" +
-                           std::to_string(tid) + "/stat";
+  const std::string path =
+      "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat";
   const std::string text = read_proc(path.c_str());
   const std::size_t paren = text.rfind(')');
   if (paren == std::string::npos || paren + 2 >= text.size()) return '?';
@@ -306,7 +306,12 @@ const BenchDir* g_dir = nullptr;
 // kLockTierlock / kUnlockTierlock: the same through a tierlock DirLock, so the
 // peer leaves a holder record (the *_recorded_holder rows).
 enum class PeerOp : std::int32_t {
-  kLock, kUnlock, kPin, kHandoff, kLockTierlock, kUnlockTierlock
+  kLock,
+  kUnlock,
+  kPin,
+  kHandoff,
+  kLockTierlock,
+  kUnlockTierlock
 };
 // How the peer knows B is waiting before it releases.
 enum class Ready : std::int32_t {
@@ -326,11 +331,11 @@ struct PeerCommand {
 
 // In memory shared with the peer (MAP_SHARED, set up before fork).
 struct PeerShared {
-  std::atomic<std::uint64_t> b_ready;  // round B is about to wait in
-  std::atomic<std::uint64_t> b_done;   // round B has stamped
-  std::atomic<std::int32_t> b_tid;     // B's waiting thread
-  std::atomic<std::int64_t> t_release; // A's stamp just before LOCK_UN
-  std::atomic<std::int32_t> failed;    // the peer gave up waiting for B
+  std::atomic<std::uint64_t> b_ready;   // round B is about to wait in
+  std::atomic<std::uint64_t> b_done;    // round B has stamped
+  std::atomic<std::int32_t> b_tid;      // B's waiting thread
+  std::atomic<std::int64_t> t_release;  // A's stamp just before LOCK_UN
+  std::atomic<std::int32_t> failed;     // the peer gave up waiting for B
   char message[200];
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -397,10 +402,9 @@ bool pin_to(int cpu) {
         tl_guard.reset();
         break;
       case PeerOp::kPin: {
-        const bool ok =
-            cmd.cpu < 0
-                ? ::sched_setaffinity(0, sizeof original, &original) == 0
-                : pin_to(cmd.cpu);
+        const bool ok = cmd.cpu < 0 ? ::sched_setaffinity(0, sizeof original,
+                                                          &original) == 0
+                                    : pin_to(cmd.cpu);
         reply(ok ? 'k' : 'e');
         break;
       }
@@ -416,8 +420,8 @@ bool pin_to(int cpu) {
         };
         switch (cmd.ready) {
           case Ready::kProcLocks:
-            ready = wait_until([&] { return proc_locks_waiter(b_pid, dir.ino); },
-                               kGiveUp);
+            ready = wait_until(
+                [&] { return proc_locks_waiter(b_pid, dir.ino); }, kGiveUp);
             break;
           case Ready::kSleeping:
             ready = wait_until(b_said_ready, kGiveUp) &&
@@ -512,15 +516,22 @@ class Peer {
     } while (n < 0 && errno == EINTR);
     return n == 1 ? c : 0;
   }
-  bool lock() { return call({PeerOp::kLock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k'; }
-  bool unlock() { return call({PeerOp::kUnlock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k'; }
+  bool lock() {
+    return call({PeerOp::kLock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k';
+  }
+  bool unlock() {
+    return call({PeerOp::kUnlock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k';
+  }
   bool lock_tierlock() {
     return call({PeerOp::kLockTierlock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k';
   }
   bool unlock_tierlock() {
-    return call({PeerOp::kUnlockTierlock, 0, Ready::kProcLocks, 0, 0, 0}) == 'k';
+    return call({PeerOp::kUnlockTierlock, 0, Ready::kProcLocks, 0, 0, 0}) ==
+           'k';
   }
-  bool pin(int cpu) { return call({PeerOp::kPin, cpu, Ready::kProcLocks, 0, 0, 0}) == 'k'; }
+  bool pin(int cpu) {
+    return call({PeerOp::kPin, cpu, Ready::kProcLocks, 0, 0, 0}) == 'k';
+  }
 
   PeerShared* shared() const { return shm_; }
   // The peer's failure message, or "" (and clears it).
@@ -664,16 +675,16 @@ class JobThread {
 // Row: cancel latency.
 
 enum class CancelCase {
-  kStopKernel,         // another process holds; sync waiter blocked in flock
-  kStopKernelAsync,    // the same, an acquire_async waiter (pool thread)
-  kStopInProcess,      // another thread holds; waiter queued in-process
-  kTimeoutKernel,      // deadline passes while blocked in flock
+  kStopKernel,       // another process holds; sync waiter blocked in flock
+  kStopKernelAsync,  // the same, an acquire_async waiter (pool thread)
+  kStopInProcess,    // another thread holds; waiter queued in-process
+  kTimeoutKernel,    // deadline passes while blocked in flock
   kTimeoutKernelRecorded,  // the same, the peer holding through tierlock
-  kTimeoutInProcess,   // deadline passes while queued in-process
-  kRefSignalRawFlock,  // reference: pthread_kill of a raw blocked flock
-  kRefTimerRawFlock,   // reference timeout: a POSIX timer signal (to the
-                       // thread, at the deadline) ends a raw blocked flock
-  kRefCvTimeout,       // reference timeout: condition_variable::wait_until
+  kTimeoutInProcess,       // deadline passes while queued in-process
+  kRefSignalRawFlock,      // reference: pthread_kill of a raw blocked flock
+  kRefTimerRawFlock,       // reference timeout: a POSIX timer signal (to the
+                           // thread, at the deadline) ends a raw blocked flock
+  kRefCvTimeout,           // reference timeout: condition_variable::wait_until
 };
 
 extern "C" void bench_noop_handler(int) {}
@@ -720,9 +731,7 @@ bool wait_blocked(CancelCase c, bool polling, JobThread* job) {
   }
   return wait_until([&] { return job->entering(); }, kGiveUp) &&
          wait_until(
-             [&] {
-               return thread_syscall(job->tid()) == SYS_futex || gone();
-             },
+             [&] { return thread_syscall(job->tid()) == SYS_futex || gone(); },
              kGiveUp) &&
          !returned;
 }
@@ -731,8 +740,8 @@ bool wait_blocked(CancelCase c, bool polling, JobThread* job) {
 // 10 ms timeout, so no /proc/locks read (by the harness or by tierlock) in the
 // previous few milliseconds keeps the kernel's file_rwsem in its slow mode:
 // a timeout that happens alone, as in real use.
-void BM_Cancel(benchmark::State& state, const std::string& row,
-               CancelCase c, bool polling, bool spaced) {
+void BM_Cancel(benchmark::State& state, const std::string& row, CancelCase c,
+               bool polling, bool spaced) {
   const nanoseconds timeout_ns = spaced ? milliseconds(10) : g_cfg.timeout;
   std::optional<PollingFallback> fallback;
   if (polling) {
@@ -741,20 +750,18 @@ void BM_Cancel(benchmark::State& state, const std::string& row,
   }
   absl::StatusOr<tierlock::DirLock> lock = open_lock();
   if (!check(state, lock.status())) return;
-  const bool kernel = c == CancelCase::kStopKernel ||
-                      c == CancelCase::kStopKernelAsync ||
-                      c == CancelCase::kTimeoutKernel ||
-                      c == CancelCase::kTimeoutKernelRecorded ||
-                      c == CancelCase::kRefSignalRawFlock ||
-                      c == CancelCase::kRefTimerRawFlock;
+  const bool kernel =
+      c == CancelCase::kStopKernel || c == CancelCase::kStopKernelAsync ||
+      c == CancelCase::kTimeoutKernel ||
+      c == CancelCase::kTimeoutKernelRecorded ||
+      c == CancelCase::kRefSignalRawFlock || c == CancelCase::kRefTimerRawFlock;
   const bool timeout = c == CancelCase::kTimeoutKernel ||
                        c == CancelCase::kTimeoutKernelRecorded ||
                        c == CancelCase::kTimeoutInProcess ||
                        c == CancelCase::kRefTimerRawFlock ||
                        c == CancelCase::kRefCvTimeout;
   // Who holds the lock while the waiter waits: the peer, or this thread.
-  PeerHold peer_hold(state, kernel,
-                     c == CancelCase::kTimeoutKernelRecorded);
+  PeerHold peer_hold(state, kernel, c == CancelCase::kTimeoutKernelRecorded);
   if (!peer_hold.ok()) return;
   std::optional<tierlock::Guard> local_hold;
   if (!kernel && c != CancelCase::kRefCvTimeout) {
@@ -823,23 +830,22 @@ void BM_Cancel(benchmark::State& state, const std::string& row,
         });
         break;
       case CancelCase::kStopKernelAsync:
-        lock->acquire_async(
-            options_stop(source.get_token(), &*pool),
-            [&](absl::StatusOr<tierlock::Guard> g) {
-              const std::int64_t t = mono_ns();
-              std::lock_guard<std::mutex> lk(done_mu);
-              t_return = t;
-              code = g.status().code();
-              message = std::string(g.status().message());
-              async_done = true;
-              done_cv.notify_all();
-            });
+        lock->acquire_async(options_stop(source.get_token(), &*pool),
+                            [&](absl::StatusOr<tierlock::Guard> g) {
+                              const std::int64_t t = mono_ns();
+                              std::lock_guard<std::mutex> lk(done_mu);
+                              t_return = t;
+                              code = g.status().code();
+                              message = std::string(g.status().message());
+                              async_done = true;
+                              done_cv.notify_all();
+                            });
         break;
       case CancelCase::kRefSignalRawFlock:
         job.run([&] {
           const int rc = ::flock(raw_fd.get(), LOCK_EX);
           t_return = mono_ns();
-          code = rc == 0 ? absl::StatusCode::kOk
+          code = rc == 0          ? absl::StatusCode::kOk
                  : errno == EINTR ? absl::StatusCode::kCancelled
                                   : absl::StatusCode::kInternal;
           if (rc == 0) ::flock(raw_fd.get(), LOCK_UN);
@@ -868,7 +874,7 @@ void BM_Cancel(benchmark::State& state, const std::string& row,
           const int err = errno;
           t_return = mono_ns();
           ::timer_delete(timer);
-          code = rc == 0 ? absl::StatusCode::kOk
+          code = rc == 0        ? absl::StatusCode::kOk
                  : err == EINTR ? absl::StatusCode::kDeadlineExceeded
                                 : absl::StatusCode::kInternal;
           if (rc == 0) ::flock(raw_fd.get(), LOCK_UN);
@@ -895,11 +901,11 @@ void BM_Cancel(benchmark::State& state, const std::string& row,
     if (!timeout) {
       if (!wait_blocked(c, polling, &job)) {
         const std::string why =
-            job.finished() ? "the waiter returned before it was seen "
-                             "blocked: outcome " +
-                                 std::to_string(static_cast<int>(code)) +
-                                 " " + message
-                           : std::string("the waiter was never seen blocked");
+            job.finished()
+                ? "the waiter returned before it was seen "
+                  "blocked: outcome " +
+                      std::to_string(static_cast<int>(code)) + " " + message
+                : std::string("the waiter was never seen blocked");
         state.SkipWithError(why.c_str());
         source.request_stop();
         if (c == CancelCase::kRefSignalRawFlock) {
@@ -929,8 +935,8 @@ void BM_Cancel(benchmark::State& state, const std::string& row,
       (void)job.wait_done(kGiveUp);
       break;
     }
-    const std::int64_t ns = timeout ? t_return - (t_call + timeout_ns.count())
-                                    : t_return - t_stop;
+    const std::int64_t ns =
+        timeout ? t_return - (t_call + timeout_ns.count()) : t_return - t_stop;
     if (ns < 0) ++early;
     lat.add(ns, timeout ? t_call : t_stop);
     set_iteration_ns(state, ns);
@@ -962,8 +968,9 @@ enum class Acquirer {
   kTierlock,         // DirLock::acquire()
   kTierlockStop,     // DirLock::acquire({.stop = token}) (interruptible path)
   kTierlockTimeout,  // DirLock::acquire({.timeout = 60 s}) (interruptible)
-  kTierlockPollingFallback,  // acquire({.stop}) with set_wait_interrupt_signal(0)
-  kRefPipe,          // reference: blocked in read(2), A writes one byte
+  kTierlockPollingFallback,  // acquire({.stop}) with
+                             // set_wait_interrupt_signal(0)
+  kRefPipe,                  // reference: blocked in read(2), A writes one byte
 };
 
 // Pins this thread and the peer for a scope; restores both.
@@ -995,8 +1002,8 @@ class Placement {
   bool ok_ = false;
 };
 
-void BM_Handoff(benchmark::State& state, const std::string& row,
-                Acquirer how, int cpus) {
+void BM_Handoff(benchmark::State& state, const std::string& row, Acquirer how,
+                int cpus) {
   Placement placement(state, cpus);
   if (!placement.ok()) return;
   std::optional<PollingFallback> fallback;
@@ -1020,7 +1027,8 @@ void BM_Handoff(benchmark::State& state, const std::string& row,
   std::stop_source never;  // kTierlockStop: a token that is never stopped
   PeerShared* shm = g_peer->shared();
   Ready ready = Ready::kProcLocks;
-  if (how == Acquirer::kPollNb1ms || how == Acquirer::kTierlockPollingFallback) {
+  if (how == Acquirer::kPollNb1ms ||
+      how == Acquirer::kTierlockPollingFallback) {
     ready = Ready::kRandom;
   } else if (how == Acquirer::kRefPipe) {
     ready = Ready::kSleeping;
@@ -1032,9 +1040,9 @@ void BM_Handoff(benchmark::State& state, const std::string& row,
 
   for (auto _ : state) {
     ++seq;
-    const PeerCommand cmd{PeerOp::kHandoff, 0, ready,
-                          how == Acquirer::kRefPipe ? 1 : 0, seq,
-                          g_cfg.settle.count()};
+    const PeerCommand cmd{
+        PeerOp::kHandoff,    0, ready, how == Acquirer::kRefPipe ? 1 : 0, seq,
+        g_cfg.settle.count()};
     if (g_peer->call(cmd) != 'k') {
       error = "peer: could not take the lock";
       break;
@@ -1134,16 +1142,15 @@ void BM_AsyncCallbacks(benchmark::State& state) {
     Batch batch;
     batch.remaining = n;
     for (int i = 0; i < n; ++i) {
-      lock->acquire_async(options_pool(&pool),
-                          [&batch](absl::StatusOr<tierlock::Guard> g) {
-                            absl::Status st =
-                                g.ok() ? g->release() : g.status();
-                            std::lock_guard<std::mutex> lk(batch.mu);
-                            if (!st.ok() && batch.errors++ == 0) {
-                              batch.error = std::string(st.message());
-                            }
-                            if (--batch.remaining == 0) batch.cv.notify_all();
-                          });
+      lock->acquire_async(
+          options_pool(&pool), [&batch](absl::StatusOr<tierlock::Guard> g) {
+            absl::Status st = g.ok() ? g->release() : g.status();
+            std::lock_guard<std::mutex> lk(batch.mu);
+            if (!st.ok() && batch.errors++ == 0) {
+              batch.error = std::string(st.message());
+            }
+            if (--batch.remaining == 0) batch.cv.notify_all();
+          });
     }
     std::unique_lock<std::mutex> lk(batch.mu);
     if (!batch.cv.wait_for(lk, seconds(30),
@@ -1282,8 +1289,8 @@ void register_benchmarks() {
          }) {
       const std::string name =
           std::string(r.name) + "/cpus:" + std::to_string(cpus);
-      events(benchmark::RegisterBenchmark(name.c_str(), BM_Handoff, name,
-                                          r.how, cpus),
+      events(benchmark::RegisterBenchmark(name.c_str(), BM_Handoff, name, r.how,
+                                          cpus),
              g_cfg.handoffs);
     }
   }
@@ -1347,9 +1354,9 @@ std::string probe_interruptible_wait() {
     absl::StatusOr<tierlock::Guard> g =
         lock->acquire(options_stop(source.get_token()));
   });
-  const bool in_kernel = wait_until(
-      [&] { return proc_locks_waiter(::getpid(), g_dir->ino); },
-      milliseconds(200));
+  const bool in_kernel =
+      wait_until([&] { return proc_locks_waiter(::getpid(), g_dir->ino); },
+                 milliseconds(200));
   source.request_stop();
   waiter.join();
   (void)g_peer->unlock();
@@ -1410,12 +1417,12 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("second_interruptible_wait", second_wait);
 
   benchmark::AddCustomContext("bench_dir", dir.dir);
-  benchmark::AddCustomContext(
-      "acquire_bench_events",
-      "cancels " + std::to_string(g_cfg.cancels) + ", spaced timeouts " +
-          std::to_string(g_cfg.spaced) + ", handoffs " +
-          std::to_string(g_cfg.handoffs) + ", async N " +
-          std::to_string(g_cfg.async_n));
+  benchmark::AddCustomContext("acquire_bench_events",
+                              "cancels " + std::to_string(g_cfg.cancels) +
+                                  ", spaced timeouts " +
+                                  std::to_string(g_cfg.spaced) + ", handoffs " +
+                                  std::to_string(g_cfg.handoffs) +
+                                  ", async N " + std::to_string(g_cfg.async_n));
   benchmark::AddCustomContext(
       "acquire_bench_settle_us",
       std::to_string(

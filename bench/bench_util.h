@@ -10,6 +10,7 @@
 #ifndef TIERLOCK_BENCH_BENCH_UTIL_H_
 #define TIERLOCK_BENCH_BENCH_UTIL_H_
 
+#include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -17,8 +18,6 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
-
-#include <benchmark/benchmark.h>
 
 #include "absl/status/status.h"
 

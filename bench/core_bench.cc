@@ -1,7 +1,8 @@
 // bench/core_bench.cc
 //
 // tierlock's core costs beside the baselines a user would otherwise reach for,
-// in one binary and one run, so ratios are within a run (docs/perf.md rows 1-3):
+// in one binary and one run, so ratios are within a run (docs/perf.md rows
+// 1-3):
 //   uncontended/  acquire+release on a handle kept across iterations
 //                 (baseline: raw flock EX+UN on a kept fd).
 //   new_handle/   open a handle per acquire on a directory 10 components deep

@@ -124,10 +124,9 @@ bool raise_fd_limit() {
     if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return false;
   }
   if (lim.rlim_cur < kMaxEntries + 100) {
-    std::fprintf(stderr,
-                 "registry_bench: needs %d descriptors, RLIMIT_NOFILE is %llu\n",
-                 kMaxEntries + 100,
-                 static_cast<unsigned long long>(lim.rlim_cur));
+    std::fprintf(
+        stderr, "registry_bench: needs %d descriptors, RLIMIT_NOFILE is %llu\n",
+        kMaxEntries + 100, static_cast<unsigned long long>(lim.rlim_cur));
     return false;
   }
   return true;
@@ -164,8 +163,10 @@ int main(int argc, char** argv) {
   sizes(benchmark::RegisterBenchmark("registry/ref_flock_kept_fd",
                                      BM_RefFlockKeptFd));
   sizes(benchmark::RegisterBenchmark("registry/kept_handle", BM_KeptHandle));
-  sizes(benchmark::RegisterBenchmark("registry/open_warm", BM_OpenPerUse, true));
-  sizes(benchmark::RegisterBenchmark("registry/open_cold", BM_OpenPerUse, false));
+  sizes(
+      benchmark::RegisterBenchmark("registry/open_warm", BM_OpenPerUse, true));
+  sizes(
+      benchmark::RegisterBenchmark("registry/open_cold", BM_OpenPerUse, false));
 
 #ifdef NDEBUG
   benchmark::AddCustomContext("registry_bench_build", "release (NDEBUG)");

@@ -3,12 +3,13 @@
 // What tier checks cost an acquire (the budget: <= 30 ns extra for an
 // in-order tiered acquire with checks on; nothing with them off), beside the
 // same acquire untiered with checks off and raw flock, in one run:
-//   tier/checks_{in,out}/raw_flock             flock EX+UN on a kept fd (reference)
-//   tier/checks_{in,out}/untiered_off          DirLock acquire+release, kIgnore
-//   tier/checks_{in,out}/tiered_off            same, a tiered lock, kIgnore
-//   tier/checks_{in,out}/tiered_on             tiered, kReport, nothing else held
-//   tier/checks_{in,out}/untiered_off_depth2   another lock held, kIgnore
-//   tier/checks_{in,out}/tiered_on_depth2      tier 10 held, take tier 20, kReport
+//   tier/checks_{in,out}/raw_flock             flock EX+UN on a kept fd
+//   (reference) tier/checks_{in,out}/untiered_off          DirLock
+//   acquire+release, kIgnore tier/checks_{in,out}/tiered_off            same, a
+//   tiered lock, kIgnore tier/checks_{in,out}/tiered_on             tiered,
+//   kReport, nothing else held tier/checks_{in,out}/untiered_off_depth2 another
+//   lock held, kIgnore tier/checks_{in,out}/tiered_on_depth2      tier 10 held,
+//   take tier 20, kReport
 //                                              (with debug checks: one learned
 //                                              nesting, seen before: a
 //                                              thread-local lookup)
@@ -107,7 +108,8 @@ void BM_RawFlock(benchmark::State& state) {
   ::close(fd);
 }
 
-void BM_Single(benchmark::State& state, bool tiered, tierlock::TierCheckMode mode) {
+void BM_Single(benchmark::State& state, bool tiered,
+               tierlock::TierCheckMode mode) {
   tierlock::DirLock lock = open_lock(
       tiered ? "single_tiered" : "single_plain",
       tiered ? std::optional<tierlock::Tier>(tierlock::Tier{20, "package"})
@@ -117,7 +119,8 @@ void BM_Single(benchmark::State& state, bool tiered, tierlock::TierCheckMode mod
   tierlock::set_tier_check_mode(tierlock::TierCheckMode::kIgnore);
 }
 
-void BM_Depth2(benchmark::State& state, bool tiered, tierlock::TierCheckMode mode) {
+void BM_Depth2(benchmark::State& state, bool tiered,
+               tierlock::TierCheckMode mode) {
   tierlock::set_tier_check_mode(mode);
   tierlock::DirLock outer = open_lock(
       tiered ? "outer_tiered" : "outer_plain",
@@ -129,7 +132,8 @@ void BM_Depth2(benchmark::State& state, bool tiered, tierlock::TierCheckMode mod
              : std::nullopt);
   {
     tierlock::Guard pinned = pin(outer);
-    absl::StatusOr<tierlock::Guard> held = outer.acquire(tierlock::Mode::kShared);
+    absl::StatusOr<tierlock::Guard> held =
+        outer.acquire(tierlock::Mode::kShared);
     if (!held.ok()) std::abort();
     acquire_release_loop(state, inner);
   }
@@ -146,8 +150,10 @@ void BM_Depth2(benchmark::State& state, bool tiered, tierlock::TierCheckMode mod
 void BM_Paired(benchmark::State& state, int depth) {
   using tierlock::TierCheckMode;
   tierlock::set_tier_check_mode(TierCheckMode::kReport);
-  tierlock::DirLock outer = open_lock("paired_outer", tierlock::Tier{10, "workspace"});
-  tierlock::DirLock inner = open_lock("paired_inner", tierlock::Tier{20, "package"});
+  tierlock::DirLock outer =
+      open_lock("paired_outer", tierlock::Tier{10, "workspace"});
+  tierlock::DirLock inner =
+      open_lock("paired_inner", tierlock::Tier{20, "package"});
   tierlock::Guard pinned_outer = pin(outer);
   tierlock::Guard pinned_inner = pin(inner);
   tierlock::Guard held;
@@ -163,7 +169,8 @@ void BM_Paired(benchmark::State& state, int depth) {
     tierlock::set_tier_check_mode(mode);
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < kBatch; ++i) {
-      absl::StatusOr<tierlock::Guard> g = inner.acquire(tierlock::Mode::kShared);
+      absl::StatusOr<tierlock::Guard> g =
+          inner.acquire(tierlock::Mode::kShared);
       if (!g.ok()) std::abort();
       benchmark::DoNotOptimize(g->held());
     }
@@ -223,8 +230,9 @@ int main(int argc, char** argv) {
 #else
   benchmark::AddCustomContext("tier_bench_build", "debug (assertions on)");
 #endif
-  benchmark::AddCustomContext(
-      "tier_debug_checks", tierlock::tier_debug_checks() ? "compiled in" : "compiled out");
+  benchmark::AddCustomContext("tier_debug_checks", tierlock::tier_debug_checks()
+                                                       ? "compiled in"
+                                                       : "compiled out");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

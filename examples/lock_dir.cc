@@ -1,4 +1,5 @@
-// lock_dir: lock a directory with tierlock, optionally running a command under it.
+// lock_dir: lock a directory with tierlock, optionally running a command under
+// it.
 //
 //   lock_dir [--shared] [--try] DIR [-- COMMAND ARGS...]
 //
@@ -11,8 +12,9 @@
 // a command; 75 (EX_TEMPFAIL) if --try found the lock held elsewhere; 1 on a
 // tierlock error; 2 on a usage error; 126/127 if COMMAND cannot be executed.
 //
-// While COMMAND runs, lock_dir ignores SIGINT and SIGQUIT (as system(3) does) so
-// that a Ctrl-C reaches COMMAND but cannot end the lock's holder before COMMAND.
+// While COMMAND runs, lock_dir ignores SIGINT and SIGQUIT (as system(3) does)
+// so that a Ctrl-C reaches COMMAND but cannot end the lock's holder before
+// COMMAND.
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -105,7 +107,8 @@ int run_command(std::vector<char*>& command) {
 
   // Built before fork: after fork the child may only make async-signal-safe
   // calls (another thread may have held the allocator's lock).
-  const std::string exec_failed = std::string("lock_dir: exec '") + command[0] + "': ";
+  const std::string exec_failed =
+      std::string("lock_dir: exec '") + command[0] + "': ";
   std::cout.flush();  // or the child inherits, and repeats, buffered output
   std::cerr.flush();
   const pid_t pid = fork();
@@ -116,7 +119,8 @@ int run_command(std::vector<char*>& command) {
     const int err = errno;
     const char* reason = strerrordesc_np(err);  // a static string, no locale
     if (reason == nullptr) reason = "cannot execute";
-    [[maybe_unused]] ssize_t n = write(STDERR_FILENO, exec_failed.data(), exec_failed.size());
+    [[maybe_unused]] ssize_t n =
+        write(STDERR_FILENO, exec_failed.data(), exec_failed.size());
     n = write(STDERR_FILENO, reason, std::strlen(reason));
     n = write(STDERR_FILENO, "\n", 1);
     _exit(err == ENOENT ? 127 : 126);

@@ -24,6 +24,7 @@ packages=(
   python3-filelock  # interop tests against Python's filelock
   clang             # the -Wthread-safety CI job
   clang-tidy        # scripts/tidy.sh, the static-check CI job
+  clang-format      # scripts/format.sh: one code style (.clang-format), checked in CI
   procps            # ps / pgrep for tests that check for leftover processes
   libpq-dev         # leases: the PostgreSQL backend (libpq)
   postgresql        # leases: a real PostgreSQL server the `lease` tests start

@@ -120,7 +120,8 @@ constexpr std::chrono::milliseconds kIntoKernel{5'000};
     return ::testing::AssertionSuccess();
   }
   return ::testing::AssertionFailure()
-         << "expected " << n << " thread(s) of this process blocked in flock on "
+         << "expected " << n
+         << " thread(s) of this process blocked in flock on "
          << lock.lock_file() << "; /proc/locks:\n"
          << table << "threads of this process (a waiter that is \"running\" or "
          << "in futex/nanosleep is polling, not blocked in flock):\n"
@@ -169,7 +170,8 @@ TEST_F(AcquireTimeoutTest, SharedAcquireForTimesOutAgainstExclusiveProcess) {
 TEST_F(AcquireTimeoutTest, AcquireForTimesOutAgainstFlockTool) {
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) (util-linux) not found";
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
-  Process tool = Process::spawn({flock_path(), "-x", lock.lock_file().string(), "cat"});
+  Process tool =
+      Process::spawn({flock_path(), "-x", lock.lock_file().string(), "cat"});
   std::string table;
   ASSERT_TRUE(wait_for_locks(
       lock.lock_file(),
@@ -197,7 +199,8 @@ TEST_F(AcquireTimeoutTest, ZeroTimeoutIsOneNonBlockingTry) {
   Process holder = start_holder(dir());
   ASSERT_EQ(holder.read_line(), "locked");
 
-  for (std::chrono::nanoseconds timeout : {std::chrono::nanoseconds(0), std::chrono::nanoseconds(-1ms)}) {
+  for (std::chrono::nanoseconds timeout :
+       {std::chrono::nanoseconds(0), std::chrono::nanoseconds(-1ms)}) {
     SCOPED_TRACE("timeout " + std::to_string(timeout.count()) + "ns");
     for (Mode mode : {Mode::kExclusive, Mode::kShared}) {
       SCOPED_TRACE(std::string(tierlock::mode_name(mode)));
@@ -210,7 +213,8 @@ TEST_F(AcquireTimeoutTest, ZeroTimeoutIsOneNonBlockingTry) {
         flocks = sys.flock_calls();
         blocking = sys.blocking_flock_calls();
       }
-      EXPECT_TRUE(IsError(t.result.status(), absl::StatusCode::kDeadlineExceeded,
+      EXPECT_TRUE(IsError(t.result.status(),
+                          absl::StatusCode::kDeadlineExceeded,
                           lock.lock_file().string(), pid_text(holder.pid())));
       EXPECT_EQ(flocks, 1) << "a zero timeout must be exactly one try";
       EXPECT_EQ(blocking, 0) << "a zero timeout must never block in flock";
@@ -230,7 +234,8 @@ TEST_F(AcquireTimeoutTest, ZeroTimeoutIsOneNonBlockingTry) {
   EXPECT_EQ(try_in_other_process(dir()), kBusy);
 }
 
-TEST_F(AcquireTimeoutTest, TimesOutBehindAnotherThreadAndSaysThisProcessHoldsIt) {
+TEST_F(AcquireTimeoutTest,
+       TimesOutBehindAnotherThreadAndSaysThisProcessHoldsIt) {
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
   std::shared_ptr<LockEntry> entry = entry_of(lock);
   ASSERT_NE(entry, nullptr);
@@ -305,11 +310,13 @@ TEST_F(AcquireTimeoutTest, StaggeredDeadlinesOnSeveralLocksEachEndAtTheirOwn) {
   for (int i = 0; i < kLocks; ++i) {
     holders.push_back(start_holder(dirs[static_cast<std::size_t>(i)].path()));
     ASSERT_EQ(holders.back().read_line(), "locked");
-    ASSERT_OK_AND_ASSIGN(DirLock l, DirLock::open(dirs[static_cast<std::size_t>(i)].path()));
+    ASSERT_OK_AND_ASSIGN(
+        DirLock l, DirLock::open(dirs[static_cast<std::size_t>(i)].path()));
     locks.push_back(std::move(l));
   }
   // Registered latest-first, so each new one is the earliest.
-  const std::vector<std::chrono::milliseconds> timeouts = {400ms, 300ms, 200ms, 100ms};
+  const std::vector<std::chrono::milliseconds> timeouts = {400ms, 300ms, 200ms,
+                                                           100ms};
   std::vector<absl::StatusCode> codes(kLocks, absl::StatusCode::kOk);
   std::vector<Clock::duration> waited(kLocks);
   std::vector<std::thread> threads;
@@ -342,7 +349,8 @@ TEST_F(AcquireTimeoutTest, StaggeredDeadlinesOnSeveralLocksEachEndAtTheirOwn) {
   ASSERT_OK_AND_ASSIGN(Guard got, locks[0].acquire_for(30s));
   releaser.join();
   EXPECT_OK(got.release());
-  for (std::size_t i = 1; i < kLocks; ++i) EXPECT_EQ(stop_holder(holders[i]).code, 0);
+  for (std::size_t i = 1; i < kLocks; ++i)
+    EXPECT_EQ(stop_holder(holders[i]).code, 0);
 }
 
 // A fork()ed child has no deadline thread of its parent's: its timed waits
@@ -355,7 +363,8 @@ TEST_F(AcquireTimeoutTest, ForkedChildsTimedWaitEndsAtItsDeadline) {
   // The parent's deadline thread exists now; it ends after 50 ms idle. Fork
   // once it has (a fork with other threads running is not what Process::fork
   // supports, and ThreadSanitizer refuses new threads after one).
-  EXPECT_EQ(lock.acquire_for(20ms).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(lock.acquire_for(20ms).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
   ASSERT_TRUE(wait_until([&] { return count_threads() <= threads_before; }, 5s))
       << "the deadline thread did not end when idle";
   const std::string path = dir().string();
@@ -368,8 +377,9 @@ TEST_F(AcquireTimeoutTest, ForkedChildsTimedWaitEndsAtItsDeadline) {
     ch.write_line(std::to_string(static_cast<int>(g.status().code())));
     return waited >= 100ms && waited < 5s ? 0 : 3;
   });
-  EXPECT_EQ(child.read_line(),
-            std::to_string(static_cast<int>(absl::StatusCode::kDeadlineExceeded)));
+  EXPECT_EQ(
+      child.read_line(),
+      std::to_string(static_cast<int>(absl::StatusCode::kDeadlineExceeded)));
   EXPECT_EQ(child.wait().code, 0);
   EXPECT_EQ(stop_holder(holder).code, 0);
 }
@@ -446,9 +456,9 @@ TEST_F(AcquireCancelTest, StopAlreadyRequestedIsCancelledWithoutSyscall) {
                             lock.lock_file().string()));
       }
     }
-    EXPECT_EQ(sys.total(), 0) << "flock " << sys.flock_calls() << ", openat "
-                              << sys.openat_calls() << ", fstatat "
-                              << sys.fstatat_calls();
+    EXPECT_EQ(sys.total(), 0)
+        << "flock " << sys.flock_calls() << ", openat " << sys.openat_calls()
+        << ", fstatat " << sys.fstatat_calls();
   };
 
   {
@@ -530,7 +540,8 @@ struct RaceCounts {
   int cancelled = 0;
 };
 
-template <typename Hold, typename InPosition, typename Release, typename Inspect>
+template <typename Hold, typename InPosition, typename Release,
+          typename Inspect>
 RaceCounts race_cancel_against_release(DirLock& lock, int rounds, Hold hold,
                                        InPosition in_position, Release release,
                                        Inspect inspect) {
@@ -538,8 +549,8 @@ RaceCounts race_cancel_against_release(DirLock& lock, int rounds, Hold hold,
   Rendezvous start(3);
   Rendezvous fire(2);
   Rendezvous done(3);
-  std::stop_token token;                 // written before `start`
-  std::optional<std::stop_source> stop;  // likewise
+  std::stop_token token;                        // written before `start`
+  std::optional<std::stop_source> stop;         // likewise
   std::optional<absl::StatusOr<Guard>> result;  // written before `done`
   int round = 0;
   bool quit = false;
@@ -588,21 +599,24 @@ RaceCounts race_cancel_against_release(DirLock& lock, int rounds, Hold hold,
       Guard none;
       if (failure.empty()) failure = inspect(round, false, none);
     } else {
-      failure = "neither a Guard nor kCancelled: " + result->status().ToString();
+      failure =
+          "neither a Guard nor kCancelled: " + result->status().ToString();
     }
-    if (!failure.empty()) failure = "round " + std::to_string(round) + ": " + failure;
+    if (!failure.empty())
+      failure = "round " + std::to_string(round) + ": " + failure;
   }
   quit = true;
   start.arrive_and_wait("start");
   waiter.join();
   canceller.join();
   EXPECT_EQ(failure, "");
-  std::cout << "[ outcome  ] " << counts.granted << " granted, " << counts.cancelled
-            << " cancelled of " << round << " rounds\n";
+  std::cout << "[ outcome  ] " << counts.granted << " granted, "
+            << counts.cancelled << " cancelled of " << round << " rounds\n";
   return counts;
 }
 
-TEST_F(AcquireCancelRaceTest, CancelRacingWithInProcessGrantHasExactlyOneOutcome) {
+TEST_F(AcquireCancelRaceTest,
+       CancelRacingWithInProcessGrantHasExactlyOneOutcome) {
   const int kRounds = scaled(10'000, 2'000);
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
   std::shared_ptr<LockEntry> entry = entry_of(lock);
@@ -656,7 +670,8 @@ TEST_F(AcquireCancelRaceTest, CancelRacingWithKernelGrantHasExactlyOneOutcome) {
         // taken it at the previous round's release.
         if (::flock(foreign, LOCK_EX | LOCK_NB) != 0) {
           return std::string("the lock is not free at the start of a round: ") +
-                 std::strerror(errno) + "\n" + describe(locks_on(lock.lock_file())) +
+                 std::strerror(errno) + "\n" +
+                 describe(locks_on(lock.lock_file())) +
                  describe_threads(read_threads());
         }
         return "";
@@ -670,9 +685,9 @@ TEST_F(AcquireCancelRaceTest, CancelRacingWithKernelGrantHasExactlyOneOutcome) {
         return wait_until([&] { return entry->waiting() == 1; });
       },
       [&](int) -> std::string {
-        return ::flock(foreign, LOCK_UN) == 0 ? ""
-                                              : std::string("LOCK_UN: ") +
-                                                    std::strerror(errno);
+        return ::flock(foreign, LOCK_UN) == 0
+                   ? ""
+                   : std::string("LOCK_UN: ") + std::strerror(errno);
       },
       [&](int, bool granted, const Guard& g) {
         return RaceOutcomeProblem(*entry, granted, g, probe);
@@ -712,10 +727,10 @@ class OrderLog {
 
 std::future<absl::Status> start_waiter(OrderLog& log, DirLock& lock, char id,
                                        AcquireOptions options = {}) {
-  return std::async(std::launch::async, [&log, &lock, id,
-                                         o = std::move(options)]() mutable {
-    return log.run(lock, id, std::move(o));
-  });
+  return std::async(std::launch::async,
+                    [&log, &lock, id, o = std::move(options)]() mutable {
+                      return log.run(lock, id, std::move(o));
+                    });
 }
 
 TEST_F(AcquireFairnessTest, CancelledWaiterLeavesTheOthersInOrder) {
@@ -757,7 +772,8 @@ TEST_F(AcquireFairnessTest, CancelledKernelLeaderHandsTheKernelWaitToTheNext) {
   ASSERT_NE(entry, nullptr);
   OrderLog log;
   std::stop_source stop_a;
-  std::future<absl::Status> a, b, c;  // before the holder: on failure, end first
+  std::future<absl::Status> a, b,
+      c;  // before the holder: on failure, end first
   Process holder = start_holder(dir());
   ASSERT_EQ(holder.read_line(), "locked");
 
@@ -797,7 +813,8 @@ TEST_F(AcquireFairnessTest, TimedSharedWaitersBehindTimedOutWriterAreGranted) {
 
   // The writer cannot be granted while `reader` holds; the readers queue
   // behind it (a shared request never overtakes a queued exclusive one).
-  constexpr auto kWriterTimeout = 500ms;  // >100x what queueing two readers takes
+  constexpr auto kWriterTimeout =
+      500ms;  // >100x what queueing two readers takes
   writer = acquire_in_thread(lock, with_timeout(kWriterTimeout));
   ASSERT_TRUE(wait_for_waiting(*entry, 1));
   r1 = acquire_in_thread(lock, with_timeout(kTimeout, Mode::kShared));
@@ -827,13 +844,15 @@ TEST_F(AcquireFairnessTest, TimedSharedWaitersBehindTimedOutWriterAreGranted) {
   EXPECT_EQ(try_in_other_process(dir()), kBusy);
 }
 
-TEST_F(AcquireFairnessTest, TimedSharedWaitersBehindTimedOutKernelWriterAreGranted) {
+TEST_F(AcquireFairnessTest,
+       TimedSharedWaitersBehindTimedOutKernelWriterAreGranted) {
   // As above, but the writer is the leader blocked in the kernel behind
   // another process's shared hold.
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
   std::shared_ptr<LockEntry> entry = entry_of(lock);
   ASSERT_NE(entry, nullptr);
-  std::future<Timed> writer, r1, r2;  // before the holder: on failure, end first
+  std::future<Timed> writer, r1,
+      r2;  // before the holder: on failure, end first
   Process holder = start_holder(dir(), Mode::kShared);
   ASSERT_EQ(holder.read_line(), "locked");
 
@@ -928,7 +947,8 @@ TEST_F(AcquireTimedLockableTest, UniqueLockTryLockForAndUntil) {
   }
   {
     std::unique_lock<DirLock> ul(lock, std::defer_lock);
-    EXPECT_TRUE(ul.try_lock_until(Clock::now() - 1s));  // free: the one try wins
+    EXPECT_TRUE(
+        ul.try_lock_until(Clock::now() - 1s));  // free: the one try wins
   }
   EXPECT_TRUE(HoldsNothing(lock));
 }
@@ -949,7 +969,8 @@ TEST_F(AcquireTimedLockableTest, SharedLockTryLockSharedFor) {
     waited = Clock::now() - start;
     EXPECT_GE(waited, 50ms);
     EXPECT_LT(waited, 5s);
-    EXPECT_FALSE(lock.try_lock_shared_until(std::chrono::system_clock::now() + 50ms));
+    EXPECT_FALSE(
+        lock.try_lock_shared_until(std::chrono::system_clock::now() + 50ms));
     {
       std::shared_lock<DirLock> timed(lock, 50ms);
       EXPECT_FALSE(timed.owns_lock());
@@ -965,7 +986,8 @@ TEST_F(AcquireTimedLockableTest, SharedLockTryLockSharedFor) {
       EXPECT_TRUE(sl.try_lock_for(kTimeout));
       std::vector<ProcLock> entries = locks_on(lock.lock_file());
       EXPECT_EQ(count_holders_by(entries, ::getpid()), 1) << describe(entries);
-      EXPECT_EQ(count_holders_by(entries, reader.pid()), 1) << describe(entries);
+      EXPECT_EQ(count_holders_by(entries, reader.pid()), 1)
+          << describe(entries);
       EXPECT_EQ(try_in_other_process(dir(), Mode::kShared), kAcquired);
       EXPECT_EQ(try_in_other_process(dir()), kBusy);
       // The exclusive timed form from another thread times out against it.

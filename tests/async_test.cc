@@ -15,12 +15,12 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
-#include <iostream>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <future>
+#include <iostream>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -120,8 +120,8 @@ class Completions {
         }
       }
       std::lock_guard<std::mutex> l(mu_);
-      outcomes_.push_back(Outcome{id, g.status(), std::this_thread::get_id(),
-                                  Clock::now()});
+      outcomes_.push_back(
+          Outcome{id, g.status(), std::this_thread::get_id(), Clock::now()});
       if (kept) kept_.push_back(std::move(*kept));
       if (!released.ok()) errors_.push_back(released.ToString());
       cv_.notify_all();
@@ -208,7 +208,8 @@ AcquireOptions on(WorkerPool& pool, Mode mode = Mode::kExclusive) {
     return ::testing::AssertionSuccess();
   }
   return ::testing::AssertionFailure()
-         << "expected " << n << " thread(s) of this process blocked in flock on "
+         << "expected " << n
+         << " thread(s) of this process blocked in flock on "
          << lock.lock_file() << "; /proc/locks:\n"
          << table << "threads of this process (a waiter that is \"running\" or "
          << "in futex/nanosleep is polling, not blocked in flock):\n"
@@ -281,7 +282,8 @@ TEST_F(AsyncAcquireTest, ThousandCallbacksCompleteInFifoOrderUnderTheLock) {
   ASSERT_NE(entry, nullptr);
   ASSERT_OK_AND_ASSIGN(Guard held, lock.acquire());
 
-  for (int i = 0; i < kWaiters; ++i) lock.acquire_async(on(pool), done.callback(i));
+  for (int i = 0; i < kWaiters; ++i)
+    lock.acquire_async(on(pool), done.callback(i));
   // All of them queue (the lock is held), in submission order.
   EXPECT_EQ(entry->waiting(), static_cast<std::size_t>(kWaiters));
   EXPECT_EQ(done.count(), 0u);
@@ -296,29 +298,34 @@ TEST_F(AsyncAcquireTest, ThousandCallbacksCompleteInFifoOrderUnderTheLock) {
   EXPECT_TRUE(done.errors().empty());
   for (const auto& o : done.outcomes()) {
     EXPECT_OK(o.status);
-    EXPECT_NE(o.thread, std::this_thread::get_id()) << "a completion ran inline";
+    EXPECT_NE(o.thread, std::this_thread::get_id())
+        << "a completion ran inline";
   }
   EXPECT_TRUE(HoldsNothing(lock));
   EXPECT_EQ(try_in_other_process(dir()), kAcquired);
 }
 
-TEST_F(AsyncCrossProcessTest, ThreeProcessesOfThousandAsyncIncrementsCountExactly) {
+TEST_F(AsyncCrossProcessTest,
+       ThreeProcessesOfThousandAsyncIncrementsCountExactly) {
   constexpr int kProcesses = 3;
   constexpr int kEach = 1'000;
   std::vector<Process> workers;
   for (int i = 0; i < kProcesses; ++i) {
-    workers.push_back(Process::spawn({helper_path(), "async-count", dir().string(),
-                                      std::to_string(kEach), "2"}));
+    workers.push_back(
+        Process::spawn({helper_path(), "async-count", dir().string(),
+                        std::to_string(kEach), "2"}));
   }
   for (Process& w : workers) ASSERT_EQ(w.read_line(), "ready");
   for (Process& w : workers) ASSERT_TRUE(w.write_line("go"));
   for (Process& w : workers) {
-    EXPECT_EQ(w.read_line(std::chrono::seconds(120)), "done " + std::to_string(kEach));
+    EXPECT_EQ(w.read_line(std::chrono::seconds(120)),
+              "done " + std::to_string(kEach));
     ExitStatus st = w.wait(std::chrono::seconds(120));
     EXPECT_EQ(st.code, 0) << "worker " << w.pid() << ": " << st.describe();
   }
   EXPECT_EQ(read_counter(dir() / "counter"), kProcesses * kEach);
-  EXPECT_TRUE(locks_on(dir() / ".lock").empty()) << describe(locks_on(dir() / ".lock"));
+  EXPECT_TRUE(locks_on(dir() / ".lock").empty())
+      << describe(locks_on(dir() / ".lock"));
 }
 
 // ------------------------------------------------------ cancel vs. grant race
@@ -327,7 +334,8 @@ TEST_F(AsyncCrossProcessTest, ThreeProcessesOfThousandAsyncIncrementsCountExactl
 // about the same time, `release` runs here and a canceller thread requests
 // the stop. The completion must carry either a held Guard or kCancelled with
 // nothing held: `inspect` checks which, before the Guard is released.
-template <typename Hold, typename InPosition, typename Release, typename Inspect>
+template <typename Hold, typename InPosition, typename Release,
+          typename Inspect>
 void race_async_cancel_against_release(DirLock& lock, WorkerPool& pool,
                                        int rounds, Hold hold,
                                        InPosition in_position, Release release,
@@ -400,7 +408,8 @@ void race_async_cancel_against_release(DirLock& lock, WorkerPool& pool,
     } else {
       failure = "neither a Guard nor kCancelled: " + got->status().ToString();
     }
-    if (!failure.empty()) failure = "round " + std::to_string(round) + ": " + failure;
+    if (!failure.empty())
+      failure = "round " + std::to_string(round) + ": " + failure;
   }
   quit = true;
   start.arrive_and_wait("start");
@@ -410,7 +419,8 @@ void race_async_cancel_against_release(DirLock& lock, WorkerPool& pool,
             << " cancelled of " << round << " rounds\n";
 }
 
-TEST_F(AsyncCancelRaceTest, CancelRacingWithInProcessGrantHasExactlyOneOutcome) {
+TEST_F(AsyncCancelRaceTest,
+       CancelRacingWithInProcessGrantHasExactlyOneOutcome) {
   const int kRounds = scaled(2'000, 500);
   WorkerPool pool(2);
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
@@ -539,7 +549,8 @@ TEST_P(AsyncPoolSizeTest, CompletesInFifoOrderBehindAnotherProcess) {
   Process holder = start_holder(dir());
   ASSERT_EQ(holder.read_line(), "locked");
 
-  for (int i = 0; i < kWaiters; ++i) lock.acquire_async(on(pool), done.callback(i));
+  for (int i = 0; i < kWaiters; ++i)
+    lock.acquire_async(on(pool), done.callback(i));
   EXPECT_EQ(entry->waiting(), static_cast<std::size_t>(kWaiters));
   EXPECT_TRUE(OurKernelWaiters(lock, 1));
   EXPECT_LE(threads_in_flock().size(), 1u) << describe_threads(read_threads());
@@ -567,14 +578,16 @@ TEST_P(AsyncPoolSizeTest, OneKernelWaitingThreadForFiftyWaiters) {
   ASSERT_EQ(holder.read_line(), "locked");
   const int threads_before = count_threads();
 
-  for (int i = 0; i < kWaiters; ++i) lock.acquire_async(on(pool), done.callback(i));
+  for (int i = 0; i < kWaiters; ++i)
+    lock.acquire_async(on(pool), done.callback(i));
   EXPECT_TRUE(OurKernelWaiters(lock, 1));
   if (GetParam() >= 2) {
     // Tasks run in submission order: once a task posted after the waiters
     // runs, every task they posted has started. If each waiter had taken a
     // pool thread into flock, none would be left to run it.
     pool.execute([&marker] { marker.set_value(); });
-    EXPECT_EQ(marker.get_future().wait_for(kIntoKernel), std::future_status::ready)
+    EXPECT_EQ(marker.get_future().wait_for(kIntoKernel),
+              std::future_status::ready)
         << "no pool thread is free: async waiters are occupying pool threads";
   }
   const std::vector<ThreadState> in_flock = threads_in_flock();
@@ -633,7 +646,8 @@ TEST_P(AsyncPoolSizeTest, CancelWhileAnotherProcessHolds) {
   ReleaseAndOthersGetIt(lock, holder);
 }
 
-TEST_P(AsyncPoolSizeTest, DestructorWithWaitsInFlightIsPromptAndLeavesNothingHeld) {
+TEST_P(AsyncPoolSizeTest,
+       DestructorWithWaitsInFlightIsPromptAndLeavesNothingHeld) {
   constexpr int kEach = 5;
   Completions done;  // outlives the pool: completions may run until it goes
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
@@ -650,7 +664,8 @@ TEST_P(AsyncPoolSizeTest, DestructorWithWaitsInFlightIsPromptAndLeavesNothingHel
 
   auto pool = std::make_unique<WorkerPool>(GetParam());
   // On `lock`: one leads, blocked in the kernel; the rest queue in-process.
-  for (int i = 0; i < kEach; ++i) lock.acquire_async(on(*pool), done.callback(i));
+  for (int i = 0; i < kEach; ++i)
+    lock.acquire_async(on(*pool), done.callback(i));
   EXPECT_TRUE(OurKernelWaiters(lock, 1));
   // On `other`: all queue in-process behind this thread's hold.
   for (int i = 0; i < kEach; ++i) {
@@ -680,10 +695,12 @@ TEST_P(AsyncPoolSizeTest, DestructorWithWaitsInFlightIsPromptAndLeavesNothingHel
   EXPECT_EQ(count_waiters(entries), 0) << describe(entries);
   ASSERT_OK(other_held.release());
   EXPECT_TRUE(HoldsNothing(other));
-  EXPECT_EQ(try_in_other_process(dir(), Mode::kExclusive, "other.lock"), kAcquired);
+  EXPECT_EQ(try_in_other_process(dir(), Mode::kExclusive, "other.lock"),
+            kAcquired);
 
   ReleaseAndOthersGetIt(lock, holder);
-  EXPECT_EQ(done.count(), ran) << "a completion ran after the pool was destroyed";
+  EXPECT_EQ(done.count(), ran)
+      << "a completion ran after the pool was destroyed";
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, AsyncPoolSizeTest,
@@ -696,7 +713,8 @@ INSTANTIATE_TEST_SUITE_P(Sizes, AsyncPoolSizeTest,
 
 // ---------------------------------------------------------- pool lifetime
 
-TEST_F(AsyncWorkerPoolTest, DestroyedPoolReleasesAGrantWhoseCompletionNeverRan) {
+TEST_F(AsyncWorkerPoolTest,
+       DestroyedPoolReleasesAGrantWhoseCompletionNeverRan) {
   // One pool thread, busy in the kernel for `lock`; `free_lock` is granted
   // at once but its completion queues behind that wait. Destroying the pool
   // drops the completion: the grant it carried must be released.
@@ -722,7 +740,8 @@ TEST_F(AsyncWorkerPoolTest, DestroyedPoolReleasesAGrantWhoseCompletionNeverRan) 
   pool.reset();
   EXPECT_LT(Clock::now() - start, 5s) << "the pool's destructor hung";
   EXPECT_TRUE(HoldsNothing(free_lock));
-  EXPECT_EQ(try_in_other_process(dir(), Mode::kExclusive, "free.lock"), kAcquired);
+  EXPECT_EQ(try_in_other_process(dir(), Mode::kExclusive, "free.lock"),
+            kAcquired);
   EXPECT_TRUE(HoldsNothing(lock));
   ReleaseAndOthersGetIt(lock, holder);
   for (const auto& o : done.outcomes()) {
@@ -745,14 +764,16 @@ TEST_F(AsyncWorkerPoolTest, PoolDestroyedRightAfterSubmitCompletesAtMostOnce) {
     WorkerPool pool(static_cast<std::size_t>(i % 3));
     lock.acquire_async(on(pool), done.callback(i));
     if (i % 4 == 0) {
-      ASSERT_TRUE(wait_until([&] { return !threads_in_flock().empty(); }, kIntoKernel))
+      ASSERT_TRUE(
+          wait_until([&] { return !threads_in_flock().empty(); }, kIntoKernel))
           << "round " << i << ": the leader never blocked in flock";
     }
   }
   std::vector<int> seen(static_cast<std::size_t>(kRounds), 0);
   for (const auto& o : done.outcomes()) {
     ++seen[static_cast<std::size_t>(o.id)];
-    EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled) << "round " << o.id;
+    EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled)
+        << "round " << o.id;
   }
   for (int i = 0; i < kRounds; ++i) {
     EXPECT_LE(seen[static_cast<std::size_t>(i)], 1) << "round " << i;
@@ -1075,7 +1096,8 @@ TEST_F(AsyncAcquireTest, SharedWaitersBehindATimedOutAsyncWriterAreGranted) {
   ASSERT_EQ(writer.count(), 0u)
       << "the writer left before the readers queued; the test proves nothing";
   ASSERT_TRUE(writer.wait_for(1));
-  EXPECT_TRUE(IsError(writer.outcome(1).status, absl::StatusCode::kDeadlineExceeded,
+  EXPECT_TRUE(IsError(writer.outcome(1).status,
+                      absl::StatusCode::kDeadlineExceeded,
                       lock.lock_file().string()));
   ASSERT_TRUE(readers.wait_for(2));
   for (const auto& o : readers.outcomes()) EXPECT_OK(o.status);

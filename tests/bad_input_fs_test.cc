@@ -162,8 +162,8 @@ std::string mount_private_tmpfs(const std::filesystem::path& where) {
   if (::unshare(CLONE_NEWNS) != 0) {
     const int err = errno;
     if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) {
-      return std::string(kChildSkip) + "unshare(CLONE_NEWNS): " +
-             std::strerror(err);
+      return std::string(kChildSkip) +
+             "unshare(CLONE_NEWNS): " + std::strerror(err);
     }
   }
   // Keep our mounts out of the parent's namespace.
@@ -226,7 +226,8 @@ TEST_F(DirLockFilesystemTest, TmpfsLocks) {
   });
 }
 
-TEST_F(DirLockFilesystemTest, ReadOnlyFilesystemWithoutLockFileIsPermissionDenied) {
+TEST_F(DirLockFilesystemTest,
+       ReadOnlyFilesystemWithoutLockFileIsPermissionDenied) {
   const auto mnt = dir() / "mnt";
   in_private_tmpfs(mnt, /*read_only=*/true, {}, [&mnt]() -> std::string {
     absl::StatusOr<DirLock> lock = DirLock::open(mnt);
@@ -261,7 +262,8 @@ TEST_F(DirLockFilesystemTest, ReadOnlyFilesystemWithLockFileLocksExclusively) {
           if (!err.empty()) return err;
           if (!g->release().ok()) return "release failed";
         }
-        if (!(snapshot(mnt / ".lock") == before)) return "the lock file changed";
+        if (!(snapshot(mnt / ".lock") == before))
+          return "the lock file changed";
         return "";
       });
 }

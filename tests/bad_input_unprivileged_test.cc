@@ -62,7 +62,8 @@ class DirLockPermissionTest : public TierlockTest {
     if (child.skipped()) GTEST_SKIP() << child.message;
     EXPECT_TRUE(child.ok()) << child.message;
     for (std::size_t i = 0; i < foreign.size(); ++i) {
-      EXPECT_EQ(snapshot(foreign[i]), before[i]) << foreign[i] << " was changed";
+      EXPECT_EQ(snapshot(foreign[i]), before[i])
+          << foreign[i] << " was changed";
     }
   }
 
@@ -102,7 +103,8 @@ TEST_F(DirLockPermissionTest, ParentWithoutSearchIsPermissionDenied) {
   expect_denied(parent / "ws", parent / "ws", {parent});
 }
 
-TEST_F(DirLockPermissionTest, CreateDirectoryInUnwritableParentIsPermissionDenied) {
+TEST_F(DirLockPermissionTest,
+       CreateDirectoryInUnwritableParentIsPermissionDenied) {
   const auto parent = make_dir("parent", 0555);
   LockOptions options;
   options.create_directory = true;

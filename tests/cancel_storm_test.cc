@@ -67,12 +67,14 @@ void spin(unsigned n) {
   for (unsigned i = 0; i < n; ++i) std::this_thread::yield();
 }
 
-TEST_F(CancelStormTest, TenThousandCancelledAcquiresUnderContentionLeakNothing) {
+TEST_F(CancelStormTest,
+       TenThousandCancelledAcquiresUnderContentionLeakNothing) {
   constexpr int kWorkers = 4;
   const int kCycles = scaled(10'000, 2'000);
   const int per_worker = kCycles / kWorkers;
   ASSERT_OK_AND_ASSIGN(DirLock lock, DirLock::open(dir()));
-  Process churn = Process::spawn({helper_path(), "churn", dir().string(), "200"});
+  Process churn =
+      Process::spawn({helper_path(), "churn", dir().string(), "200"});
   ASSERT_EQ(churn.read_line(), "ready");
   // Counted with the churn process's pipes open: they are the test's, not
   // the storm's.

@@ -61,7 +61,8 @@ class Cli {
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_addopen(&fa, 2, err_.c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err = posix_spawn(&pid_, cargv[0], &fa, nullptr, cargv.data(), environ);
+    const int err =
+        posix_spawn(&pid_, cargv[0], &fa, nullptr, cargv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     if (err != 0) pid_ = -1;
   }
@@ -130,7 +131,8 @@ class CliTest : public TierlockTest {
   Process hold_with_cli(std::vector<std::string> options) {
     std::vector<std::string> argv = {cli_path(), "run"};
     argv.insert(argv.end(), options.begin(), options.end());
-    for (const char* a : {"--", "sh", "-c", "echo locked; read x"}) argv.push_back(a);
+    for (const char* a : {"--", "sh", "-c", "echo locked; read x"})
+      argv.push_back(a);
     argv.insert(argv.end() - 4, dir().string());
     Process p = Process::spawn(argv);
     EXPECT_EQ(p.read_line(), "locked");
@@ -158,23 +160,30 @@ TEST_F(CliTest, RunPassesTheCommandsExitStatus) {
   EXPECT_EQ(cli({"run", dir().string(), "--", "sh", "-c", "exit 7"}).code, 7);
   Result r = cli({"run", dir().string(), "--", "echo", "a", "--", "-x"});
   EXPECT_EQ(r.code, 0);
-  EXPECT_EQ(r.out, "a -- -x\n");  // everything after the first -- is the command's
+  EXPECT_EQ(r.out,
+            "a -- -x\n");  // everything after the first -- is the command's
 }
 
 TEST_F(CliTest, RunExitsWith128PlusTheSignalThatKilledTheCommand) {
-  EXPECT_EQ(cli({"run", dir().string(), "--", "sh", "-c", "kill -TERM $$"}).code, 143);
-  EXPECT_EQ(cli({"run", dir().string(), "--", "sh", "-c", "kill -KILL $$"}).code, 137);
+  EXPECT_EQ(
+      cli({"run", dir().string(), "--", "sh", "-c", "kill -TERM $$"}).code,
+      143);
+  EXPECT_EQ(
+      cli({"run", dir().string(), "--", "sh", "-c", "kill -KILL $$"}).code,
+      137);
 }
 
 TEST_F(CliTest, RunHoldsTheLockWhileTheCommandRuns) {
-  Result r = cli({"run", dir().string(), "--", flock_path().empty() ? "false" : flock_path(),
-                  "-n", lock().string(), "true"});
+  Result r = cli({"run", dir().string(), "--",
+                  flock_path().empty() ? "false" : flock_path(), "-n",
+                  lock().string(), "true"});
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
   EXPECT_EQ(r.code, 1) << "flock -n inside the command must find the lock held";
 }
 
 TEST_F(CliTest, RunExportsTierlockDir) {
-  Result r = cli({"run", dir().string(), "--", "sh", "-c", "printf %s \"$TIERLOCK_DIR\""});
+  Result r = cli(
+      {"run", dir().string(), "--", "sh", "-c", "printf %s \"$TIERLOCK_DIR\""});
   EXPECT_EQ(r.code, 0);
   EXPECT_EQ(r.out, dir().string());
 }
@@ -186,11 +195,12 @@ TEST_F(CliTest, TierOrderIsCheckedForAFreeLockButNotForATry) {
   fs::create_directories(dir() / "ws");
   fs::create_directories(dir() / "pkg");
   const std::string self = cli_path();
-  Result r = cli({"run", "--tier", "20:package", (dir() / "pkg").string(), "--",
-                  "sh", "-c",
-                  "\"$0\" run --tier 10:workspace \"$1\" -- true; echo \"wait=$?\"; "
-                  "\"$0\" run -n --tier 10:workspace \"$1\" -- true; echo \"try=$?\"",
-                  self, (dir() / "ws").string()});
+  Result r =
+      cli({"run", "--tier", "20:package", (dir() / "pkg").string(), "--", "sh",
+           "-c",
+           "\"$0\" run --tier 10:workspace \"$1\" -- true; echo \"wait=$?\"; "
+           "\"$0\" run -n --tier 10:workspace \"$1\" -- true; echo \"try=$?\"",
+           self, (dir() / "ws").string()});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, ::testing::HasSubstr("wait=1"));
   EXPECT_THAT(r.out, ::testing::HasSubstr("try=0"));
@@ -203,11 +213,12 @@ TEST_F(CliTest, RunExportsTheTierStackAndRefusesALowerTierInTheChild) {
   // Outer run: tier 20 on pkg. Its command prints TIERLOCK_HELD, then runs a
   // nested `tierlock run --tier 10` on ws, which must be refused before it
   // waits (exit 1, the report naming the parent's lock and pid).
-  Result r = cli({"run", "--tier", "20:package", (dir() / "pkg").string(), "--",
-                  "sh", "-c",
-                  "printf '%s\\n' \"$TIERLOCK_HELD\"; \"$0\" run --tier 10:workspace "
-                  "\"$1\" -- true; echo \"inner=$?\"",
-                  self, (dir() / "ws").string()});
+  Result r =
+      cli({"run", "--tier", "20:package", (dir() / "pkg").string(), "--", "sh",
+           "-c",
+           "printf '%s\\n' \"$TIERLOCK_HELD\"; \"$0\" run --tier 10:workspace "
+           "\"$1\" -- true; echo \"inner=$?\"",
+           self, (dir() / "ws").string()});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, ::testing::HasSubstr(
                          "1;20,x,"));  // version 1, level 20, exclusive
@@ -219,9 +230,10 @@ TEST_F(CliTest, RunExportsTheTierStackAndRefusesALowerTierInTheChild) {
   EXPECT_EQ(try_in_other_process(dir() / "ws"), kAcquired);
 
   // A higher tier in the child is fine, and its TIERLOCK_HELD has both.
-  Result up = cli({"run", "--tier", "10:workspace", (dir() / "ws").string(), "--",
-                   self, "run", "--tier", "20:package", (dir() / "pkg").string(),
-                   "--", "sh", "-c", "printf %s \"$TIERLOCK_HELD\""});
+  Result up =
+      cli({"run", "--tier", "10:workspace", (dir() / "ws").string(), "--", self,
+           "run", "--tier", "20:package", (dir() / "pkg").string(), "--", "sh",
+           "-c", "printf %s \"$TIERLOCK_HELD\""});
   EXPECT_EQ(up.code, 0) << up.err;
   EXPECT_THAT(up.out, ::testing::HasSubstr(",workspace,"));
   EXPECT_THAT(up.out, ::testing::HasSubstr(",package,"));
@@ -240,11 +252,14 @@ TEST_F(CliTest, NoWaitExitsWithTheConflictCodeAndNamesTheHolder) {
   Result r = cli({"run", "-n", dir().string(), "--", "echo", "ran"});
   EXPECT_EQ(r.code, 75);
   EXPECT_EQ(r.out, "");
-  EXPECT_THAT(r.err, HasSubstr("tierlock: " + lock().string() + ": held exclusively by pid " +
+  EXPECT_THAT(r.err, HasSubstr("tierlock: " + lock().string() +
+                               ": held exclusively by pid " +
                                std::to_string(holder.pid())));
-  EXPECT_EQ(cli({"run", "--no-wait", "-E", "3", dir().string(), "--", "true"}).code, 3);
-  Result quiet = cli({"run", "-n", "-q", "--conflict-exit-code", "200", dir().string(), "--",
-                      "true"});
+  EXPECT_EQ(
+      cli({"run", "--no-wait", "-E", "3", dir().string(), "--", "true"}).code,
+      3);
+  Result quiet = cli({"run", "-n", "-q", "--conflict-exit-code", "200",
+                      dir().string(), "--", "true"});
   EXPECT_EQ(quiet.code, 200);
   EXPECT_EQ(quiet.err, "");
   EXPECT_EQ(stop_holder(holder).code, 0);
@@ -263,7 +278,10 @@ TEST_F(CliTest, TimeoutGivesUpWithTheConflictCode) {
   EXPECT_LT(took, std::chrono::seconds(10));
   EXPECT_THAT(r.err, HasSubstr("timed out after 0.3 s"));
   EXPECT_THAT(r.err, HasSubstr("pid " + std::to_string(holder.pid())));
-  EXPECT_EQ(cli({"run", "-w", "0.1", "-E", "9", "-q", dir().string(), "--", "true"}).code, 9);
+  EXPECT_EQ(
+      cli({"run", "-w", "0.1", "-E", "9", "-q", dir().string(), "--", "true"})
+          .code,
+      9);
   EXPECT_EQ(stop_holder(holder).code, 0);
 }
 
@@ -272,9 +290,11 @@ TEST_F(CliTest, WaitingMessageNamesTheHolderThenRunsWhenReleased) {
   ASSERT_EQ(holder.read_line(), "locked");
   Cli waiter({"run", dir().string(), "--", "echo", "ran"}, io_.path());
   const std::string want = "tierlock: waiting for " + lock().string() +
-                           " (held exclusively by pid " + std::to_string(holder.pid()) + " '";
-  EXPECT_TRUE(wait_until([&] { return waiter.err().find(want) != std::string::npos; }))
-      << waiter.err();
+                           " (held exclusively by pid " +
+                           std::to_string(holder.pid()) + " '";
+  EXPECT_TRUE(wait_until([&] {
+    return waiter.err().find(want) != std::string::npos;
+  })) << waiter.err();
   EXPECT_THAT(waiter.err(), HasSubstr("tl_helper hold"));
   EXPECT_THAT(waiter.err(), HasSubstr(" since "));
   EXPECT_EQ(stop_holder(holder).code, 0);
@@ -291,15 +311,19 @@ TEST_F(CliTest, QuietPrintsNoWaitingMessage) {
   }));
   // The message would come ~0.5 s into the wait; a second wait on the
   // kernel's table (a condition, not a sleep) covers that time.
-  EXPECT_FALSE(wait_for_locks(lock(), [&](const std::vector<ProcLock>& e) {
-    return count_waiters_by(e, waiter.pid()) == 0;
-  }, std::chrono::milliseconds(1500)));
+  EXPECT_FALSE(wait_for_locks(
+      lock(),
+      [&](const std::vector<ProcLock>& e) {
+        return count_waiters_by(e, waiter.pid()) == 0;
+      },
+      std::chrono::milliseconds(1500)));
   EXPECT_EQ(waiter.err(), "");
   EXPECT_EQ(stop_holder(holder).code, 0);
   EXPECT_EQ(waiter.wait(), 0);
 }
 
-class CliSignalTest : public CliTest, public ::testing::WithParamInterface<int> {};
+class CliSignalTest : public CliTest,
+                      public ::testing::WithParamInterface<int> {};
 
 TEST_P(CliSignalTest, SignalWhileWaitingCancelsAndLeavesNothingHeld) {
   const int sig = GetParam();
@@ -342,7 +366,6 @@ TEST_F(CliTest, SignalsAreForwardedToTheCommand) {
   }
 }
 
-
 // Kills a process the test left behind (an orphaned command), if it runs.
 struct KillOnExit {
   pid_t pid = 0;
@@ -357,7 +380,8 @@ TEST_F(CliTest, TheCommandInheritsTheLockDescriptorAsTierlockFd) {
     if (std::string(mode) == "-s") args.push_back("-s");
     for (const std::string& a :
          {dir().string(), std::string("sh"), std::string("-c"),
-          std::string("echo \"$TIERLOCK_FD\"; readlink \"/proc/self/fd/$TIERLOCK_FD\"")}) {
+          std::string("echo \"$TIERLOCK_FD\"; readlink "
+                      "\"/proc/self/fd/$TIERLOCK_FD\"")}) {
       args.push_back(a);
     }
     Result r = cli(args);
@@ -391,7 +415,8 @@ TEST_F(CliTest, ADaemonTheCommandLeavesBehindDoesNotKeepTheLock) {
                    "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"});
   ASSERT_EQ(bg.code, 0);
   KillOnExit daemon{std::stoi(bg.out)};
-  EXPECT_EQ(::kill(daemon.pid, 0), 0) << "the background process should still run";
+  EXPECT_EQ(::kill(daemon.pid, 0), 0)
+      << "the background process should still run";
   EXPECT_EQ(run({flock_path(), "-n", lock().string(), "true"}).status.code, 0);
 }
 
@@ -401,9 +426,10 @@ TEST_F(CliTest, ADaemonTheCommandLeavesBehindDoesNotKeepTheLock) {
 // sleep, decides when it finishes) waits for a file `go`.
 std::string increment_script(const fs::path& d, bool wait_for_go) {
   const std::string q = "'" + d.string() + "'";
-  return "echo $$ > " + q + "/started.tmp; mv " + q + "/started.tmp " + q + "/started; " +
-         "v=$(cat " + q + "/c); " +
-         (wait_for_go ? "while [ ! -e " + q + "/go ]; do sleep 0.01; done; " : "") +
+  return "echo $$ > " + q + "/started.tmp; mv " + q + "/started.tmp " + q +
+         "/started; " + "v=$(cat " + q + "/c); " +
+         (wait_for_go ? "while [ ! -e " + q + "/go ]; do sleep 0.01; done; "
+                      : "") +
          "echo $((v+1)) > " + q + "/c";
 }
 
@@ -419,12 +445,14 @@ TEST_F(CliTest, SigkillOfRunDoesNotReleaseTheLockWhileTheCommandRuns) {
     const bool shared = std::string(mode) == "shared";
     std::vector<std::string> first = {"run"};
     if (shared) first.push_back("--shared");
-    for (const std::string& a : {dir().string(), std::string("--"), std::string("sh"),
-                                 std::string("-c"), increment_script(work.path(), true)}) {
+    for (const std::string& a :
+         {dir().string(), std::string("--"), std::string("sh"),
+          std::string("-c"), increment_script(work.path(), true)}) {
       first.push_back(a);
     }
     Cli a(first, io_.path());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(work.path() / "started"); })) << a.err();
+    ASSERT_TRUE(wait_until([&] { return fs::exists(work.path() / "started"); }))
+        << a.err();
     KillOnExit orphan{std::stoi(read_file(work.path() / "started"))};
     ASSERT_EQ(::kill(a.pid(), SIGKILL), 0);
     EXPECT_EQ(a.wait(), 128 + SIGKILL);
@@ -433,7 +461,8 @@ TEST_F(CliTest, SigkillOfRunDoesNotReleaseTheLockWhileTheCommandRuns) {
     // The lock stays held while the orphaned command runs.
     EXPECT_EQ(try_in_other_process(dir()), kBusy);
     if (!flock_path().empty()) {
-      EXPECT_EQ(run({flock_path(), "-n", lock().string(), "true"}).status.code, 1);
+      EXPECT_EQ(run({flock_path(), "-n", lock().string(), "true"}).status.code,
+                1);
     }
     if (shared) {
       EXPECT_EQ(try_in_other_process(dir(), Mode::kShared), kAcquired);
@@ -444,7 +473,8 @@ TEST_F(CliTest, SigkillOfRunDoesNotReleaseTheLockWhileTheCommandRuns) {
     const std::string orphan_pid = std::to_string(orphan.pid);
     Result st = cli({"status", "--json", dir().string()});
     EXPECT_EQ(st.code, 0) << st.err;
-    Json holders = Json::parse(st.out, nullptr, false).value("holders", Json::array());
+    Json holders =
+        Json::parse(st.out, nullptr, false).value("holders", Json::array());
     bool names_orphan = false;
     for (const Json& h : holders) {
       if (h.value("pid", 0) == orphan.pid) names_orphan = true;
@@ -455,7 +485,8 @@ TEST_F(CliTest, SigkillOfRunDoesNotReleaseTheLockWhileTheCommandRuns) {
     // A second (exclusive) run waits for the first command, whatever the
     // mode of the first, and its waiting message names the command.
     fs::remove(work.path() / "started");
-    Cli b({"run", dir().string(), "--", "sh", "-c", increment_script(work.path(), false)},
+    Cli b({"run", dir().string(), "--", "sh", "-c",
+           increment_script(work.path(), false)},
           io_.path());
     ASSERT_TRUE(LocksBecome(lock(), [&](const std::vector<ProcLock>& e) {
       return count_waiters_by(e, b.pid()) == 1;
@@ -463,7 +494,8 @@ TEST_F(CliTest, SigkillOfRunDoesNotReleaseTheLockWhileTheCommandRuns) {
     EXPECT_TRUE(wait_until([&] {
       return b.err().find("pid " + orphan_pid) != std::string::npos;
     })) << b.err();
-    EXPECT_FALSE(fs::exists(work.path() / "started")) << "the second command ran beside the first";
+    EXPECT_FALSE(fs::exists(work.path() / "started"))
+        << "the second command ran beside the first";
     write_file(work.path() / "go", "");
     EXPECT_EQ(b.wait(), 0) << b.err();
     EXPECT_TRUE(process_gone(orphan.pid));
@@ -476,27 +508,33 @@ TEST_F(CliTest, SigkillOfRunDoesNotReleaseTheLockWhileTheCommandRuns) {
 // message says the lock came from the exited pid, not "another pid
 // namespace" (which is what the kernel's pid 0 means).
 TEST_F(CliTest, StatusOfAnInheritedLockOthersCannotSeeNamesTheExitedTaker) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a holder another user cannot inspect)";
-  if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "root without setpriv(1)";
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "needs root (a holder another user cannot inspect)";
+  if (::access("/usr/bin/setpriv", X_OK) != 0)
+    GTEST_SKIP() << "root without setpriv(1)";
   TempDir work;
   ::chmod(dir().c_str(), 0755);
   Cli a({"run", dir().string(), "--", "sh", "-c",
-         "echo $$ > '" + (work.path() / "started").string() + "'; exec sleep 1000"},
+         "echo $$ > '" + (work.path() / "started").string() +
+             "'; exec sleep 1000"},
         io_.path());
   ASSERT_TRUE(wait_until([&] {
-    return fs::exists(work.path() / "started") && !read_file(work.path() / "started").empty();
-  }))
-      << a.err();
+    return fs::exists(work.path() / "started") &&
+           !read_file(work.path() / "started").empty();
+  })) << a.err();
   KillOnExit orphan{std::stoi(read_file(work.path() / "started"))};
   ASSERT_EQ(::kill(a.pid(), SIGKILL), 0);
   EXPECT_EQ(a.wait(), 128 + SIGKILL);
   ASSERT_FALSE(process_gone(orphan.pid));
 
-  RunResult r = run({"/bin/sh", "-c",
-                     "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups '" +
-                         cli_path() + "' status '" + dir().string() + "' 2>&1"});
+  RunResult r =
+      run({"/bin/sh", "-c",
+           "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups '" +
+               cli_path() + "' status '" + dir().string() + "' 2>&1"});
   EXPECT_EQ(r.status.code, 0) << r.out;
-  EXPECT_THAT(r.out, HasSubstr("inherited from pid " + std::to_string(a.pid()) + " (exited; the holder is not visible")) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("inherited from pid " + std::to_string(a.pid()) +
+                               " (exited; the holder is not visible"))
+      << r.out;
   EXPECT_THAT(r.out, Not(HasSubstr("pid namespace"))) << r.out;
 }
 
@@ -504,9 +542,11 @@ TEST_F(CliTest, CloseKeepsTheOldRiskSigkillOfRunReleasesTheLock) {
   // Documented risk of --close: the lock is the tierlock process's only.
   TempDir work;
   write_file(work.path() / "c", "0\n");
-  Cli a({"run", "--close", dir().string(), "sh", "-c", increment_script(work.path(), true)},
+  Cli a({"run", "--close", dir().string(), "sh", "-c",
+         increment_script(work.path(), true)},
         io_.path());
-  ASSERT_TRUE(wait_until([&] { return fs::exists(work.path() / "started"); })) << a.err();
+  ASSERT_TRUE(wait_until([&] { return fs::exists(work.path() / "started"); }))
+      << a.err();
   KillOnExit orphan{std::stoi(read_file(work.path() / "started"))};
   ASSERT_EQ(::kill(a.pid(), SIGKILL), 0);
   EXPECT_EQ(a.wait(), 128 + SIGKILL);
@@ -519,9 +559,11 @@ TEST_F(CliTest, OptionsEndAtTheFirstOperandAfterDir) {
            std::vector<std::string>{"run", "DIR", "echo", "-n", "hi"},
            std::vector<std::string>{"run", "DIR", "--", "echo", "-n", "hi"},
            std::vector<std::string>{"run", "--", "DIR", "echo", "-n", "hi"},
-           std::vector<std::string>{"run", "-w", "5", "--tier", "3:x", "--lock-name=x.lock",
-                                    "DIR", "echo", "-n", "hi"},
-           std::vector<std::string>{"run", "-q", "DIR", "echo", "-n", "-s", "-w", "--", "hi"},
+           std::vector<std::string>{"run", "-w", "5", "--tier", "3:x",
+                                    "--lock-name=x.lock", "DIR", "echo", "-n",
+                                    "hi"},
+           std::vector<std::string>{"run", "-q", "DIR", "echo", "-n", "-s",
+                                    "-w", "--", "hi"},
        }) {
     bool with_dashes = std::find(args.begin(), args.end(), "-s") != args.end();
     for (std::string& a : args) {
@@ -529,14 +571,16 @@ TEST_F(CliTest, OptionsEndAtTheFirstOperandAfterDir) {
     }
     Result r = cli(args);
     EXPECT_EQ(r.code, 0) << r.err;
-    EXPECT_EQ(r.out, with_dashes ? "-s -w -- hi" : "hi") << ::testing::PrintToString(args);
+    EXPECT_EQ(r.out, with_dashes ? "-s -w -- hi" : "hi")
+        << ::testing::PrintToString(args);
     EXPECT_EQ(r.err, "");
   }
   // `tierlock run ws make -s` twice: -s is make's, so the two do not share.
   Process first = Process::spawn({cli_path(), "run", dir().string(), "sh", "-c",
                                   "echo locked; read x", "sh", "-s"});
   ASSERT_EQ(first.read_line(), "locked");
-  Result second = cli({"run", "-n", dir().string(), "sh", "-c", "echo ran", "sh", "-s"});
+  Result second =
+      cli({"run", "-n", dir().string(), "sh", "-c", "echo ran", "sh", "-s"});
   EXPECT_EQ(second.code, 75) << second.out;
   EXPECT_EQ(second.out, "");
   Json j = status_json();
@@ -550,7 +594,8 @@ TEST_F(CliTest, HugeTimeoutsWaitForever) {
     SCOPED_TRACE(w);
     Process holder = start_holder(dir());
     ASSERT_EQ(holder.read_line(), "locked");
-    Cli waiter({"run", "-q", "-w", w, dir().string(), "--", "echo", "ran"}, io_.path());
+    Cli waiter({"run", "-q", "-w", w, dir().string(), "--", "echo", "ran"},
+               io_.path());
     ASSERT_TRUE(LocksBecome(lock(), [&](const std::vector<ProcLock>& e) {
       return count_waiters_by(e, waiter.pid()) == 1;
     }));
@@ -577,9 +622,12 @@ TEST_F(CliTest, RunInADirectoryWhereTheLockFileCannotBeCreatedSaysWhatFailed) {
 // right-to-left override: every human-readable output shows them escaped.
 TEST_F(CliTest, HostileCommandLinesAreEscapedInEveryMessage) {
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
-  const std::string hostile = "a\xc2\x9b" "31mb\x1b[2Jc\xe2\x80\xae" "d";
-  Process holder = Process::spawn(
-      {flock_path(), lock().string(), "sh", "-c", "echo locked; read x", hostile});
+  const std::string hostile =
+      "a\xc2\x9b"
+      "31mb\x1b[2Jc\xe2\x80\xae"
+      "d";
+  Process holder = Process::spawn({flock_path(), lock().string(), "sh", "-c",
+                                   "echo locked; read x", hostile});
   ASSERT_EQ(holder.read_line(), "locked");
   auto expect_escaped = [](const std::string& text, const char* where) {
     EXPECT_THAT(text, HasSubstr("a\\u009b31mb")) << where;
@@ -595,7 +643,8 @@ TEST_F(CliTest, HostileCommandLinesAreEscapedInEveryMessage) {
   EXPECT_EQ(conflict.code, 75);
   expect_escaped(conflict.err, "-n conflict");
   Cli waiter({"run", dir().string(), "--", "true"}, io_.path());
-  EXPECT_TRUE(wait_until([&] { return waiter.err().find("waiting for") != std::string::npos; }));
+  EXPECT_TRUE(wait_until(
+      [&] { return waiter.err().find("waiting for") != std::string::npos; }));
   expect_escaped(waiter.err(), "waiting message");
   // JSON: ASCII, exact after parsing.
   Result json = cli({"status", "--json", dir().string()});
@@ -603,8 +652,12 @@ TEST_F(CliTest, HostileCommandLinesAreEscapedInEveryMessage) {
   for (char c : json.out) EXPECT_LT(static_cast<unsigned char>(c), 0x80);
   Json j = Json::parse(json.out);
   ASSERT_EQ(j["holders"].size(), 1u);
-  EXPECT_THAT(j["holders"][0]["program"].get<std::string>(), HasSubstr("a\xc2\x9b" "31mb"));
-  EXPECT_THAT(j["holders"][0]["program"].get<std::string>(), HasSubstr("c\xe2\x80\xae" "d"));
+  EXPECT_THAT(j["holders"][0]["program"].get<std::string>(),
+              HasSubstr("a\xc2\x9b"
+                        "31mb"));
+  EXPECT_THAT(j["holders"][0]["program"].get<std::string>(),
+              HasSubstr("c\xe2\x80\xae"
+                        "d"));
   holder.write_line("go");
   EXPECT_EQ(holder.wait().code, 0);
   EXPECT_EQ(waiter.wait(), 0);
@@ -615,14 +668,15 @@ TEST_F(CliTest, HostileCommandLinesAreEscapedInEveryMessage) {
 // into '?' before escape_text existed).
 TEST_F(CliTest, HostileEscInACommandLineIsShownAsX1b) {
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
-  Process holder = Process::spawn(
-      {flock_path(), lock().string(), "sh", "-c", "echo locked; read x", "b\x1b[2Jc"});
+  Process holder = Process::spawn({flock_path(), lock().string(), "sh", "-c",
+                                   "echo locked; read x", "b\x1b[2Jc"});
   ASSERT_EQ(holder.read_line(), "locked");
   Result status = cli({"status", dir().string()});
   EXPECT_THAT(status.out, HasSubstr("b\\x1b[2Jc"));
   Json j = status_json();
   ASSERT_EQ(j["holders"].size(), 1u);
-  EXPECT_THAT(j["holders"][0]["program"].get<std::string>(), HasSubstr("b\x1b[2Jc"));
+  EXPECT_THAT(j["holders"][0]["program"].get<std::string>(),
+              HasSubstr("b\x1b[2Jc"));
   holder.write_line("go");
   EXPECT_EQ(holder.wait().code, 0);
 }
@@ -644,7 +698,8 @@ TEST_F(CliTest, ANonUtf8DirectoryNameRoundTripsThroughStatusJson) {
   };
   ASSERT_TRUE(j.contains("dir_bytes")) << r.out;
   EXPECT_EQ(unhex(j["dir_bytes"].get<std::string>()), odd.string());
-  EXPECT_EQ(unhex(j["lock_file_bytes"].get<std::string>()), (odd / ".lock").string());
+  EXPECT_EQ(unhex(j["lock_file_bytes"].get<std::string>()),
+            (odd / ".lock").string());
   EXPECT_THAT(j["dir"].get<std::string>(), HasSubstr("bad\\xff\\xfe\\x1bname"));
   Result text = cli({"status", odd.string()});
   EXPECT_THAT(text.out, HasSubstr("bad\\xff\\xfe\\x1bname/.lock: free"));
@@ -666,10 +721,12 @@ TEST_F(CliTest, UnsafeLockFileWarnsInRunAndShowsInStatus) {
   ASSERT_EQ(::chmod(open_dir.c_str(), 0777), 0);
   Result r = cli({"run", open_dir.string(), "--", "true"});
   EXPECT_EQ(r.code, 0);
-  EXPECT_THAT(r.err, HasSubstr("tierlock: " + (open_dir / ".lock").string() + ": warning: "));
+  EXPECT_THAT(r.err, HasSubstr("tierlock: " + (open_dir / ".lock").string() +
+                               ": warning: "));
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_EQ(cli({"run", "-q", open_dir.string(), "--", "true"}).err, "");
-  Result refused = cli({"run", "--refuse-unsafe", open_dir.string(), "--", "echo", "ran"});
+  Result refused =
+      cli({"run", "--refuse-unsafe", open_dir.string(), "--", "echo", "ran"});
   EXPECT_EQ(refused.code, 1);
   EXPECT_EQ(refused.out, "");
   EXPECT_THAT(refused.err, HasSubstr(open_dir.string()));
@@ -680,7 +737,8 @@ TEST_F(CliTest, UnsafeLockFileWarnsInRunAndShowsInStatus) {
   // A safe one: no warning, no field.
   EXPECT_EQ(cli({"run", dir().string(), "--", "true"}).err, "");
   EXPECT_FALSE(status_json().contains("unsafe_reason"));
-  EXPECT_EQ(cli({"run", "--refuse-unsafe", dir().string(), "--", "true"}).code, 0);
+  EXPECT_EQ(cli({"run", "--refuse-unsafe", dir().string(), "--", "true"}).code,
+            0);
 }
 
 TEST_F(CliTest, StatusOfAFreeLockCreatesNothing) {
@@ -690,7 +748,8 @@ TEST_F(CliTest, StatusOfAFreeLockCreatesNothing) {
   EXPECT_EQ(j["state"], "free");
   EXPECT_TRUE(j["holders"].empty());
   EXPECT_FALSE(j.contains("mode"));
-  EXPECT_FALSE(snapshot(lock()).exists) << "status must not create the lock file";
+  EXPECT_FALSE(snapshot(lock()).exists)
+      << "status must not create the lock file";
   ASSERT_EQ(cli({"run", dir().string(), "--", "true"}).code, 0);
   EXPECT_EQ(status_json()["state"], "free");
   Result text = cli({"status", dir().string()});
@@ -707,16 +766,19 @@ TEST_F(CliTest, StatusNamesAnExclusiveTierlockHolder) {
   const Json& h = j["holders"][0];
   EXPECT_EQ(h["pid"], holder.pid());
   EXPECT_EQ(h["mode"], "exclusive");
-  EXPECT_THAT(h["program"].get<std::string>(), HasSubstr("tierlock run --tier 5:workspace"));
+  EXPECT_THAT(h["program"].get<std::string>(),
+              HasSubstr("tierlock run --tier 5:workspace"));
   EXPECT_EQ(h["host"], hostname());
   EXPECT_EQ(h["tier"]["level"], 5);
   EXPECT_EQ(h["tier"]["name"], "workspace");
   EXPECT_EQ(h["recorded"], true);
   ASSERT_TRUE(h.contains("since"));
-  EXPECT_THAT(h["since"].get<std::string>(), ::testing::MatchesRegex(
-                                                 "20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9:]+Z"));
+  EXPECT_THAT(
+      h["since"].get<std::string>(),
+      ::testing::MatchesRegex("20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9:]+Z"));
   Result text = cli({"status", dir().string()});
-  EXPECT_THAT(text.out, HasSubstr(": held exclusively\n  pid " + std::to_string(holder.pid())));
+  EXPECT_THAT(text.out, HasSubstr(": held exclusively\n  pid " +
+                                  std::to_string(holder.pid())));
   EXPECT_THAT(text.out, HasSubstr("tier 5:workspace"));
   holder.write_line("go");
   EXPECT_EQ(holder.wait().code, 0);
@@ -763,14 +825,16 @@ TEST_F(CliTest, StatusListsSeveralSharedHolders) {
 
 TEST_F(CliTest, StatusNamesAFlockHolderFromTheKernel) {
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
-  Process holder = Process::spawn({flock_path(), lock().string(), "sh", "-c", "echo locked; read x"});
+  Process holder = Process::spawn(
+      {flock_path(), lock().string(), "sh", "-c", "echo locked; read x"});
   ASSERT_EQ(holder.read_line(), "locked");
   Json j = status_json();
   EXPECT_EQ(j["state"], "held");
   ASSERT_EQ(j["holders"].size(), 1u) << j.dump();
   const Json& h = j["holders"][0];
   EXPECT_EQ(h["pid"], holder.pid());
-  EXPECT_THAT(h["program"].get<std::string>(), HasSubstr("sh -c echo locked; read x"));
+  EXPECT_THAT(h["program"].get<std::string>(),
+              HasSubstr("sh -c echo locked; read x"));
   EXPECT_EQ(h["recorded"], false);
   // Not known for a holder without a record: left out, never invented.
   EXPECT_FALSE(h.contains("since"));
@@ -784,11 +848,12 @@ TEST_F(CliTest, InteroperatesWithFlockBothWays) {
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
   Process ours = hold_with_cli({});
   EXPECT_EQ(run({flock_path(), "-n", lock().string(), "true"}).status.code, 1);
-  EXPECT_EQ(run({flock_path(), "-n", "-s", lock().string(), "true"}).status.code, 1);
+  EXPECT_EQ(
+      run({flock_path(), "-n", "-s", lock().string(), "true"}).status.code, 1);
   ours.write_line("go");
   EXPECT_EQ(ours.wait().code, 0);
-  Process theirs = Process::spawn({flock_path(), "-s", lock().string(), "sh", "-c",
-                                   "echo locked; read x"});
+  Process theirs = Process::spawn(
+      {flock_path(), "-s", lock().string(), "sh", "-c", "echo locked; read x"});
   ASSERT_EQ(theirs.read_line(), "locked");
   EXPECT_EQ(cli({"run", "-n", dir().string(), "--", "true"}).code, 75);
   EXPECT_EQ(cli({"run", "-n", "-s", dir().string(), "--", "true"}).code, 0);
@@ -800,8 +865,10 @@ TEST_F(CliTest, InteroperatesWithPythonFilelockBothWays) {
   // The first python3 in $PATH may be another installation (pyenv, venv)
   // than the one python3-filelock is installed for.
   std::string py;
-  for (const std::string& candidate : {find_program("python3"), std::string("/usr/bin/python3")}) {
-    if (!candidate.empty() && run({candidate, "-c", "import filelock"}).status.code == 0) {
+  for (const std::string& candidate :
+       {find_program("python3"), std::string("/usr/bin/python3")}) {
+    if (!candidate.empty() &&
+        run({candidate, "-c", "import filelock"}).status.code == 0) {
       py = candidate;
       break;
     }
@@ -819,13 +886,12 @@ TEST_F(CliTest, InteroperatesWithPythonFilelockBothWays) {
   ours.write_line("go");
   EXPECT_EQ(ours.wait().code, 0);
   EXPECT_EQ(run({py, "-c", try_lock, lock().string()}).status.code, 0);
-  Process theirs = Process::spawn(
-      {py, "-c",
-       "import filelock, sys\n"
-       "with filelock.FileLock(sys.argv[1]):\n"
-       "  print('locked', flush=True)\n"
-       "  sys.stdin.readline()\n",
-       lock().string()});
+  Process theirs = Process::spawn({py, "-c",
+                                   "import filelock, sys\n"
+                                   "with filelock.FileLock(sys.argv[1]):\n"
+                                   "  print('locked', flush=True)\n"
+                                   "  sys.stdin.readline()\n",
+                                   lock().string()});
   ASSERT_EQ(theirs.read_line(), "locked");
   EXPECT_EQ(cli({"run", "-n", dir().string(), "--", "true"}).code, 75);
   Json j = status_json();
@@ -844,13 +910,16 @@ TEST_F(CliTest, CreateMakesAMissingDirectory) {
   EXPECT_FALSE(fs::exists(fresh));
   EXPECT_EQ(cli({"run", "--create", fresh.string(), "--", "true"}).code, 0);
   EXPECT_TRUE(fs::is_directory(fresh));
-  EXPECT_EQ(cli({"run", "--create", fresh.string(), "--", "true"}).code, 0);  // exists: fine
+  EXPECT_EQ(cli({"run", "--create", fresh.string(), "--", "true"}).code,
+            0);  // exists: fine
 }
 
 TEST_F(CliTest, LockNameChoosesTheLockFile) {
   Process holder = hold_with_cli({"--lock-name", "other.lock"});
   EXPECT_EQ(cli({"run", "-n", dir().string(), "--", "true"}).code, 0);
-  EXPECT_EQ(cli({"run", "-n", "--lock-name", "other.lock", dir().string(), "--", "true"}).code,
+  EXPECT_EQ(cli({"run", "-n", "--lock-name", "other.lock", dir().string(), "--",
+                 "true"})
+                .code,
             75);
   Json j = status_json({"--lock-name", "other.lock"});
   EXPECT_EQ(j["lock_file"], (dir() / "other.lock").string());
@@ -866,7 +935,8 @@ struct BadInput {
   const char* message;  // a part of stderr
 };
 
-class CliBadInputTest : public CliTest, public ::testing::WithParamInterface<BadInput> {};
+class CliBadInputTest : public CliTest,
+                        public ::testing::WithParamInterface<BadInput> {};
 
 TEST_P(CliBadInputTest, ExitsWithItsCodeAndAMessage) {
   write_file(dir() / "file", "not a directory");
@@ -887,34 +957,75 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, CliBadInputTest,
     ::testing::Values(
         BadInput{"NoSubcommand", {}, 64, "A subcommand is required"},
-        BadInput{"UnknownOption", {"run", "--bogus", "DIR", "--", "true"}, 64, "--bogus"},
-        BadInput{"UnknownOptionBeforeDir", {"run", "-z", "DIR", "true"}, 64, "unknown option '-z'"},
+        BadInput{"UnknownOption",
+                 {"run", "--bogus", "DIR", "--", "true"},
+                 64,
+                 "--bogus"},
+        BadInput{"UnknownOptionBeforeDir",
+                 {"run", "-z", "DIR", "true"},
+                 64,
+                 "unknown option '-z'"},
         BadInput{"NoCommand", {"run", "DIR"}, 64, "COMMAND is required"},
         BadInput{"NoDirectory", {"run"}, 64, "DIR is required"},
-        BadInput{"TimeoutNotANumber", {"run", "-w", "soon", "DIR", "--", "true"}, 64, "soon"},
-        BadInput{"NegativeTimeout", {"run", "-w", "-1", "DIR", "--", "true"}, 64, "--timeout"},
-        BadInput{"NaNTimeout", {"run", "-w", "nan", "DIR", "--", "true"}, 64, "--timeout"},
-        BadInput{"NegativeZeroTimeout", {"run", "-w", "-0", "DIR", "--", "true"}, 64, "--timeout"},
-        BadInput{"UnknownOptionAfterMarker", {"run", "--", "-x", "DIR", "true"}, 66,
+        BadInput{"TimeoutNotANumber",
+                 {"run", "-w", "soon", "DIR", "--", "true"},
+                 64,
+                 "soon"},
+        BadInput{"NegativeTimeout",
+                 {"run", "-w", "-1", "DIR", "--", "true"},
+                 64,
+                 "--timeout"},
+        BadInput{"NaNTimeout",
+                 {"run", "-w", "nan", "DIR", "--", "true"},
+                 64,
+                 "--timeout"},
+        BadInput{"NegativeZeroTimeout",
+                 {"run", "-w", "-0", "DIR", "--", "true"},
+                 64,
+                 "--timeout"},
+        BadInput{"UnknownOptionAfterMarker",
+                 {"run", "--", "-x", "DIR", "true"},
+                 66,
                  "no such directory"},
-        BadInput{"ConflictCodeZero", {"run", "-E", "0", "DIR", "--", "true"}, 64,
+        BadInput{"ConflictCodeZero",
+                 {"run", "-E", "0", "DIR", "--", "true"},
+                 64,
                  "--conflict-exit-code"},
-        BadInput{"BadTier", {"run", "--tier", "high", "DIR", "--", "true"}, 64,
+        BadInput{"BadTier",
+                 {"run", "--tier", "high", "DIR", "--", "true"},
+                 64,
                  "LEVEL[:NAME]"},
-        BadInput{"BadLockName", {"run", "--lock-name", "a/b", "DIR", "--", "true"}, 64,
+        BadInput{"BadLockName",
+                 {"run", "--lock-name", "a/b", "DIR", "--", "true"},
+                 64,
                  "plain file name"},
-        BadInput{"MissingDirectory", {"run", "DIR/missing", "--", "true"}, 66,
+        BadInput{"MissingDirectory",
+                 {"run", "DIR/missing", "--", "true"},
+                 66,
                  "missing: no such directory"},
-        BadInput{"NotADirectory", {"run", "DIR/file", "--", "true"}, 66,
+        BadInput{"NotADirectory",
+                 {"run", "DIR/file", "--", "true"},
+                 66,
                  "file: not a directory"},
-        BadInput{"CommandNotFound", {"run", "DIR", "--", "tierlock-no-such-command"}, 127,
+        BadInput{"CommandNotFound",
+                 {"run", "DIR", "--", "tierlock-no-such-command"},
+                 127,
                  "tierlock: tierlock-no-such-command: command not found"},
-        BadInput{"CommandNotExecutable", {"run", "DIR", "--", "DIR/script"}, 126,
+        BadInput{"CommandNotExecutable",
+                 {"run", "DIR", "--", "DIR/script"},
+                 126,
                  "Permission denied"},
-        BadInput{"StatusMissingDirectory", {"status", "DIR/missing"}, 1,
+        BadInput{"StatusMissingDirectory",
+                 {"status", "DIR/missing"},
+                 1,
                  "missing: no such directory"},
-        BadInput{"StatusNotADirectory", {"status", "DIR/file"}, 1, "Not a directory"}),
-    [](const ::testing::TestParamInfo<BadInput>& i) { return std::string(i.param.name); });
+        BadInput{"StatusNotADirectory",
+                 {"status", "DIR/file"},
+                 1,
+                 "Not a directory"}),
+    [](const ::testing::TestParamInfo<BadInput>& i) {
+      return std::string(i.param.name);
+    });
 
 TEST_F(CliTest, PermissionDeniedExits77) {
   // A directory anyone may enter but nobody but root may write: the lock file
@@ -925,7 +1036,8 @@ TEST_F(CliTest, PermissionDeniedExits77) {
   const fs::path locked = open_parent.path() / "locked";
   fs::create_directory(locked);
   ::chmod(locked.c_str(), 0555);
-  std::vector<std::string> argv = {cli_path(), "run", locked.string(), "--", "true"};
+  std::vector<std::string> argv = {cli_path(), "run", locked.string(), "--",
+                                   "true"};
   if (::geteuid() == 0) {
     if (::access("/usr/bin/setpriv", X_OK) != 0) {
       GTEST_SKIP() << "root without setpriv(1): cannot run unprivileged";
@@ -944,8 +1056,8 @@ TEST_F(CliTest, PermissionDeniedExits77) {
 }
 
 TEST_F(CliTest, StatusReportsEveryDirectoryAndFailsIfOneIsBad) {
-  Result r = cli({"status", "--json", dir().string(), (dir() / "missing").string(),
-                  dir().string()});
+  Result r = cli({"status", "--json", dir().string(),
+                  (dir() / "missing").string(), dir().string()});
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2);
   EXPECT_THAT(r.err, HasSubstr("missing: no such directory"));
@@ -959,9 +1071,10 @@ TEST_F(CliTest, HelpIsCompleteAndExitsZero) {
   }
   Result run_help = cli({"run", "--help"});
   EXPECT_EQ(run_help.code, 0);
-  for (const char* s : {"--shared", "--no-wait", "--timeout", "--conflict-exit-code", "--tier",
-                        "--lock-name", "--create", "--quiet", "TIERLOCK_DIR", "TIERLOCK_FD",
-                        "--close", "--refuse-unsafe", "Exit codes"}) {
+  for (const char* s :
+       {"--shared", "--no-wait", "--timeout", "--conflict-exit-code", "--tier",
+        "--lock-name", "--create", "--quiet", "TIERLOCK_DIR", "TIERLOCK_FD",
+        "--close", "--refuse-unsafe", "Exit codes"}) {
     EXPECT_THAT(run_help.out, HasSubstr(s));
   }
 }

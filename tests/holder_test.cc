@@ -1,13 +1,13 @@
 // Tests of holder records and who-holds-it queries (tierlock/holder.h,
-// DirLock::holders, src/holders/holder_record.h): several shared holders in several
-// processes, stale, corrupt and hostile records.
+// DirLock::holders, src/holders/holder_record.h): several shared holders in
+// several processes, stale, corrupt and hostile records.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <csignal>
-#include <iostream>
 #include <filesystem>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -62,7 +62,8 @@ TEST_F(HolderTest, FreeLockHasNoHoldersAndInspectCreatesNothing) {
   EXPECT_FALSE(none->lock_file_exists);
   EXPECT_TRUE(none->holders.empty());
   EXPECT_EQ(none->lock_file, dir() / ".lock");
-  EXPECT_TRUE(snapshot(dir()).entries.empty()) << "inspect_lock must create nothing";
+  EXPECT_TRUE(snapshot(dir()).entries.empty())
+      << "inspect_lock must create nothing";
 
   absl::StatusOr<DirLock> lock = DirLock::open(dir());
   ASSERT_TRUE(lock.ok());
@@ -95,7 +96,8 @@ TEST_F(HolderTest, NamesThisProcessWhileItHoldsAndNotAfter) {
   ASSERT_TRUE(h.since.has_value());
   // The coarse clock may lag by a tick (a few ms); allow a generous bound.
   EXPECT_GE(*h.since, before - std::chrono::seconds(1));
-  EXPECT_LE(*h.since, std::chrono::system_clock::now() + std::chrono::seconds(1));
+  EXPECT_LE(*h.since,
+            std::chrono::system_clock::now() + std::chrono::seconds(1));
   EXPECT_EQ(h.tier_level, 7);
   EXPECT_EQ(h.tier_name, "workspace");
   EXPECT_TRUE(h.start_time.has_value());
@@ -118,7 +120,8 @@ TEST_F(HolderTest, NamesThisProcessWhileItHoldsAndNotAfter) {
   lock.reset();  // drop the entry: its record is kept for the next one
   EXPECT_TRUE(fs::exists(records_dir(dir()) / record_name(::getpid())));
   // The next entry of the same lock file adopts it (no new file).
-  const std::uint64_t inode = inode_of(records_dir(dir()) / record_name(::getpid()));
+  const std::uint64_t inode =
+      inode_of(records_dir(dir()) / record_name(::getpid()));
   absl::StatusOr<DirLock> again = DirLock::open(dir());
   ASSERT_TRUE(again.ok());
   absl::StatusOr<Guard> g = again->acquire();
@@ -128,7 +131,8 @@ TEST_F(HolderTest, NamesThisProcessWhileItHoldsAndNotAfter) {
   ASSERT_TRUE(holders.ok());
   ASSERT_EQ(holders->size(), 1u);
   EXPECT_TRUE(holders->front().recorded);
-  EXPECT_EQ(holders->front().tier_level, std::nullopt) << "this handle has no tier";
+  EXPECT_EQ(holders->front().tier_level, std::nullopt)
+      << "this handle has no tier";
 }
 
 TEST_F(HolderTest, ARecordOutlivesItsEntryOnlyUntilTheProcessExits) {
@@ -163,8 +167,8 @@ TEST_F(HolderTest, ReportsSeveralSharedHoldersInSeveralProcesses) {
 }
 
 // A valid record for `pid`, as if that process had written it.
-std::string fake_record(std::int64_t pid, std::uint64_t start, const fs::path& lock_file,
-                        const std::string& program) {
+std::string fake_record(std::int64_t pid, std::uint64_t start,
+                        const fs::path& lock_file, const std::string& program) {
   HolderRecord r;
   r.pid = pid;
   r.start_time = start;
@@ -186,7 +190,8 @@ TEST_F(HolderTest, StaleRecordOfADeadProcessIsNotReportedAndIsCleanedUp) {
   ASSERT_EQ(gone.wait().code, 0);
   const pid_t dead = gone.pid();
   fs::create_directory(records_dir(dir()));
-  const std::string stale = internal::record_file_name(dead, 12345, internal::platform::boot_id());
+  const std::string stale =
+      internal::record_file_name(dead, 12345, internal::platform::boot_id());
   write_file(records_dir(dir()) / stale,
              fake_record(dead, 12345, dir() / ".lock", "stale-program"));
 
@@ -202,7 +207,8 @@ TEST_F(HolderTest, StaleRecordOfADeadProcessIsNotReportedAndIsCleanedUp) {
   ASSERT_EQ(state->holders.size(), 1u);
   EXPECT_EQ(state->holders[0].pid, holder.pid());
   EXPECT_THAT(state->holders[0].program.value_or(""), HasSubstr("tl_helper"));
-  EXPECT_TRUE(wait_until([&] { return !fs::exists(records_dir(dir()) / stale); }));
+  EXPECT_TRUE(
+      wait_until([&] { return !fs::exists(records_dir(dir()) / stale); }));
   EXPECT_EQ(stop_holder(holder).code, 0);
 }
 
@@ -224,7 +230,8 @@ TEST_F(HolderTest, CorruptRecordIsIgnoredAndTheHolderStillReported) {
     EXPECT_FALSE(h.recorded);
     EXPECT_FALSE(h.since.has_value());
     EXPECT_FALSE(h.host.has_value());
-    EXPECT_THAT(h.program.value_or(""), HasSubstr("tl_helper hold"));  // from /proc
+    EXPECT_THAT(h.program.value_or(""),
+                HasSubstr("tl_helper hold"));  // from /proc
   }
   EXPECT_EQ(stop_holder(holder).code, 0);
 }
@@ -247,23 +254,27 @@ TEST_F(HolderTest, HostileSymlinksAreNotFollowed) {
     EXPECT_FALSE(holders->front().recorded) << "no record through a symlink";
   }
   EXPECT_EQ(snapshot(elsewhere.path()), before);
-  EXPECT_TRUE(fs::is_symlink(records_dir(dir()))) << "the symlink is not ours to remove";
+  EXPECT_TRUE(fs::is_symlink(records_dir(dir())))
+      << "the symlink is not ours to remove";
   fs::remove(records_dir(dir()));
 
   // A record file that is a symlink to a valid-looking record elsewhere.
   Process holder = start_holder(dir());
   ASSERT_EQ(holder.read_line(), "locked");
   const fs::path record = records_dir(dir()) / record_name(holder.pid());
-  internal::platform::ProcessInfo info = internal::platform::process_info(holder.pid());
+  internal::platform::ProcessInfo info =
+      internal::platform::process_info(holder.pid());
   write_file(elsewhere.path() / "forged",
-             fake_record(holder.pid(), info.start_time.value_or(0), dir() / ".lock", "forged"));
+             fake_record(holder.pid(), info.start_time.value_or(0),
+                         dir() / ".lock", "forged"));
   fs::remove(record);
   fs::create_symlink(elsewhere.path() / "forged", record);
   absl::StatusOr<LockState> state = inspect_lock(dir());
   ASSERT_TRUE(state.ok());
   ASSERT_EQ(state->holders.size(), 1u);
   EXPECT_FALSE(state->holders[0].recorded);
-  EXPECT_THAT(state->holders[0].program.value_or(""), HasSubstr("tl_helper hold"));
+  EXPECT_THAT(state->holders[0].program.value_or(""),
+              HasSubstr("tl_helper hold"));
   EXPECT_EQ(stop_holder(holder).code, 0);
   // The holder removed nothing that was not its own.
   EXPECT_TRUE(fs::is_symlink(record));
@@ -283,9 +294,10 @@ std::string timeout_message(const std::filesystem::path& dir) {
 TEST_F(HolderTest, TimeoutMessageNamesTheHoldersProgram) {
   Process holder = start_holder(dir());
   ASSERT_EQ(holder.read_line(), "locked");
-  EXPECT_THAT(timeout_message(dir()),
-              HasSubstr("held exclusively by pid " + std::to_string(holder.pid()) + " '" +
-                        helper_path() + " hold " + dir().string() + "'"));
+  EXPECT_THAT(
+      timeout_message(dir()),
+      HasSubstr("held exclusively by pid " + std::to_string(holder.pid()) +
+                " '" + helper_path() + " hold " + dir().string() + "'"));
   EXPECT_EQ(stop_holder(holder).code, 0);
 }
 
@@ -293,11 +305,12 @@ TEST_F(HolderTest, TimeoutMessageNamesTheHoldersProgram) {
 // a holder that leaves no record is still named, from the kernel's table.
 TEST_F(HolderTest, TimeoutMessageNamesAHolderWithoutARecordFromTheKernel) {
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
-  Process holder = Process::spawn(
-      {flock_path(), (dir() / ".lock").string(), "sh", "-c", "echo locked; read x"});
+  Process holder = Process::spawn({flock_path(), (dir() / ".lock").string(),
+                                   "sh", "-c", "echo locked; read x"});
   ASSERT_EQ(holder.read_line(), "locked");
   EXPECT_THAT(timeout_message(dir()),
-              HasSubstr("held exclusively by pid " + std::to_string(holder.pid()) + " '"));
+              HasSubstr("held exclusively by pid " +
+                        std::to_string(holder.pid()) + " '"));
   holder.write_line("go");
   EXPECT_EQ(holder.wait().code, 0);
 }
@@ -315,7 +328,8 @@ TEST_F(HolderTest, TimeoutNeverNamesADeadProcessFromItsRecord) {
   EXPECT_EQ(holder.wait().code, 128 + SIGKILL);
   ASSERT_EQ(second.read_line(), "locked");
   const std::string message = timeout_message(dir());
-  EXPECT_THAT(message, HasSubstr("held shared by pid " + std::to_string(second.pid())));
+  EXPECT_THAT(message,
+              HasSubstr("held shared by pid " + std::to_string(second.pid())));
   EXPECT_THAT(message, Not(HasSubstr("pid " + std::to_string(dead) + " ")));
   EXPECT_EQ(stop_holder(second).code, 0);
 }
@@ -326,8 +340,8 @@ TEST_F(HolderTest, TimeoutNeverNamesADeadProcessFromItsRecord) {
 // inside a pid namespace. The holder named must be the command.
 TEST_F(HolderTest, NamesTheProcessThatInheritedTheLockWhenItsTakerWasKilled) {
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
-  Process wrapper = Process::spawn({flock_path(), (dir() / ".lock").string(), "sh",
-                                    "-c", "echo $$; exec sleep 1000"});
+  Process wrapper = Process::spawn({flock_path(), (dir() / ".lock").string(),
+                                    "sh", "-c", "echo $$; exec sleep 1000"});
   const std::optional<std::string> line = wrapper.read_line();
   ASSERT_TRUE(line.has_value());
   const pid_t command = std::stoi(*line);
@@ -341,7 +355,8 @@ TEST_F(HolderTest, NamesTheProcessThatInheritedTheLockWhenItsTakerWasKilled) {
   ASSERT_EQ(kernel.size(), 1u) << "the command still holds the lock";
   std::cerr << "[ info ] /proc/locks names pid " << kernel[0].pid
             << " for a lock whose taker (pid " << wrapper.pid()
-            << ") was killed; the command holding it is pid " << command << "\n";
+            << ") was killed; the command holding it is pid " << command
+            << "\n";
 
   absl::StatusOr<LockState> state = inspect_lock(dir());
   ASSERT_TRUE(state.ok()) << state.status();
@@ -367,7 +382,11 @@ TEST_F(HolderTest, NamesTheProcessThatInheritedTheLockWhenItsTakerWasKilled) {
 // Text fields are the exact bytes (C1 controls, ESC, bidi overrides kept);
 // every library message that prints them escapes them.
 TEST_F(HolderTest, TextFieldsAreExactAndMessagesEscapeThem) {
-  const std::string hostile = "c1\xc2\x9b" "esc\x1b[31m" "rlo\xe2\x80\xae" "end";
+  const std::string hostile =
+      "c1\xc2\x9b"
+      "esc\x1b[31m"
+      "rlo\xe2\x80\xae"
+      "end";
   const std::string escaped = "c1\\u009besc\\x1b[31mrlo\\u202eend";
   auto expect_escaped_only = [&](const std::string& message) {
     EXPECT_THAT(message, HasSubstr(escaped));
@@ -377,7 +396,8 @@ TEST_F(HolderTest, TextFieldsAreExactAndMessagesEscapeThem) {
   };
   // A tierlock holder: its record carries the command line.
   {
-    Process holder = Process::spawn({helper_path(), "hold", dir().string(), hostile});
+    Process holder =
+        Process::spawn({helper_path(), "hold", dir().string(), hostile});
     ASSERT_EQ(holder.read_line(), "locked");
     absl::StatusOr<LockState> state = inspect_lock(dir());
     ASSERT_TRUE(state.ok());
@@ -390,20 +410,23 @@ TEST_F(HolderTest, TextFieldsAreExactAndMessagesEscapeThem) {
   }
   // A holder without a record: the command line comes from /proc.
   if (!flock_path().empty()) {
-    Process holder = Process::spawn({flock_path(), (dir() / ".lock").string(), "sh",
-                                     "-c", "echo locked; read x", hostile});
+    Process holder =
+        Process::spawn({flock_path(), (dir() / ".lock").string(), "sh", "-c",
+                        "echo locked; read x", hostile});
     ASSERT_EQ(holder.read_line(), "locked");
     absl::StatusOr<LockState> state = inspect_lock(dir());
     ASSERT_TRUE(state.ok());
     ASSERT_EQ(state->holders.size(), 1u);
     EXPECT_FALSE(state->holders[0].recorded);
-    EXPECT_THAT(state->holders[0].program.value_or(""), HasSubstr(" " + hostile));
+    EXPECT_THAT(state->holders[0].program.value_or(""),
+                HasSubstr(" " + hostile));
     expect_escaped_only(timeout_message(dir()));
     holder.write_line("go");
     EXPECT_EQ(holder.wait().code, 0);
   }
   // A tier name, from this process's own record.
-  absl::StatusOr<DirLock> lock = DirLock::open(dir(), {.tier = Tier{7, hostile}});
+  absl::StatusOr<DirLock> lock =
+      DirLock::open(dir(), {.tier = Tier{7, hostile}});
   ASSERT_TRUE(lock.ok());
   absl::StatusOr<Guard> guard = lock->acquire();
   ASSERT_TRUE(guard.ok());
@@ -415,14 +438,17 @@ TEST_F(HolderTest, TextFieldsAreExactAndMessagesEscapeThem) {
 
 TEST_F(HolderTest, InspectRejectsBadInput) {
   write_file(dir() / "file", "");
-  EXPECT_EQ(inspect_lock(dir() / "missing").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(inspect_lock(dir() / "missing").status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(inspect_lock(dir() / "file").status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(inspect_lock(dir(), "a/b").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(inspect_lock(dir(), "a/b").status().code(),
+            absl::StatusCode::kInvalidArgument);
   fs::create_directory(dir() / ".lock");
   absl::StatusOr<LockState> dir_as_lock = inspect_lock(dir());
   EXPECT_EQ(dir_as_lock.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(dir_as_lock.status().message()), HasSubstr("not a regular file"));
+  EXPECT_THAT(std::string(dir_as_lock.status().message()),
+              HasSubstr("not a regular file"));
 }
 
 // The parser alone: anything malformed is rejected, never read past.
@@ -459,7 +485,8 @@ TEST(HolderRecordTest, RoundTripsAndRejectsMalformedBytes) {
   EXPECT_GT(out->since_ns, 0);
 
   EXPECT_FALSE(internal::parse_holder_record("").ok());
-  EXPECT_FALSE(internal::parse_holder_record(bytes.substr(0, kRecordSize - 1)).ok());
+  EXPECT_FALSE(
+      internal::parse_holder_record(bytes.substr(0, kRecordSize - 1)).ok());
   EXPECT_FALSE(internal::parse_holder_record(bytes + "x").ok());
   // Every single-byte change in the static part is caught (magic, checksum
   // or range checks); the dynamic part is only ever "not valid".
@@ -468,8 +495,8 @@ TEST(HolderRecordTest, RoundTripsAndRejectsMalformedBytes) {
     flipped[i] = static_cast<char>(flipped[i] ^ 0x5a);
     absl::StatusOr<HolderRecord> r = internal::parse_holder_record(flipped);
     const bool dynamic = i >= 96 && i < 256;
-    const bool unused_text = (i >= 256 + in.host.size() && i < 512) ||
-                             i >= 512 + in.program.size();
+    const bool unused_text =
+        (i >= 256 + in.host.size() && i < 512) || i >= 512 + in.program.size();
     if (!dynamic && !unused_text) {
       EXPECT_FALSE(r.ok()) << "byte " << i;
     }

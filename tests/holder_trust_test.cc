@@ -50,8 +50,7 @@ std::string record_name(pid_t pid) {
 std::string forged_record(pid_t pid, const fs::path& lock_file) {
   internal::HolderRecord r;
   r.pid = pid;
-  r.start_time =
-      internal::platform::process_info(pid).start_time.value_or(0);
+  r.start_time = internal::platform::process_info(pid).start_time.value_or(0);
   r.boot_id = internal::platform::boot_id();
   struct stat st;
   if (::stat(lock_file.c_str(), &st) == 0) {
@@ -179,7 +178,8 @@ TEST_F(HolderTrustTest, TheRecordOfAProcessOfAnotherUserIsBelieved) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as two users";
   Process holder = fork_unprivileged_holder(ws_);
   const std::optional<std::string> line = holder.read_line();
-  if (line.has_value() && line->rfind(kChildSkip, 0) == 0) GTEST_SKIP() << *line;
+  if (line.has_value() && line->rfind(kChildSkip, 0) == 0)
+    GTEST_SKIP() << *line;
   ASSERT_EQ(line, "locked");
   absl::StatusOr<LockState> state = inspect_lock(ws_);
   ASSERT_TRUE(state.ok());
@@ -187,7 +187,8 @@ TEST_F(HolderTrustTest, TheRecordOfAProcessOfAnotherUserIsBelieved) {
   EXPECT_EQ(state->holders[0].pid, holder.pid());
   EXPECT_TRUE(state->holders[0].recorded);
   EXPECT_TRUE(state->holders[0].since.has_value());
-  EXPECT_EQ(snapshot(records_dir(ws_) / record_name(holder.pid())).uid, kNobodyUid);
+  EXPECT_EQ(snapshot(records_dir(ws_) / record_name(holder.pid())).uid,
+            kNobodyUid);
   holder.write_line("release");
   EXPECT_EQ(holder.wait().code, 0);
 }
@@ -195,7 +196,8 @@ TEST_F(HolderTrustTest, TheRecordOfAProcessOfAnotherUserIsBelieved) {
 // Writer side: a records directory that another user owns and that is not
 // sticky lets its owner swap our record for another at will; tierlock
 // writes no record there (the holder is named from /proc).
-TEST_F(HolderTrustTest, NoRecordIsWrittenInAnotherUsersRecordsDirectoryThatIsNotSticky) {
+TEST_F(HolderTrustTest,
+       NoRecordIsWrittenInAnotherUsersRecordsDirectoryThatIsNotSticky) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as two users";
   if (!nobody_prepares(0777)) GTEST_SKIP() << skipped_;
   const FileSnapshot before = snapshot(records_dir(ws_));
@@ -212,7 +214,8 @@ TEST_F(HolderTrustTest, NoRecordIsWrittenInAnotherUsersRecordsDirectoryThatIsNot
 // A sticky records directory of another user is used: the owner can still
 // delete our record, but not write into it; a replacement would be its own
 // file, which readers do not believe (first test).
-TEST_F(HolderTrustTest, ARecordInAnotherUsersStickyRecordsDirectoryCannotBeAltered) {
+TEST_F(HolderTrustTest,
+       ARecordInAnotherUsersStickyRecordsDirectoryCannotBeAltered) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as two users";
   if (!nobody_prepares(01777)) GTEST_SKIP() << skipped_;
   Process victim = start_holder(ws_);
@@ -238,8 +241,10 @@ TEST_F(HolderTrustTest, ARecordInAnotherUsersStickyRecordsDirectoryCannotBeAlter
 // A new records directory follows the lock's directory: in a shared one
 // (1777) it is 01777 whatever the umask, so every user that can lock can
 // add its own record and none can remove another's; in a private one, 0755.
-TEST_F(HolderTrustTest, ANewRecordsDirectoryIsStickyAndSharedOnlyInASharedDirectory) {
-  const mode_t old_umask = ::umask(022);  // the common one, inherited by tl_helper
+TEST_F(HolderTrustTest,
+       ANewRecordsDirectoryIsStickyAndSharedOnlyInASharedDirectory) {
+  const mode_t old_umask =
+      ::umask(022);  // the common one, inherited by tl_helper
   EXPECT_EQ(try_in_other_process(ws_), kAcquired);
   const fs::path priv = dir() / "private";
   fs::create_directory(priv);
@@ -253,12 +258,14 @@ TEST_F(HolderTrustTest, ANewRecordsDirectoryIsStickyAndSharedOnlyInASharedDirect
   // nobody adds its own record there...
   Process other = fork_unprivileged_holder(ws_);
   const std::optional<std::string> line = other.read_line();
-  if (line.has_value() && line->rfind(kChildSkip, 0) == 0) GTEST_SKIP() << *line;
+  if (line.has_value() && line->rfind(kChildSkip, 0) == 0)
+    GTEST_SKIP() << *line;
   ASSERT_EQ(line, "locked");
   absl::StatusOr<LockState> state = inspect_lock(ws_);
   ASSERT_TRUE(state.ok());
   ASSERT_EQ(state->holders.size(), 1u);
-  EXPECT_TRUE(state->holders[0].recorded) << "nobody's record in root's directory";
+  EXPECT_TRUE(state->holders[0].recorded)
+      << "nobody's record in root's directory";
   other.write_line("release");
   EXPECT_EQ(other.wait().code, 0);
   // ...and cannot remove root's.

@@ -73,11 +73,10 @@ class LockdepTableTest : public TierlockTest {
       LockContext::Scope bind(task);
       std::vector<Guard> held;
       for (std::size_t i = 0; i < nestings[n].size(); ++i) {
-        const Mode mode =
-            modes == Modes::kShared ||
-                    (modes == Modes::kMixed && (n + i) % 2 == 1)
-                ? Mode::kShared
-                : Mode::kExclusive;
+        const Mode mode = modes == Modes::kShared ||
+                                  (modes == Modes::kMixed && (n + i) % 2 == 1)
+                              ? Mode::kShared
+                              : Mode::kExclusive;
         absl::StatusOr<Guard> g =
             locks_[static_cast<std::size_t>(nestings[n][i] - 'A')].acquire(
                 mode);
@@ -136,10 +135,10 @@ TEST_P(LockdepFamilyTest, SameNestingsAsTriesAreQuiet) {
   // The closing nesting's inner lock taken with a try cannot wait: quiet.
   const auto& [family, modes] = GetParam();
   Reports reports;
-  std::vector<std::string> safe(family.nestings.begin(),
-                                family.nestings.begin() +
-                                    static_cast<std::ptrdiff_t>(
-                                        family.refused.first));
+  std::vector<std::string> safe(
+      family.nestings.begin(),
+      family.nestings.begin() +
+          static_cast<std::ptrdiff_t>(family.refused.first));
   EXPECT_EQ(run(safe, modes), Refused());
   const std::string& last = family.nestings[family.refused.first];
   ASSERT_OK_AND_ASSIGN(
@@ -158,12 +157,12 @@ std::string family_name(
          kModes[static_cast<int>(std::get<1>(info.param))];
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Table, LockdepFamilyTest,
-    ::testing::Combine(::testing::ValuesIn(kFamilies),
-                       ::testing::Values(Modes::kExclusive, Modes::kShared,
-                                         Modes::kMixed)),
-    family_name);
+INSTANTIATE_TEST_SUITE_P(Table, LockdepFamilyTest,
+                         ::testing::Combine(::testing::ValuesIn(kFamilies),
+                                            ::testing::Values(Modes::kExclusive,
+                                                              Modes::kShared,
+                                                              Modes::kMixed)),
+                         family_name);
 
 TEST_F(LockdepTableTest, AAIsTheReentryErrorNotAReport) {
   Reports reports;
@@ -185,7 +184,8 @@ TEST_F(LockdepTableTest, TieredABBAIsATierOrderReport) {
   std::filesystem::create_directories(dir() / "lo");
   std::filesystem::create_directories(dir() / "hi");
   ASSERT_OK_AND_ASSIGN(DirLock lo, DirLock::open(dir() / "lo", {.tier = kLow}));
-  ASSERT_OK_AND_ASSIGN(DirLock hi, DirLock::open(dir() / "hi", {.tier = kHigh}));
+  ASSERT_OK_AND_ASSIGN(DirLock hi,
+                       DirLock::open(dir() / "hi", {.tier = kHigh}));
   Reports reports;
   {
     ASSERT_OK_AND_ASSIGN(Guard a, lo.acquire());

@@ -71,7 +71,8 @@ TEST_F(DirLockPathRaceTest, DirectoryRenamedBeforeAcquireLocksItWhereItIs) {
   EXPECT_EQ(try_in_other_process(moved), kAcquired);
 }
 
-TEST_F(DirLockPathRaceTest, DirectoryReplacedBySymlinkBeforeAcquireLocksTheOriginal) {
+TEST_F(DirLockPathRaceTest,
+       DirectoryReplacedBySymlinkBeforeAcquireLocksTheOriginal) {
   const auto ws = make_ws("ws");
   const auto real = dir() / "real";
   const auto other = make_ws("other");

@@ -69,9 +69,9 @@ void run_counter_invariant(const std::filesystem::path& dir, int processes,
   const auto start = std::chrono::steady_clock::now();
   std::vector<Process> workers;
   for (int i = 0; i < processes; ++i) {
-    workers.push_back(Process::spawn(
-        {helper_path(), "mixed", dir.string(), std::to_string(n),
-         std::to_string(writers), std::to_string(readers)}));
+    workers.push_back(
+        Process::spawn({helper_path(), "mixed", dir.string(), std::to_string(n),
+                        std::to_string(writers), std::to_string(readers)}));
     workers.back().close_stdin();
   }
   long long reads = 0;
@@ -87,17 +87,17 @@ void run_counter_invariant(const std::filesystem::path& dir, int processes,
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
-  const long long expected =
-      static_cast<long long>(processes) * writers * n;
+  const long long expected = static_cast<long long>(processes) * writers * n;
   absl::StatusOr<long long> total = read_record(dir / "record");
   ASSERT_OK(total);
   EXPECT_EQ(*total, expected) << "lost updates: " << expected - *total;
   // The readers must have run for their checks to mean anything.
   EXPECT_GT(reads, 0);
-  std::cout << "[ figures  ] counter invariant: " << processes << " processes x "
-            << writers << " writers x " << n << " = " << expected
-            << " increments, " << reads << " shared reads, 0 lost, 0 torn, in "
-            << secs << " s (" << static_cast<long long>(static_cast<double>(expected) / secs)
+  std::cout << "[ figures  ] counter invariant: " << processes
+            << " processes x " << writers << " writers x " << n << " = "
+            << expected << " increments, " << reads
+            << " shared reads, 0 lost, 0 torn, in " << secs << " s ("
+            << static_cast<long long>(static_cast<double>(expected) / secs)
             << " exclusive acquires/s)\n";
 }
 
@@ -179,9 +179,9 @@ void measure_kill_handoff(const std::filesystem::path& dir, Mode holder_mode,
     if (!ms) return;
     lat.ms.push_back(*ms);
   }
-  std::cout << "[ figures  ] holder SIGKILL -> " << what
-            << " acquires: median " << lat.median() << " ms, max " << lat.max()
-            << " ms over " << kRounds << " rounds\n";
+  std::cout << "[ figures  ] holder SIGKILL -> " << what << " acquires: median "
+            << lat.median() << " ms, max " << lat.max() << " ms over "
+            << kRounds << " rounds\n";
   // Generous bounds: the expected value is well under a millisecond.
   EXPECT_LT(lat.median(), 100.0);
   EXPECT_LT(lat.max(), 5'000.0);
@@ -200,7 +200,8 @@ TEST_F(ReliabilityTest, HolderKilledWaiterWithTimeoutAcquiresPromptly) {
 }
 
 TEST_F(ReliabilityTest, SharedHolderKilledWaiterAcquiresPromptly) {
-  measure_kill_handoff(dir(), Mode::kShared, {}, "exclusive waiter (shared holder)");
+  measure_kill_handoff(dir(), Mode::kShared, {},
+                       "exclusive waiter (shared holder)");
 }
 
 TEST_F(ReliabilityTest, HolderKilledWhileThisProcessWaitsInThreads) {

@@ -26,8 +26,9 @@ bool harmless(const std::string& s) {
 
 TEST(EscapeTextTest, KeepsPrintableAsciiAndValidUtf8) {
   EXPECT_EQ(escape_text("plain /ws/build-1 ok"), "plain /ws/build-1 ok");
-  EXPECT_EQ(escape_text("caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x94\x92"),
-            "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x94\x92");
+  EXPECT_EQ(
+      escape_text("caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x94\x92"),
+      "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x94\x92");
   EXPECT_EQ(escape_text(""), "");
 }
 
@@ -39,7 +40,9 @@ TEST(EscapeTextTest, EscapesC0ControlsAndDel) {
 }
 
 TEST(EscapeTextTest, EscapesC1Controls) {
-  EXPECT_EQ(escape_text("x\xc2\x9b" "31m"), "x\\u009b31m");
+  EXPECT_EQ(escape_text("x\xc2\x9b"
+                        "31m"),
+            "x\\u009b31m");
   EXPECT_EQ(escape_text("\xc2\x80\xc2\x9f"), "\\u0080\\u009f");
   EXPECT_EQ(escape_text("\xc2\xa0"), "\xc2\xa0");  // NBSP is text
 }
@@ -55,15 +58,18 @@ TEST(EscapeTextTest, EscapesBidiControlsAndLineSeparators) {
 }
 
 TEST(EscapeTextTest, EscapesInvalidUtf8BytePerByte) {
-  EXPECT_EQ(escape_text("a\xff" "b"), "a\\xffb");
-  EXPECT_EQ(escape_text("\x80"), "\\x80");                // stray continuation
-  EXPECT_EQ(escape_text("\xc3"), "\\xc3");                // truncated
-  EXPECT_EQ(escape_text("\xe2\x80"), "\\xe2\\x80");       // truncated
-  EXPECT_EQ(escape_text("\xc0\xaf"), "\\xc0\\xaf");       // overlong '/'
+  EXPECT_EQ(escape_text("a\xff"
+                        "b"),
+            "a\\xffb");
+  EXPECT_EQ(escape_text("\x80"), "\\x80");           // stray continuation
+  EXPECT_EQ(escape_text("\xc3"), "\\xc3");           // truncated
+  EXPECT_EQ(escape_text("\xe2\x80"), "\\xe2\\x80");  // truncated
+  EXPECT_EQ(escape_text("\xc0\xaf"), "\\xc0\\xaf");  // overlong '/'
   EXPECT_EQ(escape_text("\xe0\x80\xaf"), "\\xe0\\x80\\xaf");  // overlong
   EXPECT_EQ(escape_text("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // surrogate
-  EXPECT_EQ(escape_text("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // > U+10FFFF
-  EXPECT_EQ(escape_text("\xc2\x1b"), "\\xc2\\x1b");       // lead byte, then ESC
+  EXPECT_EQ(escape_text("\xf4\x90\x80\x80"),
+            "\\xf4\\x90\\x80\\x80");                 // > U+10FFFF
+  EXPECT_EQ(escape_text("\xc2\x1b"), "\\xc2\\x1b");  // lead byte, then ESC
 }
 
 TEST(EscapeTextTest, EscapesBackslashSoTheResultIsUnambiguous) {
@@ -74,7 +80,8 @@ TEST(EscapeTextTest, EscapesBackslashSoTheResultIsUnambiguous) {
 TEST(EscapeTextTest, ResultOfEveryByteIsHarmless) {
   for (int a = 0; a < 256; ++a) {
     for (int b = 0; b < 256; b += 3) {
-      const std::string in = {static_cast<char>(a), static_cast<char>(b), '\xae'};
+      const std::string in = {static_cast<char>(a), static_cast<char>(b),
+                              '\xae'};
       const std::string out = escape_text(in);
       EXPECT_TRUE(harmless(out)) << a << " " << b;
     }

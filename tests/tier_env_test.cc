@@ -1,8 +1,8 @@
 // tests/tier_env_test.cc
 //
-// TIERLOCK_HELD (src/tier/tier_env.h): the writer and the reader accept the same
-// entries, a bad entry costs only itself, the limits keep the first entries
-// and say so; and the tier-order report escapes what it shows. The last
+// TIERLOCK_HELD (src/tier/tier_env.h): the writer and the reader accept the
+// same entries, a bad entry costs only itself, the limits keep the first
+// entries and say so; and the tier-order report escapes what it shows. The last
 // tests drive the real `tierlock` binary (TIERLOCK_CLI_PATH), parent and
 // child, end to end.
 #include "tier/tier_env.h"
@@ -103,7 +103,8 @@ TEST(HeldEnvCodecTest, LongTierNameIsPassedAndReadBack) {
   EXPECT_EQ(back.holds, holds);
 }
 
-TEST(HeldEnvCodecTest, NameOverTheLimitIsCutAtACharacterBoundaryKeepingTheLevel) {
+TEST(HeldEnvCodecTest,
+     NameOverTheLimitIsCutAtACharacterBoundaryKeepingTheLevel) {
   std::string name;
   while (name.size() < 3 * kMaxHeldNameBytes) name += "\xc3\xa9";  // é
   ParsedHeldEnv back =
@@ -117,10 +118,11 @@ TEST(HeldEnvCodecTest, NameOverTheLimitIsCutAtACharacterBoundaryKeepingTheLevel)
 }
 
 TEST(HeldEnvCodecTest, WriterLeavesOutOnlyWhatTheReaderWouldRefuse) {
-  ParsedHeldEnv back = parse_held_env(format_held_env(
-      {hold(1, "a", "/a/.lock"), hold(2, "relative", "b/.lock"),
-       hold(3, "nopid", "/c/.lock", 0),
-       hold(4, "nul", std::string("/d\0/.lock", 9)), hold(5, "e", "/e/.lock")}));
+  ParsedHeldEnv back = parse_held_env(
+      format_held_env({hold(1, "a", "/a/.lock"), hold(2, "relative", "b/.lock"),
+                       hold(3, "nopid", "/c/.lock", 0),
+                       hold(4, "nul", std::string("/d\0/.lock", 9)),
+                       hold(5, "e", "/e/.lock")}));
   EXPECT_THAT(levels(back.holds), ElementsAre(1, 5));
   EXPECT_THAT(back.problems,
               ElementsAre(HasSubstr("the parent left 3 of its holds out")));
@@ -185,7 +187,8 @@ TEST(HeldEnvCodecTest, ValueOverTheByteLimitKeepsTheEntriesWithinIt) {
   EXPECT_THAT(parsed.problems, ElementsAre(HasSubstr("past its limits")));
 }
 
-TEST(HeldEnvCodecTest, WriterKeepsTheFirstHoldsWithinTheLimitsAndCountsTheRest) {
+TEST(HeldEnvCodecTest,
+     WriterKeepsTheFirstHoldsWithinTheLimitsAndCountsTheRest) {
   std::vector<InheritedHold> holds;
   for (int i = 0; i < 70; ++i) holds.push_back(hold(i, "n", "/p/.lock"));
   const std::string value = format_held_env(holds);
@@ -269,9 +272,8 @@ TEST_F(TierEnvTest, ReportEscapesTierNamesPathsAndTaskNames) {
   std::vector<TierViolation> seen;
   tierlock::set_tier_violation_handler(
       [&](const TierViolation& v) { seen.push_back(v); });
-  set_env(format_held_env(
-      {hold(20, "db\x1b[31mRED", "/par\x1b]0;x\x07/.lock"),
-       hold(30, "bidi\xe2\x80\xae", "/p2/.lock")}));
+  set_env(format_held_env({hold(20, "db\x1b[31mRED", "/par\x1b]0;x\x07/.lock"),
+                           hold(30, "bidi\xe2\x80\xae", "/p2/.lock")}));
   DirLock ws = open_tiered("ws\x1b[2J", Tier{10, "work\x1b[1mspace"});
   LockContext task("task\x1b[5m");
   LockContext::Scope bind(task);
@@ -284,8 +286,8 @@ TEST_F(TierEnvTest, ReportEscapesTierNamesPathsAndTaskNames) {
     EXPECT_EQ(text.find('\x07'), std::string::npos) << text;
     EXPECT_THAT(text, HasSubstr("ws\\x1b[2J"));
     EXPECT_THAT(text, HasSubstr("work\\x1b[1mspace"));
-    EXPECT_THAT(text, AnyOf(HasSubstr("db\\x1b[31mRED"),
-                            HasSubstr("bidi\\u202e")));
+    EXPECT_THAT(text,
+                AnyOf(HasSubstr("db\\x1b[31mRED"), HasSubstr("bidi\\u202e")));
   }
   EXPECT_THAT(seen[0].to_string(), HasSubstr("task\\x1b[5m"));
   EXPECT_THAT(seen[0].to_string(), HasSubstr("/par\\x1b]0;x\\x07/.lock"));
@@ -314,7 +316,8 @@ class TierEnvCliTest : public TierlockTest {
   }
 };
 
-TEST_F(TierEnvCliTest, LongTierNameInTheParentStillRefusesALowerTierInTheChild) {
+TEST_F(TierEnvCliTest,
+       LongTierNameInTheParentStillRefusesALowerTierInTheChild) {
   RunResult r = nested("7:" + std::string(300, 'n'));
   EXPECT_THAT(r.out, Not(HasSubstr("ran\n"))) << r.out;
   EXPECT_THAT(r.out, HasSubstr("exit=1")) << r.out;

@@ -22,12 +22,12 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "queue/lock_entry.h"
 #include "support/fixture.h"
 #include "support/helpers.h"
 #include "support/status.h"
 #include "support/tier_mode.h"
 #include "support/wait.h"
-#include "queue/lock_entry.h"
 #include "tier/tier_check.h"
 #include "tierlock/dir_lock.h"
 #include "tierlock/executor.h"
@@ -194,7 +194,7 @@ TEST_F(TierTest, DefaultModeFollowsTheApplicationsBuild) {
   RunResult r = run({helper_path(), "tier-mode", dir().string()});
   ASSERT_EQ(r.status.code, 0) << r.status.describe() << r.out;
   EXPECT_EQ(r.out, debug_app || tierlock::tier_debug_checks() ? "abort\n"
-                                                               : "ignore\n");
+                                                              : "ignore\n");
 }
 
 TEST_F(TierTest, ChecksEnvironmentVariableChoosesTheStartingMode) {
@@ -896,17 +896,15 @@ TEST_F(HeldEnvTest, ChildProcessSeesTheParentsStack) {
   ASSERT_OK_AND_ASSIGN(Guard g, pkg.acquire());
   // The child (tl_helper) tries the workspace tier with TIERLOCK_HELD set
   // from this context: it must be refused there, in the child.
-  RunResult r = run({"/usr/bin/env",
-                     "TIERLOCK_HELD=" + LockContext::current().held_env(),
-                     helper_path(), "tier-try", (dir() / "ws").string(),
-                     "10"});
+  RunResult r =
+      run({"/usr/bin/env", "TIERLOCK_HELD=" + LockContext::current().held_env(),
+           helper_path(), "tier-try", (dir() / "ws").string(), "10"});
   EXPECT_EQ(r.status.code, 3) << r.status.describe() << "\n" << r.out;
   EXPECT_THAT(r.out, HasSubstr("lock order violation"));
   EXPECT_THAT(r.out, HasSubstr(pkg.lock_file().string()));
-  RunResult fine = run({"/usr/bin/env",
-                        "TIERLOCK_HELD=" + LockContext::current().held_env(),
-                        helper_path(), "tier-try", (dir() / "ws").string(),
-                        "30"});
+  RunResult fine =
+      run({"/usr/bin/env", "TIERLOCK_HELD=" + LockContext::current().held_env(),
+           helper_path(), "tier-try", (dir() / "ws").string(), "30"});
   EXPECT_EQ(fine.status.code, 0) << fine.status.describe() << "\n" << fine.out;
 }
 

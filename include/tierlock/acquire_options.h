@@ -1,7 +1,8 @@
 // tierlock/acquire_options.h
 //
 // Defines how an acquire may wait:
-//   AcquireOptions - mode, an optional timeout, a stop token, and (async) where to wait
+//   AcquireOptions - mode, an optional timeout, a stop token, and (async) where
+//   to wait
 //                    and complete.
 #ifndef TIERLOCK_ACQUIRE_OPTIONS_H_
 #define TIERLOCK_ACQUIRE_OPTIONS_H_
@@ -20,7 +21,8 @@ class WorkerPool;
 // AcquireOptions
 //
 // Example:
-//   lock.acquire({.mode = tierlock::Mode::kShared, .timeout = 2s, .stop = token});
+//   lock.acquire({.mode = tierlock::Mode::kShared, .timeout = 2s, .stop =
+//   token});
 struct AcquireOptions {
   Mode mode = Mode::kExclusive;
   // How long to wait: nullopt waits without limit; zero (or negative) makes

@@ -1,7 +1,8 @@
 // tierlock/config.h
 //
 // Process-wide settings:
-//   set_wait_interrupt_signal - the signal tierlock uses to end a blocked kernel wait early.
+//   set_wait_interrupt_signal - the signal tierlock uses to end a blocked
+//   kernel wait early.
 #ifndef TIERLOCK_CONFIG_H_
 #define TIERLOCK_CONFIG_H_
 

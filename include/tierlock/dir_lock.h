@@ -1,30 +1,31 @@
 // tierlock/dir_lock.h
 //
 // Defines the directory lock, tierlock's main type:
-//   LockOptions - how a directory's lock file is named and whether to create the directory.
-//   DirLock     - a cheap, copyable handle onto one directory's lock; acquires return Guards.
+//   LockOptions - how a directory's lock file is named and whether to create
+//   the directory. DirLock     - a cheap, copyable handle onto one directory's
+//   lock; acquires return Guards.
 #ifndef TIERLOCK_DIR_LOCK_H_
 #define TIERLOCK_DIR_LOCK_H_
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <future>
 #include <memory>
-#include <cstdint>
 #include <optional>
-#include "tierlock/source_location.h"
 #include <span>
 #include <string>
 #include <vector>
 
-#include "absl/status/status.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "tierlock/acquire_options.h"
 #include "tierlock/executor.h"
 #include "tierlock/guard.h"
 #include "tierlock/holder.h"
 #include "tierlock/mode.h"
+#include "tierlock/source_location.h"
 #include "tierlock/tier.h"
 
 namespace tierlock {
@@ -67,11 +68,11 @@ struct LockOptions {
 // How it works: every DirLock of one lock file (the same inode, however it is
 // reached: another path, a symlinked directory, a bind mount or a hard link)
 // shares one registry entry (see registry.h) which owns the single open
-// descriptor and an in-process FIFO queue. The kernel lock is taken once for the
-// whole process; threads of the process queue in front of it. A released lock
-// is handed to the next in-process waiter of the same mode without a syscall
-// while the queue is not empty; when the queue drains, the kernel lock is
-// released.
+// descriptor and an in-process FIFO queue. The kernel lock is taken once for
+// the whole process; threads of the process queue in front of it. A released
+// lock is handed to the next in-process waiter of the same mode without a
+// syscall while the queue is not empty; when the queue drains, the kernel lock
+// is released.
 //
 // Fairness: queued in-process waiters are granted in arrival order, with
 // consecutive shared waiters granted together; a shared request never
@@ -90,8 +91,9 @@ struct LockOptions {
 //
 // Errors (absl::Status codes; every message names the operation, the path and
 // the reason, e.g. "open '/w/.lock': Permission denied"):
-//   kNotFound           the directory does not exist (and create_directory is off).
-//   kUnimplemented      the directory exists but its filesystem does not create
+//   kNotFound           the directory does not exist (and create_directory is
+//   off). kUnimplemented      the directory exists but its filesystem does not
+//   create
 //                       the lock file (ENOENT from O_CREAT, e.g. /proc):
 //                       "create lock file '/proc/.lock': No such file or
 //                       directory (the directory exists, but its filesystem
@@ -114,8 +116,8 @@ struct LockOptions {
 // inode), so the child's lock is its own and excludes the parent.
 //
 // Example:
-//   absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open("/ws/build");
-//   if (!lock.ok()) return lock.status();
+//   absl::StatusOr<tierlock::DirLock> lock =
+//   tierlock::DirLock::open("/ws/build"); if (!lock.ok()) return lock.status();
 //   absl::StatusOr<tierlock::Guard> guard = lock->acquire();
 //   if (!guard.ok()) return guard.status();
 //   ... the directory is ours until guard is released or destroyed ...
@@ -178,10 +180,9 @@ class DirLock {
   // As above, calling `done` with the result on `options.executor` (or on a
   // pool thread). If `done` never runs because the pool or executor shuts
   // down, a granted lock is released.
-  void acquire_async(
-      AcquireOptions options,
-      absl::AnyInvocable<void(absl::StatusOr<Guard>) &&> done,
-      SourceLocation where = SourceLocation::current());
+  void acquire_async(AcquireOptions options,
+                     absl::AnyInvocable<void(absl::StatusOr<Guard>) &&> done,
+                     SourceLocation where = SourceLocation::current());
 
   // Acquires the lock if that is possible without waiting. Returns an empty
   // optional when someone else holds it (another process, another thread, or
@@ -281,9 +282,10 @@ class DirLock {
   }
   bool timed_lock(Mode mode, std::chrono::steady_clock::time_point deadline,
                   Where where);
-  bool lockable_lock(Mode mode, bool wait,
-                     std::optional<std::chrono::steady_clock::time_point> deadline,
-                     Where where);
+  bool lockable_lock(
+      Mode mode, bool wait,
+      std::optional<std::chrono::steady_clock::time_point> deadline,
+      Where where);
   friend absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock>,
                                                         AcquireOptions,
                                                         SourceLocation);

@@ -1,8 +1,9 @@
 // tierlock/executor.h
 //
 // Defines where asynchronous acquires wait and where their completions run:
-//   Executor   - the interface a user implements to run completions on their own threads.
-//   WorkerPool - tierlock's thread pool: runs kernel waits and (by default) completions.
+//   Executor   - the interface a user implements to run completions on their
+//   own threads. WorkerPool - tierlock's thread pool: runs kernel waits and (by
+//   default) completions.
 #ifndef TIERLOCK_EXECUTOR_H_
 #define TIERLOCK_EXECUTOR_H_
 

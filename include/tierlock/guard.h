@@ -1,7 +1,8 @@
 // tierlock/guard.h
 //
 // Defines the RAII ownership of one hold on a tierlock lock:
-//   Guard - move-only; the lock is held (in the given Mode) while a Guard owns it.
+//   Guard - move-only; the lock is held (in the given Mode) while a Guard owns
+//   it.
 #ifndef TIERLOCK_GUARD_H_
 #define TIERLOCK_GUARD_H_
 
@@ -28,18 +29,18 @@ struct ContextState;
 // One hold on a directory lock, returned by DirLock::acquire / try_acquire. The
 // hold ends when release() is called or the Guard is destroyed, whichever comes
 // first. A Guard may be moved to, and released from, another thread; for
-// self-deadlock detection the hold still belongs to the thread that acquired it,
-// and for tier checks to the LockContext that took it (lock_context.h).
+// self-deadlock detection the hold still belongs to the thread that acquired
+// it, and for tier checks to the LockContext that took it (lock_context.h).
 //
 // Thread-safety: a Guard is a value; distinct Guards may be used concurrently,
 // one Guard must not be used by two threads at once (like any std object).
 // Blocking: nothing in Guard blocks beyond a short internal mutex and one
 // non-blocking flock(LOCK_UN).
 //
-// fork(): a Guard inherited by a child process is inert. The child does not hold
-// the lock (held() is false there) and releasing or destroying the Guard in the
-// child never unlocks the parent's hold (it only drops the child's reference to
-// the inherited descriptor).
+// fork(): a Guard inherited by a child process is inert. The child does not
+// hold the lock (held() is false there) and releasing or destroying the Guard
+// in the child never unlocks the parent's hold (it only drops the child's
+// reference to the inherited descriptor).
 //
 // Example:
 //   absl::StatusOr<tierlock::Guard> g = lock.acquire();
@@ -61,7 +62,8 @@ class [[nodiscard]] Guard {
   Guard& operator=(Guard&& other) noexcept;  // releases what *this held first
   Guard(const Guard&) = delete;
   Guard& operator=(const Guard&) = delete;
-  // Releases the hold, if any. Errors are ignored here; call release() to see them.
+  // Releases the hold, if any. Errors are ignored here; call release() to see
+  // them.
   ~Guard() {
     if (entry_ != nullptr || context_ != nullptr) (void)release();
   }
@@ -82,7 +84,7 @@ class [[nodiscard]] Guard {
 #ifdef _WIN32
   using native_handle_type = void*;  // a HANDLE
 #else
-  using native_handle_type = int;    // a file descriptor
+  using native_handle_type = int;  // a file descriptor
 #endif
   // Returns the descriptor (a HANDLE on Windows) through which this process
   // holds the kernel lock, or -1 (INVALID_HANDLE_VALUE) for an empty Guard

@@ -1,9 +1,10 @@
 // tierlock/holder.h
 //
 // Defines who holds a directory lock, as another process can see it:
-//   Holder       - one process holding the lock: pid, mode, and what else is known.
-//   LockState    - a lock file and its holders (none: free).
-//   inspect_lock - looks at a directory's lock without creating or taking anything.
+//   Holder       - one process holding the lock: pid, mode, and what else is
+//   known. LockState    - a lock file and its holders (none: free).
+//   inspect_lock - looks at a directory's lock without creating or taking
+//   anything.
 // DirLock::holders() (dir_lock.h) answers the same for an open handle.
 #ifndef TIERLOCK_HOLDER_H_
 #define TIERLOCK_HOLDER_H_
@@ -108,8 +109,9 @@ struct LockState {
 // a bad lock file name, or the lock file is not a regular file),
 // kPermissionDenied, kUnavailable (the kernel's lock table cannot be read:
 // whether the lock is held is unknown).
-absl::StatusOr<LockState> inspect_lock(const std::filesystem::path& dir,
-                                       std::string_view lock_file_name = ".lock");
+absl::StatusOr<LockState> inspect_lock(
+    const std::filesystem::path& dir,
+    std::string_view lock_file_name = ".lock");
 
 }  // namespace tierlock
 

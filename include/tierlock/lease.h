@@ -2,18 +2,21 @@
 //
 // Defines leases: locks held across machines (or processes) through a shared
 // service, valid for a time-to-live unless renewed, with fencing tokens:
-//   LeaseCapabilities - what a backend can do (ttl, fencing, shared, failover, metadata).
-//   LeaseClock        - the clock leases are timed on (steady_clock, or a manual one in tests).
-//   LeaseRequest      - what LeaseLock asks a backend for (key, owner, ttl, metadata).
-//   LeaseSession      - a backend's handle on one granted lease (backend SPI).
-//   LeaseBackend      - the service: try once, optionally wait, report capabilities (SPI).
-//   LeaseOptions      - per-LeaseLock options: ttl, auto-renew, required capabilities, tier.
-//   Lease             - one held lease: token, owner id, valid_until, lost(), extend, release.
-//   LeaseLock         - the front: try_acquire / acquire / with_lease over a backend.
-//   redact_url        - a backend URL or connection string without its password.
+//   LeaseCapabilities - what a backend can do (ttl, fencing, shared, failover,
+//   metadata). LeaseClock        - the clock leases are timed on (steady_clock,
+//   or a manual one in tests). LeaseRequest      - what LeaseLock asks a
+//   backend for (key, owner, ttl, metadata). LeaseSession      - a backend's
+//   handle on one granted lease (backend SPI). LeaseBackend      - the service:
+//   try once, optionally wait, report capabilities (SPI). LeaseOptions      -
+//   per-LeaseLock options: ttl, auto-renew, required capabilities, tier. Lease
+//   - one held lease: token, owner id, valid_until, lost(), extend, release.
+//   LeaseLock         - the front: try_acquire / acquire / with_lease over a
+//   backend. redact_url        - a backend URL or connection string without its
+//   password.
 //
 // Backends: lease_memory.h (in-process, injectable clock), lease_postgres.h,
-// lease_sqlite.h, lease_redis.h, lease_etcd.h. What each guarantees is in docs/leases.md.
+// lease_sqlite.h, lease_redis.h, lease_etcd.h. What each guarantees is in
+// docs/leases.md.
 #ifndef TIERLOCK_LEASE_H_
 #define TIERLOCK_LEASE_H_
 
@@ -129,7 +132,8 @@ class LeaseSession {
   // acquire was sent: a backend that queued and kept its grant alive while
   // it waited (etcd) returns when its last renewal was sent. nullopt (the
   // default): from when the acquire was sent. Never blocks.
-  virtual std::optional<std::chrono::steady_clock::time_point> validity_start() const {
+  virtual std::optional<std::chrono::steady_clock::time_point> validity_start()
+      const {
     return std::nullopt;
   }
   // Like extend(), with every network wait bounded by `deadline` as well as
@@ -141,7 +145,8 @@ class LeaseSession {
   // latest. The default calls extend() (a backend whose waits are short, or
   // that cannot bound them).
   virtual absl::StatusOr<bool> extend_before(
-      std::chrono::milliseconds ttl, std::chrono::steady_clock::time_point deadline) {
+      std::chrono::milliseconds ttl,
+      std::chrono::steady_clock::time_point deadline) {
     (void)deadline;
     return extend(ttl);
   }
@@ -166,7 +171,8 @@ class LeaseBackend {
   // than this one. lease_drift_margin(ttl) by default (1% of the ttl plus
   // 2 ms, as Redlock clients allow); a backend on this process's own clock
   // (MemoryLeaseBackend) returns zero. Never blocks.
-  virtual std::chrono::milliseconds clock_drift_margin(std::chrono::milliseconds ttl) const;
+  virtual std::chrono::milliseconds clock_drift_margin(
+      std::chrono::milliseconds ttl) const;
   // Checks backend-specific key rules beyond validate_lease_key. OK by default.
   virtual absl::Status check_key(std::string_view key) const;
   // Tries once to acquire. Returns the session, or null if another owner
@@ -182,7 +188,8 @@ class LeaseBackend {
   // try_acquire with jittered exponential backoff instead.
   virtual absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
       const LeaseRequest& request,
-      std::chrono::steady_clock::time_point deadline, const std::stop_token& stop);
+      std::chrono::steady_clock::time_point deadline,
+      const std::stop_token& stop);
 };
 
 // Checks a lease key: non-empty, at most kMaxLeaseKeyBytes bytes, no control
@@ -197,7 +204,8 @@ std::chrono::milliseconds lease_drift_margin(std::chrono::milliseconds ttl);
 
 // Bounds on a TTL: kInvalidArgument outside them.
 inline constexpr std::chrono::milliseconds kMinLeaseTtl{10};
-inline constexpr std::chrono::milliseconds kMaxLeaseTtl{std::chrono::hours(7 * 24)};
+inline constexpr std::chrono::milliseconds kMaxLeaseTtl{
+    std::chrono::hours(7 * 24)};
 
 // LeaseOptions
 //
@@ -331,11 +339,12 @@ class Lease {
 //
 // Example:
 //   auto backend = tierlock::MemoryLeaseBackend::create();
-//   auto locks = tierlock::LeaseLock::create(backend, {.ttl = 10s, .auto_renew = true});
-//   absl::StatusOr<tierlock::Lease> lease = locks->acquire("job/nightly", {.timeout = 5s});
-//   if (!lease.ok()) return lease.status();
-//   write_fenced(*lease->token());    // stale holders' writes are rejected
-//   if (lease->lost().stop_requested()) return absl::AbortedError("lease lost");
+//   auto locks = tierlock::LeaseLock::create(backend, {.ttl = 10s, .auto_renew
+//   = true}); absl::StatusOr<tierlock::Lease> lease =
+//   locks->acquire("job/nightly", {.timeout = 5s}); if (!lease.ok()) return
+//   lease.status(); write_fenced(*lease->token());    // stale holders' writes
+//   are rejected if (lease->lost().stop_requested()) return
+//   absl::AbortedError("lease lost");
 class LeaseLock {
  public:
   // Checks `options` against the backend's capabilities.
@@ -372,9 +381,9 @@ class LeaseLock {
                    std::unique_ptr<LeaseSession> session,
                    std::chrono::steady_clock::time_point sent,
                    internal::LeaseTierHold tier_hold) const;
-  absl::StatusOr<internal::LeaseTierHold> check_tier(std::string_view key,
-                                                     Mode mode, bool try_only,
-                                                     SourceLocation where) const;
+  absl::StatusOr<internal::LeaseTierHold> check_tier(
+      std::string_view key, Mode mode, bool try_only,
+      SourceLocation where) const;
   absl::StatusOr<std::optional<Lease>> try_acquire_checked(
       std::string_view key, internal::LeaseTierHold& tier_hold);
   absl::StatusOr<Lease> acquire_checked(std::string_view key,

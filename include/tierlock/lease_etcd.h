@@ -43,7 +43,8 @@ struct EtcdLeaseOptions {
   // user, an empty host, a bad port) is kInvalidArgument naming the URL.
   //
   // Example:
-  //   auto o = tierlock::EtcdLeaseOptions::from_url("etcd://10.0.0.5,10.0.0.6:2379");
+  //   auto o =
+  //   tierlock::EtcdLeaseOptions::from_url("etcd://10.0.0.5,10.0.0.6:2379");
   //   // o->endpoints == {"http://10.0.0.5:2379", "http://10.0.0.6:2379"}
   static absl::StatusOr<EtcdLeaseOptions> from_url(std::string_view url);
 };
@@ -86,7 +87,8 @@ class EtcdLeaseBackend final : public LeaseBackend {
  public:
   // Checks the options and asks the cluster once for its status.
   // kInvalidArgument for bad options, kUnavailable if no endpoint answers.
-  static absl::StatusOr<std::shared_ptr<EtcdLeaseBackend>> create(EtcdLeaseOptions options);
+  static absl::StatusOr<std::shared_ptr<EtcdLeaseBackend>> create(
+      EtcdLeaseOptions options);
   ~EtcdLeaseBackend() override;
 
   std::string_view name() const override { return "etcd"; }
@@ -97,7 +99,8 @@ class EtcdLeaseBackend final : public LeaseBackend {
   // polls. Returns null at `deadline`, kCancelled on `stop`; either way its
   // key is gone. Blocks on the cluster.
   absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
-      const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
+      const LeaseRequest& request,
+      std::chrono::steady_clock::time_point deadline,
       const std::stop_token& stop) override;
 
   // Returns the etcd key prefix under which `key`'s lock keys live
@@ -107,9 +110,11 @@ class EtcdLeaseBackend final : public LeaseBackend {
   struct Client;
 
  private:
-  explicit EtcdLeaseBackend(std::shared_ptr<Client> client) : client_(std::move(client)) {}
+  explicit EtcdLeaseBackend(std::shared_ptr<Client> client)
+      : client_(std::move(client)) {}
   absl::StatusOr<std::unique_ptr<LeaseSession>> acquire(
-      const LeaseRequest& request, bool wait, std::chrono::steady_clock::time_point deadline,
+      const LeaseRequest& request, bool wait,
+      std::chrono::steady_clock::time_point deadline,
       const std::stop_token& stop);
   std::shared_ptr<Client> client_;
 };

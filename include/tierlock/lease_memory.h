@@ -26,11 +26,12 @@ namespace tierlock {
 // fires) and auto-renew as if that much time had passed. Thread-safe.
 class ManualLeaseClock final : public LeaseClock {
  public:
-  explicit ManualLeaseClock(
-      std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now())
+  explicit ManualLeaseClock(std::chrono::steady_clock::time_point start =
+                                std::chrono::steady_clock::now())
       : ns_(start.time_since_epoch().count()) {}
   std::chrono::steady_clock::time_point now() const override {
-    return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(ns_.load()));
+    return std::chrono::steady_clock::time_point(
+        std::chrono::nanoseconds(ns_.load()));
   }
   bool is_real() const override { return false; }
   // Moves the clock forward by `d` (must be >= 0) and wakes the renewer.
@@ -69,7 +70,8 @@ class MemoryLeaseBackend final : public LeaseBackend {
   LeaseCapabilities capabilities() const override;
   LeaseClock& clock() const override;
   // Zero: the service keeps time on the holder's own clock.
-  std::chrono::milliseconds clock_drift_margin(std::chrono::milliseconds) const override {
+  std::chrono::milliseconds clock_drift_margin(
+      std::chrono::milliseconds) const override {
     return std::chrono::milliseconds(0);
   }
   absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
@@ -84,7 +86,8 @@ class MemoryLeaseBackend final : public LeaseBackend {
   struct Impl;
 
  private:
-  explicit MemoryLeaseBackend(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  explicit MemoryLeaseBackend(std::shared_ptr<Impl> impl)
+      : impl_(std::move(impl)) {}
   std::shared_ptr<Impl> impl_;
 };
 

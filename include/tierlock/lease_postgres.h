@@ -84,16 +84,15 @@ struct PostgresLeaseOptions {
 // release compare (key, owner, token). The token is nextval of the sequence
 // (and always above the key's previous token). The backend's leases share a
 // small pool of connections: one that failed or timed out is closed at once
-// and replaced in the background (docs/leases.md, "Reconnection"). An acquire whose
-// outcome is unknown (the connection failed after sending) is an error, and
-// the backend then deletes the row if it was granted (best effort: otherwise
-// it lapses at its TTL).
-// Waiting (lease-table mode): a contended acquire joins the key's queue
-// (table <table>_waiters, tickets from <table>_ticket) and blocks on a
-// connection of its own that LISTENs on tlw_<owner id>; the release
-// statement NOTIFYs the queue's head only. Waiters are granted in arrival
-// order; a try takes a free key only while nobody is queued. Behind a
-// transaction pooler notifications do not arrive: set
+// and replaced in the background (docs/leases.md, "Reconnection"). An acquire
+// whose outcome is unknown (the connection failed after sending) is an error,
+// and the backend then deletes the row if it was granted (best effort:
+// otherwise it lapses at its TTL). Waiting (lease-table mode): a contended
+// acquire joins the key's queue (table <table>_waiters, tickets from
+// <table>_ticket) and blocks on a connection of its own that LISTENs on
+// tlw_<owner id>; the release statement NOTIFYs the queue's head only. Waiters
+// are granted in arrival order; a try takes a free key only while nobody is
+// queued. Behind a transaction pooler notifications do not arrive: set
 // PostgresLeaseOptions::notify_waiters to false there.
 //
 // Thread-safety: all members may be called concurrently.
@@ -111,7 +110,8 @@ class PostgresLeaseBackend final : public LeaseBackend {
   absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
       const LeaseRequest& request) override;
   absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
-      const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
+      const LeaseRequest& request,
+      std::chrono::steady_clock::time_point deadline,
       const std::stop_token& stop) override;
 
   // Returns the advisory lock id of `key`: FNV-1a 64 of its bytes, as a

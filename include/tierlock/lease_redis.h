@@ -2,9 +2,12 @@
 //
 // The Redis lease backend (hiredis 0.14; CMake component TIERLOCK_LEASE_REDIS,
 // target tierlock::lease_redis): single-instance leases, an efficiency lock.
-//   RedisLeaseOptions - server, credentials, key prefix, timeouts, optional WAIT
-//                       for replicas; from_url parses redis://[USER:PASSWORD@]HOST….
-//   RedisLeaseBackend - SET NX PX + INCR in one script; CAS extend/release scripts.
+//   RedisLeaseOptions - server, credentials, key prefix, timeouts, optional
+//   WAIT
+//                       for replicas; from_url parses
+//                       redis://[USER:PASSWORD@]HOST….
+//   RedisLeaseBackend - SET NX PX + INCR in one script; CAS extend/release
+//   scripts.
 #ifndef TIERLOCK_LEASE_REDIS_H_
 #define TIERLOCK_LEASE_REDIS_H_
 
@@ -27,12 +30,13 @@ struct RedisLeaseOptions {
   // kPermissionDenied; no message ever contains the password.
   std::string username;
   std::string password;
-  int database = 0;      // SELECT, if not 0
+  int database = 0;  // SELECT, if not 0
   // Keys: <prefix>{KEY}:lease (value: the owner id, with the TTL) and
   // <prefix>{KEY}:token (the fencing counter, no TTL). The braces keep both in
   // one cluster slot.
   std::string prefix = "tierlock:";
-  // Bound on connecting and on each command's round trip (kUnavailable past it).
+  // Bound on connecting and on each command's round trip (kUnavailable past
+  // it).
   std::chrono::milliseconds io_timeout{5000};
   // If > 0: after a grant or extend, WAIT for this many replicas to
   // acknowledge (at most wait_timeout); fewer is an error, and a grant is
@@ -49,8 +53,10 @@ struct RedisLeaseOptions {
   // kInvalidArgument, naming the URL with its password hidden (redact_url).
   //
   // Example:
-  //   auto o = tierlock::RedisLeaseOptions::from_url("redis://ci:p%40ss@10.0.0.5/2");
-  //   // o->username == "ci", o->password == "p@ss", o->port == 6379, o->database == 2
+  //   auto o =
+  //   tierlock::RedisLeaseOptions::from_url("redis://ci:p%40ss@10.0.0.5/2");
+  //   // o->username == "ci", o->password == "p@ss", o->port == 6379,
+  //   o->database == 2
   static absl::StatusOr<RedisLeaseOptions> from_url(std::string_view url);
 };
 
@@ -63,8 +69,9 @@ struct RedisLeaseOptions {
 // SCRIPT FLUSH) by EVAL, which caches them again. Redis's clock decides
 // expiry. The backend's leases share a small pool of connections: one that
 // failed or timed out is closed at once and replaced in the background
-// (docs/leases.md, "Reconnection"). An acquire whose reply is lost is an error; the backend then
-// deletes the lease if it was granted (compare-and-delete, best effort).
+// (docs/leases.md, "Reconnection"). An acquire whose reply is lost is an error;
+// the backend then deletes the lease if it was granted (compare-and-delete,
+// best effort).
 //
 // What it does not guarantee (docs/leases.md): with replication, a failover
 // can promote a replica that never saw a grant, and grant the key again; a
@@ -83,7 +90,8 @@ class RedisLeaseBackend final : public LeaseBackend {
  public:
   // Connects once and loads the scripts. kUnavailable if the server cannot be
   // reached.
-  static absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> create(RedisLeaseOptions options);
+  static absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> create(
+      RedisLeaseOptions options);
   ~RedisLeaseBackend() override;
 
   std::string_view name() const override { return "redis"; }
@@ -91,7 +99,8 @@ class RedisLeaseBackend final : public LeaseBackend {
   absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
       const LeaseRequest& request) override;
   absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
-      const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
+      const LeaseRequest& request,
+      std::chrono::steady_clock::time_point deadline,
       const std::stop_token& stop) override;
 
   // Returns the Redis key that holds `key`'s lease (for inspection).
@@ -100,7 +109,8 @@ class RedisLeaseBackend final : public LeaseBackend {
   struct Conn;
 
  private:
-  explicit RedisLeaseBackend(std::shared_ptr<Conn> conn) : conn_(std::move(conn)) {}
+  explicit RedisLeaseBackend(std::shared_ptr<Conn> conn)
+      : conn_(std::move(conn)) {}
   std::shared_ptr<Conn> conn_;
 };
 

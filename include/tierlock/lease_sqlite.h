@@ -79,7 +79,8 @@ class SqliteLeaseBackend final : public LeaseBackend {
   absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
       const LeaseRequest& request) override;
   absl::StatusOr<std::unique_ptr<LeaseSession>> wait_acquire(
-      const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
+      const LeaseRequest& request,
+      std::chrono::steady_clock::time_point deadline,
       const std::stop_token& stop) override;
 
   // Returns this backend's session name.

@@ -1,9 +1,10 @@
 // tierlock/lock_context.h
 //
 // Defines the held-lock stack that tier checks follow:
-//   LockContext        - the locks one logical task holds, whichever thread it runs on.
-//   LockContext::Scope - makes a context current on this thread for a scope.
-//   kHeldEnvVar        - the environment variable that passes a held stack to a child.
+//   LockContext        - the locks one logical task holds, whichever thread it
+//   runs on. LockContext::Scope - makes a context current on this thread for a
+//   scope. kHeldEnvVar        - the environment variable that passes a held
+//   stack to a child.
 #ifndef TIERLOCK_LOCK_CONTEXT_H_
 #define TIERLOCK_LOCK_CONTEXT_H_
 

@@ -1,8 +1,9 @@
 // tierlock/mode.h
 //
 // Defines the lock modes shared by every tierlock lock:
-//   Mode      - exclusive (one holder) or shared (many holders, no exclusive one).
-//   mode_name - a stable lower-case name for messages ("exclusive" / "shared").
+//   Mode      - exclusive (one holder) or shared (many holders, no exclusive
+//   one). mode_name - a stable lower-case name for messages ("exclusive" /
+//   "shared").
 #ifndef TIERLOCK_MODE_H_
 #define TIERLOCK_MODE_H_
 

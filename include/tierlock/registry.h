@@ -1,7 +1,8 @@
 // tierlock/registry.h
 //
 // Defines the process-wide registry behind every DirLock:
-//   Registry - maps each lock-file identity to the one entry (descriptor + in-process
+//   Registry - maps each lock-file identity to the one entry (descriptor +
+//   in-process
 //              queue) that all handles of this process share.
 #ifndef TIERLOCK_REGISTRY_H_
 #define TIERLOCK_REGISTRY_H_

@@ -5,9 +5,10 @@
 //   Tier                      - a level (the order) and a name (for reports).
 //   TierCheckMode             - ignore, report, fail or abort on a violation.
 //   set_tier_check_mode       - the process-wide mode.
-//   HeldLock                  - one lock a task holds (or is taking), and where it was taken.
-//   TierViolation             - the report: both locks, both call sites, the held stack.
-//   set_tier_violation_handler - where reports go (default: stderr).
+//   HeldLock                  - one lock a task holds (or is taking), and where
+//   it was taken. TierViolation             - the report: both locks, both call
+//   sites, the held stack. set_tier_violation_handler - where reports go
+//   (default: stderr).
 //
 // The rules. A task (a LockContext, see lock_context.h: by default one per
 // thread) may take a tiered lock only if its level is strictly greater than
@@ -49,12 +50,12 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
-#include "tierlock/source_location.h"
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "tierlock/mode.h"
+#include "tierlock/source_location.h"
 
 namespace tierlock {
 
@@ -87,7 +88,8 @@ struct Tier {
 enum class TierCheckMode {
   kIgnore,  // check nothing, record nothing
   kReport,  // report, then acquire as if nothing happened
-  kFail,    // report, then fail the acquire with kFailedPrecondition, taking nothing
+  kFail,    // report, then fail the acquire with kFailedPrecondition, taking
+            // nothing
   kAbort,   // report, then std::abort()
 };
 
@@ -119,10 +121,10 @@ inline const bool debug_default_requested = request_debug_default();
 // One lock in a report or a held stack: a hold, or the acquire being checked.
 struct HeldLock {
   std::filesystem::path lock_file;
-  std::optional<Tier> tier;        // nullopt: untiered
+  std::optional<Tier> tier;  // nullopt: untiered
   Mode mode = Mode::kExclusive;
-  SourceLocation where;      // the acquire's call site (empty if inherited)
-  std::string task;                // the LockContext's name (see lock_context.h)
+  SourceLocation where;  // the acquire's call site (empty if inherited)
+  std::string task;      // the LockContext's name (see lock_context.h)
   std::int64_t inherited_from_pid = 0;  // non-zero: held by that parent process
 };
 
@@ -144,11 +146,12 @@ struct TierViolation {
     HeldLock inner;
   };
   Kind kind = Kind::kTierOrder;
-  std::string task;                 // who is acquiring (never a try: see above)
-  HeldLock acquiring;               // the lock being taken, at its call site
-  HeldLock conflicting;             // the held lock it conflicts with
-  std::vector<HeldLock> held;       // everything the task holds, oldest first
-  std::vector<Nesting> earlier;     // kLearnedCycle: the chain acquiring ~> conflicting seen before
+  std::string task;            // who is acquiring (never a try: see above)
+  HeldLock acquiring;          // the lock being taken, at its call site
+  HeldLock conflicting;        // the held lock it conflicts with
+  std::vector<HeldLock> held;  // everything the task holds, oldest first
+  std::vector<Nesting>
+      earlier;  // kLearnedCycle: the chain acquiring ~> conflicting seen before
 
   std::string to_string() const;
 };
@@ -158,7 +161,8 @@ struct TierViolation {
 // to_string() to stderr. The handler runs on the acquiring thread, before
 // the acquire fails, aborts or goes on; it must not take tierlock locks.
 // Thread-safe.
-void set_tier_violation_handler(std::function<void(const TierViolation&)> handler);
+void set_tier_violation_handler(
+    std::function<void(const TierViolation&)> handler);
 
 }  // namespace tierlock
 

@@ -45,8 +45,9 @@ std::shared_ptr<const HandlePaths> paths_for(
 }
 
 // True if `dir` is `canonical` written another way without symlinks: with
-// trailing slashes, "." components, or relative to the working directory. Then `dir` names the same directory (the lock file's inode has
-// been matched too), and the handle needs no realpath (~1 us per component).
+// trailing slashes, "." components, or relative to the working directory. Then
+// `dir` names the same directory (the lock file's inode has been matched too),
+// and the handle needs no realpath (~1 us per component).
 bool spells_same_directory(const std::filesystem::path& dir,
                            const std::filesystem::path& canonical) {
   const auto& dir_text = internal::platform::path_text(dir);
@@ -91,7 +92,8 @@ std::errc errc_for(const absl::Status& st) {
 }
 
 [[noreturn]] void throw_status(const absl::Status& st, std::errc code) {
-  throw std::system_error(std::make_error_code(code), std::string(st.message()));
+  throw std::system_error(std::make_error_code(code),
+                          std::string(st.message()));
 }
 [[noreturn]] void throw_status(const absl::Status& st) {
   throw_status(st, errc_for(st));
@@ -122,7 +124,8 @@ absl::StatusOr<DirLock> DirLock::open(const std::filesystem::path& dir,
                                lock->entry_->file().path());
   }
   if (lock.ok() && options.tier.has_value()) {
-    lock->tier_ = Tier{options.tier->level, internal::intern_tier_name(options.tier->name)};
+    lock->tier_ = Tier{options.tier->level,
+                       internal::intern_tier_name(options.tier->name)};
     lock->tiered_ = true;
   }
   return lock;
@@ -171,7 +174,8 @@ absl::StatusOr<DirLock> DirLock::open_untiered(const std::filesystem::path& dir,
 
 absl::StatusOr<std::shared_ptr<LockEntry>> DirLock::live_entry() const {
   if (!entry_->stale()) [[likely]] {
-    if (!entry_->replaced()) [[likely]] return entry_;
+    if (!entry_->replaced()) [[likely]]
+      return entry_;
     // The lock file was deleted or replaced: the path's file now.
     return LockEntry::current(entry_);
   }
@@ -201,7 +205,8 @@ namespace {
 // Builds the status of a wait on `entry` that was cancelled or timed out
 // (the queue's WaitPolicy::wait_failed), naming who holds the lock.
 absl::Status wait_failed(const LockEntry& entry, absl::StatusCode code,
-                         Mode mode, std::chrono::steady_clock::duration waited) {
+                         Mode mode,
+                         std::chrono::steady_clock::duration waited) {
   namespace platform = internal::platform;
   const bool cancelled = code == absl::StatusCode::kCancelled;
   const std::int64_t me = platform::current_pid();
@@ -212,10 +217,13 @@ absl::Status wait_failed(const LockEntry& entry, absl::StatusCode code,
     // A cancel must return promptly, and reading /proc/locks takes a
     // system-wide write lock that can wait for an RCU grace period
     // (milliseconds here): name what is known without it.
-    holder = held_here ? absl::StrCat("held by another thread of this process"
-                                      " (pid ", me, ")")
-                       : std::string("held by another process (see tierlock "
-                                     "status or /proc/locks)");
+    holder = held_here ? absl::StrCat(
+                             "held by another thread of this process"
+                             " (pid ",
+                             me, ")")
+                       : std::string(
+                             "held by another process (see tierlock "
+                             "status or /proc/locks)");
   } else {
     // Who holds it: holder records first, which need no global lock; only
     // when no record names a holder (flock(1), Python, a record being
@@ -223,7 +231,8 @@ absl::Status wait_failed(const LockEntry& entry, absl::StatusCode code,
     // for an RCU grace period when nothing read it recently (a lone timeout
     // was 7.8 ms late at p50 that way). Records and /proc add the program.
     std::vector<std::string> exclusive, shared;
-    std::vector<Holder> holders = internal::recorded_holders(lock_file, entry.id());
+    std::vector<Holder> holders =
+        internal::recorded_holders(lock_file, entry.id());
     bool known = true;
     if (holders.empty()) {
       absl::StatusOr<std::vector<Holder>> from_kernel =
@@ -247,14 +256,18 @@ absl::Status wait_failed(const LockEntry& entry, absl::StatusCode code,
       if (h.program.has_value()) {
         constexpr std::size_t kMaxShown = 200;
         // Exact bytes that anyone can choose: escaped, never printed raw.
-        absl::StrAppend(&who, " '", escape_text(h.program->substr(0, kMaxShown)),
+        absl::StrAppend(&who, " '",
+                        escape_text(h.program->substr(0, kMaxShown)),
                         h.program->size() > kMaxShown ? "...'" : "'");
       }
       if (h.taker_pid.has_value()) {
-        absl::StrAppend(&who, h.pid.has_value() ? " (inherited" : " (a process that inherited",
-                        " the lock from pid ", *h.taker_pid, ", which has exited)");
+        absl::StrAppend(
+            &who,
+            h.pid.has_value() ? " (inherited" : " (a process that inherited",
+            " the lock from pid ", *h.taker_pid, ", which has exited)");
       }
-      (h.mode == Mode::kExclusive ? exclusive : shared).push_back(std::move(who));
+      (h.mode == Mode::kExclusive ? exclusive : shared)
+          .push_back(std::move(who));
     }
     if (!exclusive.empty()) {
       holder = absl::StrCat("held exclusively by pid ",
@@ -267,11 +280,11 @@ absl::Status wait_failed(const LockEntry& entry, absl::StatusCode code,
     }
   }
   return absl::Status(
-      code, absl::StrCat("acquire '", platform::path_text(lock_file), "' (",
-                         internal::to_absl(mode_name(mode)), "): ",
-                         cancelled ? "cancelled" : "timed out", " after ",
-                         absl::FormatDuration(absl::FromChrono(waited)), "; ",
-                         holder));
+      code, absl::StrCat(
+                "acquire '", platform::path_text(lock_file), "' (",
+                internal::to_absl(mode_name(mode)),
+                "): ", cancelled ? "cancelled" : "timed out", " after ",
+                absl::FormatDuration(absl::FromChrono(waited)), "; ", holder));
 }
 
 // Maps AcquireOptions to the queue's WaitPolicy: a timeout <= 0 is one try
@@ -307,12 +320,15 @@ internal::AcquireSite site_for(const LockEntry& entry,
   // The entry's tag caches the lock file's learned-order node.
   std::uint32_t node = entry.tag().load(std::memory_order_relaxed);
   if (node == 0) [[unlikely]] {
-    node = internal::order_node(entry.tag(), entry.id(),
-                                entry.file().path());
+    node = internal::order_node(entry.tag(), entry.id(), entry.file().path());
   }
   return internal::AcquireSite{
-      internal::LockId::file(entry.file().path(), node), tier, mode, where,
-      try_only, group};
+      internal::LockId::file(entry.file().path(), node),
+      tier,
+      mode,
+      where,
+      try_only,
+      group};
 }
 
 }  // namespace
@@ -324,18 +340,21 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
   if (!internal::tier_checks_active()) {
     absl::StatusOr<internal::EntryHold> hold =
         LockEntry::acquire_wait(entry, mode, policy);
-    if (!hold.ok()) [[unlikely]] return hold.status();
+    if (!hold.ok()) [[unlikely]]
+      return hold.status();
     return Guard(*std::move(hold));
   }
   internal::ContextState& ctx = internal::current_context_state();
   absl::Status refused;
-  // A zero timeout is one try: it cannot wait, so it is no order (tier_check.h).
+  // A zero timeout is one try: it cannot wait, so it is no order
+  // (tier_check.h).
   const std::uint64_t hold = internal::check_and_record(
       ctx,
       site_for(*entry, internal::MaybeTier(tier_, tiered_), mode, where,
                !policy.wait, group),
       &refused);
-  if (hold == 0) [[unlikely]] return refused;
+  if (hold == 0) [[unlikely]]
+    return refused;
   absl::StatusOr<internal::EntryHold> got =
       LockEntry::acquire_wait(entry, mode, policy);
   if (!got.ok()) [[unlikely]] {
@@ -354,8 +373,8 @@ absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
   }
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   if (!entry.ok()) return entry.status();
-  return acquire_entry(*entry, options.mode, policy_for(options, tier()),
-                       where, 0);
+  return acquire_entry(*entry, options.mode, policy_for(options, tier()), where,
+                       0);
 }
 
 absl::StatusOr<Guard> DirLock::acquire(Mode mode, SourceLocation where) {
@@ -367,7 +386,8 @@ absl::StatusOr<Guard> DirLock::acquire(Mode mode, SourceLocation where) {
     if (!internal::tier_checks_active()) [[likely]] {
       absl::StatusOr<internal::EntryHold> hold =
           LockEntry::acquire_wait(entry_, mode, policy);
-      if (!hold.ok()) [[unlikely]] return hold.status();
+      if (!hold.ok()) [[unlikely]]
+        return hold.status();
       return Guard(*std::move(hold));
     }
     return acquire_entry(entry_, mode, policy, where, 0);
@@ -378,8 +398,7 @@ absl::StatusOr<Guard> DirLock::acquire(Mode mode, SourceLocation where) {
 }
 
 absl::StatusOr<Guard> DirLock::acquire_for(std::chrono::nanoseconds timeout,
-                                           Mode mode,
-                                           SourceLocation where) {
+                                           Mode mode, SourceLocation where) {
   AcquireOptions options;
   options.mode = mode;
   options.timeout = timeout;
@@ -399,7 +418,8 @@ void DirLock::acquire_async(
     // Checked against the caller's context now, recorded there on the grant.
     std::shared_ptr<internal::ContextState> ctx = internal::current_context();
     internal::AcquireSite site =
-        site_for(**entry, internal::MaybeTier(tier_, tiered_), options.mode, where, false, 0);
+        site_for(**entry, internal::MaybeTier(tier_, tiered_), options.mode,
+                 where, false, 0);
     refused = internal::check_acquire(*ctx, site);
     if (refused.ok()) {
       granted = [ctx = std::move(ctx), site, done = std::move(done)](
@@ -429,8 +449,9 @@ void DirLock::acquire_async(
     });
     return;
   }
-  LockEntry::acquire_async(*std::move(entry), options.mode, policy_for(options, tier()),
-                           pool.state_, options.executor, std::move(granted));
+  LockEntry::acquire_async(*std::move(entry), options.mode,
+                           policy_for(options, tier()), pool.state_,
+                           options.executor, std::move(granted));
 }
 
 std::future<absl::StatusOr<Guard>> DirLock::acquire_async(
@@ -440,11 +461,12 @@ std::future<absl::StatusOr<Guard>> DirLock::acquire_async(
   auto promise = std::make_shared<std::promise<absl::StatusOr<Guard>>>();
   std::future<absl::StatusOr<Guard>> future = promise->get_future();
   options.executor = nullptr;  // set_value is cheap: complete on the pool
-  acquire_async(std::move(options),
-                [promise](absl::StatusOr<Guard> result) mutable {
-                  promise->set_value(std::move(result));
-                },
-                where);
+  acquire_async(
+      std::move(options),
+      [promise](absl::StatusOr<Guard> result) mutable {
+        promise->set_value(std::move(result));
+      },
+      where);
   return future;
 }
 
@@ -467,8 +489,8 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
   absl::Status refused;
   const std::uint64_t hold = internal::check_and_record(
       ctx,
-      site_for(**entry, internal::MaybeTier(tier_, tiered_), mode, where,
-               true, 0),
+      site_for(**entry, internal::MaybeTier(tier_, tiered_), mode, where, true,
+               0),
       &refused);
   if (hold == 0) return refused;
   absl::StatusOr<std::optional<internal::EntryHold>> got =
@@ -498,8 +520,7 @@ absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,
   }
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
     auto key = [](const Item& it) {
-      return std::tuple(!it.tier.has_value(),
-                        it.tier ? it.tier->level : 0);
+      return std::tuple(!it.tier.has_value(), it.tier ? it.tier->level : 0);
     };
     if (key(a) != key(b)) return key(a) < key(b);
     return internal::platform::path_text(a.entry->file().path()) <
@@ -594,7 +615,8 @@ bool DirLock::lockable_lock(
   if (internal::tier_checks_active()) {
     ctx = internal::current_context();
     absl::StatusOr<std::uint64_t> checked = internal::check_and_record(
-        *ctx, site_for(**entry, internal::MaybeTier(tier_, tiered_), mode, where, !wait, 0));
+        *ctx, site_for(**entry, internal::MaybeTier(tier_, tiered_), mode,
+                       where, !wait, 0));
     if (!checked.ok()) throw_status(checked.status());
     hold = *checked;
   }

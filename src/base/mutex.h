@@ -2,9 +2,10 @@
 //
 // std::mutex with clang thread-safety annotations (internal).
 //   Mutex      - an annotated std::mutex.
-//   UniqueLock - an annotated std::unique_lock, usable with std::condition_variable.
-// Why not absl::Mutex: Debian's Abseil is not built with ThreadSanitizer, so TSan
-// cannot see absl::Mutex synchronise and reports false races.
+//   UniqueLock - an annotated std::unique_lock, usable with
+//   std::condition_variable.
+// Why not absl::Mutex: Debian's Abseil is not built with ThreadSanitizer, so
+// TSan cannot see absl::Mutex synchronise and reports false races.
 #ifndef TIERLOCK_SRC_BASE_MUTEX_H_
 #define TIERLOCK_SRC_BASE_MUTEX_H_
 

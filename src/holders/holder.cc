@@ -1,4 +1,6 @@
 // Holder records: the writer's lifecycle, and reading who holds a lock.
+#include "tierlock/holder.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
@@ -8,10 +10,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-
 #include "base/fork_generation.h"
 #include "holders/holder_writer.h"
-#include "tierlock/holder.h"
 
 namespace tierlock {
 namespace internal {
@@ -111,7 +111,8 @@ HolderRecordFile::~HolderRecordFile() {
 void HolderRecordFile::create(const std::filesystem::path& lock_file,
                               const platform::FileId& id, Mode mode,
                               const std::optional<Tier>& tier) {
-  if (std::optional<IdleRecords::Idle> idle = IdleRecords::get().take(lock_file, id)) {
+  if (std::optional<IdleRecords::Idle> idle =
+          IdleRecords::get().take(lock_file, id)) {
     name_ = std::move(idle->name);
     mapped_ = idle->mapped;
     state_ = State::kActive;
@@ -175,11 +176,10 @@ void take_held_part(const HolderRecord& r, Holder& h) {
 
 // Exclusive holders first (there is at most one), then shared ones.
 void sort_exclusive_first(std::vector<Holder>& holders) {
-  std::stable_sort(holders.begin(), holders.end(),
-                   [](const Holder& a, const Holder& b) {
-                     return a.mode == Mode::kExclusive &&
-                            b.mode != Mode::kExclusive;
-                   });
+  std::stable_sort(
+      holders.begin(), holders.end(), [](const Holder& a, const Holder& b) {
+        return a.mode == Mode::kExclusive && b.mode != Mode::kExclusive;
+      });
 }
 
 }  // namespace
@@ -224,9 +224,8 @@ std::optional<HolderRecord> read_trusted_record(
 Holder& add_holder(std::vector<Holder>& out, std::optional<std::int64_t> pid,
                    Mode mode) {
   if (pid.has_value()) {
-    auto same = std::find_if(out.begin(), out.end(), [&](const Holder& h) {
-      return h.pid == pid;
-    });
+    auto same = std::find_if(out.begin(), out.end(),
+                             [&](const Holder& h) { return h.pid == pid; });
     if (same != out.end()) {
       if (mode == Mode::kExclusive) same->mode = Mode::kExclusive;
       return *same;
@@ -331,8 +330,8 @@ std::vector<Holder> recorded_holders(const std::filesystem::path& lock_file,
   // lock recently; more than this is not worth reading on a timeout path.
   constexpr int kMaxRecords = 256;
   int seen = 0;
-  for (; !ec && it != std::filesystem::directory_iterator() &&
-         seen < kMaxRecords;
+  for (;
+       !ec && it != std::filesystem::directory_iterator() && seen < kMaxRecords;
        it.increment(ec), ++seen) {
     const std::string name = it->path().filename().string();
     std::vector<absl::string_view> parts = absl::StrSplit(name, '-');

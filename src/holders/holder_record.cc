@@ -15,28 +15,28 @@ namespace {
 constexpr char kMagic[8] = {'T', 'L', 'H', 'O', 'L', 'D', 'R', '\0'};
 constexpr std::uint32_t kVersion = 1;
 constexpr std::size_t kOffMagic = 0;
-constexpr std::size_t kOffVersion = 8;     // u32
-constexpr std::size_t kOffSize = 12;       // u32
-constexpr std::size_t kOffPid = 16;        // i64
-constexpr std::size_t kOffStart = 24;      // u64
-constexpr std::size_t kOffDev = 32;        // u64
-constexpr std::size_t kOffIno = 40;        // u64
-constexpr std::size_t kOffBoot = 48;       // char[36]
-constexpr std::size_t kOffHostLen = 84;    // u16
-constexpr std::size_t kOffProgLen = 86;    // u16
-constexpr std::size_t kOffChecksum = 88;   // u64, over the static part
+constexpr std::size_t kOffVersion = 8;    // u32
+constexpr std::size_t kOffSize = 12;      // u32
+constexpr std::size_t kOffPid = 16;       // i64
+constexpr std::size_t kOffStart = 24;     // u64
+constexpr std::size_t kOffDev = 32;       // u64
+constexpr std::size_t kOffIno = 40;       // u64
+constexpr std::size_t kOffBoot = 48;      // char[36]
+constexpr std::size_t kOffHostLen = 84;   // u16
+constexpr std::size_t kOffProgLen = 86;   // u16
+constexpr std::size_t kOffChecksum = 88;  // u64, over the static part
 // Dynamic part, framed by seq_begin / seq_end.
-constexpr std::size_t kOffSeqBegin = 96;   // u32
-constexpr std::size_t kOffHeld = 100;      // u32 0/1
-constexpr std::size_t kOffSince = 104;     // i64 ns since the epoch
-constexpr std::size_t kOffMode = 112;      // u32 0 exclusive, 1 shared
-constexpr std::size_t kOffTierSet = 116;   // u32 0/1
-constexpr std::size_t kOffTierLevel = 120; // i32
-constexpr std::size_t kOffTierLen = 124;   // u32
-constexpr std::size_t kOffTierName = 128;  // char[64]
-constexpr std::size_t kOffSeqEnd = 192;    // u32
-constexpr std::size_t kOffHost = 256;      // char[256]
-constexpr std::size_t kOffProgram = 512;   // char[512]
+constexpr std::size_t kOffSeqBegin = 96;    // u32
+constexpr std::size_t kOffHeld = 100;       // u32 0/1
+constexpr std::size_t kOffSince = 104;      // i64 ns since the epoch
+constexpr std::size_t kOffMode = 112;       // u32 0 exclusive, 1 shared
+constexpr std::size_t kOffTierSet = 116;    // u32 0/1
+constexpr std::size_t kOffTierLevel = 120;  // i32
+constexpr std::size_t kOffTierLen = 124;    // u32
+constexpr std::size_t kOffTierName = 128;   // char[64]
+constexpr std::size_t kOffSeqEnd = 192;     // u32
+constexpr std::size_t kOffHost = 256;       // char[256]
+constexpr std::size_t kOffProgram = 512;    // char[512]
 static_assert(kOffTierName + kMaxTierName <= kOffSeqEnd);
 static_assert(kOffHost + kMaxHost < kOffProgram);
 static_assert(kOffProgram + kMaxProgram < kRecordSize);
@@ -83,8 +83,8 @@ bool printable(std::string_view s) {
 }
 
 absl::Status bad(std::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("holder record: ", absl::string_view(why.data(), why.size())));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "holder record: ", absl::string_view(why.data(), why.size())));
 }
 
 }  // namespace
@@ -112,7 +112,8 @@ std::string encode_holder_record(const HolderRecord& r) {
   const std::size_t prog_len = put_text(kOffProgram, r.program, kMaxProgram);
   store<std::uint16_t>(b, kOffHostLen, static_cast<std::uint16_t>(host_len));
   store<std::uint16_t>(b, kOffProgLen, static_cast<std::uint16_t>(prog_len));
-  store<std::uint64_t>(b, kOffChecksum, static_checksum(out, host_len, prog_len));
+  store<std::uint64_t>(b, kOffChecksum,
+                       static_checksum(out, host_len, prog_len));
   std::memcpy(b + kOffMagic, kMagic, sizeof kMagic);
   return out;
 }
@@ -219,7 +220,8 @@ void RecordView::set_held(Mode mode, const std::optional<Tier>& tier) {
   if (tier.has_value()) {
     store<std::int32_t>(base_, kOffTierLevel, tier->level);
     // Tier names are interned: a pointer compare usually skips the copy.
-    if (tier->name.data() != tier_name_ || tier->name.size() != tier_name_size_) {
+    if (tier->name.data() != tier_name_ ||
+        tier->name.size() != tier_name_size_) {
       const std::size_t n = std::min(tier->name.size(), kMaxTierName);
       std::memcpy(base_ + kOffTierName, tier->name.data(), n);
       store<std::uint32_t>(base_, kOffTierLen, static_cast<std::uint32_t>(n));

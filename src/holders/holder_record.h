@@ -4,10 +4,11 @@
 // holder, read by anyone. See docs/design.md, "Holder records".
 //   kRecordSize          - every record is exactly this many bytes.
 //   HolderRecord         - the decoded fields of one record.
-//   encode_holder_record - the static part of a new record (dynamic part empty).
-//   RecordView           - plain stores into a mapped record (the writer).
-//   parse_holder_record  - decodes untrusted bytes, rejecting anything malformed.
-//   record_file_name     - "<pid>-<start_time>-<boot>": one record per process
+//   encode_holder_record - the static part of a new record (dynamic part
+//   empty). RecordView           - plain stores into a mapped record (the
+//   writer). parse_holder_record  - decodes untrusted bytes, rejecting anything
+//   malformed. record_file_name     - "<pid>-<start_time>-<boot>": one record
+//   per process
 //                          and boot.
 //
 // The record is fixed-size binary in native byte order (it never leaves the

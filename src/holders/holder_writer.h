@@ -54,8 +54,8 @@ class HolderRecordFile {
   // (mapped, bounded, removed at exit) for the next entry of the same lock
   // file in this process (`remove`), or only unmaps it (after fork() in a
   // child: the file is the parent's).
-  void close(const std::filesystem::path& lock_file,
-             const platform::FileId& id, bool remove) noexcept;
+  void close(const std::filesystem::path& lock_file, const platform::FileId& id,
+             bool remove) noexcept;
 
  private:
   enum class State { kNone, kActive, kUnavailable };

@@ -26,8 +26,8 @@ namespace {
 
 using internal::LeaseState;
 using internal::SteadyTime;
-using internal::UniqueLock;
 using internal::to_absl;
+using internal::UniqueLock;
 
 class SteadyLeaseClock final : public LeaseClock {
  public:
@@ -51,8 +51,8 @@ std::string new_owner_id() {
 absl::Status check_ttl(std::chrono::milliseconds ttl) {
   if (ttl < kMinLeaseTtl || ttl > kMaxLeaseTtl) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "lease ttl ", ttl.count(), " ms: must be between ", kMinLeaseTtl.count(),
-        " ms and ", kMaxLeaseTtl.count(), " ms"));
+        "lease ttl ", ttl.count(), " ms: must be between ",
+        kMinLeaseTtl.count(), " ms and ", kMaxLeaseTtl.count(), " ms"));
   }
   return absl::OkStatus();
 }
@@ -113,9 +113,9 @@ absl::Status validate_lease_key(std::string_view key) {
   for (std::size_t i = 0; i < key.size(); ++i) {
     const auto c = static_cast<unsigned char>(key[i]);
     if (c < 0x20 || c == 0x7f) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "lease key %s: control character 0x%02x at byte %d", quote_key(key), c,
-          i));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("lease key %s: control character 0x%02x at byte %d",
+                          quote_key(key), c, i));
     }
   }
   return absl::OkStatus();
@@ -147,7 +147,8 @@ SteadyTime Lease::valid_until() const {
 std::stop_token Lease::lost() const { return state_->lost_source.get_token(); }
 
 bool Lease::held() const {
-  if (!state_ || state_->is_lost() || state_->released_flag.load()) return false;
+  if (!state_ || state_->is_lost() || state_->released_flag.load())
+    return false;
   // Past valid_until() the lease is lost even if the timer has not fired
   // lost() yet (it does within its scheduling slack).
   return !state_->has_ttl || state_->clock->now() < state_->valid_until();
@@ -158,7 +159,8 @@ absl::StatusOr<bool> Lease::extend(std::chrono::milliseconds ttl) {
   LeaseState& s = *state_;
   if (!s.has_ttl) {
     return absl::UnimplementedError(absl::StrCat(
-        "extend lease ", quote_key(s.key), ": backend ", to_absl(s.backend->name()),
+        "extend lease ", quote_key(s.key), ": backend ",
+        to_absl(s.backend->name()),
         " has no ttl (the lease lasts as long as its connection)"));
   }
   if (absl::Status st = check_ttl(ttl); !st.ok()) return st;
@@ -166,8 +168,8 @@ absl::StatusOr<bool> Lease::extend(std::chrono::milliseconds ttl) {
   {
     UniqueLock lk(s.mu);
     if (s.released) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("extend lease ", quote_key(s.key), ": already released"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "extend lease ", quote_key(s.key), ": already released"));
     }
     if (s.is_lost() || s.clock->now() >= s.valid_until()) {
       lost = true;
@@ -178,9 +180,9 @@ absl::StatusOr<bool> Lease::extend(std::chrono::milliseconds ttl) {
       absl::StatusOr<bool> r = s.session->extend_before(ttl, s.valid_until());
       if (!r.ok()) {
         return absl::Status(r.status().code(),
-                            absl::StrCat("extend lease ", quote_key(s.key), " on ",
-                                         to_absl(s.backend->name()), ": ",
-                                         r.status().message()));
+                            absl::StrCat("extend lease ", quote_key(s.key),
+                                         " on ", to_absl(s.backend->name()),
+                                         ": ", r.status().message()));
       }
       if (*r && s.commit_renewal(sent, ttl)) {
         s.ttl = ttl;
@@ -218,10 +220,10 @@ absl::StatusOr<bool> Lease::release() {
   absl::StatusOr<bool> r = s.session->release();
   s.session.reset();
   if (!r.ok()) {
-    return absl::Status(r.status().code(),
-                        absl::StrCat("release lease ", quote_key(s.key), " on ",
-                                     to_absl(s.backend->name()), ": ",
-                                     r.status().message()));
+    return absl::Status(
+        r.status().code(),
+        absl::StrCat("release lease ", quote_key(s.key), " on ",
+                     to_absl(s.backend->name()), ": ", r.status().message()));
   }
   return *r && !was_lost;
 }
@@ -233,8 +235,9 @@ absl::StatusOr<LeaseLock> LeaseLock::create(
   if (!backend) return absl::InvalidArgumentError("LeaseLock: null backend");
   const LeaseCapabilities caps = backend->capabilities();
   auto lacks = [&](std::string_view what) {
-    return absl::UnimplementedError(absl::StrCat(
-        "LeaseLock: backend ", to_absl(backend->name()), " has no ", to_absl(what)));
+    return absl::UnimplementedError(absl::StrCat("LeaseLock: backend ",
+                                                 to_absl(backend->name()),
+                                                 " has no ", to_absl(what)));
   };
   std::chrono::milliseconds ttl{0};
   if (options.ttl) {
@@ -253,9 +256,9 @@ absl::StatusOr<LeaseLock> LeaseLock::create(
     return lacks("metadata storage");
   }
   if (options.metadata.size() > 4096) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "LeaseLock: metadata is ", options.metadata.size(),
-        " bytes, more than 4096"));
+    return absl::InvalidArgumentError(absl::StrCat("LeaseLock: metadata is ",
+                                                   options.metadata.size(),
+                                                   " bytes, more than 4096"));
   }
   // The name is a view: keep a copy that outlives the caller's string (and
   // every hold recorded under it).
@@ -267,7 +270,8 @@ absl::StatusOr<LeaseLock> LeaseLock::create(
   return lock;
 }
 
-absl::StatusOr<LeaseRequest> LeaseLock::make_request(std::string_view key) const {
+absl::StatusOr<LeaseRequest> LeaseLock::make_request(
+    std::string_view key) const {
   if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
   if (absl::Status s = backend_->check_key(key); !s.ok()) return s;
   LeaseRequest r;
@@ -309,15 +313,16 @@ Lease LeaseLock::make_lease(const LeaseRequest& request,
 }
 
 absl::StatusOr<internal::LeaseTierHold> LeaseLock::check_tier(
-    std::string_view key, Mode mode, bool try_only, SourceLocation where) const {
+    std::string_view key, Mode mode, bool try_only,
+    SourceLocation where) const {
   internal::LeaseTierHold hold;
   if (!options_.tier || !internal::tier_checks_on()) return hold;
   if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
   hold.name = std::make_shared<const internal::LeaseName>(
       internal::LeaseName{std::string(backend_->name()), std::string(key)});
-  absl::StatusOr<internal::TierHold> checked = internal::check_tier_hold(
-      internal::LockId::lease(*hold.name), *options_.tier, mode, try_only,
-      where);
+  absl::StatusOr<internal::TierHold> checked =
+      internal::check_tier_hold(internal::LockId::lease(*hold.name),
+                                *options_.tier, mode, try_only, where);
   if (!checked.ok()) return checked.status();
   hold.context = checked->context;
   hold.hold_id = checked->hold_id;
@@ -365,10 +370,10 @@ absl::StatusOr<std::optional<Lease>> LeaseLock::try_acquire_checked(
   const SteadyTime sent = backend_->clock().now();
   absl::StatusOr<std::unique_ptr<LeaseSession>> s = backend_->try_acquire(*req);
   if (!s.ok()) {
-    return absl::Status(s.status().code(),
-                        absl::StrCat("acquire lease ", quote_key(key), " on ",
-                                     to_absl(backend_->name()), ": ",
-                                     s.status().message()));
+    return absl::Status(
+        s.status().code(),
+        absl::StrCat("acquire lease ", quote_key(key), " on ",
+                     to_absl(backend_->name()), ": ", s.status().message()));
   }
   if (!*s) return std::optional<Lease>();
   return std::optional<Lease>(
@@ -385,21 +390,22 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(
         ": AcquireOptions::pool/executor are for DirLock's async acquires"));
   }
   if (options.mode == Mode::kShared && !backend_->capabilities().shared) {
-    return absl::UnimplementedError(absl::StrCat(
-        "acquire lease ", quote_key(key), ": backend ", to_absl(backend_->name()),
-        " has no shared leases"));
+    return absl::UnimplementedError(
+        absl::StrCat("acquire lease ", quote_key(key), ": backend ",
+                     to_absl(backend_->name()), " has no shared leases"));
   }
   absl::StatusOr<LeaseRequest> req = make_request(key);
   if (!req.ok()) return req.status();
   auto fail = [&](const absl::Status& s) {
-    return absl::Status(s.code(), absl::StrCat("acquire lease ", quote_key(key),
-                                               " on ", to_absl(backend_->name()), ": ",
-                                               s.message()));
+    return absl::Status(
+        s.code(), absl::StrCat("acquire lease ", quote_key(key), " on ",
+                               to_absl(backend_->name()), ": ", s.message()));
   };
   auto cancelled = [&] {
-    return absl::CancelledError(absl::StrCat(
-        "acquire lease ", quote_key(key), " on ", to_absl(backend_->name()),
-        ": cancelled after ", seconds(std::chrono::steady_clock::now() - start)));
+    return absl::CancelledError(
+        absl::StrCat("acquire lease ", quote_key(key), " on ",
+                     to_absl(backend_->name()), ": cancelled after ",
+                     seconds(std::chrono::steady_clock::now() - start)));
   };
   auto timed_out = [&] {
     return absl::DeadlineExceededError(absl::StrCat(
@@ -410,16 +416,18 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(
   if (options.stop.stop_requested()) return cancelled();
   const bool one_try =
       options.timeout && *options.timeout <= std::chrono::nanoseconds::zero();
-  const SteadyTime deadline =
-      options.timeout && !one_try ? start + *options.timeout : SteadyTime::max();
+  const SteadyTime deadline = options.timeout && !one_try
+                                  ? start + *options.timeout
+                                  : SteadyTime::max();
 
   if (!one_try) {
     const SteadyTime sent = backend_->clock().now();
     absl::StatusOr<std::unique_ptr<LeaseSession>> s =
         backend_->wait_acquire(*req, deadline, options.stop);
     if (s.ok()) {
-      if (*s) return make_lease(*req, std::move(*s), sent,
-                                  std::exchange(tier_hold, {}));
+      if (*s)
+        return make_lease(*req, std::move(*s), sent,
+                          std::exchange(tier_hold, {}));
       return timed_out();
     }
     if (s.status().code() == absl::StatusCode::kCancelled) return cancelled();
@@ -430,10 +438,12 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(
   std::chrono::nanoseconds step = std::chrono::milliseconds(1);
   for (;;) {
     const SteadyTime sent = backend_->clock().now();
-    absl::StatusOr<std::unique_ptr<LeaseSession>> s = backend_->try_acquire(*req);
+    absl::StatusOr<std::unique_ptr<LeaseSession>> s =
+        backend_->try_acquire(*req);
     if (!s.ok()) return fail(s.status());
-    if (*s) return make_lease(*req, std::move(*s), sent,
-                                  std::exchange(tier_hold, {}));
+    if (*s)
+      return make_lease(*req, std::move(*s), sent,
+                        std::exchange(tier_hold, {}));
     const SteadyTime now = std::chrono::steady_clock::now();
     if (one_try || now >= deadline) return timed_out();
     const SteadyTime until = std::min(deadline, now + jittered(step));

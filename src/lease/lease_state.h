@@ -38,7 +38,7 @@ struct LeaseState {
   bool has_ttl = false;
   bool auto_renew = false;
   std::chrono::milliseconds ttl{0};  // changed by extend() under mu
-  int watch_fd = -1;                  // the session's watch_fd()
+  int watch_fd = -1;                 // the session's watch_fd()
 
   // The hold recorded in the acquiring LockContext (tier checks), forgotten
   // once, at release.
@@ -68,7 +68,9 @@ struct LeaseState {
   // view ends a drift margin earlier.
   void set_valid_from(SteadyTime sent, std::chrono::milliseconds lease_ttl) {
     valid_until_ns.store(
-        (sent + lease_ttl - backend->clock_drift_margin(lease_ttl)).time_since_epoch().count());
+        (sent + lease_ttl - backend->clock_drift_margin(lease_ttl))
+            .time_since_epoch()
+            .count());
     next_renew_ns.store((sent + lease_ttl / 3).time_since_epoch().count());
   }
   // Commits a successful renewal sent at `sent`, unless the lease is lost
@@ -97,7 +99,9 @@ struct LeaseState {
     lost_flag_.store(true);
     lost_source.request_stop();
   }
-  bool is_lost() const { return lost_flag_.load() || lost_source.stop_requested(); }
+  bool is_lost() const {
+    return lost_flag_.load() || lost_source.stop_requested();
+  }
 
  private:
   // Orders commit_renewal against expiry; never held across I/O.

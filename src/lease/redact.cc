@@ -13,7 +13,9 @@ namespace {
 
 constexpr std::string_view kHidden = "***";
 
-bool is_space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
+bool is_space(char c) {
+  return std::isspace(static_cast<unsigned char>(c)) != 0;
+}
 
 bool is_scheme_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '+' ||
@@ -21,7 +23,9 @@ bool is_scheme_char(char c) {
 }
 
 // Where a URL quoted in a message ends.
-bool ends_url(char c) { return is_space(c) || c == '"' || c == '\'' || c == '>'; }
+bool ends_url(char c) {
+  return is_space(c) || c == '"' || c == '\'' || c == '>';
+}
 
 // Hides the password of each "scheme://user:password@" in `s`.
 std::string redact_userinfo(std::string_view s) {
@@ -94,7 +98,8 @@ std::string redact_keywords(std::string_view s) {
         while (w < s.size() && is_space(s[w])) ++w;
         if (w == end || w >= s.size()) break;
         const std::size_t we = value_end(w);
-        if (we == w || s.substr(w, we - w).find('=') != std::string_view::npos) break;
+        if (we == w || s.substr(w, we - w).find('=') != std::string_view::npos)
+          break;
         end = we;
       }
     }

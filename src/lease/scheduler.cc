@@ -24,7 +24,8 @@ namespace {
 constexpr auto kBusyRetry = std::chrono::milliseconds(10);
 
 // Calls the session's check_connection() if s.mu is free; nullopt if busy.
-std::optional<bool> check_connection(LeaseState& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+std::optional<bool> check_connection(LeaseState& s)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
   std::unique_lock<std::mutex> lk(s.mu.native(), std::try_to_lock);
   if (!lk.owns_lock()) return std::nullopt;
   if (s.released || !s.session) return true;
@@ -181,7 +182,8 @@ void LeaseScheduler::run() {
       const int fd = e->watch_fd;
       if (fd >= 0 && std::find(was_busy.begin(), was_busy.end(), e.get()) !=
                          was_busy.end()) {
-        if (!deadline || *deadline > std::chrono::steady_clock::now() + kBusyRetry) {
+        if (!deadline ||
+            *deadline > std::chrono::steady_clock::now() + kBusyRetry) {
           deadline = std::chrono::steady_clock::now() + kBusyRetry;
         }
       } else if (fd >= 0) {

@@ -9,8 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "platform/platform.h"
 #include "base/string_util.h"
+#include "platform/platform.h"
 
 namespace tierlock::internal::platform {
 namespace {
@@ -137,10 +137,10 @@ std::string describe_unsafe(const std::filesystem::path& dir,
       (directory.mode & 02) != 0 ? "every user" : "its group";
   if (shared_write && !sticky) {
     return absl::StrCat("directory '", path_text(dir), "' (mode ", mode,
-                        ", owner uid ", directory.uid, ") is writable by ",
-                        who, " without the sticky bit: any of them can delete "
-                        "or replace '", path_text(lock_file),
-                        "' while it is held");
+                        ", owner uid ", directory.uid, ") is writable by ", who,
+                        " without the sticky bit: any of them can delete "
+                        "or replace '",
+                        path_text(lock_file), "' while it is held");
   }
   if (directory.uid != caller && directory.uid != 0) {
     return absl::StrCat("directory '", path_text(dir), "' (mode ", mode,

@@ -1,16 +1,17 @@
 // src/platform/platform.h
 //
-// The platform seam: everything tierlock asks of the operating system about lock
-// files. Nothing above this header includes <sys/file.h> or <windows.h>.
+// The platform seam: everything tierlock asks of the operating system about
+// lock files. Nothing above this header includes <sys/file.h> or <windows.h>.
 //   FileId          - identity of a lock file (device, inode; on Windows volume
 //                     serial number, file index).
 //   NativeHandle    - the descriptor type (int on POSIX, HANDLE on Windows).
 //   path_text       - a path as UTF-8 text for messages and keys (POSIX: the
 //                     native string itself, no copy).
-//   OpenedLockFile  - a safely opened lock file: descriptor, identity, canonical paths.
-//   open_lock_file  - safe open (no symlinks, regular files only, never truncates).
-//   stat_lock_file  - the cheap identity probe used to find an existing entry.
-//   lock / try_lock / unlock / close_handle - the kernel lock itself.
+//   OpenedLockFile  - a safely opened lock file: descriptor, identity,
+//   canonical paths. open_lock_file  - safe open (no symlinks, regular files
+//   only, never truncates). stat_lock_file  - the cheap identity probe used to
+//   find an existing entry. lock / try_lock / unlock / close_handle - the
+//   kernel lock itself.
 #ifndef TIERLOCK_SRC_PLATFORM_PLATFORM_H_
 #define TIERLOCK_SRC_PLATFORM_PLATFORM_H_
 
@@ -18,12 +19,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <filesystem>
 #include <mutex>
 #include <optional>
-#include <vector>
-#include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
@@ -181,7 +182,8 @@ absl::Status lock(NativeHandle handle, Mode mode,
 absl::StatusOr<bool> try_lock(NativeHandle handle, Mode mode,
                               const std::filesystem::path& lock_file);
 // Releases the kernel lock held through `handle`.
-absl::Status unlock(NativeHandle handle, const std::filesystem::path& lock_file);
+absl::Status unlock(NativeHandle handle,
+                    const std::filesystem::path& lock_file);
 // Closes the descriptor (never retried on EINTR: Linux has closed it already).
 void close_handle(NativeHandle handle);
 
@@ -207,8 +209,9 @@ std::int64_t coarse_realtime_ns();
 // table that names holders). Waiters are not holders.
 absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id);
 
-// Holder records (src/holders/holder_record.h; docs/design.md "Holder records").
-// Records of a lock file live in the sidecar directory "<lock file>.holders".
+// Holder records (src/holders/holder_record.h; docs/design.md "Holder
+// records"). Records of a lock file live in the sidecar directory "<lock
+// file>.holders".
 
 // What /proc says about a process; fields empty when not readable. All
 // fields are read through one open /proc/PID directory, so they describe one
@@ -294,17 +297,17 @@ struct MappedRecord {
 // process, records in that directory left by dead processes of this boot.
 // kPermissionDenied for a read-only directory or filesystem (then there is
 // simply no record).
-absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_file,
-                                           std::string_view name,
-                                           std::string_view bytes);
+absl::StatusOr<MappedRecord> create_record(
+    const std::filesystem::path& lock_file, std::string_view name,
+    std::string_view bytes);
 // Unmaps a record (only: after fork() the file belongs to the parent).
 void unmap_record(const MappedRecord& record) noexcept;
 // Unmaps and deletes a record, if the file named `name` is still the one
 // created (same identity, owned by us). The records directory stays. Errors
 // are ignored: a leftover record is harmless (readers
 // trust only the kernel) and is cleaned up later.
-void remove_record(const std::filesystem::path& lock_file, std::string_view name,
-                   const MappedRecord& record) noexcept;
+void remove_record(const std::filesystem::path& lock_file,
+                   std::string_view name, const MappedRecord& record) noexcept;
 // A record file's bytes and who could have written them.
 struct RecordFile {
   std::string bytes;
@@ -323,12 +326,11 @@ std::optional<RecordFile> read_record(const std::filesystem::path& lock_file,
 // is not a regular file; nullopt if the lock file does not exist. Returns the
 // canonical directory too.
 struct ProbedLockFile {
-  std::filesystem::path directory;        // canonical
-  std::optional<FileId> id;               // nullopt: no lock file
+  std::filesystem::path directory;  // canonical
+  std::optional<FileId> id;         // nullopt: no lock file
 };
 absl::StatusOr<ProbedLockFile> probe_lock_file(const std::filesystem::path& dir,
                                                std::string_view name);
-
 
 // Sets the signal used to interrupt a thread blocked in the kernel lock call
 // (see tierlock/config.h); 0 disables signals (waits then poll). Windows has
@@ -383,17 +385,17 @@ class InterruptibleWait {
   const std::optional<Clock::time_point> deadline_;
   std::atomic<bool> interrupted_{false};
 #if defined(_WIN32)
-  void* event_ = nullptr;     // manual-reset event set by interrupt()
+  void* event_ = nullptr;  // manual-reset event set by interrupt()
 #else
-  int signo_ = 0;             // 0: polling
-  void* timer_ = nullptr;     // timer_t* of this thread's timer; null: polling
-  long tid_ = 0;              // the waiting thread, for the first signal
+  int signo_ = 0;          // 0: polling
+  void* timer_ = nullptr;  // timer_t* of this thread's timer; null: polling
+  long tid_ = 0;           // the waiting thread, for the first signal
   // Set by interrupt() (from another thread, or the deadline thread) while
   // the owner waits: disarm on destruction.
   std::atomic<bool> armed_{false};
   std::uint64_t deadline_id_ = 0;  // registered with the deadline thread
-  bool restore_mask_ = false; // the signal was blocked before the wait
-  std::mutex poll_mu_;       // polling mode only
+  bool restore_mask_ = false;      // the signal was blocked before the wait
+  std::mutex poll_mu_;             // polling mode only
   std::condition_variable poll_cv_;
 #endif
 };

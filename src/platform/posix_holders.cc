@@ -20,9 +20,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/string_util.h"
 #include "platform/platform.h"
 #include "platform/posix_sys.h"
-#include "base/string_util.h"
 
 namespace tierlock::internal::platform {
 namespace {
@@ -91,8 +91,8 @@ std::optional<std::string> read_small(const char* path, std::size_t max) {
 std::optional<std::uint64_t> parse_start_time(std::string_view stat) {
   const std::size_t close = stat.rfind(')');
   if (close == std::string_view::npos) return std::nullopt;
-  std::vector<absl::string_view> f = absl::StrSplit(
-      to_absl(stat.substr(close + 1)), ' ', absl::SkipEmpty());
+  std::vector<absl::string_view> f =
+      absl::StrSplit(to_absl(stat.substr(close + 1)), ' ', absl::SkipEmpty());
   // f[0] is field 3 (state), so field 22 is f[19].
   std::uint64_t start;
   if (f.size() < 20 || !absl::SimpleAtoi(f[19], &start)) return std::nullopt;
@@ -138,8 +138,8 @@ bool descriptor_is(int fd_dir, const char* name, const FileId& id) {
     return false;
   }
   return stx.stx_ino == id.ino &&
-         static_cast<std::uint64_t>(::makedev(stx.stx_dev_major,
-                                              stx.stx_dev_minor)) == id.dev;
+         static_cast<std::uint64_t>(
+             ::makedev(stx.stx_dev_major, stx.stx_dev_minor)) == id.dev;
 }
 
 bool all_digits(const char* s) {
@@ -156,7 +156,8 @@ bool all_digits(const char* s) {
 // user's process; ENOENT/ESRCH: it exited).
 template <typename Fn>
 bool for_each_descriptor(int pid_dir, int* fd_dir_out, Fn&& fn) {
-  const int fd_dir = openat_retry(pid_dir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int fd_dir =
+      openat_retry(pid_dir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_dir < 0) return false;
   DIR* d = ::fdopendir(fd_dir);
   if (d == nullptr) {
@@ -167,7 +168,8 @@ bool for_each_descriptor(int pid_dir, int* fd_dir_out, Fn&& fn) {
   }
   *fd_dir_out = fd_dir;
   // readdir is safe on a DIR stream this thread alone uses.
-  while (const struct dirent* e = ::readdir(d)) {  // NOLINT(concurrency-mt-unsafe)
+  while (const struct dirent* e =
+             ::readdir(d)) {  // NOLINT(concurrency-mt-unsafe)
     if (!all_digits(e->d_name)) continue;
     if (!fn(e->d_name)) break;
   }
@@ -185,9 +187,9 @@ std::filesystem::path records_dir(const std::filesystem::path& lock_file) {
 // and its boot part is `boot16`.
 bool parse_record_name(std::string_view name, std::string_view boot16,
                        std::int64_t* pid, std::uint64_t* start) {
-  std::vector<absl::string_view> parts =
-      absl::StrSplit(to_absl(name), '-');
-  if (parts.size() != 3 || parts[2].size() != 16 || parts[2] != to_absl(boot16)) {
+  std::vector<absl::string_view> parts = absl::StrSplit(to_absl(name), '-');
+  if (parts.size() != 3 || parts[2].size() != 16 ||
+      parts[2] != to_absl(boot16)) {
     return false;
   }
   for (char c : parts[0]) {
@@ -226,7 +228,8 @@ void remove_dead_records(int dirfd, const SelfIdentity& self) {
   const uid_t me = ::geteuid();
   int scanned = 0;
   // readdir is safe on a DIR stream this thread alone uses.
-  while (const struct dirent* e = ::readdir(d)) {  // NOLINT(concurrency-mt-unsafe)
+  while (const struct dirent* e =
+             ::readdir(d)) {  // NOLINT(concurrency-mt-unsafe)
     if (++scanned > kMaxCleanupScan) break;
     std::int64_t pid;
     std::uint64_t start;
@@ -271,10 +274,11 @@ absl::Status check_records_dir(const struct stat& st, uid_t me,
   }
   const bool owned = st.st_uid == me || st.st_uid == 0;
   if (!owned && (st.st_mode & S_ISVTX) == 0) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "create holder record in '", path_text(path), "': owned by uid ",
-        st.st_uid, " and not sticky (another user could replace records; "
-        "no record written)"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("create holder record in '", path_text(path),
+                     "': owned by uid ", st.st_uid,
+                     " and not sticky (another user could replace records; "
+                     "no record written)"));
   }
   return absl::OkStatus();
 }
@@ -302,7 +306,8 @@ ProcessInfo process_info(std::int64_t pid) {
   Fd dir(openat_retry(AT_FDCWD, absl::StrCat("/proc/", pid).c_str(),
                       O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() < 0) return info;
-  if (std::optional<std::string> stat = read_small_at(dir.get(), "stat", 4096)) {
+  if (std::optional<std::string> stat =
+          read_small_at(dir.get(), "stat", 4096)) {
     info.start_time = parse_start_time(*stat);
   }
   if (std::optional<std::string> cmd =
@@ -339,7 +344,8 @@ DescriptionScan find_description_holders(const FileId& id) {
   DescriptionScan out;
   const auto deadline = std::chrono::steady_clock::now() + kScanBudget;
   const std::string want = lock_line_id(id);
-  Fd proc_fd(openat_retry(AT_FDCWD, "/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  Fd proc_fd(
+      openat_retry(AT_FDCWD, "/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (proc_fd.get() < 0) {
     out.truncated = true;
     return out;
@@ -351,47 +357,54 @@ DescriptionScan find_description_holders(const FileId& id) {
   }
   const int proc_dir = proc_fd.release();  // owned by `proc` now
   int processes = 0;
-  while (const struct dirent* e = ::readdir(proc)) {  // NOLINT(concurrency-mt-unsafe)
+  while (const struct dirent* e =
+             ::readdir(proc)) {  // NOLINT(concurrency-mt-unsafe)
     if (!all_digits(e->d_name)) continue;
     if (++processes > kMaxScanProcesses ||
-        ((processes & 15) == 0 && std::chrono::steady_clock::now() > deadline)) {
+        ((processes & 15) == 0 &&
+         std::chrono::steady_clock::now() > deadline)) {
       out.truncated = true;
       break;
     }
-    Fd pid_dir(openat_retry(proc_dir, e->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC));
+    Fd pid_dir(
+        openat_retry(proc_dir, e->d_name, O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (pid_dir.get() < 0) continue;  // exited
     std::int64_t pid = 0;
     if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
     int fd_dir = -1;
-    const bool listed = for_each_descriptor(pid_dir.get(), &fd_dir, [&](const char* name) {
-      if (!descriptor_is(fd_dir, name, id)) return true;
-      // fdinfo lists the locks of this open file description only:
-      // "lock:\t1: FLOCK  ADVISORY  WRITE 7380 fe:00:10953061 0 EOF".
-      std::optional<std::string> info = read_small_at(
-          pid_dir.get(), absl::StrCat("fdinfo/", name).c_str(), 16384);
-      if (!info.has_value()) return true;
-      for (absl::string_view line : absl::StrSplit(*info, '\n')) {
-        if (!absl::ConsumePrefix(&line, "lock:")) continue;
-        std::vector<absl::string_view> f =
-            absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-        // ordinal, type, advisory, access, pid, dev:ino, start, end
-        if (f.size() < 6 || f[1] != "FLOCK" || f[5] != want) continue;
-        DescriptionHolder h;
-        h.pid = pid;
-        if (!absl::SimpleAtoi(f[4], &h.kernel_pid)) continue;
-        h.mode = f[3] == "WRITE" ? Mode::kExclusive : Mode::kShared;
-        const bool seen = std::any_of(
-            out.holders.begin(), out.holders.end(), [&](const DescriptionHolder& o) {
-              return o.pid == h.pid && o.kernel_pid == h.kernel_pid && o.mode == h.mode;
-            });
-        if (seen) continue;
-        if (std::optional<std::string> stat = read_small_at(pid_dir.get(), "stat", 4096)) {
-          h.start_time = parse_start_time(*stat).value_or(0);
-        }
-        out.holders.push_back(h);
-      }
-      return true;
-    });
+    const bool listed =
+        for_each_descriptor(pid_dir.get(), &fd_dir, [&](const char* name) {
+          if (!descriptor_is(fd_dir, name, id)) return true;
+          // fdinfo lists the locks of this open file description only:
+          // "lock:\t1: FLOCK  ADVISORY  WRITE 7380 fe:00:10953061 0 EOF".
+          std::optional<std::string> info = read_small_at(
+              pid_dir.get(), absl::StrCat("fdinfo/", name).c_str(), 16384);
+          if (!info.has_value()) return true;
+          for (absl::string_view line : absl::StrSplit(*info, '\n')) {
+            if (!absl::ConsumePrefix(&line, "lock:")) continue;
+            std::vector<absl::string_view> f =
+                absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+            // ordinal, type, advisory, access, pid, dev:ino, start, end
+            if (f.size() < 6 || f[1] != "FLOCK" || f[5] != want) continue;
+            DescriptionHolder h;
+            h.pid = pid;
+            if (!absl::SimpleAtoi(f[4], &h.kernel_pid)) continue;
+            h.mode = f[3] == "WRITE" ? Mode::kExclusive : Mode::kShared;
+            const bool seen = std::any_of(
+                out.holders.begin(), out.holders.end(),
+                [&](const DescriptionHolder& o) {
+                  return o.pid == h.pid && o.kernel_pid == h.kernel_pid &&
+                         o.mode == h.mode;
+                });
+            if (seen) continue;
+            if (std::optional<std::string> stat =
+                    read_small_at(pid_dir.get(), "stat", 4096)) {
+              h.start_time = parse_start_time(*stat).value_or(0);
+            }
+            out.holders.push_back(h);
+          }
+          return true;
+        });
     if (!listed && errno == EACCES) ++out.unreadable;
   }
   ::closedir(proc);
@@ -431,15 +444,16 @@ std::optional<SelfIdentity> self_identity() {
   return self;
 }
 
-absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_file,
-                                           std::string_view name,
-                                           std::string_view bytes) {
+absl::StatusOr<MappedRecord> create_record(
+    const std::filesystem::path& lock_file, std::string_view name,
+    std::string_view bytes) {
   const std::filesystem::path dir_path = records_dir(lock_file);
   const std::string dir_name = dir_path.filename().native();
   const std::string file_name(name);
   Fd parent(openat_retry(AT_FDCWD, lock_file.parent_path().c_str(),
                          O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (parent.get() < 0) return errno_status(errno, "open directory", lock_file.parent_path());
+  if (parent.get() < 0)
+    return errno_status(errno, "open directory", lock_file.parent_path());
   struct stat parent_st;
   if (::fstat(parent.get(), &parent_st) != 0) {
     return errno_status(errno, "stat", lock_file.parent_path());
@@ -453,7 +467,8 @@ absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_fil
   for (int attempt = 0; attempt < 3 && fd.get() < 0; ++attempt) {
     bool created = true;
     if (::mkdirat(parent.get(), dir_name.c_str(), dir_mode) != 0) {
-      if (errno != EEXIST) return errno_status(errno, "create directory", dir_path);
+      if (errno != EEXIST)
+        return errno_status(errno, "create directory", dir_path);
       created = false;
     }
     dir.reset(openat_retry(parent.get(), dir_name.c_str(),
@@ -468,8 +483,10 @@ absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_fil
       return errno_status(errno, "open directory", dir_path);
     }
     struct stat dir_st;
-    if (::fstat(dir.get(), &dir_st) != 0) return errno_status(errno, "stat", dir_path);
-    if (created && dir_st.st_uid == me && (dir_st.st_mode & 07777) != dir_mode) {
+    if (::fstat(dir.get(), &dir_st) != 0)
+      return errno_status(errno, "stat", dir_path);
+    if (created && dir_st.st_uid == me &&
+        (dir_st.st_mode & 07777) != dir_mode) {
       // The umask narrowed it: in a shared directory every user that can
       // lock must be able to add its record.
       (void)::fchmod(dir.get(), dir_mode);
@@ -479,7 +496,8 @@ absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_fil
       // remove each other's records. Make it sticky.
       (void)::fchmod(dir.get(), (dir_st.st_mode & 07777) | S_ISVTX);
     }
-    if (absl::Status trusted = check_records_dir(dir_st, me, dir_path); !trusted.ok()) {
+    if (absl::Status trusted = check_records_dir(dir_st, me, dir_path);
+        !trusted.ok()) {
       return trusted;
     }
     fd.reset(openat_retry(dir.get(), file_name.c_str(),
@@ -496,7 +514,8 @@ absl::StatusOr<MappedRecord> create_record(const std::filesystem::path& lock_fil
   // Readers believe a record only if its owner is the process's uid and no
   // one else can write it. O_CREAT's mode (0644) already bounds what a
   // default ACL of the directory grants (the ACL mask); check, not assume.
-  if (::fstat(fd.get(), &st) != 0 || st.st_uid != me || (st.st_mode & 022) != 0) {
+  if (::fstat(fd.get(), &st) != 0 || st.st_uid != me ||
+      (st.st_mode & 022) != 0) {
     (void)::unlinkat(dir.get(), file_name.c_str(), 0);
     return absl::PermissionDeniedError(absl::StrCat(
         "create holder record '", path_text(path),
@@ -541,8 +560,8 @@ void unmap_record(const MappedRecord& record) noexcept {
   if (record.base != nullptr) ::munmap(record.base, record.size);
 }
 
-void remove_record(const std::filesystem::path& lock_file, std::string_view name,
-                   const MappedRecord& record) noexcept {
+void remove_record(const std::filesystem::path& lock_file,
+                   std::string_view name, const MappedRecord& record) noexcept {
   unmap_record(record);
   const std::filesystem::path dir_path = records_dir(lock_file);
   // O_NOFOLLOW: a records directory swapped for a symlink is not entered.
@@ -576,8 +595,9 @@ std::optional<RecordFile> read_record(const std::filesystem::path& lock_file,
       !S_ISREG(st.st_mode)) {
     return std::nullopt;
   }
-  Fd fd(openat_retry(dir.get(), file_name.c_str(),
-                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+  Fd fd(
+      openat_retry(dir.get(), file_name.c_str(),
+                   O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
   if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
       st.st_size != static_cast<off_t>(size)) {
     return std::nullopt;
@@ -613,7 +633,8 @@ std::optional<RecordFile> read_record(const std::filesystem::path& lock_file,
 absl::StatusOr<ProbedLockFile> probe_lock_file(const std::filesystem::path& dir,
                                                std::string_view name) {
   if (absl::Status st = validate_lock_file_name(dir, name); !st.ok()) return st;
-  Fd dirfd(openat_retry(AT_FDCWD, dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  Fd dirfd(
+      openat_retry(AT_FDCWD, dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (dirfd.get() < 0) {
     if (errno == ENOTDIR) {
       return absl::InvalidArgumentError(

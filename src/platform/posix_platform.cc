@@ -12,9 +12,9 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "base/string_util.h"
 #include "platform/platform.h"
 #include "platform/posix_sys.h"
-#include "base/string_util.h"
 
 namespace tierlock::internal::platform {
 namespace {
@@ -141,7 +141,8 @@ absl::StatusOr<OpenedLockFile> open_lock_file(const std::filesystem::path& dir,
   if (posix_sys().fstatat(dirfd.get(), name_str.c_str(), &st,
                           AT_SYMLINK_NOFOLLOW) == 0) {
     if (!S_ISREG(st.st_mode)) {
-      return kind_status("open", out.lock_file, describe_non_regular(st.st_mode));
+      return kind_status("open", out.lock_file,
+                         describe_non_regular(st.st_mode));
     }
   } else if (errno != ENOENT) {
     return errno_status(errno, "stat", out.lock_file);
@@ -208,8 +209,8 @@ absl::StatusOr<OpenedLockFile> open_lock_file(const std::filesystem::path& dir,
   }
   out.directory_id = file_id(dir_st);
   out.unsafe_reason = describe_unsafe(
-      out.directory, Ownership{dir_st.st_uid, dir_st.st_mode},
-      out.lock_file, Ownership{st.st_uid, st.st_mode}, ::geteuid());
+      out.directory, Ownership{dir_st.st_uid, dir_st.st_mode}, out.lock_file,
+      Ownership{st.st_uid, st.st_mode}, ::geteuid());
   out.handle = file.release();
   return out;
 }
@@ -234,7 +235,8 @@ absl::StatusOr<PathCheck> check_path(NativeHandle handle,
   struct stat st;
   if (posix_sys().fstatat(AT_FDCWD, lock_file.c_str(), &st,
                           AT_SYMLINK_NOFOLLOW) == 0) {
-    if (file_id(st) == id) [[likely]] return PathCheck::kNamesIt;
+    if (file_id(st) == id) [[likely]]
+      return PathCheck::kNamesIt;
   } else if (errno != ENOENT && errno != ENOTDIR) {
     return errno_status(errno, "stat", lock_file);
   }
@@ -271,7 +273,8 @@ absl::StatusOr<NativeHandle> reopen(NativeHandle handle,
   }
   if (fd < 0 && errno == ENOENT) {
     // No /proc: fall back to the path, and insist it is still our inode.
-    fd = openat_retry(AT_FDCWD, lock_file.c_str(), O_RDWR | O_NOFOLLOW | kBase, 0);
+    fd = openat_retry(AT_FDCWD, lock_file.c_str(), O_RDWR | O_NOFOLLOW | kBase,
+                      0);
     if (fd < 0 && (errno == EACCES || errno == EROFS)) {
       fd = openat_retry(AT_FDCWD, lock_file.c_str(),
                         O_RDONLY | O_NOFOLLOW | kBase, 0);
@@ -308,9 +311,7 @@ int flock_retry(int fd, int op) {
   } while (rc != 0 && errno == EINTR);
   return rc;
 }
-int flock_op(Mode mode) {
-  return mode == Mode::kExclusive ? LOCK_EX : LOCK_SH;
-}
+int flock_op(Mode mode) { return mode == Mode::kExclusive ? LOCK_EX : LOCK_SH; }
 }  // namespace
 
 absl::Status lock(NativeHandle handle, Mode mode,

@@ -1,4 +1,5 @@
-// POSIX: interruptible kernel waits, the interrupt signal, and who holds a lock.
+// POSIX: interruptible kernel waits, the interrupt signal, and who holds a
+// lock.
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -160,8 +161,9 @@ void arm(timer_t id, int flags, struct timespec first) {
 // than an untimed one on one CPU. Registering here costs a mutex and, only
 // when the new deadline is before the thread's next look, a
 // condition-variable notify, all before the wait blocks; unregistering after
-// the grant costs a mutex and no syscall. The thread starts with the first timed wait and ends after 50 ms
-// without one; a fork()ed child, which has no such thread, makes its own.
+// the grant costs a mutex and no syscall. The thread starts with the first
+// timed wait and ends after 50 ms without one; a fork()ed child, which has no
+// such thread, makes its own.
 class Deadlines {
  public:
   using Clock = InterruptibleWait::Clock;
@@ -286,8 +288,8 @@ InterruptibleWait::InterruptibleWait(std::optional<Clock::time_point> deadline)
     if (deadline_id_ == 0) {
       // No deadline thread: this thread's timer fires at the deadline.
       // steady_clock is CLOCK_MONOTONIC on Linux/glibc.
-      struct timespec at = to_timespec(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(
+      struct timespec at =
+          to_timespec(std::chrono::duration_cast<std::chrono::nanoseconds>(
               deadline_->time_since_epoch()));
       if (at.tv_sec == 0 && at.tv_nsec == 0) at.tv_nsec = 1;
       arm(*static_cast<timer_t*>(timer_), TIMER_ABSTIME, at);
@@ -386,14 +388,15 @@ std::int64_t coarse_realtime_ns() {
   return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
-absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id) {
+absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(
+    const FileId& id) {
   std::vector<KernelHolder> out;
   // Plain read(2): this runs on the cancel/timeout path, so no iostreams.
   int fd = ::open("/proc/locks", O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     return absl::UnavailableError(absl::StrCat(
-        "open '/proc/locks': ", std::error_code(errno, std::generic_category())
-                                    .message(),
+        "open '/proc/locks': ",
+        std::error_code(errno, std::generic_category()).message(),
         " (the kernel's lock table is needed to see who holds a lock)"));
   }
   std::string text;
@@ -408,9 +411,9 @@ absl::StatusOr<std::vector<KernelHolder>> read_kernel_holders(const FileId& id) 
   // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters have "->"
   // after the ordinal. The device is major:minor in hex, the inode decimal.
   const dev_t dev = static_cast<dev_t>(id.dev);
-  const std::string want = absl::StrCat(
-      absl::Hex(major(dev), absl::kZeroPad2), ":",
-      absl::Hex(minor(dev), absl::kZeroPad2), ":", id.ino);
+  const std::string want =
+      absl::StrCat(absl::Hex(major(dev), absl::kZeroPad2), ":",
+                   absl::Hex(minor(dev), absl::kZeroPad2), ":", id.ino);
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     std::vector<absl::string_view> f =
         absl::StrSplit(line, ' ', absl::SkipEmpty());

@@ -6,9 +6,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "base/string_util.h"
 #include "platform/platform.h"
 #include "platform/win32_util.h"
-#include "base/string_util.h"
 
 namespace tierlock::internal::platform {
 namespace {

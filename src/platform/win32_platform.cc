@@ -14,9 +14,9 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "base/string_util.h"
 #include "platform/platform.h"
 #include "platform/win32_util.h"
-#include "base/string_util.h"
 // clang-format off
 // After <windows.h> (win32_util.h): NtCreateFile, RtlNtStatusToDosError.
 #include <winternl.h>
@@ -339,8 +339,8 @@ absl::StatusOr<PathCheck> check_path(NativeHandle,
   // delete-pending one (legacy semantics) cannot be opened, nor created anew
   // by anyone while we keep it open, and is reported as the error it gives.
   // Directory moves are not told apart here (kReplaced: reopened at the path).
-  absl::StatusOr<FileId> now = stat_lock_file(
-      lock_file.parent_path(), path_text(lock_file.filename()));
+  absl::StatusOr<FileId> now =
+      stat_lock_file(lock_file.parent_path(), path_text(lock_file.filename()));
   if (now.ok()) return *now == id ? PathCheck::kNamesIt : PathCheck::kReplaced;
   if (now.status().code() == absl::StatusCode::kNotFound) {
     return PathCheck::kReplaced;

@@ -52,8 +52,8 @@ struct LockEntry::AsyncWaiter final
   Executor* const executor;
   Done done;
   const Clock::time_point start;
-  bool delivered = false;              // written by the completion task only
-  std::shared_ptr<AsyncWaiter> keep;   // guarded by entry->mu_
+  bool delivered = false;             // written by the completion task only
+  std::shared_ptr<AsyncWaiter> keep;  // guarded by entry->mu_
   std::optional<std::stop_callback<StopWaiter>> on_stop;
   std::optional<std::stop_callback<StopWaiter>> on_pool_stop;
 };
@@ -87,10 +87,9 @@ constexpr int kMaxReplacements = 100;
 
 absl::Status cancelled_before_start(const std::filesystem::path& path,
                                     Mode mode) {
-  return absl::CancelledError(absl::StrCat("acquire '",
-                                           platform::path_text(path), "' (",
-                                           to_absl(mode_name(mode)),
-                                           "): cancelled before it started"));
+  return absl::CancelledError(
+      absl::StrCat("acquire '", platform::path_text(path), "' (",
+                   to_absl(mode_name(mode)), "): cancelled before it started"));
 }
 }  // namespace
 
@@ -192,9 +191,8 @@ absl::StatusOr<std::optional<EntryHold>> LockEntry::acquire(
   return std::optional<EntryHold>(EntryHold(std::move(self), mode, me));
 }
 
-absl::StatusOr<EntryHold> LockEntry::acquire_wait(std::shared_ptr<LockEntry> self,
-                                              Mode mode,
-                                              const WaitPolicy& policy) {
+absl::StatusOr<EntryHold> LockEntry::acquire_wait(
+    std::shared_ptr<LockEntry> self, Mode mode, const WaitPolicy& policy) {
   const ThreadKey me = current_thread_key();
   if (policy.stop.stop_requested()) {
     return cancelled_before_start(self->file_.path(), mode);  // no syscall
@@ -231,12 +229,13 @@ absl::StatusOr<bool> LockEntry::lockable_acquire(
 absl::Status LockEntry::lockable_release(Mode mode) {
   std::shared_ptr<LockEntry> keep;  // dropped after mu_ is released
   UniqueLock lk(mu_);
-  const bool held = mode == Mode::kExclusive ? exclusive_held_
-                                             : !shared_owners_.empty();
+  const bool held =
+      mode == Mode::kExclusive ? exclusive_held_ : !shared_owners_.empty();
   if (lockable_holds_ == 0 || !held) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "unlock '", platform::path_text(file_.path()), "': not held ",
-        to_absl(mode_name(mode)), " through lock()/lock_shared() in this process"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("unlock '", platform::path_text(file_.path()),
+                     "': not held ", to_absl(mode_name(mode)),
+                     " through lock()/lock_shared() in this process"));
   }
   if (--lockable_holds_ == 0) keep = std::move(self_);
   return release_hold_locked(mode, current_thread_key(),
@@ -309,7 +308,8 @@ absl::Status LockEntry::verify_grant_locked() {
     return absl::NotFoundError(absl::StrCat(
         "acquire '", platform::path_text(file_.path()),
         "': the lock file was deleted after its directory was moved away "
-        "from '", platform::path_text(file_.paths().directory),
+        "from '",
+        platform::path_text(file_.paths().directory),
         "'; there is no file left to lock"));
   }
   absl::Status why = replaced_status();
@@ -414,14 +414,15 @@ void LockEntry::wake_locked(Waiter* w) {
   a->pool->post([k = std::move(a->keep)] { complete_async(k); });
 }
 
-absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w, const WaitPolicy& policy) {
+absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w,
+                                            const WaitPolicy& policy) {
   using Result = platform::InterruptibleWait::Result;
   absl::StatusOr<Result> r = Result::kInterrupted;
   const bool interruptible = policy.deadline.has_value() ||
                              policy.stop.stop_possible() || w.async != nullptr;
   // mu_ is dropped and re-taken directly (the caller's UniqueLock still
-  // owns it on return). Blocks in the kernel without mu_, so releases, tries and new waiters
-  // proceed meanwhile; they queue behind the leader.
+  // owns it on return). Blocks in the kernel without mu_, so releases, tries
+  // and new waiters proceed meanwhile; they queue behind the leader.
   if (!interruptible) {
     mu_.unlock();
     absl::Status st = file_.lock(w.mode);
@@ -429,7 +430,8 @@ absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w, const WaitPolicy& policy)
     r = st.ok() ? absl::StatusOr<Result>(Result::kLocked) : st;
   } else {
     mu_.unlock();
-    platform::InterruptibleWait kernel_wait(policy.deadline);  // no mu_: syscalls
+    platform::InterruptibleWait kernel_wait(
+        policy.deadline);  // no mu_: syscalls
     mu_.lock();
     if (!w.stopped) {
       w.in_kernel = true;
@@ -473,12 +475,11 @@ absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w, const WaitPolicy& policy)
 }
 
 absl::Status LockEntry::reentry_error(Mode mode) const {
-  return absl::FailedPreconditionError(absl::StrCat(
-      "acquire '", platform::path_text(file_.path()), "' (",
-      to_absl(mode_name(mode)),
-      "): this thread already holds it ",
-      exclusive_held_ ? "exclusively" : "shared",
-      "; waiting for itself would deadlock"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("acquire '", platform::path_text(file_.path()), "' (",
+                   to_absl(mode_name(mode)), "): this thread already holds it ",
+                   exclusive_held_ ? "exclusively" : "shared",
+                   "; waiting for itself would deadlock"));
 }
 
 absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,
@@ -486,10 +487,12 @@ absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,
                                              ThreadKey self) {
   {
     UniqueLock lk(mu_);
-    if (replaced_) [[unlikely]] return replaced_status();
+    if (replaced_) [[unlikely]]
+      return replaced_status();
     if (holds_locked(self)) return reentry_error(mode);
     if (head_ == nullptr || may_barge_locked(mode)) {
-      absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self, policy.tier);
+      absl::StatusOr<bool> got =
+          acquire_uncontended_locked(mode, self, policy.tier);
       if (!got.ok() || *got) return got;
     }
     if (!policy.wait) return false;
@@ -509,7 +512,8 @@ absl::StatusOr<bool> LockEntry::acquire_slow(Mode mode,
   if (replaced_) return replaced_status();
   // The state may have changed since acquire_hold looked: look again.
   if (head_ == nullptr || may_barge_locked(mode)) {
-    absl::StatusOr<bool> got = acquire_uncontended_locked(mode, self, policy.tier);
+    absl::StatusOr<bool> got =
+        acquire_uncontended_locked(mode, self, policy.tier);
     if (!got.ok() || *got) return got;
   }
   w.since = Clock::now();
@@ -560,9 +564,9 @@ void LockEntry::acquire_async(std::shared_ptr<LockEntry> self, Mode mode,
                               std::shared_ptr<PoolState> pool,
                               Executor* executor, Done done) {
   LockEntry& e = *self;
-  auto w = std::make_shared<AsyncWaiter>(std::move(self), mode,
-                                         std::move(policy), std::move(pool),
-                                         executor, std::move(done));
+  auto w =
+      std::make_shared<AsyncWaiter>(std::move(self), mode, std::move(policy),
+                                    std::move(pool), executor, std::move(done));
   const WaitPolicy& p = w->policy;
   if (p.stop.stop_requested()) {
     w->error = cancelled_before_start(e.file_.path(), mode);  // no syscall
@@ -602,8 +606,9 @@ void LockEntry::acquire_async(std::shared_ptr<LockEntry> self, Mode mode,
   // Outside mu_: a callback for an already-requested stop runs inline.
   w->on_stop.emplace(p.stop,
                      StopWaiter{&e, w.get(), absl::StatusCode::kCancelled});
-  w->on_pool_stop.emplace(w->pool->stop.get_token(),
-                          StopWaiter{&e, w.get(), absl::StatusCode::kCancelled});
+  w->on_pool_stop.emplace(
+      w->pool->stop.get_token(),
+      StopWaiter{&e, w.get(), absl::StatusCode::kCancelled});
   if (p.deadline) {
     w->pool->call_at(*p.deadline, [weak = std::weak_ptr<AsyncWaiter>(w)] {
       if (std::shared_ptr<AsyncWaiter> a = weak.lock()) {
@@ -681,7 +686,8 @@ void LockEntry::complete_async(const std::shared_ptr<AsyncWaiter>& w) {
 void LockEntry::dispatch_locked() {
   while (head_ != nullptr) {
     Waiter* w = head_;
-    if (w->leader) return;  // about to block in the kernel; dispatches when done
+    if (w->leader)
+      return;  // about to block in the kernel; dispatches when done
     const bool exclusive = w->mode == Mode::kExclusive;
     if (exclusive ? !free_locked() : exclusive_held_) return;
     const Kernel want = exclusive ? Kernel::kExclusive : Kernel::kShared;
@@ -722,9 +728,9 @@ absl::Status LockEntry::release_hold_locked(Mode mode, ThreadKey owner,
                                             bool any_owner) {
   if (mode == Mode::kExclusive) {
     if (!exclusive_held_) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "release '", platform::path_text(file_.path()),
-          "': not held exclusively"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("release '", platform::path_text(file_.path()),
+                       "': not held exclusively"));
     }
     exclusive_held_ = false;
     exclusive_owner_ = ThreadKey();
@@ -734,9 +740,9 @@ absl::Status LockEntry::release_hold_locked(Mode mode, ThreadKey owner,
       it = shared_owners_.rbegin();
     }
     if (it == shared_owners_.rend()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "release '", platform::path_text(file_.path()),
-          "': not held shared"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("release '", platform::path_text(file_.path()),
+                       "': not held shared"));
     }
     shared_owners_.erase(std::next(it).base());
   }
@@ -755,12 +761,12 @@ absl::Status LockEntry::wait_failed(const WaitPolicy& policy,
     return policy.wait_failed(*this, code, mode, waited);
   }
   return absl::Status(
-      code, absl::StrCat("acquire '", platform::path_text(file_.path()), "' (",
-                         to_absl(mode_name(mode)), "): ",
-                         code == absl::StatusCode::kCancelled ? "cancelled"
-                                                              : "timed out",
-                         " after ",
-                         absl::FormatDuration(absl::FromChrono(waited))));
+      code,
+      absl::StrCat(
+          "acquire '", platform::path_text(file_.path()), "' (",
+          to_absl(mode_name(mode)), "): ",
+          code == absl::StatusCode::kCancelled ? "cancelled" : "timed out",
+          " after ", absl::FormatDuration(absl::FromChrono(waited))));
 }
 
 std::size_t LockEntry::waiting() const {

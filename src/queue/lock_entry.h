@@ -51,7 +51,7 @@ struct WaitPolicy {
   using WaitFailed = absl::Status (*)(const LockEntry& entry,
                                       absl::StatusCode code, Mode mode,
                                       Clock::duration waited);
-  bool wait = true;                        // false: a try, never blocks
+  bool wait = true;                           // false: a try, never blocks
   std::optional<Clock::time_point> deadline;  // nullopt: no limit
   std::stop_token stop;
   // The acquiring handle's tier, for the holder record.
@@ -91,7 +91,8 @@ class LockEntry {
   using Done = absl::AnyInvocable<void(absl::StatusOr<EntryHold>) &&>;
 
   LockEntry(LockFile file, std::uint64_t generation) noexcept;
-  ~LockEntry();  // unregisters from the registry (O(1)) unless inherited over fork()
+  ~LockEntry();  // unregisters from the registry (O(1)) unless inherited over
+                 // fork()
 
   LockEntry(const LockEntry&) = delete;
   LockEntry& operator=(const LockEntry&) = delete;
@@ -106,15 +107,14 @@ class LockEntry {
   // single try (policy.wait false with a deadline) that finds it held is
   // kDeadlineExceeded (built by policy.wait_failed).
   static absl::StatusOr<EntryHold> acquire_wait(std::shared_ptr<LockEntry> self,
-                                            Mode mode,
-                                            const WaitPolicy& policy);
+                                                Mode mode,
+                                                const WaitPolicy& policy);
 
   // Queues an acquire that occupies no thread while it waits in-process; the
   // pool waits in the kernel for it if needed and runs `done` (on
   // `executor` if given). Never blocks.
   static void acquire_async(std::shared_ptr<LockEntry> self, Mode mode,
-                            WaitPolicy policy,
-                            std::shared_ptr<PoolState> pool,
+                            WaitPolicy policy, std::shared_ptr<PoolState> pool,
                             Executor* executor, Done done);
 
   // Releases one hold of `mode` taken by `owner` (the acquiring thread).
@@ -136,7 +136,9 @@ class LockEntry {
 
   // True once a grant found the lock file deleted or replaced (see the class
   // comment); acquires then go to successor_of(). Lock-free.
-  bool replaced() const { return replaced_flag_.load(std::memory_order_acquire); }
+  bool replaced() const {
+    return replaced_flag_.load(std::memory_order_acquire);
+  }
   // Returns the entry to lock instead of `e`: `e` itself unless replaced,
   // else the entry of the file its path names now (opening or creating it,
   // never following a symlink), following further replacements. Blocks only
@@ -153,9 +155,9 @@ class LockEntry {
   std::atomic<std::uint32_t>& tag() const { return tag_; }
 
   // Diagnostics and tests.
-  std::size_t waiting() const;   // waiters queued in-process
-  bool kernel_held() const;      // this process holds the kernel lock
-  std::size_t holders() const;   // in-process holds (either mode)
+  std::size_t waiting() const;  // waiters queued in-process
+  bool kernel_held() const;     // this process holds the kernel lock
+  std::size_t holders() const;  // in-process holds (either mode)
 
  private:
   enum class Kernel { kNone, kShared, kExclusive };
@@ -165,23 +167,24 @@ class LockEntry {
   struct Waiter {
     Waiter(Mode m, ThreadKey t) : mode(m), thread(t) {}
     const Mode mode;
-    const ThreadKey thread;  // zero for async waiters: no owner thread
-    std::optional<Tier> tier;      // for the holder record
+    const ThreadKey thread;    // zero for async waiters: no owner thread
+    std::optional<Tier> tier;  // for the holder record
     Waiter* next = nullptr;
     Waiter* prev = nullptr;
     bool queued = false;
     bool granted = false;
     bool leader = false;     // must take the kernel lock itself, blocking
     bool in_kernel = false;  // leader inside kernel_wait->lock()
-    bool woken = false;      // sync exclusive head: the lock is free, come and take it
-    Clock::time_point since; // when it was queued (sync waiters)
-    bool stopped = false;    // cancelled or timed out; see stop_code
+    bool woken =
+        false;  // sync exclusive head: the lock is free, come and take it
+    Clock::time_point since;  // when it was queued (sync waiters)
+    bool stopped = false;     // cancelled or timed out; see stop_code
     absl::StatusCode stop_code = absl::StatusCode::kOk;
-    absl::Status error;      // set (instead of granted) when the kernel refused
+    absl::Status error;  // set (instead of granted) when the kernel refused
     platform::InterruptibleWait* kernel_wait = nullptr;
     AsyncWaiter* async = nullptr;
     bool completion_posted = false;  // async: its completion is exactly once
-    std::condition_variable cv;  // sync waiters only
+    std::condition_variable cv;      // sync waiters only
   };
   // Stop-callback body: cancels (kCancelled) or expires a waiter.
   struct StopWaiter {
@@ -218,8 +221,7 @@ class LockEntry {
                            Mode mode, Clock::duration waited) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  bool holds_locked(ThreadKey thread) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool holds_locked(ThreadKey thread) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool free_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !exclusive_held_ && shared_owners_.empty();
   }
@@ -249,8 +251,7 @@ class LockEntry {
                                            ThreadKey thread);
   static absl::StatusOr<std::shared_ptr<LockEntry>> successor_of(
       const std::shared_ptr<LockEntry>& e);
-  absl::Status release_hold_locked(Mode mode, ThreadKey owner,
-                                   bool any_owner)
+  absl::Status release_hold_locked(Mode mode, ThreadKey owner, bool any_owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Grants what can be granted from the head of the queue, or elects the
   // head as leader to block in the kernel.
@@ -273,7 +274,8 @@ class LockEntry {
   Waiter* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::size_t waiting_ ABSL_GUARDED_BY(mu_) = 0;
   std::size_t lockable_holds_ ABSL_GUARDED_BY(mu_) = 0;
-  std::shared_ptr<LockEntry> self_ ABSL_GUARDED_BY(mu_);  // while lockable_holds_ > 0
+  std::shared_ptr<LockEntry> self_
+      ABSL_GUARDED_BY(mu_);  // while lockable_holds_ > 0
   // Names this process as a holder while it holds the kernel lock: updated
   // with every kernel acquire and release (plain stores, no syscall).
   HolderRecordFile record_ ABSL_GUARDED_BY(mu_);

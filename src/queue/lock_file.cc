@@ -1,7 +1,7 @@
 // LockFile: the one descriptor this process keeps per lock-file identity.
-#include <utility>
-
 #include "queue/lock_file.h"
+
+#include <utility>
 
 namespace tierlock::internal {
 

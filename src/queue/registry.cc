@@ -1,9 +1,10 @@
 // The process-wide registry: lock-file identity -> entry, by weak reference.
+#include "tierlock/registry.h"
+
 #include <atomic>
 
 #include "base/fork_generation.h"
 #include "queue/registry_impl.h"
-#include "tierlock/registry.h"
 
 namespace tierlock {
 namespace internal {
@@ -79,6 +80,8 @@ Registry& Registry::global() {
   return *registry;
 }
 
-std::size_t Registry::size() const { return internal::RegistryImpl::get().size(); }
+std::size_t Registry::size() const {
+  return internal::RegistryImpl::get().size();
+}
 
 }  // namespace tierlock

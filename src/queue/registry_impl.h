@@ -11,8 +11,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "queue/lock_entry.h"
 #include "platform/platform.h"
+#include "queue/lock_entry.h"
 
 namespace tierlock::internal {
 

@@ -1,4 +1,5 @@
-// WorkerPool: FIFO task queue, persistent or per-task threads, one timer thread.
+// WorkerPool: FIFO task queue, persistent or per-task threads, one timer
+// thread.
 #include "queue/worker_pool.h"
 
 #include <atomic>
@@ -12,7 +13,8 @@ namespace internal {
 
 void PoolState::start() {
   std::lock_guard<std::mutex> lk(mu);
-  for (std::size_t i = 0; i < size; ++i) workers.emplace_back([this] { work(); });
+  for (std::size_t i = 0; i < size; ++i)
+    workers.emplace_back([this] { work(); });
 }
 
 void PoolState::post(Task task) {
@@ -134,8 +136,8 @@ WorkerPool& WorkerPool::global() {
   };
   static std::atomic<Global*> global{nullptr};
   Global* current = global.load(std::memory_order_acquire);
-  if (current != nullptr &&
-      current->generation == internal::fork_generation()) [[likely]] {
+  if (current != nullptr && current->generation == internal::fork_generation())
+      [[likely]] {
     return *current->pool;
   }
   auto* fresh = new Global{new WorkerPool(2), internal::fork_generation()};

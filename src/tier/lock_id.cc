@@ -10,8 +10,8 @@ std::filesystem::path LockId::display() const {
     case Kind::kFile:
       return lock_file();
     case Kind::kLease:
-      return std::filesystem::path(absl::StrCat(
-          "lease:", lease_name().backend, "/", lease_name().key));
+      return std::filesystem::path(
+          absl::StrCat("lease:", lease_name().backend, "/", lease_name().key));
     case Kind::kNone:
       break;
   }

@@ -76,8 +76,9 @@ class OrderGraph {
   // is the same node only if `same_file(first_path)` says the path it was
   // first seen at still names it (a hard link); otherwise it gets a new node.
   // `same_file` is called without the graph's lock (it may make syscalls).
-  Node node_of(const platform::FileId& id, const std::string& path,
-               absl::FunctionRef<bool(const std::string& first_path)> same_file);
+  Node node_of(
+      const platform::FileId& id, const std::string& path,
+      absl::FunctionRef<bool(const std::string& first_path)> same_file);
 
   // True if the edge from -> to is in the graph.
   bool has_edge(Node from, Node to) const;

@@ -45,7 +45,8 @@ std::optional<TierCheckMode> parse_checks(std::string_view v) {
 // TIERLOCK_CHECKS=abort|fail|report|off, read once, when the library is
 // loaded (before main, normally before any thread changes the environment).
 [[maybe_unused]] const bool g_env_read = [] {
-  const char* v = std::getenv("TIERLOCK_CHECKS");  // NOLINT(concurrency-mt-unsafe)
+  const char* v =
+      std::getenv("TIERLOCK_CHECKS");  // NOLINT(concurrency-mt-unsafe)
   if (v == nullptr || *v == '\0') return false;
   if (std::optional<TierCheckMode> mode = parse_checks(v)) {
     g_tier_check_mode.store(*mode, std::memory_order_relaxed);
@@ -90,7 +91,8 @@ thread_local absl::flat_hash_set<std::uint64_t> t_edges;
 
 bool edge_known(std::uint64_t key) {
   std::uint64_t& slot = t_edge_cache[edge_slot(key)];
-  if (slot == key) [[likely]] return true;
+  if (slot == key) [[likely]]
+    return true;
   if (!t_edges.contains(key)) return false;
   slot = key;
   return true;
@@ -133,7 +135,8 @@ std::vector<HeldView> outer_holds(const ContextState& ctx) {
 std::vector<HeldLock> snapshot(const std::vector<HeldView>& all) {
   std::vector<HeldLock> held;
   for (const InheritedHold& h : inherited_holds()) held.push_back(held_lock(h));
-  for (const HeldView& h : all) held.push_back(held_lock(h.record.site, h.task));
+  for (const HeldView& h : all)
+    held.push_back(held_lock(h.record.site, h.task));
   return held;
 }
 
@@ -142,10 +145,9 @@ std::vector<HeldLock> snapshot(const std::vector<HeldView>& all) {
 // context's first chained hold); every held lock is a target: reaching any of
 // them from the new lock closes a cycle. In kReport an accepted violation
 // adds no edge, so the graph stays acyclic.
-std::optional<TierViolation> check_nesting(const AcquireSite& site,
-                                           const std::string& task,
-                                           const std::vector<HeldView>& all,
-                                           const std::vector<std::size_t>& from) {
+std::optional<TierViolation> check_nesting(
+    const AcquireSite& site, const std::string& task,
+    const std::vector<HeldView>& all, const std::vector<std::size_t>& from) {
   const OrderGraph::Node node = site.lock.node();
   absl::flat_hash_set<OrderGraph::Node> targets;
   for (const HeldView& h : all) {
@@ -243,7 +245,8 @@ ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<std::uint64_t> check_slow(
   // is granted when the task releases its own hold, so it is no re-entry.
   for (const HeldView& h : all) {
     if (!record) break;
-    if (site.lock.kind() != LockId::Kind::kNone && h.record.site.lock == site.lock) {
+    if (site.lock.kind() != LockId::Kind::kNone &&
+        h.record.site.lock == site.lock) {
       return reentry_error(site, h.record.site, h.task);
     }
   }
@@ -348,9 +351,9 @@ std::uint64_t check_and_record_slow(ContextState& ctx, const AcquireSite& site,
                                     absl::Status* error) {
   // The fast path has just said no: straight to the slow way.
   const TierCheckMode mode = g_tier_check_mode.load(std::memory_order_relaxed);
-  absl::StatusOr<std::uint64_t> id =
-      mode == TierCheckMode::kIgnore ? record_hold(ctx, site)
-                                     : check_slow(ctx, site, true, mode);
+  absl::StatusOr<std::uint64_t> id = mode == TierCheckMode::kIgnore
+                                         ? record_hold(ctx, site)
+                                         : check_slow(ctx, site, true, mode);
   if (!id.ok()) {
     *error = std::move(id).status();
     return 0;

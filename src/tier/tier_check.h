@@ -127,8 +127,7 @@ inline std::uint64_t check_and_record_fast(ContextState& ctx,
   }
   if (t_scope_depth != 0 && outer_holds_present(ctx)) return 0;
   ctx.mu.lock();
-  if (!fast_check_locked(ctx, site) ||
-      ctx.held.size() == ctx.held.capacity()) {
+  if (!fast_check_locked(ctx, site) || ctx.held.size() == ctx.held.capacity()) {
     ctx.mu.unlock();
     return 0;
   }

@@ -37,16 +37,16 @@ std::string thread_task_name() {
 }
 
 std::shared_ptr<ContextState> make_context(std::string name) {
-  return std::shared_ptr<ContextState>(
-      new ContextState(std::move(name)), [](ContextState* ctx) {
-        bool last;
-        {
-          SpinLockHolder lock(ctx->mu);
-          last = ctx->held.empty();
-          ctx->orphaned = !last;
-        }
-        if (last) delete ctx;
-      });
+  return std::shared_ptr<ContextState>(new ContextState(std::move(name)),
+                                       [](ContextState* ctx) {
+                                         bool last;
+                                         {
+                                           SpinLockHolder lock(ctx->mu);
+                                           last = ctx->held.empty();
+                                           ctx->orphaned = !last;
+                                         }
+                                         if (last) delete ctx;
+                                       });
 }
 
 std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site,

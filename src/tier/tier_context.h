@@ -36,7 +36,8 @@ namespace tierlock::internal {
 class ABSL_LOCKABLE SpinLock {
  public:
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
-    if (!locked_.exchange(true, std::memory_order_acquire)) [[likely]] return;
+    if (!locked_.exchange(true, std::memory_order_acquire)) [[likely]]
+      return;
     lock_slow();
   }
   void unlock() ABSL_UNLOCK_FUNCTION() {
@@ -128,7 +129,8 @@ struct ContextState {
   SpinLock mu;
   std::vector<HeldRecord> held ABSL_GUARDED_BY(mu);
   std::uint64_t next_hold_id ABSL_GUARDED_BY(mu) = 1;
-  std::string name ABSL_GUARDED_BY(mu);  // empty: named by the first recording thread
+  std::string name
+      ABSL_GUARDED_BY(mu);  // empty: named by the first recording thread
   bool orphaned ABSL_GUARDED_BY(mu) = false;  // no handle left
 };
 
@@ -147,8 +149,8 @@ std::uint64_t record_hold(ContextState& ctx, const AcquireSite& site,
 void forget_hold_slow(ContextState& ctx, std::uint64_t hold_id) noexcept;
 inline void forget_hold(ContextState& ctx, std::uint64_t hold_id) noexcept {
   ctx.mu.lock();
-  if (!ctx.held.empty() && ctx.held.back().hold_id == hold_id &&
-      !ctx.orphaned) [[likely]] {
+  if (!ctx.held.empty() && ctx.held.back().hold_id == hold_id && !ctx.orphaned)
+      [[likely]] {
     ctx.held.pop_back();
     ctx.mu.unlock();
     return;
@@ -177,7 +179,8 @@ void pop_scope(const std::shared_ptr<ContextState>* previous) noexcept;
 extern thread_local constinit ContextState* t_current_context;
 ContextState& current_context_state_slow();
 inline ContextState& current_context_state() {
-  if (ContextState* c = t_current_context) [[likely]] return *c;
+  if (ContextState* c = t_current_context) [[likely]]
+    return *c;
   return current_context_state_slow();
 }
 

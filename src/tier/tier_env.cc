@@ -83,8 +83,8 @@ void fit(std::string* s, std::size_t limit) {
   std::size_t n = limit - 3;
   // A UTF-8 character has at most 3 continuation bytes; invalid text is cut
   // anywhere (escape_text shows its bytes).
-  for (int i = 0; i < 3 && n > 0 &&
-                  (static_cast<unsigned char>((*s)[n]) & 0xC0) == 0x80;
+  for (int i = 0;
+       i < 3 && n > 0 && (static_cast<unsigned char>((*s)[n]) & 0xC0) == 0x80;
        ++i) {
     --n;
   }
@@ -109,8 +109,8 @@ InheritedHold decode_entry(std::string_view item, std::string_view* why) {
       *why = "expected 5 fields, LEVEL,MODE,PID,NAME,PATH";
       return h;
     }
-    f[n++] = item.substr(pos, comma == std::string_view::npos ? comma
-                                                              : comma - pos);
+    f[n++] =
+        item.substr(pos, comma == std::string_view::npos ? comma : comma - pos);
     if (comma == std::string_view::npos) break;
     pos = comma + 1;
   }
@@ -152,8 +152,8 @@ InheritedHold decode_entry(std::string_view item, std::string_view* why) {
 
 // A "+N" item: the writer left N holds out.
 bool omitted_item(std::string_view item, std::size_t* n) {
-  return item.size() > 1 && item.front() == '+' &&
-         item[1] != '-' && item[1] != '+' && parse_int(item.substr(1), n);
+  return item.size() > 1 && item.front() == '+' && item[1] != '-' &&
+         item[1] != '+' && parse_int(item.substr(1), n);
 }
 
 struct InheritedState {
@@ -229,15 +229,16 @@ ParsedHeldEnv parse_held_env(std::string_view value) {
   const std::size_t first = value.find(';');
   const std::string_view version = value.substr(0, first);
   if (version != "1") {
-    out.problems.push_back(absl::StrCat(
-        "ignoring ", to_absl(kHeldEnvVar), ": unknown version '",
-        shown(version), "' (expected '1;...'); no tier of the parent is checked"));
+    out.problems.push_back(
+        absl::StrCat("ignoring ", to_absl(kHeldEnvVar), ": unknown version '",
+                     shown(version),
+                     "' (expected '1;...'); no tier of the parent is checked"));
     return out;
   }
   if (first == std::string_view::npos) return out;
   std::size_t past_limits = 0;
   std::size_t index = 0;
-  for (std::size_t pos = first + 1;; ) {
+  for (std::size_t pos = first + 1;;) {
     std::size_t end = value.find(';', pos);
     const bool last = end == std::string_view::npos;
     if (last) end = value.size();
@@ -247,8 +248,8 @@ ParsedHeldEnv parse_held_env(std::string_view value) {
     if (last && omitted_item(item, &omitted)) {
       out.problems.push_back(absl::StrCat(
           "the parent left ", omitted, " of its holds out of ",
-          to_absl(kHeldEnvVar), " (limits: ", kMaxHeldEnvEntries,
-          " entries, ", kMaxHeldEnvBytes, " bytes); they are not checked"));
+          to_absl(kHeldEnvVar), " (limits: ", kMaxHeldEnvEntries, " entries, ",
+          kMaxHeldEnvBytes, " bytes); they are not checked"));
       break;
     }
     // The writer's rule exactly (room kept for a final "+N").
@@ -261,9 +262,9 @@ ParsedHeldEnv parse_held_env(std::string_view value) {
       if (why.empty()) {
         out.holds.push_back(std::move(h));
       } else {
-        out.problems.push_back(absl::StrCat(
-            "ignoring ", to_absl(kHeldEnvVar), " entry ", index, " '",
-            shown(item), "': ", to_absl(why)));
+        out.problems.push_back(absl::StrCat("ignoring ", to_absl(kHeldEnvVar),
+                                            " entry ", index, " '", shown(item),
+                                            "': ", to_absl(why)));
       }
     }
     if (last) break;

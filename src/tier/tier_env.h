@@ -5,8 +5,8 @@
 //   held_entry_problem   - the one definition of what an entry may hold.
 //   fit_held_entry       - what the writer passes for a hold (long text cut).
 //   format_held_env      - the writer.
-//   parse_held_env       - the reader: keeps every good entry, names each bad one.
-//   inherited_holds      - this process's inherited holds, read once.
+//   parse_held_env       - the reader: keeps every good entry, names each bad
+//   one. inherited_holds      - this process's inherited holds, read once.
 //
 // The writer and the reader agree by construction: the writer passes every
 // hold through fit_held_entry and leaves out what held_entry_problem rejects;

@@ -10,9 +10,9 @@ namespace tierlock::internal {
 
 bool tier_checks_on() { return tier_checks_active(); }
 
-absl::StatusOr<TierHold> check_tier_hold(LockId lock,
-                                         const Tier& tier, Mode mode,
-                                         bool try_only, SourceLocation where) {
+absl::StatusOr<TierHold> check_tier_hold(LockId lock, const Tier& tier,
+                                         Mode mode, bool try_only,
+                                         SourceLocation where) {
   AcquireSite site;
   site.lock = lock;
   site.tier = MaybeTier(std::optional<Tier>(tier));

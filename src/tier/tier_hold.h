@@ -37,9 +37,9 @@ struct TierHold {
 // context, then records the hold. A try (`try_only`) is never checked for
 // order. kFailedPrecondition naming both locks for a violation in kFail; does
 // not return in kAbort. Never blocks.
-absl::StatusOr<TierHold> check_tier_hold(LockId lock,
-                                         const Tier& tier, Mode mode,
-                                         bool try_only, SourceLocation where);
+absl::StatusOr<TierHold> check_tier_hold(LockId lock, const Tier& tier,
+                                         Mode mode, bool try_only,
+                                         SourceLocation where);
 
 // Forgets `hold` (a no-op for an empty one) and empties it.
 void forget_tier_hold(TierHold& hold) noexcept;

@@ -63,8 +63,8 @@ namespace {
 // Reports show paths, tier, task and function names through escape_text: a
 // hostile name must not drive the terminal that reads the report.
 std::string describe(const HeldLock& h) {
-  std::string s = absl::StrCat(
-      "'", escape_text(platform::path_text(h.lock_file)), "'");
+  std::string s =
+      absl::StrCat("'", escape_text(platform::path_text(h.lock_file)), "'");
   if (h.tier) {
     absl::StrAppend(&s, " [tier ", h.tier->level);
     if (!h.tier->name.empty()) {
@@ -80,8 +80,8 @@ std::string describe(const HeldLock& h) {
 std::string where(const HeldLock& h) {
   if (h.inherited_from_pid != 0) {
     return absl::StrCat("held by the parent process, pid ",
-                        h.inherited_from_pid, " (from ",
-                        to_absl(kHeldEnvVar), ")");
+                        h.inherited_from_pid, " (from ", to_absl(kHeldEnvVar),
+                        ")");
   }
   std::string fn = h.where.function_name();
   return absl::StrCat(
@@ -92,26 +92,28 @@ std::string where(const HeldLock& h) {
 
 std::string tier_text(const HeldLock& h) {
   if (!h.tier) return "untiered";
-  return h.tier->name.empty()
-             ? absl::StrCat("tier ", h.tier->level)
-             : absl::StrCat("tier ", h.tier->level, " '",
-                            escape_text(h.tier->name), "'");
+  return h.tier->name.empty() ? absl::StrCat("tier ", h.tier->level)
+                              : absl::StrCat("tier ", h.tier->level, " '",
+                                             escape_text(h.tier->name), "'");
 }
 
 std::string summary(const TierViolation& v) {
   switch (v.kind) {
     case TierViolation::Kind::kTierOrder:
-      return absl::StrCat("lock order violation: taking ", describe(v.acquiring),
-                          " while holding ", describe(v.conflicting),
+      return absl::StrCat("lock order violation: taking ",
+                          describe(v.acquiring), " while holding ",
+                          describe(v.conflicting),
                           ": tiers must be taken in strictly increasing order");
     case TierViolation::Kind::kSameTier:
-      return absl::StrCat("lock order violation: taking ", describe(v.acquiring),
-                          " while holding ", describe(v.conflicting),
+      return absl::StrCat("lock order violation: taking ",
+                          describe(v.acquiring), " while holding ",
+                          describe(v.conflicting),
                           " of the same tier: take both with acquire_all");
     case TierViolation::Kind::kLearnedCycle:
-      return absl::StrCat("lock order violation: taking ", describe(v.acquiring),
-                          " while holding ", describe(v.conflicting),
-                          " reverses the order in which they were nested before");
+      return absl::StrCat(
+          "lock order violation: taking ", describe(v.acquiring),
+          " while holding ", describe(v.conflicting),
+          " reverses the order in which they were nested before");
   }
   return "lock order violation";
 }
@@ -152,12 +154,11 @@ absl::Status report_violation(const TierViolation& v, TierCheckMode mode) {
 absl::Status reentry_error(const AcquireSite& site, const AcquireSite& held,
                            const std::string& task) {
   return absl::FailedPreconditionError(absl::StrCat(
-      "acquire '", escape_text(platform::path_text(site.lock.display())),
-      "' (", to_absl(mode_name(site.mode)), ") at ",
-      where(held_lock(site, {})), ": task '", escape_text(task),
-      "' already holds it (", to_absl(mode_name(held.mode)),
-      ", taken at ", where(held_lock(held, task)),
-      "); waiting for itself would deadlock"));
+      "acquire '", escape_text(platform::path_text(site.lock.display())), "' (",
+      to_absl(mode_name(site.mode)), ") at ", where(held_lock(site, {})),
+      ": task '", escape_text(task), "' already holds it (",
+      to_absl(mode_name(held.mode)), ", taken at ",
+      where(held_lock(held, task)), "); waiting for itself would deadlock"));
 }
 
 }  // namespace internal
@@ -176,20 +177,19 @@ std::string TierViolation::to_string() const {
   s += "------------------------------------------------------\n";
   absl::StrAppend(&s, "task '", escape_text(task), "' is taking:\n  ",
                   describe(acquiring), "\n  at ", where(acquiring), "\n");
-  absl::StrAppend(&s, "while holding:\n  ", describe(conflicting), "\n  taken at ",
-                  where(conflicting), "\n");
+  absl::StrAppend(&s, "while holding:\n  ", describe(conflicting),
+                  "\n  taken at ", where(conflicting), "\n");
   if (kind == Kind::kLearnedCycle && !earlier.empty()) {
     s += "\nbut the opposite order was seen before:\n";
     for (const Nesting& n : earlier) {
       absl::StrAppend(&s, "  ", describe(n.inner), " taken at ", where(n.inner),
-                      "\n    while holding ", describe(n.outer),
-                      " taken at ", where(n.outer), "\n");
+                      "\n    while holding ", describe(n.outer), " taken at ",
+                      where(n.outer), "\n");
     }
     s += "two tasks taking them in these two orders at once can deadlock.\n";
   }
   absl::StrAppend(&s, "\nlocks held by task '", escape_text(task), "' (",
-                  held.size(),
-                  ", oldest first):\n");
+                  held.size(), ", oldest first):\n");
   for (std::size_t i = 0; i < held.size(); ++i) {
     absl::StrAppend(&s, "  #", i, " ", describe(held[i]), "\n     taken at ",
                     where(held[i]), "\n");

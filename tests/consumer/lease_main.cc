@@ -21,26 +21,31 @@ int fail(const std::string& what) {
 }
 
 int use(std::shared_ptr<tierlock::LeaseBackend> backend) {
-  absl::StatusOr<tierlock::LeaseLock> locks = tierlock::LeaseLock::create(std::move(backend));
+  absl::StatusOr<tierlock::LeaseLock> locks =
+      tierlock::LeaseLock::create(std::move(backend));
   if (!locks.ok()) return fail(locks.status().ToString());
   absl::StatusOr<tierlock::Lease> first = locks->acquire("consumer");
   if (!first.ok()) return fail(first.status().ToString());
   const std::optional<std::uint64_t> token = first->token();
   if (!token.has_value()) return fail("no fencing token");
   absl::StatusOr<bool> released = first->release();
-  if (!released.ok() || !*released) return fail("release did not find the lease held");
+  if (!released.ok() || !*released)
+    return fail("release did not find the lease held");
   absl::StatusOr<tierlock::Lease> second = locks->acquire("consumer");
   if (!second.ok()) return fail(second.status().ToString());
-  if (!(second->token() > token)) return fail("the second grant's token is not larger");
-  std::cout << "leased 'consumer' on " << locks->backend()->name() << ", tokens " << *token
-            << " then " << *second->token() << "\n";
+  if (!(second->token() > token))
+    return fail("the second grant's token is not larger");
+  std::cout << "leased 'consumer' on " << locks->backend()->name()
+            << ", tokens " << *token << " then " << *second->token() << "\n";
   return 0;
 }
 
 }  // namespace
 
 int main() {
-  std::string templ = (std::filesystem::temp_directory_path() / "tierlock-lease-consumer.XXXXXX").string();
+  std::string templ = (std::filesystem::temp_directory_path() /
+                       "tierlock-lease-consumer.XXXXXX")
+                          .string();
   if (::mkdtemp(templ.data()) == nullptr) return fail("mkdtemp failed");
   const std::filesystem::path dir(templ);
   int rc = use(tierlock::MemoryLeaseBackend::create());

@@ -8,7 +8,6 @@
 #include <stdlib.h>  // mkdtemp
 
 #include <cstdlib>
-
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -29,7 +28,8 @@ int run(const std::filesystem::path& dir) {
 
   absl::StatusOr<tierlock::Guard> guard = lock->acquire();
   if (!guard.ok()) return fail(std::string(guard.status().message()));
-  if (!guard->held()) return fail("acquire() returned a guard that is not held");
+  if (!guard->held())
+    return fail("acquire() returned a guard that is not held");
   std::cout << "locked " << lock->lock_file().string() << "\n";
 
   if (absl::Status s = guard->release(); !s.ok()) return fail(s.ToString());
@@ -41,12 +41,15 @@ int run(const std::filesystem::path& dir) {
 int check_order(const std::filesystem::path& dir) {
   using tierlock::TierCheckMode;
 #ifdef NDEBUG
-  const TierCheckMode want =
-      tierlock::tier_debug_checks() ? TierCheckMode::kAbort : TierCheckMode::kIgnore;
+  const TierCheckMode want = tierlock::tier_debug_checks()
+                                 ? TierCheckMode::kAbort
+                                 : TierCheckMode::kIgnore;
 #else
-  const TierCheckMode want = TierCheckMode::kAbort;  // this program is a Debug build
+  const TierCheckMode want =
+      TierCheckMode::kAbort;  // this program is a Debug build
 #endif
-  if (std::getenv("TIERLOCK_CHECKS") == nullptr && tierlock::tier_check_mode() != want) {
+  if (std::getenv("TIERLOCK_CHECKS") == nullptr &&
+      tierlock::tier_check_mode() != want) {
     return fail("starting tier-check mode " +
                 std::to_string(static_cast<int>(tierlock::tier_check_mode())) +
                 ", expected " + std::to_string(static_cast<int>(want)));
@@ -57,7 +60,9 @@ int check_order(const std::filesystem::path& dir) {
   // another compiler than the library (consumer.other_compiler).
   tierlock::SourceLocation reported;
   tierlock::set_tier_violation_handler(
-      [&reported](const tierlock::TierViolation& v) { reported = v.acquiring.where; });
+      [&reported](const tierlock::TierViolation& v) {
+        reported = v.acquiring.where;
+      });
   std::filesystem::create_directories(dir / "a");
   std::filesystem::create_directories(dir / "b");
   absl::StatusOr<tierlock::DirLock> a = tierlock::DirLock::open(dir / "a");
@@ -73,14 +78,17 @@ int check_order(const std::filesystem::path& dir) {
   const unsigned acquire_line = __LINE__ + 1;
   absl::StatusOr<tierlock::Guard> ga = a->acquire();
   if (ga.ok() || ga.status().code() != absl::StatusCode::kFailedPrecondition) {
-    return fail("b then a (after a then b) was not refused by the learned order");
+    return fail(
+        "b then a (after a then b) was not refused by the learned order");
   }
   tierlock::set_tier_violation_handler(nullptr);
   const std::string file = reported.file_name();
-  if (file.find("main.cc") == std::string::npos || reported.line() != acquire_line ||
+  if (file.find("main.cc") == std::string::npos ||
+      reported.line() != acquire_line ||
       std::string(reported.function_name()) != "check_order") {
-    return fail("the report's call site is '" + file + ":" + std::to_string(reported.line()) +
-                " in " + reported.function_name() + "', expected main.cc:" +
+    return fail("the report's call site is '" + file + ":" +
+                std::to_string(reported.line()) + " in " +
+                reported.function_name() + "', expected main.cc:" +
                 std::to_string(acquire_line) + " in check_order");
   }
   std::cout << "lock order checked\n";
@@ -91,7 +99,8 @@ int check_order(const std::filesystem::path& dir) {
 
 int main() {
   std::string tmpl =
-      (std::filesystem::temp_directory_path() / "tierlock-consumer-XXXXXX").string();
+      (std::filesystem::temp_directory_path() / "tierlock-consumer-XXXXXX")
+          .string();
   if (mkdtemp(tmpl.data()) == nullptr) return fail("mkdtemp failed");
   const std::filesystem::path dir = tmpl;
   int rc = run(dir);

@@ -1,7 +1,7 @@
 // tests/fuzz/held_env_fuzz.cc
 //
-// libFuzzer target for the TIERLOCK_HELD codec (src/tier/tier_env.h): the reader
-// reads an environment variable any parent may set, and the writer must
+// libFuzzer target for the TIERLOCK_HELD codec (src/tier/tier_env.h): the
+// reader reads an environment variable any parent may set, and the writer must
 // write only what the reader reads back. Each input is used twice:
 //   - as a value: parse_held_env never crashes, keeps at most
 //     kMaxHeldEnvEntries entries, each one held_entry_problem accepts, and
@@ -85,18 +85,20 @@ void check_as_holds(const std::uint8_t* data, std::size_t size) {
     InheritedHold h;
     h.level = in.ConsumeIntegral<int>();
     h.mode = in.ConsumeBool() ? Mode::kShared : Mode::kExclusive;
-    h.pid = in.ConsumeBool() ? in.ConsumeIntegral<std::int64_t>()
-                             : in.ConsumeIntegralInRange<std::int64_t>(1, 1 << 22);
+    h.pid = in.ConsumeBool()
+                ? in.ConsumeIntegral<std::int64_t>()
+                : in.ConsumeIntegralInRange<std::int64_t>(1, 1 << 22);
     // Lengths past the limits, and repeated bytes so long ones are cheap.
-    const std::size_t name_size = in.ConsumeIntegralInRange<std::size_t>(0, 1100);
+    const std::size_t name_size =
+        in.ConsumeIntegralInRange<std::size_t>(0, 1100);
     h.name = in.ConsumeBytesAsString(name_size);
     if (in.ConsumeBool()) {
       h.name.append(in.ConsumeIntegralInRange<std::size_t>(0, 1100),
                     in.ConsumeIntegral<char>());
     }
     h.lock_file = in.ConsumeBool() ? "/" : "";
-    h.lock_file += in.ConsumeBytesAsString(
-        in.ConsumeIntegralInRange<std::size_t>(0, 64));
+    h.lock_file +=
+        in.ConsumeBytesAsString(in.ConsumeIntegralInRange<std::size_t>(0, 64));
     if (in.ConsumeBool()) {
       h.lock_file.append(in.ConsumeIntegralInRange<std::size_t>(0, 4200),
                          in.ConsumeIntegral<char>());
@@ -132,8 +134,7 @@ void check_as_holds(const std::uint8_t* data, std::size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
                                       std::size_t size) {
-  check_as_value(
-      std::string_view(reinterpret_cast<const char*>(data), size));
+  check_as_value(std::string_view(reinterpret_cast<const char*>(data), size));
   check_as_holds(data, size);
   return 0;
 }

@@ -1,7 +1,7 @@
 // tests/fuzz/holder_record_fuzz.cc
 //
-// libFuzzer target for the holder-record parser (src/holders/holder_record.h), which
-// reads files anyone may write. Checks, for any bytes:
+// libFuzzer target for the holder-record parser (src/holders/holder_record.h),
+// which reads files anyone may write. Checks, for any bytes:
 //   - parse_holder_record never crashes, never reads outside the input
 //     (ASan), and whatever it accepts has bounded text (exact bytes: any
 //     byte may appear; readers escape it to print);
@@ -56,7 +56,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   absl::StatusOr<HolderRecord> parsed = parse_holder_record(bytes);
   if (parsed.ok()) {
     check(size == kRecordSize, "accepted a record of the wrong size");
-    check(printable(parsed->boot_id), "accepted control characters in the boot id");
+    check(printable(parsed->boot_id),
+          "accepted control characters in the boot id");
     check(parsed->host.size() < kRecordSize &&
               parsed->program.size() < kRecordSize,
           "text longer than the record");
@@ -84,9 +85,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
     check(back->pid == r.pid && back->start_time == r.start_time,
           "pid / start time changed");
     check(back->host == r.host.substr(0, tierlock::internal::kMaxHost) &&
-              back->program == r.program.substr(0, tierlock::internal::kMaxProgram),
+              back->program ==
+                  r.program.substr(0, tierlock::internal::kMaxProgram),
           "host / program not kept exactly (truncated to their maximum)");
-    check(!back->dynamic_valid || !back->held, "a new record claims to be held");
+    check(!back->dynamic_valid || !back->held,
+          "a new record claims to be held");
   }
   return 0;
 }

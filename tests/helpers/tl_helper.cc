@@ -11,37 +11,43 @@
 //   count DIR N THREADS              THREADS threads each add 1 to the decimal
 //                                    number in DIR/counter N times, each under
 //                                    its own exclusive acquire/release
-//   mixed DIR N WRITERS READERS      the counter invariant: WRITERS threads each
+//   mixed DIR N WRITERS READERS      the counter invariant: WRITERS threads
+//   each
 //                                    add 1 to DIR/record N times under an
 //                                    exclusive acquire; READERS threads take
 //                                    shared holds meanwhile and check that the
 //                                    record is whole and does not change while
-//                                    they hold it. Prints "reads R" and exits 0,
-//                                    or reports the first violation and exits 2
+//                                    they hold it. Prints "reads R" and exits
+//                                    0, or reports the first violation and
+//                                    exits 2
 //   wait-time DIR [--shared] [--timeout MS]
-//                                    open, print "opened", acquire (blocking, or
-//                                    with a timeout); print "acquired T" where T
-//                                    is CLOCK_MONOTONIC in ns right after the
-//                                    grant, then release at a line or EOF
+//                                    open, print "opened", acquire (blocking,
+//                                    or with a timeout); print "acquired T"
+//                                    where T is CLOCK_MONOTONIC in ns right
+//                                    after the grant, then release at a line or
+//                                    EOF
 //   churn DIR HOLD_US                print "ready", then acquire exclusively,
 //                                    hold HOLD_US microseconds, release, again,
 //                                    until a line or EOF on stdin; print
 //                                    "churned N", exit 0
-//   exec-probe DIR                   run in a process exec'd by a holder: report
+//   exec-probe DIR                   run in a process exec'd by a holder:
+//   report
 //                                    "inherited K" (descriptors onto DIR/.lock
-//                                    inherited across exec), LOCK_UN every one of
-//                                    its descriptors and one of its own, then
-//                                    try_acquire: print "busy" or "acquired"
+//                                    inherited across exec), LOCK_UN every one
+//                                    of its descriptors and one of its own,
+//                                    then try_acquire: print "busy" or
+//                                    "acquired"
 //   acquire-for DIR MS [--shared] [--name N]
 //                                    acquire_for(MS ms): print "acquired" and
 //                                    exit 0 (released), or print
 //                                    "deadline_exceeded: <message>" and exit 1
-//   cancel DIR [--shared] [--name N] start a cancellable acquire on a thread and
-//                                    print "started"; on a line (or EOF) request
-//                                    stop and print "cancelled: <message>" or
-//                                    "acquired" (then keep the hold); on a
-//                                    second line (or EOF) release, print "bye",
-//                                    exit 0
+//   cancel DIR [--shared] [--name N] start a cancellable acquire on a thread
+//   and
+//                                    print "started"; on a line (or EOF)
+//                                    request stop and print "cancelled:
+//                                    <message>" or "acquired" (then keep the
+//                                    hold); on a second line (or EOF) release,
+//                                    print "bye", exit 0
 //   async-count DIR N POOL           open the lock, print "ready", wait for a
 //                                    line; then N acquire_async calls on a
 //                                    WorkerPool(POOL), each adding 1 to
@@ -72,8 +78,8 @@
 #include <iostream>
 #include <latch>
 #include <mutex>
-#include <stop_token>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -392,7 +398,8 @@ int exec_probe(const Args& a) {
 int acquire_for(const Args& a) {
   if (a.positional.size() != 1) return usage();
   const long ms = std::strtol(a.positional[0].c_str(), nullptr, 10);
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  absl::StatusOr<tierlock::DirLock> lock =
+      tierlock::DirLock::open(a.dir, a.options);
   if (!lock.ok()) return fail(lock.status().ToString());
   absl::StatusOr<tierlock::Guard> guard =
       lock->acquire_for(std::chrono::milliseconds(ms), a.mode);
@@ -410,7 +417,8 @@ int acquire_for(const Args& a) {
 }
 
 int cancel(const Args& a) {
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  absl::StatusOr<tierlock::DirLock> lock =
+      tierlock::DirLock::open(a.dir, a.options);
   if (!lock.ok()) return fail(lock.status().ToString());
   std::stop_source stop;
   absl::StatusOr<tierlock::Guard> result = absl::UnknownError("not run");
@@ -446,7 +454,8 @@ int async_count(const Args& a) {
   const long n = std::strtol(a.positional[0].c_str(), nullptr, 10);
   const long threads = std::strtol(a.positional[1].c_str(), nullptr, 10);
   if (n < 0 || threads < 0) return usage();
-  absl::StatusOr<tierlock::DirLock> lock = tierlock::DirLock::open(a.dir, a.options);
+  absl::StatusOr<tierlock::DirLock> lock =
+      tierlock::DirLock::open(a.dir, a.options);
   if (!lock.ok()) return fail(lock.status().ToString());
   const std::string counter = a.dir + "/counter";
   say("ready");
@@ -499,10 +508,18 @@ int async_count(const Args& a) {
 
 int tier_mode() {
   switch (tierlock::tier_check_mode()) {
-    case tierlock::TierCheckMode::kIgnore: say("ignore"); break;
-    case tierlock::TierCheckMode::kReport: say("report"); break;
-    case tierlock::TierCheckMode::kFail: say("fail"); break;
-    case tierlock::TierCheckMode::kAbort: say("abort"); break;
+    case tierlock::TierCheckMode::kIgnore:
+      say("ignore");
+      break;
+    case tierlock::TierCheckMode::kReport:
+      say("report");
+      break;
+    case tierlock::TierCheckMode::kFail:
+      say("fail");
+      break;
+    case tierlock::TierCheckMode::kAbort:
+      say("abort");
+      break;
   }
   return 0;
 }

@@ -20,11 +20,14 @@
 
 namespace tierlock::testing {
 
-absl::StatusOr<std::shared_ptr<LeaseBackend>> make_backend_from_spec(const std::string& spec) {
+absl::StatusOr<std::shared_ptr<LeaseBackend>> make_backend_from_spec(
+    const std::string& spec) {
   const std::size_t colon = spec.find(':');
   const std::string kind = spec.substr(0, colon);
-  const std::string rest = colon == std::string::npos ? "" : spec.substr(colon + 1);
-  if (kind == "memory") return std::shared_ptr<LeaseBackend>(MemoryLeaseBackend::create());
+  const std::string rest =
+      colon == std::string::npos ? "" : spec.substr(colon + 1);
+  if (kind == "memory")
+    return std::shared_ptr<LeaseBackend>(MemoryLeaseBackend::create());
 #ifdef TIERLOCK_HAVE_LEASE_SQLITE
   if (kind == "sqlite") {
     SqliteLeaseOptions o;
@@ -38,8 +41,9 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> make_backend_from_spec(const std::
   if (kind == "postgres-advisory" || kind == "postgres-table") {
     PostgresLeaseOptions o;
     o.conninfo = rest;
-    o.mode = kind == "postgres-advisory" ? PostgresLeaseOptions::Mode::kAdvisory
-                                         : PostgresLeaseOptions::Mode::kLeaseTable;
+    o.mode = kind == "postgres-advisory"
+                 ? PostgresLeaseOptions::Mode::kAdvisory
+                 : PostgresLeaseOptions::Mode::kLeaseTable;
     auto b = PostgresLeaseBackend::create(o);
     if (!b.ok()) return b.status();
     return std::shared_ptr<LeaseBackend>(*b);
@@ -50,8 +54,10 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> make_backend_from_spec(const std::
     RedisLeaseOptions o;
     const std::size_t c = rest.rfind(':');
     o.host = rest.substr(0, c);
-    if (c == std::string::npos || !absl::SimpleAtoi(rest.substr(c + 1), &o.port)) {
-      return absl::InvalidArgumentError(absl::StrCat("bad redis spec '", spec, "'"));
+    if (c == std::string::npos ||
+        !absl::SimpleAtoi(rest.substr(c + 1), &o.port)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad redis spec '", spec, "'"));
     }
     auto b = RedisLeaseBackend::create(o);
     if (!b.ok()) return b.status();
@@ -60,14 +66,16 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> make_backend_from_spec(const std::
 #endif
 #ifdef TIERLOCK_HAVE_LEASE_ETCD
   if (kind == "etcd") {
-    absl::StatusOr<EtcdLeaseOptions> o = EtcdLeaseOptions::from_url("etcd://" + rest);
+    absl::StatusOr<EtcdLeaseOptions> o =
+        EtcdLeaseOptions::from_url("etcd://" + rest);
     if (!o.ok()) return o.status();
     auto b = EtcdLeaseBackend::create(*o);
     if (!b.ok()) return b.status();
     return std::shared_ptr<LeaseBackend>(*b);
   }
 #endif
-  return absl::UnimplementedError(absl::StrCat("backend spec '", spec, "': not built"));
+  return absl::UnimplementedError(
+      absl::StrCat("backend spec '", spec, "': not built"));
 }
 
 }  // namespace tierlock::testing

@@ -1,7 +1,8 @@
 // tests/lease/backend_spec.h
 //
 // Backends named by a string, so a test can pass one to a helper process:
-//   make_backend_from_spec - "memory", "sqlite:PATH", "postgres-advisory:CONNINFO",
+//   make_backend_from_spec - "memory", "sqlite:PATH",
+//   "postgres-advisory:CONNINFO",
 //                            "postgres-table:CONNINFO", "redis:HOST:PORT",
 //                            "etcd:HOST:PORT[,HOST:PORT...]".
 // Backends not built (their CMake component off) are kUnimplemented.
@@ -16,7 +17,8 @@
 
 namespace tierlock::testing {
 
-absl::StatusOr<std::shared_ptr<LeaseBackend>> make_backend_from_spec(const std::string& spec);
+absl::StatusOr<std::shared_ptr<LeaseBackend>> make_backend_from_spec(
+    const std::string& spec);
 
 }  // namespace tierlock::testing
 

@@ -15,7 +15,8 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 std::string unique_key() {
-  const ::testing::TestInfo* t = ::testing::UnitTest::GetInstance()->current_test_info();
+  const ::testing::TestInfo* t =
+      ::testing::UnitTest::GetInstance()->current_test_info();
   static std::atomic<int> n{0};
   return std::string(t->test_suite_name()) + "/" + t->name() + "/" +
          std::to_string(::getpid()) + "-" + std::to_string(n++);
@@ -43,7 +44,8 @@ GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(LeaseConformanceTest);
 
 namespace {
 
-LeaseLock make_lock(const std::shared_ptr<LeaseBackend>& b, LeaseOptions o = {}) {
+LeaseLock make_lock(const std::shared_ptr<LeaseBackend>& b,
+                    LeaseOptions o = {}) {
   if (!b->capabilities().ttl) o.ttl.reset();
   absl::StatusOr<LeaseLock> l = LeaseLock::create(b, o);
   EXPECT_TRUE(l.ok()) << l.status();
@@ -77,7 +79,8 @@ TEST_P(LeaseConformanceTest, TokensStrictlyIncreasePerKey) {
     LeaseLock locks = make_lock(backend_);
     ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key_));
     ASSERT_TRUE(a.has_value());
-    EXPECT_FALSE(a->token().has_value()) << "no fencing capability, but a token";
+    EXPECT_FALSE(a->token().has_value())
+        << "no fencing capability, but a token";
     EXPECT_FALSE(LeaseLock::create(backend_, {.require_fencing = true}).ok());
     return;
   }
@@ -90,7 +93,8 @@ TEST_P(LeaseConformanceTest, TokensStrictlyIncreasePerKey) {
     EXPECT_GT(*a->token(), last);
     last = *a->token();
     // Another key's grants do not break this key's order.
-    ASSERT_OK_AND_ASSIGN(std::optional<Lease> other, locks.try_acquire(key_ + "/x"));
+    ASSERT_OK_AND_ASSIGN(std::optional<Lease> other,
+                         locks.try_acquire(key_ + "/x"));
     ASSERT_TRUE(other.has_value());
   }
 }
@@ -127,11 +131,13 @@ TEST_P(LeaseConformanceTest, ExpiredLeaseIsTakenOverAndOldOwnerCannotTouchIt) {
   ASSERT_TRUE(old.has_value());
   const Clock::time_point t0 = Clock::now();
   std::optional<Lease> fresh;
-  ASSERT_TRUE(wait_until([&] {
-    absl::StatusOr<std::optional<Lease>> r = locks.try_acquire(key_);
-    if (r.ok() && r->has_value()) fresh = std::move(*r);
-    return fresh.has_value();
-  }, 10s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        absl::StatusOr<std::optional<Lease>> r = locks.try_acquire(key_);
+        if (r.ok() && r->has_value()) fresh = std::move(*r);
+        return fresh.has_value();
+      },
+      10s));
   // Not before the TTL passed, measured from before the request was sent.
   EXPECT_GE(Clock::now() - t0, 150ms);
   EXPECT_TRUE(wait_until([&] { return old->lost().stop_requested(); }, 5s));
@@ -145,7 +151,8 @@ TEST_P(LeaseConformanceTest, ExpiredLeaseIsTakenOverAndOldOwnerCannotTouchIt) {
   // The new owner's lease survived the old owner's release.
   EXPECT_TRUE(fresh->held());
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> third, locks.try_acquire(key_));
-  EXPECT_FALSE(third.has_value()) << "the old owner's release deleted the new lease";
+  EXPECT_FALSE(third.has_value())
+      << "the old owner's release deleted the new lease";
   ASSERT_OK_AND_ASSIGN(bool ext, fresh->extend(30s));
   EXPECT_TRUE(ext);
 }
@@ -165,8 +172,10 @@ TEST_P(LeaseConformanceTest, LostFiresWhenTtlPassesWithoutRenewal) {
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key_));
   ASSERT_TRUE(a.has_value());
   // Measured from the send, less the backend's clock-drift margin.
-  EXPECT_GE(a->valid_until(), before + 200ms - backend_->clock_drift_margin(200ms));
-  EXPECT_LE(a->valid_until(), Clock::now() + 200ms - backend_->clock_drift_margin(200ms));
+  EXPECT_GE(a->valid_until(),
+            before + 200ms - backend_->clock_drift_margin(200ms));
+  EXPECT_LE(a->valid_until(),
+            Clock::now() + 200ms - backend_->clock_drift_margin(200ms));
   std::atomic<bool> fired{false};
   std::stop_callback cb(a->lost(), [&] { fired = true; });
   ASSERT_TRUE(wait_until([&] { return fired.load(); }, 5s));
@@ -176,8 +185,9 @@ TEST_P(LeaseConformanceTest, LostFiresWhenTtlPassesWithoutRenewal) {
 
 TEST_P(LeaseConformanceTest, AutoRenewKeepsTheLeasePastItsTtl) {
   if (!backend_->capabilities().ttl) {
-    EXPECT_TRUE(IsError(LeaseLock::create(backend_, {.auto_renew = true}).status(),
-                        absl::StatusCode::kUnimplemented, "auto-renew"));
+    EXPECT_TRUE(
+        IsError(LeaseLock::create(backend_, {.auto_renew = true}).status(),
+                absl::StatusCode::kUnimplemented, "auto-renew"));
     return;
   }
   // ttl/3 renewals leave 2/3 of the TTL as slack for a loaded (sanitizer)
@@ -206,7 +216,8 @@ TEST_P(LeaseConformanceTest, ExtendMovesValidUntil) {
     ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key_));
     ASSERT_TRUE(a.has_value());
     EXPECT_EQ(a->valid_until(), Clock::time_point::max());
-    EXPECT_TRUE(IsError(a->extend(1s).status(), absl::StatusCode::kUnimplemented));
+    EXPECT_TRUE(
+        IsError(a->extend(1s).status(), absl::StatusCode::kUnimplemented));
     return;
   }
   LeaseLock locks = make_lock(backend_, {.ttl = 1s});
@@ -216,7 +227,8 @@ TEST_P(LeaseConformanceTest, ExtendMovesValidUntil) {
   ASSERT_OK_AND_ASSIGN(bool ok, a->extend(60s));
   EXPECT_TRUE(ok);
   EXPECT_GE(a->valid_until(), before + 60s - backend_->clock_drift_margin(60s));
-  EXPECT_TRUE(IsError(a->extend(1ms).status(), absl::StatusCode::kInvalidArgument));
+  EXPECT_TRUE(
+      IsError(a->extend(1ms).status(), absl::StatusCode::kInvalidArgument));
 }
 
 TEST_P(LeaseConformanceTest, AcquireTimesOutPromptlyHoldingNothing) {
@@ -263,8 +275,9 @@ TEST_P(LeaseConformanceTest, AcquireCancelReturnsPromptlyHoldingNothing) {
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> c, locks.try_acquire(key_));
   EXPECT_TRUE(c.has_value()) << "the cancelled waiter holds the key";
   // An already-stopped token: kCancelled without waiting.
-  EXPECT_TRUE(IsError(locks.acquire(key_ + "/free", {.stop = stop.get_token()}).status(),
-                      absl::StatusCode::kCancelled));
+  EXPECT_TRUE(IsError(
+      locks.acquire(key_ + "/free", {.stop = stop.get_token()}).status(),
+      absl::StatusCode::kCancelled));
 }
 
 TEST_P(LeaseConformanceTest, AcquireWaitsUntilTheHolderReleases) {
@@ -289,11 +302,13 @@ TEST_P(LeaseConformanceTest, AcquireWaitsUntilTheHolderReleases) {
 
 TEST_P(LeaseConformanceTest, WithLeaseRunsTheCallableUnderTheLease) {
   LeaseLock locks = make_lock(backend_, {.ttl = 30s});
-  absl::StatusOr<int> r = with_lease(locks, key_, {.timeout = 5s}, [&](Lease& l) {
-    absl::StatusOr<std::optional<Lease>> again = locks.try_acquire(key_);
-    EXPECT_TRUE(again.ok() && !again->has_value()) << "not held inside with_lease";
-    return l.held() ? 42 : 0;
-  });
+  absl::StatusOr<int> r =
+      with_lease(locks, key_, {.timeout = 5s}, [&](Lease& l) {
+        absl::StatusOr<std::optional<Lease>> again = locks.try_acquire(key_);
+        EXPECT_TRUE(again.ok() && !again->has_value())
+            << "not held inside with_lease";
+        return l.held() ? 42 : 0;
+      });
   ASSERT_OK(r);
   EXPECT_EQ(*r, 42);
   absl::Status s = with_lease(locks, key_, {}, [](Lease&) {
@@ -306,8 +321,8 @@ TEST_P(LeaseConformanceTest, WithLeaseRunsTheCallableUnderTheLease) {
 
 TEST_P(LeaseConformanceTest, BadKeysAndOptionsAreRejectedNamingTheKey) {
   LeaseLock locks = make_lock(backend_, {.ttl = 30s});
-  EXPECT_TRUE(IsError(locks.try_acquire("").status(), absl::StatusCode::kInvalidArgument,
-                      "empty"));
+  EXPECT_TRUE(IsError(locks.try_acquire("").status(),
+                      absl::StatusCode::kInvalidArgument, "empty"));
   EXPECT_TRUE(IsError(locks.try_acquire("a\nb").status(),
                       absl::StatusCode::kInvalidArgument, "a\\nb", "0x0a"));
   EXPECT_TRUE(IsError(locks.acquire(std::string(300, 'k')).status(),
@@ -322,8 +337,9 @@ TEST_P(LeaseConformanceTest, BadKeysAndOptionsAreRejectedNamingTheKey) {
   } else {
     EXPECT_TRUE(IsError(LeaseLock::create(backend_, {.ttl = 1s}).status(),
                         absl::StatusCode::kUnimplemented, "ttl"));
-    EXPECT_TRUE(IsError(LeaseLock::create(backend_, {.auto_renew = true}).status(),
-                        absl::StatusCode::kUnimplemented, "auto-renew"));
+    EXPECT_TRUE(
+        IsError(LeaseLock::create(backend_, {.auto_renew = true}).status(),
+                absl::StatusCode::kUnimplemented, "auto-renew"));
   }
   if (!backend_->capabilities().survives_failover) {
     EXPECT_TRUE(IsError(
@@ -352,7 +368,8 @@ TEST_P(LeaseConformanceTest, ThreadsContendingNeverHoldAtOnce) {
         }
         const int now_inside = ++inside;
         int prev = max_inside.load();
-        while (now_inside > prev && !max_inside.compare_exchange_weak(prev, now_inside)) {
+        while (now_inside > prev &&
+               !max_inside.compare_exchange_weak(prev, now_inside)) {
         }
         --inside;
         if (!l->release().ok()) ++errors;

@@ -23,10 +23,15 @@ struct LeaseBackendFactory {
   std::string name;
   std::function<std::shared_ptr<LeaseBackend>()> make;
 };
-inline std::string PrintToString(const LeaseBackendFactory& f) { return f.name; }
-inline void PrintTo(const LeaseBackendFactory& f, std::ostream* os) { *os << f.name; }
+inline std::string PrintToString(const LeaseBackendFactory& f) {
+  return f.name;
+}
+inline void PrintTo(const LeaseBackendFactory& f, std::ostream* os) {
+  *os << f.name;
+}
 
-class LeaseConformanceTest : public ::testing::TestWithParam<LeaseBackendFactory> {
+class LeaseConformanceTest
+    : public ::testing::TestWithParam<LeaseBackendFactory> {
  protected:
   void SetUp() override;
   void TearDown() override;

@@ -34,7 +34,8 @@ std::string tail(const std::string& s, std::size_t n = 3000) {
 absl::StatusOr<std::unique_ptr<EtcdCluster>> EtcdCluster::start(int members) {
   if (find_program("etcd").empty() || find_program("etcdctl").empty()) {
     return absl::NotFoundError(
-        "etcd or etcdctl not installed; run scripts/deps.sh (Debian: etcd-server etcd-client)");
+        "etcd or etcdctl not installed; run scripts/deps.sh (Debian: "
+        "etcd-server etcd-client)");
   }
   absl::Status last;
   // A free port can be taken between free_port() and etcd's bind: try again
@@ -48,7 +49,8 @@ absl::StatusOr<std::unique_ptr<EtcdCluster>> EtcdCluster::start(int members) {
       c->member(i).peer_port = free_port();
     }
     last = absl::OkStatus();
-    for (int i = 0; i < members && last.ok(); ++i) last = c->launch(i, /*fresh=*/true);
+    for (int i = 0; i < members && last.ok(); ++i)
+      last = c->launch(i, /*fresh=*/true);
     for (int i = 0; i < members && last.ok(); ++i) last = c->wait_healthy(i);
     if (last.ok()) return c;
   }
@@ -71,7 +73,8 @@ std::string EtcdCluster::client_urls() const {
 
 std::string EtcdCluster::hosts() const {
   std::vector<std::string> hosts;
-  for (const Member& m : members_) hosts.push_back(absl::StrCat("127.0.0.1:", m.client_port));
+  for (const Member& m : members_)
+    hosts.push_back(absl::StrCat("127.0.0.1:", m.client_port));
   return absl::StrJoin(hosts, ",");
 }
 
@@ -97,17 +100,20 @@ absl::Status EtcdCluster::launch(int i, bool fresh) {
   // --pdeathsig: a test process that dies without running destructors
   // (abort, SIGKILL) takes its members with it instead of leaving them.
   const std::string cmd = absl::StrCat(
-      "exec setpriv --pdeathsig KILL etcd --name ", m.name, " --data-dir ", sh_quote(data),
-      " --listen-client-urls ", client, " --advertise-client-urls ", client,
-      " --listen-peer-urls ", peer, " --initial-advertise-peer-urls ", peer,
-      " --initial-cluster ", absl::StrJoin(initial, ","),
-      " --initial-cluster-state ", fresh ? "new" : "existing",
-      " --initial-cluster-token tierlock --heartbeat-interval 50 --election-timeout 500",
+      "exec setpriv --pdeathsig KILL etcd --name ", m.name, " --data-dir ",
+      sh_quote(data), " --listen-client-urls ", client,
+      " --advertise-client-urls ", client, " --listen-peer-urls ", peer,
+      " --initial-advertise-peer-urls ", peer, " --initial-cluster ",
+      absl::StrJoin(initial, ","), " --initial-cluster-state ",
+      fresh ? "new" : "existing",
+      " --initial-cluster-token tierlock --heartbeat-interval 50 "
+      "--election-timeout 500",
       " >>", sh_quote((dir_.path() / (m.name + ".log")).string()), " 2>&1");
   try {
     m.process.emplace(Process::spawn({"/bin/sh", "-c", cmd}));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("start etcd member ", m.name, ": ", e.what()));
+    return absl::InternalError(
+        absl::StrCat("start etcd member ", m.name, ": ", e.what()));
   }
   return absl::OkStatus();
 }
@@ -121,26 +127,29 @@ absl::Status EtcdCluster::wait_healthy(int i) {
           exited = true;
           return true;
         }
-        RunResult r = run({"/bin/sh", "-c",
-                           absl::StrCat("etcdctl --endpoints ", client_url(i),
-                                        " --command-timeout=1s endpoint health 2>&1")},
-                          std::chrono::seconds(10));
+        RunResult r =
+            run({"/bin/sh", "-c",
+                 absl::StrCat("etcdctl --endpoints ", client_url(i),
+                              " --command-timeout=1s endpoint health 2>&1")},
+                std::chrono::seconds(10));
         return r.status.code == 0;
       },
       std::chrono::seconds(30));
   if (!ok || exited) {
     m.process.reset();
-    return absl::InternalError(absl::StrCat("etcd member ", m.name, " (client port ",
-                                            m.client_port, ") ",
-                                            exited ? "exited" : "not healthy within 30 s",
-                                            "; its log ends:\n", tail(log(i))));
+    return absl::InternalError(
+        absl::StrCat("etcd member ", m.name, " (client port ", m.client_port,
+                     ") ", exited ? "exited" : "not healthy within 30 s",
+                     "; its log ends:\n", tail(log(i))));
   }
   return absl::OkStatus();
 }
 
 absl::Status EtcdCluster::kill(int i) {
   Member& m = member(i);
-  if (!m.process) return absl::FailedPreconditionError(absl::StrCat(m.name, " is not running"));
+  if (!m.process)
+    return absl::FailedPreconditionError(
+        absl::StrCat(m.name, " is not running"));
   ::kill(m.process->pid(), SIGKILL);
   m.process->wait(std::chrono::seconds(30));
   m.process.reset();
@@ -149,20 +158,23 @@ absl::Status EtcdCluster::kill(int i) {
 
 absl::Status EtcdCluster::pause(int i) {
   if (!member(i).process || ::kill(member(i).process->pid(), SIGSTOP) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(member(i).name, ": cannot SIGSTOP"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(member(i).name, ": cannot SIGSTOP"));
   }
   return absl::OkStatus();
 }
 
 absl::Status EtcdCluster::resume(int i) {
   if (!member(i).process || ::kill(member(i).process->pid(), SIGCONT) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(member(i).name, ": cannot SIGCONT"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(member(i).name, ": cannot SIGCONT"));
   }
   return absl::OkStatus();
 }
 
 absl::Status EtcdCluster::restart(int i) {
-  if (running(i)) return absl::FailedPreconditionError(member(i).name + " is running");
+  if (running(i))
+    return absl::FailedPreconditionError(member(i).name + " is running");
   if (absl::Status s = launch(i, /*fresh=*/false); !s.ok()) return s;
   return wait_healthy(i);
 }
@@ -172,10 +184,12 @@ absl::StatusOr<int> EtcdCluster::leader(std::chrono::milliseconds timeout) {
   int found = -1;
   wait_until(
       [&] {
-        RunResult r = run({"/bin/sh", "-c",
-                           absl::StrCat("etcdctl --endpoints ", running_urls(),
-                                        " --command-timeout=1s endpoint status -w json 2>/dev/null")},
-                          std::chrono::seconds(10));
+        RunResult r = run(
+            {"/bin/sh", "-c",
+             absl::StrCat(
+                 "etcdctl --endpoints ", running_urls(),
+                 " --command-timeout=1s endpoint status -w json 2>/dev/null")},
+            std::chrono::seconds(10));
         last = r.out;
         const nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
         if (!j.is_array() || j.empty()) return false;
@@ -183,15 +197,17 @@ absl::StatusOr<int> EtcdCluster::leader(std::chrono::milliseconds timeout) {
         std::optional<std::uint64_t> leader_id;
         // Fields that are 0 are left out ("leader" before an election).
         for (const nlohmann::json& e : j) {
-          const std::uint64_t id =
-              e.value("Status", nlohmann::json::object()).value("leader", std::uint64_t{0});
+          const std::uint64_t id = e.value("Status", nlohmann::json::object())
+                                       .value("leader", std::uint64_t{0});
           if (id == 0 || (leader_id && *leader_id != id)) return false;
           leader_id = id;
         }
         for (const nlohmann::json& e : j) {
           const nlohmann::json header =
-              e.value("Status", nlohmann::json::object()).value("header", nlohmann::json::object());
-          if (header.value("member_id", std::uint64_t{0}) != *leader_id) continue;
+              e.value("Status", nlohmann::json::object())
+                  .value("header", nlohmann::json::object());
+          if (header.value("member_id", std::uint64_t{0}) != *leader_id)
+            continue;
           const std::string ep = e.value("Endpoint", "");
           for (int i = 0; i < size(); ++i) {
             if (ep == client_url(i) && running(i)) found = i;
@@ -201,20 +217,21 @@ absl::StatusOr<int> EtcdCluster::leader(std::chrono::milliseconds timeout) {
       },
       timeout);
   if (found < 0) {
-    return absl::UnavailableError(absl::StrCat("etcd cluster: no leader agreed on within ",
-                                               timeout.count(), " ms; last status: ", last));
+    return absl::UnavailableError(
+        absl::StrCat("etcd cluster: no leader agreed on within ",
+                     timeout.count(), " ms; last status: ", last));
   }
   return found;
 }
 
-absl::StatusOr<std::string> EtcdCluster::etcdctl(const std::string& args,
-                                                 std::chrono::milliseconds timeout) {
-  const std::string cmd =
-      absl::StrCat("ETCDCTL_API=3 etcdctl --endpoints ", running_urls(), " ", args, " 2>&1");
+absl::StatusOr<std::string> EtcdCluster::etcdctl(
+    const std::string& args, std::chrono::milliseconds timeout) {
+  const std::string cmd = absl::StrCat("ETCDCTL_API=3 etcdctl --endpoints ",
+                                       running_urls(), " ", args, " 2>&1");
   RunResult r = run({"/bin/sh", "-c", cmd}, timeout);
   if (r.status.code != 0) {
-    return absl::InternalError(
-        absl::StrCat("`", cmd, "` failed (", r.status.describe(), "): ", r.out));
+    return absl::InternalError(absl::StrCat("`", cmd, "` failed (",
+                                            r.status.describe(), "): ", r.out));
   }
   return r.out;
 }

@@ -59,8 +59,8 @@ class EtcdCluster {
   // Runs `etcdctl --endpoints <running members> ARGS` (ARGS: shell words),
   // at most `timeout`; returns stdout (stderr joined), or an error naming the
   // command and its output.
-  absl::StatusOr<std::string> etcdctl(const std::string& args,
-                                      std::chrono::milliseconds timeout = kTimeout);
+  absl::StatusOr<std::string> etcdctl(
+      const std::string& args, std::chrono::milliseconds timeout = kTimeout);
   // The log of member i, for failure messages.
   std::string log(int i) const;
 
@@ -73,7 +73,9 @@ class EtcdCluster {
   };
   EtcdCluster() = default;
   Member& member(int i) { return members_[static_cast<std::size_t>(i)]; }
-  const Member& member(int i) const { return members_[static_cast<std::size_t>(i)]; }
+  const Member& member(int i) const {
+    return members_[static_cast<std::size_t>(i)];
+  }
   absl::Status launch(int i, bool fresh);
   absl::Status wait_healthy(int i);
   std::string running_urls() const;

@@ -13,48 +13,57 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double secs(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
+double secs(std::chrono::nanoseconds d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 }  // namespace
 
 std::string FaultResult::summary() const {
   if (!error.empty()) return "error: " + error;
-  const auto overlap = lost_before_grant.count() > 0 ? std::chrono::nanoseconds(0)
-                                                     : -lost_before_grant;
+  const auto overlap = lost_before_grant.count() > 0
+                           ? std::chrono::nanoseconds(0)
+                           : -lost_before_grant;
   std::string s = absl::StrFormat(
       "fault->lost %.3fs, fault->grant %.3fs, overlap %.3fs, lost-valid_until "
       "%+.1fms, held() max %.3fms (%d of %d over 1 ms), tokens %d->%d",
       secs(fault_to_lost), secs(fault_to_grant), secs(overlap),
-      secs(lost_after_valid_until) * 1000, secs(held_max) * 1000, held_slow, held_calls,
-      old_token, new_token);
-  if (healed) absl::StrAppendFormat(&s, ", healed at +%.3fs", secs(fault_to_healed));
+      secs(lost_after_valid_until) * 1000, secs(held_max) * 1000, held_slow,
+      held_calls, old_token, new_token);
+  if (healed)
+    absl::StrAppendFormat(&s, ", healed at +%.3fs", secs(fault_to_healed));
   if (watched_after_lost.count() > 0) {
-    absl::StrAppendFormat(&s, ", watched %.3fs after lost(): %s", secs(watched_after_lost),
+    absl::StrAppendFormat(&s, ", watched %.3fs after lost(): %s",
+                          secs(watched_after_lost),
                           relived ? "HELD AGAIN" : "stayed lost");
   }
   return s;
 }
 
 FaultResult measure_fault(std::shared_ptr<LeaseBackend> holder,
-                          std::shared_ptr<LeaseBackend> other, const std::string& key,
-                          std::chrono::milliseconds ttl,
+                          std::shared_ptr<LeaseBackend> other,
+                          const std::string& key, std::chrono::milliseconds ttl,
                           std::chrono::milliseconds fault_after,
                           const std::function<void()>& fault,
                           const std::function<void()>& after,
                           std::chrono::milliseconds limit) {
   return measure_fault(std::move(holder), std::move(other), key,
-                       {.ttl = ttl, .fault_after = fault_after, .fault = fault,
-                        .after = after, .limit = limit});
+                       {.ttl = ttl,
+                        .fault_after = fault_after,
+                        .fault = fault,
+                        .after = after,
+                        .limit = limit});
 }
 
 FaultResult measure_fault(std::shared_ptr<LeaseBackend> holder,
-                          std::shared_ptr<LeaseBackend> other, const std::string& key,
-                          const FaultPlan& plan) {
+                          std::shared_ptr<LeaseBackend> other,
+                          const std::string& key, const FaultPlan& plan) {
   const std::chrono::milliseconds ttl = plan.ttl;
   FaultResult out;
   absl::StatusOr<LeaseLock> locks =
       LeaseLock::create(std::move(holder), {.ttl = ttl, .auto_renew = true});
-  absl::StatusOr<LeaseLock> others = LeaseLock::create(std::move(other), {.ttl = ttl});
+  absl::StatusOr<LeaseLock> others =
+      LeaseLock::create(std::move(other), {.ttl = ttl});
   if (!locks.ok() || !others.ok()) {
     out.error = "LeaseLock::create failed";
     return out;
@@ -122,13 +131,16 @@ FaultResult measure_fault(std::shared_ptr<LeaseBackend> holder,
         seen_lost = after_call;
         valid_until_at_loss = lease.valid_until();
       }
-      if (held || lease.valid_until() != *valid_until_at_loss) out.relived = true;
+      if (held || lease.valid_until() != *valid_until_at_loss)
+        out.relived = true;
       out.watched_after_lost = after_call - *seen_lost;
     }
-    out.held_max = std::max<std::chrono::nanoseconds>(out.held_max, after_call - before);
+    out.held_max =
+        std::max<std::chrono::nanoseconds>(out.held_max, after_call - before);
     ++out.held_calls;
     if (after_call - before > std::chrono::milliseconds(1)) ++out.held_slow;
-    if (held && before >= lease.valid_until()) out.held_after_valid_until = true;
+    if (held && before >= lease.valid_until())
+      out.held_after_valid_until = true;
     std::this_thread::sleep_for(std::chrono::microseconds(500));  // poll pacing
   }
   stop.store(true);
@@ -137,7 +149,8 @@ FaultResult measure_fault(std::shared_ptr<LeaseBackend> holder,
   if (plan.after) plan.after();
   out.healed = healed_at.load() != 0;
   if (out.healed) {
-    out.fault_to_healed = Clock::time_point(Clock::duration(healed_at.load())) - fault_at;
+    out.fault_to_healed =
+        Clock::time_point(Clock::duration(healed_at.load())) - fault_at;
   }
   out.lost = lost_at.load() != 0;
   out.granted = grant_sent.load() != 0;
@@ -176,9 +189,12 @@ std::string check_fault(const FaultResult& r, const FaultExpect& e) {
     fail("the contender was granted before lost() fired (overlap)");
   }
   if (r.held_after_valid_until) fail("held() was true past valid_until()");
-  if (r.held_slow * 100 > r.held_calls) fail("held() took over 1 ms in more than 1% of calls");
-  if (r.relived) fail("a lost lease was held again (held() true or valid_until() moved)");
-  if (e.tokens_increase && r.granted && r.new_token != 0 && r.new_token <= r.old_token) {
+  if (r.held_slow * 100 > r.held_calls)
+    fail("held() took over 1 ms in more than 1% of calls");
+  if (r.relived)
+    fail("a lost lease was held again (held() true or valid_until() moved)");
+  if (e.tokens_increase && r.granted && r.new_token != 0 &&
+      r.new_token <= r.old_token) {
     fail("the new owner's token is not larger");
   }
   return bad.empty() ? "" : bad + r.summary();

@@ -38,7 +38,7 @@ struct FaultResult {
   int held_calls = 0, held_slow = 0;     // calls, and calls over 1 ms
   bool held_after_valid_until = false;   // held() said true past valid_until()
   std::uint64_t old_token = 0, new_token = 0;
-  bool healed = false;                  // FaultPlan::heal ran
+  bool healed = false;                          // FaultPlan::heal ran
   std::chrono::nanoseconds fault_to_healed{0};  // when it returned
   // Watched after lost() (FaultPlan::watch): held() true again, or
   // valid_until() moved -- a late renewal un-losing the lease.
@@ -69,16 +69,15 @@ struct FaultPlan {
 // `fault`, then polls held() and races try_acquire on `other` (every 2 ms)
 // until both lost() fired and the contender got the key, or `limit` passes.
 // `after` (optional) heals the fault before the lease is released.
+FaultResult measure_fault(
+    std::shared_ptr<LeaseBackend> holder, std::shared_ptr<LeaseBackend> other,
+    const std::string& key, std::chrono::milliseconds ttl,
+    std::chrono::milliseconds fault_after, const std::function<void()>& fault,
+    const std::function<void()>& after = {},
+    std::chrono::milliseconds limit = std::chrono::seconds(20));
 FaultResult measure_fault(std::shared_ptr<LeaseBackend> holder,
-                          std::shared_ptr<LeaseBackend> other, const std::string& key,
-                          std::chrono::milliseconds ttl,
-                          std::chrono::milliseconds fault_after,
-                          const std::function<void()>& fault,
-                          const std::function<void()>& after = {},
-                          std::chrono::milliseconds limit = std::chrono::seconds(20));
-FaultResult measure_fault(std::shared_ptr<LeaseBackend> holder,
-                          std::shared_ptr<LeaseBackend> other, const std::string& key,
-                          const FaultPlan& plan);
+                          std::shared_ptr<LeaseBackend> other,
+                          const std::string& key, const FaultPlan& plan);
 
 struct FaultExpect {
   bool grant = true;  // the contender gets the key within the limit

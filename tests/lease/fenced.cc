@@ -7,8 +7,10 @@
 
 namespace tierlock::testing {
 
-absl::StatusOr<bool> fenced_write(const std::filesystem::path& dir, std::uint64_t token) {
-  absl::StatusOr<DirLock> lock = DirLock::open(dir, LockOptions{".fence", true, std::nullopt});
+absl::StatusOr<bool> fenced_write(const std::filesystem::path& dir,
+                                  std::uint64_t token) {
+  absl::StatusOr<DirLock> lock =
+      DirLock::open(dir, LockOptions{".fence", true, std::nullopt});
   if (!lock.ok()) return lock.status();
   absl::StatusOr<Guard> guard = lock->acquire();
   if (!guard.ok()) return guard.status();

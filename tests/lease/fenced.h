@@ -17,7 +17,8 @@
 
 namespace tierlock::testing {
 
-absl::StatusOr<bool> fenced_write(const std::filesystem::path& dir, std::uint64_t token);
+absl::StatusOr<bool> fenced_write(const std::filesystem::path& dir,
+                                  std::uint64_t token);
 std::vector<std::uint64_t> fenced_history(const std::filesystem::path& dir);
 
 }  // namespace tierlock::testing

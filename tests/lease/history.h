@@ -2,12 +2,14 @@
 //
 // Jepsen-style safety checks on one machine, with real processes
 // (tl_lease_helper) against a backend named by a spec (backend_spec.h):
-//   check_history     - W workers loop acquire -> fenced write -> release on one
+//   check_history     - W workers loop acquire -> fenced write -> release on
+//   one
 //                       key; no two holds overlap unless the earlier one had
 //                       expired, tokens increase in grant order, the fenced
 //                       resource accepted every write.
 //   check_sigkill     - the holder is SIGKILLed; a waiter gets the key within
-//                       a bound (TTL + slack, or at once when connection-bound).
+//                       a bound (TTL + slack, or at once when
+//                       connection-bound).
 //   check_sigstop     - the holder is SIGSTOPped past its TTL (auto-renew on);
 //                       another owner takes the key and writes; after SIGCONT
 //                       the old holder's lost() fires, its fenced write is
@@ -38,17 +40,20 @@ namespace tierlock::testing {
 
 std::string lease_helper_path();
 
-std::string check_history(const std::string& spec, const std::string& key, int workers,
-                          int iterations, const std::filesystem::path& dir, bool fencing);
+std::string check_history(const std::string& spec, const std::string& key,
+                          int workers, int iterations,
+                          const std::filesystem::path& dir, bool fencing);
 
 std::string check_sigkill(const std::string& spec, const std::string& key,
-                          std::chrono::milliseconds ttl, std::chrono::milliseconds bound);
+                          std::chrono::milliseconds ttl,
+                          std::chrono::milliseconds bound);
 
 // `figures` (optional) gets the timings: SIGSTOP to the other owner's
 // grant, SIGCONT to the resumed holder's lost() (bounded: 500 ms), and the
 // overlap (the paused holder cannot know; its fenced write is rejected).
 std::string check_sigstop(const std::string& spec, const std::string& key,
-                          std::chrono::milliseconds ttl, const std::filesystem::path& dir,
+                          std::chrono::milliseconds ttl,
+                          const std::filesystem::path& dir,
                           std::string* figures = nullptr);
 
 // One worker of check_fault_history: its own backend object (its own
@@ -56,9 +61,9 @@ std::string check_sigstop(const std::string& spec, const std::string& key,
 // Empty hooks: a direct worker, never faulted.
 struct FaultHistoryWorker {
   std::shared_ptr<LeaseBackend> backend;
-  std::function<void(bool)> freeze;     // freeze(true) ... freeze(false)
-  std::function<void()> drop_replies;   // on the connections open now
-  std::function<void()> cut;            // closes every open connection
+  std::function<void(bool)> freeze;    // freeze(true) ... freeze(false)
+  std::function<void()> drop_replies;  // on the connections open now
+  std::function<void()> cut;           // closes every open connection
 };
 
 struct FaultHistoryOptions {
@@ -89,7 +94,8 @@ struct FaultHistoryResult {
   int writes_accepted = 0, writes_rejected = 0;
   // Over every hold that ended in lost(): lost() -> the next owner's winning
   // request was sent (positive: the holder knew first). max() if none.
-  std::chrono::nanoseconds min_loss_to_next_grant = std::chrono::nanoseconds::max();
+  std::chrono::nanoseconds min_loss_to_next_grant =
+      std::chrono::nanoseconds::max();
   std::chrono::nanoseconds max_held_latency{0};  // slowest held() call
   std::string summary() const;
 };

@@ -39,9 +39,9 @@ using namespace std::chrono_literals;
 // rest straight (always a healthy contender). `make(port)` builds a backend
 // object talking to 127.0.0.1:port.
 template <typename Make>
-std::vector<FaultHistoryWorker> make_workers(int server_port, int count, int proxied,
-                                             std::vector<std::unique_ptr<TcpProxy>>& proxies,
-                                             Make make) {
+std::vector<FaultHistoryWorker> make_workers(
+    int server_port, int count, int proxied,
+    std::vector<std::unique_ptr<TcpProxy>>& proxies, Make make) {
   std::vector<FaultHistoryWorker> out;
   for (int w = 0; w < count; ++w) {
     FaultHistoryWorker wk;
@@ -71,7 +71,8 @@ FaultHistoryOptions options(const std::string& key, const TempDir& tmp) {
 }
 
 #ifdef TIERLOCK_HAVE_LEASE_REDIS
-TEST(RedisHistoryFaultTest, FrozenDroppedAndCutNetworksKeepWindowsDisjointAndTheKeyLive) {
+TEST(RedisHistoryFaultTest,
+     FrozenDroppedAndCutNetworksKeepWindowsDisjointAndTheKeyLive) {
   RedisServer& redis = shared_redis();
   TempDir tmp;
   std::vector<std::unique_ptr<TcpProxy>> proxies;
@@ -79,12 +80,14 @@ TEST(RedisHistoryFaultTest, FrozenDroppedAndCutNetworksKeepWindowsDisjointAndThe
     RedisLeaseOptions o;
     o.port = port;
     o.io_timeout = 1s;  // a non-holder's call on a frozen connection
-    absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b = RedisLeaseBackend::create(o);
+    absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b =
+        RedisLeaseBackend::create(o);
     EXPECT_TRUE(b.ok()) << "redis 127.0.0.1:" << port << ": " << b.status();
     return b.ok() ? std::shared_ptr<LeaseBackend>(*b) : nullptr;
   });
   for (const FaultHistoryWorker& w : workers) ASSERT_NE(w.backend, nullptr);
-  FaultHistoryResult r = check_fault_history(std::move(workers), options("hist-fault", tmp));
+  FaultHistoryResult r =
+      check_fault_history(std::move(workers), options("hist-fault", tmp));
   std::cout << "redis history under faults: " << r.summary() << std::endl;
   EXPECT_EQ(r.problems, "") << r.summary();
   EXPECT_GT(r.freezes + r.drops + r.cuts, 3) << r.summary();
@@ -102,17 +105,20 @@ TEST(PostgresHistoryFaultTest,
   std::vector<std::unique_ptr<TcpProxy>> proxies;
   auto workers = make_workers(pg.port(), 4, 3, proxies, [](int port) {
     PostgresLeaseOptions o;
-    o.conninfo = absl::StrCat("host=127.0.0.1 port=", port, " user=tl dbname=postgres");
+    o.conninfo =
+        absl::StrCat("host=127.0.0.1 port=", port, " user=tl dbname=postgres");
     o.mode = PostgresLeaseOptions::Mode::kLeaseTable;
     o.io_timeout = 2s;  // a non-holder's statement on a frozen connection
-    absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> b = PostgresLeaseBackend::create(o);
+    absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> b =
+        PostgresLeaseBackend::create(o);
     EXPECT_TRUE(b.ok()) << "postgres 127.0.0.1:" << port << ": " << b.status();
     return b.ok() ? std::shared_ptr<LeaseBackend>(*b) : nullptr;
   });
   for (const FaultHistoryWorker& w : workers) ASSERT_NE(w.backend, nullptr);
   FaultHistoryResult r =
       check_fault_history(std::move(workers), options("hist-fault-table", tmp));
-  std::cout << "postgres lease-table history under faults: " << r.summary() << std::endl;
+  std::cout << "postgres lease-table history under faults: " << r.summary()
+            << std::endl;
   EXPECT_EQ(r.problems, "") << r.summary();
   EXPECT_GT(r.freezes + r.drops + r.cuts, 3) << r.summary();
   // A held() that waited on I/O would take a frozen call's io_timeout (1 s

@@ -10,8 +10,8 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <iostream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -44,10 +44,13 @@ using namespace std::chrono_literals;
 
 class LeaseCliTest : public ::testing::Test {
  protected:
-  std::string backend() const { return "sqlite:" + (tmp_.path() / "leases.db").string(); }
+  std::string backend() const {
+    return "sqlite:" + (tmp_.path() / "leases.db").string();
+  }
   std::vector<std::string> run_args(std::vector<std::string> extra,
                                     std::vector<std::string> command) const {
-    std::vector<std::string> argv = {TIERLOCK_CLI_PATH, "run", "--backend", backend()};
+    std::vector<std::string> argv = {TIERLOCK_CLI_PATH, "run", "--backend",
+                                     backend()};
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.push_back("--");
     argv.insert(argv.end(), command.begin(), command.end());
@@ -64,24 +67,30 @@ class LeaseCliTest : public ::testing::Test {
 
 TEST_F(LeaseCliTest, RunsTheCommandWithTheTokenAndExitsWithItsStatus) {
   const std::string out = (tmp_.path() / "env").string();
-  RunResult r = run(run_args({"--key", "job"},
-                             {"sh", "-c", "echo $TIERLOCK_TOKEN $TIERLOCK_LEASE_KEY > " + out +
-                                              "; exit 7"}));
+  RunResult r = run(run_args(
+      {"--key", "job"},
+      {"sh", "-c",
+       "echo $TIERLOCK_TOKEN $TIERLOCK_LEASE_KEY > " + out + "; exit 7"}));
   EXPECT_EQ(r.status.code, 7);
   EXPECT_EQ(read("env"), "1 job");
-  r = run(run_args({"--key", "job"}, {"sh", "-c", "echo $TIERLOCK_TOKEN > " + out}));
+  r = run(run_args({"--key", "job"},
+                   {"sh", "-c", "echo $TIERLOCK_TOKEN > " + out}));
   EXPECT_EQ(r.status.code, 0);
   EXPECT_EQ(read("env"), "2") << "tokens increase per run";
 }
 
 TEST_F(LeaseCliTest, HeldKeyGivesTheConflictCodeWithNoWaitOrTimeout) {
-  Process holder = Process::spawn({lease_helper_path(), "hold", backend(), "busy", "60000"});
+  Process holder =
+      Process::spawn({lease_helper_path(), "hold", backend(), "busy", "60000"});
   std::optional<std::string> held = holder.read_line();
   ASSERT_TRUE(held && held->rfind("held ", 0) == 0) << held.value_or("");
   EXPECT_EQ(run(run_args({"--key", "busy", "-n"}, {"true"})).status.code, 75);
-  EXPECT_EQ(run(run_args({"--key", "busy", "-n", "-E", "9"}, {"true"})).status.code, 9);
+  EXPECT_EQ(
+      run(run_args({"--key", "busy", "-n", "-E", "9"}, {"true"})).status.code,
+      9);
   const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(run(run_args({"--key", "busy", "-w", "0.3"}, {"true"})).status.code, 75);
+  EXPECT_EQ(run(run_args({"--key", "busy", "-w", "0.3"}, {"true"})).status.code,
+            75);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms);
   holder.close_stdin();  // the helper releases at EOF
   EXPECT_EQ(holder.wait().code, 0);
@@ -89,7 +98,8 @@ TEST_F(LeaseCliTest, HeldKeyGivesTheConflictCodeWithNoWaitOrTimeout) {
 }
 
 TEST_F(LeaseCliTest, SigtermWhileWaitingExits143HoldingNothing) {
-  Process holder = Process::spawn({lease_helper_path(), "hold", backend(), "k", "60000"});
+  Process holder =
+      Process::spawn({lease_helper_path(), "hold", backend(), "k", "60000"});
   ASSERT_TRUE(holder.read_line().has_value());
   Process waiter = Process::spawn(run_args({"--key", "k"}, {"true"}));
   // SIGTERM goes to the signalfd once it is blocked (/proc/PID/status
@@ -100,7 +110,8 @@ TEST_F(LeaseCliTest, SigtermWhileWaitingExits143HoldingNothing) {
     std::string line;
     while (std::getline(in, line)) {
       if (line.rfind("SigBlk:", 0) == 0) {
-        return (std::stoull(line.substr(7), nullptr, 16) & (1ULL << (SIGTERM - 1))) != 0;
+        return (std::stoull(line.substr(7), nullptr, 16) &
+                (1ULL << (SIGTERM - 1))) != 0;
       }
     }
     return false;
@@ -114,7 +125,6 @@ TEST_F(LeaseCliTest, SigtermWhileWaitingExits143HoldingNothing) {
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].token, 1u) << "the cancelled waiter took a lease";
 }
-
 
 // The pids a command prints on its first line ("SH BG").
 struct Pids {
@@ -150,8 +160,9 @@ void steal_lease(const std::filesystem::path& db, pid_t cli) {
 constexpr int kLeaseLost = 74;
 
 TEST_F(LeaseCliTest, LostLeaseStopsTheCommandAndExitsLeaseLost) {
-  Process cli = Process::spawn(run_args({"--key", "lost", "--ttl", "1"},
-                                        {"sh", "-c", "sleep 1000 & echo $$ $!; wait"}));
+  Process cli =
+      Process::spawn(run_args({"--key", "lost", "--ttl", "1"},
+                              {"sh", "-c", "sleep 1000 & echo $$ $!; wait"}));
   const Pids p = read_pids(cli);
   KillLeftovers leftovers{{p.sh, p.bg}};
   ASSERT_GT(p.bg, 0);
@@ -173,16 +184,20 @@ TEST_F(LeaseCliTest, LostLeaseKillsACommandThatIgnoresSigtermAfterTheGrace) {
   const auto t0 = std::chrono::steady_clock::now();
   steal_lease(tmp_.path() / "leases.db", cli.pid());
   EXPECT_EQ(cli.wait(10s).code, kLeaseLost);
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms) << "no grace after SIGTERM";
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms)
+      << "no grace after SIGTERM";
   EXPECT_TRUE(process_gone(p.sh)) << "ran on past the grace";
   EXPECT_TRUE(process_gone(p.bg)) << "its child ran on past the grace";
 }
 
-TEST_F(LeaseCliTest, LostLeaseExitsLeaseLostEvenIfTheCommandExitsZeroOnSigterm) {
+TEST_F(LeaseCliTest,
+       LostLeaseExitsLeaseLostEvenIfTheCommandExitsZeroOnSigterm) {
   // The shell exits 0 on SIGTERM, leaving a background child that ignores it.
-  Process cli = Process::spawn(run_args(
-      {"--key", "polite", "--ttl", "1", "--kill-after", "0.3"},
-      {"sh", "-c", "trap 'exit 0' TERM; (trap '' TERM; exec sleep 1000) & echo $$ $!; wait"}));
+  Process cli = Process::spawn(
+      run_args({"--key", "polite", "--ttl", "1", "--kill-after", "0.3"},
+               {"sh", "-c",
+                "trap 'exit 0' TERM; (trap '' TERM; exec sleep 1000) & echo $$ "
+                "$!; wait"}));
   const Pids p = read_pids(cli);
   KillLeftovers leftovers{{p.sh, p.bg}};
   ASSERT_GT(p.bg, 0);
@@ -193,8 +208,9 @@ TEST_F(LeaseCliTest, LostLeaseExitsLeaseLostEvenIfTheCommandExitsZeroOnSigterm) 
 }
 
 TEST_F(LeaseCliTest, SigstopOfRunPastTheValidityKillsTheCommandTree) {
-  Process cli = Process::spawn(run_args({"--key", "paused", "--ttl", "1.5"},
-                                        {"sh", "-c", "sleep 1000 & echo $$ $!; wait"}));
+  Process cli =
+      Process::spawn(run_args({"--key", "paused", "--ttl", "1.5"},
+                              {"sh", "-c", "sleep 1000 & echo $$ $!; wait"}));
   const Pids p = read_pids(cli);
   KillLeftovers leftovers{{p.sh, p.bg}};
   ASSERT_GT(p.bg, 0);
@@ -206,9 +222,11 @@ TEST_F(LeaseCliTest, SigstopOfRunPastTheValidityKillsTheCommandTree) {
   const auto t0 = std::chrono::steady_clock::now();
   // tierlock can renew nothing now; its lease is valid for at most 1.5 s
   // from its last renewal, then the supervisor's watchdog kills the tree.
-  EXPECT_TRUE(wait_until([&] { return process_gone(p.sh) && process_gone(p.bg); }, 10s))
+  EXPECT_TRUE(
+      wait_until([&] { return process_gone(p.sh) && process_gone(p.bg); }, 10s))
       << "the command runs on past its lease while tierlock is stopped";
-  EXPECT_LE(std::chrono::steady_clock::now() - t0, 3s) << "validity 1.5 s, plus slack";
+  EXPECT_LE(std::chrono::steady_clock::now() - t0, 3s)
+      << "validity 1.5 s, plus slack";
   ::kill(cli.pid(), SIGCONT);
   EXPECT_EQ(cli.wait(10s).code, kLeaseLost);
 }
@@ -223,12 +241,13 @@ TEST_F(LeaseCliTest, RenewedLeaseOutlivesManyTtlsWithoutTheWatchdogFiring) {
 TEST_F(LeaseCliTest, SigkillOfRunKillsTheWholeCommandTree) {
   // The command and a background child of it; both write their pids.
   const std::string d = tmp_.path().string();
-  Process cli = Process::spawn(run_args(
-      {"--key", "tree"},
-      {"sh", "-c",
-       "sleep 1000 & echo $! > '" + d + "/bg'; echo $$ > '" + d + "/sh.tmp'; mv '" + d +
-           "/sh.tmp' '" + d + "/sh'; wait"}));
-  ASSERT_TRUE(wait_until([&] { return !read("sh").empty() && !read("bg").empty(); }));
+  Process cli = Process::spawn(
+      run_args({"--key", "tree"},
+               {"sh", "-c",
+                "sleep 1000 & echo $! > '" + d + "/bg'; echo $$ > '" + d +
+                    "/sh.tmp'; mv '" + d + "/sh.tmp' '" + d + "/sh'; wait"}));
+  ASSERT_TRUE(
+      wait_until([&] { return !read("sh").empty() && !read("bg").empty(); }));
   const pid_t sh = std::stoi(read("sh"));
   const pid_t bg = std::stoi(read("bg"));
   struct Cleanup {
@@ -243,13 +262,17 @@ TEST_F(LeaseCliTest, SigkillOfRunKillsTheWholeCommandTree) {
   ::kill(cli.pid(), SIGKILL);
   EXPECT_EQ(cli.wait().code, 128 + SIGKILL);
   // Bounded: the supervisor reacts to its death signal at once.
-  EXPECT_TRUE(wait_until([&] { return process_gone(sh); }, 5s)) << "the command runs on";
-  EXPECT_TRUE(wait_until([&] { return process_gone(bg); }, 5s)) << "its child runs on";
+  EXPECT_TRUE(wait_until([&] { return process_gone(sh); }, 5s))
+      << "the command runs on";
+  EXPECT_TRUE(wait_until([&] { return process_gone(bg); }, 5s))
+      << "its child runs on";
 }
 
 TEST_F(LeaseCliTest, NormalRunsLeaveWhatTheCommandStartedAlone) {
   const std::string d = tmp_.path().string();
-  RunResult r = run(run_args({"--key", "bg"}, {"sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $! > '" + d + "/bg'"}));
+  RunResult r = run(run_args(
+      {"--key", "bg"},
+      {"sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $! > '" + d + "/bg'"}));
   EXPECT_EQ(r.status.code, 0);
   const pid_t bg = std::stoi(read("bg"));
   EXPECT_FALSE(process_gone(bg));
@@ -258,10 +281,11 @@ TEST_F(LeaseCliTest, NormalRunsLeaveWhatTheCommandStartedAlone) {
 
 TEST_F(LeaseCliTest, OptionsEndAtTheCommand) {
   for (bool dashes : {false, true}) {
-    std::vector<std::string> argv = {TIERLOCK_CLI_PATH, "run", "--backend", backend(),
-                                     "--key", "opts"};
+    std::vector<std::string> argv = {TIERLOCK_CLI_PATH, "run",   "--backend",
+                                     backend(),         "--key", "opts"};
     if (dashes) argv.push_back("--");
-    for (const char* a : {"echo", "-n", "-s", "--key", "x", "hi"}) argv.push_back(a);
+    for (const char* a : {"echo", "-n", "-s", "--key", "x", "hi"})
+      argv.push_back(a);
     RunResult r = run(argv);
     EXPECT_EQ(r.status.code, 0);
     EXPECT_EQ(r.out, "-s --key x hi");  // echo took -n: no newline
@@ -269,35 +293,50 @@ TEST_F(LeaseCliTest, OptionsEndAtTheCommand) {
 }
 
 TEST_F(LeaseCliTest, HugeTimeoutWaitsAndBadOnesAreUsageErrors) {
-  Process holder = Process::spawn({lease_helper_path(), "hold", backend(), "w", "60000"});
+  Process holder =
+      Process::spawn({lease_helper_path(), "hold", backend(), "w", "60000"});
   ASSERT_TRUE(holder.read_line().has_value());
-  Process waiter = Process::spawn(run_args({"--key", "w", "-q", "-w", "1e300"}, {"echo", "ran"}));
+  Process waiter = Process::spawn(
+      run_args({"--key", "w", "-q", "-w", "1e300"}, {"echo", "ran"}));
   EXPECT_FALSE(wait_until([&] { return waiter.exited_now(); }, 1000ms))
       << "gave up at once";
   holder.close_stdin();
   EXPECT_EQ(holder.wait().code, 0);
   EXPECT_EQ(waiter.read_line().value_or(""), "ran");
   EXPECT_EQ(waiter.wait().code, 0);
-  EXPECT_EQ(run(run_args({"--key", "k", "-w", "nan"}, {"true"})).status.code, 64);
-  EXPECT_EQ(run(run_args({"--key", "k", "-w", "-1"}, {"true"})).status.code, 64);
+  EXPECT_EQ(run(run_args({"--key", "k", "-w", "nan"}, {"true"})).status.code,
+            64);
+  EXPECT_EQ(run(run_args({"--key", "k", "-w", "-1"}, {"true"})).status.code,
+            64);
 }
 
 TEST_F(LeaseCliTest, BadBackendKeyOrTtlIsAUsageError) {
-  EXPECT_EQ(run({TIERLOCK_CLI_PATH, "run", "--backend", "nope://x", "--key", "k", "--", "true"})
+  EXPECT_EQ(run({TIERLOCK_CLI_PATH, "run", "--backend", "nope://x", "--key",
+                 "k", "--", "true"})
                 .status.code,
             64);
   EXPECT_EQ(run(run_args({}, {"true"})).status.code, 64) << "no --key";
   EXPECT_EQ(run(run_args({"--key", "a\tb"}, {"true"})).status.code, 64);
-  EXPECT_EQ(run(run_args({"--key", "k", "--ttl", "0"}, {"true"})).status.code, 64);
-  EXPECT_EQ(run(run_args({"--key", "k", "--kill-after", "-1"}, {"true"})).status.code, 64);
-  EXPECT_EQ(run(run_args({"--key", "k", "--kill-after", "nan"}, {"true"})).status.code, 64);
-  EXPECT_EQ(run({TIERLOCK_CLI_PATH, "run", "--kill-after", "1", tmp_.path().string(), "true"})
+  EXPECT_EQ(run(run_args({"--key", "k", "--ttl", "0"}, {"true"})).status.code,
+            64);
+  EXPECT_EQ(
+      run(run_args({"--key", "k", "--kill-after", "-1"}, {"true"})).status.code,
+      64);
+  EXPECT_EQ(run(run_args({"--key", "k", "--kill-after", "nan"}, {"true"}))
+                .status.code,
+            64);
+  EXPECT_EQ(run({TIERLOCK_CLI_PATH, "run", "--kill-after", "1",
+                 tmp_.path().string(), "true"})
                 .status.code,
             64)
       << "--kill-after without --backend";
-  EXPECT_EQ(run(run_args({"--key", "k", "--shared"}, {"true"})).status.code, 64);
-  EXPECT_EQ(run({TIERLOCK_CLI_PATH, "run", "--key", "k", "--", "true"}).status.code, 64);
-  EXPECT_EQ(run(run_args({"--key", "k"}, {"/nonexistent/cmd"})).status.code, 127);
+  EXPECT_EQ(run(run_args({"--key", "k", "--shared"}, {"true"})).status.code,
+            64);
+  EXPECT_EQ(
+      run({TIERLOCK_CLI_PATH, "run", "--key", "k", "--", "true"}).status.code,
+      64);
+  EXPECT_EQ(run(run_args({"--key", "k"}, {"/nonexistent/cmd"})).status.code,
+            127);
 }
 
 // The lease lost through a frozen network, end to end: `tierlock run` holds
@@ -312,14 +351,17 @@ struct FrozenRunFigures {
     auto s = [&](std::chrono::steady_clock::time_point t) {
       return std::chrono::duration<double>(t - frozen).count();
     };
-    return absl::StrCat("freeze->tree dead ", s(tree_dead), " s, freeze->other's grant ",
-                        s(granted_sent), " s, tree dead ",
-                        std::chrono::duration<double>(granted_sent - tree_dead).count(),
-                        " s before the grant");
+    return absl::StrCat(
+        "freeze->tree dead ", s(tree_dead), " s, freeze->other's grant ",
+        s(granted_sent), " s, tree dead ",
+        std::chrono::duration<double>(granted_sent - tree_dead).count(),
+        " s before the grant");
   }
 };
 
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_open(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 // Waits (at most `limit`) until every pid's pidfd is readable (the process
 // exited); returns when the last one was seen, or nullopt.
@@ -337,7 +379,8 @@ std::optional<std::chrono::steady_clock::time_point> wait_all_dead(
   while (dead < fds.size() && std::chrono::steady_clock::now() < deadline) {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) < 0 && errno != EINTR) {
+    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) < 0 &&
+        errno != EINTR) {
       break;
     }
     const auto now = std::chrono::steady_clock::now();
@@ -356,21 +399,21 @@ std::optional<std::chrono::steady_clock::time_point> wait_all_dead(
   return out;
 }
 
-void expect_frozen_run_stops_the_tree_first(const std::string& name, const std::string& url,
-                                            TcpProxy& proxy,
-                                            const std::shared_ptr<LeaseBackend>& direct,
-                                            const TempDir& tmp) {
+void expect_frozen_run_stops_the_tree_first(
+    const std::string& name, const std::string& url, TcpProxy& proxy,
+    const std::shared_ptr<LeaseBackend>& direct, const TempDir& tmp) {
   const std::string key = "frozen-run/" + name;
   const std::string err = (tmp.path() / (name + ".stderr")).string();
   // stderr to a file (the CLI's own, through an exec'ing shell).
   Process cli = Process::spawn(
-      {"sh", "-c", "exec \"$0\" \"$@\" 2>'" + err + "'", TIERLOCK_CLI_PATH, "run",
-       "--backend", url, "--key", key, "--ttl", "2", "--", "sh", "-c",
+      {"sh", "-c", "exec \"$0\" \"$@\" 2>'" + err + "'", TIERLOCK_CLI_PATH,
+       "run", "--backend", url, "--key", key, "--ttl", "2", "--", "sh", "-c",
        "trap '' TERM; sleep 1000 & echo $$ $!; wait"});
   const Pids p = read_pids(cli);
   KillLeftovers leftovers{{p.sh, p.bg}};
   ASSERT_GT(p.bg, 0) << key << ": the command did not start";
-  ASSERT_OK_AND_ASSIGN(LeaseLock other, LeaseLock::create(direct, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock other,
+                       LeaseLock::create(direct, {.ttl = 30s}));
 
   FrozenRunFigures f;
   std::optional<std::chrono::steady_clock::time_point> dead;
@@ -390,19 +433,25 @@ void expect_frozen_run_stops_the_tree_first(const std::string& name, const std::
   }
   watcher.join();
   proxy.freeze(false);
-  ASSERT_TRUE(won.has_value()) << key << ": the other client was never granted the key";
-  ASSERT_TRUE(dead.has_value()) << key << ": the command's tree (" << p.sh << ", " << p.bg
-                                << ") is still running 20 s after the freeze";
+  ASSERT_TRUE(won.has_value())
+      << key << ": the other client was never granted the key";
+  ASSERT_TRUE(dead.has_value())
+      << key << ": the command's tree (" << p.sh << ", " << p.bg
+      << ") is still running 20 s after the freeze";
   f.tree_dead = *dead;
   std::cout << name << " frozen run: " << f.summary() << std::endl;
   EXPECT_LT(f.tree_dead, f.granted_sent)
-      << key << ": the other client was granted the key while the command's tree still ran ("
+      << key
+      << ": the other client was granted the key while the command's tree "
+         "still ran ("
       << f.summary() << ")";
   const ExitStatus st = cli.wait(10s);
   EXPECT_EQ(st.code, kLeaseLost) << key << ": " << st.describe();
   std::ifstream in(err);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_NE(text.find("'" + key + "'"), std::string::npos) << "stderr does not name the key: " << text;
+  const std::string text((std::istreambuf_iterator<char>(in)),
+                         std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("'" + key + "'"), std::string::npos)
+      << "stderr does not name the key: " << text;
   // Whichever saw it first: tierlock's lost() or the supervisor's watchdog.
   EXPECT_TRUE(text.find("lost") != std::string::npos ||
               text.find("not renewed in time") != std::string::npos)
@@ -411,7 +460,8 @@ void expect_frozen_run_stops_the_tree_first(const std::string& name, const std::
 }
 
 #ifdef TIERLOCK_HAVE_LEASE_POSTGRES
-TEST(LeaseCliFaultTest, FrozenPostgresTableRunStopsTheWholeTreeBeforeAnotherClientIsGranted) {
+TEST(LeaseCliFaultTest,
+     FrozenPostgresTableRunStopsTheWholeTreeBeforeAnotherClientIsGranted) {
   PostgresServer& pg = shared_postgres();
   TcpProxy proxy(pg.port());
   PostgresLeaseOptions o;
@@ -421,21 +471,25 @@ TEST(LeaseCliFaultTest, FrozenPostgresTableRunStopsTheWholeTreeBeforeAnotherClie
                        PostgresLeaseBackend::create(o));
   TempDir tmp;
   expect_frozen_run_stops_the_tree_first(
-      "postgres-table", absl::StrCat("postgresql://tl@127.0.0.1:", proxy.port(), "/postgres"),
+      "postgres-table",
+      absl::StrCat("postgresql://tl@127.0.0.1:", proxy.port(), "/postgres"),
       proxy, direct, tmp);
 }
 #endif
 
 #ifdef TIERLOCK_HAVE_LEASE_REDIS
-TEST(LeaseCliFaultTest, FrozenRedisRunStopsTheWholeTreeBeforeAnotherClientIsGranted) {
+TEST(LeaseCliFaultTest,
+     FrozenRedisRunStopsTheWholeTreeBeforeAnotherClientIsGranted) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
   RedisLeaseOptions o;
   o.port = redis.port();
-  ASSERT_OK_AND_ASSIGN(std::shared_ptr<RedisLeaseBackend> direct, RedisLeaseBackend::create(o));
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<RedisLeaseBackend> direct,
+                       RedisLeaseBackend::create(o));
   TempDir tmp;
   expect_frozen_run_stops_the_tree_first(
-      "redis", absl::StrCat("redis://127.0.0.1:", proxy.port()), proxy, direct, tmp);
+      "redis", absl::StrCat("redis://127.0.0.1:", proxy.port()), proxy, direct,
+      tmp);
 }
 #endif
 

@@ -4,6 +4,8 @@
 // test (etcd_cluster.h): the conformance suite, etcd's lock recipe as
 // `etcdctl lock` sees it (both ways), FIFO order of waiters, URL parsing, and
 // (EtcdLeaseFaultTest, label stress) the leader SIGKILLed under a held lease.
+#include "tierlock/lease_etcd.h"
+
 #include <signal.h>
 
 #include <atomic>
@@ -25,7 +27,6 @@
 #include "support/temp_dir.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
-#include "tierlock/lease_etcd.h"
 
 namespace tierlock::testing {
 namespace {
@@ -33,12 +34,14 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-std::shared_ptr<EtcdLeaseBackend> make_backend(const std::vector<std::string>& endpoints,
-                                               std::chrono::milliseconds io_timeout = 5s) {
+std::shared_ptr<EtcdLeaseBackend> make_backend(
+    const std::vector<std::string>& endpoints,
+    std::chrono::milliseconds io_timeout = 5s) {
   EtcdLeaseOptions o;
   o.endpoints = endpoints;
   o.io_timeout = io_timeout;
-  absl::StatusOr<std::shared_ptr<EtcdLeaseBackend>> b = EtcdLeaseBackend::create(o);
+  absl::StatusOr<std::shared_ptr<EtcdLeaseBackend>> b =
+      EtcdLeaseBackend::create(o);
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? *b : nullptr;
 }
@@ -49,13 +52,15 @@ std::vector<std::string> endpoints(EtcdCluster& c) {
   return out;
 }
 
-std::shared_ptr<EtcdLeaseBackend> shared_backend() { return make_backend(endpoints(shared_etcd())); }
+std::shared_ptr<EtcdLeaseBackend> shared_backend() {
+  return make_backend(endpoints(shared_etcd()));
+}
 
 // The keys under PREFIX in etcd, in create order, as etcdctl lists them.
 std::vector<std::string> keys_under(EtcdCluster& c, const std::string& prefix) {
-  absl::StatusOr<std::string> out =
-      c.etcdctl(absl::StrCat("get --prefix --keys-only --order=ASCEND --sort-by=CREATE '",
-                             prefix, "'"));
+  absl::StatusOr<std::string> out = c.etcdctl(
+      absl::StrCat("get --prefix --keys-only --order=ASCEND --sort-by=CREATE '",
+                   prefix, "'"));
   EXPECT_TRUE(out.ok()) << out.status();
   std::vector<std::string> keys;
   if (!out.ok()) return keys;
@@ -67,7 +72,8 @@ std::vector<std::string> keys_under(EtcdCluster& c, const std::string& prefix) {
 
 // The create revision of KEY, read with etcdctl.
 std::int64_t create_revision(EtcdCluster& c, const std::string& key) {
-  absl::StatusOr<std::string> out = c.etcdctl(absl::StrCat("get -w json '", key, "'"));
+  absl::StatusOr<std::string> out =
+      c.etcdctl(absl::StrCat("get -w json '", key, "'"));
   EXPECT_TRUE(out.ok()) << out.status();
   if (!out.ok()) return -1;
   const nlohmann::json j = nlohmann::json::parse(*out, nullptr, false);
@@ -75,18 +81,23 @@ std::int64_t create_revision(EtcdCluster& c, const std::string& key) {
   return j["kvs"][0].value("create_revision", std::int64_t{0});
 }
 
-INSTANTIATE_TEST_SUITE_P(Etcd, LeaseConformanceTest,
-                         ::testing::Values(LeaseBackendFactory{
-                             "etcd", [] { return std::shared_ptr<LeaseBackend>(shared_backend()); }}),
-                         [](const auto& p) { return p.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    Etcd, LeaseConformanceTest,
+    ::testing::Values(LeaseBackendFactory{
+        "etcd",
+        [] { return std::shared_ptr<LeaseBackend>(shared_backend()); }}),
+    [](const auto& p) { return p.param.name; });
 
 TEST(EtcdLeaseOptionsTest, FromUrlTakesAListOfHostsWithDefaultPort) {
-  ASSERT_OK_AND_ASSIGN(EtcdLeaseOptions o,
-                       EtcdLeaseOptions::from_url("etcd://10.0.0.5,10.0.0.6:2380,[::1]:3000"));
-  EXPECT_EQ(o.endpoints, (std::vector<std::string>{"http://10.0.0.5:2379", "http://10.0.0.6:2380",
+  ASSERT_OK_AND_ASSIGN(
+      EtcdLeaseOptions o,
+      EtcdLeaseOptions::from_url("etcd://10.0.0.5,10.0.0.6:2380,[::1]:3000"));
+  EXPECT_EQ(o.endpoints, (std::vector<std::string>{"http://10.0.0.5:2379",
+                                                   "http://10.0.0.6:2380",
                                                    "http://[::1]:3000"}));
-  for (const char* bad : {"etcd://", "etcd://h:0", "etcd://h:x", "etcd://h,,g", "etcd://h/p",
-                          "etcd://u:p@h", "http://h:2379", "etcd://[::1"}) {
+  for (const char* bad :
+       {"etcd://", "etcd://h:0", "etcd://h:x", "etcd://h,,g", "etcd://h/p",
+        "etcd://u:p@h", "http://h:2379", "etcd://[::1"}) {
     EXPECT_TRUE(IsError(EtcdLeaseOptions::from_url(bad).status(),
                         absl::StatusCode::kInvalidArgument, "etcd URL"))
         << bad;
@@ -98,7 +109,8 @@ TEST(EtcdLeaseBackendTest, UnreachableClusterIsUnavailableNamingTheEndpoint) {
   EtcdLeaseOptions o;
   o.endpoints = {ep};
   o.io_timeout = 500ms;
-  EXPECT_TRUE(IsError(EtcdLeaseBackend::create(o).status(), absl::StatusCode::kUnavailable, ep));
+  EXPECT_TRUE(IsError(EtcdLeaseBackend::create(o).status(),
+                      absl::StatusCode::kUnavailable, ep));
 }
 
 TEST(EtcdLeaseBackendTest, ADeadEndpointFirstInTheListIsSkipped) {
@@ -107,21 +119,26 @@ TEST(EtcdLeaseBackendTest, ADeadEndpointFirstInTheListIsSkipped) {
   auto b = make_backend(eps);
   ASSERT_NE(b, nullptr);
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("dead-endpoint-first"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a,
+                       locks.try_acquire("dead-endpoint-first"));
   EXPECT_TRUE(a.has_value());
 }
 
-TEST(EtcdLeaseBackendTest, TheLockKeyIsEtcdsRecipeAndTheTokenItsCreateRevision) {
+TEST(EtcdLeaseBackendTest,
+     TheLockKeyIsEtcdsRecipeAndTheTokenItsCreateRevision) {
   EtcdCluster& etcd = shared_etcd();
   auto b = shared_backend();
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("recipe"));
   ASSERT_TRUE(a.has_value());
-  const std::vector<std::string> keys = keys_under(etcd, b->lock_prefix("recipe"));
+  const std::vector<std::string> keys =
+      keys_under(etcd, b->lock_prefix("recipe"));
   ASSERT_EQ(keys.size(), 1u);
   EXPECT_TRUE(keys[0].starts_with("recipe/")) << keys[0];
-  EXPECT_EQ(keys[0].find_first_not_of("0123456789abcdef", 7), std::string::npos) << keys[0];
-  EXPECT_EQ(create_revision(etcd, keys[0]), static_cast<std::int64_t>(*a->token()));
+  EXPECT_EQ(keys[0].find_first_not_of("0123456789abcdef", 7), std::string::npos)
+      << keys[0];
+  EXPECT_EQ(create_revision(etcd, keys[0]),
+            static_cast<std::int64_t>(*a->token()));
   // The key is on an etcd lease whose TTL is the lease's, in whole seconds.
   ASSERT_OK(a->release());
   EXPECT_TRUE(keys_under(etcd, b->lock_prefix("recipe")).empty())
@@ -134,7 +151,8 @@ TEST(EtcdLeaseBackendTest, ATryThatFindsTheLockHeldLeavesNoKeyBehind) {
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("try-clean"));
   ASSERT_TRUE(a.has_value());
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> none, locks.try_acquire("try-clean"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> none,
+                       locks.try_acquire("try-clean"));
   EXPECT_FALSE(none.has_value());
   EXPECT_TRUE(IsError(locks.acquire("try-clean", {.timeout = 50ms}).status(),
                       absl::StatusCode::kDeadlineExceeded));
@@ -144,8 +162,8 @@ TEST(EtcdLeaseBackendTest, ATryThatFindsTheLockHeldLeavesNoKeyBehind) {
 
 TEST(EtcdLeaseBackendTest, EtcdctlLockHolderExcludesTierlockUntilItUnlocks) {
   EtcdCluster& etcd = shared_etcd();
-  Process holder = Process::spawn(
-      {"etcdctl", "--endpoints", etcd.client_urls(), "lock", "interop-etcdctl-first"});
+  Process holder = Process::spawn({"etcdctl", "--endpoints", etcd.client_urls(),
+                                   "lock", "interop-etcdctl-first"});
   // etcdctl prints the key it holds once it has the lock.
   std::optional<std::string> held = holder.read_line();
   ASSERT_TRUE(held.has_value()) << "etcdctl lock did not get the lock";
@@ -155,7 +173,8 @@ TEST(EtcdLeaseBackendTest, EtcdctlLockHolderExcludesTierlockUntilItUnlocks) {
 
   auto b = shared_backend();
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> none, locks.try_acquire("interop-etcdctl-first"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> none,
+                       locks.try_acquire("interop-etcdctl-first"));
   EXPECT_FALSE(none.has_value()) << "tierlock got a key etcdctl lock holds";
 
   std::atomic<bool> done{false};
@@ -166,7 +185,8 @@ TEST(EtcdLeaseBackendTest, EtcdctlLockHolderExcludesTierlockUntilItUnlocks) {
   });
   // Queued behind etcdctl's key (its own key is second), and not granted.
   EXPECT_TRUE(wait_until(
-      [&] { return keys_under(etcd, "interop-etcdctl-first/").size() == 2; }, 10s));
+      [&] { return keys_under(etcd, "interop-etcdctl-first/").size() == 2; },
+      10s));
   EXPECT_FALSE(done.load());
   // etcdctl unlocks on SIGTERM.
   ::kill(holder.pid(), SIGTERM);
@@ -180,20 +200,25 @@ TEST(EtcdLeaseBackendTest, TierlockHolderMakesEtcdctlLockWait) {
   EtcdCluster& etcd = shared_etcd();
   auto b = shared_backend();
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("interop-tierlock-first"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a,
+                       locks.try_acquire("interop-tierlock-first"));
   ASSERT_TRUE(a.has_value());
-  Process waiter = Process::spawn(
-      {"etcdctl", "--endpoints", etcd.client_urls(), "lock", "interop-tierlock-first"});
+  Process waiter = Process::spawn({"etcdctl", "--endpoints", etcd.client_urls(),
+                                   "lock", "interop-tierlock-first"});
   // etcdctl has queued its key behind ours and prints nothing while it waits.
   ASSERT_TRUE(wait_until(
-      [&] { return keys_under(etcd, "interop-tierlock-first/").size() == 2; }, 10s));
-  EXPECT_FALSE(waiter.io().readable_now()) << "etcdctl lock got a key tierlock holds";
+      [&] { return keys_under(etcd, "interop-tierlock-first/").size() == 2; },
+      10s));
+  EXPECT_FALSE(waiter.io().readable_now())
+      << "etcdctl lock got a key tierlock holds";
   ASSERT_OK_AND_ASSIGN(bool released, a->release());
   EXPECT_TRUE(released);
   std::optional<std::string> held = waiter.read_line();
-  ASSERT_TRUE(held.has_value()) << "etcdctl lock did not get the lock after the release";
+  ASSERT_TRUE(held.has_value())
+      << "etcdctl lock did not get the lock after the release";
   EXPECT_TRUE(held->starts_with("interop-tierlock-first/")) << *held;
-  EXPECT_GT(create_revision(etcd, *held), static_cast<std::int64_t>(*a->token()));
+  EXPECT_GT(create_revision(etcd, *held),
+            static_cast<std::int64_t>(*a->token()));
   ::kill(waiter.pid(), SIGTERM);
   EXPECT_EQ(waiter.wait(10s).timed_out, false);
 }
@@ -220,7 +245,12 @@ TEST(EtcdLeaseBackendTest, ThreeWaitersAreGrantedInArrivalOrder) {
       if (l.ok()) (void)l->release();
     });
     // Arrival order: the next waiter starts once this one's key is queued.
-    ASSERT_TRUE(wait_until([&] { return keys_under(etcd, key + "/").size() == static_cast<std::size_t>(2 + i); }, 10s));
+    ASSERT_TRUE(wait_until(
+        [&] {
+          return keys_under(etcd, key + "/").size() ==
+                 static_cast<std::size_t>(2 + i);
+        },
+        10s));
   }
   ASSERT_OK(holder->release());
   for (std::thread& t : waiters) t.join();
@@ -234,7 +264,8 @@ TEST(EtcdLeaseBackendTest, ThreeWaitersAreGrantedInArrivalOrder) {
 // Worker processes (tl_lease_helper) through the backend spec "etcd:HOSTS".
 std::string spec() { return "etcd:" + shared_etcd().hosts(); }
 
-TEST(EtcdLeaseHistoryTest, HistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
+TEST(EtcdLeaseHistoryTest,
+     HistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
   TempDir tmp;
   EXPECT_EQ(check_history(spec(), "hist", 4, 25, tmp.path(), true), "");
 }
@@ -254,11 +285,12 @@ TEST(EtcdLeaseHistoryTest, PausedHolderLosesTheLeaseAndItsWriteIsFenced) {
 TEST(EtcdLeaseCliTest, RunHoldsTheEtcdLockWhileTheCommandRuns) {
   EtcdCluster& etcd = shared_etcd();
   const std::string url = "etcd://" + etcd.hosts();
-  Process cli = Process::spawn({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli",
-                                "--ttl", "5", "--", "sh", "-c",
-                                "echo token=$TIERLOCK_TOKEN; read x || exit 0"});
+  Process cli = Process::spawn(
+      {TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli", "--ttl", "5",
+       "--", "sh", "-c", "echo token=$TIERLOCK_TOKEN; read x || exit 0"});
   std::optional<std::string> line = cli.read_line();
-  ASSERT_TRUE(line.has_value() && line->starts_with("token=")) << line.value_or("(none)");
+  ASSERT_TRUE(line.has_value() && line->starts_with("token="))
+      << line.value_or("(none)");
   const std::int64_t token = std::stoll(line->substr(6));
   // The command runs under etcd's lock on "cli": its key, its token.
   const std::vector<std::string> keys = keys_under(etcd, "cli/");
@@ -274,18 +306,21 @@ TEST(EtcdLeaseCliTest, RunHoldsTheEtcdLockWhileTheCommandRuns) {
   ASSERT_TRUE(after.has_value()) << "tierlock run left the lock held";
   EXPECT_GT(static_cast<std::int64_t>(*after->token()), token);
   // A malformed URL is a usage error (64), naming the URL.
-  RunResult bad = run({"/bin/sh", "-c",
-                       std::string(TIERLOCK_CLI_PATH) +
-                           " run --backend etcd://127.0.0.1:0 --key k -- true 2>&1"});
+  RunResult bad =
+      run({"/bin/sh", "-c",
+           std::string(TIERLOCK_CLI_PATH) +
+               " run --backend etcd://127.0.0.1:0 --key k -- true 2>&1"});
   EXPECT_EQ(bad.status.code, 64) << bad.out;
-  EXPECT_NE(bad.out.find("etcd URL 'etcd://127.0.0.1:0'"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("etcd URL 'etcd://127.0.0.1:0'"), std::string::npos)
+      << bad.out;
 }
 
 // The leader dies while a lease is held (auto-renewed, ttl 3 s) and a waiter
 // is queued: the holder keeps its lease through the election (no lost()),
 // nobody else is granted meanwhile, and the waiter gets it after the release
 // with a higher token.
-TEST(EtcdLeaseFaultTest, LeaderKilledWhileHeldHolderKeepsItAndTheWaiterFollows) {
+TEST(EtcdLeaseFaultTest,
+     LeaderKilledWhileHeldHolderKeepsItAndTheWaiterFollows) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<EtcdCluster> etcd, EtcdCluster::start());
   ASSERT_OK_AND_ASSIGN(int leader, etcd->leader());
   // The leader first in every client's list: requests go to it until it dies.
@@ -297,8 +332,10 @@ TEST(EtcdLeaseFaultTest, LeaderKilledWhileHeldHolderKeepsItAndTheWaiterFollows) 
   auto other = make_backend(eps);
   ASSERT_NE(b, nullptr);
   ASSERT_NE(other, nullptr);
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
-  ASSERT_OK_AND_ASSIGN(LeaseLock contender, LeaseLock::create(other, {.ttl = 3s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock contender,
+                       LeaseLock::create(other, {.ttl = 3s}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("failover"));
   ASSERT_TRUE(a.has_value());
   absl::StatusOr<Lease> queued = absl::UnknownError("not run");
@@ -306,7 +343,8 @@ TEST(EtcdLeaseFaultTest, LeaderKilledWhileHeldHolderKeepsItAndTheWaiterFollows) 
   std::jthread waiter([&](std::stop_token stop) {
     queued = contender.acquire("failover", {.timeout = 60s, .stop = stop});
   });
-  ASSERT_TRUE(wait_until([&] { return keys_under(*etcd, "failover/").size() == 2; }, 10s));
+  ASSERT_TRUE(wait_until(
+      [&] { return keys_under(*etcd, "failover/").size() == 2; }, 10s));
 
   const Clock::time_point killed = Clock::now();
   ASSERT_OK(etcd->kill(leader));
@@ -319,10 +357,12 @@ TEST(EtcdLeaseFaultTest, LeaderKilledWhileHeldHolderKeepsItAndTheWaiterFollows) 
   while (Clock::now() - killed < 6s) {
     absl::StatusOr<std::optional<Lease>> t = contender.try_acquire("failover");
     if (t.ok()) {
-      ASSERT_FALSE(t->has_value()) << "granted to another owner while the holder held it";
+      ASSERT_FALSE(t->has_value())
+          << "granted to another owner while the holder held it";
       ++refused;
     }
-    ASSERT_FALSE(a->lost().stop_requested()) << "the holder lost its lease in the failover";
+    ASSERT_FALSE(a->lost().stop_requested())
+        << "the holder lost its lease in the failover";
     std::this_thread::sleep_for(100ms);  // pacing the contender, not a sync
   }
   EXPECT_GT(refused, 0);
@@ -332,10 +372,11 @@ TEST(EtcdLeaseFaultTest, LeaderKilledWhileHeldHolderKeepsItAndTheWaiterFollows) 
   waiter.join();
   ASSERT_OK(queued.status());
   EXPECT_GT(*queued->token(), *a->token());
-  std::cerr << "leader SIGKILLed: new leader after "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(election).count()
-            << " ms; the holder kept its 3 s lease through 6 s; " << refused
-            << " contender tries refused\n";
+  std::cerr
+      << "leader SIGKILLed: new leader after "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(election).count()
+      << " ms; the holder kept its 3 s lease through 6 s; " << refused
+      << " contender tries refused\n";
   ASSERT_OK(queued->release());
   ASSERT_OK(etcd->restart(leader));
 }
@@ -359,22 +400,29 @@ TEST(EtcdLeaseFaultTest, PausedMemberTheHolderTalksToIsLeftForAnother) {
   auto other = make_backend(others);
   ASSERT_NE(b, nullptr);
   ASSERT_NE(other, nullptr);
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
-  ASSERT_OK_AND_ASSIGN(LeaseLock contender, LeaseLock::create(other, {.ttl = 3s}));
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("paused-member"));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock contender,
+                       LeaseLock::create(other, {.ttl = 3s}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a,
+                       locks.try_acquire("paused-member"));
   ASSERT_TRUE(a.has_value());
   const Clock::time_point t0 = Clock::now();
   ASSERT_OK(etcd->pause(paused));
   int refused = 0;
   while (Clock::now() - t0 < 6s) {
-    absl::StatusOr<std::optional<Lease>> t = contender.try_acquire("paused-member");
+    absl::StatusOr<std::optional<Lease>> t =
+        contender.try_acquire("paused-member");
     ASSERT_OK(t.status());
-    ASSERT_FALSE(t->has_value()) << "granted to another owner while the holder held it";
+    ASSERT_FALSE(t->has_value())
+        << "granted to another owner while the holder held it";
     ++refused;
-    ASSERT_FALSE(a->lost().stop_requested()) << "the holder lost its lease to a paused member";
+    ASSERT_FALSE(a->lost().stop_requested())
+        << "the holder lost its lease to a paused member";
     std::this_thread::sleep_for(100ms);  // pacing the contender, not a sync
   }
-  EXPECT_GT(a->valid_until(), t0 + 3s) << "no renewal went through another member";
+  EXPECT_GT(a->valid_until(), t0 + 3s)
+      << "no renewal went through another member";
   ASSERT_OK(etcd->resume(paused));
   ASSERT_OK_AND_ASSIGN(bool released, a->release());
   EXPECT_TRUE(released);
@@ -385,32 +433,37 @@ TEST(EtcdLeaseFaultTest, PausedMemberTheHolderTalksToIsLeftForAnother) {
 // Two of three members die: acquires fail with kUnavailable, the held lease
 // is lost by its deadline, and when quorum returns nobody is granted the key
 // before the old holder knew it had lost it.
-TEST(EtcdLeaseFaultTest, QuorumLostAcquiresFailAndTheHeldLeaseIsLostByItsDeadline) {
+TEST(EtcdLeaseFaultTest,
+     QuorumLostAcquiresFailAndTheHeldLeaseIsLostByItsDeadline) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<EtcdCluster> etcd, EtcdCluster::start());
   auto b = make_backend(endpoints(*etcd), 1s);
   auto other = make_backend(endpoints(*etcd), 1s);
   ASSERT_NE(b, nullptr);
   ASSERT_NE(other, nullptr);
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
-  ASSERT_OK_AND_ASSIGN(LeaseLock contender, LeaseLock::create(other, {.ttl = 3s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock contender,
+                       LeaseLock::create(other, {.ttl = 3s}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("quorum"));
   ASSERT_TRUE(a.has_value());
   std::atomic<std::int64_t> lost_ns{0};
-  std::stop_callback on_lost(a->lost(), [&] {
-    lost_ns = Clock::now().time_since_epoch().count();
-  });
+  std::stop_callback on_lost(
+      a->lost(), [&] { lost_ns = Clock::now().time_since_epoch().count(); });
   const Clock::time_point killed = Clock::now();
   ASSERT_OK(etcd->kill(0));
   ASSERT_OK(etcd->kill(1));
 
   const Clock::time_point t0 = Clock::now();
-  absl::StatusOr<std::optional<Lease>> refused = contender.try_acquire("quorum-other");
+  absl::StatusOr<std::optional<Lease>> refused =
+      contender.try_acquire("quorum-other");
   const auto took = Clock::now() - t0;
-  EXPECT_TRUE(IsError(refused.status(), absl::StatusCode::kUnavailable, "quorum-other"))
+  EXPECT_TRUE(
+      IsError(refused.status(), absl::StatusCode::kUnavailable, "quorum-other"))
       << refused.status();
   EXPECT_LT(took, 10s);
 
-  ASSERT_TRUE(wait_until([&] { return lost_ns.load() != 0; }, 10s)) << "lost() never fired";
+  ASSERT_TRUE(wait_until([&] { return lost_ns.load() != 0; }, 10s))
+      << "lost() never fired";
   const Clock::time_point lost_at{Clock::duration(lost_ns.load())};
   EXPECT_LE(lost_at, a->valid_until() + 100ms) << "lost() late";
   EXPECT_FALSE(a->held());
@@ -420,18 +473,24 @@ TEST(EtcdLeaseFaultTest, QuorumLostAcquiresFailAndTheHeldLeaseIsLostByItsDeadlin
   const Clock::time_point sent = Clock::now();
   absl::StatusOr<Lease> next = contender.acquire("quorum", {.timeout = 30s});
   ASSERT_OK(next.status());
-  EXPECT_GT(sent, lost_at) << "the key was granted before the holder knew it had lost it";
+  EXPECT_GT(sent, lost_at)
+      << "the key was granted before the holder knew it had lost it";
   EXPECT_GT(*next->token(), *a->token());
-  std::cerr << "quorum lost: an acquire failed kUnavailable after "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
-            << " ms; the holder's lost() "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(lost_at - killed).count()
-            << " ms after the kill ("
-            << std::chrono::duration_cast<std::chrono::milliseconds>(lost_at - a->valid_until())
-                   .count()
-            << " ms from valid_until); the next owner was granted "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed).count()
-            << " ms after the kill\n";
+  std::cerr
+      << "quorum lost: an acquire failed kUnavailable after "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+      << " ms; the holder's lost() "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(lost_at - killed)
+             .count()
+      << " ms after the kill ("
+      << std::chrono::duration_cast<std::chrono::milliseconds>(lost_at -
+                                                               a->valid_until())
+             .count()
+      << " ms from valid_until); the next owner was granted "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() -
+                                                               killed)
+             .count()
+      << " ms after the kill\n";
 }
 
 // The connection to one member freezes (the test proxy stops forwarding, as
@@ -441,15 +500,18 @@ TEST(EtcdLeaseFaultTest, QuorumLostAcquiresFailAndTheHeldLeaseIsLostByItsDeadlin
 TEST(EtcdLeaseFaultTest, FrozenConnectionToOneMemberIsLeftByHolderAndWaiter) {
   EtcdCluster& etcd = shared_etcd();
   TcpProxy proxy(etcd.client_port(0));
-  const std::vector<std::string> eps = {absl::StrCat("http://127.0.0.1:", proxy.port()),
-                                        etcd.client_url(1), etcd.client_url(2)};
+  const std::vector<std::string> eps = {
+      absl::StrCat("http://127.0.0.1:", proxy.port()), etcd.client_url(1),
+      etcd.client_url(2)};
   auto b = make_backend(eps);
   auto w = make_backend(eps);
   ASSERT_NE(b, nullptr);
   ASSERT_NE(w, nullptr);
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(b, {.ttl = 3s, .auto_renew = true}));
   ASSERT_OK_AND_ASSIGN(LeaseLock waiting, LeaseLock::create(w, {.ttl = 3s}));
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("frozen-member"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a,
+                       locks.try_acquire("frozen-member"));
   ASSERT_TRUE(a.has_value());
   std::atomic<std::int64_t> granted_ns{0};
   absl::StatusOr<Lease> queued = absl::UnknownError("not run");
@@ -457,15 +519,19 @@ TEST(EtcdLeaseFaultTest, FrozenConnectionToOneMemberIsLeftByHolderAndWaiter) {
     queued = waiting.acquire("frozen-member", {.timeout = 60s, .stop = stop});
     granted_ns = Clock::now().time_since_epoch().count();
   });
-  ASSERT_TRUE(wait_until([&] { return keys_under(etcd, "frozen-member/").size() == 2; }, 10s));
+  ASSERT_TRUE(wait_until(
+      [&] { return keys_under(etcd, "frozen-member/").size() == 2; }, 10s));
   const Clock::time_point frozen = Clock::now();
   proxy.freeze(true);
   while (Clock::now() - frozen < 5s) {
-    ASSERT_FALSE(a->lost().stop_requested()) << "the holder lost its lease to a frozen member";
-    ASSERT_EQ(granted_ns.load(), 0) << "the waiter was granted while the holder held it";
+    ASSERT_FALSE(a->lost().stop_requested())
+        << "the holder lost its lease to a frozen member";
+    ASSERT_EQ(granted_ns.load(), 0)
+        << "the waiter was granted while the holder held it";
     std::this_thread::sleep_for(100ms);  // pacing the checks, not a sync
   }
-  EXPECT_GT(a->valid_until(), frozen + 3s) << "no renewal went through another member";
+  EXPECT_GT(a->valid_until(), frozen + 3s)
+      << "no renewal went through another member";
   const Clock::time_point released_at = Clock::now();
   ASSERT_OK_AND_ASSIGN(bool released, a->release());
   EXPECT_TRUE(released);
@@ -473,12 +539,16 @@ TEST(EtcdLeaseFaultTest, FrozenConnectionToOneMemberIsLeftByHolderAndWaiter) {
       << "the waiter was not woken by the release";
   waiter.join();
   ASSERT_OK(queued.status());
-  const auto wake = Clock::time_point(Clock::duration(granted_ns.load())) - released_at;
+  const auto wake =
+      Clock::time_point(Clock::duration(granted_ns.load())) - released_at;
   EXPECT_LT(wake, 2s) << "the waiter's watch stayed on the frozen member";
   EXPECT_GT(*queued->token(), *a->token());
-  std::cerr << "connection to one member frozen 5 s: the holder kept its 3 s lease; the waiter "
-            << "was granted " << std::chrono::duration_cast<std::chrono::milliseconds>(wake).count()
-            << " ms after the release\n";
+  std::cerr
+      << "connection to one member frozen 5 s: the holder kept its 3 s lease; "
+         "the waiter "
+      << "was granted "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(wake).count()
+      << " ms after the release\n";
   proxy.freeze(false);
 }
 
@@ -499,10 +569,12 @@ TEST(EtcdLeaseFaultTest, LostGrantReplyIsRevokedBeforeTheErrorIsReported) {
                       "revoked in case it was granted"))
       << r.status();
   ASSERT_OK_AND_ASSIGN(std::string leases_after, etcd.etcdctl("lease list"));
-  EXPECT_EQ(leases_after, leases_before) << "the grant whose reply was lost is still there";
+  EXPECT_EQ(leases_after, leases_before)
+      << "the grant whose reply was lost is still there";
   EXPECT_TRUE(keys_under(etcd, "lost-reply/").empty());
   // And the key is free.
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> next, locks.try_acquire("lost-reply"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> next,
+                       locks.try_acquire("lost-reply"));
   EXPECT_TRUE(next.has_value());
 }
 

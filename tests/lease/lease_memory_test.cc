@@ -2,18 +2,19 @@
 //
 // The lease front over the in-memory backend: the conformance suite on the
 // real clock, and the TTL semantics driven by a ManualLeaseClock.
+#include "tierlock/lease_memory.h"
+
 #include <atomic>
 #include <thread>
 
 #include "gtest/gtest.h"
 #include "lease/conformance.h"
 #include "support/fixture.h"
+#include "support/status.h"
 #include "support/temp_dir.h"
 #include "support/tier_mode.h"
-#include "support/status.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
-#include "tierlock/lease_memory.h"
 #include "tierlock/tierlock.h"
 
 namespace tierlock::testing {
@@ -21,11 +22,14 @@ namespace {
 
 using namespace std::chrono_literals;
 
-INSTANTIATE_TEST_SUITE_P(
-    Memory, LeaseConformanceTest,
-    ::testing::Values(LeaseBackendFactory{
-        "memory", [] { return std::shared_ptr<LeaseBackend>(MemoryLeaseBackend::create()); }}),
-    [](const auto& p) { return p.param.name; });
+INSTANTIATE_TEST_SUITE_P(Memory, LeaseConformanceTest,
+                         ::testing::Values(LeaseBackendFactory{
+                             "memory",
+                             [] {
+                               return std::shared_ptr<LeaseBackend>(
+                                   MemoryLeaseBackend::create());
+                             }}),
+                         [](const auto& p) { return p.param.name; });
 
 class MemoryLeaseTest : public ::testing::Test {
  protected:
@@ -42,8 +46,10 @@ class MemoryLeaseTest : public ::testing::Test {
     EXPECT_TRUE(l.ok()) << l.status();
     return *std::move(l);
   }
-  std::shared_ptr<ManualLeaseClock> clock_ = std::make_shared<ManualLeaseClock>();
-  std::shared_ptr<MemoryLeaseBackend> backend_ = MemoryLeaseBackend::create(clock_);
+  std::shared_ptr<ManualLeaseClock> clock_ =
+      std::make_shared<ManualLeaseClock>();
+  std::shared_ptr<MemoryLeaseBackend> backend_ =
+      MemoryLeaseBackend::create(clock_);
   int threads_ = 0;
 };
 
@@ -51,7 +57,8 @@ TEST_F(MemoryLeaseTest, BackendErrorIsAnErrorNotContention) {
   LeaseLock locks = lock({.ttl = 1s});
   backend_->fail_next(absl::UnavailableError("injected outage"));
   absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("k");
-  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable, "injected outage", "'k'"));
+  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable,
+                      "injected outage", "'k'"));
   EXPECT_EQ(backend_->holder("k"), std::nullopt);
   // acquire() does not retry an error as if it were contention.
   backend_->fail_next(absl::UnavailableError("injected outage"));
@@ -76,17 +83,21 @@ TEST_F(MemoryLeaseTest, TtlExpiryFollowsTheInjectedClock) {
   EXPECT_EQ(backend_->holder("k"), c->owner_id());
   ASSERT_OK_AND_ASSIGN(bool released, a->release());
   EXPECT_FALSE(released);
-  EXPECT_EQ(backend_->holder("k"), c->owner_id()) << "deleted another owner's lease";
+  EXPECT_EQ(backend_->holder("k"), c->owner_id())
+      << "deleted another owner's lease";
 }
 
 TEST_F(MemoryLeaseTest, ValidUntilCountsFromWhenTheRequestWasSent) {
   // A backend that takes 3 s (on the clock) to answer.
   class Slow final : public LeaseBackend {
    public:
-    Slow(std::shared_ptr<MemoryLeaseBackend> inner, std::shared_ptr<ManualLeaseClock> c)
+    Slow(std::shared_ptr<MemoryLeaseBackend> inner,
+         std::shared_ptr<ManualLeaseClock> c)
         : inner_(std::move(inner)), clock_(std::move(c)) {}
     std::string_view name() const override { return "slow"; }
-    LeaseCapabilities capabilities() const override { return inner_->capabilities(); }
+    LeaseCapabilities capabilities() const override {
+      return inner_->capabilities();
+    }
     LeaseClock& clock() const override { return *clock_; }
     absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
         const LeaseRequest& r) override {
@@ -129,7 +140,8 @@ TEST_F(MemoryLeaseTest, ExtendErrorIsNotALoss) {
   EXPECT_EQ(a->valid_until(), clock_->now() + 5s);
   backend_->fail_next(absl::UnavailableError("network"));
   EXPECT_TRUE(IsError(a->extend(5s).status(), absl::StatusCode::kUnavailable));
-  EXPECT_FALSE(a->lost().stop_requested()) << "an error is not a loss for extend()";
+  EXPECT_FALSE(a->lost().stop_requested())
+      << "an error is not a loss for extend()";
 }
 
 TEST_F(MemoryLeaseTest, AutoRenewRenewsAtAThirdOfTheTtl) {
@@ -222,7 +234,8 @@ class LeaseTierTest : public MemoryLeaseTest {
   ScopedTierCheckMode mode_{TierCheckMode::kFail};
 };
 
-TEST_F(LeaseTierTest, LowerTierLeaseUnderAHigherLockIsRefusedAndNothingIsAsked) {
+TEST_F(LeaseTierTest,
+       LowerTierLeaseUnderAHigherLockIsRefusedAndNothingIsAsked) {
   DirLock jobs_dir = open_dir(kJobs);
   LeaseLock workspace = lock({.tier = kWorkspace});
   ASSERT_OK_AND_ASSIGN(Guard held, jobs_dir.acquire());
@@ -250,7 +263,8 @@ TEST_F(LeaseTierTest, LeaseIsHeldInTheContextUntilReleased) {
   }
   // Same tier again (another key) is refused while the lease is held.
   LeaseLock other = lock({.tier = kWorkspace});
-  EXPECT_EQ(other.acquire("ws2").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(other.acquire("ws2").status().code(),
+            absl::StatusCode::kFailedPrecondition);
   ASSERT_OK_AND_ASSIGN(bool was_held, lease.release());
   EXPECT_TRUE(was_held);
   EXPECT_TRUE(LockContext::current().held().empty());
@@ -260,7 +274,8 @@ TEST_F(LeaseTierTest, LeaseIsHeldInTheContextUntilReleased) {
 TEST_F(LeaseTierTest, FailedOrContendedAcquireRecordsNothing) {
   LeaseLock workspace = lock({.tier = kWorkspace});
   LeaseLock untiered = lock({});
-  ASSERT_OK_AND_ASSIGN(Lease theirs, untiered.acquire("busy"));  // untiered: not recorded
+  ASSERT_OK_AND_ASSIGN(Lease theirs,
+                       untiered.acquire("busy"));  // untiered: not recorded
   EXPECT_TRUE(LockContext::current().held().empty());
   absl::StatusOr<std::optional<Lease>> tried = workspace.try_acquire("busy");
   ASSERT_TRUE(tried.ok()) << tried.status();
@@ -268,7 +283,8 @@ TEST_F(LeaseTierTest, FailedOrContendedAcquireRecordsNothing) {
   EXPECT_EQ(workspace.acquire("busy", {.timeout = 0ms}).status().code(),
             absl::StatusCode::kDeadlineExceeded);
   backend_->fail_next(absl::UnavailableError("injected outage"));
-  EXPECT_EQ(workspace.acquire("other").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(workspace.acquire("other").status().code(),
+            absl::StatusCode::kUnavailable);
   EXPECT_TRUE(LockContext::current().held().empty());
 }
 

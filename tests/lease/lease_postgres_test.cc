@@ -4,13 +4,15 @@
 // (servers.h): the conformance suite in advisory and lease-table mode, directly
 // and behind a real pgbouncer, and what only a real server shows (connection
 // loss, cancel, DB clock, restart, transaction pooling).
+#include "tierlock/lease_postgres.h"
+
 #include <libpq-fe.h>
 
 #include <atomic>
 #include <iostream>
-#include <vector>
 #include <map>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -26,7 +28,6 @@
 #include "support/temp_dir.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
-#include "tierlock/lease_postgres.h"
 
 namespace tierlock::testing {
 namespace {
@@ -34,31 +35,40 @@ namespace {
 using namespace std::chrono_literals;
 using Mode = PostgresLeaseOptions::Mode;
 
-std::shared_ptr<LeaseBackend> make_backend(const std::string& conninfo, Mode mode,
-                                           std::chrono::milliseconds io_timeout = 10s,
-                                           bool notify_waiters = true) {
+std::shared_ptr<LeaseBackend> make_backend(
+    const std::string& conninfo, Mode mode,
+    std::chrono::milliseconds io_timeout = 10s, bool notify_waiters = true) {
   PostgresLeaseOptions o;
   o.io_timeout = io_timeout;
   o.notify_waiters = notify_waiters;
   o.conninfo = conninfo;
   o.mode = mode;
-  absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> b = PostgresLeaseBackend::create(o);
+  absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> b =
+      PostgresLeaseBackend::create(o);
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? *b : nullptr;
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Postgres, LeaseConformanceTest,
-    ::testing::Values(
-        LeaseBackendFactory{"advisory",
-                            [] { return make_backend(shared_postgres().conninfo(), Mode::kAdvisory); }},
-        LeaseBackendFactory{"table",
-                            [] { return make_backend(shared_postgres().conninfo(), Mode::kLeaseTable); }}),
+    ::testing::Values(LeaseBackendFactory{"advisory",
+                                          [] {
+                                            return make_backend(
+                                                shared_postgres().conninfo(),
+                                                Mode::kAdvisory);
+                                          }},
+                      LeaseBackendFactory{"table",
+                                          [] {
+                                            return make_backend(
+                                                shared_postgres().conninfo(),
+                                                Mode::kLeaseTable);
+                                          }}),
     [](const auto& p) { return p.param.name; });
 
 // Runs one statement on a fresh connection; returns the first value ("" if
 // none), or the error.
-absl::StatusOr<std::string> sql(const std::string& conninfo, const std::string& query) {
+absl::StatusOr<std::string> sql(const std::string& conninfo,
+                                const std::string& query) {
   PGconn* c = PQconnectdb(conninfo.c_str());
   if (PQstatus(c) != CONNECTION_OK) {
     std::string e = PQerrorMessage(c);
@@ -81,8 +91,9 @@ absl::StatusOr<std::string> sql(const std::string& conninfo, const std::string& 
 }
 
 std::string advisory_where(std::string_view key) {
-  return absl::StrCat("locktype = 'advisory' AND ((classid::bigint << 32) | objid::bigint) = ",
-                      PostgresLeaseBackend::advisory_key(key));
+  return absl::StrCat(
+      "locktype = 'advisory' AND ((classid::bigint << 32) | objid::bigint) = ",
+      PostgresLeaseBackend::advisory_key(key));
 }
 
 TEST(PostgresLeaseBackendTest, AdvisoryKeyIsFnv1a64OfTheKey) {
@@ -100,9 +111,10 @@ TEST(PostgresLeaseBackendTest, AdvisoryLeaseInteroperatesWithPgAdvisoryLock) {
   // A plain SQL holder on its own connection.
   PGconn* raw = PQconnectdb(pg.conninfo().c_str());
   ASSERT_EQ(PQstatus(raw), CONNECTION_OK);
-  PGresult* r = PQexec(raw, absl::StrCat("SELECT pg_advisory_lock(",
-                                         PostgresLeaseBackend::advisory_key(key), ")")
-                                .c_str());
+  PGresult* r =
+      PQexec(raw, absl::StrCat("SELECT pg_advisory_lock(",
+                               PostgresLeaseBackend::advisory_key(key), ")")
+                      .c_str());
   ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
   PQclear(r);
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key));
@@ -119,8 +131,11 @@ TEST(PostgresLeaseBackendTest, AdvisoryLostFiresWhenTheConnectionIsTerminated) {
   const std::string key = "terminated";
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key));
   ASSERT_TRUE(a.has_value());
-  ASSERT_OK_AND_ASSIGN(std::string n, sql(pg.conninfo(),
-      "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE " + advisory_where(key)));
+  ASSERT_OK_AND_ASSIGN(
+      std::string n,
+      sql(pg.conninfo(),
+          "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE " +
+              advisory_where(key)));
   EXPECT_EQ(n, "1");
   EXPECT_TRUE(wait_until([&] { return a->lost().stop_requested(); }, 10s));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> b, locks.try_acquire(key));
@@ -139,10 +154,12 @@ TEST(PostgresLeaseBackendTest, AdvisoryCancelledWaitLeavesNoWaiterOnTheServer) {
   ASSERT_TRUE(a.has_value());
   std::stop_source stop;
   absl::StatusOr<Lease> b = absl::UnknownError("not run");
-  std::thread waiter([&] { b = locks.acquire(key, {.stop = stop.get_token()}); });
+  std::thread waiter(
+      [&] { b = locks.acquire(key, {.stop = stop.get_token()}); });
   // The waiter is blocked in pg_advisory_lock on the server.
-  const std::string waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND " +
-                              advisory_where(key);
+  const std::string waiting =
+      "SELECT count(*) FROM pg_locks WHERE NOT granted AND " +
+      advisory_where(key);
   ASSERT_TRUE(wait_until([&] {
     absl::StatusOr<std::string> n = sql(pg.conninfo(), waiting);
     return n.ok() && *n == "1";
@@ -164,21 +181,26 @@ TEST(PostgresLeaseBackendTest, AdvisoryCancelledWaitLeavesNoWaiterOnTheServer) {
 TEST(PostgresLeaseBackendTest, TableModeTheDatabaseClockDecidesExpiry) {
   PostgresServer& pg = shared_postgres();
   auto backend = make_backend(pg.conninfo(), Mode::kLeaseTable);
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(backend, {.ttl = 60s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(backend, {.ttl = 60s}));
   const std::string key = "db-clock";
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key));
   ASSERT_TRUE(a.has_value());
   // As if the server's clock jumped past the expiry.
-  ASSERT_OK(sql(pg.conninfo(), "UPDATE tierlock_leases SET expires_at = clock_timestamp() - "
-                               "interval '1 second' WHERE key = '" + key + "'"));
+  ASSERT_OK(sql(pg.conninfo(),
+                "UPDATE tierlock_leases SET expires_at = clock_timestamp() - "
+                "interval '1 second' WHERE key = '" +
+                    key + "'"));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> b, locks.try_acquire(key));
   ASSERT_TRUE(b.has_value());
   EXPECT_GT(*b->token(), *a->token());
   ASSERT_OK_AND_ASSIGN(bool extended, a->extend(60s));
   EXPECT_FALSE(extended);
   EXPECT_TRUE(a->lost().stop_requested());
-  ASSERT_OK_AND_ASSIGN(std::string owner, sql(pg.conninfo(),
-      "SELECT owner FROM tierlock_leases WHERE key = '" + key + "'"));
+  ASSERT_OK_AND_ASSIGN(
+      std::string owner,
+      sql(pg.conninfo(),
+          "SELECT owner FROM tierlock_leases WHERE key = '" + key + "'"));
   EXPECT_EQ(owner, b->owner_id());
 }
 
@@ -193,18 +215,22 @@ TEST(PostgresLeaseBackendTest, BadTableNameIsRejected) {
 
 TEST(PostgresLeaseBackendTest, UnreachableServerIsUnavailable) {
   PostgresLeaseOptions o;
-  o.conninfo = absl::StrCat("host=127.0.0.1 port=", free_port(), " user=tl dbname=postgres");
-  EXPECT_TRUE(IsError(PostgresLeaseBackend::create(o).status(), absl::StatusCode::kUnavailable,
-                      "connect"));
+  o.conninfo = absl::StrCat("host=127.0.0.1 port=", free_port(),
+                            " user=tl dbname=postgres");
+  EXPECT_TRUE(IsError(PostgresLeaseBackend::create(o).status(),
+                      absl::StatusCode::kUnavailable, "connect"));
 }
 
 // A server of its own: it is stopped and started again.
-TEST(PostgresLeaseBackendTest, ServerRestartLosesAdvisoryLeasesAndTableModeReconnects) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresServer> pg, PostgresServer::start());
+TEST(PostgresLeaseBackendTest,
+     ServerRestartLosesAdvisoryLeasesAndTableModeReconnects) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresServer> pg,
+                       PostgresServer::start());
   auto advisory = make_backend(pg->conninfo(), Mode::kAdvisory);
   auto table = make_backend(pg->conninfo(), Mode::kLeaseTable);
   ASSERT_OK_AND_ASSIGN(LeaseLock alocks, LeaseLock::create(advisory));
-  ASSERT_OK_AND_ASSIGN(LeaseLock tlocks, LeaseLock::create(table, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock tlocks,
+                       LeaseLock::create(table, {.ttl = 30s}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, alocks.try_acquire("k"));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> t, tlocks.try_acquire("k"));
   ASSERT_TRUE(a.has_value());
@@ -212,8 +238,10 @@ TEST(PostgresLeaseBackendTest, ServerRestartLosesAdvisoryLeasesAndTableModeRecon
   ASSERT_OK(pg->stop());  // a crash (-m immediate)
   EXPECT_TRUE(wait_until([&] { return a->lost().stop_requested(); }, 10s));
   // Down: an error, never "held by someone else".
-  EXPECT_TRUE(IsError(tlocks.try_acquire("other").status(), absl::StatusCode::kUnavailable));
-  EXPECT_TRUE(IsError(alocks.try_acquire("other").status(), absl::StatusCode::kUnavailable));
+  EXPECT_TRUE(IsError(tlocks.try_acquire("other").status(),
+                      absl::StatusCode::kUnavailable));
+  EXPECT_TRUE(IsError(alocks.try_acquire("other").status(),
+                      absl::StatusCode::kUnavailable));
   ASSERT_OK(pg->restart_server());
   // The table survived the crash: "k" is still t's until its TTL.
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> t2, tlocks.try_acquire("k"));
@@ -227,36 +255,38 @@ TEST(PostgresLeaseBackendTest, ServerRestartLosesAdvisoryLeasesAndTableModeRecon
 
 TEST(PostgresLeaseHistoryTest, AdvisoryHistoryOfFourProcessesHasNoOverlap) {
   TempDir tmp;
-  EXPECT_EQ(check_history("postgres-advisory:" + shared_postgres().conninfo(), "hist-adv", 4,
-                          25, tmp.path(), /*fencing=*/false),
+  EXPECT_EQ(check_history("postgres-advisory:" + shared_postgres().conninfo(),
+                          "hist-adv", 4, 25, tmp.path(), /*fencing=*/false),
             "");
 }
 
-TEST(PostgresLeaseHistoryTest, TableHistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
+TEST(PostgresLeaseHistoryTest,
+     TableHistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
   TempDir tmp;
-  EXPECT_EQ(check_history("postgres-table:" + shared_postgres().conninfo(), "hist-table", 4,
-                          25, tmp.path(), /*fencing=*/true),
+  EXPECT_EQ(check_history("postgres-table:" + shared_postgres().conninfo(),
+                          "hist-table", 4, 25, tmp.path(), /*fencing=*/true),
             "");
 }
 
 TEST(PostgresLeaseHistoryTest, KilledAdvisoryHolderFreesTheKeyAtOnce) {
   // The kernel closes the dead holder's socket; the server ends its session.
-  EXPECT_EQ(check_sigkill("postgres-advisory:" + shared_postgres().conninfo(), "killed-adv",
-                          1000ms, 2000ms),
+  EXPECT_EQ(check_sigkill("postgres-advisory:" + shared_postgres().conninfo(),
+                          "killed-adv", 1000ms, 2000ms),
             "");
 }
 
 TEST(PostgresLeaseHistoryTest, KilledTableHolderFreesTheKeyWithinItsTtl) {
-  EXPECT_EQ(check_sigkill("postgres-table:" + shared_postgres().conninfo(), "killed-table",
-                          1000ms, 3000ms),
+  EXPECT_EQ(check_sigkill("postgres-table:" + shared_postgres().conninfo(),
+                          "killed-table", 1000ms, 3000ms),
             "");
 }
 
-TEST(PostgresLeaseHistoryTest, PausedTableHolderLosesTheLeaseAndItsWriteIsFenced) {
+TEST(PostgresLeaseHistoryTest,
+     PausedTableHolderLosesTheLeaseAndItsWriteIsFenced) {
   TempDir tmp;
   std::string figures;
-  EXPECT_EQ(check_sigstop("postgres-table:" + shared_postgres().conninfo(), "paused-table",
-                          500ms, tmp.path(), &figures),
+  EXPECT_EQ(check_sigstop("postgres-table:" + shared_postgres().conninfo(),
+                          "paused-table", 500ms, tmp.path(), &figures),
             "");
   std::cout << "postgres lease-table SIGSTOP: " << figures << std::endl;
 }
@@ -264,16 +294,18 @@ TEST(PostgresLeaseHistoryTest, PausedTableHolderLosesTheLeaseAndItsWriteIsFenced
 // Faults between client and server: a loopback proxy (proxy.h).
 
 std::string via(const TcpProxy& proxy) {
-  return absl::StrCat("host=127.0.0.1 port=", proxy.port(), " user=tl dbname=postgres");
+  return absl::StrCat("host=127.0.0.1 port=", proxy.port(),
+                      " user=tl dbname=postgres");
 }
 
-TEST(PostgresLeaseFaultTest, CutConnectionFiresLostAndTheServerFreesTheAdvisoryLock) {
+TEST(PostgresLeaseFaultTest,
+     CutConnectionFiresLostAndTheServerFreesTheAdvisoryLock) {
   PostgresServer& pg = shared_postgres();
   TcpProxy proxy(pg.port());
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
-                       LeaseLock::create(make_backend(via(proxy), Mode::kAdvisory)));
-  ASSERT_OK_AND_ASSIGN(LeaseLock direct,
-                       LeaseLock::create(make_backend(pg.conninfo(), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(make_backend(
+                                            via(proxy), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(make_backend(
+                                             pg.conninfo(), Mode::kAdvisory)));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("cut-adv"));
   ASSERT_TRUE(a.has_value());
   proxy.cut();
@@ -287,26 +319,37 @@ TEST(PostgresLeaseFaultTest, CutConnectionFiresLostAndTheServerFreesTheAdvisoryL
 TEST(PostgresLeaseFaultTest, TableModeLostReplyIsAnErrorAndLeavesNothingHeld) {
   PostgresServer& pg = shared_postgres();
   TcpProxy proxy(pg.port());
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(
-      make_backend(via(proxy), Mode::kLeaseTable, 500ms), {.ttl = 30s}));
-  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(
-      make_backend(pg.conninfo(), Mode::kLeaseTable), {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(
+      LeaseLock locks,
+      LeaseLock::create(make_backend(via(proxy), Mode::kLeaseTable, 500ms),
+                        {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(
+      LeaseLock direct,
+      LeaseLock::create(make_backend(pg.conninfo(), Mode::kLeaseTable),
+                        {.ttl = 30s}));
   proxy.drop_replies_on_open_connections();
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("lost-reply");
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
-  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable, "lost-reply"));
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> d, direct.try_acquire("lost-reply"));
+  EXPECT_TRUE(
+      IsError(r.status(), absl::StatusCode::kUnavailable, "lost-reply"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> d,
+                       direct.try_acquire("lost-reply"));
   EXPECT_TRUE(d.has_value()) << "an orphan grant is still held";
 }
 
-TEST(PostgresLeaseFaultTest, TableModeFrozenConnectionIsAnErrorAndALateGrantLapses) {
+TEST(PostgresLeaseFaultTest,
+     TableModeFrozenConnectionIsAnErrorAndALateGrantLapses) {
   PostgresServer& pg = shared_postgres();
   TcpProxy proxy(pg.port());
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(
-      make_backend(via(proxy), Mode::kLeaseTable, 500ms), {.ttl = 1s}));
-  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(
-      make_backend(pg.conninfo(), Mode::kLeaseTable), {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(
+      LeaseLock locks,
+      LeaseLock::create(make_backend(via(proxy), Mode::kLeaseTable, 500ms),
+                        {.ttl = 1s}));
+  ASSERT_OK_AND_ASSIGN(
+      LeaseLock direct,
+      LeaseLock::create(make_backend(pg.conninfo(), Mode::kLeaseTable),
+                        {.ttl = 30s}));
   proxy.freeze(true);
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("frozen");
@@ -322,89 +365,111 @@ TEST(PostgresLeaseFaultTest, TableModeFrozenConnectionIsAnErrorAndALateGrantLaps
 // holder learns of the loss by valid_until() and before anyone else is
 // granted the key. Figures: docs/leases.md ("Network faults").
 
-TEST(PostgresLeaseFaultTest, TableModeFrozenConnectionLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+TEST(PostgresLeaseFaultTest,
+     TableModeFrozenConnectionLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
   PostgresServer& pg = shared_postgres();
   TcpProxy proxy(pg.port());
   // io_timeout 10 s, five times the ttl: the deadline must not wait for it.
   FaultResult r = measure_fault(
-      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
-      "fault/freeze", 2000ms, 1000ms, [&] { proxy.freeze(true); },
-      [&] { proxy.freeze(false); });
+      make_backend(via(proxy), Mode::kLeaseTable),
+      make_backend(pg.conninfo(), Mode::kLeaseTable), "fault/freeze", 2000ms,
+      1000ms, [&] { proxy.freeze(true); }, [&] { proxy.freeze(false); });
   std::cout << "postgres lease-table freeze: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r), "");
 }
 
-TEST(PostgresLeaseFaultTest, TableModeDroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+TEST(PostgresLeaseFaultTest,
+     TableModeDroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
   PostgresServer& pg = shared_postgres();
   TcpProxy proxy(pg.port());
   FaultResult r = measure_fault(
-      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
-      "fault/drop", 2000ms, 1000ms, [&] { proxy.drop_replies_on_open_connections(); });
-  std::cout << "postgres lease-table drop replies: " << r.summary() << std::endl;
+      make_backend(via(proxy), Mode::kLeaseTable),
+      make_backend(pg.conninfo(), Mode::kLeaseTable), "fault/drop", 2000ms,
+      1000ms, [&] { proxy.drop_replies_on_open_connections(); });
+  std::cout << "postgres lease-table drop replies: " << r.summary()
+            << std::endl;
   EXPECT_EQ(check_fault(r), "");
 }
 
-TEST(PostgresLeaseFaultTest, TableModeCutConnectionLosesTheLeaseBeforeAnyoneElseHasIt) {
+TEST(PostgresLeaseFaultTest,
+     TableModeCutConnectionLosesTheLeaseBeforeAnyoneElseHasIt) {
   PostgresServer& pg = shared_postgres();
   TcpProxy proxy(pg.port());
-  FaultResult r = measure_fault(
-      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
-      "fault/cut", 2000ms, 1000ms, [&] { proxy.cut(); });
+  FaultResult r =
+      measure_fault(make_backend(via(proxy), Mode::kLeaseTable),
+                    make_backend(pg.conninfo(), Mode::kLeaseTable), "fault/cut",
+                    2000ms, 1000ms, [&] { proxy.cut(); });
   std::cout << "postgres lease-table cut: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r), "");
 }
 
 TEST(PostgresLeaseFaultTest, TableModeKilledServerLosesTheLeaseByItsDeadline) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresServer> pg, PostgresServer::start());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresServer> pg,
+                       PostgresServer::start());
   FaultResult r = measure_fault(
       make_backend(pg->conninfo(), Mode::kLeaseTable),
-      make_backend(pg->conninfo(), Mode::kLeaseTable), "fault/kill", 2000ms, 1000ms,
-      [&] { ASSERT_OK(pg->stop()); }, [&] { ASSERT_OK(pg->restart_server()); }, 4s);
+      make_backend(pg->conninfo(), Mode::kLeaseTable), "fault/kill", 2000ms,
+      1000ms, [&] { ASSERT_OK(pg->stop()); },
+      [&] { ASSERT_OK(pg->restart_server()); }, 4s);
   std::cout << "postgres lease-table kill: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r, /*expect_grant=*/false), "");
 }
 
-TEST(PostgresLeaseFaultTest, TableModeBehindPgbouncerFrozenLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+TEST(
+    PostgresLeaseFaultTest,
+    TableModeBehindPgbouncerFrozenLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
   PostgresServer& pg = shared_postgres();
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
-                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<PgbouncerServer> bouncer,
+      PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
   // Client -> proxy -> pgbouncer (transaction pooling) -> server.
   TcpProxy proxy(bouncer->port());
-  const std::string via_bouncer =
-      absl::StrCat("host=127.0.0.1 port=", proxy.port(), " user=tl dbname=postgres");
+  const std::string via_bouncer = absl::StrCat(
+      "host=127.0.0.1 port=", proxy.port(), " user=tl dbname=postgres");
   FaultResult r = measure_fault(
-      make_backend(via_bouncer, Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
-      "fault/pgbouncer-freeze", 2000ms, 1000ms, [&] { proxy.freeze(true); },
+      make_backend(via_bouncer, Mode::kLeaseTable),
+      make_backend(pg.conninfo(), Mode::kLeaseTable), "fault/pgbouncer-freeze",
+      2000ms, 1000ms, [&] { proxy.freeze(true); },
       [&] { proxy.freeze(false); });
-  std::cout << "postgres lease-table via pgbouncer freeze: " << r.summary() << std::endl;
+  std::cout << "postgres lease-table via pgbouncer freeze: " << r.summary()
+            << std::endl;
   EXPECT_EQ(check_fault(r), "");
 }
 
-TEST(PostgresLeaseFaultTest, TableModeBehindPgbouncerDroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+TEST(
+    PostgresLeaseFaultTest,
+    TableModeBehindPgbouncerDroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
   PostgresServer& pg = shared_postgres();
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
-                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<PgbouncerServer> bouncer,
+      PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
   TcpProxy proxy(bouncer->port());
   // pgbouncer runs each renewal on a server connection and commits it; only
   // its reply to the client is lost.
   FaultResult r = measure_fault(
-      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
-      "fault/pgbouncer-drop", 2000ms, 1000ms, [&] { proxy.drop_replies_on_open_connections(); });
-  std::cout << "postgres lease-table via pgbouncer drop replies: " << r.summary() << std::endl;
+      make_backend(via(proxy), Mode::kLeaseTable),
+      make_backend(pg.conninfo(), Mode::kLeaseTable), "fault/pgbouncer-drop",
+      2000ms, 1000ms, [&] { proxy.drop_replies_on_open_connections(); });
+  std::cout << "postgres lease-table via pgbouncer drop replies: "
+            << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r), "");
 }
 
-TEST(PostgresLeaseFaultTest, TableModeBehindPgbouncerCutLosesTheLeaseBeforeAnyoneElseHasIt) {
+TEST(PostgresLeaseFaultTest,
+     TableModeBehindPgbouncerCutLosesTheLeaseBeforeAnyoneElseHasIt) {
   PostgresServer& pg = shared_postgres();
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
-                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<PgbouncerServer> bouncer,
+      PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
   TcpProxy proxy(bouncer->port());
   // The client's connection to pgbouncer is closed; pgbouncer's server
   // connections live on (the lease is a row, not a session).
-  FaultResult r = measure_fault(
-      make_backend(via(proxy), Mode::kLeaseTable), make_backend(pg.conninfo(), Mode::kLeaseTable),
-      "fault/pgbouncer-cut", 2000ms, 1000ms, [&] { proxy.cut(); });
-  std::cout << "postgres lease-table via pgbouncer cut: " << r.summary() << std::endl;
+  FaultResult r = measure_fault(make_backend(via(proxy), Mode::kLeaseTable),
+                                make_backend(pg.conninfo(), Mode::kLeaseTable),
+                                "fault/pgbouncer-cut", 2000ms, 1000ms,
+                                [&] { proxy.cut(); });
+  std::cout << "postgres lease-table via pgbouncer cut: " << r.summary()
+            << std::endl;
   EXPECT_EQ(check_fault(r), "");
 }
 
@@ -415,36 +480,50 @@ TEST(PostgresLeaseFaultTest, TableModeBehindPgbouncerCutLosesTheLeaseBeforeAnyon
 // before lost() was due: lost() + delay, lost() <= fault + ttl).
 constexpr auto kPgDelay = 2500ms;  // > ttl 2 s
 
-FaultResult delayed_table(TcpProxy& proxy, const std::string& key, TcpProxy::Direction which) {
-  return measure_fault(make_backend(via(proxy), Mode::kLeaseTable),
-                       make_backend(shared_postgres().conninfo(), Mode::kLeaseTable), key,
-                       {.ttl = 2000ms,
-                        .fault = [&] { proxy.delay(kPgDelay, which); },
-                        .after = [&] { proxy.delay(0ms); },
-                        .watch = 2000ms + kPgDelay + 500ms});
+FaultResult delayed_table(TcpProxy& proxy, const std::string& key,
+                          TcpProxy::Direction which) {
+  return measure_fault(
+      make_backend(via(proxy), Mode::kLeaseTable),
+      make_backend(shared_postgres().conninfo(), Mode::kLeaseTable), key,
+      {.ttl = 2000ms,
+       .fault = [&] { proxy.delay(kPgDelay, which); },
+       .after = [&] { proxy.delay(0ms); },
+       .watch = 2000ms + kPgDelay + 500ms});
 }
 
-TEST(PostgresLeaseFaultTest, TableModeDelayedRepliesLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
+TEST(
+    PostgresLeaseFaultTest,
+    TableModeDelayedRepliesLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
   TcpProxy proxy(shared_postgres().port());
-  FaultResult r = delayed_table(proxy, "fault/delay", TcpProxy::Direction::kBoth);
-  std::cout << "postgres lease-table delay 2.5 s both ways: " << r.summary() << std::endl;
+  FaultResult r =
+      delayed_table(proxy, "fault/delay", TcpProxy::Direction::kBoth);
+  std::cout << "postgres lease-table delay 2.5 s both ways: " << r.summary()
+            << std::endl;
   EXPECT_EQ(check_fault(r), "");
-  EXPECT_GE(r.watched_after_lost, kPgDelay) << "the late replies were not waited for";
+  EXPECT_GE(r.watched_after_lost, kPgDelay)
+      << "the late replies were not waited for";
 }
 
-TEST(PostgresLeaseFaultTest, TableModeDelayedRepliesOnlyLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
+TEST(
+    PostgresLeaseFaultTest,
+    TableModeDelayedRepliesOnlyLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
   TcpProxy proxy(shared_postgres().port());
   // The renewal commits on time (the row's expiry moves on), its reply comes
   // late: the other owner waits for the row's expiry, the holder stops at
   // its own deadline.
-  FaultResult r = delayed_table(proxy, "fault/delay-replies", TcpProxy::Direction::kRepliesOnly);
-  std::cout << "postgres lease-table delay 2.5 s replies only: " << r.summary() << std::endl;
+  FaultResult r = delayed_table(proxy, "fault/delay-replies",
+                                TcpProxy::Direction::kRepliesOnly);
+  std::cout << "postgres lease-table delay 2.5 s replies only: " << r.summary()
+            << std::endl;
   EXPECT_EQ(check_fault(r), "");
-  EXPECT_GE(r.watched_after_lost, kPgDelay) << "the late replies were not waited for";
+  EXPECT_GE(r.watched_after_lost, kPgDelay)
+      << "the late replies were not waited for";
 }
 
-TEST(PostgresLeaseFaultTest, TableModeServerRestartLosesTheLeaseBeforeAnyoneElseHasIt) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresServer> pg, PostgresServer::start());
+TEST(PostgresLeaseFaultTest,
+     TableModeServerRestartLosesTheLeaseBeforeAnyoneElseHasIt) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresServer> pg,
+                       PostgresServer::start());
   // A crash (-m immediate) and a start while the contender races: the table
   // is durable, so the row keeps the key until its expiry; the holder's next
   // renewal fails (server down, or the crash broke its connection).
@@ -467,14 +546,15 @@ TEST(PostgresLeaseFaultTest, TableModeServerRestartLosesTheLeaseBeforeAnyoneElse
 // tcp_user_timeout to time out. So nobody else is granted (the server
 // session lives) and the holder keeps believing it holds the key: no
 // overlap, no liveness. lost() fires only when the connection closes.
-TEST(PostgresLeaseFaultTest, AdvisoryFrozenConnectionKeepsTheKeyFromEveryoneUntilTheConnectionCloses) {
+TEST(PostgresLeaseFaultTest,
+     AdvisoryFrozenConnectionKeepsTheKeyFromEveryoneUntilTheConnectionCloses) {
   PostgresServer& pg = shared_postgres();
   TcpProxy proxy(pg.port());
   const std::string key = "fault/advisory-freeze";
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
-                       LeaseLock::create(make_backend(via(proxy), Mode::kAdvisory)));
-  ASSERT_OK_AND_ASSIGN(LeaseLock direct,
-                       LeaseLock::create(make_backend(pg.conninfo(), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(make_backend(
+                                            via(proxy), Mode::kAdvisory)));
+  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(make_backend(
+                                             pg.conninfo(), Mode::kAdvisory)));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key));
   ASSERT_TRUE(a.has_value());
   EXPECT_EQ(a->valid_until(), std::chrono::steady_clock::time_point::max());
@@ -489,10 +569,12 @@ TEST(PostgresLeaseFaultTest, AdvisoryFrozenConnectionKeepsTheKeyFromEveryoneUnti
     const bool held = a->held();
     held_max = std::max(held_max, Clock::now() - t);
     ASSERT_TRUE(held) << key << ": held() false during the freeze";
-    ASSERT_FALSE(a->lost().stop_requested()) << key << ": lost() fired during the freeze";
+    ASSERT_FALSE(a->lost().stop_requested())
+        << key << ": lost() fired during the freeze";
     if (t >= next_try) {
       ASSERT_OK_AND_ASSIGN(std::optional<Lease> other, direct.try_acquire(key));
-      ASSERT_FALSE(other.has_value()) << key << ": granted to another owner during the freeze";
+      ASSERT_FALSE(other.has_value())
+          << key << ": granted to another owner during the freeze";
       ++refused;
       next_try = t + 50ms;
     }
@@ -524,14 +606,20 @@ TEST(PostgresLeaseFaultTest, AdvisoryFrozenConnectionKeepsTheKeyFromEveryoneUnti
   ASSERT_TRUE(wait_until([&] { return lost_at.load() != 0; }, 10s))
       << key << ": lost() never fired after the cut";
   const Clock::time_point lost_t{Clock::duration(lost_at.load())};
-  auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  auto ms = [](Clock::duration d) {
+    return std::chrono::duration<double, std::milli>(d).count();
+  };
   std::cout << absl::StrFormat(
-                   "postgres advisory freeze: %d tries refused in 3 s frozen, held() max "
-                   "%.3f ms; then cut: cut->lost %.1f ms, cut->grant %.1f ms, lost %s the grant",
-                   refused, ms(held_max), ms(lost_t - cut_at), ms(grant_sent - cut_at),
+                   "postgres advisory freeze: %d tries refused in 3 s frozen, "
+                   "held() max "
+                   "%.3f ms; then cut: cut->lost %.1f ms, cut->grant %.1f ms, "
+                   "lost %s the grant",
+                   refused, ms(held_max), ms(lost_t - cut_at),
+                   ms(grant_sent - cut_at),
                    lost_t < grant_sent ? "before" : "after")
             << std::endl;
-  EXPECT_LT(lost_t - cut_at, 2s) << key << ": lost() late after the connection closed";
+  EXPECT_LT(lost_t - cut_at, 2s)
+      << key << ": lost() late after the connection closed";
   ASSERT_OK_AND_ASSIGN(bool released, a->release());
   EXPECT_FALSE(released);
   (void)theirs->release();
@@ -540,11 +628,12 @@ TEST(PostgresLeaseFaultTest, AdvisoryFrozenConnectionKeepsTheKeyFromEveryoneUnti
 TEST(PostgresLeaseCliTest, RunPassesTheTokenFromTheLeaseTable) {
   ASSERT_NE(std::string(TIERLOCK_CLI_PATH), "") << "tierlock_cli not built";
   PostgresServer& pg = shared_postgres();
-  const std::string url = absl::StrCat("postgres://tl@127.0.0.1:", pg.port(), "/postgres");
-  RunResult a = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli", "--", "sh",
-                     "-c", "echo \"$TIERLOCK_TOKEN\""});
-  RunResult b = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli", "--", "sh",
-                     "-c", "echo \"$TIERLOCK_TOKEN\""});
+  const std::string url =
+      absl::StrCat("postgres://tl@127.0.0.1:", pg.port(), "/postgres");
+  RunResult a = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli",
+                     "--", "sh", "-c", "echo \"$TIERLOCK_TOKEN\""});
+  RunResult b = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli",
+                     "--", "sh", "-c", "echo \"$TIERLOCK_TOKEN\""});
   ASSERT_EQ(a.status.code, 0);
   ASSERT_EQ(b.status.code, 0);
   std::uint64_t ta = 0, tb = 0;
@@ -552,9 +641,11 @@ TEST(PostgresLeaseCliTest, RunPassesTheTokenFromTheLeaseTable) {
   ASSERT_TRUE(absl::SimpleAtoi(b.out, &tb)) << b.out;
   EXPECT_GT(tb, ta);
   // Advisory mode has no token: the variable is not set.
-  RunResult c = run({TIERLOCK_CLI_PATH, "run", "--backend",
-                     absl::StrCat("postgres+advisory://tl@127.0.0.1:", pg.port(), "/postgres"),
-                     "--key", "cli", "--", "sh", "-c", "echo \"${TIERLOCK_TOKEN-unset}\""});
+  RunResult c = run(
+      {TIERLOCK_CLI_PATH, "run", "--backend",
+       absl::StrCat("postgres+advisory://tl@127.0.0.1:", pg.port(),
+                    "/postgres"),
+       "--key", "cli", "--", "sh", "-c", "echo \"${TIERLOCK_TOKEN-unset}\""});
   EXPECT_EQ(c.status.code, 0);
   EXPECT_EQ(c.out, "unset\n");
 }
@@ -569,7 +660,8 @@ PgbouncerServer& shared_pgbouncer(const std::string& pool_mode) {
   std::unique_ptr<PgbouncerServer>& b = bouncers[pool_mode];
   if (!b) {
     absl::StatusOr<std::unique_ptr<PgbouncerServer>> s = PgbouncerServer::start(
-        shared_postgres(), {.pool_mode = pool_mode, .pool_size = pool_mode == "session" ? 40 : 2});
+        shared_postgres(),
+        {.pool_mode = pool_mode, .pool_size = pool_mode == "session" ? 40 : 2});
     if (!s.ok()) {
       ADD_FAILURE() << "cannot start pgbouncer: " << s.status();
       std::abort();
@@ -587,20 +679,23 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         LeaseBackendFactory{"advisory_session_pool",
                             [] {
-                              return make_backend(shared_pgbouncer("session").conninfo(),
-                                                  Mode::kAdvisory);
+                              return make_backend(
+                                  shared_pgbouncer("session").conninfo(),
+                                  Mode::kAdvisory);
                             }},
         LeaseBackendFactory{"table_transaction_pool",
                             [] {
-                              return make_backend(shared_pgbouncer("transaction").conninfo(),
-                                                  Mode::kLeaseTable, 10s,
-                                                  /*notify_waiters=*/false);
+                              return make_backend(
+                                  shared_pgbouncer("transaction").conninfo(),
+                                  Mode::kLeaseTable, 10s,
+                                  /*notify_waiters=*/false);
                             }},
         LeaseBackendFactory{"table_statement_pool",
                             [] {
-                              return make_backend(shared_pgbouncer("statement").conninfo(),
-                                                  Mode::kLeaseTable, 10s,
-                                                  /*notify_waiters=*/false);
+                              return make_backend(
+                                  shared_pgbouncer("statement").conninfo(),
+                                  Mode::kLeaseTable, 10s,
+                                  /*notify_waiters=*/false);
                             }}),
     [](const auto& p) { return p.param.name; });
 
@@ -633,7 +728,8 @@ class PinnedServerSession {
  private:
   void exec(const char* q) {
     PGresult* r = PQexec(c_, q);
-    EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << q << ": " << PQresultErrorMessage(r);
+    EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK)
+        << q << ": " << PQresultErrorMessage(r);
     PQclear(r);
   }
   PGconn* c_;
@@ -641,16 +737,20 @@ class PinnedServerSession {
   bool committed_ = false;
 };
 
-std::string advisory_holders(const std::string& conninfo, std::string_view key) {
+std::string advisory_holders(const std::string& conninfo,
+                             std::string_view key) {
   absl::StatusOr<std::string> n =
-      sql(conninfo, "SELECT count(*) FROM pg_locks WHERE granted AND " + advisory_where(key));
+      sql(conninfo, "SELECT count(*) FROM pg_locks WHERE granted AND " +
+                        advisory_where(key));
   return n.ok() ? *n : n.status().ToString();
 }
 
-TEST(PostgresPgbouncerTest, AdvisoryBehindTransactionPoolingIsRefusedAndLeavesNothingHeld) {
+TEST(PostgresPgbouncerTest,
+     AdvisoryBehindTransactionPoolingIsRefusedAndLeavesNothingHeld) {
   PostgresServer& pg = shared_postgres();
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
-                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2,
+                       PgbouncerServer::start(pg, {.pool_mode = "transaction",
+                                                   .pool_size = 2,
                                                    .round_robin = true}));
   {
     // Two transactions at once open both server connections; from now on
@@ -682,21 +782,24 @@ TEST(PostgresPgbouncerTest, AdvisoryBehindTransactionPoolingIsRefusedAndLeavesNo
   EXPECT_TRUE(d.has_value());
 }
 
-TEST(PostgresPgbouncerTest, AdvisoryReleaseInAnotherServerSessionStillFreesTheLock) {
+TEST(PostgresPgbouncerTest,
+     AdvisoryReleaseInAnotherServerSessionStillFreesTheLock) {
   // pgbouncer's default hands out the most recently used server connection:
   // the statement after the grant runs in the grant's session, so the acquire
   // passes the check; the release may not.
   PostgresServer& pg = shared_postgres();
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgbouncerServer> bouncer,
-                       PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<PgbouncerServer> bouncer,
+      PgbouncerServer::start(pg, {.pool_mode = "transaction", .pool_size = 2}));
   auto backend = make_backend(bouncer->conninfo(), Mode::kAdvisory);
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(backend));
   const std::string key = "pgbouncer-release";
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> lease, locks.try_acquire(key));
   ASSERT_TRUE(lease.has_value());
-  ASSERT_OK_AND_ASSIGN(std::string holder,
-                       sql(pg.conninfo(), "SELECT pid FROM pg_locks WHERE granted AND " +
-                                              advisory_where(key)));
+  ASSERT_OK_AND_ASSIGN(
+      std::string holder,
+      sql(pg.conninfo(),
+          "SELECT pid FROM pg_locks WHERE granted AND " + advisory_where(key)));
   {
     // Other clients use the grant's server connection and a second one; the
     // second is returned last, so our release runs in it.
@@ -731,8 +834,10 @@ TEST(PostgresRedactionTest, ConnectErrorsNeverShowThePassword) {
       o.io_timeout = 2s;
       absl::Status s = PostgresLeaseBackend::create(o).status();
       EXPECT_FALSE(s.ok()) << conninfo;
-      EXPECT_EQ(s.message().find("s3"), std::string::npos) << conninfo << ": " << s;
-      EXPECT_EQ(s.message().find("cret"), std::string::npos) << conninfo << ": " << s;
+      EXPECT_EQ(s.message().find("s3"), std::string::npos)
+          << conninfo << ": " << s;
+      EXPECT_EQ(s.message().find("cret"), std::string::npos)
+          << conninfo << ": " << s;
     }
   }
 }

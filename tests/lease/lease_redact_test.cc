@@ -25,7 +25,8 @@ TEST(RedactUrlTest, HidesUrlPasswordsAndKeepsTheRest) {
            {"redis://u:p%40ss@host/0", "redis://u:***@host/0"},
            {"postgresql://ci:s3cret@db.example:5432/leases?sslmode=require",
             "postgresql://ci:***@db.example:5432/leases?sslmode=require"},
-           {"postgres+advisory://ci:s3cret@db/x", "postgres+advisory://ci:***@db/x"},
+           {"postgres+advisory://ci:s3cret@db/x",
+            "postgres+advisory://ci:***@db/x"},
            {"postgresql://db/x?user=ci&password=s3cret&sslmode=require",
             "postgresql://db/x?user=ci&password=***&sslmode=require"},
            {"postgresql://ci@db/x", "postgresql://ci@db/x"},
@@ -37,8 +38,10 @@ TEST(RedactUrlTest, HidesUrlPasswordsAndKeepsTheRest) {
 
 TEST(RedactUrlTest, HidesKeywordPasswordsInConnectionStrings) {
   for (const Case& c : std::initializer_list<Case>{
-           {"host=db user=ci password=s3cret dbname=x", "host=db user=ci password=*** dbname=x"},
-           {"host=db password = 's3 cr\\'et' port=5", "host=db password = *** port=5"},
+           {"host=db user=ci password=s3cret dbname=x",
+            "host=db user=ci password=*** dbname=x"},
+           {"host=db password = 's3 cr\\'et' port=5",
+            "host=db password = *** port=5"},
            {"password='unterminated s3cret", "password=***"},
            {"host=db PASSWORD=s3cret", "host=db PASSWORD=***"},
            {"host=db sslpassword=k3y", "host=db sslpassword=***"},
@@ -53,8 +56,10 @@ TEST(RedactUrlTest, HidesKeywordPasswordsInConnectionStrings) {
 }
 
 TEST(RedactUrlTest, HidesUrlsQuotedInsideAMessage) {
-  EXPECT_EQ(redact_url("end of string reached in URI: \"postgresql://u:s3cret@[::1/db\""),
-            "end of string reached in URI: \"postgresql://u:***@[::1/db\"");
+  EXPECT_EQ(
+      redact_url(
+          "end of string reached in URI: \"postgresql://u:s3cret@[::1/db\""),
+      "end of string reached in URI: \"postgresql://u:***@[::1/db\"");
   EXPECT_EQ(redact_url("a redis://a:b@h and redis://c:d@i"),
             "a redis://a:***@h and redis://c:***@i");
 }

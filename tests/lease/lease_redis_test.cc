@@ -3,6 +3,8 @@
 // The Redis backend against a real redis-server 7 started by the test
 // (servers.h): the conformance suite, the scripts' edge cases, the
 // cross-process safety checks, and what a restart does.
+#include "tierlock/lease_redis.h"
+
 #include <atomic>
 #include <iostream>
 #include <thread>
@@ -21,7 +23,6 @@
 #include "support/temp_dir.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
-#include "tierlock/lease_redis.h"
 #include "tierlock/lease_sqlite.h"
 
 namespace tierlock::testing {
@@ -29,26 +30,32 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::shared_ptr<RedisLeaseBackend> make_backend(int port, int wait_replicas = 0,
-                                                std::chrono::milliseconds io_timeout = 5s) {
+std::shared_ptr<RedisLeaseBackend> make_backend(
+    int port, int wait_replicas = 0,
+    std::chrono::milliseconds io_timeout = 5s) {
   RedisLeaseOptions o;
   o.port = port;
   o.io_timeout = io_timeout;
   o.wait_replicas = wait_replicas;
   o.wait_timeout = 100ms;
-  absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b = RedisLeaseBackend::create(o);
+  absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b =
+      RedisLeaseBackend::create(o);
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? *b : nullptr;
 }
 
-std::string spec() { return absl::StrCat("redis:127.0.0.1:", shared_redis().port()); }
+std::string spec() {
+  return absl::StrCat("redis:127.0.0.1:", shared_redis().port());
+}
 
-INSTANTIATE_TEST_SUITE_P(
-    Redis, LeaseConformanceTest,
-    ::testing::Values(LeaseBackendFactory{
-        "redis",
-        [] { return std::shared_ptr<LeaseBackend>(make_backend(shared_redis().port())); }}),
-    [](const auto& p) { return p.param.name; });
+INSTANTIATE_TEST_SUITE_P(Redis, LeaseConformanceTest,
+                         ::testing::Values(LeaseBackendFactory{
+                             "redis",
+                             [] {
+                               return std::shared_ptr<LeaseBackend>(
+                                   make_backend(shared_redis().port()));
+                             }}),
+                         [](const auto& p) { return p.param.name; });
 
 TEST(RedisLeaseBackendTest, NoscriptFallsBackToEval) {
   RedisServer& redis = shared_redis();
@@ -68,13 +75,15 @@ TEST(RedisLeaseBackendTest, NoscriptFallsBackToEval) {
   EXPECT_GT(*c->token(), *a->token());
 }
 
-TEST(RedisLeaseBackendTest, ServerSideExpiryHandsTheKeyOverAndFencesTheOldOwner) {
+TEST(RedisLeaseBackendTest,
+     ServerSideExpiryHandsTheKeyOverAndFencesTheOldOwner) {
   RedisServer& redis = shared_redis();
   auto b = make_backend(redis.port());
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 60s}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("jump"));
   ASSERT_TRUE(a.has_value());
-  ASSERT_OK_AND_ASSIGN(std::string value, redis.cli("GET '" + b->lease_key("jump") + "'"));
+  ASSERT_OK_AND_ASSIGN(std::string value,
+                       redis.cli("GET '" + b->lease_key("jump") + "'"));
   EXPECT_EQ(value, a->owner_id());
   // As if the server's clock jumped: the key expires now.
   ASSERT_OK(redis.cli("PEXPIRE '" + b->lease_key("jump") + "' 1"));
@@ -90,29 +99,33 @@ TEST(RedisLeaseBackendTest, ServerSideExpiryHandsTheKeyOverAndFencesTheOldOwner)
   EXPECT_TRUE(a->lost().stop_requested());
   ASSERT_OK_AND_ASSIGN(bool released, a->release());
   EXPECT_FALSE(released);
-  ASSERT_OK_AND_ASSIGN(std::string still, redis.cli("GET '" + b->lease_key("jump") + "'"));
-  EXPECT_EQ(still, fresh->owner_id()) << "the old owner's release deleted the new lease";
+  ASSERT_OK_AND_ASSIGN(std::string still,
+                       redis.cli("GET '" + b->lease_key("jump") + "'"));
+  EXPECT_EQ(still, fresh->owner_id())
+      << "the old owner's release deleted the new lease";
 }
 
 TEST(RedisLeaseBackendTest, WaitForMissingReplicasIsAnErrorAndHoldsNothing) {
   RedisServer& redis = shared_redis();
   auto b = make_backend(redis.port(), /*wait_replicas=*/1);
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
-  EXPECT_TRUE(IsError(locks.try_acquire("wait").status(), absl::StatusCode::kUnavailable,
-                      "replicas"));
-  ASSERT_OK_AND_ASSIGN(std::string exists, redis.cli("EXISTS '" + b->lease_key("wait") + "'"));
+  EXPECT_TRUE(IsError(locks.try_acquire("wait").status(),
+                      absl::StatusCode::kUnavailable, "replicas"));
+  ASSERT_OK_AND_ASSIGN(std::string exists,
+                       redis.cli("EXISTS '" + b->lease_key("wait") + "'"));
   EXPECT_EQ(exists, "0");
 }
 
 TEST(RedisLeaseBackendTest, UnreachableServerIsUnavailable) {
   RedisLeaseOptions o;
   o.port = free_port();
-  EXPECT_TRUE(IsError(RedisLeaseBackend::create(o).status(), absl::StatusCode::kUnavailable,
-                      "connect"));
+  EXPECT_TRUE(IsError(RedisLeaseBackend::create(o).status(),
+                      absl::StatusCode::kUnavailable, "connect"));
 }
 
 TEST(RedisLeaseBackendTest, RestartWithoutPersistenceForgetsLeasesAndTokens) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<RedisServer> redis, RedisServer::start());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<RedisServer> redis,
+                       RedisServer::start());
   auto b = make_backend(redis->port());
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("k"));
@@ -120,7 +133,8 @@ TEST(RedisLeaseBackendTest, RestartWithoutPersistenceForgetsLeasesAndTokens) {
   ASSERT_TRUE(a.has_value());
   ASSERT_OK(redis->stop());
   // Down: an error, never contention.
-  EXPECT_TRUE(IsError(locks.try_acquire("k").status(), absl::StatusCode::kUnavailable));
+  EXPECT_TRUE(
+      IsError(locks.try_acquire("k").status(), absl::StatusCode::kUnavailable));
   ASSERT_OK(redis->restart_server());
   // The restarted server (no AOF/RDB) granted "k" again: the documented
   // double grant. The old owner finds out at its next extend.
@@ -132,7 +146,8 @@ TEST(RedisLeaseBackendTest, RestartWithoutPersistenceForgetsLeasesAndTokens) {
   (void)a2->release();
 }
 
-TEST(RedisLeaseHistoryTest, HistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
+TEST(RedisLeaseHistoryTest,
+     HistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
   TempDir tmp;
   EXPECT_EQ(check_history(spec(), "hist", 4, 25, tmp.path(), true), "");
 }
@@ -154,28 +169,36 @@ TEST(RedisLeaseFaultTest, LostReplyMakesAcquireAnErrorAndLeavesNothingHeld) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
   auto via_proxy = make_backend(proxy.port(), 0, 300ms);
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(via_proxy, {.ttl = 30s}));
-  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(make_backend(redis.port()),
-                                                           {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(via_proxy, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(
+      LeaseLock direct,
+      LeaseLock::create(make_backend(redis.port()), {.ttl = 30s}));
   proxy.drop_replies_on_open_connections();
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("lost-reply");
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
-  EXPECT_TRUE(IsError(r.status(), absl::StatusCode::kUnavailable, "lost-reply"));
+  EXPECT_TRUE(
+      IsError(r.status(), absl::StatusCode::kUnavailable, "lost-reply"));
   // The server granted it; the backend deleted the orphan on a new connection.
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> d, direct.try_acquire("lost-reply"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> d,
+                       direct.try_acquire("lost-reply"));
   EXPECT_TRUE(d.has_value()) << "an orphan grant is still held";
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> again, locks.try_acquire("lost-reply/2"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> again,
+                       locks.try_acquire("lost-reply/2"));
   EXPECT_TRUE(again.has_value()) << "the backend did not reconnect";
 }
 
-TEST(RedisLeaseFaultTest, FrozenConnectionIsAnErrorAndALateGrantLapsesAtItsTtl) {
+TEST(RedisLeaseFaultTest,
+     FrozenConnectionIsAnErrorAndALateGrantLapsesAtItsTtl) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
   auto via_proxy = make_backend(proxy.port(), 0, 300ms);
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(via_proxy, {.ttl = 1s}));
-  ASSERT_OK_AND_ASSIGN(LeaseLock direct, LeaseLock::create(make_backend(redis.port()),
-                                                           {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(via_proxy, {.ttl = 1s}));
+  ASSERT_OK_AND_ASSIGN(
+      LeaseLock direct,
+      LeaseLock::create(make_backend(redis.port()), {.ttl = 30s}));
   proxy.freeze(true);
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<std::optional<Lease>> r = locks.try_acquire("frozen");
@@ -192,7 +215,8 @@ TEST(RedisLeaseFaultTest, CutConnectionFailsOneCallThenReconnects) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
   auto via_proxy = make_backend(proxy.port(), 0, 1s);
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(via_proxy, {.ttl = 30s}));
+  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
+                       LeaseLock::create(via_proxy, {.ttl = 30s}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("cut"));
   ASSERT_TRUE(a.has_value());
   proxy.cut();
@@ -209,26 +233,29 @@ TEST(RedisLeaseFaultTest, CutConnectionFailsOneCallThenReconnects) {
 // of the loss by valid_until() and before anyone else is granted the key.
 // Figures go to the log and to docs/leases.md ("Network faults").
 
-TEST(RedisLeaseFaultTest, FrozenConnectionLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+TEST(RedisLeaseFaultTest,
+     FrozenConnectionLosesTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
   // The default io_timeout (5 s), longer than the ttl: the deadline must not
   // wait for it.
   FaultResult r = measure_fault(
-      make_backend(proxy.port()), make_backend(redis.port()), "fault/freeze", 1500ms,
-      1000ms, [&] { proxy.freeze(true); }, [&] { proxy.freeze(false); });
+      make_backend(proxy.port()), make_backend(redis.port()), "fault/freeze",
+      1500ms, 1000ms, [&] { proxy.freeze(true); },
+      [&] { proxy.freeze(false); });
   std::cout << "redis freeze: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r), "");
 }
 
-TEST(RedisLeaseFaultTest, DroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
+TEST(RedisLeaseFaultTest,
+     DroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneElseHasIt) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
   // The renewals reach the server (and extend the key there) but their
   // replies never come back: the holder cannot know, so it must stop.
-  FaultResult r = measure_fault(make_backend(proxy.port()), make_backend(redis.port()),
-                                "fault/drop", 1500ms, 1000ms,
-                                [&] { proxy.drop_replies_on_open_connections(); });
+  FaultResult r = measure_fault(
+      make_backend(proxy.port()), make_backend(redis.port()), "fault/drop",
+      1500ms, 1000ms, [&] { proxy.drop_replies_on_open_connections(); });
   std::cout << "redis drop replies: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r), "");
 }
@@ -236,27 +263,31 @@ TEST(RedisLeaseFaultTest, DroppedRepliesLoseTheLeaseByItsDeadlineBeforeAnyoneEls
 TEST(RedisLeaseFaultTest, CutConnectionLosesTheLeaseBeforeAnyoneElseHasIt) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
-  FaultResult r = measure_fault(make_backend(proxy.port()), make_backend(redis.port()),
-                                "fault/cut", 1500ms, 1000ms, [&] { proxy.cut(); });
+  FaultResult r =
+      measure_fault(make_backend(proxy.port()), make_backend(redis.port()),
+                    "fault/cut", 1500ms, 1000ms, [&] { proxy.cut(); });
   std::cout << "redis cut: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r), "");
 }
 
 TEST(RedisLeaseFaultTest, KilledServerLosesTheLeaseByItsDeadline) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<RedisServer> redis, RedisServer::start());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<RedisServer> redis,
+                       RedisServer::start());
   auto holder = make_backend(redis->port());
   auto other = make_backend(redis->port());
   // Down for 4 s: nobody can be granted the key meanwhile. (A restart
   // without persistence forgets every lease and may grant the key at once,
   // before the holder's next renewal finds out: docs/leases.md.)
   FaultResult r = measure_fault(
-      holder, other, "fault/kill", 1500ms, 1000ms, [&] { ASSERT_OK(redis->stop()); },
+      holder, other, "fault/kill", 1500ms, 1000ms,
+      [&] { ASSERT_OK(redis->stop()); },
       [&] { ASSERT_OK(redis->restart_server()); }, 4s);
   std::cout << "redis kill: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r, /*expect_grant=*/false), "");
 }
 
-TEST(RedisLeaseFaultTest, FrozenRedisStallsNeitherASqliteLeaseNorItsOwnDeadline) {
+TEST(RedisLeaseFaultTest,
+     FrozenRedisStallsNeitherASqliteLeaseNorItsOwnDeadline) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
   TempDir tmp;
@@ -267,10 +298,13 @@ TEST(RedisLeaseFaultTest, FrozenRedisStallsNeitherASqliteLeaseNorItsOwnDeadline)
   ASSERT_OK_AND_ASSIGN(LeaseLock redis_locks,
                        LeaseLock::create(make_backend(proxy.port()),
                                          {.ttl = 2s, .auto_renew = true}));
-  ASSERT_OK_AND_ASSIGN(LeaseLock sqlite_locks,
-                       LeaseLock::create(sqlite, {.ttl = 2s, .auto_renew = true}));
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> r, redis_locks.try_acquire("mixed"));
-  ASSERT_OK_AND_ASSIGN(std::optional<Lease> q, sqlite_locks.try_acquire("mixed"));
+  ASSERT_OK_AND_ASSIGN(
+      LeaseLock sqlite_locks,
+      LeaseLock::create(sqlite, {.ttl = 2s, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> r,
+                       redis_locks.try_acquire("mixed"));
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> q,
+                       sqlite_locks.try_acquire("mixed"));
   ASSERT_TRUE(r.has_value() && q.has_value());
   proxy.freeze(true);
   const auto t0 = std::chrono::steady_clock::now();
@@ -300,43 +334,54 @@ constexpr auto kRedisDelay = 2000ms;  // > ttl 1.5 s
 
 FaultResult delayed(RedisServer& redis, TcpProxy& proxy, const std::string& key,
                     TcpProxy::Direction which) {
-  return measure_fault(make_backend(proxy.port()), make_backend(redis.port()), key,
+  return measure_fault(make_backend(proxy.port()), make_backend(redis.port()),
+                       key,
                        {.ttl = 1500ms,
                         .fault = [&] { proxy.delay(kRedisDelay, which); },
                         .after = [&] { proxy.delay(0ms); },
                         .watch = 1500ms + kRedisDelay + 500ms});
 }
 
-TEST(RedisLeaseFaultTest, DelayedRepliesLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
+TEST(RedisLeaseFaultTest,
+     DelayedRepliesLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
   // Both ways: the held-back renewals reach the server after its key expired
   // (or another owner took it) and are refused there.
-  FaultResult r = delayed(redis, proxy, "fault/delay", TcpProxy::Direction::kBoth);
+  FaultResult r =
+      delayed(redis, proxy, "fault/delay", TcpProxy::Direction::kBoth);
   std::cout << "redis delay 2 s both ways: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r), "");
-  EXPECT_GE(r.watched_after_lost, kRedisDelay) << "the late replies were not waited for";
+  EXPECT_GE(r.watched_after_lost, kRedisDelay)
+      << "the late replies were not waited for";
 }
 
-TEST(RedisLeaseFaultTest, DelayedRepliesOnlyLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
+TEST(RedisLeaseFaultTest,
+     DelayedRepliesOnlyLoseTheLeaseByItsDeadlineAndLateRepliesDoNotReviveIt) {
   RedisServer& redis = shared_redis();
   TcpProxy proxy(redis.port());
   // Requests on time, replies late: the server extends the key on each
   // renewal it gets, so the other owner waits longer; the holder, with no
   // answer, stops at its own deadline all the same.
-  FaultResult r = delayed(redis, proxy, "fault/delay-replies", TcpProxy::Direction::kRepliesOnly);
+  FaultResult r = delayed(redis, proxy, "fault/delay-replies",
+                          TcpProxy::Direction::kRepliesOnly);
   std::cout << "redis delay 2 s replies only: " << r.summary() << std::endl;
   EXPECT_EQ(check_fault(r), "");
-  EXPECT_GE(r.watched_after_lost, kRedisDelay) << "the late replies were not waited for";
+  EXPECT_GE(r.watched_after_lost, kRedisDelay)
+      << "the late replies were not waited for";
 }
 
-TEST(RedisLeaseFaultTest, RestartWithoutPersistenceGrantsTheKeyAtOnceAndTheHolderLearnsAtItsNextRenewal) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<RedisServer> redis, RedisServer::start());
+TEST(
+    RedisLeaseFaultTest,
+    RestartWithoutPersistenceGrantsTheKeyAtOnceAndTheHolderLearnsAtItsNextRenewal) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<RedisServer> redis,
+                       RedisServer::start());
   const std::string key = "fault/restart";
   {
     // Two earlier grants: the holder's token is 3, so the reset counter shows.
-    ASSERT_OK_AND_ASSIGN(LeaseLock warm, LeaseLock::create(make_backend(redis->port()),
-                                                           {.ttl = 30s}));
+    ASSERT_OK_AND_ASSIGN(
+        LeaseLock warm,
+        LeaseLock::create(make_backend(redis->port()), {.ttl = 30s}));
     for (int i = 0; i < 2; ++i) {
       ASSERT_OK_AND_ASSIGN(std::optional<Lease> l, warm.try_acquire(key));
       ASSERT_TRUE(l.has_value());
@@ -347,18 +392,21 @@ TEST(RedisLeaseFaultTest, RestartWithoutPersistenceGrantsTheKeyAtOnceAndTheHolde
   // and the restart (~0.1-0.3 s) fall between two renewals, so the restarted,
   // empty server grants the key before the holder asks again. The holder's
   // next renewal (on the connection the kill broke) fails and fires lost().
-  FaultResult r = measure_fault(make_backend(redis->port()), make_backend(redis->port()), key,
-                                {.ttl = 3000ms,
-                                 .fault_after = 1200ms,
-                                 .fault = [&] { ASSERT_OK(redis->stop()); },
-                                 .heal = [&] { ASSERT_OK(redis->restart_server()); },
-                                 .limit = 10s});
-  std::cout << "redis restart without persistence: " << r.summary() << std::endl;
+  FaultResult r = measure_fault(
+      make_backend(redis->port()), make_backend(redis->port()), key,
+      {.ttl = 3000ms,
+       .fault_after = 1200ms,
+       .fault = [&] { ASSERT_OK(redis->stop()); },
+       .heal = [&] { ASSERT_OK(redis->restart_server()); },
+       .limit = 10s});
+  std::cout << "redis restart without persistence: " << r.summary()
+            << std::endl;
   // lost() still comes by valid_until(); the overlap is whatever lies between
   // the new grant and the holder's next renewal (0 only if that renewal hit
   // the server while it was down), so at most the renewal interval (ttl/3)
   // plus that renewal's round trip -- never 0 by design.
-  EXPECT_EQ(check_fault(r, {.no_overlap = false, .tokens_increase = false}), "");
+  EXPECT_EQ(check_fault(r, {.no_overlap = false, .tokens_increase = false}),
+            "");
   EXPECT_TRUE(r.healed);
   EXPECT_LE(-r.lost_before_grant, 1000ms + 250ms)
       << "fault/restart: the overlap outlasted the holder's renewal interval";
@@ -369,17 +417,21 @@ TEST(RedisLeaseFaultTest, RestartWithoutPersistenceGrantsTheKeyAtOnceAndTheHolde
   EXPECT_EQ(r.old_token, 3u);
   EXPECT_EQ(r.new_token, 1u) << "the restarted server kept its token counter?";
   TempDir fence;
-  ASSERT_OK_AND_ASSIGN(bool old_accepted, fenced_write(fence.path(), r.old_token));
-  ASSERT_OK_AND_ASSIGN(bool new_accepted, fenced_write(fence.path(), r.new_token));
+  ASSERT_OK_AND_ASSIGN(bool old_accepted,
+                       fenced_write(fence.path(), r.old_token));
+  ASSERT_OK_AND_ASSIGN(bool new_accepted,
+                       fenced_write(fence.path(), r.new_token));
   EXPECT_TRUE(old_accepted);
-  EXPECT_FALSE(new_accepted) << "token " << r.new_token << " accepted after " << r.old_token;
+  EXPECT_FALSE(new_accepted)
+      << "token " << r.new_token << " accepted after " << r.old_token;
 }
 
 TEST(RedisLeaseCliTest, RunPassesTheToken) {
   ASSERT_NE(std::string(TIERLOCK_CLI_PATH), "") << "tierlock_cli not built";
-  const std::string url = absl::StrCat("redis://127.0.0.1:", shared_redis().port());
-  RunResult a = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli", "--", "sh",
-                     "-c", "echo \"$TIERLOCK_TOKEN\"; exit 4"});
+  const std::string url =
+      absl::StrCat("redis://127.0.0.1:", shared_redis().port());
+  RunResult a = run({TIERLOCK_CLI_PATH, "run", "--backend", url, "--key", "cli",
+                     "--", "sh", "-c", "echo \"$TIERLOCK_TOKEN\"; exit 4"});
   EXPECT_EQ(a.status.code, 4);
   std::uint64_t t = 0;
   EXPECT_TRUE(absl::SimpleAtoi(a.out, &t) && t >= 1) << a.out;
@@ -401,27 +453,31 @@ class RedisAuthTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = s->release();
     // The ACL user first: after requirepass, redis-cli needs the password.
-    ASSERT_TRUE(server_->cli(absl::StrCat("ACL SETUSER alice on '>", kUserPassword,
-                                          "' '~*' '&*' '+@all'")).ok());
-    ASSERT_TRUE(server_->cli(absl::StrCat("CONFIG SET requirepass ", kPassword)).ok());
+    ASSERT_TRUE(server_
+                    ->cli(absl::StrCat("ACL SETUSER alice on '>", kUserPassword,
+                                       "' '~*' '&*' '+@all'"))
+                    .ok());
+    ASSERT_TRUE(
+        server_->cli(absl::StrCat("CONFIG SET requirepass ", kPassword)).ok());
   }
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
   }
   static std::string url(const std::string& userinfo) {
-    return absl::StrCat("redis://", userinfo, userinfo.empty() ? "" : "@", "127.0.0.1:",
-                        server_->port());
+    return absl::StrCat("redis://", userinfo, userinfo.empty() ? "" : "@",
+                        "127.0.0.1:", server_->port());
   }
-  static absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> connect(const std::string& u) {
+  static absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> connect(
+      const std::string& u) {
     absl::StatusOr<RedisLeaseOptions> o = RedisLeaseOptions::from_url(u);
     if (!o.ok()) return o.status();
     o->io_timeout = 5s;
     return RedisLeaseBackend::create(*o);
   }
   static void expect_grants(const std::shared_ptr<RedisLeaseBackend>& b) {
-    absl::StatusOr<std::unique_ptr<LeaseSession>> s =
-        b->try_acquire({.key = absl::StrCat("auth", ++n_), .owner_id = "o", .ttl = 10s});
+    absl::StatusOr<std::unique_ptr<LeaseSession>> s = b->try_acquire(
+        {.key = absl::StrCat("auth", ++n_), .owner_id = "o", .ttl = 10s});
     ASSERT_TRUE(s.ok()) << s.status();
     EXPECT_NE(*s, nullptr);
   }
@@ -444,13 +500,16 @@ TEST_F(RedisAuthTest, AclUserWithAPercentEncodedPasswordLogsIn) {
 }
 
 TEST_F(RedisAuthTest, WrongPasswordIsAnAuthErrorThatDoesNotShowIt) {
-  for (const std::string& userinfo : std::vector<std::string>{":wrong-pw-123", "alice:wrong-pw-123",
-                                     absl::StrCat("nobody:", kPassword)}) {
+  for (const std::string& userinfo :
+       std::vector<std::string>{":wrong-pw-123", "alice:wrong-pw-123",
+                                absl::StrCat("nobody:", kPassword)}) {
     absl::Status s = connect(url(userinfo)).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
-    EXPECT_NE(s.message().find("authentication failed"), std::string::npos) << s;
+    EXPECT_NE(s.message().find("authentication failed"), std::string::npos)
+        << s;
     EXPECT_NE(s.message().find(absl::StrCat("127.0.0.1:", server_->port())),
-              std::string::npos) << s;
+              std::string::npos)
+        << s;
     EXPECT_EQ(s.message().find("wrong-pw"), std::string::npos) << s;
     EXPECT_EQ(s.message().find(kPassword), std::string::npos) << s;
   }
@@ -466,7 +525,8 @@ TEST_F(RedisAuthTest, NoPasswordIsAnAuthErrorSayingSo) {
 // The command takes the same URLs: it logs in with them, and neither a
 // refused login nor any other message shows the password.
 TEST_F(RedisAuthTest, CliLogsInWithTheUrlAndNeverPrintsThePassword) {
-  if (std::string(TIERLOCK_CLI_PATH).empty()) GTEST_SKIP() << "the CLI is not built";
+  if (std::string(TIERLOCK_CLI_PATH).empty())
+    GTEST_SKIP() << "the CLI is not built";
   auto cli = [](const std::string& u, const std::string& command) {
     return run({"/bin/sh", "-c",
                 absl::StrCat("'", TIERLOCK_CLI_PATH, "' run --backend '", u,
@@ -478,7 +538,8 @@ TEST_F(RedisAuthTest, CliLogsInWithTheUrlAndNeverPrintsThePassword) {
   EXPECT_NE(ok.out.find("token="), std::string::npos) << ok.out;
   RunResult wrong = cli(url("alice:wrong-pw-123"), "true");
   EXPECT_NE(wrong.status.code, 0) << wrong.out;
-  EXPECT_NE(wrong.out.find("authentication failed"), std::string::npos) << wrong.out;
+  EXPECT_NE(wrong.out.find("authentication failed"), std::string::npos)
+      << wrong.out;
   EXPECT_EQ(wrong.out.find("wrong-pw-123"), std::string::npos) << wrong.out;
   RunResult bad = cli("redis://alice:s3cr%zzet@127.0.0.1:1/x", "true");
   EXPECT_NE(bad.status.code, 0) << bad.out;
@@ -512,16 +573,17 @@ TEST(RedisLeaseOptionsTest, FromUrlReadsEveryPart) {
 }
 
 TEST(RedisLeaseOptionsTest, BadUrlIsInvalidArgumentWithThePasswordHidden) {
-  for (const char* bad :
-       {"redis://u:s3cret@host:port", "redis://u:s3cret@host/db", "redis://u:s3cret@host:0",
-        "redis://u:s3cret@[::1", "redis://u:s3cr%zz@host", "rediss://u:s3cret@host",
-        "redis://u:s3cret@host:"}) {
+  for (const char* bad : {"redis://u:s3cret@host:port",
+                          "redis://u:s3cret@host/db", "redis://u:s3cret@host:0",
+                          "redis://u:s3cret@[::1", "redis://u:s3cr%zz@host",
+                          "rediss://u:s3cret@host", "redis://u:s3cret@host:"}) {
     absl::Status s = RedisLeaseOptions::from_url(bad).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad << ": " << s;
     EXPECT_EQ(s.message().find("s3cr"), std::string::npos) << s;
     EXPECT_NE(s.message().find("u:***@"), std::string::npos) << s;
   }
-  absl::Status s = RedisLeaseOptions::from_url("redis://justauser@host").status();
+  absl::Status s =
+      RedisLeaseOptions::from_url("redis://justauser@host").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("without a password"), std::string::npos) << s;
 }

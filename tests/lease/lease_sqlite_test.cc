@@ -4,16 +4,17 @@
 // (metadata, sessions, tokens across restarts), and the cross-process safety
 // checks with real processes sharing one database file, and a holder whose
 // wall clock jumps (libfaketime) while its monotonic clock does not.
+#include "tierlock/lease_sqlite.h"
+
 #include <glob.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include <atomic>
-#include <iostream>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <map>
 
 #include "absl/strings/numbers.h"
@@ -27,7 +28,6 @@
 #include "support/temp_dir.h"
 #include "support/wait.h"
 #include "tierlock/lease.h"
-#include "tierlock/lease_sqlite.h"
 
 namespace tierlock::testing {
 namespace {
@@ -48,7 +48,8 @@ std::shared_ptr<SqliteLeaseBackend> open_db(const std::filesystem::path& path,
   SqliteLeaseOptions o;
   o.path = path;
   o.session = std::move(session);
-  absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> b = SqliteLeaseBackend::create(o);
+  absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> b =
+      SqliteLeaseBackend::create(o);
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? *b : nullptr;
 }
@@ -61,7 +62,8 @@ std::filesystem::path fresh_db() {
 INSTANTIATE_TEST_SUITE_P(
     Sqlite, LeaseConformanceTest,
     ::testing::Values(LeaseBackendFactory{
-        "sqlite", [] { return std::shared_ptr<LeaseBackend>(open_db(fresh_db())); }}),
+        "sqlite",
+        [] { return std::shared_ptr<LeaseBackend>(open_db(fresh_db())); }}),
     [](const auto& p) { return p.param.name; });
 
 class SqliteLeaseBackendTest : public ::testing::Test {
@@ -72,8 +74,9 @@ class SqliteLeaseBackendTest : public ::testing::Test {
 
 TEST_F(SqliteLeaseBackendTest, StoresMetadataSessionAndToken) {
   auto b = open_db(db_, "runner-1");
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks,
-                       LeaseLock::create(b, {.ttl = 30s, .metadata = "job 42"}));
+  ASSERT_OK_AND_ASSIGN(
+      LeaseLock locks,
+      LeaseLock::create(b, {.ttl = 30s, .metadata = "job 42"}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("build/x"));
   ASSERT_TRUE(a.has_value());
   ASSERT_OK_AND_ASSIGN(std::vector<SqliteLeaseRow> rows, b->list());
@@ -88,13 +91,14 @@ TEST_F(SqliteLeaseBackendTest, StoresMetadataSessionAndToken) {
 
 TEST_F(SqliteLeaseBackendTest, DefaultSessionIsHostAndPid) {
   auto b = open_db(db_);
-  EXPECT_NE(b->session().find(absl::StrCat(":", ::getpid())), std::string::npos);
+  EXPECT_NE(b->session().find(absl::StrCat(":", ::getpid())),
+            std::string::npos);
 }
 
 TEST_F(SqliteLeaseBackendTest, LeasesAndTokensSurviveTheHoldersProcess) {
   // A process takes the lease and dies without releasing (SIGKILL).
-  Process holder = Process::spawn({lease_helper_path(), "hold", "sqlite:" + db_.string(),
-                                   "k", "60000"});
+  Process holder = Process::spawn(
+      {lease_helper_path(), "hold", "sqlite:" + db_.string(), "k", "60000"});
   std::optional<std::string> held = holder.read_line();
   ASSERT_TRUE(held && held->rfind("held 1 ", 0) == 0) << held.value_or("");
   ::kill(holder.pid(), SIGKILL);
@@ -102,7 +106,8 @@ TEST_F(SqliteLeaseBackendTest, LeasesAndTokensSurviveTheHoldersProcess) {
   auto b = open_db(db_, "restarted");
   ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 30s}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> busy, locks.try_acquire("k"));
-  EXPECT_FALSE(busy.has_value()) << "the dead holder's lease lasts until its TTL";
+  EXPECT_FALSE(busy.has_value())
+      << "the dead holder's lease lasts until its TTL";
   ASSERT_OK_AND_ASSIGN(std::vector<SqliteLeaseRow> rows, b->list());
   ASSERT_EQ(rows.size(), 1u);
   // Its session (host:pid of the helper) is released as a whole.
@@ -159,7 +164,8 @@ TEST_F(SqliteLeaseBackendTest, UnopenableFileIsAnErrorNamingThePath) {
 
 // A symbolic link planted where the database goes (a shared directory) once
 // made SQLite create the database, -wal and -shm at the link's target.
-TEST_F(SqliteLeaseBackendTest, SymlinkedDatabaseIsRefusedAndNothingIsCreatedAtItsTarget) {
+TEST_F(SqliteLeaseBackendTest,
+       SymlinkedDatabaseIsRefusedAndNothingIsCreatedAtItsTarget) {
   const std::filesystem::path elsewhere = tmp_.path() / "elsewhere";
   std::filesystem::create_directory(elsewhere);
   std::filesystem::create_symlink(elsewhere / "target.db", db_);
@@ -167,7 +173,8 @@ TEST_F(SqliteLeaseBackendTest, SymlinkedDatabaseIsRefusedAndNothingIsCreatedAtIt
   o.path = db_;
   absl::Status s = SqliteLeaseBackend::create(o).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
-  EXPECT_NE(s.message().find(db_.string() + "': is a symbolic link"), std::string::npos)
+  EXPECT_NE(s.message().find(db_.string() + "': is a symbolic link"),
+            std::string::npos)
       << s;
   EXPECT_TRUE(std::filesystem::is_empty(elsewhere));
 }
@@ -176,15 +183,18 @@ TEST_F(SqliteLeaseBackendTest, SymlinkedDatabaseIsRefusedAndNothingIsCreatedAtIt
 // even without the check; the check makes the error name it.
 TEST_F(SqliteLeaseBackendTest, PlantedWalOrShmSymlinkIsRefusedNamingIt) {
   for (const char* suffix : {"-wal", "-shm"}) {
-    const std::filesystem::path elsewhere = tmp_.path() / (std::string("elsewhere") + suffix);
+    const std::filesystem::path elsewhere =
+        tmp_.path() / (std::string("elsewhere") + suffix);
     std::filesystem::create_directory(elsewhere);
     const std::filesystem::path link = db_.string() + suffix;
     std::filesystem::create_symlink(elsewhere / "target", link);
     SqliteLeaseOptions o;
     o.path = db_;
     absl::Status s = SqliteLeaseBackend::create(o).status();
-    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << suffix << ": " << s;
-    EXPECT_NE(s.message().find(link.string() + "': is a symbolic link"), std::string::npos)
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition)
+        << suffix << ": " << s;
+    EXPECT_NE(s.message().find(link.string() + "': is a symbolic link"),
+              std::string::npos)
         << s;
     EXPECT_TRUE(std::filesystem::is_empty(elsewhere)) << suffix;
     std::filesystem::remove(link);
@@ -204,32 +214,44 @@ TEST_F(SqliteLeaseBackendTest, SymlinkedDirectoryInThePathIsRefused) {
   EXPECT_TRUE(std::filesystem::is_empty(real));
 }
 
-TEST_F(SqliteLeaseBackendTest, HistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
-  EXPECT_EQ(check_history("sqlite:" + db_.string(), "hist", 4, 25, tmp_.path(), true), "");
+TEST_F(SqliteLeaseBackendTest,
+       HistoryOfFourProcessesHasNoOverlapAndFencesEveryWrite) {
+  EXPECT_EQ(
+      check_history("sqlite:" + db_.string(), "hist", 4, 25, tmp_.path(), true),
+      "");
 }
 
 TEST_F(SqliteLeaseBackendTest, KilledHolderFreesTheKeyWithinItsTtl) {
-  EXPECT_EQ(check_sigkill("sqlite:" + db_.string(), "killed", 1000ms, 1000ms + 2000ms), "");
+  EXPECT_EQ(check_sigkill("sqlite:" + db_.string(), "killed", 1000ms,
+                          1000ms + 2000ms),
+            "");
 }
 
 TEST_F(SqliteLeaseBackendTest, PausedHolderLosesTheLeaseAndItsWriteIsFenced) {
   std::string figures;
-  EXPECT_EQ(check_sigstop("sqlite:" + db_.string(), "paused", 500ms, tmp_.path(), &figures), "");
+  EXPECT_EQ(check_sigstop("sqlite:" + db_.string(), "paused", 500ms,
+                          tmp_.path(), &figures),
+            "");
   std::cout << "sqlite SIGSTOP: " << figures << std::endl;
 }
 
-TEST_F(SqliteLeaseBackendTest, RenewalBlockedByAnotherWriterEndsByTheLeasesDeadline) {
+TEST_F(SqliteLeaseBackendTest,
+       RenewalBlockedByAnotherWriterEndsByTheLeasesDeadline) {
   SqliteLeaseOptions o;
   o.path = db_;
   o.busy_timeout = 10s;  // far longer than the ttl
-  ASSERT_OK_AND_ASSIGN(std::shared_ptr<SqliteLeaseBackend> b, SqliteLeaseBackend::create(o));
-  ASSERT_OK_AND_ASSIGN(LeaseLock locks, LeaseLock::create(b, {.ttl = 600ms, .auto_renew = true}));
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<SqliteLeaseBackend> b,
+                       SqliteLeaseBackend::create(o));
+  ASSERT_OK_AND_ASSIGN(
+      LeaseLock locks,
+      LeaseLock::create(b, {.ttl = 600ms, .auto_renew = true}));
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire("busy"));
   ASSERT_TRUE(a.has_value());
   // Another connection takes the write lock: the renewals wait on it.
   sqlite3* other = nullptr;
   ASSERT_EQ(sqlite3_open(db_.c_str(), &other), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
+            SQLITE_OK);
   ASSERT_TRUE(wait_until([&] { return a->lost().stop_requested(); }, 5s));
   const auto lost_at = std::chrono::steady_clock::now();
   EXPECT_LE(lost_at, a->valid_until() + 50ms) << "lost() late";
@@ -240,7 +262,8 @@ TEST_F(SqliteLeaseBackendTest, RenewalBlockedByAnotherWriterEndsByTheLeasesDeadl
   // the backend's connection is free again while the writer still holds
   // the database (a WAL reader does not need the write lock).
   ASSERT_OK(b->list().status());
-  EXPECT_LT(std::chrono::steady_clock::now() - lost_at, 1s) << "the renewal outlived the lease";
+  EXPECT_LT(std::chrono::steady_clock::now() - lost_at, 1s)
+      << "the renewal outlived the lease";
   sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
   sqlite3_close(other);
   ASSERT_OK_AND_ASSIGN(bool released, a->release());
@@ -262,9 +285,11 @@ std::string asan_options() {
 // CLOCK_MONOTONIC times, which every process of the host shares).
 class WallClockJump {
  public:
-  explicit WallClockJump(const std::filesystem::path& dir) : file_(dir / "faketime") {
+  explicit WallClockJump(const std::filesystem::path& dir)
+      : file_(dir / "faketime") {
     glob_t g{};
-    if (::glob("/usr/lib/*/faketime/libfaketime.so.1", 0, nullptr, &g) == 0 && g.gl_pathc > 0) {
+    if (::glob("/usr/lib/*/faketime/libfaketime.so.1", 0, nullptr, &g) == 0 &&
+        g.gl_pathc > 0) {
       lib_ = g.gl_pathv[0];
     }
     ::globfree(&g);
@@ -279,12 +304,14 @@ class WallClockJump {
     std::filesystem::rename(tmp, file_);  // readers see the old or the new
   }
   std::vector<std::string> argv(const std::vector<std::string>& command) const {
-    std::vector<std::string> a = {
-        "env", "LD_PRELOAD=" + lib_, "FAKETIME_TIMESTAMP_FILE=" + file_.string(),
-        "FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1",
-        // ASan wants its runtime first in the library list; keep the
-        // caller's other options.
-        absl::StrCat("ASAN_OPTIONS=", asan_options(), "verify_asan_link_order=0")};
+    std::vector<std::string> a = {"env", "LD_PRELOAD=" + lib_,
+                                  "FAKETIME_TIMESTAMP_FILE=" + file_.string(),
+                                  "FAKETIME_NO_CACHE=1",
+                                  "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                                  // ASan wants its runtime first in the library
+                                  // list; keep the caller's other options.
+                                  absl::StrCat("ASAN_OPTIONS=", asan_options(),
+                                               "verify_asan_link_order=0")};
     a.insert(a.end(), command.begin(), command.end());
     return a;
   }
@@ -295,7 +322,8 @@ class WallClockJump {
 };
 
 // "k1=v1 k2=v2" -> integers by key (a missing or bad value: absent).
-std::map<std::string, std::int64_t> fields(const std::optional<std::string>& line) {
+std::map<std::string, std::int64_t> fields(
+    const std::optional<std::string>& line) {
   std::map<std::string, std::int64_t> out;
   if (!line) return out;
   for (absl::string_view kv : absl::StrSplit(*line, ' ')) {
@@ -310,7 +338,8 @@ std::map<std::string, std::int64_t> fields(const std::optional<std::string>& lin
 std::map<std::string, std::int64_t> check(Process& holder) {
   EXPECT_TRUE(holder.write_line("check"));
   std::optional<std::string> line = holder.read_line();
-  EXPECT_TRUE(line && line->rfind("lost=", 0) == 0) << line.value_or("(nothing)");
+  EXPECT_TRUE(line && line->rfind("lost=", 0) == 0)
+      << line.value_or("(nothing)");
   return fields(line);
 }
 
@@ -324,35 +353,46 @@ std::int64_t steady_now_ns() {
   return std::chrono::steady_clock::now().time_since_epoch().count();
 }
 
-TEST_F(SqliteLeaseBackendTest, AutoRenewedLeaseSurvivesItsHoldersWallClockJumps) {
+TEST_F(SqliteLeaseBackendTest,
+       AutoRenewedLeaseSurvivesItsHoldersWallClockJumps) {
   WallClockJump jump(tmp_.path());
-  ASSERT_FALSE(jump.lib().empty()) << "libfaketime not installed; run scripts/deps.sh";
+  ASSERT_FALSE(jump.lib().empty())
+      << "libfaketime not installed; run scripts/deps.sh";
   constexpr std::int64_t kTtlMs = 600;
-  Process holder = Process::spawn(jump.argv(
-      {lease_helper_path(), "hold", "sqlite:" + db_.string(), "k", "600", "--auto-renew"}));
+  Process holder = Process::spawn(
+      jump.argv({lease_helper_path(), "hold", "sqlite:" + db_.string(), "k",
+                 "600", "--auto-renew"}));
   std::optional<std::string> held = holder.read_line();
   ASSERT_TRUE(held && held->rfind("held 1 ", 0) == 0) << held.value_or("");
   const std::int64_t first_valid_until = check(holder)["valid_until_ns"];
 
   jump.set("+1d");
   std::map<std::string, std::int64_t> c = check(holder);
-  ASSERT_GT(c["wall_s"], wall_now_s() + 86'000) << "libfaketime did not move the wall clock";
+  ASSERT_GT(c["wall_s"], wall_now_s() + 86'000)
+      << "libfaketime did not move the wall clock";
   EXPECT_EQ(c["lost"], 0);
   // Renewals go on (valid_until moves on the monotonic clock) and the lease
   // is never lost, through a jump forward and one back, for several TTLs.
   const std::int64_t ttl_ns = kTtlMs * 1'000'000;
-  ASSERT_TRUE(wait_until([&] {
-    c = check(holder);
-    return c["lost"] != 0 || c["valid_until_ns"] > first_valid_until + ttl_ns;
-  }, 20s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        c = check(holder);
+        return c["lost"] != 0 ||
+               c["valid_until_ns"] > first_valid_until + ttl_ns;
+      },
+      20s));
   EXPECT_EQ(c["lost"], 0);
   jump.set("-2d");
   c = check(holder);
-  ASSERT_LT(c["wall_s"], wall_now_s() - 86'000) << "libfaketime did not move the wall clock";
-  ASSERT_TRUE(wait_until([&] {
-    c = check(holder);
-    return c["lost"] != 0 || c["valid_until_ns"] > first_valid_until + 3 * ttl_ns;
-  }, 20s));
+  ASSERT_LT(c["wall_s"], wall_now_s() - 86'000)
+      << "libfaketime did not move the wall clock";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        c = check(holder);
+        return c["lost"] != 0 ||
+               c["valid_until_ns"] > first_valid_until + 3 * ttl_ns;
+      },
+      20s));
   EXPECT_EQ(c["lost"], 0);
   // Another process (whose wall clock never moved) still finds it held.
   auto b = open_db(db_, "other");
@@ -361,33 +401,39 @@ TEST_F(SqliteLeaseBackendTest, AutoRenewedLeaseSurvivesItsHoldersWallClockJumps)
   EXPECT_FALSE(busy.has_value());
 }
 
-TEST_F(SqliteLeaseBackendTest, LeaseWithoutRenewalExpiresOnTheMonotonicClockDespiteWallClockJumps) {
+TEST_F(SqliteLeaseBackendTest,
+       LeaseWithoutRenewalExpiresOnTheMonotonicClockDespiteWallClockJumps) {
   WallClockJump jump(tmp_.path());
-  ASSERT_FALSE(jump.lib().empty()) << "libfaketime not installed; run scripts/deps.sh";
+  ASSERT_FALSE(jump.lib().empty())
+      << "libfaketime not installed; run scripts/deps.sh";
   constexpr std::int64_t kTtlMs = 2000;
   const std::int64_t start = steady_now_ns();
-  Process holder = Process::spawn(
-      jump.argv({lease_helper_path(), "hold", "sqlite:" + db_.string(), "k", "2000"}));
+  Process holder = Process::spawn(jump.argv(
+      {lease_helper_path(), "hold", "sqlite:" + db_.string(), "k", "2000"}));
   std::optional<std::string> held = holder.read_line();
   ASSERT_TRUE(held && held->rfind("held 1 ", 0) == 0) << held.value_or("");
   // A day back: a lease timed on the wall clock would now last a day.
   jump.set("-1d");
   std::map<std::string, std::int64_t> c = check(holder);
-  ASSERT_LT(c["wall_s"], wall_now_s() - 86'000) << "libfaketime did not move the wall clock";
+  ASSERT_LT(c["wall_s"], wall_now_s() - 86'000)
+      << "libfaketime did not move the wall clock";
   const std::int64_t valid_until = c["valid_until_ns"];
   EXPECT_LE(valid_until, steady_now_ns() + kTtlMs * 1'000'000);
   // A day forward: one timed on the wall clock would have expired at once.
   jump.set("+1d");
   c = check(holder);
   if (c["now_ns"] < valid_until) {
-    EXPECT_EQ(c["lost"], 0) << "lost before its TTL after a wall-clock jump forward";
+    EXPECT_EQ(c["lost"], 0)
+        << "lost before its TTL after a wall-clock jump forward";
   }
   // It is lost at its TTL, not before and not a day later.
   ASSERT_TRUE(holder.write_line("wait-lost 20000"));
   std::map<std::string, std::int64_t> lost = fields(holder.read_line(30s));
-  ASSERT_EQ(lost["lost"], 1) << "not lost within 20 s of a " << kTtlMs << " ms TTL";
+  ASSERT_EQ(lost["lost"], 1)
+      << "not lost within 20 s of a " << kTtlMs << " ms TTL";
   EXPECT_GE(lost["at_ns"], valid_until);
-  EXPECT_EQ(lost["valid_until_ns"], valid_until) << "valid_until moved without a renewal";
+  EXPECT_EQ(lost["valid_until_ns"], valid_until)
+      << "valid_until moved without a renewal";
   EXPECT_LT(lost["at_ns"] - start, (kTtlMs + 10'000) * 1'000'000);
   // And another process can take the key once the database's expiry
   // passes too (the holder's valid_until is a drift margin earlier).

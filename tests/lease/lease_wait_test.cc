@@ -78,8 +78,8 @@ std::vector<WaitBackend> backends() {
        },
        [] { return absl::StrCat("redis:127.0.0.1:", shared_redis().port()); },
        [](const std::string& key) {
-         absl::StatusOr<std::string> n =
-             shared_redis().cli(absl::StrCat("ZCARD 'tierlock:{", key, "}:waiters'"));
+         absl::StatusOr<std::string> n = shared_redis().cli(
+             absl::StrCat("ZCARD 'tierlock:{", key, "}:waiters'"));
          int v = -1;
          return n.ok() && absl::SimpleAtoi(*n, &v) ? v : -1;
        }});
@@ -99,16 +99,18 @@ std::vector<WaitBackend> backends() {
          int v = -1;
          const char* params[] = {key.c_str()};
          PGresult* r = PQexecParams(
-             c, "SELECT count(*) FROM tierlock_leases_waiters WHERE key = $1", 1, nullptr,
-             params, nullptr, nullptr, 0);
-         if (PQresultStatus(r) == PGRES_TUPLES_OK) (void)absl::SimpleAtoi(PQgetvalue(r, 0, 0), &v);
+             c, "SELECT count(*) FROM tierlock_leases_waiters WHERE key = $1",
+             1, nullptr, params, nullptr, nullptr, 0);
+         if (PQresultStatus(r) == PGRES_TUPLES_OK)
+           (void)absl::SimpleAtoi(PQgetvalue(r, 0, 0), &v);
          PQclear(r);
          PQfinish(c);
          return v;
        }});
 #endif
 #ifdef TIERLOCK_HAVE_LEASE_SQLITE
-  static TempDir* dir = new TempDir;  // lives until exit, like the shared servers
+  static TempDir* dir =
+      new TempDir;  // lives until exit, like the shared servers
   static const std::string path = (dir->path() / "leases.db").string();
   out.push_back(
       {"sqlite",
@@ -121,11 +123,15 @@ std::vector<WaitBackend> backends() {
        [](const std::string& key) {
          sqlite3* db = nullptr;
          int v = -1;
-         if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+         if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY,
+                             nullptr) == SQLITE_OK) {
            sqlite3_stmt* s = nullptr;
-           if (sqlite3_prepare_v2(db, "SELECT count(*) FROM tierlock_lease_waiters WHERE key = ?1",
-                                  -1, &s, nullptr) == SQLITE_OK) {
-             sqlite3_bind_text(s, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+           if (sqlite3_prepare_v2(
+                   db,
+                   "SELECT count(*) FROM tierlock_lease_waiters WHERE key = ?1",
+                   -1, &s, nullptr) == SQLITE_OK) {
+             sqlite3_bind_text(s, 1, key.data(), static_cast<int>(key.size()),
+                               SQLITE_TRANSIENT);
              if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int(s, 0);
            }
            sqlite3_finalize(s);
@@ -145,7 +151,8 @@ class PollingOnly final : public LeaseBackend {
   explicit PollingOnly(std::shared_ptr<LeaseBackend> b) : b_(std::move(b)) {}
   std::string_view name() const override { return b_->name(); }
   LeaseCapabilities capabilities() const override { return b_->capabilities(); }
-  absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(const LeaseRequest& r) override {
+  absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
+      const LeaseRequest& r) override {
     return b_->try_acquire(r);
   }
 
@@ -158,7 +165,8 @@ class LeaseWaitTest : public ::testing::TestWithParam<WaitBackend> {
   void SetUp() override {
     backend_ = GetParam().make();
     ASSERT_NE(backend_, nullptr);
-    const ::testing::TestInfo* t = ::testing::UnitTest::GetInstance()->current_test_info();
+    const ::testing::TestInfo* t =
+        ::testing::UnitTest::GetInstance()->current_test_info();
     key_ = absl::StrCat("wait/", t->name(), "/", ::getpid());
     std::replace(key_.begin(), key_.end(), '/', '-');
   }
@@ -167,8 +175,10 @@ class LeaseWaitTest : public ::testing::TestWithParam<WaitBackend> {
   bool wait_queued(int n) {
     return wait_until([&] { return queued() == n; }, 20s);
   }
-  LeaseLock locks(std::chrono::milliseconds ttl, std::shared_ptr<LeaseBackend> b = nullptr) {
-    absl::StatusOr<LeaseLock> l = LeaseLock::create(b ? b : backend_, {.ttl = ttl});
+  LeaseLock locks(std::chrono::milliseconds ttl,
+                  std::shared_ptr<LeaseBackend> b = nullptr) {
+    absl::StatusOr<LeaseLock> l =
+        LeaseLock::create(b ? b : backend_, {.ttl = ttl});
     EXPECT_TRUE(l.ok()) << l.status();
     return *std::move(l);
   }
@@ -177,7 +187,9 @@ class LeaseWaitTest : public ::testing::TestWithParam<WaitBackend> {
   std::string key_;
 };
 
-double ms_of(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double ms_of(Clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 
 // Hand-off latency, release() called by the holder -> acquire() returned in
 // the waiter, over `rounds` hand-offs, each after the waiter has waited
@@ -190,7 +202,8 @@ std::vector<double> hand_offs(LeaseLock& holder_locks, LeaseLock& waiter_locks,
   std::vector<double> out;
   for (int i = 0; i < rounds; ++i) {
     absl::StatusOr<std::optional<Lease>> holder = holder_locks.try_acquire(key);
-    EXPECT_TRUE(holder.ok() && holder->has_value()) << key << ": " << holder.status();
+    EXPECT_TRUE(holder.ok() && holder->has_value())
+        << key << ": " << holder.status();
     if (!holder.ok() || !holder->has_value()) return out;
     std::atomic<std::int64_t> granted{0};
     std::thread waiter([&] {
@@ -209,7 +222,8 @@ std::vector<double> hand_offs(LeaseLock& holder_locks, LeaseLock& waiter_locks,
     const Clock::time_point released = Clock::now();
     EXPECT_OK((*holder)->release());
     waiter.join();
-    out.push_back(ms_of(Clock::time_point(Clock::duration(granted.load())) - released));
+    out.push_back(
+        ms_of(Clock::time_point(Clock::duration(granted.load())) - released));
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -221,13 +235,16 @@ TEST_P(LeaseWaitTest, HandOffWakesTheWaiterAtOnceUnlikePolling) {
   const std::vector<double> woken =
       hand_offs(l, l, key_, kRounds, 300ms, [&] { return wait_queued(1); });
   LeaseLock polling = locks(30s, std::make_shared<PollingOnly>(backend_));
-  const std::vector<double> polled = hand_offs(l, polling, key_, kRounds, 300ms, nullptr);
+  const std::vector<double> polled =
+      hand_offs(l, polling, key_, kRounds, 300ms, nullptr);
   ASSERT_EQ(woken.size(), static_cast<std::size_t>(kRounds));
   ASSERT_EQ(polled.size(), static_cast<std::size_t>(kRounds));
-  std::printf("[ figures  ] %s hand-off after 300 ms queued, %d rounds: woken median %.2f ms "
-              "(min %.2f, max %.2f); polled median %.2f ms (min %.2f, max %.2f)\n",
-              GetParam().name.c_str(), kRounds, woken[kRounds / 2], woken.front(), woken.back(),
-              polled[kRounds / 2], polled.front(), polled.back());
+  std::printf(
+      "[ figures  ] %s hand-off after 300 ms queued, %d rounds: woken median "
+      "%.2f ms "
+      "(min %.2f, max %.2f); polled median %.2f ms (min %.2f, max %.2f)\n",
+      GetParam().name.c_str(), kRounds, woken[kRounds / 2], woken.front(),
+      woken.back(), polled[kRounds / 2], polled.front(), polled.back());
   // Expected 1-3 ms on loopback; a poller's step is 50-100 ms by then.
   EXPECT_LT(woken[kRounds / 2], 25.0);
   EXPECT_EQ(queued(), 0);
@@ -255,7 +272,8 @@ TEST_P(LeaseWaitTest, ThreeWaitersAreGrantedInArrivalOrder) {
       }
     });
     // Arrival order: the next waiter starts once this one is queued.
-    ASSERT_TRUE(wait_queued(i + 1)) << key_ << ": waiter " << i << " never queued";
+    ASSERT_TRUE(wait_queued(i + 1))
+        << key_ << ": waiter " << i << " never queued";
   }
   ASSERT_OK(holder->release());
   for (std::thread& t : waiters) t.join();
@@ -266,13 +284,15 @@ TEST_P(LeaseWaitTest, ThreeWaitersAreGrantedInArrivalOrder) {
   EXPECT_EQ(queued(), 0);
 }
 
-TEST_P(LeaseWaitTest, KilledWaiterLeavesTheQueueWithinItsTtlAndTheNextGetsTheKey) {
+TEST_P(LeaseWaitTest,
+       KilledWaiterLeavesTheQueueWithinItsTtlAndTheNextGetsTheKey) {
   constexpr auto kTtl = 1000ms;
   LeaseLock l = locks(30s);
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> holder, l.try_acquire(key_));
   ASSERT_TRUE(holder.has_value());
-  Process first = Process::spawn(
-      {lease_helper_path(), "hold", GetParam().spec(), key_, std::to_string(kTtl.count())});
+  Process first =
+      Process::spawn({lease_helper_path(), "hold", GetParam().spec(), key_,
+                      std::to_string(kTtl.count())});
   ASSERT_TRUE(wait_queued(1)) << key_ << ": the helper never queued";
   LeaseLock next_locks = locks(kTtl);
   std::atomic<std::int64_t> granted{0};
@@ -287,10 +307,13 @@ TEST_P(LeaseWaitTest, KilledWaiterLeavesTheQueueWithinItsTtlAndTheNextGetsTheKey
   const Clock::time_point released = Clock::now();
   ASSERT_OK(holder->release());
   next.join();
-  const double ms = ms_of(Clock::time_point(Clock::duration(granted.load())) - released);
-  std::printf("[ figures  ] %s: the waiter behind a SIGKILLed one (ttl %lld ms) got the key "
-              "%.1f ms after the release\n",
-              GetParam().name.c_str(), static_cast<long long>(kTtl.count()), ms);
+  const double ms =
+      ms_of(Clock::time_point(Clock::duration(granted.load())) - released);
+  std::printf(
+      "[ figures  ] %s: the waiter behind a SIGKILLed one (ttl %lld ms) got "
+      "the key "
+      "%.1f ms after the release\n",
+      GetParam().name.c_str(), static_cast<long long>(kTtl.count()), ms);
   EXPECT_LT(ms, kTtl.count() + 1000.0);
   EXPECT_EQ(queued(), 0);
 }
@@ -309,7 +332,8 @@ TEST_P(LeaseWaitTest, NoWakeUpIsMissedWhenTheReleaseRacesTheSubscription) {
       const Clock::time_point start = Clock::now();
       absl::StatusOr<Lease> lease = l.acquire(key_, {.timeout = 8s});
       waited = (Clock::now() - start).count();
-      EXPECT_TRUE(lease.ok()) << key_ << ": round " << i << ": " << lease.status();
+      EXPECT_TRUE(lease.ok())
+          << key_ << ": round " << i << ": " << lease.status();
     });
     // Releases at a varying point of the waiter's try, subscribe, join.
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 4000));
@@ -317,8 +341,10 @@ TEST_P(LeaseWaitTest, NoWakeUpIsMissedWhenTheReleaseRacesTheSubscription) {
     waiter.join();
     worst = std::max(worst, ms_of(Clock::duration(waited.load())));
   }
-  std::printf("[ figures  ] %s: %d racing releases, slowest grant %.1f ms after the acquire\n",
-              GetParam().name.c_str(), kRounds, worst);
+  std::printf(
+      "[ figures  ] %s: %d racing releases, slowest grant %.1f ms after the "
+      "acquire\n",
+      GetParam().name.c_str(), kRounds, worst);
   EXPECT_LT(worst, 2000.0);
   EXPECT_EQ(queued(), 0);
 }
@@ -330,14 +356,16 @@ TEST_P(LeaseWaitTest, CancelledOrTimedOutWaiterLeavesTheQueueAtOnce) {
   std::stop_source stop;
   std::thread waiter([&] {
     absl::StatusOr<Lease> lease = l.acquire(key_, {.stop = stop.get_token()});
-    EXPECT_EQ(lease.status().code(), absl::StatusCode::kCancelled) << lease.status();
+    EXPECT_EQ(lease.status().code(), absl::StatusCode::kCancelled)
+        << lease.status();
   });
   ASSERT_TRUE(wait_queued(1));
   stop.request_stop();
   waiter.join();
   EXPECT_EQ(queued(), 0) << key_ << ": the cancelled waiter is still queued";
   absl::StatusOr<Lease> timed_out = l.acquire(key_, {.timeout = 200ms});
-  EXPECT_EQ(timed_out.status().code(), absl::StatusCode::kDeadlineExceeded) << timed_out.status();
+  EXPECT_EQ(timed_out.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << timed_out.status();
   EXPECT_EQ(queued(), 0) << key_ << ": the timed-out waiter is still queued";
   // With nobody queued, a try takes the released key.
   ASSERT_OK(holder->release());
@@ -349,15 +377,16 @@ TEST_P(LeaseWaitTest, TryDoesNotBargePastAQueuedWaiter) {
   LeaseLock l = locks(30s);
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> holder, l.try_acquire(key_));
   ASSERT_TRUE(holder.has_value());
-  Process waiter =
-      Process::spawn({lease_helper_path(), "hold", GetParam().spec(), key_, "10000"});
+  Process waiter = Process::spawn(
+      {lease_helper_path(), "hold", GetParam().spec(), key_, "10000"});
   ASSERT_TRUE(wait_queued(1));
   // Stopped, it cannot take the key at its wake: the key stays free while
   // its place (ttl 10 s) is live, and a try must not take it.
   ASSERT_EQ(::kill(waiter.pid(), SIGSTOP), 0);
   ASSERT_OK(holder->release());
   ASSERT_OK_AND_ASSIGN(std::optional<Lease> barged, l.try_acquire(key_));
-  EXPECT_FALSE(barged.has_value()) << key_ << ": a try took the key past a queued waiter";
+  EXPECT_FALSE(barged.has_value())
+      << key_ << ": a try took the key past a queued waiter";
   ASSERT_EQ(::kill(waiter.pid(), SIGCONT), 0);
   std::optional<std::string> line = waiter.read_line(20s);
   ASSERT_TRUE(line.has_value());
@@ -366,7 +395,8 @@ TEST_P(LeaseWaitTest, TryDoesNotBargePastAQueuedWaiter) {
   EXPECT_EQ(waiter.wait().code, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, LeaseWaitTest, ::testing::ValuesIn(backends()),
+INSTANTIATE_TEST_SUITE_P(Backends, LeaseWaitTest,
+                         ::testing::ValuesIn(backends()),
                          [](const auto& p) { return p.param.name; });
 
 }  // namespace

@@ -43,7 +43,8 @@ TcpProxy::TcpProxy(int target_port) : target_port_(target_port) {
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a = loopback(0);
   socklen_t len = sizeof a;
-  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+  if (listen_fd_ < 0 ||
+      ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
       ::listen(listen_fd_, 64) != 0 ||
       ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0 ||
       ::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) {
@@ -114,10 +115,12 @@ int TcpProxy::open_connections() {
 }
 
 bool TcpProxy::deliver_due(Pair& p, Clock::time_point now) {
-  for (auto [queue, to] : {std::pair{&p.up, p.server}, std::pair{&p.down, p.client}}) {
+  for (auto [queue, to] :
+       {std::pair{&p.up, p.server}, std::pair{&p.down, p.client}}) {
     while (!queue->empty() && queue->front().due <= now) {
       if (queue->front().bytes.empty()) return false;  // the sender's close
-      if (!write_all(to, queue->front().bytes.data(), queue->front().bytes.size())) {
+      if (!write_all(to, queue->front().bytes.data(),
+                     queue->front().bytes.size())) {
         return false;
       }
       queue->pop_front();
@@ -142,14 +145,17 @@ void TcpProxy::run() {
           if (!p.client_closed) fds.push_back({p.client, POLLIN, 0});
           if (!p.server_closed) fds.push_back({p.server, POLLIN, 0});
           for (const std::deque<Chunk>* q : {&p.up, &p.down}) {
-            if (!q->empty() && (!next || q->front().due < *next)) next = q->front().due;
+            if (!q->empty() && (!next || q->front().due < *next))
+              next = q->front().due;
           }
         }
         if (next) {
           // Held bytes fall due: the poll wakes for them (rounded up, so a
           // wake-up never comes early and spins).
-          const auto left = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now());
-          timeout_ms = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 60'000));
+          const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+              *next - Clock::now());
+          timeout_ms = static_cast<int>(
+              std::clamp<std::int64_t>(left.count(), 0, 60'000));
         }
       }
     }
@@ -165,7 +171,8 @@ void TcpProxy::run() {
       if (c >= 0) {
         const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_in a = loopback(target_port_);
-        if (s >= 0 && ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        if (s >= 0 &&
+            ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
           pairs_.push_back({.client = c, .server = s});
         } else {
           ::close(c);
@@ -202,7 +209,8 @@ void TcpProxy::run() {
       } else if (hold) {
         held.push_back({due, std::string(buf, static_cast<std::size_t>(n))});
       } else {
-        ok = write_all(from_client ? it->server : it->client, buf, static_cast<std::size_t>(n));
+        ok = write_all(from_client ? it->server : it->client, buf,
+                       static_cast<std::size_t>(n));
       }
       if (!ok) {
         close_pair(*it);

@@ -58,7 +58,8 @@ class TcpProxy {
     int client = -1;
     int server = -1;
     bool drop_replies = false;
-    bool client_closed = false, server_closed = false;  // close queued, fd unpolled
+    bool client_closed = false,
+         server_closed = false;  // close queued, fd unpolled
     std::deque<Chunk> up, down;  // held: client -> server, server -> client
   };
   void run();

@@ -59,13 +59,12 @@ std::string sh_quote(const std::string& s) {
 
 namespace {
 
-
 absl::Status sh(const std::string& cmd, std::string* out = nullptr) {
   RunResult r = run({"/bin/sh", "-c", cmd + " 2>&1"}, std::chrono::seconds(60));
   if (out != nullptr) *out = r.out;
   if (r.status.code != 0) {
-    return absl::InternalError(absl::StrCat("`", cmd, "` failed (", r.status.describe(),
-                                            "): ", r.out));
+    return absl::InternalError(absl::StrCat("`", cmd, "` failed (",
+                                            r.status.describe(), "): ", r.out));
   }
   return absl::OkStatus();
 }
@@ -73,7 +72,8 @@ absl::Status sh(const std::string& cmd, std::string* out = nullptr) {
 std::string postgres_bin() {
   glob_t g{};
   std::string bin;
-  if (::glob("/usr/lib/postgresql/*/bin/initdb", 0, nullptr, &g) == 0 && g.gl_pathc > 0) {
+  if (::glob("/usr/lib/postgresql/*/bin/initdb", 0, nullptr, &g) == 0 &&
+      g.gl_pathc > 0) {
     bin = g.gl_pathv[g.gl_pathc - 1];
     bin.resize(bin.size() - std::string("/initdb").size());
   }
@@ -81,7 +81,8 @@ std::string postgres_bin() {
   return bin;
 }
 
-constexpr char kAsPostgres[] = "setpriv --reuid=postgres --regid=postgres --init-groups ";
+constexpr char kAsPostgres[] =
+    "setpriv --reuid=postgres --regid=postgres --init-groups ";
 
 // Makes `dir` the `postgres` user's: PostgreSQL and pgbouncer refuse to run
 // as root and run as that user (kAsPostgres).
@@ -104,10 +105,12 @@ absl::Status kill_daemon(int pid, const char* what) {
     std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
     std::string text((std::istreambuf_iterator<char>(stat)), {});
     const std::size_t paren = text.rfind(')');
-    return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
+    return paren != std::string::npos && paren + 2 < text.size() &&
+           text[paren + 2] == 'Z';
   };
   if (!wait_until(dead, std::chrono::seconds(30))) {
-    return absl::InternalError(absl::StrCat(what, " (pid ", pid, ") did not die"));
+    return absl::InternalError(
+        absl::StrCat(what, " (pid ", pid, ") did not die"));
   }
   return absl::OkStatus();
 }
@@ -115,8 +118,8 @@ absl::Status kill_daemon(int pid, const char* what) {
 // Waits (at most 30 s) until `pid_file` names the daemon (stored in *pid as
 // soon as it does, so a caller can kill it) and the shell command `probe`
 // succeeds printing `expect`.
-bool daemon_ready(const std::string& pid_file, int* pid, const std::string& probe,
-                  std::string_view expect) {
+bool daemon_ready(const std::string& pid_file, int* pid,
+                  const std::string& probe, std::string_view expect) {
   return wait_until(
       [&] {
         std::ifstream in(pid_file);
@@ -158,7 +161,8 @@ absl::StatusOr<std::unique_ptr<PostgresServer>> PostgresServer::start() {
       s->running_ = true;
       return s;
     }
-    if (attempt == 4) return absl::InternalError(absl::StrCat(st.message(), "\n", s->log()));
+    if (attempt == 4)
+      return absl::InternalError(absl::StrCat(st.message(), "\n", s->log()));
   }
   return absl::InternalError("unreachable");
 }
@@ -183,30 +187,35 @@ absl::Status PostgresServer::init_data() {
   if (!guard.ok()) return guard.status();
   if (!std::filesystem::exists(templ / "PG_VERSION")) {
     if (absl::Status st = sh(absl::StrCat(kAsPostgres, bin_, "/initdb -D ",
-                                          sh_quote(dir + "/data"), " -A trust -U tl --no-sync"));
+                                          sh_quote(dir + "/data"),
+                                          " -A trust -U tl --no-sync"));
         !st.ok()) {
       return st;
     }
     const std::string tmp = templ.string() + ".tmp";
-    if (absl::Status st = sh(absl::StrCat("rm -rf ", sh_quote(tmp), " && cp -a ",
-                                          sh_quote(dir + "/data"), " ", sh_quote(tmp), " && mv ",
-                                          sh_quote(tmp), " ", sh_quote(templ.string())));
+    if (absl::Status st = sh(
+            absl::StrCat("rm -rf ", sh_quote(tmp), " && cp -a ",
+                         sh_quote(dir + "/data"), " ", sh_quote(tmp), " && mv ",
+                         sh_quote(tmp), " ", sh_quote(templ.string())));
         !st.ok()) {
       return st;
     }
     return absl::OkStatus();
   }
-  return sh(absl::StrCat("cp -a ", sh_quote(templ.string()), " ", sh_quote(dir + "/data")));
+  return sh(absl::StrCat("cp -a ", sh_quote(templ.string()), " ",
+                         sh_quote(dir + "/data")));
 }
 
 absl::Status PostgresServer::pg_ctl(const std::string& what) {
   const std::string dir = dir_.path().string();
-  std::string cmd = absl::StrCat(kAsPostgres, bin_, "/pg_ctl -D ", sh_quote(dir + "/data"));
+  std::string cmd =
+      absl::StrCat(kAsPostgres, bin_, "/pg_ctl -D ", sh_quote(dir + "/data"));
   if (what == "start") {
-    absl::StrAppend(&cmd, " -o ",
-                    sh_quote(absl::StrCat("-p ", port_, " -k ", dir,
-                                          " -c listen_addresses=127.0.0.1 -c fsync=off")),
-                    " -w -t 30 -l ", sh_quote(dir + "/log"), " start");
+    absl::StrAppend(
+        &cmd, " -o ",
+        sh_quote(absl::StrCat("-p ", port_, " -k ", dir,
+                              " -c listen_addresses=127.0.0.1 -c fsync=off")),
+        " -w -t 30 -l ", sh_quote(dir + "/log"), " start");
   } else {
     absl::StrAppend(&cmd, " -m immediate -w -t 30 stop");
   }
@@ -218,7 +227,8 @@ PostgresServer::~PostgresServer() {
 }
 
 std::string PostgresServer::conninfo() const {
-  return absl::StrCat("host=127.0.0.1 port=", port_, " user=tl dbname=postgres");
+  return absl::StrCat("host=127.0.0.1 port=", port_,
+                      " user=tl dbname=postgres");
 }
 
 absl::Status PostgresServer::stop() {
@@ -233,13 +243,16 @@ absl::Status PostgresServer::restart_server() {
   return s;
 }
 
-std::string PostgresServer::log() const { return read_file(dir_.path() / "log"); }
+std::string PostgresServer::log() const {
+  return read_file(dir_.path() / "log");
+}
 
 // ------------------------------------------------------------ RedisServer
 
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::start() {
   if (find_program("redis-server").empty()) {
-    return absl::NotFoundError("redis-server not installed; run scripts/deps.sh");
+    return absl::NotFoundError(
+        "redis-server not installed; run scripts/deps.sh");
   }
   std::unique_ptr<RedisServer> s(new RedisServer);
   absl::Status st;
@@ -255,15 +268,19 @@ absl::Status RedisServer::launch() {
   const std::string dir = dir_.path().string();
   ::unlink((dir + "/pid").c_str());
   if (absl::Status st = sh(absl::StrCat(
-          "redis-server --port ", port_, " --bind 127.0.0.1 --save '' --appendonly no",
-          " --dir ", sh_quote(dir), " --daemonize yes --pidfile ", sh_quote(dir + "/pid"),
+          "redis-server --port ", port_,
+          " --bind 127.0.0.1 --save '' --appendonly no", " --dir ",
+          sh_quote(dir), " --daemonize yes --pidfile ", sh_quote(dir + "/pid"),
           " --logfile ", sh_quote(dir + "/log")));
       !st.ok()) {
     return st;
   }
   const bool up =
-      daemon_ready(dir + "/pid", &pid_, absl::StrCat("redis-cli -p ", port_, " PING"), "PONG");
-  if (!up) return absl::InternalError(absl::StrCat("redis-server on port ", port_, " did not start"));
+      daemon_ready(dir + "/pid", &pid_,
+                   absl::StrCat("redis-cli -p ", port_, " PING"), "PONG");
+  if (!up)
+    return absl::InternalError(
+        absl::StrCat("redis-server on port ", port_, " did not start"));
   return absl::OkStatus();
 }
 
@@ -280,7 +297,9 @@ absl::Status RedisServer::restart_server() { return launch(); }
 
 absl::StatusOr<std::string> RedisServer::cli(const std::string& args) {
   std::string out;
-  if (absl::Status s = sh(absl::StrCat("redis-cli -p ", port_, " ", args), &out); !s.ok()) {
+  if (absl::Status s =
+          sh(absl::StrCat("redis-cli -p ", port_, " ", args), &out);
+      !s.ok()) {
     return s;
   }
   return std::string(absl::StripTrailingAsciiWhitespace(out));
@@ -304,14 +323,16 @@ absl::StatusOr<std::unique_ptr<PgbouncerServer>> PgbouncerServer::start(
   return absl::InternalError(absl::StrCat(st.message(), "\n", s->log()));
 }
 
-absl::Status PgbouncerServer::launch(const PostgresServer& backend, const Options& o) {
+absl::Status PgbouncerServer::launch(const PostgresServer& backend,
+                                     const Options& o) {
   const std::string dir = dir_.path().string();
   ::unlink((dir + "/pid").c_str());
   {
     // auth_type any: no passwords; every server connection logs in as `tl`.
     std::ofstream ini(dir + "/pgbouncer.ini");
     ini << "[databases]\n"
-        << "postgres = host=127.0.0.1 port=" << backend.port() << " dbname=postgres user=tl\n"
+        << "postgres = host=127.0.0.1 port=" << backend.port()
+        << " dbname=postgres user=tl\n"
         << "[pgbouncer]\n"
         << "listen_addr = 127.0.0.1\n"
         << "listen_port = " << port_ << "\n"
@@ -323,22 +344,25 @@ absl::Status PgbouncerServer::launch(const PostgresServer& backend, const Option
         << "server_round_robin = " << (o.round_robin ? 1 : 0) << "\n"
         << "logfile = " << dir << "/log\n"
         << "pidfile = " << dir << "/pid\n";
-    if (!ini) return absl::InternalError("cannot write " + dir + "/pgbouncer.ini");
+    if (!ini)
+      return absl::InternalError("cannot write " + dir + "/pgbouncer.ini");
   }
-  if (absl::Status st =
-          sh(absl::StrCat(kAsPostgres, "pgbouncer -d ", sh_quote(dir + "/pgbouncer.ini")));
+  if (absl::Status st = sh(absl::StrCat(kAsPostgres, "pgbouncer -d ",
+                                        sh_quote(dir + "/pgbouncer.ini")));
       !st.ok()) {
     return st;
   }
-  const bool up = daemon_ready(dir + "/pid", &pid_,
-                               absl::StrCat(postgres_bin(), "/psql ",
-                                            sh_quote(conninfo() + " connect_timeout=2"),
-                                            " -Atc 'SELECT 1'"),
-                               "1");
+  const bool up =
+      daemon_ready(dir + "/pid", &pid_,
+                   absl::StrCat(postgres_bin(), "/psql ",
+                                sh_quote(conninfo() + " connect_timeout=2"),
+                                " -Atc 'SELECT 1'"),
+                   "1");
   if (!up) {
     if (pid_ > 0) (void)kill_daemon(pid_, "pgbouncer");
     pid_ = -1;
-    return absl::InternalError(absl::StrCat("pgbouncer on port ", port_, " did not start"));
+    return absl::InternalError(
+        absl::StrCat("pgbouncer on port ", port_, " did not start"));
   }
   return absl::OkStatus();
 }
@@ -348,10 +372,13 @@ PgbouncerServer::~PgbouncerServer() {
 }
 
 std::string PgbouncerServer::conninfo() const {
-  return absl::StrCat("host=127.0.0.1 port=", port_, " user=tl dbname=postgres");
+  return absl::StrCat("host=127.0.0.1 port=", port_,
+                      " user=tl dbname=postgres");
 }
 
-std::string PgbouncerServer::log() const { return read_file(dir_.path() / "log"); }
+std::string PgbouncerServer::log() const {
+  return read_file(dir_.path() / "log");
+}
 
 // ------------------------------------------------------------ shared servers
 

@@ -54,9 +54,11 @@ class RedisServer {
   static absl::StatusOr<std::unique_ptr<RedisServer>> start();
   ~RedisServer();  // SIGKILLs it
   int port() const { return port_; }
-  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
-  absl::Status stop();             // SIGKILL, waits until gone
-  absl::Status restart_server();   // starts again on the same port (empty data)
+  std::string url() const {
+    return "redis://127.0.0.1:" + std::to_string(port_);
+  }
+  absl::Status stop();            // SIGKILL, waits until gone
+  absl::Status restart_server();  // starts again on the same port (empty data)
   // Runs redis-cli with `args`; returns its stdout.
   absl::StatusOr<std::string> cli(const std::string& args);
 
@@ -72,13 +74,13 @@ class PgbouncerServer {
  public:
   struct Options {
     std::string pool_mode = "transaction";  // session | transaction | statement
-    int pool_size = 2;                       // server connections per database
+    int pool_size = 2;                      // server connections per database
     // pgbouncer's server_round_robin: hand out idle server connections in
     // turn instead of the most recently used one first (LIFO, its default).
     bool round_robin = false;
   };
-  static absl::StatusOr<std::unique_ptr<PgbouncerServer>> start(const PostgresServer& backend,
-                                                                Options options);
+  static absl::StatusOr<std::unique_ptr<PgbouncerServer>> start(
+      const PostgresServer& backend, Options options);
   ~PgbouncerServer();  // SIGKILLs it
   int port() const { return port_; }
   // A libpq connection string for database `postgres` as user `tl`.

@@ -50,12 +50,15 @@ int fail(const std::string& what) {
   return 1;
 }
 
-absl::StatusOr<LeaseLock> make(const std::string& spec, long ttl_ms, bool auto_renew) {
+absl::StatusOr<LeaseLock> make(const std::string& spec, long ttl_ms,
+                               bool auto_renew) {
   auto backend = tierlock::testing::make_backend_from_spec(spec);
   if (!backend.ok()) return backend.status();
   tierlock::LeaseOptions o;
   if ((*backend)->capabilities().ttl) o.ttl = std::chrono::milliseconds(ttl_ms);
-  o.auto_renew = auto_renew && (*backend)->capabilities().ttl;  // connection-bound: nothing to renew
+  o.auto_renew =
+      auto_renew &&
+      (*backend)->capabilities().ttl;  // connection-bound: nothing to renew
   return LeaseLock::create(*backend, o);
 }
 
@@ -67,7 +70,8 @@ std::string describe(const absl::StatusOr<bool>& r) {
 int worker(char** argv) {
   const std::string spec = argv[0], key = argv[1];
   long n = 0, ttl = 0;
-  if (!absl::SimpleAtoi(argv[2], &n) || !absl::SimpleAtoi(argv[3], &ttl)) return fail("usage");
+  if (!absl::SimpleAtoi(argv[2], &n) || !absl::SimpleAtoi(argv[3], &ttl))
+    return fail("usage");
   const std::string fence = argv[4];
   std::ofstream log(argv[5], std::ios::app);
   absl::StatusOr<LeaseLock> locks = make(spec, ttl, false);
@@ -78,14 +82,17 @@ int worker(char** argv) {
     absl::StatusOr<Lease> lease = locks->acquire(key, o);
     if (!lease.ok()) return fail(lease.status().ToString());
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<bool> wrote = tierlock::testing::fenced_write(fence, lease->token().value_or(0));
+    absl::StatusOr<bool> wrote =
+        tierlock::testing::fenced_write(fence, lease->token().value_or(0));
     if (!wrote.ok()) return fail(wrote.status().ToString());
     const auto end = std::chrono::steady_clock::now();
     const auto until = lease->valid_until();
     absl::StatusOr<bool> released = lease->release();
     if (!released.ok()) return fail(released.status().ToString());
-    log << lease->token().value_or(0) << ' ' << ns(start) << ' ' << ns(end) << ' '
-        << (until == std::chrono::steady_clock::time_point::max() ? INT64_MAX : ns(until))
+    log << lease->token().value_or(0) << ' ' << ns(start) << ' ' << ns(end)
+        << ' '
+        << (until == std::chrono::steady_clock::time_point::max() ? INT64_MAX
+                                                                  : ns(until))
         << ' ' << *wrote << ' ' << *released << '\n';
     log.flush();
   }
@@ -95,7 +102,8 @@ int worker(char** argv) {
 
 // Waits (at most `timeout`) for the lease's lost() to fire; returns when it
 // fired (steady ns, taken in the callback itself), or nullopt.
-std::optional<std::int64_t> wait_lost(const Lease& lease, std::chrono::milliseconds timeout) {
+std::optional<std::int64_t> wait_lost(const Lease& lease,
+                                      std::chrono::milliseconds timeout) {
   std::mutex mu;
   std::condition_variable cv;
   std::optional<std::int64_t> at;
@@ -120,7 +128,8 @@ int hold(int argc, char** argv) {
   o.timeout = 60s;
   absl::StatusOr<Lease> lease = locks->acquire(key, o);
   if (!lease.ok()) return fail(lease.status().ToString());
-  std::cout << "held " << lease->token().value_or(0) << ' ' << lease->owner_id() << std::endl;
+  std::cout << "held " << lease->token().value_or(0) << ' ' << lease->owner_id()
+            << std::endl;
   std::string line;
   while (std::getline(std::cin, line)) {
     if (line.rfind("report ", 0) == 0) {
@@ -128,24 +137,29 @@ int hold(int argc, char** argv) {
       const bool lost = wait_lost(*lease, 10s).has_value();
       absl::StatusOr<bool> wrote =
           tierlock::testing::fenced_write(fence, lease->token().value_or(0));
-      const std::string w = !wrote.ok() ? "error" : *wrote ? "accepted" : "rejected";
-      const std::string e = describe(lease->extend(std::chrono::milliseconds(ttl)));
+      const std::string w = !wrote.ok() ? "error"
+                            : *wrote    ? "accepted"
+                                        : "rejected";
+      const std::string e =
+          describe(lease->extend(std::chrono::milliseconds(ttl)));
       const std::string r = describe(lease->release());
-      std::cout << "lost=" << lost << " write=" << w << " extend=" << e << " release=" << r
-                << std::endl;
+      std::cout << "lost=" << lost << " write=" << w << " extend=" << e
+                << " release=" << r << std::endl;
     } else if (line == "check") {
       const auto wall = std::chrono::duration_cast<std::chrono::seconds>(
           std::chrono::system_clock::now().time_since_epoch());
       std::cout << "lost=" << lease->lost().stop_requested()
                 << " now_ns=" << ns(std::chrono::steady_clock::now())
-                << " valid_until_ns=" << ns(lease->valid_until()) << " wall_s=" << wall.count()
-                << std::endl;
+                << " valid_until_ns=" << ns(lease->valid_until())
+                << " wall_s=" << wall.count() << std::endl;
     } else if (line.rfind("wait-lost ", 0) == 0) {
       long ms = 0;
-      if (!absl::SimpleAtoi(line.substr(10), &ms)) return fail("usage: wait-lost MS");
-      const std::optional<std::int64_t> at = wait_lost(*lease, std::chrono::milliseconds(ms));
-      std::cout << "lost=" << at.has_value()
-                << " at_ns=" << at.value_or(ns(std::chrono::steady_clock::now()))
+      if (!absl::SimpleAtoi(line.substr(10), &ms))
+        return fail("usage: wait-lost MS");
+      const std::optional<std::int64_t> at =
+          wait_lost(*lease, std::chrono::milliseconds(ms));
+      std::cout << "lost=" << at.has_value() << " at_ns="
+                << at.value_or(ns(std::chrono::steady_clock::now()))
                 << " valid_until_ns=" << ns(lease->valid_until()) << std::endl;
     }
   }
@@ -156,7 +170,8 @@ int hold(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (argc >= 8 && std::string(argv[1]) == "worker") return worker(argv + 2);
-  if (argc >= 5 && std::string(argv[1]) == "hold") return hold(argc - 2, argv + 2);
+  if (argc >= 5 && std::string(argv[1]) == "hold")
+    return hold(argc - 2, argv + 2);
   std::cerr << "usage: tl_lease_helper worker|hold ...\n";
   return 64;
 }

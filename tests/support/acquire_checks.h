@@ -1,9 +1,10 @@
 // tests/support/acquire_checks.h
 //
 // Checks shared by the timed, cancellable and async acquire tests:
-//   kSanitized          - true in ASan/TSan builds (long loops are shortened there).
-//   scaled              - an iteration count, shortened under sanitizers.
-//   HoldsNothing        - this process neither holds nor waits for `lock`: not in
+//   kSanitized          - true in ASan/TSan builds (long loops are shortened
+//   there). scaled              - an iteration count, shortened under
+//   sanitizers. HoldsNothing        - this process neither holds nor waits for
+//   `lock`: not in
 //                         the entry, not in /proc/locks, no thread in flock(2).
 //   ReleaseAndOthersGetIt - stops a holder process, then a third process must
 //                         take the lock at once and we still hold nothing.

@@ -1,7 +1,7 @@
 #include "support/internal.h"
 
-#include "support/wait.h"
 #include "api/testing_hooks.h"
+#include "support/wait.h"
 
 namespace tierlock::testing {
 

@@ -13,8 +13,8 @@
 #include <cstddef>
 #include <memory>
 
-#include "queue/lock_entry.h"
 #include "platform/posix_sys.h"
+#include "queue/lock_entry.h"
 #include "support/subprocess.h"
 #include "tierlock/dir_lock.h"
 

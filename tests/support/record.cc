@@ -14,11 +14,12 @@
 namespace tierlock::testing {
 namespace {
 
-constexpr std::size_t kField = 20;              // digits per half
+constexpr std::size_t kField = 20;               // digits per half
 constexpr std::size_t kRecord = 2 * kField + 2;  // "<a> <b>\n"
 
 absl::Status errno_error(const char* what, const std::filesystem::path& file) {
-  return absl::ErrnoToStatus(errno, absl::StrCat(what, " '", file.native(), "'"));
+  return absl::ErrnoToStatus(errno,
+                             absl::StrCat(what, " '", file.native(), "'"));
 }
 
 bool all_digits(std::string_view s) {
@@ -32,7 +33,8 @@ absl::StatusOr<long long> parse(int fd, const std::filesystem::path& file) {
   char buf[kRecord + 1];
   std::size_t len = 0;
   while (len < sizeof buf) {
-    ssize_t n = ::pread(fd, buf + len, sizeof buf - len, static_cast<off_t>(len));
+    ssize_t n =
+        ::pread(fd, buf + len, sizeof buf - len, static_cast<off_t>(len));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno_error("read", file);
     if (n == 0) break;
@@ -43,8 +45,8 @@ absl::StatusOr<long long> parse(int fd, const std::filesystem::path& file) {
   if (len != kRecord || rec[kField] != ' ' || rec[kRecord - 1] != '\n' ||
       !all_digits(rec.substr(0, kField)) ||
       rec.substr(0, kField) != rec.substr(kField + 1, kField)) {
-    return absl::DataLossError(
-        absl::StrCat("torn record in '", file.native(), "': \"", std::string(rec), "\""));
+    return absl::DataLossError(absl::StrCat("torn record in '", file.native(),
+                                            "': \"", std::string(rec), "\""));
   }
   return std::stoll(std::string(rec.substr(0, kField)));
 }

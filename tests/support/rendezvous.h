@@ -58,7 +58,8 @@ class Rendezvous {
 // Burns roughly `units` * 20 relaxed atomic increments.
 inline void spin(int units) {
   static std::atomic<int> sink{0};
-  for (int i = 0; i < units * 20; ++i) sink.fetch_add(1, std::memory_order_relaxed);
+  for (int i = 0; i < units * 20; ++i)
+    sink.fetch_add(1, std::memory_order_relaxed);
 }
 
 // Busy-waits for `d` on the steady clock.

@@ -1,7 +1,8 @@
 // tests/support/sys_counter.h
 //
-// Counts the syscalls tierlock makes through its seam (src/platform/posix_sys.h),
-// to prove that a path makes none, or makes exactly one non-blocking try:
+// Counts the syscalls tierlock makes through its seam
+// (src/platform/posix_sys.h), to prove that a path makes none, or makes exactly
+// one non-blocking try:
 //   SyscallCounter - installs counting wrappers that forward to the table in
 //                    use; restores the table on destruction.
 // Header-only. One SyscallCounter at a time; install it while no other thread
@@ -55,7 +56,8 @@ class SyscallCounter {
     if ((op & LOCK_NB) == 0 && (op & LOCK_UN) == 0) ++blocking_flock_;
     return inner_.flock(fd, op);
   }
-  static int counting_openat(int dirfd, const char* path, int flags, mode_t mode) {
+  static int counting_openat(int dirfd, const char* path, int flags,
+                             mode_t mode) {
     ++openat_;
     return inner_.openat(dirfd, path, flags, mode);
   }

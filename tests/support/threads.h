@@ -2,10 +2,10 @@
 //
 // What this process's threads are doing right now, from /proc/self/task (so a
 // test can see a thread parked in the kernel that the library forgot):
-//   ThreadState      - one thread: id, name, the syscall it is blocked in, wchan.
-//   read_threads     - every thread of this process.
-//   threads_in_flock - the threads blocked in flock(2) now.
-//   describe_threads - one line per thread, for failure messages.
+//   ThreadState      - one thread: id, name, the syscall it is blocked in,
+//   wchan. read_threads     - every thread of this process. threads_in_flock -
+//   the threads blocked in flock(2) now. describe_threads - one line per
+//   thread, for failure messages.
 // Header-only.
 #ifndef TIERLOCK_TESTS_SUPPORT_THREADS_H_
 #define TIERLOCK_TESTS_SUPPORT_THREADS_H_
@@ -24,11 +24,11 @@ namespace tierlock::testing {
 
 struct ThreadState {
   pid_t tid = 0;
-  std::string name;     // /proc/self/task/TID/comm
-  long syscall = -2;    // the syscall it is blocked in; -1 blocked outside
-                        // one; -2 running or unknown
+  std::string name;          // /proc/self/task/TID/comm
+  long syscall = -2;         // the syscall it is blocked in; -1 blocked outside
+                             // one; -2 running or unknown
   std::string syscall_line;  // raw /proc/self/task/TID/syscall
-  std::string wchan;    // kernel function it sleeps in ("0" if none)
+  std::string wchan;         // kernel function it sleeps in ("0" if none)
 
   // True when the thread is blocked in flock(2): by syscall number where the
   // kernel reports it, else by the wait channel's name.
@@ -36,8 +36,9 @@ struct ThreadState {
 #ifdef SYS_flock
     if (syscall == SYS_flock) return true;
 #endif
-    return syscall < 0 && (wchan.find("flock") != std::string::npos ||
-                           wchan.find("locks_lock_inode_wait") != std::string::npos);
+    return syscall < 0 &&
+           (wchan.find("flock") != std::string::npos ||
+            wchan.find("locks_lock_inode_wait") != std::string::npos);
   }
 };
 

@@ -1,7 +1,8 @@
 // tests/support/tier_mode.h
 //
-//   ScopedTierCheckMode - sets the tier check mode for a scope, then restores it.
-//   Reports             - collects the reports the violation handler receives,
+//   ScopedTierCheckMode - sets the tier check mode for a scope, then restores
+//   it. Reports             - collects the reports the violation handler
+//   receives,
 //                         for a scope; then restores the default handler.
 #ifndef TIERLOCK_TESTS_SUPPORT_TIER_MODE_H_
 #define TIERLOCK_TESTS_SUPPORT_TIER_MODE_H_

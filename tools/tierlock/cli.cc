@@ -96,11 +96,13 @@ bool parse_timeout(const std::string& text,
                    std::optional<std::chrono::nanoseconds>* timeout) {
   // strtod takes leading blanks, hex floats, "inf" and "nan": blanks are
   // refused here, NaN below; the rest are numbers after all.
-  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0]))) return false;
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])))
+    return false;
   char* end = nullptr;
   errno = 0;
   const double s = std::strtod(text.c_str(), &end);
-  if (end != text.c_str() + text.size() || std::isnan(s) || s < 0 || std::signbit(s)) {
+  if (end != text.c_str() + text.size() || std::isnan(s) || s < 0 ||
+      std::signbit(s)) {
     // -0 is refused as negative: the sign says the user meant something else.
     return false;
   }
@@ -117,9 +119,11 @@ bool split_operands(const std::vector<std::string>& tokens, bool after_marker,
                     bool with_dir, std::string* dir,
                     std::vector<std::string>* command, std::string* error) {
   std::size_t i = 0;
-  if (!after_marker && !tokens.empty() && tokens[0].size() > 1 && tokens[0][0] == '-') {
+  if (!after_marker && !tokens.empty() && tokens[0].size() > 1 &&
+      tokens[0][0] == '-') {
     *error = absl::StrCat("unknown option '", escape_text(tokens[0]),
-                          "' (options go before ", with_dir ? "DIR" : "COMMAND", ")");
+                          "' (options go before ", with_dir ? "DIR" : "COMMAND",
+                          ")");
     return false;
   }
   if (with_dir) {
@@ -130,10 +134,13 @@ bool split_operands(const std::vector<std::string>& tokens, bool after_marker,
     *dir = tokens[i++];
     if (i < tokens.size() && tokens[i] == "--") ++i;
   }
-  command->assign(tokens.begin() + static_cast<std::ptrdiff_t>(i), tokens.end());
+  command->assign(tokens.begin() + static_cast<std::ptrdiff_t>(i),
+                  tokens.end());
   if (command->empty()) {
-    *error = with_dir ? "COMMAND is required (usage: tierlock run [OPTIONS] DIR [--] COMMAND [ARG...])"
-                      : "no command given (usage: tierlock run --backend URL --key NAME [OPTIONS] [--] "
+    *error = with_dir ? "COMMAND is required (usage: tierlock run [OPTIONS] "
+                        "DIR [--] COMMAND [ARG...])"
+                      : "no command given (usage: tierlock run --backend URL "
+                        "--key NAME [OPTIONS] [--] "
                         "COMMAND [ARG...])";
     return false;
   }
@@ -156,9 +163,9 @@ const std::vector<std::string>& command_line() {
 }
 
 void print_error(absl::string_view path, absl::string_view reason) {
-  std::string line =
-      absl::StrCat("tierlock: ", escape_text(std::string_view(path.data(), path.size())),
-                   ": ", safe_text(std::string_view(reason.data(), reason.size())), "\n");
+  std::string line = absl::StrCat(
+      "tierlock: ", escape_text(std::string_view(path.data(), path.size())),
+      ": ", safe_text(std::string_view(reason.data(), reason.size())), "\n");
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
 }
@@ -184,15 +191,18 @@ std::string describe_one(const Holder& h) {
           ? absl::StrCat("a process that inherited it from pid ", *h.taker_pid,
                          " (exited; not visible or not found in time)")
           : std::string("a process in another pid namespace");
-  if (h.program.has_value()) absl::StrAppend(&out, " '", escape_text(*h.program), "'");
-  if (h.since.has_value()) absl::StrAppend(&out, " since ", local_time(*h.since));
+  if (h.program.has_value())
+    absl::StrAppend(&out, " '", escape_text(*h.program), "'");
+  if (h.since.has_value())
+    absl::StrAppend(&out, " since ", local_time(*h.since));
   return out;
 }
 
 }  // namespace
 
 std::string describe_holders(const std::vector<Holder>& holders) {
-  if (holders.empty()) return "no holder visible (it may have just been released)";
+  if (holders.empty())
+    return "no holder visible (it may have just been released)";
   std::string out = holders.front().mode == Mode::kExclusive
                         ? "held exclusively by "
                         : "held shared by ";

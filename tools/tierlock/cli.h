@@ -6,11 +6,12 @@
 //                     callback stores the subcommand's exit code.
 //   exit_code_for   - the exit code for a library error.
 //   print_error     - "tierlock: <path>: <reason>" on stderr, one line.
-//   describe_holders - "held exclusively by pid 1234 'make -j8' since 12:01:03".
-//   command_line    - the process's arguments, as main() got them.
+//   describe_holders - "held exclusively by pid 1234 'make -j8' since
+//   12:01:03". command_line    - the process's arguments, as main() got them.
 //   valid_utf8 / hex_bytes - for exact JSON of names that are not UTF-8.
 //   parse_timeout   - --timeout's value, huge ones saturated to "forever".
-//   split_operands  - DIR and COMMAND of `run` (options end at the first operand).
+//   split_operands  - DIR and COMMAND of `run` (options end at the first
+//   operand).
 // Every human-readable message escapes untrusted text with
 // tierlock::escape_text (tierlock/text.h).
 #ifndef TIERLOCK_TOOLS_TIERLOCK_CLI_H_
@@ -32,14 +33,14 @@ namespace tierlock::cli {
 // kConflict unless -E changes it.
 enum ExitCode : int {
   kOk = 0,
-  kOther = 1,              // any other failure
-  kUsage = 64,             // EX_USAGE: bad command line
-  kNoDirectory = 66,       // EX_NOINPUT: the directory does not exist / is not one
-  kLeaseLost = 74,         // the lease was lost while the command ran (--backend);
-                           // the command was stopped (docs/cli.md)
-  kConflict = 75,          // EX_TEMPFAIL: the lock is held (--no-wait, --timeout)
-  kPermission = 77,        // EX_NOPERM
-  kCannotExecute = 126,    // the command exists but cannot be run
+  kOther = 1,         // any other failure
+  kUsage = 64,        // EX_USAGE: bad command line
+  kNoDirectory = 66,  // EX_NOINPUT: the directory does not exist / is not one
+  kLeaseLost = 74,    // the lease was lost while the command ran (--backend);
+                      // the command was stopped (docs/cli.md)
+  kConflict = 75,     // EX_TEMPFAIL: the lock is held (--no-wait, --timeout)
+  kPermission = 77,   // EX_NOPERM
+  kCannotExecute = 126,  // the command exists but cannot be run
   kCommandNotFound = 127,
 };
 

@@ -18,9 +18,11 @@ namespace tierlock::cli {
 
 int run_lease(const LeaseRunOptions& /*options: parsed again there*/) {
   std::error_code ec;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) {
-    print_error("/proc/self/exe", ec.message() + " (needed to find tierlock-lease)");
+    print_error("/proc/self/exe",
+                ec.message() + " (needed to find tierlock-lease)");
     return kOther;
   }
   const std::filesystem::path helper = self.parent_path() / "tierlock-lease";
@@ -35,10 +37,11 @@ int run_lease(const LeaseRunOptions& /*options: parsed again there*/) {
   argv.push_back(nullptr);
   ::execv(helper.c_str(), argv.data());
   const int err = errno;
-  print_error(helper.string(),
-              std::error_code(err, std::generic_category()).message() +
-                  (err == ENOENT ? " (this build of tierlock has no lease support)"
-                                 : ""));
+  print_error(
+      helper.string(),
+      std::error_code(err, std::generic_category()).message() +
+          (err == ENOENT ? " (this build of tierlock has no lease support)"
+                         : ""));
   return kOther;
 }
 

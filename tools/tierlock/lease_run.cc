@@ -48,24 +48,27 @@ extern char** environ;
 namespace tierlock::cli {
 namespace {
 
-
 // Makes the backend a URL names. kInvalidArgument for a URL no built backend
 // takes (the message lists the forms).
-absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url) {
+absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(
+    const std::string& url) {
   const std::string forms =
       "postgres://… (lease table), postgres+advisory://…, "
       "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], "
       "sqlite:PATH, etcd://HOST[:PORT][,HOST[:PORT]...]";
 #ifdef TIERLOCK_HAVE_LEASE_POSTGRES
-  for (const char* scheme : {"postgres://", "postgresql://", "postgres+advisory://",
-                             "postgresql+advisory://"}) {
+  for (const char* scheme :
+       {"postgres://", "postgresql://", "postgres+advisory://",
+        "postgresql+advisory://"}) {
     if (!absl::StartsWith(url, scheme)) continue;
     PostgresLeaseOptions o;
     const bool advisory = absl::StrContains(scheme, "+advisory");
     o.mode = advisory ? PostgresLeaseOptions::Mode::kAdvisory
                       : PostgresLeaseOptions::Mode::kLeaseTable;
-    o.conninfo = advisory ? "postgresql://" + url.substr(std::strlen(scheme)) : url;
-    absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> b = PostgresLeaseBackend::create(o);
+    o.conninfo =
+        advisory ? "postgresql://" + url.substr(std::strlen(scheme)) : url;
+    absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> b =
+        PostgresLeaseBackend::create(o);
     if (!b.ok()) return b.status();
     return std::shared_ptr<LeaseBackend>(*b);
   }
@@ -75,7 +78,8 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url
     // from_url takes the credentials too; its errors hide the password.
     absl::StatusOr<RedisLeaseOptions> o = RedisLeaseOptions::from_url(url);
     if (!o.ok()) return o.status();
-    absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b = RedisLeaseBackend::create(*o);
+    absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> b =
+        RedisLeaseBackend::create(*o);
     if (!b.ok()) return b.status();
     return std::shared_ptr<LeaseBackend>(*b);
   }
@@ -84,7 +88,8 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url
   if (absl::StartsWith(url, "etcd://")) {
     absl::StatusOr<EtcdLeaseOptions> o = EtcdLeaseOptions::from_url(url);
     if (!o.ok()) return o.status();
-    absl::StatusOr<std::shared_ptr<EtcdLeaseBackend>> b = EtcdLeaseBackend::create(*o);
+    absl::StatusOr<std::shared_ptr<EtcdLeaseBackend>> b =
+        EtcdLeaseBackend::create(*o);
     if (!b.ok()) return b.status();
     return std::shared_ptr<LeaseBackend>(*b);
   }
@@ -93,13 +98,15 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(const std::string& url
   if (absl::StartsWith(url, "sqlite:")) {
     SqliteLeaseOptions o;
     o.path = url.substr(7);
-    absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> b = SqliteLeaseBackend::create(o);
+    absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> b =
+        SqliteLeaseBackend::create(o);
     if (!b.ok()) return b.status();
     return std::shared_ptr<LeaseBackend>(*b);
   }
 #endif
   return absl::InvalidArgumentError(absl::StrCat(
-      "--backend '", redact_url(url), "': not a backend this tierlock was built with (", forms, ")"));
+      "--backend '", redact_url(url),
+      "': not a backend this tierlock was built with (", forms, ")"));
 }
 
 // Runs the command under the supervisor and waits for it, forwarding
@@ -111,12 +118,14 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
                    std::chrono::nanoseconds grace) {
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
-    if (absl::StartsWith(*e, "TIERLOCK_TOKEN=") || absl::StartsWith(*e, "TIERLOCK_LEASE_")) {
+    if (absl::StartsWith(*e, "TIERLOCK_TOKEN=") ||
+        absl::StartsWith(*e, "TIERLOCK_LEASE_")) {
       continue;
     }
     env.emplace_back(*e);
   }
-  if (lease.token()) env.push_back(absl::StrCat("TIERLOCK_TOKEN=", *lease.token()));
+  if (lease.token())
+    env.push_back(absl::StrCat("TIERLOCK_TOKEN=", *lease.token()));
   env.push_back(absl::StrCat("TIERLOCK_LEASE_KEY=", lease.key()));
   env.push_back(absl::StrCat("TIERLOCK_LEASE_OWNER=", lease.owner_id()));
   int exit_code = kOther;
@@ -138,7 +147,8 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
   std::chrono::steady_clock::time_point deadline = lease.valid_until();
   supervisor_options.deadline = deadline - stop_margin;
   supervisor_options.grace = grace;
-  Supervised child = spawn_supervised(o.command, std::move(env), supervisor_options, &exit_code);
+  Supervised child = spawn_supervised(o.command, std::move(env),
+                                      supervisor_options, &exit_code);
   if (child.pid < 0) return exit_code;
   // lost() -> an eventfd the wait watches.
   Fd lost_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -148,35 +158,40 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
   // Renewals come every ttl/3: a new valid_until reaches the supervisor
   // within a tenth of the ttl of it (bounded to 10 ms..1 s).
   const auto refresh = std::clamp(
-      std::chrono::milliseconds(std::llround(o.ttl_s * 100)), std::chrono::milliseconds(10),
-      std::chrono::milliseconds(1000));
+      std::chrono::milliseconds(std::llround(o.ttl_s * 100)),
+      std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
   bool lost = false;
   bool watch_control = true;
   const auto watchdog_fired = [&] {
     lost = true;
     watch_control = false;
     if (!o.quiet) {
-      print_error(what,
-                  "not renewed in time (the service did not answer before the end of "
-                  "its validity, or tierlock was stopped or stalled); the command and "
-                  "its processes were killed");
+      print_error(
+          what,
+          "not renewed in time (the service did not answer before the end of "
+          "its validity, or tierlock was stopped or stalled); the command and "
+          "its processes were killed");
     }
   };
   for (;;) {
     // Not reaped until it is known to have exited (WNOWAIT), so the pid is
     // never a reused one when a signal is forwarded.
     siginfo_t info = {};
-    if (::waitid(P_PID, static_cast<id_t>(child.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+    if (::waitid(P_PID, static_cast<id_t>(child.pid), &info,
+                 WEXITED | WNOHANG | WNOWAIT) == 0 &&
         info.si_pid == child.pid) {
       break;
     }
-    struct pollfd fds[3] = {{signal_fd, POLLIN, 0},
-                            {watch_control ? child.control.get() : -1, POLLIN, 0},
-                            {lost ? -1 : lost_raw, POLLIN, 0}};
-    if (::poll(fds, 3, static_cast<int>(refresh.count())) < 0 && errno != EINTR) break;
+    struct pollfd fds[3] = {
+        {signal_fd, POLLIN, 0},
+        {watch_control ? child.control.get() : -1, POLLIN, 0},
+        {lost ? -1 : lost_raw, POLLIN, 0}};
+    if (::poll(fds, 3, static_cast<int>(refresh.count())) < 0 && errno != EINTR)
+      break;
     if (fds[0].revents & POLLIN) {
       struct signalfd_siginfo si;
-      if (::read(signal_fd, &si, sizeof si) == sizeof si && si.ssi_signo != SIGCHLD) {
+      if (::read(signal_fd, &si, sizeof si) == sizeof si &&
+          si.ssi_signo != SIGCHLD) {
         ::kill(child.pid, static_cast<int>(si.ssi_signo));
       }
     }
@@ -190,11 +205,14 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
     if (!lost && (fds[2].revents & POLLIN)) {
       lost = true;
       if (!o.quiet) {
-        print_error(what, absl::StrCat("lost (not renewed in time, or the service said another "
-                                       "owner holds it); stopping the command: SIGTERM to its "
-                                       "processes, SIGKILL after ",
-                                       absl::StrFormat("%.3g", std::chrono::duration<double>(grace).count()),
-                                       " s"));
+        print_error(
+            what, absl::StrCat(
+                      "lost (not renewed in time, or the service said another "
+                      "owner holds it); stopping the command: SIGTERM to its "
+                      "processes, SIGKILL after ",
+                      absl::StrFormat(
+                          "%.3g", std::chrono::duration<double>(grace).count()),
+                      " s"));
       }
       supervisor_stop(child.control.get());
     }
@@ -209,7 +227,8 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
   int status = 0;
   while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (!lost && watch_control && supervisor_watchdog_fired(child.control.get())) watchdog_fired();
+  if (!lost && watch_control && supervisor_watchdog_fired(child.control.get()))
+    watchdog_fired();
   // Lost just as the command ended: part of its run may have been unleased.
   if (!lost && lease.lost().stop_requested()) {
     lost = true;
@@ -224,9 +243,12 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
 }  // namespace
 
 int run_lease(const LeaseRunOptions& o) {
-  const std::string what = absl::StrCat("lease '", o.key, "'");  // print_error escapes it
+  const std::string what =
+      absl::StrCat("lease '", o.key, "'");  // print_error escapes it
   if (o.command.empty()) {
-    print_error("run", "no command given (usage: tierlock run --backend URL --key NAME -- COMMAND [ARG...])");
+    print_error("run",
+                "no command given (usage: tierlock run --backend URL --key "
+                "NAME -- COMMAND [ARG...])");
     return kUsage;
   }
   if (o.key.empty()) {
@@ -235,27 +257,32 @@ int run_lease(const LeaseRunOptions& o) {
   }
   // Bounded above too: milliseconds of a huge double would overflow.
   if (!std::isfinite(o.ttl_s) || o.ttl_s <= 0 || o.ttl_s >= kForeverSeconds) {
-    print_error("--ttl", absl::StrCat("must be a number of seconds > 0 and < ", kForeverSeconds,
-                                      ", not ", o.ttl_s));
+    print_error("--ttl", absl::StrCat("must be a number of seconds > 0 and < ",
+                                      kForeverSeconds, ", not ", o.ttl_s));
     return kUsage;
   }
   std::optional<std::chrono::nanoseconds> timeout;
   if (o.timeout.has_value() && !parse_timeout(*o.timeout, &timeout)) {
-    print_error("--timeout", absl::StrCat("must be a number of seconds >= 0 (huge or 'inf': "
-                                          "no timeout), not '",
-                                          escape_text(*o.timeout), "'"));
+    print_error("--timeout",
+                absl::StrCat("must be a number of seconds >= 0 (huge or 'inf': "
+                             "no timeout), not '",
+                             escape_text(*o.timeout), "'"));
     return kUsage;
   }
   if (o.conflict_code < 1 || o.conflict_code > 255) {
-    print_error("--conflict-exit-code", absl::StrCat("must be 1..255, not ", o.conflict_code));
+    print_error("--conflict-exit-code",
+                absl::StrCat("must be 1..255, not ", o.conflict_code));
     return kUsage;
   }
   // Well below the TTL, so a command that ignores SIGTERM is gone long
   // before a lease of the next owner would be (docs/cli.md).
-  const double kill_after_s = o.kill_after_s.value_or(std::min(5.0, o.ttl_s / 3));
-  if (!std::isfinite(kill_after_s) || kill_after_s < 0 || kill_after_s >= kForeverSeconds) {
-    print_error("--kill-after", absl::StrCat("must be a number of seconds >= 0 and < ",
-                                             kForeverSeconds, ", not ", kill_after_s));
+  const double kill_after_s =
+      o.kill_after_s.value_or(std::min(5.0, o.ttl_s / 3));
+  if (!std::isfinite(kill_after_s) || kill_after_s < 0 ||
+      kill_after_s >= kForeverSeconds) {
+    print_error("--kill-after",
+                absl::StrCat("must be a number of seconds >= 0 and < ",
+                             kForeverSeconds, ", not ", kill_after_s));
     return kUsage;
   }
   const auto grace = std::chrono::nanoseconds(std::llround(kill_after_s * 1e9));
@@ -268,7 +295,8 @@ int run_lease(const LeaseRunOptions& o) {
   Fd signal_fd = take_signals();
   if (signal_fd.get() < 0) return kOther;
 
-  absl::StatusOr<std::shared_ptr<LeaseBackend>> backend = backend_for(o.backend);
+  absl::StatusOr<std::shared_ptr<LeaseBackend>> backend =
+      backend_for(o.backend);
   if (!backend.ok()) {
     print_error("--backend", backend.status().message());
     return backend.status().code() == absl::StatusCode::kInvalidArgument
@@ -315,13 +343,16 @@ int run_lease(const LeaseRunOptions& o) {
     }
     if (signal_received != 0) {
       if (got.ok()) (void)got->release();
-      print_error(what, absl::StrCat("interrupted by ", signal_name(signal_received),
-                                     " while waiting; nothing held"));
+      print_error(what,
+                  absl::StrCat("interrupted by ", signal_name(signal_received),
+                               " while waiting; nothing held"));
       return 128 + signal_received;
     }
     if (!got.ok()) {
       if (got.status().code() == absl::StatusCode::kDeadlineExceeded) {
-        if (!o.quiet) print_error(what, absl::StrCat("timed out after ", escape_text(*o.timeout), " s"));
+        if (!o.quiet)
+          print_error(what, absl::StrCat("timed out after ",
+                                         escape_text(*o.timeout), " s"));
         return o.conflict_code;
       }
       print_error(what, got.status().message());

@@ -14,7 +14,8 @@
 namespace tierlock::cli {
 
 struct LeaseRunOptions {
-  std::string backend;  // postgres://…, postgres+advisory://…, redis://…, sqlite:PATH
+  std::string
+      backend;  // postgres://…, postgres+advisory://…, redis://…, sqlite:PATH
   std::string key;
   double ttl_s = 30;
   bool no_wait = false;

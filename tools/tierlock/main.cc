@@ -11,7 +11,8 @@ namespace {
 int run_main(int argc, char** argv) {
   tierlock::cli::set_command_line(argc, argv);
   CLI::App app(
-      "tierlock: cross-process directory locks (flock-based, interoperable with "
+      "tierlock: cross-process directory locks (flock-based, interoperable "
+      "with "
       "flock(1) and Python's filelock).",
       "tierlock");
   app.footer(

@@ -1,17 +1,17 @@
 // Running the command of `tierlock run`: spawn, forward signals, reap.
 #include "process.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
-#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <sys/wait.h>
-#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,7 +52,8 @@ int report_spawn_error(const std::string& program, int err) {
     return kCommandNotFound;
   }
   print_error(program, error_text(err));
-  return err == EACCES || err == ENOEXEC || err == EISDIR ? kCannotExecute : kOther;
+  return err == EACCES || err == ENOEXEC || err == EISDIR ? kCannotExecute
+                                                          : kOther;
 }
 
 }  // namespace
@@ -72,7 +73,8 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
 }  // namespace
 
 pid_t spawn_command(const std::vector<std::string>& command,
-                    std::vector<std::string> env, int* exit_code, int inherit_fd) {
+                    std::vector<std::string> env, int* exit_code,
+                    int inherit_fd) {
   std::vector<std::string> args = command;
   std::vector<char*> envp = pointers(env);
   std::vector<char*> argv = pointers(args);
@@ -85,13 +87,15 @@ pid_t spawn_command(const std::vector<std::string>& command,
   for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&defaults, s);
   ::posix_spawnattr_setsigmask(&attr, &none);
   ::posix_spawnattr_setsigdefault(&attr, &defaults);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  ::posix_spawnattr_setflags(&attr,
+                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   // Our descriptors (the lock's, the signalfd) are O_CLOEXEC: the command
   // inherits none of them but `inherit_fd`, whose close-on-exec flag a dup2
   // onto itself clears in the child only (glibc >= 2.29, POSIX 2024).
   posix_spawn_file_actions_t actions;
   ::posix_spawn_file_actions_init(&actions);
-  if (inherit_fd >= 0) ::posix_spawn_file_actions_adddup2(&actions, inherit_fd, inherit_fd);
+  if (inherit_fd >= 0)
+    ::posix_spawn_file_actions_adddup2(&actions, inherit_fd, inherit_fd);
   pid_t child = -1;
   const int err = ::posix_spawnp(&child, argv[0], &actions, &attr, argv.data(),
                                  envp.data());
@@ -190,7 +194,8 @@ void signal_tree(int sig) {
 // child become children here and are killed on the next round. `command`
 // is -1 once reaped.
 [[noreturn]] void kill_tree_and_exit(pid_t command, int exit_code = kOther) {
-  if (command > 0) ::kill(command, SIGKILL);  // not reaped yet: its pid is still its own
+  if (command > 0)
+    ::kill(command, SIGKILL);  // not reaped yet: its pid is still its own
   for (;;) {
     // Our children: their pids are not reused before we reap them.
     for_each_child(::getpid(), [](pid_t p) { ::kill(p, SIGKILL); });
@@ -207,12 +212,14 @@ void signal_tree(int sig) {
                             std::int64_t grace) {
   sigset_t watched;
   sigemptyset(&watched);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1}) sigaddset(&watched, s);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1})
+    sigaddset(&watched, s);
   ::pthread_sigmask(SIG_BLOCK, &watched, nullptr);
   ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   // If the parent died before prctl, the signal will never come: we have
   // been reparented already. Then nothing was started and nothing may be.
-  if (::prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0) != 0 || ::getppid() != parent) {
+  if (::prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0) != 0 ||
+      ::getppid() != parent) {
     ::_exit(kOther);
   }
   // Signals and the control socket in one poll, with the deadline as its
@@ -235,7 +242,8 @@ void signal_tree(int sig) {
     if (::getppid() != self) ::_exit(kOther);
     struct sigaction dfl = {};
     dfl.sa_handler = SIG_DFL;
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1}) ::sigaction(s, &dfl, nullptr);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1})
+      ::sigaction(s, &dfl, nullptr);
     sigset_t none;
     sigemptyset(&none);
     ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
@@ -245,17 +253,20 @@ void signal_tree(int sig) {
     ::_exit(err == ENOENT ? kCommandNotFound : kCannotExecute);
   }
   ::close(error_pipe);
-  bool stopping = false;        // supervisor_stop received: the tree goes
-  std::int64_t kill_at = 0;     // when stopping: SIGKILL for what is left
-  bool command_reaped = false;  // when stopping: the command is gone, its pid not ours
+  bool stopping = false;     // supervisor_stop received: the tree goes
+  std::int64_t kill_at = 0;  // when stopping: SIGKILL for what is left
+  bool command_reaped =
+      false;  // when stopping: the command is gone, its pid not ours
   int command_status = 0;
   bool watch_control = true;
   for (;;) {
     // Stopping, the grace ends at the lease's deadline at the latest: a
     // renewal can fail (and the stop come) just before it, and past it the
     // next owner may run.
-    const std::int64_t wake =
-        !stopping ? deadline : deadline == kNoDeadline ? kill_at : std::min(kill_at, deadline);
+    const std::int64_t wake = !stopping ? deadline
+                              : deadline == kNoDeadline
+                                  ? kill_at
+                                  : std::min(kill_at, deadline);
     const std::int64_t now = monotonic_ns();
     if (wake != kNoDeadline && now >= wake) {
       if (stopping) {
@@ -276,7 +287,8 @@ void signal_tree(int sig) {
       timeout_p = &timeout;
     }
     struct pollfd fds[2] = {{signal_fd, POLLIN, 0}, {control, POLLIN, 0}};
-    if (::ppoll(fds, watch_control ? 2 : 1, timeout_p, nullptr) < 0) continue;  // EINTR
+    if (::ppoll(fds, watch_control ? 2 : 1, timeout_p, nullptr) < 0)
+      continue;  // EINTR
     if (watch_control && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
       std::int64_t message = 0;
       const ssize_t n = ::recv(control, &message, sizeof message, MSG_DONTWAIT);
@@ -284,7 +296,8 @@ void signal_tree(int sig) {
         // Our parent closed it: it is dying (the death signal follows) or
         // gave up on us. Either way nobody renews the lease now.
         watch_control = false;
-        if (::getppid() != parent) kill_tree_and_exit(command_reaped ? -1 : command);
+        if (::getppid() != parent)
+          kill_tree_and_exit(command_reaped ? -1 : command);
       } else if (n == sizeof message && !stopping) {
         if (message == kStopMessage) {
           stopping = true;
@@ -300,7 +313,8 @@ void signal_tree(int sig) {
     if (::read(signal_fd, &info, sizeof info) != sizeof info) continue;
     const int sig = static_cast<int>(info.ssi_signo);
     if (sig == SIGUSR1) {
-      if (::getppid() != parent) kill_tree_and_exit(command_reaped ? -1 : command);
+      if (::getppid() != parent)
+        kill_tree_and_exit(command_reaped ? -1 : command);
       continue;  // not the death signal: somebody's kill
     }
     if (sig == SIGCHLD) {
@@ -347,7 +361,8 @@ Supervised spawn_supervised(const std::vector<std::string>& command,
   Fd read_end(pipe_fds[0]);
   // Messages keep their boundaries (SEQPACKET): one deadline per read.
   int control_fds[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control_fds) != 0) {
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control_fds) !=
+      0) {
     print_error("socketpair", error_text(errno));
     ::close(pipe_fds[1]);
     *exit_code = kOther;
@@ -359,7 +374,8 @@ Supervised spawn_supervised(const std::vector<std::string>& command,
   if (supervisor == 0) {
     ::close(pipe_fds[0]);
     ::close(control_fds[0]);
-    supervise(parent, argv.data(), envp.data(), pipe_fds[1], control_fds[1], deadline, grace);
+    supervise(parent, argv.data(), envp.data(), pipe_fds[1], control_fds[1],
+              deadline, grace);
   }
   const int fork_error = errno;
   ::close(pipe_fds[1]);
@@ -389,7 +405,8 @@ namespace {
 
 bool send_message(int control_fd, std::int64_t message) {
   ssize_t n;
-  while ((n = ::send(control_fd, &message, sizeof message, MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 &&
+  while ((n = ::send(control_fd, &message, sizeof message,
+                     MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 &&
          errno == EINTR) {
   }
   return n == static_cast<ssize_t>(sizeof message);
@@ -397,19 +414,24 @@ bool send_message(int control_fd, std::int64_t message) {
 
 }  // namespace
 
-bool supervisor_set_deadline(int control_fd, std::chrono::steady_clock::time_point deadline) {
+bool supervisor_set_deadline(int control_fd,
+                             std::chrono::steady_clock::time_point deadline) {
   if (deadline == std::chrono::steady_clock::time_point::max()) return true;
-  const std::int64_t ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+  const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              deadline.time_since_epoch())
+                              .count();
   return send_message(control_fd, std::max<std::int64_t>(ns, 1));
 }
 
-bool supervisor_stop(int control_fd) { return send_message(control_fd, kStopMessage); }
+bool supervisor_stop(int control_fd) {
+  return send_message(control_fd, kStopMessage);
+}
 
 bool supervisor_watchdog_fired(int control_fd) {
   char byte = 0;
   ssize_t n;
-  while ((n = ::recv(control_fd, &byte, 1, MSG_DONTWAIT)) < 0 && errno == EINTR) {
+  while ((n = ::recv(control_fd, &byte, 1, MSG_DONTWAIT)) < 0 &&
+         errno == EINTR) {
   }
   return n == 1 && byte == kWatchdogFired;
 }
@@ -430,7 +452,8 @@ int wait_forwarding(pid_t child, int signal_fd, int event_fd,
     if (::poll(fds, watch_event ? 2 : 1, -1) < 0 && errno != EINTR) break;
     if (fds[0].revents & POLLIN) {
       struct signalfd_siginfo si;
-      if (::read(signal_fd, &si, sizeof si) == sizeof si && si.ssi_signo != SIGCHLD) {
+      if (::read(signal_fd, &si, sizeof si) == sizeof si &&
+          si.ssi_signo != SIGCHLD) {
         ::kill(child, static_cast<int>(si.ssi_signo));
       }
     }

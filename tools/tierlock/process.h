@@ -143,8 +143,7 @@ int wait_forwarding(pid_t child, int signal_fd, int event_fd = -1,
 // run then.
 absl::Status wait_cancellable(
     const std::function<void(std::stop_token)>& acquire, int signal_fd,
-    int* signal_received,
-    const std::function<void()>& waiting_message = {},
+    int* signal_received, const std::function<void()>& waiting_message = {},
     std::chrono::milliseconds message_after = std::chrono::milliseconds(500));
 
 // Adds one to the eventfd `fd` (EINTR retried).

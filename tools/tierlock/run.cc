@@ -60,14 +60,13 @@ struct RunOptions {
   std::optional<double> kill_after_s;
 };
 
-
 // Parses "LEVEL[:NAME]".
 std::optional<Tier> parse_tier(const std::string& text, std::string* name) {
   const std::size_t colon = text.find(':');
   const std::string_view level_text = std::string_view(text).substr(0, colon);
   int level = 0;
-  auto [end, ec] = std::from_chars(level_text.data(),
-                                   level_text.data() + level_text.size(), level);
+  auto [end, ec] = std::from_chars(
+      level_text.data(), level_text.data() + level_text.size(), level);
   if (ec != std::errc() || end != level_text.data() + level_text.size() ||
       level_text.empty()) {
     return std::nullopt;
@@ -102,40 +101,42 @@ std::vector<std::string> child_environment(const DirLock& lock, int lock_fd) {
 // Waits for the lock on a thread while this thread watches the signalfd:
 // cancels on a signal, prints the waiting message once after ~0.5 s.
 // Returns the acquire's result and, if it was cancelled by a signal, which.
-absl::StatusOr<Guard> wait_for_lock(DirLock& lock, const RunOptions& o,
-                                    const LockContext& task,
-                                    std::optional<std::chrono::nanoseconds> timeout,
-                                    int signal_fd, int* signal_received) {
+absl::StatusOr<Guard> wait_for_lock(
+    DirLock& lock, const RunOptions& o, const LockContext& task,
+    std::optional<std::chrono::nanoseconds> timeout, int signal_fd,
+    int* signal_received) {
   AcquireOptions options;
   options.mode = o.shared ? Mode::kShared : Mode::kExclusive;
   options.timeout = timeout;
   absl::StatusOr<Guard> result = absl::UnknownError("not run");
   auto acquire = [&](std::stop_token stop) {
-    LockContext::Scope bind(task);  // the hold belongs to the run, not this thread
+    LockContext::Scope bind(
+        task);  // the hold belongs to the run, not this thread
     options.stop = std::move(stop);
     result = lock.acquire(std::move(options));
   };
   auto message = [&] {
-    absl::StatusOr<LockState> state = inspect_lock(lock.directory(), o.lock_name);
+    absl::StatusOr<LockState> state =
+        inspect_lock(lock.directory(), o.lock_name);
     std::string who = state.ok() ? describe_holders(state->holders)
                                  : std::string(state.status().message());
     std::string line = absl::StrCat("tierlock: waiting for ",
-                                    escape_text(lock.lock_file().native()), " (",
-                                    safe_text(who), ")\n");
+                                    escape_text(lock.lock_file().native()),
+                                    " (", safe_text(who), ")\n");
     std::fwrite(line.data(), 1, line.size(), stderr);
     std::fflush(stderr);
   };
-  absl::Status watched =
-      wait_cancellable(acquire, signal_fd, signal_received,
-                       o.quiet ? std::function<void()>() : message,
-                       kWaitingMessageAfter);
+  absl::Status watched = wait_cancellable(
+      acquire, signal_fd, signal_received,
+      o.quiet ? std::function<void()>() : message, kWaitingMessageAfter);
   if (!watched.ok()) return watched;
   return result;
 }
 
 int conflict(const RunOptions& o, const DirLock& lock, absl::string_view why) {
   if (!o.quiet) {
-    absl::StatusOr<LockState> state = inspect_lock(lock.directory(), o.lock_name);
+    absl::StatusOr<LockState> state =
+        inspect_lock(lock.directory(), o.lock_name);
     print_error(lock.lock_file().native(),
                 absl::StrCat(why, state.ok() ? describe_holders(state->holders)
                                              : "held"));
@@ -155,32 +156,36 @@ int run_command(const RunOptions& o, const DirLock& lock, const Guard& guard,
   if (!o.close) {
     lock_fd = Fd(::fcntl(guard.native_handle(), F_DUPFD_CLOEXEC, 3));
     if (lock_fd.get() < 0) {
-      print_error(lock.lock_file().native(),
-                  absl::StrCat("duplicating the lock's descriptor for the command: ",
-                               error_text(errno), " (--close runs it without)"));
+      print_error(
+          lock.lock_file().native(),
+          absl::StrCat("duplicating the lock's descriptor for the command: ",
+                       error_text(errno), " (--close runs it without)"));
       return kOther;
     }
   }
   int exit_code = kOther;
-  const pid_t child = spawn_command(o.command, child_environment(lock, lock_fd.get()),
-                                    &exit_code, lock_fd.get());
+  const pid_t child =
+      spawn_command(o.command, child_environment(lock, lock_fd.get()),
+                    &exit_code, lock_fd.get());
   lock_fd = Fd();  // the command has its copy; ours would only outlive the hold
   if (child < 0) return exit_code;
   return wait_forwarding(child, signal_fd);
 }
 
-int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_marker) {
+int run_run(RunOptions o, const std::vector<std::string>& operands,
+            bool after_marker) {
   const bool lease_mode = !o.backend.empty() || !o.key.empty();
-  if (std::string error;
-      !split_operands(operands, after_marker, !lease_mode, &o.dir, &o.command, &error)) {
+  if (std::string error; !split_operands(operands, after_marker, !lease_mode,
+                                         &o.dir, &o.command, &error)) {
     print_error("run", error);
     return kUsage;
   }
   std::optional<std::chrono::nanoseconds> timeout;
   if (o.timeout.has_value() && !parse_timeout(*o.timeout, &timeout)) {
-    print_error("--timeout", absl::StrCat("must be a number of seconds >= 0 (huge or "
-                                          "'inf': no timeout), not '",
-                                          escape_text(*o.timeout), "'"));
+    print_error("--timeout",
+                absl::StrCat("must be a number of seconds >= 0 (huge or "
+                             "'inf': no timeout), not '",
+                             escape_text(*o.timeout), "'"));
     return kUsage;
   }
   if (!lease_mode && o.kill_after_s.has_value()) {
@@ -192,10 +197,11 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
       print_error("--key", "needs --backend");
       return kUsage;
     }
-    if (o.shared || o.create || !o.tier.empty() || o.lock_name != ".lock" || o.close ||
-        o.refuse_unsafe) {
+    if (o.shared || o.create || !o.tier.empty() || o.lock_name != ".lock" ||
+        o.close || o.refuse_unsafe) {
       print_error("--backend",
-                  "--shared, --create, --tier, --lock-name, --close and --refuse-unsafe "
+                  "--shared, --create, --tier, --lock-name, --close and "
+                  "--refuse-unsafe "
                   "are for directory locks");
       return kUsage;
     }
@@ -208,7 +214,8 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
     lo.timeout = o.timeout;
     lo.conflict_code = o.conflict_code;
     lo.quiet = o.quiet;
-    lo.command = o.command;  // no DIR with --backend: the first operand is COMMAND
+    lo.command =
+        o.command;  // no DIR with --backend: the first operand is COMMAND
     return run_lease(lo);
   }
   if (o.conflict_code < 1 || o.conflict_code > 255) {
@@ -230,8 +237,10 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
   if (!o.tier.empty()) {
     lock_options.tier = parse_tier(o.tier, &tier_name);
     if (!lock_options.tier.has_value()) {
-      print_error("--tier", absl::StrCat("expected LEVEL[:NAME] with an integer LEVEL, not '",
-                                         escape_text(o.tier), "'"));
+      print_error(
+          "--tier",
+          absl::StrCat("expected LEVEL[:NAME] with an integer LEVEL, not '",
+                       escape_text(o.tier), "'"));
       return kUsage;
     }
   }
@@ -246,10 +255,14 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
     // kNotFound may come from something other than DIR (a lock file that
     // cannot be created in /proc): DIR is called missing only if it is.
     struct stat dir_stat;
-    if (st.code() == absl::StatusCode::kNotFound && ::stat(o.dir.c_str(), &dir_stat) != 0 &&
+    if (st.code() == absl::StatusCode::kNotFound &&
+        ::stat(o.dir.c_str(), &dir_stat) != 0 &&
         (errno == ENOENT || errno == ENOTDIR)) {
-      print_error(o.dir, o.create ? "no such directory, nor its parent (--create makes one level)"
-                                  : "no such directory (--create creates it)");
+      print_error(
+          o.dir,
+          o.create
+              ? "no such directory, nor its parent (--create makes one level)"
+              : "no such directory (--create creates it)");
       return kNoDirectory;
     } else if (st.code() == absl::StatusCode::kInvalidArgument &&
                absl::string_view(st.message()).find("Not a directory") !=
@@ -258,13 +271,15 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
       return kNoDirectory;
     }
     print_error(o.dir, st.message());
-    return st.code() == absl::StatusCode::kNotFound ? kOther : exit_code_for(st);
+    return st.code() == absl::StatusCode::kNotFound ? kOther
+                                                    : exit_code_for(st);
   }
   if (std::string why = lock->unsafe_reason(); !why.empty() && !o.quiet) {
     print_error(lock->lock_file().native(),
-                absl::StrCat("warning: ", why,
-                             " (a deleted lock file no longer excludes; --refuse-unsafe "
-                             "refuses such a lock file)"));
+                absl::StrCat(
+                    "warning: ", why,
+                    " (a deleted lock file no longer excludes; --refuse-unsafe "
+                    "refuses such a lock file)"));
   }
   const Mode mode = o.shared ? Mode::kShared : Mode::kExclusive;
 
@@ -281,9 +296,10 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
   // the acquire is therefore a blocking one from the start, whether or not
   // the lock happens to be free; otherwise the common case costs one try
   // and no thread.
-  const bool tries_only = o.no_wait || (timeout.has_value() && timeout->count() == 0);
-  const bool checked_wait =
-      !tries_only && (lock_options.tier.has_value() || !LockContext::inherited().empty());
+  const bool tries_only =
+      o.no_wait || (timeout.has_value() && timeout->count() == 0);
+  const bool checked_wait = !tries_only && (lock_options.tier.has_value() ||
+                                            !LockContext::inherited().empty());
   std::optional<Guard> guard;
   if (!checked_wait) {
     absl::StatusOr<std::optional<Guard>> tried = lock->try_acquire(mode);
@@ -296,7 +312,8 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
   if (!guard.has_value()) {
     if (tries_only) return conflict(o, *lock, "");
     int signal_received = 0;
-    absl::StatusOr<Guard> got = wait_for_lock(*lock, o, task, timeout, signal_fd.get(), &signal_received);
+    absl::StatusOr<Guard> got = wait_for_lock(
+        *lock, o, task, timeout, signal_fd.get(), &signal_received);
     if (signal_received != 0) {
       // Cancelled (or granted in the same instant: released right here).
       if (got.ok()) (void)got->release();
@@ -307,8 +324,9 @@ int run_run(RunOptions o, const std::vector<std::string>& operands, bool after_m
     }
     if (!got.ok()) {
       if (got.status().code() == absl::StatusCode::kDeadlineExceeded) {
-        return conflict(o, *lock,
-                        absl::StrCat("timed out after ", escape_text(*o.timeout), " s; "));
+        return conflict(
+            o, *lock,
+            absl::StrCat("timed out after ", escape_text(*o.timeout), " s; "));
       }
       print_error(lock->lock_file().native(), got.status().message());
       return exit_code_for(got.status());
@@ -329,7 +347,8 @@ void setup_run(CLI::App& app, int* exit_code) {
   CLI::App* run = app.add_subcommand(
       "run",
       "tierlock run [-s] [-n] [-w SECONDS] [-E N] [--tier LEVEL[:NAME]] "
-      "[--lock-name NAME] [--create] [-o] [--refuse-unsafe] [-q] DIR [--] COMMAND [ARG...]\n\n"
+      "[--lock-name NAME] [--create] [-o] [--refuse-unsafe] [-q] DIR [--] "
+      "COMMAND [ARG...]\n\n"
       "Lock DIR (exclusively unless --shared), run COMMAND with its arguments "
       "(no shell) while holding the lock, release it, and exit with the "
       "command's status (128+N if it was killed by signal N). Options end at "
@@ -343,16 +362,19 @@ void setup_run(CLI::App& app, int* exit_code) {
       "SIGTERM and SIGHUP are forwarded to the command; while waiting they "
       "cancel the wait (exit 130, 143, 129; nothing held). The command gets "
       "TIERLOCK_DIR (the locked directory, canonical) and TIERLOCK_FD.");
-  run->add_flag("-s,--shared", o->shared,
-                "Take a shared lock (several shared holders at once; no exclusive one)");
+  run->add_flag(
+      "-s,--shared", o->shared,
+      "Take a shared lock (several shared holders at once; no exclusive one)");
   run->add_flag("-n,--no-wait", o->no_wait,
                 "If the lock is held, exit at once with the conflict code");
-  run->add_option("-w,--timeout", o->timeout,
-                  "Give up after SECONDS (decimal; a huge value or 'inf' waits forever) "
-                  "with the conflict code")
+  run->add_option(
+         "-w,--timeout", o->timeout,
+         "Give up after SECONDS (decimal; a huge value or 'inf' waits forever) "
+         "with the conflict code")
       ->type_name("SECONDS");
-  run->add_option("-E,--conflict-exit-code", o->conflict_code,
-                  "Exit code when the lock is held (--no-wait, --timeout); default 75")
+  run->add_option(
+         "-E,--conflict-exit-code", o->conflict_code,
+         "Exit code when the lock is held (--no-wait, --timeout); default 75")
       ->type_name("N");
   run->add_option("--tier", o->tier,
                   "The lock's tier: integer LEVEL, optional NAME (recorded for "
@@ -361,32 +383,43 @@ void setup_run(CLI::App& app, int* exit_code) {
   run->add_option("--lock-name", o->lock_name,
                   "The lock file's name inside DIR (default .lock)")
       ->type_name("NAME");
-  run->add_flag("--create", o->create,
-                "Create DIR if it does not exist (one level: its parent must exist)");
-  run->add_flag("-o,--close", o->close,
-                "The command does not inherit the lock's descriptor (no TIERLOCK_FD). "
-                "Risk: if tierlock is killed (SIGKILL, OOM), the lock is released while "
-                "the command still runs");
-  run->add_flag("--refuse-unsafe", o->refuse_unsafe,
-                "Refuse (exit 1) a lock file that another user could delete or replace; "
-                "without it such a lock file only gets a warning");
+  run->add_flag(
+      "--create", o->create,
+      "Create DIR if it does not exist (one level: its parent must exist)");
+  run->add_flag(
+      "-o,--close", o->close,
+      "The command does not inherit the lock's descriptor (no TIERLOCK_FD). "
+      "Risk: if tierlock is killed (SIGKILL, OOM), the lock is released while "
+      "the command still runs");
+  run->add_flag(
+      "--refuse-unsafe", o->refuse_unsafe,
+      "Refuse (exit 1) a lock file that another user could delete or replace; "
+      "without it such a lock file only gets a warning");
   run->add_flag("-q,--quiet", o->quiet,
-                "No waiting message, no message when the lock is held, no unsafe-lock-file "
+                "No waiting message, no message when the lock is held, no "
+                "unsafe-lock-file "
                 "warning");
-  run->add_option("--backend", o->backend,
-                  "Hold a lease instead of a directory lock: postgres://… (lease table, "
-                  "fencing), postgres+advisory://…, redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], sqlite:PATH "
-                  "(docs/leases.md). No DIR then; the command gets TIERLOCK_TOKEN and is "
-                  "killed if tierlock dies")
+  run->add_option(
+         "--backend", o->backend,
+         "Hold a lease instead of a directory lock: postgres://… (lease table, "
+         "fencing), postgres+advisory://…, "
+         "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], sqlite:PATH "
+         "(docs/leases.md). No DIR then; the command gets TIERLOCK_TOKEN and "
+         "is "
+         "killed if tierlock dies")
       ->type_name("URL");
-  run->add_option("--key", o->key, "The lease's key (with --backend)")->type_name("NAME");
+  run->add_option("--key", o->key, "The lease's key (with --backend)")
+      ->type_name("NAME");
   run->add_option("--ttl", o->ttl_s,
-                  "The lease's time-to-live, renewed every ttl/3 (with --backend; default 30)")
+                  "The lease's time-to-live, renewed every ttl/3 (with "
+                  "--backend; default 30)")
       ->type_name("SECONDS");
-  run->add_option("--kill-after", o->kill_after_s,
-                  "When the lease is lost: SIGTERM to every process of the command, "
-                  "SIGKILL after this many seconds (with --backend; default min(5, ttl/3)); "
-                  "tierlock then exits 74")
+  run->add_option(
+         "--kill-after", o->kill_after_s,
+         "When the lease is lost: SIGTERM to every process of the command, "
+         "SIGKILL after this many seconds (with --backend; default min(5, "
+         "ttl/3)); "
+         "tierlock then exits 74")
       ->type_name("SECONDS");
   // Options end at the first operand: DIR, COMMAND and its arguments are
   // left unparsed (remaining()). A `--` before the first operand ends
@@ -395,12 +428,15 @@ void setup_run(CLI::App& app, int* exit_code) {
   run->prefix_command();
   run->footer(
       "Exit codes: the command's status; 75 (or -E N) the lock is held; 64 "
-      "usage; 74 the lease was lost (--backend: the command was stopped); 66 no such directory; 77 permission denied; 126 command cannot be "
-      "executed; 127 command not found; 129/130/143 SIGHUP/SIGINT/SIGTERM while "
+      "usage; 74 the lease was lost (--backend: the command was stopped); 66 "
+      "no such directory; 77 permission denied; 126 command cannot be "
+      "executed; 127 command not found; 129/130/143 SIGHUP/SIGINT/SIGTERM "
+      "while "
       "waiting; 1 any other error (an unsafe lock file with --refuse-unsafe, a "
       "lock-order violation).\n"
       "Example: tierlock run -w 30 build/ make -j8\n"
-      "Lease: tierlock run --backend sqlite:/var/lib/ci/leases.db --key nightly ./job.sh");
+      "Lease: tierlock run --backend sqlite:/var/lib/ci/leases.db --key "
+      "nightly ./job.sh");
   run->callback([o, exit_code, run] {
     std::vector<std::string> operands = run->remaining();
     bool after_marker = false;

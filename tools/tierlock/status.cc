@@ -41,7 +41,8 @@ std::string tier_text(const Holder& h) {
 // UTF-8 (a path or program name is any bytes) gets its escaped form
 // (escape_text) under `key` and its exact bytes, in hexadecimal, under
 // `key`_bytes, so nothing is lost or replaced.
-void put_text(nlohmann::ordered_json& j, const std::string& key, const std::string& text) {
+void put_text(nlohmann::ordered_json& j, const std::string& key,
+              const std::string& text) {
   if (valid_utf8(text)) {
     j[key] = text;
   } else {
@@ -77,11 +78,13 @@ void print_json(const std::string& dir, const LockState& state) {
   }
   j["holders"] = nlohmann::ordered_json::array();
   for (const Holder& h : state.holders) j["holders"].push_back(holder_json(h));
-  if (!state.unsafe_reason.empty()) put_text(j, "unsafe_reason", state.unsafe_reason);
+  if (!state.unsafe_reason.empty())
+    put_text(j, "unsafe_reason", state.unsafe_reason);
   // ASCII only (\uXXXX for the rest): the values are exact after parsing,
   // and C1 or bidi controls in a name reach no terminal raw. Every string
   // is valid UTF-8 by now (put_text); `strict` would only throw.
-  std::string line = j.dump(-1, ' ', true, nlohmann::ordered_json::error_handler_t::strict);
+  std::string line =
+      j.dump(-1, ' ', true, nlohmann::ordered_json::error_handler_t::strict);
   line += '\n';
   std::fwrite(line.data(), 1, line.size(), stdout);
 }
@@ -89,26 +92,38 @@ void print_json(const std::string& dir, const LockState& state) {
 void print_text(const LockState& state) {
   std::string out = escape_text(state.lock_file.native());
   if (state.holders.empty()) {
-    absl::StrAppend(&out, ": free", state.lock_file_exists ? "" : " (no lock file)", "\n");
+    absl::StrAppend(&out, ": free",
+                    state.lock_file_exists ? "" : " (no lock file)", "\n");
   } else {
     absl::StrAppend(&out, ": held ",
-                    state.holders.front().mode == Mode::kExclusive ? "exclusively" : "shared",
+                    state.holders.front().mode == Mode::kExclusive
+                        ? "exclusively"
+                        : "shared",
                     "\n");
-    for (const Holder& h : state.holders) {  // escape_text: other processes' text
-      absl::StrAppend(&out, "  pid ", h.pid.has_value() ? absl::StrCat(*h.pid) : "?");
+    for (const Holder& h :
+         state.holders) {  // escape_text: other processes' text
+      absl::StrAppend(&out, "  pid ",
+                      h.pid.has_value() ? absl::StrCat(*h.pid) : "?");
       if (h.taker_pid.has_value()) {
-        absl::StrAppend(&out, "  inherited from pid ", *h.taker_pid, " (exited",
-                        h.pid.has_value() ? ")" : "; the holder is not visible or not found in time)");
+        absl::StrAppend(
+            &out, "  inherited from pid ", *h.taker_pid, " (exited",
+            h.pid.has_value()
+                ? ")"
+                : "; the holder is not visible or not found in time)");
       }
       if (h.since.has_value()) absl::StrAppend(&out, "  since ", utc(*h.since));
-      if (h.host.has_value()) absl::StrAppend(&out, "  host ", escape_text(*h.host));
-      if (h.tier_level.has_value()) absl::StrAppend(&out, "  tier ", escape_text(tier_text(h)));
-      if (h.program.has_value()) absl::StrAppend(&out, "  '", escape_text(*h.program), "'");
+      if (h.host.has_value())
+        absl::StrAppend(&out, "  host ", escape_text(*h.host));
+      if (h.tier_level.has_value())
+        absl::StrAppend(&out, "  tier ", escape_text(tier_text(h)));
+      if (h.program.has_value())
+        absl::StrAppend(&out, "  '", escape_text(*h.program), "'");
       out += "\n";
     }
   }
   if (!state.unsafe_reason.empty()) {
-    absl::StrAppend(&out, "  unsafe lock file: ", safe_text(state.unsafe_reason), "\n");
+    absl::StrAppend(
+        &out, "  unsafe lock file: ", safe_text(state.unsafe_reason), "\n");
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
 }
@@ -120,9 +135,10 @@ int run_status(const StatusOptions& o) {
     if (!state.ok()) {
       // "no such directory" only if it is DIR that is missing.
       struct stat dir_stat;
-      const bool missing = state.status().code() == absl::StatusCode::kNotFound &&
-                           ::stat(dir.c_str(), &dir_stat) != 0 &&
-                           (errno == ENOENT || errno == ENOTDIR);
+      const bool missing =
+          state.status().code() == absl::StatusCode::kNotFound &&
+          ::stat(dir.c_str(), &dir_stat) != 0 &&
+          (errno == ENOENT || errno == ENOTDIR);
       print_error(dir, missing ? std::string("no such directory")
                                : std::string(state.status().message()));
       code = kOther;
@@ -150,19 +166,22 @@ void setup_status(CLI::App& app, int* exit_code) {
       "Python's filelock) are found in the kernel's lock table and named from "
       "/proc; what is not known is left out. Never takes or breaks the lock "
       "and creates nothing.");
-  status->add_flag("--json", o->json,
-                   "One JSON object per directory and line: dir, lock_file, "
-                   "state (free/held), mode, holders [{pid, mode, program, host, "
-                   "since (UTC), tier {level, name}, start_time, recorded}], "
-                   "unsafe_reason (only if another user could delete the lock file). "
-                   "ASCII JSON; a name that is not UTF-8 is given escaped, with its "
-                   "exact bytes in hex in NAME_bytes (dir_bytes, program_bytes, ...)");
-  status->add_option("--lock-name", o->lock_name,
-                     "The lock file's name inside DIR (default .lock)")
+  status->add_flag(
+      "--json", o->json,
+      "One JSON object per directory and line: dir, lock_file, "
+      "state (free/held), mode, holders [{pid, mode, program, host, "
+      "since (UTC), tier {level, name}, start_time, recorded}], "
+      "unsafe_reason (only if another user could delete the lock file). "
+      "ASCII JSON; a name that is not UTF-8 is given escaped, with its "
+      "exact bytes in hex in NAME_bytes (dir_bytes, program_bytes, ...)");
+  status
+      ->add_option("--lock-name", o->lock_name,
+                   "The lock file's name inside DIR (default .lock)")
       ->type_name("NAME");
   status->add_option("DIR", o->dirs, "Directories to inspect")->required();
-  status->footer("Exit codes: 0 every directory was inspected; 1 otherwise "
-                 "(one error line per bad directory); 64 usage.");
+  status->footer(
+      "Exit codes: 0 every directory was inspected; 1 otherwise "
+      "(one error line per bad directory); 64 usage.");
   status->callback([o, exit_code] { *exit_code = run_status(*o); });
 }
 

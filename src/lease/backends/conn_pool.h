@@ -50,8 +50,8 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
   // Opens one connection, every wait bounded by `deadline`; stops early (an
   // error) once `stop` is requested. Runs on the connector thread, with no
   // lock held.
-  using Connect =
-      std::function<absl::StatusOr<C>(Clock::time_point deadline, const std::stop_token& stop)>;
+  using Connect = std::function<absl::StatusOr<C>(Clock::time_point deadline,
+                                                  const std::stop_token& stop)>;
 
   static constexpr int kMaxConnections = 4;
   static constexpr std::chrono::milliseconds kFirstBackoff{25};
@@ -59,9 +59,10 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
 
   // `first`: a connection opened by the caller (the backend's create()
   // checks the service synchronously), kept as the first idle one.
-  static std::shared_ptr<ConnPool> create(Connect connect,
-                                          std::chrono::milliseconds connect_timeout, C first) {
-    std::shared_ptr<ConnPool> p(new ConnPool(std::move(connect), connect_timeout));
+  static std::shared_ptr<ConnPool> create(
+      Connect connect, std::chrono::milliseconds connect_timeout, C first) {
+    std::shared_ptr<ConnPool> p(
+        new ConnPool(std::move(connect), connect_timeout));
     UniqueLock lk(p->mu_);
     p->idle_.push_back(std::move(first));
     p->open_ = 1;
@@ -74,8 +75,8 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
   // Returns an idle connection for the caller's exclusive use; if none is
   // idle, waits for the connector until `deadline`. Returns kUnavailable
   // (naming the connect error) if a connect attempt started after this call
-  // fails, or `deadline` passes first. Blocks on the connector only, never on I/O of
-  // its own; a caller waiting makes the connector skip its backoff once.
+  // fails, or `deadline` passes first. Blocks on the connector only, never on
+  // I/O of its own; a caller waiting makes the connector skip its backoff once.
   // `where` starts the timeout's message ("redis 127.0.0.1:6379").
   absl::StatusOr<C> take(Clock::time_point deadline, const std::string& where) {
     const Clock::time_point start = Clock::now();
@@ -104,14 +105,17 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
         --waiters_;
         return absl::UnavailableError(absl::StrCat(
             where, ": no connection within ",
-            std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count(),
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - start)
+                .count(),
             " ms (reconnecting in the background",
-            last_error_.empty() ? std::string() : absl::StrCat("; last attempt: ", last_error_),
+            last_error_.empty() ? std::string()
+                                : absl::StrCat("; last attempt: ", last_error_),
             ")"));
       }
       // Without a connector thread (none could be started), look again soon.
       const Clock::time_point until =
-          started ? deadline : std::min(deadline, now + std::chrono::milliseconds(10));
+          started ? deadline
+                  : std::min(deadline, now + std::chrono::milliseconds(10));
       cv_.wait_until(lk.native(), until);
     }
   }
@@ -167,7 +171,8 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
 
   // Starts the connector if a connection is wanted and none is running;
   // returns false if it is not running (not wanted, or no thread).
-  bool wake_connector_locked(bool skip_backoff) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  bool wake_connector_locked(bool skip_backoff)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (connector_running_) {
       if (skip_backoff) kick_ = true;
       cv_.notify_all();
@@ -175,7 +180,9 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
     }
     if (!wanted_locked()) return false;
     try {
-      std::thread([self = this->shared_from_this()] { self->connector(); }).detach();
+      std::thread([self = this->shared_from_this()] {
+        self->connector();
+      }).detach();
     } catch (const std::system_error&) {
       return false;  // out of threads: the next drop() or take() tries again
     }
@@ -194,7 +201,8 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
       }
       const std::uint64_t attempt = ++attempts_started_;
       lk.unlock();
-      absl::StatusOr<C> c = connect_(Clock::now() + connect_timeout_, stop_.get_token());
+      absl::StatusOr<C> c =
+          connect_(Clock::now() + connect_timeout_, stop_.get_token());
       lk.lock();
       if (c.ok()) {
         if (stopping_) {
@@ -218,8 +226,10 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
       // While unreachable: wait (jittered, doubling to kMaxBackoff), unless a
       // caller comes.
       kick_ = false;
-      std::uniform_int_distribution<std::int64_t> dist(backoff.count() / 2, backoff.count());
-      const Clock::time_point until = Clock::now() + std::chrono::milliseconds(dist(rng));
+      std::uniform_int_distribution<std::int64_t> dist(backoff.count() / 2,
+                                                       backoff.count());
+      const Clock::time_point until =
+          Clock::now() + std::chrono::milliseconds(dist(rng));
       while (!stopping_ && !kick_ && Clock::now() < until) {
         cv_.wait_until(lk.native(), until);
       }
@@ -234,8 +244,10 @@ class ConnPool : public std::enable_shared_from_this<ConnPool<C>> {
   Mutex mu_;
   std::condition_variable cv_;
   std::vector<C> idle_ ABSL_GUARDED_BY(mu_);
-  int open_ ABSL_GUARDED_BY(mu_) = 0;     // idle + taken (not the one being opened)
-  int waiters_ ABSL_GUARDED_BY(mu_) = 0;  // callers in take() without a connection
+  int open_ ABSL_GUARDED_BY(mu_) =
+      0;  // idle + taken (not the one being opened)
+  int waiters_ ABSL_GUARDED_BY(mu_) =
+      0;  // callers in take() without a connection
   bool connector_running_ ABSL_GUARDED_BY(mu_) = false;
   bool kick_ ABSL_GUARDED_BY(mu_) = false;  // skip the current backoff
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

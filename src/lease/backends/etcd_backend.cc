@@ -5,8 +5,6 @@
 // Unary requests use pooled easy handles with a timeout each; a waiter's
 // watch is one streaming POST driven by a multi handle that a stop request
 // wakes (curl_multi_wakeup).
-#include "tierlock/lease_etcd.h"
-
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -26,13 +24,14 @@
 #include "base/string_util.h"
 #include "lease/lease_state.h"
 #include "nlohmann/json.hpp"
+#include "tierlock/lease_etcd.h"
 #include "tierlock/text.h"
 
 namespace tierlock {
 
 using internal::Mutex;
-using internal::UniqueLock;
 using internal::to_absl;
+using internal::UniqueLock;
 using json = nlohmann::json;
 using SteadyTime = std::chrono::steady_clock::time_point;
 using std::chrono::milliseconds;
@@ -57,8 +56,9 @@ std::int64_t ttl_seconds(milliseconds ttl) {
 // Ids are chosen here, not by the cluster, so that a grant whose reply was
 // lost can still be revoked. Positive and non-zero (0 asks etcd to choose).
 std::int64_t random_lease_id() {
-  thread_local std::mt19937_64 rng(std::random_device{}() ^
-                                   (static_cast<std::uint64_t>(std::random_device{}()) << 32));
+  thread_local std::mt19937_64 rng(
+      std::random_device{}() ^
+      (static_cast<std::uint64_t>(std::random_device{}()) << 32));
   std::int64_t id = 0;
   while (id == 0) id = static_cast<std::int64_t>(rng() >> 2);
   return id;
@@ -99,7 +99,8 @@ struct HttpReply {
   std::string body;
 };
 
-std::size_t append_body(char* data, std::size_t size, std::size_t n, void* out) {
+std::size_t append_body(char* data, std::size_t size, std::size_t n,
+                        void* out) {
   static_cast<std::string*>(out)->append(data, size * n);
   return size * n;
 }
@@ -136,14 +137,16 @@ struct LockKey {
 
 // ------------------------------------------------------------------ options
 
-absl::StatusOr<EtcdLeaseOptions> EtcdLeaseOptions::from_url(std::string_view url) {
+absl::StatusOr<EtcdLeaseOptions> EtcdLeaseOptions::from_url(
+    std::string_view url) {
   auto bad = [&](std::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
         "etcd URL '", escape_text(redact_url(url)), "': ", to_absl(why),
         " (expected etcd://HOST[:PORT][,HOST[:PORT]...])"));
   };
   constexpr std::string_view kScheme = "etcd://";
-  if (url.substr(0, kScheme.size()) != kScheme) return bad("not an etcd:// URL");
+  if (url.substr(0, kScheme.size()) != kScheme)
+    return bad("not an etcd:// URL");
   std::string_view rest = url.substr(kScheme.size());
   if (rest.find_first_of("/@?#") != std::string_view::npos) {
     return bad("only hosts and ports may follow etcd://");
@@ -168,7 +171,8 @@ absl::StatusOr<EtcdLeaseOptions> EtcdLeaseOptions::from_url(std::string_view url
         port = after.substr(1);
         if (port.empty()) return bad("empty port");
       }
-    } else if (const std::size_t colon = item.rfind(':'); colon != std::string_view::npos) {
+    } else if (const std::size_t colon = item.rfind(':');
+               colon != std::string_view::npos) {
       host = item.substr(0, colon);
       port = item.substr(colon + 1);
       if (port.empty()) return bad("empty port");
@@ -176,13 +180,15 @@ absl::StatusOr<EtcdLeaseOptions> EtcdLeaseOptions::from_url(std::string_view url
     if (host.empty()) return bad("empty host");
     int p = 2379;
     if (!port.empty()) {
-      auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-      if (ec != std::errc() || end != port.data() + port.size() || p <= 0 || p > 65535) {
+      auto [end, ec] =
+          std::from_chars(port.data(), port.data() + port.size(), p);
+      if (ec != std::errc() || end != port.data() + port.size() || p <= 0 ||
+          p > 65535) {
         return bad(absl::StrCat("bad port '", escape_text(port), "'"));
       }
     }
-    o.endpoints.push_back(absl::StrCat("http://", v6 ? "[" : "", to_absl(host), v6 ? "]" : "",
-                                       ":", p));
+    o.endpoints.push_back(absl::StrCat("http://", v6 ? "[" : "", to_absl(host),
+                                       v6 ? "]" : "", ":", p));
     if (comma == rest.size()) break;
   }
   return o;
@@ -195,7 +201,8 @@ struct EtcdLeaseBackend::Client {
   // The member requests go to first; moved on when it fails.
   std::atomic<std::size_t> current{0};
   Mutex mu;
-  std::vector<CURL*> idle ABSL_GUARDED_BY(mu);  // pooled handles (kept connections)
+  std::vector<CURL*> idle
+      ABSL_GUARDED_BY(mu);  // pooled handles (kept connections)
 
   ~Client() {
     UniqueLock lk(mu);
@@ -226,16 +233,19 @@ struct EtcdLeaseBackend::Client {
   // Moves off member `i` (unless another thread already did).
   void advance(std::size_t i) {
     std::size_t expected = i;
-    current.compare_exchange_strong(expected, (i + 1) % options.endpoints.size());
+    current.compare_exchange_strong(expected,
+                                    (i + 1) % options.endpoints.size());
   }
 
   // One POST to one member, at most `budget`. A transport failure (refused,
   // timed out, reset) is kUnavailable; the handle, and its connection, are
   // dropped then, so a late reply is never read as the next one's.
-  absl::StatusOr<HttpReply> post(const std::string& endpoint, std::string_view path,
-                                 const std::string& body, milliseconds budget) {
+  absl::StatusOr<HttpReply> post(const std::string& endpoint,
+                                 std::string_view path, const std::string& body,
+                                 milliseconds budget) {
     CURL* c = take();
-    if (c == nullptr) return absl::ResourceExhaustedError("etcd: curl_easy_init failed");
+    if (c == nullptr)
+      return absl::ResourceExhaustedError("etcd: curl_easy_init failed");
     curl_easy_reset(c);
     const std::string url = absl::StrCat(endpoint, to_absl(path));
     HttpReply reply;
@@ -253,8 +263,8 @@ struct EtcdLeaseBackend::Client {
     const CURLcode rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
       curl_easy_cleanup(c);
-      return absl::UnavailableError(
-          absl::StrCat(url, ": ", curl_easy_strerror(rc), " (after at most ", ms, " ms)"));
+      return absl::UnavailableError(absl::StrCat(
+          url, ": ", curl_easy_strerror(rc), " (after at most ", ms, " ms)"));
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &reply.code);
     give(c);
@@ -268,7 +278,8 @@ struct EtcdLeaseBackend::Client {
   // are absl's) and message. Every request here may be sent again safely:
   // grants and transactions are written so that a second copy changes
   // nothing (see the callers).
-  absl::StatusOr<json> call(std::string_view path, const json& request, SteadyTime deadline) {
+  absl::StatusOr<json> call(std::string_view path, const json& request,
+                            SteadyTime deadline) {
     const std::string body = request.dump();
     const SteadyTime start = now();
     const SteadyTime end = std::min(deadline, start + options.io_timeout);
@@ -283,7 +294,8 @@ struct EtcdLeaseBackend::Client {
         const milliseconds left = std::chrono::ceil<milliseconds>(end - t);
         // Leave time for another member unless this is the last one.
         const milliseconds budget =
-            k + 1 < n ? std::max(left / 2, std::min(left, milliseconds(200))) : left;
+            k + 1 < n ? std::max(left / 2, std::min(left, milliseconds(200)))
+                      : left;
         absl::StatusOr<HttpReply> r = post(ep, path, body, budget);
         if (!r.ok()) {
           last = std::string(r.status().message());
@@ -292,12 +304,15 @@ struct EtcdLeaseBackend::Client {
         }
         json j = json::parse(r->body, nullptr, /*allow_exceptions=*/false);
         if (r->code == 200 && j.is_object()) return j;
-        const int code = j.is_object() ? static_cast<int>(int_field(j, "code")) : 0;
-        std::string message = j.is_object() && j.contains("message") && j["message"].is_string()
-                                  ? j["message"].get<std::string>()
-                                  : absl::StrCat("HTTP ", r->code, ": ", r->body.substr(0, 200));
+        const int code =
+            j.is_object() ? static_cast<int>(int_field(j, "code")) : 0;
+        std::string message =
+            j.is_object() && j.contains("message") && j["message"].is_string()
+                ? j["message"].get<std::string>()
+                : absl::StrCat("HTTP ", r->code, ": ", r->body.substr(0, 200));
         const std::string what = absl::StrCat(ep, to_absl(path), ": ", message);
-        if (r->code != 200 && !retryable(code, message) && code > 0 && code <= 16) {
+        if (r->code != 200 && !retryable(code, message) && code > 0 &&
+            code <= 16) {
           return absl::Status(static_cast<absl::StatusCode>(code), what);
         }
         last = what;
@@ -307,22 +322,24 @@ struct EtcdLeaseBackend::Client {
       if (t >= end) break;
       // Every member failed once: an election takes about one election
       // timeout; try again shortly rather than spin.
-      std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(milliseconds(50), end - t));
+      std::this_thread::sleep_for(
+          std::min<std::chrono::nanoseconds>(milliseconds(50), end - t));
     }
     return absl::UnavailableError(absl::StrCat(
         "etcd ", to_absl(path), ": no member answered within ",
-        std::chrono::duration_cast<milliseconds>(now() - start).count(), " ms (last: ", last,
-        ")"));
+        std::chrono::duration_cast<milliseconds>(now() - start).count(),
+        " ms (last: ", last, ")"));
   }
 
   // Grants lease `id` for `ttl_s` seconds. kAlreadyExists if the id is taken.
   absl::Status grant(std::int64_t id, std::int64_t ttl_s, SteadyTime deadline) {
     absl::StatusOr<json> r = call(
-        "/v3/lease/grant", {{"ID", std::to_string(id)}, {"TTL", std::to_string(ttl_s)}},
-        deadline);
+        "/v3/lease/grant",
+        {{"ID", std::to_string(id)}, {"TTL", std::to_string(ttl_s)}}, deadline);
     if (r.ok()) {
       if (int_field(*r, "ID") != id) {
-        return absl::InternalError(absl::StrCat("etcd: granted lease ", hex(int_field(*r, "ID")),
+        return absl::InternalError(absl::StrCat("etcd: granted lease ",
+                                                hex(int_field(*r, "ID")),
                                                 ", asked for ", hex(id)));
       }
       return absl::OkStatus();
@@ -335,7 +352,8 @@ struct EtcdLeaseBackend::Client {
 
   // Revokes lease `id` (deleting its keys). True if it existed.
   absl::StatusOr<bool> revoke(std::int64_t id, SteadyTime deadline) {
-    absl::StatusOr<json> r = call("/v3/lease/revoke", {{"ID", std::to_string(id)}}, deadline);
+    absl::StatusOr<json> r =
+        call("/v3/lease/revoke", {{"ID", std::to_string(id)}}, deadline);
     if (r.ok()) return true;
     if (r.status().code() == absl::StatusCode::kNotFound) return false;
     return r.status();
@@ -343,7 +361,8 @@ struct EtcdLeaseBackend::Client {
 
   // Renews lease `id` to its full TTL. False if it is gone (expired, revoked).
   absl::StatusOr<bool> keepalive(std::int64_t id, SteadyTime deadline) {
-    absl::StatusOr<json> r = call("/v3/lease/keepalive", {{"ID", std::to_string(id)}}, deadline);
+    absl::StatusOr<json> r =
+        call("/v3/lease/keepalive", {{"ID", std::to_string(id)}}, deadline);
     if (!r.ok()) return r.status();
     return int_field(r->value("result", json::object()), "TTL") > 0;
   }
@@ -359,12 +378,14 @@ struct EtcdLeaseBackend::Client {
 
   // The lock's keys in create order from a range response, without keys one
   // level deeper (another lock's: KEY/x/<id> is under KEY/ too).
-  static std::vector<LockKey> lock_keys(const json& range, const std::string& prefix) {
+  static std::vector<LockKey> lock_keys(const json& range,
+                                        const std::string& prefix) {
     std::vector<LockKey> out;
     const auto kvs = range.find("kvs");
     if (kvs == range.end() || !kvs->is_array()) return out;
     for (const json& kv : *kvs) {
-      LockKey k{unb64(kv.value("key", json())), int_field(kv, "create_revision")};
+      LockKey k{unb64(kv.value("key", json())),
+                int_field(kv, "create_revision")};
       if (k.key.size() <= prefix.size() ||
           k.key.find('/', prefix.size()) != std::string::npos) {
         continue;
@@ -375,11 +396,13 @@ struct EtcdLeaseBackend::Client {
   }
 
   // Ranges over the lock's keys. Returns them and the revision read at.
-  absl::StatusOr<std::pair<std::vector<LockKey>, std::int64_t>> range(const std::string& prefix) {
-    absl::StatusOr<json> r = call("/v3/kv/range", range_request(prefix), kNoDeadline);
+  absl::StatusOr<std::pair<std::vector<LockKey>, std::int64_t>> range(
+      const std::string& prefix) {
+    absl::StatusOr<json> r =
+        call("/v3/kv/range", range_request(prefix), kNoDeadline);
     if (!r.ok()) return r.status();
-    return std::pair{lock_keys(*r, prefix), int_field(r->value("header", json::object()),
-                                                      "revision")};
+    return std::pair{lock_keys(*r, prefix),
+                     int_field(r->value("header", json::object()), "revision")};
   }
 
   enum class WatchEnd { kDeleted, kRecheck, kDeadline, kStopped };
@@ -389,16 +412,17 @@ struct EtcdLeaseBackend::Client {
   // `deadline` (kDeadline) or `stop` (kStopped). Calls `keep` whenever
   // `next_keep` passes (it moves it on); returns keep's error. Sends nothing
   // else while it waits: no polling.
-  absl::StatusOr<WatchEnd> watch_delete(const std::string& key, std::int64_t from,
-                                        SteadyTime deadline, const std::stop_token& stop,
-                                        SteadyTime& next_keep,
-                                        const std::function<absl::Status()>& keep) {
+  absl::StatusOr<WatchEnd> watch_delete(
+      const std::string& key, std::int64_t from, SteadyTime deadline,
+      const std::stop_token& stop, SteadyTime& next_keep,
+      const std::function<absl::Status()>& keep) {
     struct Stream {
       std::string buf;
       bool created = false;
       bool deleted = false;
       bool recheck = false;
-      static std::size_t on_data(char* data, std::size_t size, std::size_t n, void* p) {
+      static std::size_t on_data(char* data, std::size_t size, std::size_t n,
+                                 void* p) {
         auto* s = static_cast<Stream*>(p);
         s->buf.append(data, size * n);
         for (std::size_t nl; (nl = s->buf.find('\n')) != std::string::npos;) {
@@ -419,16 +443,21 @@ struct EtcdLeaseBackend::Client {
     const std::size_t i = current.load() % options.endpoints.size();
     const std::string url = absl::StrCat(options.endpoints[i], "/v3/watch");
     const std::string body =
-        json{{"create_request", {{"key", b64(key)}, {"start_revision", std::to_string(from)}}}}
+        json{{"create_request",
+              {{"key", b64(key)}, {"start_revision", std::to_string(from)}}}}
             .dump();
     Headers headers = json_headers(true);
-    std::unique_ptr<CURLM, CURLMcode (*)(CURLM*)> multi(curl_multi_init(), &curl_multi_cleanup);
-    std::unique_ptr<CURL, void (*)(CURL*)> easy(curl_easy_init(), &curl_easy_cleanup);
-    if (!multi || !easy) return absl::ResourceExhaustedError("etcd watch: curl init failed");
+    std::unique_ptr<CURLM, CURLMcode (*)(CURLM*)> multi(curl_multi_init(),
+                                                        &curl_multi_cleanup);
+    std::unique_ptr<CURL, void (*)(CURL*)> easy(curl_easy_init(),
+                                                &curl_easy_cleanup);
+    if (!multi || !easy)
+      return absl::ResourceExhaustedError("etcd watch: curl init failed");
     curl_easy_setopt(easy.get(), CURLOPT_URL, url.c_str());
     curl_easy_setopt(easy.get(), CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy.get(), CURLOPT_POSTFIELDS, body.c_str());
-    curl_easy_setopt(easy.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+    curl_easy_setopt(easy.get(), CURLOPT_POSTFIELDSIZE,
+                     static_cast<long>(body.size()));
     curl_easy_setopt(easy.get(), CURLOPT_HTTPHEADER, headers.get());
     curl_easy_setopt(easy.get(), CURLOPT_WRITEFUNCTION, &Stream::on_data);
     curl_easy_setopt(easy.get(), CURLOPT_WRITEDATA, &stream);
@@ -437,7 +466,8 @@ struct EtcdLeaseBackend::Client {
     curl_multi_add_handle(multi.get(), easy.get());
     absl::StatusOr<WatchEnd> result = WatchEnd::kRecheck;
     {
-      std::stop_callback wake(stop, [m = multi.get()] { curl_multi_wakeup(m); });
+      std::stop_callback wake(stop,
+                              [m = multi.get()] { curl_multi_wakeup(m); });
       for (;;) {
         int running = 0;
         curl_multi_perform(multi.get(), &running);
@@ -451,7 +481,8 @@ struct EtcdLeaseBackend::Client {
           // again, through another member if this one failed.
           int left = 0;
           CURLMsg* msg = curl_multi_info_read(multi.get(), &left);
-          if (msg != nullptr && msg->msg == CURLMSG_DONE && msg->data.result != CURLE_OK) {
+          if (msg != nullptr && msg->msg == CURLMSG_DONE &&
+              msg->data.result != CURLE_OK) {
             advance(i);
           }
           break;
@@ -475,16 +506,19 @@ struct EtcdLeaseBackend::Client {
           if (current.load() % options.endpoints.size() != i) break;
           continue;
         }
-        const auto wait = std::chrono::ceil<milliseconds>(std::min(deadline, next_keep) - t);
-        curl_multi_poll(multi.get(), nullptr, 0,
-                        static_cast<int>(std::clamp<std::int64_t>(wait.count(), 0, 1000)),
-                        nullptr);
+        const auto wait =
+            std::chrono::ceil<milliseconds>(std::min(deadline, next_keep) - t);
+        curl_multi_poll(
+            multi.get(), nullptr, 0,
+            static_cast<int>(std::clamp<std::int64_t>(wait.count(), 0, 1000)),
+            nullptr);
       }
     }
     // A watch refused outright (never created) is looked at again no sooner
     // than 100 ms later, so a member that keeps refusing is not hammered.
     if (result.ok() && *result == WatchEnd::kRecheck && !stream.created) {
-      std::stop_callback wake(stop, [m = multi.get()] { curl_multi_wakeup(m); });
+      std::stop_callback wake(stop,
+                              [m = multi.get()] { curl_multi_wakeup(m); });
       const auto wait = std::clamp<std::int64_t>(
           std::chrono::ceil<milliseconds>(deadline - now()).count(), 0, 100);
       curl_multi_poll(multi.get(), nullptr, 0, static_cast<int>(wait), nullptr);
@@ -511,17 +545,22 @@ class EtcdSession final : public LeaseSession {
         validity_start_(validity_start) {}
 
   std::optional<std::uint64_t> token() const override { return token_; }
-  std::optional<SteadyTime> validity_start() const override { return validity_start_; }
+  std::optional<SteadyTime> validity_start() const override {
+    return validity_start_;
+  }
 
   absl::StatusOr<bool> extend(milliseconds ttl) override {
     return extend_before(ttl, kNoDeadline);
   }
-  absl::StatusOr<bool> extend_before(milliseconds ttl, SteadyTime deadline) override {
+  absl::StatusOr<bool> extend_before(milliseconds ttl,
+                                     SteadyTime deadline) override {
     const std::int64_t secs = ttl_seconds(ttl);
     if (secs == ttl_s_) return client_->keepalive(lease_id_, deadline);
     return relet(secs, deadline);
   }
-  absl::StatusOr<bool> release() override { return client_->revoke(lease_id_, kNoDeadline); }
+  absl::StatusOr<bool> release() override {
+    return client_->revoke(lease_id_, kNoDeadline);
+  }
 
  private:
   // An etcd lease's TTL is fixed at grant: a new TTL is a new lease, and the
@@ -535,14 +574,14 @@ class EtcdSession final : public LeaseSession {
     }
     const std::string k = b64(key_);
     const json txn = {
-        {"compare",
-         json::array({{{"target", "CREATE"},
-                       {"key", k},
-                       {"create_revision", std::to_string(token_)},
-                       {"result", "EQUAL"}}})},
-        {"success",
-         json::array({{{"request_put",
-                        {{"key", k}, {"value", ""}, {"lease", std::to_string(id)}}}}})}};
+        {"compare", json::array({{{"target", "CREATE"},
+                                  {"key", k},
+                                  {"create_revision", std::to_string(token_)},
+                                  {"result", "EQUAL"}}})},
+        {"success", json::array({{{"request_put",
+                                   {{"key", k},
+                                    {"value", ""},
+                                    {"lease", std::to_string(id)}}}}})}};
     absl::StatusOr<json> r = client_->call("/v3/kv/txn", txn, deadline);
     if (!r.ok()) {
       // Unknown which lease holds the key now: give both up and say lost,
@@ -580,30 +619,35 @@ absl::StatusOr<std::shared_ptr<EtcdLeaseBackend>> EtcdLeaseBackend::create(
   }
   for (const std::string& e : options.endpoints) {
     if (absl::StartsWith(e, "https://")) {
-      return absl::UnimplementedError(
-          absl::StrCat("etcd endpoint '", escape_text(e), "': TLS is not supported yet"));
+      return absl::UnimplementedError(absl::StrCat(
+          "etcd endpoint '", escape_text(e), "': TLS is not supported yet"));
     }
     if (!absl::StartsWith(e, "http://")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("etcd endpoint '", escape_text(e), "': expected http://HOST:PORT"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "etcd endpoint '", escape_text(e), "': expected http://HOST:PORT"));
     }
   }
   if (options.io_timeout <= milliseconds::zero()) {
-    return absl::InvalidArgumentError("etcd leases: io_timeout must be positive");
+    return absl::InvalidArgumentError(
+        "etcd leases: io_timeout must be positive");
   }
   global_init();
   auto client = std::make_shared<Client>();
   client->options = std::move(options);
-  absl::StatusOr<json> status = client->call("/v3/maintenance/status", json::object(),
-                                             kNoDeadline);
+  absl::StatusOr<json> status =
+      client->call("/v3/maintenance/status", json::object(), kNoDeadline);
   if (!status.ok()) return status.status();
-  return std::shared_ptr<EtcdLeaseBackend>(new EtcdLeaseBackend(std::move(client)));
+  return std::shared_ptr<EtcdLeaseBackend>(
+      new EtcdLeaseBackend(std::move(client)));
 }
 
 EtcdLeaseBackend::~EtcdLeaseBackend() = default;
 
 LeaseCapabilities EtcdLeaseBackend::capabilities() const {
-  return {.ttl = true, .fencing = true, .shared = false, .survives_failover = true,
+  return {.ttl = true,
+          .fencing = true,
+          .shared = false,
+          .survives_failover = true,
           .metadata = false};
 }
 
@@ -617,12 +661,14 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> EtcdLeaseBackend::try_acquire(
 }
 
 absl::StatusOr<std::unique_ptr<LeaseSession>> EtcdLeaseBackend::wait_acquire(
-    const LeaseRequest& request, SteadyTime deadline, const std::stop_token& stop) {
+    const LeaseRequest& request, SteadyTime deadline,
+    const std::stop_token& stop) {
   return acquire(request, /*wait=*/true, deadline, stop);
 }
 
 absl::StatusOr<std::unique_ptr<LeaseSession>> EtcdLeaseBackend::acquire(
-    const LeaseRequest& request, bool wait, SteadyTime deadline, const std::stop_token& stop) {
+    const LeaseRequest& request, bool wait, SteadyTime deadline,
+    const std::stop_token& stop) {
   Client& c = *client_;
   const std::int64_t ttl_s = ttl_seconds(request.ttl);
   const std::string prefix = lock_prefix(request.key);
@@ -639,19 +685,22 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> EtcdLeaseBackend::acquire(
     // The grant may have happened with its reply lost: revoke it.
     absl::StatusOr<bool> revoked = c.revoke(id, kNoDeadline);
     return absl::Status(
-        s.code(), absl::StrCat("grant of etcd lease ", hex(id), ": ", s.message(),
-                               revoked.ok() ? " (revoked in case it was granted)"
-                                            : " (and revoking it in case it was granted failed: "
-                                              "it lapses within its ttl)"));
+        s.code(),
+        absl::StrCat("grant of etcd lease ", hex(id), ": ", s.message(),
+                     revoked.ok()
+                         ? " (revoked in case it was granted)"
+                         : " (and revoking it in case it was granted failed: "
+                           "it lapses within its ttl)"));
   }
   // Gives the session lease up (its key goes with it); `why` is the error.
   auto give_up = [&](absl::Status why) {
     absl::StatusOr<bool> revoked = c.revoke(id, kNoDeadline);
     if (revoked.ok()) return why;
-    return absl::Status(why.code(),
-                        absl::StrCat(why.message(), " (and revoking etcd lease ", hex(id),
-                                     " failed: its key '", escape_text(prefix), hex(id),
-                                     "' lapses within ", ttl_s, " s)"));
+    return absl::Status(
+        why.code(),
+        absl::StrCat(why.message(), " (and revoking etcd lease ", hex(id),
+                     " failed: its key '", escape_text(prefix), hex(id),
+                     "' lapses within ", ttl_s, " s)"));
   };
 
   // 2. The lock key, created only if absent (a repeat after a lost reply
@@ -663,40 +712,45 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> EtcdLeaseBackend::acquire(
                                 {"key", b64(my_key)},
                                 {"create_revision", "0"},
                                 {"result", "EQUAL"}}})},
-      {"success",
-       json::array({{{"request_put",
-                      {{"key", b64(my_key)}, {"value", ""}, {"lease", std::to_string(id)}}}},
-                    {{"request_range", range}}})},
+      {"success", json::array({{{"request_put",
+                                 {{"key", b64(my_key)},
+                                  {"value", ""},
+                                  {"lease", std::to_string(id)}}}},
+                               {{"request_range", range}}})},
       {"failure", json::array({{{"request_range", range}}})}};
   absl::StatusOr<json> r = c.call("/v3/kv/txn", txn, kNoDeadline);
   if (!r.ok()) return give_up(r.status());
   std::int64_t rev = int_field(r->value("header", json::object()), "revision");
   std::vector<LockKey> queue;
   for (const json& resp : r->value("responses", json::array())) {
-    if (resp.contains("response_range")) queue = Client::lock_keys(resp["response_range"], prefix);
+    if (resp.contains("response_range"))
+      queue = Client::lock_keys(resp["response_range"], prefix);
   }
 
   for (;;) {
-    const auto mine = std::find_if(queue.begin(), queue.end(),
-                                   [&](const LockKey& k) { return k.key == my_key; });
+    const auto mine =
+        std::find_if(queue.begin(), queue.end(),
+                     [&](const LockKey& k) { return k.key == my_key; });
     if (mine == queue.end()) {
-      return give_up(absl::UnavailableError(absl::StrCat(
-          "etcd key '", escape_text(my_key), "' vanished while queued (its lease expired)")));
+      return give_up(absl::UnavailableError(
+          absl::StrCat("etcd key '", escape_text(my_key),
+                       "' vanished while queued (its lease expired)")));
     }
     if (mine == queue.begin()) {
-      return std::unique_ptr<LeaseSession>(
-          new EtcdSession(client_, my_key, id, ttl_s,
-                          static_cast<std::uint64_t>(mine->create_revision), kept_at));
+      return std::unique_ptr<LeaseSession>(new EtcdSession(
+          client_, my_key, id, ttl_s,
+          static_cast<std::uint64_t>(mine->create_revision), kept_at));
     }
     if (!wait) {
       // Contention. The queued key must go, or it would block the lock until
       // its lease lapses.
       absl::StatusOr<bool> revoked = c.revoke(id, kNoDeadline);
       if (!revoked.ok()) {
-        return absl::Status(revoked.status().code(),
-                            absl::StrCat("lock '", escape_text(prefix),
-                                         "' is held; removing our queued key failed: ",
-                                         revoked.status().message()));
+        return absl::Status(
+            revoked.status().code(),
+            absl::StrCat("lock '", escape_text(prefix),
+                         "' is held; removing our queued key failed: ",
+                         revoked.status().message()));
       }
       return std::unique_ptr<LeaseSession>();
     }
@@ -710,13 +764,14 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> EtcdLeaseBackend::acquire(
       absl::StatusOr<bool> alive = c.keepalive(id, kept_at + request.ttl);
       if (!alive.ok()) {
         // Try again soon; the key stays until the lease lapses.
-        next_keep = sent + std::min<std::chrono::nanoseconds>(request.ttl / 10, milliseconds(200));
+        next_keep = sent + std::min<std::chrono::nanoseconds>(
+                               request.ttl / 10, milliseconds(200));
         return absl::OkStatus();
       }
       if (!*alive) {
-        return absl::UnavailableError(absl::StrCat("etcd lease ", hex(id), " of queued key '",
-                                                   escape_text(my_key),
-                                                   "' expired while waiting"));
+        return absl::UnavailableError(
+            absl::StrCat("etcd lease ", hex(id), " of queued key '",
+                         escape_text(my_key), "' expired while waiting"));
       }
       kept_at = sent;
       next_keep = sent + request.ttl / 3;
@@ -728,15 +783,18 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> EtcdLeaseBackend::acquire(
     if (*end == Client::WatchEnd::kDeadline) {
       absl::StatusOr<bool> revoked = c.revoke(id, kNoDeadline);
       if (!revoked.ok()) {
-        return absl::Status(revoked.status().code(),
-                            absl::StrCat("timed out waiting; removing our queued key '",
-                                         escape_text(my_key), "' failed: ",
-                                         revoked.status().message()));
+        return absl::Status(
+            revoked.status().code(),
+            absl::StrCat("timed out waiting; removing our queued key '",
+                         escape_text(my_key),
+                         "' failed: ", revoked.status().message()));
       }
       return std::unique_ptr<LeaseSession>();
     }
-    if (*end == Client::WatchEnd::kStopped) return give_up(absl::CancelledError("cancelled"));
-    absl::StatusOr<std::pair<std::vector<LockKey>, std::int64_t>> again = c.range(prefix);
+    if (*end == Client::WatchEnd::kStopped)
+      return give_up(absl::CancelledError("cancelled"));
+    absl::StatusOr<std::pair<std::vector<LockKey>, std::int64_t>> again =
+        c.range(prefix);
     if (!again.ok()) return give_up(again.status());
     queue = std::move(again->first);
     rev = again->second;

@@ -63,7 +63,8 @@ enum class WaitEnd { kReadable, kTimedOut, kStopped, kFailed };
 
 // Blocks until `fd` is readable (or hung up), `until` passes or `stop` is
 // requested (`stop_fd`: its StopPipe). kFailed only if poll itself fails.
-inline WaitEnd wait_readable(int fd, int stop_fd, std::chrono::steady_clock::time_point until,
+inline WaitEnd wait_readable(int fd, int stop_fd,
+                             std::chrono::steady_clock::time_point until,
                              const std::stop_token& stop) {
   for (;;) {
     if (stop.stop_requested()) return WaitEnd::kStopped;
@@ -71,8 +72,9 @@ inline WaitEnd wait_readable(int fd, int stop_fd, std::chrono::steady_clock::tim
     if (now >= until) return WaitEnd::kTimedOut;
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - now);
     pollfd fds[2] = {{fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
-    const int n = ::poll(fds, stop_fd >= 0 ? 2 : 1,
-                         static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 60'000)));
+    const int n = ::poll(
+        fds, stop_fd >= 0 ? 2 : 1,
+        static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 60'000)));
     if (n < 0) {
       if (errno == EINTR) continue;
       return WaitEnd::kFailed;
@@ -103,7 +105,8 @@ struct WaitTurn {
 template <typename Subscribe, typename Attempt, typename Leave>
 absl::StatusOr<std::unique_ptr<LeaseSession>> fair_wait(
     const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
-    const std::stop_token& stop, Subscribe&& subscribe, Attempt&& attempt, Leave&& leave) {
+    const std::stop_token& stop, Subscribe&& subscribe, Attempt&& attempt,
+    Leave&& leave) {
   using std::chrono::milliseconds;
   using Clock = std::chrono::steady_clock;
   auto waker = subscribe();
@@ -129,7 +132,8 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> fair_wait(
     // Wakes read with an earlier reply are already buffered.
     absl::StatusOr<bool> woken = waker->drain(false);
     while (woken.ok() && !*woken) {
-      const WaitEnd end = wait_readable(waker->fd(), stop_pipe.fd(), until, stop);
+      const WaitEnd end =
+          wait_readable(waker->fd(), stop_pipe.fd(), until, stop);
       if (end == WaitEnd::kStopped) break;
       if (end == WaitEnd::kFailed) {
         woken = absl::InternalError("poll on the wake signal failed");

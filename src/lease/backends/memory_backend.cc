@@ -2,8 +2,6 @@
 //
 // MemoryLeaseBackend: the reference semantics in ~100 lines. A lease is an
 // entry {owner, token, expires}; it is held while expires > clock.now().
-#include "tierlock/lease_memory.h"
-
 #include <map>
 #include <mutex>
 #include <utility>
@@ -11,6 +9,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "lease/lease_state.h"
+#include "tierlock/lease_memory.h"
 
 namespace tierlock {
 
@@ -98,15 +97,20 @@ std::shared_ptr<MemoryLeaseBackend> MemoryLeaseBackend::create(
     std::shared_ptr<LeaseClock> clock) {
   auto impl = std::make_shared<Impl>();
   impl->clock_owner = std::move(clock);
-  impl->clock = impl->clock_owner ? impl->clock_owner.get() : &steady_lease_clock();
-  return std::shared_ptr<MemoryLeaseBackend>(new MemoryLeaseBackend(std::move(impl)));
+  impl->clock =
+      impl->clock_owner ? impl->clock_owner.get() : &steady_lease_clock();
+  return std::shared_ptr<MemoryLeaseBackend>(
+      new MemoryLeaseBackend(std::move(impl)));
 }
 
 MemoryLeaseBackend::~MemoryLeaseBackend() = default;
 
 LeaseCapabilities MemoryLeaseBackend::capabilities() const {
-  return {.ttl = true, .fencing = true, .shared = false,
-          .survives_failover = false, .metadata = false};
+  return {.ttl = true,
+          .fencing = true,
+          .shared = false,
+          .survives_failover = false,
+          .metadata = false};
 }
 
 LeaseClock& MemoryLeaseBackend::clock() const { return *impl_->clock; }
@@ -132,7 +136,8 @@ void MemoryLeaseBackend::fail_next(absl::Status status, int count) {
   impl_->failures_left = count;
 }
 
-std::optional<std::string> MemoryLeaseBackend::holder(const std::string& key) const {
+std::optional<std::string> MemoryLeaseBackend::holder(
+    const std::string& key) const {
   UniqueLock lk(impl_->mu);
   auto it = impl_->leases.find(key);
   if (it == impl_->leases.end() || it->second.expires <= impl_->clock->now()) {

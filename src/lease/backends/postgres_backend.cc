@@ -5,8 +5,6 @@
 // stop pipe) until the result, a deadline or a stop; a deadline or stop sends
 // PQcancel and the caller closes the connection if it cannot prove what the
 // statement did.
-#include "tierlock/lease_postgres.h"
-
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <poll.h>
@@ -24,6 +22,7 @@
 #include "lease/backends/conn_pool.h"
 #include "lease/backends/fair_wait.h"
 #include "lease/lease_state.h"
+#include "tierlock/lease_postgres.h"
 
 namespace tierlock {
 
@@ -50,8 +49,8 @@ std::string pg_error(PGconn* c) {
 
 // Returns `message` (from libpq, about `conninfo`) safe to show: libpq
 // quotes parts of a connection string it cannot parse ("invalid
-// percent-encoded token: \"s3cr%zzet\"", "missing \"=\" after \"cret\""), so for
-// a malformed one that holds a password its detail is withheld; otherwise
+// percent-encoded token: \"s3cr%zzet\"", "missing \"=\" after \"cret\""), so
+// for a malformed one that holds a password its detail is withheld; otherwise
 // the password's value is hidden wherever it appears, and every URL and
 // password=... in the message is redacted (redact_url).
 std::string redacted(std::string message, const std::string& conninfo) {
@@ -62,10 +61,12 @@ std::string redacted(std::string message, const std::string& conninfo) {
     PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &parse_error);
     PQfreemem(parse_error);
     if (parsed == nullptr && has_password) {
-      return absl::StrCat("malformed connection string '", redact_url(conninfo),
-                          "' (libpq's detail withheld: it may quote the password)");
+      return absl::StrCat(
+          "malformed connection string '", redact_url(conninfo),
+          "' (libpq's detail withheld: it may quote the password)");
     }
-    for (PQconninfoOption* o = parsed; o != nullptr && o->keyword != nullptr; ++o) {
+    for (PQconninfoOption* o = parsed; o != nullptr && o->keyword != nullptr;
+         ++o) {
       const std::string_view key = o->keyword;
       if (o->val == nullptr || *o->val == '\0' || key.size() < 8 ||
           key.substr(key.size() - 8) != "password") {
@@ -88,21 +89,26 @@ absl::StatusOr<Conn> connect(const std::string& conninfo,
   const std::string connect_timeout = std::to_string(
       std::max<std::int64_t>(2, (io_timeout.count() + 999) / 1000));
   // Ours first, the caller's conninfo (expanded from dbname) last: it wins.
-  const char* keys[] = {"keepalives", "keepalives_idle", "keepalives_interval",
-                        "keepalives_count", "tcp_user_timeout", "connect_timeout",
-                        "application_name", "dbname", nullptr};
-  const char* values[] = {"1", "10", "5", "3", "10000", connect_timeout.c_str(), "tierlock",
-                          conninfo.c_str(), nullptr};
+  const char* keys[] = {
+      "keepalives",       "keepalives_idle",  "keepalives_interval",
+      "keepalives_count", "tcp_user_timeout", "connect_timeout",
+      "application_name", "dbname",           nullptr};
+  const char* values[] = {"1",        "10",
+                          "5",        "3",
+                          "10000",    connect_timeout.c_str(),
+                          "tierlock", conninfo.c_str(),
+                          nullptr};
   Conn c(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
   if (!c || PQstatus(c.get()) != CONNECTION_OK) {
-    return absl::UnavailableError(
-        absl::StrCat("connect to PostgreSQL: ", redacted(pg_error(c.get()), conninfo)));
+    return absl::UnavailableError(absl::StrCat(
+        "connect to PostgreSQL: ", redacted(pg_error(c.get()), conninfo)));
   }
   // A library does not write the server's notices to stderr.
-  PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      c.get(), [](void*, const char*) {}, nullptr);
   if (PQsetnonblocking(c.get(), 1) != 0) {
-    return absl::UnavailableError(
-        absl::StrCat("PQsetnonblocking: ", redacted(pg_error(c.get()), conninfo)));
+    return absl::UnavailableError(absl::StrCat(
+        "PQsetnonblocking: ", redacted(pg_error(c.get()), conninfo)));
   }
   return c;
 }
@@ -113,8 +119,8 @@ enum class Outcome { kDone, kTimedOut, kStopped, kBroken };
 
 struct RunResult {
   Outcome outcome = Outcome::kBroken;
-  Result result;        // kDone: the last result
-  std::string error;    // kBroken: why
+  Result result;      // kDone: the last result
+  std::string error;  // kBroken: why
 };
 
 // Sends `sql` and waits for its result. On deadline/stop, sends PQcancel and
@@ -125,17 +131,19 @@ struct RunResult {
 // leave the server's wait queue at once). Ordinary statements do not: the
 // caller closes the connection, which ends them, and libpq 15's PQcancel
 // blocks (no timeout) when the network is frozen.
-RunResult run(PGconn* c, const char* sql, const std::vector<std::string>& params,
-              SteadyTime deadline, const std::stop_token& stop = {}, bool cancel = false) {
+RunResult run(PGconn* c, const char* sql,
+              const std::vector<std::string>& params, SteadyTime deadline,
+              const std::stop_token& stop = {}, bool cancel = false) {
   RunResult out;
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const std::string& p : params) values.push_back(p.c_str());
   // Without parameters: the simple protocol, which allows several statements.
-  const int sent = values.empty()
-                       ? PQsendQuery(c, sql)
-                       : PQsendQueryParams(c, sql, static_cast<int>(values.size()),
-                                           nullptr, values.data(), nullptr, nullptr, 0);
+  const int sent =
+      values.empty()
+          ? PQsendQuery(c, sql)
+          : PQsendQueryParams(c, sql, static_cast<int>(values.size()), nullptr,
+                              values.data(), nullptr, nullptr, 0);
   if (sent == 0) {
     out.error = pg_error(c);
     return out;
@@ -149,7 +157,8 @@ RunResult run(PGconn* c, const char* sql, const std::vector<std::string>& params
     }
     if (flushed == 0 && !PQisBusy(c)) break;
     if (stop.stop_requested() || Clock::now() >= deadline) {
-      out.outcome = stop.stop_requested() ? Outcome::kStopped : Outcome::kTimedOut;
+      out.outcome =
+          stop.stop_requested() ? Outcome::kStopped : Outcome::kTimedOut;
       if (PGcancel* request = cancel ? PQgetCancel(c) : nullptr) {
         char buf[256];
         (void)PQcancel(request, buf, sizeof buf);
@@ -157,10 +166,13 @@ RunResult run(PGconn* c, const char* sql, const std::vector<std::string>& params
       }
       return out;
     }
-    pollfd fds[2] = {{PQsocket(c), static_cast<short>(POLLIN | (flushed ? POLLOUT : 0)), 0},
-                     {stop_pipe.fd(), POLLIN, 0}};
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    const int timeout = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 60'000));
+    pollfd fds[2] = {
+        {PQsocket(c), static_cast<short>(POLLIN | (flushed ? POLLOUT : 0)), 0},
+        {stop_pipe.fd(), POLLIN, 0}};
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    const int timeout =
+        static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 60'000));
     const int n = ::poll(fds, stop_pipe.fd() >= 0 ? 2 : 1, timeout);
     if (n < 0 && errno != EINTR) {
       out.error = "poll failed";
@@ -202,8 +214,8 @@ absl::StatusOr<Result> run_checked(PGconn* c, const char* what, const char* sql,
       return std::move(r.result);
     case Outcome::kTimedOut:
     case Outcome::kStopped:
-      return absl::UnavailableError(absl::StrCat(what, ": no answer within ",
-                                                 io_timeout.count(), " ms (cancelled)"));
+      return absl::UnavailableError(absl::StrCat(
+          what, ": no answer within ", io_timeout.count(), " ms (cancelled)"));
     case Outcome::kBroken:
       break;
   }
@@ -216,7 +228,8 @@ bool bool_value(const Result& r) {
 
 bool valid_identifier(const std::string& s) {
   if (s.empty() || s.size() > 48) return false;
-  if (!(std::islower(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  if (!(std::islower(static_cast<unsigned char>(s[0])) || s[0] == '_'))
+    return false;
   return std::all_of(s.begin(), s.end(), [](char ch) {
     const auto u = static_cast<unsigned char>(ch);
     return std::islower(u) || std::isdigit(u) || ch == '_';
@@ -248,10 +261,11 @@ struct PostgresLeaseBackend::Shared {
   // io_timeout and by `deadline` (a renewal passes the lease's validity).
   // `sent` (optional) is set once a connection was had: the statement may
   // then have reached the server.
-  absl::StatusOr<Result> exec(const char* what, const std::string& sql,
-                              const std::vector<std::string>& params,
-                              Clock::time_point deadline = Clock::time_point::max(),
-                              bool* sent = nullptr) {
+  absl::StatusOr<Result> exec(
+      const char* what, const std::string& sql,
+      const std::vector<std::string>& params,
+      Clock::time_point deadline = Clock::time_point::max(),
+      bool* sent = nullptr) {
     auto budget = [&] {
       if (deadline == Clock::time_point::max()) return options.io_timeout;
       return std::min(options.io_timeout,
@@ -268,14 +282,16 @@ struct PostgresLeaseBackend::Shared {
       if (budget() <= std::chrono::milliseconds::zero()) {
         return expired(absl::StrCat(" (", c.status().message(), ")"));
       }
-      return absl::UnavailableError(absl::StrCat(what, ": ", c.status().message()));
+      return absl::UnavailableError(
+          absl::StrCat(what, ": ", c.status().message()));
     }
     if (sent != nullptr) *sent = true;
     if (budget() <= std::chrono::milliseconds::zero()) {
       pool->give_back(*std::move(c));  // unused: still sound
       return expired("");
     }
-    absl::StatusOr<Result> r = run_checked(c->get(), what, sql.c_str(), params, budget());
+    absl::StatusOr<Result> r =
+        run_checked(c->get(), what, sql.c_str(), params, budget());
     if (r.ok() && PQstatus(c->get()) == CONNECTION_OK) {
       pool->give_back(*std::move(c));
     } else {
@@ -289,22 +305,23 @@ namespace {
 
 // Whether server session $2 holds advisory lock $1 (the bigint form of
 // pg_advisory_lock: classid and objid are its two halves, objsubid 1).
-#define TL_SESSION_HOLDS_ADVISORY                                              \
-  "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND "       \
-  "l.pid = $2::int AND l.granted AND l.objsubid = 1 AND "                     \
+#define TL_SESSION_HOLDS_ADVISORY                                       \
+  "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND " \
+  "l.pid = $2::int AND l.granted AND l.objsubid = 1 AND "               \
   "((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint)"
 
 // Unlocks in the session that took the lock, or returns NULL (and the pid
 // it ran in) when the statement landed in another one.
 constexpr char kReleaseAdvisory[] =
-    "SELECT CASE WHEN pg_backend_pid() = $2::int THEN pg_advisory_unlock($1::bigint) "
+    "SELECT CASE WHEN pg_backend_pid() = $2::int THEN "
+    "pg_advisory_unlock($1::bigint) "
     "END, pg_backend_pid()";
 // Terminates the grant's session if it still holds the lock and is idle
 // (between transactions: no client of the pooler is using it). From
 // PostgreSQL 14 on, waiting up to $3 ms for it to end.
 constexpr char kTerminateStrayWhere[] =
-    " FROM pg_stat_activity WHERE pid = $2::int AND state = 'idle' AND "
-    TL_SESSION_HOLDS_ADVISORY;
+    " FROM pg_stat_activity WHERE pid = $2::int AND state = 'idle' "
+    "AND " TL_SESSION_HOLDS_ADVISORY;
 constexpr char kStillHeld[] = "SELECT " TL_SESSION_HOLDS_ADVISORY;
 
 // Behind a transaction pooler, a lock taken by one statement stays with that
@@ -314,16 +331,20 @@ constexpr char kStillHeld[] = "SELECT " TL_SESSION_HOLDS_ADVISORY;
 // pooler that rotates its connections reaches it), then, if that session
 // still holds the lock and is idle, pg_terminate_backend (the pooler replaces
 // the server connection). Returns what happened, for an error message.
-std::string drop_stray_lock(PGconn* c, std::int64_t id, const std::string& grant_pid,
+std::string drop_stray_lock(PGconn* c, std::int64_t id,
+                            const std::string& grant_pid,
                             std::chrono::milliseconds io_timeout) {
   const std::string key = std::to_string(id);
-  std::string unknown = absl::StrCat(
-      "server session ", grant_pid, " may still hold the lock; `SELECT pg_terminate_backend(",
-      grant_pid, ")` frees it");
+  std::string unknown =
+      absl::StrCat("server session ", grant_pid,
+                   " may still hold the lock; `SELECT pg_terminate_backend(",
+                   grant_pid, ")` frees it");
   constexpr int kUnlockTries = 4;
   for (int i = 0; i < kUnlockTries; ++i) {
-    RunResult r = run(c, kReleaseAdvisory, {key, grant_pid}, Clock::now() + io_timeout);
-    if (r.outcome != Outcome::kDone) return unknown;  // the connection is unusable
+    RunResult r =
+        run(c, kReleaseAdvisory, {key, grant_pid}, Clock::now() + io_timeout);
+    if (r.outcome != Outcome::kDone)
+      return unknown;  // the connection is unusable
     if (!PQgetisnull(r.result.get(), 0, 0)) {
       return absl::StrCat("the lock taken in server session ", grant_pid,
                           " was released there");
@@ -334,12 +355,14 @@ std::string drop_stray_lock(PGconn* c, std::int64_t id, const std::string& grant
   if (PQserverVersion(c) >= 140000) {
     // Waits for the session to end, up to half the statement's own bound.
     terminate = "SELECT pg_terminate_backend(pid, $3::bigint)";
-    params.push_back(std::to_string(std::max<std::int64_t>(1, io_timeout.count() / 2)));
+    params.push_back(
+        std::to_string(std::max<std::int64_t>(1, io_timeout.count() / 2)));
   }
   terminate += kTerminateStrayWhere;
   RunResult t = run(c, terminate.c_str(), params, Clock::now() + io_timeout);
   if (t.outcome != Outcome::kDone) return unknown;
-  RunResult held = run(c, kStillHeld, {key, grant_pid}, Clock::now() + io_timeout);
+  RunResult held =
+      run(c, kStillHeld, {key, grant_pid}, Clock::now() + io_timeout);
   if (held.outcome == Outcome::kDone && !bool_value(held.result)) {
     return absl::StrCat("server session ", grant_pid,
                         ", which held the lock, was terminated to free it");
@@ -351,7 +374,9 @@ class AdvisorySession final : public LeaseSession {
  public:
   AdvisorySession(Conn conn, std::int64_t id, std::string grant_pid,
                   std::chrono::milliseconds io_timeout)
-      : conn_(std::move(conn)), id_(id), grant_pid_(std::move(grant_pid)),
+      : conn_(std::move(conn)),
+        id_(id),
+        grant_pid_(std::move(grant_pid)),
         io_timeout_(io_timeout) {}
   std::optional<std::uint64_t> token() const override { return std::nullopt; }
   absl::StatusOr<bool> extend(std::chrono::milliseconds) override {
@@ -365,8 +390,9 @@ class AdvisorySession final : public LeaseSession {
     // Unlocks only in the session that took the lock: behind a transaction
     // pooler that reused the grant's server connection for the check (so the
     // acquire passed it), the release may run in another one.
-    RunResult r = run(conn_.get(), kReleaseAdvisory, {std::to_string(id_), grant_pid_},
-                      Clock::now() + io_timeout_);
+    RunResult r =
+        run(conn_.get(), kReleaseAdvisory, {std::to_string(id_), grant_pid_},
+            Clock::now() + io_timeout_);
     if (r.outcome != Outcome::kDone) {
       // Closing the connection releases the lock whatever the answer was.
       conn_.reset();
@@ -378,18 +404,21 @@ class AdvisorySession final : public LeaseSession {
       conn_.reset();
       return bool_value(r.result);
     }
-    const std::string outcome = drop_stray_lock(conn_.get(), id_, grant_pid_, io_timeout_);
+    const std::string outcome =
+        drop_stray_lock(conn_.get(), id_, grant_pid_, io_timeout_);
     conn_.reset();
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pg_advisory_unlock: the release ran in server session ",
-        PQgetvalue(r.result.get(), 0, 1), ", not in ", grant_pid_,
-        " that took the lock (transaction pooling, e.g. pgbouncer "
-        "pool_mode=transaction): ", outcome));
+    return absl::FailedPreconditionError(
+        absl::StrCat("pg_advisory_unlock: the release ran in server session ",
+                     PQgetvalue(r.result.get(), 0, 1), ", not in ", grant_pid_,
+                     " that took the lock (transaction pooling, e.g. pgbouncer "
+                     "pool_mode=transaction): ",
+                     outcome));
   }
   int watch_fd() const override { return conn_ ? PQsocket(conn_.get()) : -1; }
   bool check_connection() override {
     if (!conn_) return false;
-    if (PQconsumeInput(conn_.get()) == 0 || PQstatus(conn_.get()) != CONNECTION_OK) {
+    if (PQconsumeInput(conn_.get()) == 0 ||
+        PQstatus(conn_.get()) != CONNECTION_OK) {
       return false;
     }
     while (PGnotify* n = PQnotifies(conn_.get())) PQfreemem(n);
@@ -405,9 +434,11 @@ class AdvisorySession final : public LeaseSession {
 
 class TableSession final : public LeaseSession {
  public:
-  TableSession(std::shared_ptr<PostgresLeaseBackend::Shared> shared, std::string key,
-               std::string owner, std::uint64_t token)
-      : shared_(std::move(shared)), key_(std::move(key)), owner_(std::move(owner)),
+  TableSession(std::shared_ptr<PostgresLeaseBackend::Shared> shared,
+               std::string key, std::string owner, std::uint64_t token)
+      : shared_(std::move(shared)),
+        key_(std::move(key)),
+        owner_(std::move(owner)),
         token_(token) {}
   std::optional<std::uint64_t> token() const override { return token_; }
   absl::StatusOr<bool> extend(std::chrono::milliseconds ttl) override {
@@ -415,16 +446,17 @@ class TableSession final : public LeaseSession {
   }
   absl::StatusOr<bool> extend_before(std::chrono::milliseconds ttl,
                                      Clock::time_point deadline) override {
-    absl::StatusOr<Result> r =
-        shared_->exec("extend", shared_->sql_extend,
-                      {key_, owner_, std::to_string(token_), std::to_string(ttl.count())},
-                      deadline);
+    absl::StatusOr<Result> r = shared_->exec(
+        "extend", shared_->sql_extend,
+        {key_, owner_, std::to_string(token_), std::to_string(ttl.count())},
+        deadline);
     if (!r.ok()) return r.status();
     return PQntuples(r->get()) == 1;
   }
   absl::StatusOr<bool> release() override {
-    absl::StatusOr<Result> r = shared_->exec("release", shared_->sql_release,
-                                             {key_, owner_, std::to_string(token_)});
+    absl::StatusOr<Result> r =
+        shared_->exec("release", shared_->sql_release,
+                      {key_, owner_, std::to_string(token_)});
     if (!r.ok()) return r.status();
     return bool_value(*r);
   }
@@ -457,11 +489,12 @@ std::int64_t PostgresLeaseBackend::advisory_key(std::string_view key) {
   return static_cast<std::int64_t>(h);
 }
 
-absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> PostgresLeaseBackend::create(
-    PostgresLeaseOptions options) {
+absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>>
+PostgresLeaseBackend::create(PostgresLeaseOptions options) {
   using PgMode = PostgresLeaseOptions::Mode;
   if (options.io_timeout <= std::chrono::milliseconds::zero()) {
-    return absl::InvalidArgumentError("PostgreSQL leases: io_timeout must be positive");
+    return absl::InvalidArgumentError(
+        "PostgreSQL leases: io_timeout must be positive");
   }
   if (options.mode == PgMode::kLeaseTable && !valid_identifier(options.table)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -470,14 +503,15 @@ absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> PostgresLeaseBackend::crea
   }
   auto shared = std::make_shared<Shared>();
   shared->options = std::move(options);
-  absl::StatusOr<Conn> c = connect(shared->options.conninfo, shared->options.io_timeout);
+  absl::StatusOr<Conn> c =
+      connect(shared->options.conninfo, shared->options.io_timeout);
   if (!c.ok()) return c.status();
   if (shared->options.mode == PgMode::kLeaseTable) {
     const std::string& t = shared->options.table;
     // One creator at a time (CREATE .. IF NOT EXISTS races on the catalog).
     const std::string setup = absl::StrCat(
-        "BEGIN; SELECT pg_advisory_xact_lock(", advisory_key("tierlock:setup"), "); ",
-        "CREATE SEQUENCE IF NOT EXISTS ", t, "_token; ",
+        "BEGIN; SELECT pg_advisory_xact_lock(", advisory_key("tierlock:setup"),
+        "); ", "CREATE SEQUENCE IF NOT EXISTS ", t, "_token; ",
         "CREATE TABLE IF NOT EXISTS ", t,
         " (key text PRIMARY KEY, owner text NOT NULL, token bigint NOT NULL, "
         "expires_at timestamptz NOT NULL, "
@@ -485,51 +519,70 @@ absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> PostgresLeaseBackend::crea
         // Waiters queue per key in ticket order; each row lives until its
         // expiry unless refreshed.
         "CREATE SEQUENCE IF NOT EXISTS ", t, "_ticket; ",
-        "CREATE TABLE IF NOT EXISTS ", t, "_waiters (key text NOT NULL, waiter text NOT NULL, ",
-        "ticket bigint NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (key, waiter)); ",
-        "CREATE INDEX IF NOT EXISTS ", t, "_waiters_order ON ", t, "_waiters (key, ticket); ",
-        "COMMIT;");
-    absl::StatusOr<Result> r = run_checked(c->get(), "create lease table", setup.c_str(),
-                                           {}, shared->options.io_timeout);
+        "CREATE TABLE IF NOT EXISTS ", t,
+        "_waiters (key text NOT NULL, waiter text NOT NULL, ",
+        "ticket bigint NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY "
+        "(key, waiter)); ",
+        "CREATE INDEX IF NOT EXISTS ", t, "_waiters_order ON ", t,
+        "_waiters (key, ticket); ", "COMMIT;");
+    absl::StatusOr<Result> r =
+        run_checked(c->get(), "create lease table", setup.c_str(), {},
+                    shared->options.io_timeout);
     if (!r.ok()) return r.status();
     const std::string w = absl::StrCat(t, "_waiters");
     // The key's live queue head ($1: the key).
-    const std::string head = absl::StrCat(
-        "SELECT waiter, expires_at FROM ", w, " WHERE key = $1 AND "
-        "expires_at > clock_timestamp() ORDER BY ticket LIMIT 1");
+    const std::string head =
+        absl::StrCat("SELECT waiter, expires_at FROM ", w,
+                     " WHERE key = $1 AND "
+                     "expires_at > clock_timestamp() ORDER BY ticket LIMIT 1");
     // Takes the key ($1, owner $2, ttl $3 ms) if free, under `cond`.
     auto grant = [&](std::string_view cond) {
       return absl::StrCat(
-          "INSERT INTO ", t, " AS l (key, owner, token, expires_at) "
-          "SELECT $1::text, $2::text, nextval('", t, "_token'), "
-          "clock_timestamp() + $3::bigint * interval '1 millisecond' WHERE ", to_absl(cond),
+          "INSERT INTO ", t,
+          " AS l (key, owner, token, expires_at) "
+          "SELECT $1::text, $2::text, nextval('",
+          t,
+          "_token'), "
+          "clock_timestamp() + $3::bigint * interval '1 millisecond' WHERE ",
+          to_absl(cond),
           " ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, "
-          "token = GREATEST(EXCLUDED.token, l.token + 1), expires_at = EXCLUDED.expires_at, "
-          "acquired_at = clock_timestamp() WHERE l.expires_at <= clock_timestamp() "
+          "token = GREATEST(EXCLUDED.token, l.token + 1), expires_at = "
+          "EXCLUDED.expires_at, "
+          "acquired_at = clock_timestamp() WHERE l.expires_at <= "
+          "clock_timestamp() "
           "RETURNING token");
     };
     // A try barges only while no live waiter is queued.
-    shared->sql_acquire = grant(absl::StrCat(
-        "NOT EXISTS (SELECT 1 FROM ", w, " WHERE key = $1 AND expires_at > clock_timestamp())"));
+    shared->sql_acquire = grant(
+        absl::StrCat("NOT EXISTS (SELECT 1 FROM ", w,
+                     " WHERE key = $1 AND expires_at > clock_timestamp())"));
     // A waiter ($2) joins at the tail, or pushes its expiry to $3 ms from
     // now; the key's expired waiters (dead) go.
     shared->sql_join = absl::StrCat(
-        "WITH purge AS (DELETE FROM ", w, " WHERE key = $1 AND waiter <> $2 AND "
+        "WITH purge AS (DELETE FROM ", w,
+        " WHERE key = $1 AND waiter <> $2 AND "
         "expires_at <= clock_timestamp()) "
-        "INSERT INTO ", w, " (key, waiter, ticket, expires_at) VALUES ($1, $2, nextval('", t,
+        "INSERT INTO ",
+        w, " (key, waiter, ticket, expires_at) VALUES ($1, $2, nextval('", t,
         "_ticket'), clock_timestamp() + $3::bigint * interval '1 millisecond') "
-        "ON CONFLICT (key, waiter) DO UPDATE SET expires_at = EXCLUDED.expires_at");
+        "ON CONFLICT (key, waiter) DO UPDATE SET expires_at = "
+        "EXCLUDED.expires_at");
     // The waiter takes the key at the head (and leaves the queue). Returns
     // the token or NULL, and ms until the state can change without a wake:
     // the lease's expiry when heading the queue, else the head's.
-    shared->sql_wait_grab = absl::StrCat(
-        "WITH head AS (", head, "), g AS (",
-        grant("EXISTS (SELECT 1 FROM head WHERE waiter = $2)"),
-        "), d AS (DELETE FROM ", w, " WHERE key = $1 AND waiter = $2 AND "
-        "EXISTS (SELECT 1 FROM g)) "
-        "SELECT (SELECT token FROM g), GREATEST(0, CEIL(1000 * EXTRACT(epoch FROM "
-        "(CASE WHEN (SELECT waiter FROM head) = $2 THEN (SELECT expires_at FROM ", t,
-        " WHERE key = $1) ELSE (SELECT expires_at FROM head) END) - clock_timestamp())))::bigint");
+    shared->sql_wait_grab =
+        absl::StrCat("WITH head AS (", head, "), g AS (",
+                     grant("EXISTS (SELECT 1 FROM head WHERE waiter = $2)"),
+                     "), d AS (DELETE FROM ", w,
+                     " WHERE key = $1 AND waiter = $2 AND "
+                     "EXISTS (SELECT 1 FROM g)) "
+                     "SELECT (SELECT token FROM g), GREATEST(0, CEIL(1000 * "
+                     "EXTRACT(epoch FROM "
+                     "(CASE WHEN (SELECT waiter FROM head) = $2 THEN (SELECT "
+                     "expires_at FROM ",
+                     t,
+                     " WHERE key = $1) ELSE (SELECT expires_at FROM head) END) "
+                     "- clock_timestamp())))::bigint");
     // NOTIFY to the live head's own channel (tlw_<waiter id>); delivered
     // at commit, after the change it announces.
     const std::string wake_head = absl::StrCat(
@@ -537,18 +590,22 @@ absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> PostgresLeaseBackend::crea
         " WHERE key = $1 AND expires_at > clock_timestamp() AND waiter <> $2 "
         "ORDER BY ticket LIMIT 1) h");
     shared->sql_extend = absl::StrCat(
-        "UPDATE ", t, " SET expires_at = clock_timestamp() + $4::bigint * interval "
-        "'1 millisecond' WHERE key = $1 AND owner = $2 AND token = $3::bigint AND "
+        "UPDATE ", t,
+        " SET expires_at = clock_timestamp() + $4::bigint * interval "
+        "'1 millisecond' WHERE key = $1 AND owner = $2 AND token = $3::bigint "
+        "AND "
         "expires_at > clock_timestamp() RETURNING 1");
-    shared->sql_release = absl::StrCat(
-        "WITH d AS (DELETE FROM ", t, " WHERE key = $1 AND owner = $2 AND token = $3::bigint "
-        "RETURNING expires_at > clock_timestamp() AS held) "
-        "SELECT d.held, (", wake_head, ") IS NULL FROM d");
+    shared->sql_release =
+        absl::StrCat("WITH d AS (DELETE FROM ", t,
+                     " WHERE key = $1 AND owner = $2 AND token = $3::bigint "
+                     "RETURNING expires_at > clock_timestamp() AS held) "
+                     "SELECT d.held, (",
+                     wake_head, ") IS NULL FROM d");
     // The next head is woken if the key is free (this waiter may have been
     // woken for it and be leaving instead).
     shared->sql_leave = absl::StrCat(
-        "WITH d AS (DELETE FROM ", w, " WHERE key = $1 AND waiter = $2) ", wake_head,
-        " WHERE NOT EXISTS (SELECT 1 FROM ", t,
+        "WITH d AS (DELETE FROM ", w, " WHERE key = $1 AND waiter = $2) ",
+        wake_head, " WHERE NOT EXISTS (SELECT 1 FROM ", t,
         " WHERE key = $1 AND expires_at > clock_timestamp())");
     const PostgresLeaseOptions& o = shared->options;
     // libpq's connect_timeout (whole seconds, at least 2) bounds each
@@ -557,10 +614,13 @@ absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>> PostgresLeaseBackend::crea
         1000 * std::max<std::int64_t>(2, (o.io_timeout.count() + 999) / 1000));
     shared->pool = internal::ConnPool<Conn>::create(
         [conninfo = o.conninfo, io_timeout = o.io_timeout](
-            Clock::time_point, const std::stop_token&) { return connect(conninfo, io_timeout); },
+            Clock::time_point, const std::stop_token&) {
+          return connect(conninfo, io_timeout);
+        },
         connect_timeout, *std::move(c));
   }
-  return std::shared_ptr<PostgresLeaseBackend>(new PostgresLeaseBackend(std::move(shared)));
+  return std::shared_ptr<PostgresLeaseBackend>(
+      new PostgresLeaseBackend(std::move(shared)));
 }
 
 PostgresLeaseBackend::~PostgresLeaseBackend() = default;
@@ -573,23 +633,29 @@ std::string_view PostgresLeaseBackend::name() const {
 
 LeaseCapabilities PostgresLeaseBackend::capabilities() const {
   if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) return {};
-  return {.ttl = true, .fencing = true, .shared = false, .survives_failover = false,
+  return {.ttl = true,
+          .fencing = true,
+          .shared = false,
+          .survives_failover = false,
           .metadata = false};
 }
 
 namespace {
 
 // After a granted advisory lock: refuse a transaction-pooled connection.
-absl::Status check_session(PGconn* c, std::int64_t id, const std::string& grant_pid,
+absl::Status check_session(PGconn* c, std::int64_t id,
+                           const std::string& grant_pid,
                            std::chrono::milliseconds io_timeout) {
-  absl::StatusOr<Result> r = run_checked(c, "check advisory session", kCheckAdvisory,
-                                         {std::to_string(id), grant_pid}, io_timeout);
+  absl::StatusOr<Result> r =
+      run_checked(c, "check advisory session", kCheckAdvisory,
+                  {std::to_string(id), grant_pid}, io_timeout);
   if (!r.ok()) return r.status();
   const std::string pid = PQgetvalue(r->get(), 0, 0);
   if (pid != grant_pid || PQgetvalue(r->get(), 0, 1)[0] != 't') {
     return absl::FailedPreconditionError(absl::StrCat(
         "the advisory lock is not held by this connection's next statement "
-        "(transaction pooling, e.g. pgbouncer pool_mode=transaction?): advisory "
+        "(transaction pooling, e.g. pgbouncer pool_mode=transaction?): "
+        "advisory "
         "leases need a session; use session pooling or lease-table mode; ",
         drop_stray_lock(c, id, grant_pid, io_timeout)));
   }
@@ -602,8 +668,9 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> advisory(
   absl::StatusOr<Conn> c = connect(o.conninfo, o.io_timeout);
   if (!c.ok()) return c.status();
   const std::int64_t id = PostgresLeaseBackend::advisory_key(req.key);
-  RunResult r = run(c->get(), wait ? kWaitAdvisory : kTryAdvisory, {std::to_string(id)},
-                    wait ? deadline : Clock::now() + o.io_timeout, stop, /*cancel=*/wait);
+  RunResult r =
+      run(c->get(), wait ? kWaitAdvisory : kTryAdvisory, {std::to_string(id)},
+          wait ? deadline : Clock::now() + o.io_timeout, stop, /*cancel=*/wait);
   // Anything but a clean answer: closing the connection (Conn's destructor)
   // ends the session, so a lock granted as the cancel raced it is dropped.
   switch (r.outcome) {
@@ -613,14 +680,17 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> advisory(
       return absl::CancelledError("cancelled");
     case Outcome::kTimedOut:
       if (wait) return std::unique_ptr<LeaseSession>();
-      return absl::UnavailableError(absl::StrCat("pg_try_advisory_lock: no answer within ",
-                                                 o.io_timeout.count(), " ms"));
+      return absl::UnavailableError(
+          absl::StrCat("pg_try_advisory_lock: no answer within ",
+                       o.io_timeout.count(), " ms"));
     case Outcome::kBroken:
-      return absl::UnavailableError(absl::StrCat("pg_advisory_lock: ", r.error));
+      return absl::UnavailableError(
+          absl::StrCat("pg_advisory_lock: ", r.error));
   }
   if (!bool_value(r.result) && !wait) return std::unique_ptr<LeaseSession>();
   const std::string pid = PQgetvalue(r.result.get(), 0, 1);
-  if (absl::Status s = check_session(c->get(), id, pid, o.io_timeout); !s.ok()) return s;
+  if (absl::Status s = check_session(c->get(), id, pid, o.io_timeout); !s.ok())
+    return s;
   return std::unique_ptr<LeaseSession>(
       new AdvisorySession(std::move(*c), id, pid, o.io_timeout));
 }
@@ -633,18 +703,19 @@ namespace {
 // key only if no live waiter is queued) or a queued waiter's (joins or
 // refreshes its place, takes the key at the head). An outcome left unknown
 // is an error, and the row is then deleted if it was granted.
-absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<PostgresLeaseBackend::Shared>& sh,
-                                        const LeaseRequest& request, bool queued) {
+absl::StatusOr<internal::WaitTurn> grab(
+    const std::shared_ptr<PostgresLeaseBackend::Shared>& sh,
+    const LeaseRequest& request, bool queued) {
   const std::string ttl = std::to_string(request.ttl.count());
   if (queued) {
-    absl::StatusOr<Result> joined =
-        sh->exec("join the queue", sh->sql_join, {request.key, request.owner_id, ttl});
+    absl::StatusOr<Result> joined = sh->exec(
+        "join the queue", sh->sql_join, {request.key, request.owner_id, ttl});
     if (!joined.ok()) return joined.status();
   }
   bool sent = false;
-  absl::StatusOr<Result> r =
-      sh->exec("acquire", queued ? sh->sql_wait_grab : sh->sql_acquire,
-               {request.key, request.owner_id, ttl}, Clock::time_point::max(), &sent);
+  absl::StatusOr<Result> r = sh->exec(
+      "acquire", queued ? sh->sql_wait_grab : sh->sql_acquire,
+      {request.key, request.owner_id, ttl}, Clock::time_point::max(), &sent);
   if (!r.ok() && sent) {
     // Ambiguous: the INSERT may have committed. Delete it if it did (best
     // effort, on another connection; otherwise it lapses at its TTL).
@@ -667,7 +738,8 @@ absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<PostgresLeaseBacke
   if (!absl::SimpleAtoi(PQgetvalue(r->get(), 0, 0), &token)) {
     return absl::InternalError("acquire: bad token from the server");
   }
-  turn.session.reset(new TableSession(sh, request.key, request.owner_id, token));
+  turn.session.reset(
+      new TableSession(sh, request.key, request.owner_id, token));
   return turn;
 }
 
@@ -679,7 +751,8 @@ class PgWaker {
  public:
   // Without notify_waiters: no connection, never woken (fd -1 is ignored by
   // poll); the waiter looks again at its capped hint.
-  static absl::StatusOr<PgWaker> open(const PostgresLeaseOptions& o, const std::string& waiter) {
+  static absl::StatusOr<PgWaker> open(const PostgresLeaseOptions& o,
+                                      const std::string& waiter) {
     if (!o.notify_waiters) return PgWaker(Conn());
     absl::StatusOr<Conn> c = connect(o.conninfo, o.io_timeout);
     if (!c.ok()) return c.status();
@@ -690,7 +763,8 @@ class PgWaker {
     }
     const std::string sql = absl::StrCat("LISTEN ", quoted);
     PQfreemem(quoted);
-    absl::StatusOr<Result> r = run_checked(c->get(), "LISTEN", sql.c_str(), {}, o.io_timeout);
+    absl::StatusOr<Result> r =
+        run_checked(c->get(), "LISTEN", sql.c_str(), {}, o.io_timeout);
     if (!r.ok()) return r.status();
     return PgWaker(*std::move(c));
   }
@@ -721,25 +795,31 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::try_acquire(
   if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) {
     return advisory(shared_->options, request, false, SteadyTime::max(), {});
   }
-  absl::StatusOr<internal::WaitTurn> turn = grab(shared_, request, /*queued=*/false);
+  absl::StatusOr<internal::WaitTurn> turn =
+      grab(shared_, request, /*queued=*/false);
   if (!turn.ok()) return turn.status();
   return std::move(turn->session);
 }
 
-absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::wait_acquire(
-    const LeaseRequest& request, SteadyTime deadline, const std::stop_token& stop) {
+absl::StatusOr<std::unique_ptr<LeaseSession>>
+PostgresLeaseBackend::wait_acquire(const LeaseRequest& request,
+                                   SteadyTime deadline,
+                                   const std::stop_token& stop) {
   if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) {
     return advisory(shared_->options, request, true, deadline, stop);
   }
   // Uncontended: one statement, no LISTEN connection.
-  absl::StatusOr<internal::WaitTurn> first = grab(shared_, request, /*queued=*/false);
+  absl::StatusOr<internal::WaitTurn> first =
+      grab(shared_, request, /*queued=*/false);
   if (!first.ok()) return first.status();
   if (first->session) return std::move(first->session);
   const std::shared_ptr<Shared>& sh = shared_;
   return internal::fair_wait(
-      request, deadline, stop, [&] { return PgWaker::open(sh->options, request.owner_id); },
+      request, deadline, stop,
+      [&] { return PgWaker::open(sh->options, request.owner_id); },
       [&]() -> absl::StatusOr<internal::WaitTurn> {
-        absl::StatusOr<internal::WaitTurn> turn = grab(sh, request, /*queued=*/true);
+        absl::StatusOr<internal::WaitTurn> turn =
+            grab(sh, request, /*queued=*/true);
         // No wakes: look again every 100 ms (as the front's polling would).
         if (turn.ok() && !sh->options.notify_waiters &&
             (turn->retry_in < std::chrono::milliseconds::zero() ||
@@ -749,7 +829,8 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::wait_acquire
         return turn;
       },
       [&] {
-        (void)sh->exec("leave the queue", sh->sql_leave, {request.key, request.owner_id});
+        (void)sh->exec("leave the queue", sh->sql_leave,
+                       {request.key, request.owner_id});
       });
 }
 

@@ -2,8 +2,6 @@
 //
 // RedisLeaseBackend (tierlock/lease_redis.h), on hiredis's blocking API with
 // socket timeouts.
-#include "tierlock/lease_redis.h"
-
 #include <hiredis/hiredis.h>
 #include <sys/time.h>
 
@@ -18,6 +16,7 @@
 #include "lease/backends/conn_pool.h"
 #include "lease/backends/fair_wait.h"
 #include "lease/lease_state.h"
+#include "tierlock/lease_redis.h"
 #include "tierlock/text.h"
 
 namespace tierlock {
@@ -31,22 +30,22 @@ namespace {
 // publishes to the live head's own channel; a head nobody listens to (its
 // subscription closed: the waiter died) leaves the queue and the next one is
 // woken instead.
-#define TL_REDIS_QUEUE_PRELUDE                                                 \
-  "local t = redis.call('TIME') "                                              \
-  "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "     \
-  "local function purge(q, qe) "                                               \
-  "  local dead = redis.call('ZRANGEBYSCORE', qe, '-inf', now) "               \
-  "  for _, d in ipairs(dead) do redis.call('ZREM', q, d) end "                \
-  "  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', qe, '-inf', now) end "   \
-  "end "                                                                       \
-  "local function wake(q, qe, chan) "                                          \
-  "  purge(q, qe) "                                                            \
-  "  while true do "                                                           \
-  "    local h = redis.call('ZRANGE', q, 0, 0)[1] "                            \
-  "    if not h then return end "                                              \
-  "    if redis.call('PUBLISH', chan .. h, '') > 0 then return end "           \
-  "    redis.call('ZREM', q, h) redis.call('ZREM', qe, h) "                    \
-  "  end "                                                                     \
+#define TL_REDIS_QUEUE_PRELUDE                                               \
+  "local t = redis.call('TIME') "                                            \
+  "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "   \
+  "local function purge(q, qe) "                                             \
+  "  local dead = redis.call('ZRANGEBYSCORE', qe, '-inf', now) "             \
+  "  for _, d in ipairs(dead) do redis.call('ZREM', q, d) end "              \
+  "  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', qe, '-inf', now) end " \
+  "end "                                                                     \
+  "local function wake(q, qe, chan) "                                        \
+  "  purge(q, qe) "                                                          \
+  "  while true do "                                                         \
+  "    local h = redis.call('ZRANGE', q, 0, 0)[1] "                          \
+  "    if not h then return end "                                            \
+  "    if redis.call('PUBLISH', chan .. h, '') > 0 then return end "         \
+  "    redis.call('ZREM', q, h) redis.call('ZREM', qe, h) "                  \
+  "  end "                                                                   \
   "end "
 
 // KEYS: lease, token, queue (waiter -> ticket), queue expiry (waiter ->
@@ -64,7 +63,8 @@ constexpr char kAcquireScript[] = TL_REDIS_QUEUE_PRELUDE
     "    redis.call('ZADD', q, redis.call('INCR', KEYS[5]), me) end "
     "  redis.call('ZADD', qe, now + wttl, me) "
     "  for _, k in ipairs({q, qe, KEYS[5]}) do "
-    "    if redis.call('PTTL', k) < wttl then redis.call('PEXPIRE', k, wttl) end end "
+    "    if redis.call('PTTL', k) < wttl then redis.call('PEXPIRE', k, wttl) "
+    "end end "
     "end "
     "local head, e "
     "while true do "  // a ticket without an expiry is dead too
@@ -76,7 +76,8 @@ constexpr char kAcquireScript[] = TL_REDIS_QUEUE_PRELUDE
     "end "
     "if head and head ~= me then return {0, tonumber(e) - now} end "
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-    "  if me ~= '' then redis.call('ZREM', q, me) redis.call('ZREM', qe, me) end "
+    "  if me ~= '' then redis.call('ZREM', q, me) redis.call('ZREM', qe, me) "
+    "end "
     "  return {1, redis.call('INCR', KEYS[2])} end "
     "return {0, redis.call('PTTL', KEYS[1])}";
 constexpr char kExtendScript[] =
@@ -92,7 +93,8 @@ constexpr char kReleaseScript[] = TL_REDIS_QUEUE_PRELUDE
 // for it and be leaving instead).
 constexpr char kLeaveScript[] = TL_REDIS_QUEUE_PRELUDE
     "redis.call('ZREM', KEYS[2], ARGV[1]) redis.call('ZREM', KEYS[3], ARGV[1]) "
-    "if redis.call('EXISTS', KEYS[1]) == 0 then wake(KEYS[2], KEYS[3], ARGV[2]) end "
+    "if redis.call('EXISTS', KEYS[1]) == 0 then wake(KEYS[2], KEYS[3], "
+    "ARGV[2]) end "
     "return 1";
 #undef TL_REDIS_QUEUE_PRELUDE
 
@@ -147,14 +149,16 @@ std::optional<std::string> percent_decode(std::string_view s) {
 
 }  // namespace
 
-absl::StatusOr<RedisLeaseOptions> RedisLeaseOptions::from_url(std::string_view url) {
+absl::StatusOr<RedisLeaseOptions> RedisLeaseOptions::from_url(
+    std::string_view url) {
   auto bad = [&](std::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
         "redis URL '", escape_text(redact_url(url)), "': ", to_absl(why),
         " (expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB])"));
   };
   constexpr std::string_view kScheme = "redis://";
-  if (url.substr(0, kScheme.size()) != kScheme) return bad("not a redis:// URL");
+  if (url.substr(0, kScheme.size()) != kScheme)
+    return bad("not a redis:// URL");
   RedisLeaseOptions o;
   std::string_view rest = url.substr(kScheme.size());
   // The userinfo ends at the last '@' (a password may hold one unencoded).
@@ -163,19 +167,24 @@ absl::StatusOr<RedisLeaseOptions> RedisLeaseOptions::from_url(std::string_view u
     rest = rest.substr(at + 1);
     const std::size_t colon = userinfo.find(':');
     if (colon == std::string_view::npos) {
-      return bad("a user name without a password (write redis://USER:PASSWORD@HOST)");
+      return bad(
+          "a user name without a password (write redis://USER:PASSWORD@HOST)");
     }
     std::optional<std::string> user = percent_decode(userinfo.substr(0, colon));
-    std::optional<std::string> password = percent_decode(userinfo.substr(colon + 1));
-    if (!user || !password) return bad("bad %-escape in the user name or password");
+    std::optional<std::string> password =
+        percent_decode(userinfo.substr(colon + 1));
+    if (!user || !password)
+      return bad("bad %-escape in the user name or password");
     if (password->empty()) return bad("empty password");
     o.username = *std::move(user);
     o.password = *std::move(password);
   }
-  if (const std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
+  if (const std::size_t slash = rest.find('/');
+      slash != std::string_view::npos) {
     const std::string_view db = rest.substr(slash + 1);
     if (!db.empty()) {
-      auto [end, ec] = std::from_chars(db.data(), db.data() + db.size(), o.database);
+      auto [end, ec] =
+          std::from_chars(db.data(), db.data() + db.size(), o.database);
       if (ec != std::errc() || end != db.data() + db.size() || o.database < 0) {
         return bad(absl::StrCat("bad database '", escape_text(db), "'"));
       }
@@ -193,12 +202,14 @@ absl::StatusOr<RedisLeaseOptions> RedisLeaseOptions::from_url(std::string_view u
       if (after.front() != ':') return bad("expected ':PORT' after ']'");
       port = after.substr(1);
     }
-  } else if (const std::size_t colon = rest.rfind(':'); colon != std::string_view::npos) {
+  } else if (const std::size_t colon = rest.rfind(':');
+             colon != std::string_view::npos) {
     host = rest.substr(0, colon);
     port = rest.substr(colon + 1);
   }
   if (!port.empty() || (rest.size() > host.size() && rest.back() == ':')) {
-    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), o.port);
+    auto [end, ec] =
+        std::from_chars(port.data(), port.data() + port.size(), o.port);
     if (port.empty() || ec != std::errc() || end != port.data() + port.size() ||
         o.port <= 0 || o.port > 65535) {
       return bad(absl::StrCat("bad port '", escape_text(port), "'"));
@@ -231,7 +242,8 @@ std::string where_of(const RedisLeaseOptions& o) {
 class Link {
  public:
   // `late`: why a wait past `deadline` gives up, for messages.
-  Link(const RedisLeaseOptions& options, RedisConnection& c, Clock::time_point deadline,
+  Link(const RedisLeaseOptions& options, RedisConnection& c,
+       Clock::time_point deadline,
        const char* late = "the lease's validity ended first")
       : options_(options), c_(c), deadline_(deadline), late_(late) {}
 
@@ -240,13 +252,15 @@ class Link {
   // The socket timeout for the next wait; zero or less: the deadline passed.
   std::chrono::milliseconds wait_budget() const {
     if (deadline_ == Clock::time_point::max()) return options_.io_timeout;
-    return std::min(options_.io_timeout, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                             deadline_ - Clock::now()));
+    return std::min(options_.io_timeout,
+                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                        deadline_ - Clock::now()));
   }
 
   // Sends one command; resets the context on a transport error.
   absl::StatusOr<Reply> command(const std::vector<std::string>& args) {
-    if (!c_.ctx) return absl::UnavailableError(absl::StrCat(where(), ": not connected"));
+    if (!c_.ctx)
+      return absl::UnavailableError(absl::StrCat(where(), ": not connected"));
     const std::chrono::milliseconds budget = wait_budget();
     if (budget <= std::chrono::milliseconds::zero()) {
       return absl::DeadlineExceededError(
@@ -255,7 +269,8 @@ class Link {
     if (redisSetTimeout(c_.ctx.get(), to_timeval(budget)) != REDIS_OK) {
       std::string e = c_.ctx->errstr;
       c_.ctx.reset();
-      return absl::UnavailableError(absl::StrCat(where(), ": ", args[0], ": ", e));
+      return absl::UnavailableError(
+          absl::StrCat(where(), ": ", args[0], ": ", e));
     }
     std::vector<const char*> argv;
     std::vector<size_t> lens;
@@ -263,12 +278,14 @@ class Link {
       argv.push_back(a.data());
       lens.push_back(a.size());
     }
-    Reply r(static_cast<redisReply*>(redisCommandArgv(
-        c_.ctx.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
+    Reply r(static_cast<redisReply*>(
+        redisCommandArgv(c_.ctx.get(), static_cast<int>(argv.size()),
+                         argv.data(), lens.data())));
     if (!r) {
       std::string e = c_.ctx->errstr;
       c_.ctx.reset();
-      return absl::UnavailableError(absl::StrCat(where(), ": ", args[0], ": ", e));
+      return absl::UnavailableError(
+          absl::StrCat(where(), ": ", args[0], ": ", e));
     }
     return r;
   }
@@ -279,19 +296,21 @@ class Link {
   absl::Status reply_error(const redisReply& r, std::string_view what) const {
     const std::string e = reply_text(&r);
     if (!is_auth_error(e)) {
-      return absl::UnavailableError(absl::StrCat(where(), ": ", to_absl(what), ": ", e));
+      return absl::UnavailableError(
+          absl::StrCat(where(), ": ", to_absl(what), ": ", e));
     }
     std::string login =
         options_.password.empty()
-            ? std::string("no password was given: use redis://:PASSWORD@HOST or "
-                          "redis://USER:PASSWORD@HOST (RedisLeaseOptions::password)")
+            ? std::string(
+                  "no password was given: use redis://:PASSWORD@HOST or "
+                  "redis://USER:PASSWORD@HOST (RedisLeaseOptions::password)")
         : options_.username.empty()
             ? std::string("the password was refused")
             : absl::StrCat("user '", escape_text(options_.username),
                            "' with that password was refused");
-    return absl::PermissionDeniedError(absl::StrCat(
-        where(), ": ", to_absl(what), ": authentication failed, ", login,
-        " (server: ", escape_text(e), ")"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(where(), ": ", to_absl(what), ": authentication failed, ",
+                     login, " (server: ", escape_text(e), ")"));
   }
 
   // A command whose error reply is a connection failure (AUTH, SELECT).
@@ -312,7 +331,8 @@ class Link {
       if (absl::Status s = simple_command(auth); !s.ok()) return s;
     }
     if (options_.database != 0) {
-      if (absl::Status s = simple_command({"SELECT", std::to_string(options_.database)});
+      if (absl::Status s =
+              simple_command({"SELECT", std::to_string(options_.database)});
           !s.ok()) {
         return s;
       }
@@ -325,9 +345,11 @@ class Link {
       absl::StatusOr<Reply> r = command({"SCRIPT", "LOAD", script});
       if (!r.ok()) return r.status();
       // The first command after connecting: NOAUTH if a password is due.
-      if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(*r->get(), "SCRIPT LOAD");
+      if ((*r)->type == REDIS_REPLY_ERROR)
+        return reply_error(*r->get(), "SCRIPT LOAD");
       if ((*r)->type != REDIS_REPLY_STRING) {
-        return absl::UnavailableError(absl::StrCat(where(), ": SCRIPT LOAD failed"));
+        return absl::UnavailableError(
+            absl::StrCat(where(), ": SCRIPT LOAD failed"));
       }
       *sha = reply_text(r->get());
     }
@@ -336,8 +358,10 @@ class Link {
 
   // EVALSHA, falling back to EVAL after NOSCRIPT. Errors from the script are
   // kInternal; transport errors kUnavailable.
-  absl::StatusOr<Reply> eval(const char* script, std::string RedisConnection::*sha,
-                             const std::vector<std::string>& keys_and_args, int nkeys) {
+  absl::StatusOr<Reply> eval(const char* script,
+                             std::string RedisConnection::*sha,
+                             const std::vector<std::string>& keys_and_args,
+                             int nkeys) {
     std::vector<std::string> args = {"EVALSHA", c_.*sha, std::to_string(nkeys)};
     args.insert(args.end(), keys_and_args.begin(), keys_and_args.end());
     absl::StatusOr<Reply> r = command(args);
@@ -350,15 +374,17 @@ class Link {
       if (!r.ok()) return r;
     }
     if ((*r)->type == REDIS_REPLY_ERROR) {
-      return absl::InternalError(absl::StrCat(where(), ": script: ", reply_text(r->get())));
+      return absl::InternalError(
+          absl::StrCat(where(), ": script: ", reply_text(r->get())));
     }
     return r;
   }
 
   absl::StatusOr<bool> wait_replicas() {
     if (options_.wait_replicas <= 0) return true;
-    absl::StatusOr<Reply> r = command({"WAIT", std::to_string(options_.wait_replicas),
-                                       std::to_string(options_.wait_timeout.count())});
+    absl::StatusOr<Reply> r =
+        command({"WAIT", std::to_string(options_.wait_replicas),
+                 std::to_string(options_.wait_timeout.count())});
     if (!r.ok()) return r.status();
     if ((*r)->type != REDIS_REPLY_INTEGER) {
       return absl::UnavailableError(absl::StrCat(where(), ": WAIT failed"));
@@ -367,9 +393,10 @@ class Link {
   }
 
   // Compare-and-{extend,delete} of `lease_key` owned by `owner`.
-  absl::StatusOr<bool> cas(const char* script, std::string RedisConnection::*sha,
-                           const std::string& lease_key, const std::string& owner,
-                           const std::string& arg) {
+  absl::StatusOr<bool> cas(const char* script,
+                           std::string RedisConnection::*sha,
+                           const std::string& lease_key,
+                           const std::string& owner, const std::string& arg) {
     std::vector<std::string> a = {lease_key, owner};
     if (!arg.empty()) a.push_back(arg);
     absl::StatusOr<Reply> r = eval(script, sha, a, 1);
@@ -385,25 +412,31 @@ class Link {
 };
 
 // Opens a connection and sets it up, every wait bounded by `deadline`.
-absl::StatusOr<ConnPtr> open_connection(const RedisLeaseOptions& o, Clock::time_point deadline,
+absl::StatusOr<ConnPtr> open_connection(const RedisLeaseOptions& o,
+                                        Clock::time_point deadline,
                                         bool scripts = true) {
   const auto budget = std::min(
-      o.io_timeout, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+      o.io_timeout, std::chrono::duration_cast<std::chrono::milliseconds>(
+                        deadline - Clock::now()));
   if (budget <= std::chrono::milliseconds::zero()) {
-    return absl::DeadlineExceededError(absl::StrCat("connect to ", where_of(o), ": timed out"));
+    return absl::DeadlineExceededError(
+        absl::StrCat("connect to ", where_of(o), ": timed out"));
   }
   const timeval tv = to_timeval(budget);
   Context c(redisConnectWithTimeout(o.host.c_str(), o.port, tv));
   if (!c || c->err != 0) {
-    return absl::UnavailableError(absl::StrCat("connect to ", where_of(o), ": ",
-                                               c ? c->errstr : "out of memory"));
+    return absl::UnavailableError(absl::StrCat(
+        "connect to ", where_of(o), ": ", c ? c->errstr : "out of memory"));
   }
   if (redisEnableKeepAlive(c.get()) != REDIS_OK) {
-    return absl::UnavailableError(absl::StrCat("connect to ", where_of(o), ": ", c->errstr));
+    return absl::UnavailableError(
+        absl::StrCat("connect to ", where_of(o), ": ", c->errstr));
   }
   auto conn = std::make_unique<RedisConnection>();
   conn->ctx = std::move(c);
-  if (absl::Status s = Link(o, *conn, deadline, "connect timeout").set_up(scripts); !s.ok()) {
+  if (absl::Status s =
+          Link(o, *conn, deadline, "connect timeout").set_up(scripts);
+      !s.ok()) {
     return s;
   }
   return conn;
@@ -414,29 +447,31 @@ absl::StatusOr<ConnPtr> open_connection(const RedisLeaseOptions& o, Clock::time_
 // without blocking once poll(2) says it is readable.
 class RedisWaker {
  public:
-  static absl::StatusOr<RedisWaker> open(const RedisLeaseOptions& o, const std::string& channel) {
+  static absl::StatusOr<RedisWaker> open(const RedisLeaseOptions& o,
+                                         const std::string& channel) {
     const Clock::time_point deadline = Clock::now() + o.io_timeout;
     absl::StatusOr<ConnPtr> c = open_connection(o, deadline, /*scripts=*/false);
     if (!c.ok()) return c.status();
     Link link(o, **c, deadline, "connect timeout");
     absl::StatusOr<Reply> r = link.command({"SUBSCRIBE", channel});
     if (!r.ok()) return r.status();
-    if ((*r)->type == REDIS_REPLY_ERROR) return link.reply_error(*r->get(), "SUBSCRIBE");
+    if ((*r)->type == REDIS_REPLY_ERROR)
+      return link.reply_error(*r->get(), "SUBSCRIBE");
     return RedisWaker(o, *std::move(c));
   }
   int fd() const { return c_->ctx->fd; }
   absl::StatusOr<bool> drain(bool readable) {
     redisContext* ctx = c_->ctx.get();
     if (readable && redisBufferRead(ctx) != REDIS_OK) {
-      return absl::UnavailableError(
-          absl::StrCat(where_of(*o_), ": waiter's subscription: ", ctx->errstr));
+      return absl::UnavailableError(absl::StrCat(
+          where_of(*o_), ": waiter's subscription: ", ctx->errstr));
     }
     bool woken = false;
     for (;;) {
       void* reply = nullptr;
       if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK) {
-        return absl::UnavailableError(
-            absl::StrCat(where_of(*o_), ": waiter's subscription: ", ctx->errstr));
+        return absl::UnavailableError(absl::StrCat(
+            where_of(*o_), ": waiter's subscription: ", ctx->errstr));
       }
       if (reply == nullptr) return woken;
       freeReplyObject(reply);
@@ -445,7 +480,8 @@ class RedisWaker {
   }
 
  private:
-  RedisWaker(const RedisLeaseOptions& o, ConnPtr c) : o_(&o), c_(std::move(c)) {}
+  RedisWaker(const RedisLeaseOptions& o, ConnPtr c)
+      : o_(&o), c_(std::move(c)) {}
   const RedisLeaseOptions* o_;
   ConnPtr c_;
 };
@@ -486,18 +522,24 @@ struct RedisLeaseBackend::Conn {
   }
   // A waiter's channel is this prefix and its id: the release wakes the
   // head only (no herd of waiters re-checking).
-  std::string wake_prefix() const { return absl::StrCat(options.prefix, "wake:"); }
+  std::string wake_prefix() const {
+    return absl::StrCat(options.prefix, "wake:");
+  }
 
   // Compare-and-delete of `key`'s lease owned by `owner`, waking the head of
   // its queue.
-  absl::StatusOr<bool> release(const std::string& key, const std::string& owner) {
-    return with_link(Clock::time_point::max(), [&](Link& l) -> absl::StatusOr<bool> {
-      absl::StatusOr<Reply> r =
-          l.eval(kReleaseScript, &RedisConnection::sha_release,
-                 {lease_key(key), queue_key(key), queue_expiry_key(key), owner, wake_prefix()}, 3);
-      if (!r.ok()) return r.status();
-      return (*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1;
-    });
+  absl::StatusOr<bool> release(const std::string& key,
+                               const std::string& owner) {
+    return with_link(
+        Clock::time_point::max(), [&](Link& l) -> absl::StatusOr<bool> {
+          absl::StatusOr<Reply> r =
+              l.eval(kReleaseScript, &RedisConnection::sha_release,
+                     {lease_key(key), queue_key(key), queue_expiry_key(key),
+                      owner, wake_prefix()},
+                     3);
+          if (!r.ok()) return r.status();
+          return (*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1;
+        });
   }
 
   // Runs fn(Link&) on a connection taken from the pool, every wait bounded
@@ -507,12 +549,14 @@ struct RedisLeaseBackend::Conn {
   template <typename Fn>
   auto with_link(Clock::time_point deadline, Fn&& fn, bool* sent = nullptr)
       -> decltype(fn(std::declval<Link&>())) {
-    const Clock::time_point take_by = std::min(deadline, Clock::now() + options.io_timeout);
+    const Clock::time_point take_by =
+        std::min(deadline, Clock::now() + options.io_timeout);
     absl::StatusOr<ConnPtr> c = pool->take(take_by, where());
     if (!c.ok()) {
       if (deadline != Clock::time_point::max() && Clock::now() >= deadline) {
         return absl::DeadlineExceededError(absl::StrCat(
-            where(), ": the lease's validity ended before a connection was ready (",
+            where(),
+            ": the lease's validity ended before a connection was ready (",
             c.status().message(), ")"));
       }
       return c.status();
@@ -528,11 +572,13 @@ struct RedisLeaseBackend::Conn {
     return r;
   }
 
-  absl::StatusOr<bool> cas(const char* script, std::string RedisConnection::*sha,
-                           const std::string& key, const std::string& owner,
-                           const std::string& arg,
-                           Clock::time_point deadline = Clock::time_point::max()) {
-    return with_link(deadline, [&](Link& l) { return l.cas(script, sha, lease_key(key), owner, arg); });
+  absl::StatusOr<bool> cas(
+      const char* script, std::string RedisConnection::*sha,
+      const std::string& key, const std::string& owner, const std::string& arg,
+      Clock::time_point deadline = Clock::time_point::max()) {
+    return with_link(deadline, [&](Link& l) {
+      return l.cas(script, sha, lease_key(key), owner, arg);
+    });
   }
 };
 
@@ -542,7 +588,10 @@ class RedisSession final : public LeaseSession {
  public:
   RedisSession(std::shared_ptr<RedisLeaseBackend::Conn> conn, std::string key,
                std::string owner, std::uint64_t token)
-      : conn_(std::move(conn)), key_(std::move(key)), owner_(std::move(owner)), token_(token) {}
+      : conn_(std::move(conn)),
+        key_(std::move(key)),
+        owner_(std::move(owner)),
+        token_(token) {}
   std::optional<std::uint64_t> token() const override { return token_; }
   absl::StatusOr<bool> extend(std::chrono::milliseconds ttl) override {
     return extend_before(ttl, Clock::time_point::max());
@@ -551,14 +600,16 @@ class RedisSession final : public LeaseSession {
                                      Clock::time_point deadline) override {
     RedisLeaseBackend::Conn& c = *conn_;
     return c.with_link(deadline, [&](Link& l) -> absl::StatusOr<bool> {
-      absl::StatusOr<bool> r = l.cas(kExtendScript, &RedisConnection::sha_extend,
-                                     c.lease_key(key_), owner_, std::to_string(ttl.count()));
+      absl::StatusOr<bool> r =
+          l.cas(kExtendScript, &RedisConnection::sha_extend, c.lease_key(key_),
+                owner_, std::to_string(ttl.count()));
       if (!r.ok() || !*r) return r;
       absl::StatusOr<bool> acked = l.wait_replicas();
       if (!acked.ok()) return acked.status();
       if (!*acked) {
-        return absl::UnavailableError(absl::StrCat(c.where(), ": extend not acknowledged by ",
-                                                   c.options.wait_replicas, " replicas"));
+        return absl::UnavailableError(
+            absl::StrCat(c.where(), ": extend not acknowledged by ",
+                         c.options.wait_replicas, " replicas"));
       }
       return true;
     });
@@ -579,27 +630,31 @@ class RedisSession final : public LeaseSession {
 absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> RedisLeaseBackend::create(
     RedisLeaseOptions options) {
   if (options.io_timeout <= std::chrono::milliseconds::zero()) {
-    return absl::InvalidArgumentError("redis leases: io_timeout must be positive");
+    return absl::InvalidArgumentError(
+        "redis leases: io_timeout must be positive");
   }
   // The first connection is opened here, to report an unreachable server or
   // a refused login at once.
-  absl::StatusOr<ConnPtr> first = open_connection(options, Clock::now() + options.io_timeout);
+  absl::StatusOr<ConnPtr> first =
+      open_connection(options, Clock::now() + options.io_timeout);
   if (!first.ok()) return first.status();
   auto conn = std::make_shared<Conn>();
   conn->options = std::move(options);
   conn->pool = ConnPool<ConnPtr>::create(
-      [o = conn->options](Clock::time_point deadline,
-                          const std::stop_token&) -> absl::StatusOr<ConnPtr> {
-        return open_connection(o, deadline);
-      },
+      [o = conn->options](Clock::time_point deadline, const std::stop_token&)
+          -> absl::StatusOr<ConnPtr> { return open_connection(o, deadline); },
       conn->options.io_timeout, *std::move(first));
-  return std::shared_ptr<RedisLeaseBackend>(new RedisLeaseBackend(std::move(conn)));
+  return std::shared_ptr<RedisLeaseBackend>(
+      new RedisLeaseBackend(std::move(conn)));
 }
 
 RedisLeaseBackend::~RedisLeaseBackend() = default;
 
 LeaseCapabilities RedisLeaseBackend::capabilities() const {
-  return {.ttl = true, .fencing = true, .shared = false, .survives_failover = false,
+  return {.ttl = true,
+          .fencing = true,
+          .shared = false,
+          .survives_failover = false,
           .metadata = false};
 }
 
@@ -613,8 +668,9 @@ namespace {
 // waiter is queued) or a queued waiter's (joins or refreshes its place, takes
 // the key at the head). An outcome the reply leaves unknown is an error, and
 // the lease is then deleted if it was granted.
-absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<RedisLeaseBackend::Conn>& conn,
-                                        const LeaseRequest& request, bool queued) {
+absl::StatusOr<internal::WaitTurn> grab(
+    const std::shared_ptr<RedisLeaseBackend::Conn>& conn,
+    const LeaseRequest& request, bool queued) {
   RedisLeaseBackend::Conn& c = *conn;
   bool sent = false;
   struct Got {
@@ -625,30 +681,35 @@ absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<RedisLeaseBackend:
       Clock::time_point::max(),
       [&](Link& l) -> absl::StatusOr<Got> {
         const std::string ttl = std::to_string(request.ttl.count());
-        absl::StatusOr<Reply> r = l.eval(
-            kAcquireScript, &RedisConnection::sha_acquire,
-            {c.lease_key(request.key), c.token_key(request.key), c.queue_key(request.key),
-             c.queue_expiry_key(request.key), c.ticket_key(request.key), request.owner_id, ttl,
-             queued ? request.owner_id : std::string(), ttl},
-            5);
+        absl::StatusOr<Reply> r =
+            l.eval(kAcquireScript, &RedisConnection::sha_acquire,
+                   {c.lease_key(request.key), c.token_key(request.key),
+                    c.queue_key(request.key), c.queue_expiry_key(request.key),
+                    c.ticket_key(request.key), request.owner_id, ttl,
+                    queued ? request.owner_id : std::string(), ttl},
+                   5);
         if (!r.ok()) return r.status();
         const redisReply& a = **r;
         if (a.type != REDIS_REPLY_ARRAY || a.elements != 2 ||
             a.element[0]->type != REDIS_REPLY_INTEGER ||
             a.element[1]->type != REDIS_REPLY_INTEGER) {
-          return absl::InternalError(absl::StrCat(c.where(), ": unexpected reply to the grant"));
+          return absl::InternalError(
+              absl::StrCat(c.where(), ": unexpected reply to the grant"));
         }
-        if (a.element[0]->integer == 0) return Got{std::nullopt, a.element[1]->integer};
+        if (a.element[0]->integer == 0)
+          return Got{std::nullopt, a.element[1]->integer};
         if (a.element[1]->integer <= 0) {
-          return absl::InternalError(absl::StrCat(c.where(), ": unexpected token in the grant"));
+          return absl::InternalError(
+              absl::StrCat(c.where(), ": unexpected token in the grant"));
         }
         const auto token = static_cast<std::uint64_t>(a.element[1]->integer);
         absl::StatusOr<bool> acked = l.wait_replicas();
         if (!acked.ok() || !*acked) {
           if (!acked.ok()) return acked.status();
-          return absl::UnavailableError(absl::StrCat(
-              c.where(), ": grant not acknowledged by ", c.options.wait_replicas,
-              " replicas within ", c.options.wait_timeout.count(), " ms (released)"));
+          return absl::UnavailableError(
+              absl::StrCat(c.where(), ": grant not acknowledged by ",
+                           c.options.wait_replicas, " replicas within ",
+                           c.options.wait_timeout.count(), " ms (released)"));
         }
         return Got{token, -1};
       },
@@ -667,7 +728,8 @@ absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<RedisLeaseBackend:
     turn.retry_in = std::chrono::milliseconds(got->retry_in_ms);
     return turn;
   }
-  turn.session.reset(new RedisSession(conn, request.key, request.owner_id, *got->token));
+  turn.session.reset(
+      new RedisSession(conn, request.key, request.owner_id, *got->token));
   return turn;
 }
 
@@ -675,27 +737,33 @@ absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<RedisLeaseBackend:
 
 absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::try_acquire(
     const LeaseRequest& request) {
-  absl::StatusOr<internal::WaitTurn> turn = grab(conn_, request, /*queued=*/false);
+  absl::StatusOr<internal::WaitTurn> turn =
+      grab(conn_, request, /*queued=*/false);
   if (!turn.ok()) return turn.status();
   return std::move(turn->session);
 }
 
 absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::wait_acquire(
-    const LeaseRequest& request, Clock::time_point deadline, const std::stop_token& stop) {
+    const LeaseRequest& request, Clock::time_point deadline,
+    const std::stop_token& stop) {
   // Uncontended: one round trip, no subscription.
-  absl::StatusOr<internal::WaitTurn> first = grab(conn_, request, /*queued=*/false);
+  absl::StatusOr<internal::WaitTurn> first =
+      grab(conn_, request, /*queued=*/false);
   if (!first.ok()) return first.status();
   if (first->session) return std::move(first->session);
   Conn& c = *conn_;
   return internal::fair_wait(
       request, deadline, stop,
-      [&] { return RedisWaker::open(c.options, c.wake_prefix() + request.owner_id); },
+      [&] {
+        return RedisWaker::open(c.options, c.wake_prefix() + request.owner_id);
+      },
       [&] { return grab(conn_, request, /*queued=*/true); },
       [&] {
         (void)c.with_link(Clock::time_point::max(), [&](Link& l) {
           return l.eval(kLeaveScript, &RedisConnection::sha_leave,
                         {c.lease_key(request.key), c.queue_key(request.key),
-                         c.queue_expiry_key(request.key), request.owner_id, c.wake_prefix()},
+                         c.queue_expiry_key(request.key), request.owner_id,
+                         c.wake_prefix()},
                         3);
         });
       });

@@ -1,8 +1,6 @@
 // src/lease/sqlite_backend.cc
 //
 // SqliteLeaseBackend (tierlock/lease_sqlite.h).
-#include "tierlock/lease_sqlite.h"
-
 #include <sqlite3.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +18,7 @@
 #include "base/string_util.h"
 #include "lease/backends/fair_wait.h"
 #include "lease/lease_state.h"
+#include "tierlock/lease_sqlite.h"
 #include "tierlock/text.h"
 
 namespace tierlock {
@@ -53,7 +52,8 @@ class Stmt {
   Stmt& operator=(const Stmt&) = delete;
   bool ok() const { return rc_ == SQLITE_OK; }
   Stmt& bind(int i, std::string_view v) {
-    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()),
+                      SQLITE_TRANSIENT);
     return *this;
   }
   Stmt& bind(int i, std::int64_t v) {
@@ -79,7 +79,8 @@ class Stmt {
 sockaddr_un wake_address(std::string_view waiter, socklen_t* len) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
-  const std::string name = absl::StrCat("tierlock-lease-wake:", internal::to_absl(waiter));
+  const std::string name =
+      absl::StrCat("tierlock-lease-wake:", internal::to_absl(waiter));
   const std::size_t n = std::min(name.size(), sizeof a.sun_path - 1);
   std::copy_n(name.data(), n, a.sun_path + 1);  // sun_path[0] == 0: abstract
   *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
@@ -98,12 +99,13 @@ Wake send_wake(std::string_view waiter) {
   const char byte = 1;
   ssize_t n;
   do {
-    n = ::sendto(fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&a),
-                 len);
+    n = ::sendto(fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL,
+                 reinterpret_cast<const sockaddr*>(&a), len);
   } while (n < 0 && errno == EINTR);
   const int err = errno;
   ::close(fd);
-  if (n == 1 || err == EAGAIN) return Wake::kWoken;  // EAGAIN: wakes already queued
+  if (n == 1 || err == EAGAIN)
+    return Wake::kWoken;  // EAGAIN: wakes already queued
   return err == ECONNREFUSED ? Wake::kGone : Wake::kUnknown;
 }
 
@@ -127,10 +129,11 @@ struct SqliteLeaseBackend::Db {
 
   absl::Status error(std::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const int code = sqlite3_errcode(db);
-    std::string m = absl::StrCat("sqlite '", escape_text(options.path.string()),
-                                 "': ", internal::to_absl(what), ": ",
-                                 sqlite3_errmsg(db));
-    if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return absl::UnavailableError(m);
+    std::string m =
+        absl::StrCat("sqlite '", escape_text(options.path.string()),
+                     "': ", internal::to_absl(what), ": ", sqlite3_errmsg(db));
+    if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+      return absl::UnavailableError(m);
     if (code == SQLITE_PERM || code == SQLITE_READONLY || code == SQLITE_AUTH) {
       return absl::PermissionDeniedError(m);
     }
@@ -138,7 +141,8 @@ struct SqliteLeaseBackend::Db {
   }
   absl::Status exec(const char* sql, std::string_view what)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) return error(what);
+    if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK)
+      return error(what);
     return absl::OkStatus();
   }
   void rollback() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -151,16 +155,20 @@ struct SqliteLeaseBackend::Db {
   // refresh period. Best effort: errors are left to the waiters' timers.
   void wake_head(std::string_view key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     for (int i = 0; i < 64; ++i) {
-      Stmt head(db,
-                "SELECT waiter, netns FROM tierlock_lease_waiters WHERE key = ?1 AND "
-                "boot_id = ?2 AND expires_ns > ?3 ORDER BY ticket LIMIT 1");
+      Stmt head(
+          db,
+          "SELECT waiter, netns FROM tierlock_lease_waiters WHERE key = ?1 AND "
+          "boot_id = ?2 AND expires_ns > ?3 ORDER BY ticket LIMIT 1");
       if (!head.ok()) return;
       head.bind(1, key).bind(2, boot_id).bind(3, monotonic_ns());
       if (head.step() != SQLITE_ROW) return;
       const std::string waiter = head.text(0);
-      if (static_cast<std::uint64_t>(head.int64(1)) != netns || netns == 0) return;
+      if (static_cast<std::uint64_t>(head.int64(1)) != netns || netns == 0)
+        return;
       if (send_wake(waiter) != Wake::kGone) return;
-      Stmt gone(db, "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND waiter = ?2");
+      Stmt gone(
+          db,
+          "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND waiter = ?2");
       if (!gone.ok()) return;
       gone.bind(1, key).bind(2, waiter);
       if (gone.step() != SQLITE_DONE) return;
@@ -174,7 +182,10 @@ class SqliteSession final : public LeaseSession {
  public:
   SqliteSession(std::shared_ptr<SqliteLeaseBackend::Db> db, std::string key,
                 std::string owner, std::uint64_t token)
-      : db_(std::move(db)), key_(std::move(key)), owner_(std::move(owner)), token_(token) {}
+      : db_(std::move(db)),
+        key_(std::move(key)),
+        owner_(std::move(owner)),
+        token_(token) {}
   std::optional<std::uint64_t> token() const override { return token_; }
 
   absl::StatusOr<bool> extend(std::chrono::milliseconds ttl) override {
@@ -185,32 +196,43 @@ class SqliteSession final : public LeaseSession {
 
   // The busy wait (another writer holds the database) is capped by the
   // lease's validity for this statement.
-  absl::StatusOr<bool> extend_before(std::chrono::milliseconds ttl,
-                                     std::chrono::steady_clock::time_point deadline) override {
+  absl::StatusOr<bool> extend_before(
+      std::chrono::milliseconds ttl,
+      std::chrono::steady_clock::time_point deadline) override {
     SqliteLeaseBackend::Db& d = *db_;
     UniqueLock lk(d.mu);
-    if (deadline == std::chrono::steady_clock::time_point::max()) return extend_locked(d, ttl);
+    if (deadline == std::chrono::steady_clock::time_point::max())
+      return extend_locked(d, ttl);
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left <= std::chrono::milliseconds::zero()) {
-      return absl::DeadlineExceededError("extend: the lease's validity ended first");
+      return absl::DeadlineExceededError(
+          "extend: the lease's validity ended first");
     }
-    sqlite3_busy_timeout(d.db, static_cast<int>(std::min(left, d.options.busy_timeout).count()));
+    sqlite3_busy_timeout(
+        d.db, static_cast<int>(std::min(left, d.options.busy_timeout).count()));
     absl::StatusOr<bool> r = extend_locked(d, ttl);
-    sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
+    sqlite3_busy_timeout(d.db,
+                         static_cast<int>(d.options.busy_timeout.count()));
     return r;
   }
 
  private:
-  absl::StatusOr<bool> extend_locked(SqliteLeaseBackend::Db& d, std::chrono::milliseconds ttl)
+  absl::StatusOr<bool> extend_locked(SqliteLeaseBackend::Db& d,
+                                     std::chrono::milliseconds ttl)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(d.mu) {
     const std::int64_t now = monotonic_ns();
     Stmt s(d.db,
-           "UPDATE tierlock_leases SET expires_ns = ?1 WHERE key = ?2 AND owner = ?3 "
+           "UPDATE tierlock_leases SET expires_ns = ?1 WHERE key = ?2 AND "
+           "owner = ?3 "
            "AND token = ?4 AND boot_id = ?5 AND expires_ns > ?6");
     if (!s.ok()) return d.error("prepare extend");
-    s.bind(1, now + std::chrono::nanoseconds(ttl).count()).bind(2, key_).bind(3, owner_);
-    s.bind(4, static_cast<std::int64_t>(token_)).bind(5, d.boot_id).bind(6, now);
+    s.bind(1, now + std::chrono::nanoseconds(ttl).count())
+        .bind(2, key_)
+        .bind(3, owner_);
+    s.bind(4, static_cast<std::int64_t>(token_))
+        .bind(5, d.boot_id)
+        .bind(6, now);
     if (s.step() != SQLITE_DONE) return d.error("extend");
     return sqlite3_changes(d.db) == 1;
   }
@@ -220,7 +242,8 @@ class SqliteSession final : public LeaseSession {
     SqliteLeaseBackend::Db& d = *db_;
     UniqueLock lk(d.mu);
     Stmt s(d.db,
-           "DELETE FROM tierlock_leases WHERE key = ?1 AND owner = ?2 AND token = ?3 "
+           "DELETE FROM tierlock_leases WHERE key = ?1 AND owner = ?2 AND "
+           "token = ?3 "
            "RETURNING boot_id = ?4 AND expires_ns > ?5");
     if (!s.ok()) return d.error("prepare release");
     s.bind(1, key_).bind(2, owner_).bind(3, static_cast<std::int64_t>(token_));
@@ -246,13 +269,16 @@ constexpr char kSchema[] =
     " key TEXT PRIMARY KEY, owner TEXT NOT NULL, session TEXT NOT NULL,"
     " token INTEGER NOT NULL, metadata TEXT NOT NULL DEFAULT '',"
     " boot_id TEXT NOT NULL, expires_ns INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS tierlock_leases_session ON tierlock_leases(session);"
+    "CREATE INDEX IF NOT EXISTS tierlock_leases_session ON "
+    "tierlock_leases(session);"
     "CREATE TABLE IF NOT EXISTS tierlock_lease_tokens ("
     " key TEXT PRIMARY KEY, last INTEGER NOT NULL);"
     // Waiters per key in ticket (arrival) order, each live until expires_ns.
     "CREATE TABLE IF NOT EXISTS tierlock_lease_waiters ("
-    " ticket INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, waiter TEXT NOT NULL,"
-    " boot_id TEXT NOT NULL, netns INTEGER NOT NULL, expires_ns INTEGER NOT NULL,"
+    " ticket INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, waiter TEXT "
+    "NOT NULL,"
+    " boot_id TEXT NOT NULL, netns INTEGER NOT NULL, expires_ns INTEGER NOT "
+    "NULL,"
     " UNIQUE (key, waiter));";
 
 // Refuses a database, WAL or shared-memory file name that is a symbolic
@@ -278,7 +304,8 @@ absl::Status refuse_symlinks(const std::filesystem::path& path) {
 
 absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
     SqliteLeaseOptions options) {
-  if (options.path.empty()) return absl::InvalidArgumentError("sqlite leases: empty path");
+  if (options.path.empty())
+    return absl::InvalidArgumentError("sqlite leases: empty path");
   if (options.session.empty()) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
@@ -289,7 +316,8 @@ absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
   d->boot_id = read_boot_id();
   d->netns = read_netns();
   if (d->boot_id.empty()) {
-    return absl::UnavailableError("sqlite leases: cannot read /proc/sys/kernel/random/boot_id");
+    return absl::UnavailableError(
+        "sqlite leases: cannot read /proc/sys/kernel/random/boot_id");
   }
   if (absl::Status s = refuse_symlinks(d->options.path); !s.ok()) return s;
   UniqueLock lk(d->mu);
@@ -308,11 +336,15 @@ absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
         "(SQLITE_OPEN_NOFOLLOW): give the path without symbolic links"));
   }
   if (rc != SQLITE_OK) {
-    absl::Status s = d->db ? d->error("open")
-                           : absl::ResourceExhaustedError("sqlite3_open_v2: out of memory");
-    return s.code() == absl::StatusCode::kInternal ? absl::UnavailableError(s.message()) : s;
+    absl::Status s =
+        d->db ? d->error("open")
+              : absl::ResourceExhaustedError("sqlite3_open_v2: out of memory");
+    return s.code() == absl::StatusCode::kInternal
+               ? absl::UnavailableError(s.message())
+               : s;
   }
-  sqlite3_busy_timeout(d->db, static_cast<int>(d->options.busy_timeout.count()));
+  sqlite3_busy_timeout(d->db,
+                       static_cast<int>(d->options.busy_timeout.count()));
   // WAL: readers never block the writer; the per-grant write transaction is
   // short. synchronous=NORMAL is durable across process crashes in WAL mode
   // (a power loss may lose the last grants: leases are then re-granted, with
@@ -321,11 +353,12 @@ absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
   // a new database at once, fails with SQLITE_BUSY without calling the busy
   // handler: retry it (with backoff) until the busy timeout, as SQLite's
   // own busy handler would.
-  const auto wal_deadline = std::chrono::steady_clock::now() + d->options.busy_timeout;
+  const auto wal_deadline =
+      std::chrono::steady_clock::now() + d->options.busy_timeout;
   for (auto backoff = std::chrono::milliseconds(1);;
        backoff = std::min(backoff * 2, std::chrono::milliseconds(50))) {
-    absl::Status s = d->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                             "set WAL mode");
+    absl::Status s = d->exec(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "set WAL mode");
     if (s.ok()) break;
     const int code = sqlite3_errcode(d->db) & 0xff;
     if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
@@ -336,17 +369,23 @@ absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
   }
   if (absl::Status s = d->exec(kSchema, "create tables"); !s.ok()) return s;
   lk.unlock();
-  return std::shared_ptr<SqliteLeaseBackend>(new SqliteLeaseBackend(std::move(d)));
+  return std::shared_ptr<SqliteLeaseBackend>(
+      new SqliteLeaseBackend(std::move(d)));
 }
 
 SqliteLeaseBackend::~SqliteLeaseBackend() = default;
 
 LeaseCapabilities SqliteLeaseBackend::capabilities() const {
-  return {.ttl = true, .fencing = true, .shared = false, .survives_failover = false,
+  return {.ttl = true,
+          .fencing = true,
+          .shared = false,
+          .survives_failover = false,
           .metadata = true};
 }
 
-const std::string& SqliteLeaseBackend::session() const { return db_->options.session; }
+const std::string& SqliteLeaseBackend::session() const {
+  return db_->options.session;
+}
 
 namespace {
 
@@ -360,10 +399,12 @@ absl::Status roll_back(SqliteLeaseBackend::Db& d, std::string_view what)
 
 // Ends an attempt that must wait until `until_ns` at the latest: a waiter's
 // join is committed, a try (which changed nothing) rolled back.
-absl::StatusOr<internal::WaitTurn> wait_turn(SqliteLeaseBackend::Db& d, bool queued,
-                                             std::int64_t now, std::int64_t until_ns)
+absl::StatusOr<internal::WaitTurn> wait_turn(SqliteLeaseBackend::Db& d,
+                                             bool queued, std::int64_t now,
+                                             std::int64_t until_ns)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(d.mu) {
-  if (absl::Status s = d.exec(queued ? "COMMIT" : "ROLLBACK", "commit"); !s.ok()) {
+  if (absl::Status s = d.exec(queued ? "COMMIT" : "ROLLBACK", "commit");
+      !s.ok()) {
     d.rollback();
     return s;
   }
@@ -377,8 +418,9 @@ absl::StatusOr<internal::WaitTurn> wait_turn(SqliteLeaseBackend::Db& d, bool que
 // false: takes a free key only if no live waiter is queued) or a queued
 // waiter's (joins or refreshes its place, takes the key at the head). The
 // key's dead waiters (expired, or from an earlier boot) leave the queue.
-absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<SqliteLeaseBackend::Db>& db,
-                                        const LeaseRequest& request, bool queued) {
+absl::StatusOr<internal::WaitTurn> grab(
+    const std::shared_ptr<SqliteLeaseBackend::Db>& db,
+    const LeaseRequest& request, bool queued) {
   SqliteLeaseBackend::Db& d = *db;
   UniqueLock lk(d.mu);
   if (absl::Status s = d.exec("BEGIN IMMEDIATE", "begin"); !s.ok()) return s;
@@ -390,10 +432,12 @@ absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<SqliteLeaseBackend
     if (!purge.ok()) return roll_back(d, "prepare join");
     purge.bind(1, request.key).bind(2, d.boot_id).bind(3, now);
     if (purge.step() != SQLITE_DONE) return roll_back(d, "join the queue");
-    Stmt join(d.db,
-              "INSERT INTO tierlock_lease_waiters (key, waiter, boot_id, netns, expires_ns) "
-              "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key, waiter) DO UPDATE SET "
-              "expires_ns = excluded.expires_ns");
+    Stmt join(
+        d.db,
+        "INSERT INTO tierlock_lease_waiters (key, waiter, boot_id, netns, "
+        "expires_ns) "
+        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key, waiter) DO UPDATE SET "
+        "expires_ns = excluded.expires_ns");
     if (!join.ok()) return roll_back(d, "prepare join");
     join.bind(1, request.key).bind(2, request.owner_id).bind(3, d.boot_id);
     join.bind(4, static_cast<std::int64_t>(d.netns));
@@ -402,24 +446,28 @@ absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<SqliteLeaseBackend
   }
   {
     Stmt head(d.db,
-              "SELECT waiter, expires_ns FROM tierlock_lease_waiters WHERE key = ?1 AND "
+              "SELECT waiter, expires_ns FROM tierlock_lease_waiters WHERE key "
+              "= ?1 AND "
               "boot_id = ?2 AND expires_ns > ?3 ORDER BY ticket LIMIT 1");
     if (!head.ok()) return roll_back(d, "prepare acquire");
     head.bind(1, request.key).bind(2, d.boot_id).bind(3, now);
     const int rc = head.step();
     if (rc == SQLITE_ROW && (!queued || head.text(0) != request.owner_id)) {
-      return wait_turn(d, queued, now, head.int64(1));  // queued behind another waiter
+      return wait_turn(d, queued, now,
+                       head.int64(1));  // queued behind another waiter
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return roll_back(d, "acquire");
   }
   {
     Stmt held(d.db,
-              "SELECT expires_ns FROM tierlock_leases WHERE key = ?1 AND boot_id = ?2 AND "
+              "SELECT expires_ns FROM tierlock_leases WHERE key = ?1 AND "
+              "boot_id = ?2 AND "
               "expires_ns > ?3");
     if (!held.ok()) return roll_back(d, "prepare acquire");
     held.bind(1, request.key).bind(2, d.boot_id).bind(3, now);
     const int rc = held.step();
-    if (rc == SQLITE_ROW) return wait_turn(d, queued, now, held.int64(0));  // contention
+    if (rc == SQLITE_ROW)
+      return wait_turn(d, queued, now, held.int64(0));  // contention
     if (rc != SQLITE_DONE) return roll_back(d, "acquire");
   }
   std::int64_t token = 0;
@@ -439,13 +487,17 @@ absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<SqliteLeaseBackend
              "(key, owner, session, token, metadata, boot_id, expires_ns) "
              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     if (!put.ok()) return roll_back(d, "prepare acquire");
-    put.bind(1, request.key).bind(2, request.owner_id).bind(3, d.options.session);
+    put.bind(1, request.key)
+        .bind(2, request.owner_id)
+        .bind(3, d.options.session);
     put.bind(4, token).bind(5, request.metadata).bind(6, d.boot_id);
     put.bind(7, now + std::chrono::nanoseconds(request.ttl).count());
     if (put.step() != SQLITE_DONE) return roll_back(d, "acquire");
   }
   if (queued) {
-    Stmt left(d.db, "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND waiter = ?2");
+    Stmt left(
+        d.db,
+        "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND waiter = ?2");
     if (!left.ok()) return roll_back(d, "prepare acquire");
     left.bind(1, request.key).bind(2, request.owner_id);
     if (left.step() != SQLITE_DONE) return roll_back(d, "leave the queue");
@@ -455,24 +507,28 @@ absl::StatusOr<internal::WaitTurn> grab(const std::shared_ptr<SqliteLeaseBackend
     return s;
   }
   internal::WaitTurn turn;
-  turn.session.reset(
-      new SqliteSession(db, request.key, request.owner_id, static_cast<std::uint64_t>(token)));
+  turn.session.reset(new SqliteSession(db, request.key, request.owner_id,
+                                       static_cast<std::uint64_t>(token)));
   return turn;
 }
 
 // A waiter's wake signal: a datagram socket bound to its abstract address.
 class SqliteWaker {
  public:
-  static absl::StatusOr<SqliteWaker> open(const SqliteLeaseOptions& o, std::string_view waiter) {
-    SqliteWaker w(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  static absl::StatusOr<SqliteWaker> open(const SqliteLeaseOptions& o,
+                                          std::string_view waiter) {
+    SqliteWaker w(
+        ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     socklen_t len = 0;
     const sockaddr_un a = wake_address(waiter, &len);
-    if (w.fd_ < 0 || ::bind(w.fd_, reinterpret_cast<const sockaddr*>(&a), len) != 0) {
+    if (w.fd_ < 0 ||
+        ::bind(w.fd_, reinterpret_cast<const sockaddr*>(&a), len) != 0) {
       return absl::ErrnoToStatus(
           errno, absl::StrCat("sqlite '", escape_text(o.path.string()),
                               "': bind the waiter's wake socket '@",
-                              escape_text(std::string_view(a.sun_path + 1, len - 1 -
-                                                           offsetof(sockaddr_un, sun_path))),
+                              escape_text(std::string_view(
+                                  a.sun_path + 1,
+                                  len - 1 - offsetof(sockaddr_un, sun_path))),
                               "'"));
     }
     return w;
@@ -499,7 +555,8 @@ class SqliteWaker {
 
 absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::try_acquire(
     const LeaseRequest& request) {
-  absl::StatusOr<internal::WaitTurn> turn = grab(db_, request, /*queued=*/false);
+  absl::StatusOr<internal::WaitTurn> turn =
+      grab(db_, request, /*queued=*/false);
   if (!turn.ok()) return turn.status();
   return std::move(turn->session);
 }
@@ -507,22 +564,27 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::try_acquire(
 absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::wait_acquire(
     const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
     const std::stop_token& stop) {
-  absl::StatusOr<internal::WaitTurn> first = grab(db_, request, /*queued=*/false);
+  absl::StatusOr<internal::WaitTurn> first =
+      grab(db_, request, /*queued=*/false);
   if (!first.ok()) return first.status();
   if (first->session) return std::move(first->session);
   Db& d = *db_;
   return internal::fair_wait(
-      request, deadline, stop, [&] { return SqliteWaker::open(d.options, request.owner_id); },
+      request, deadline, stop,
+      [&] { return SqliteWaker::open(d.options, request.owner_id); },
       [&] { return grab(db_, request, /*queued=*/true); },
       [&] {
         UniqueLock lk(d.mu);
-        Stmt left(d.db, "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND waiter = ?2");
+        Stmt left(d.db,
+                  "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND "
+                  "waiter = ?2");
         if (!left.ok()) return;
         left.bind(1, request.key).bind(2, request.owner_id);
         if (left.step() != SQLITE_DONE) return;
-        Stmt held(d.db,
-                  "SELECT 1 FROM tierlock_leases WHERE key = ?1 AND boot_id = ?2 AND "
-                  "expires_ns > ?3");
+        Stmt held(
+            d.db,
+            "SELECT 1 FROM tierlock_leases WHERE key = ?1 AND boot_id = ?2 AND "
+            "expires_ns > ?3");
         if (!held.ok()) return;
         held.bind(1, request.key).bind(2, d.boot_id).bind(3, monotonic_ns());
         if (held.step() == SQLITE_DONE) d.wake_head(request.key);
@@ -534,7 +596,8 @@ absl::StatusOr<int> SqliteLeaseBackend::release_all(std::string_view session) {
   UniqueLock lk(d.mu);
   std::vector<std::string> keys;
   {
-    Stmt s(d.db, "DELETE FROM tierlock_leases WHERE session = ?1 RETURNING key");
+    Stmt s(d.db,
+           "DELETE FROM tierlock_leases WHERE session = ?1 RETURNING key");
     if (!s.ok()) return d.error("prepare release_all");
     s.bind(1, session);
     int rc;
@@ -548,7 +611,8 @@ absl::StatusOr<int> SqliteLeaseBackend::release_all(std::string_view session) {
 absl::StatusOr<int> SqliteLeaseBackend::reclaim_expired() {
   Db& d = *db_;
   UniqueLock lk(d.mu);
-  Stmt s(d.db, "DELETE FROM tierlock_leases WHERE boot_id <> ?1 OR expires_ns <= ?2");
+  Stmt s(d.db,
+         "DELETE FROM tierlock_leases WHERE boot_id <> ?1 OR expires_ns <= ?2");
   if (!s.ok()) return d.error("prepare reclaim");
   s.bind(1, d.boot_id).bind(2, monotonic_ns());
   if (s.step() != SQLITE_DONE) return d.error("reclaim");
@@ -559,15 +623,17 @@ absl::StatusOr<std::vector<SqliteLeaseRow>> SqliteLeaseBackend::list() {
   Db& d = *db_;
   UniqueLock lk(d.mu);
   Stmt s(d.db,
-         "SELECT key, owner, session, token, metadata, boot_id = ?1 AND expires_ns > ?2 "
+         "SELECT key, owner, session, token, metadata, boot_id = ?1 AND "
+         "expires_ns > ?2 "
          "FROM tierlock_leases ORDER BY key");
   if (!s.ok()) return d.error("prepare list");
   s.bind(1, d.boot_id).bind(2, monotonic_ns());
   std::vector<SqliteLeaseRow> rows;
   int rc;
   while ((rc = s.step()) == SQLITE_ROW) {
-    rows.push_back({s.text(0), s.text(1), s.text(2), static_cast<std::uint64_t>(s.int64(3)),
-                    s.text(4), s.int64(5) != 0});
+    rows.push_back({s.text(0), s.text(1), s.text(2),
+                    static_cast<std::uint64_t>(s.int64(3)), s.text(4),
+                    s.int64(5) != 0});
   }
   if (rc != SQLITE_DONE) return d.error("list");
   return rows;
