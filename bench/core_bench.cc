@@ -56,7 +56,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kLockName = ".lock";
 // Components below the mkdtemp directory, so the deep lock directory is
-// /tmp/tierlock-bench.XXXXXX/d1/.../d8: 10 components, as in BASELINES.md.
+// /tmp/tierlock-bench.XXXXXX/d1/.../d8: 10 components, the depth the
+// baseline figures in docs/perf.md use.
 constexpr int kDeepLevels = 8;
 
 // The directories every benchmark uses. Created in main before any benchmark

@@ -4,7 +4,7 @@
 Usage: bench/plot.py RESULTS_DIR
 
 Reads the JSON files bench/run.sh wrote there and writes, beside them:
-  summary.svg     every issue-7 row as tierlock / baseline (within one run),
+  summary.svg     every target row as tierlock / baseline (within one run),
                   with its target; "higher is better" rows are inverted so
                   that left of 1.0 is always better
   contention.svg  in-process contention: throughput vs threads, tierlock and

@@ -1,6 +1,6 @@
 // tests/lease/etcd_cluster.h
 //
-// A real etcd cluster for the lease tests (../shared/SERVERS.md recipe): each
+// A real etcd cluster for the lease tests: each
 // member an `etcd` process on 127.0.0.1 with free client and peer ports and
 // its own data directory in a temporary directory, started and stopped by
 // the test (never a system service, never a fixed port):

@@ -1,6 +1,6 @@
 // tests/lease/servers.h
 //
-// Real database servers for the lease tests, per ../shared/SERVERS.md: each
+// Real database servers for the lease tests: each
 // on 127.0.0.1, a free port, a temporary data directory, started and stopped
 // by the test (never a system service, never a fixed port):
 //   PostgresServer - initdb + pg_ctl as the `postgres` user (setpriv).
