@@ -47,7 +47,7 @@ std::shared_ptr<const HandlePaths> paths_for(
 // True if `dir` is `canonical` written another way without symlinks: with
 // trailing slashes, "." components, or relative to the working directory. Then
 // `dir` names the same directory (the lock file's inode has been matched too),
-// and the handle needs no realpath (~1 us per component).
+// and the handle needs no realpath (a syscall per component).
 bool spells_same_directory(const std::filesystem::path& dir,
                            const std::filesystem::path& canonical) {
   const auto& dir_text = internal::platform::path_text(dir);
@@ -228,8 +228,8 @@ absl::Status wait_failed(const LockEntry& entry, absl::StatusCode code,
     // Who holds it: holder records first, which need no global lock; only
     // when no record names a holder (flock(1), Python, a record being
     // updated), the kernel's lock table, whose read can wait milliseconds
-    // for an RCU grace period when nothing read it recently (a lone timeout
-    // was 7.8 ms late at p50 that way). Records and /proc add the program.
+    // for an RCU grace period when nothing read it recently (docs/perf.md,
+    // lateness of a lone timeout). Records and /proc add the program.
     std::vector<std::string> exclusive, shared;
     std::vector<Holder> holders =
         internal::recorded_holders(lock_file, entry.id());

@@ -376,8 +376,8 @@ class InterruptibleWait {
   // deadline passes. Errors other than EINTR are returned as a Status.
   absl::StatusOr<Result> lock(NativeHandle handle, Mode mode,
                               const std::filesystem::path& lock_file);
-  // Makes lock() return kInterrupted promptly (within ~200 us after it
-  // enters the kernel, typically ~5 us).
+  // Makes lock() return kInterrupted promptly (within the 200 us re-send
+  // period after it enters the kernel).
   void interrupt();
 
  private:

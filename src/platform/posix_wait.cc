@@ -157,9 +157,9 @@ void arm(timer_t id, int flags, struct timespec first) {
 // One thread per process that interrupts waits whose deadline passed. A wait
 // with a deadline used to arm its thread's timer for the deadline and disarm
 // it when flock returned: the disarm (timer_settime) sat on the path from
-// the grant to the caller, and made a timed handoff ~1.8 us (1.3-1.6x) slower
-// than an untimed one on one CPU. Registering here costs a mutex and, only
-// when the new deadline is before the thread's next look, a
+// the grant to the caller, and made a timed handoff measurably slower
+// than an untimed one on one CPU (docs/perf.md). Registering here costs a mutex
+// and, only when the new deadline is before the thread's next look, a
 // condition-variable notify, all before the wait blocks; unregistering after
 // the grant costs a mutex and no syscall. The thread starts with the first
 // timed wait and ends after 50 ms without one; a fork()ed child, which has no
@@ -226,8 +226,8 @@ class Deadlines {
     for (;;) {
       if (waits_.empty()) {
         // Idle: end the thread, so a process leaves no thread of ours
-        // behind between bursts of timed waits (the next one starts one,
-        // ~30 us, before it blocks).
+        // behind between bursts of timed waits (the next one starts one
+        // before it blocks).
         sleeping_until_ = Clock::now() + kIdle;
         if (cv_.wait_until(lk, sleeping_until_) == std::cv_status::timeout &&
             waits_.empty()) {
