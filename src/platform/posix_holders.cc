@@ -16,6 +16,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -283,6 +284,24 @@ absl::Status check_records_dir(const struct stat& st, uid_t me,
   return absl::OkStatus();
 }
 
+// The records directory sits beside the lock file, in a directory users
+// often keep in git: a `.gitignore` of `*` inside it (which ignores itself
+// too) keeps `git status` showing only the lock file, as with flock(1). Only
+// in a directory we own, only if absent (never rewritten: O_EXCL), never
+// through a symlink. Best effort: records work without it. Readers and the
+// cleanup look only at names shaped like records, so it is never read as
+// one nor removed.
+void add_ignore_rule(int dirfd) {
+  static constexpr std::string_view kRule =
+      "# tierlock holder records: nothing here belongs in version control\n*\n";
+  Fd fd(openat_retry(dirfd, ".gitignore",
+                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
+                         O_NONBLOCK | O_NOCTTY,
+                     0644));
+  if (fd.get() < 0) return;
+  (void)!::write(fd.get(), kRule.data(), kRule.size());
+}
+
 // Rate limit for remove_dead_records: at most once a second per process.
 std::atomic<std::int64_t> g_last_cleanup_s{-1};
 
@@ -500,6 +519,7 @@ absl::StatusOr<MappedRecord> create_record(
         !trusted.ok()) {
       return trusted;
     }
+    if (dir_st.st_uid == me) add_ignore_rule(dir.get());
     fd.reset(openat_retry(dir.get(), file_name.c_str(),
                           O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
                               O_NONBLOCK | O_NOCTTY,
