@@ -242,8 +242,8 @@ void finish(const OpPtr& op, absl::StatusOr<Lease> result) {
 }
 
 void fail(const OpPtr& op, const absl::Status& s) {
-  finish(op, absl::Status(s.code(), absl::StrCat(op->a->what, ": ",
-                                                  s.message())));
+  finish(op,
+         absl::Status(s.code(), absl::StrCat(op->a->what, ": ", s.message())));
 }
 
 void leave(const OpPtr& op) {
@@ -253,17 +253,17 @@ void leave(const OpPtr& op) {
 
 void cancelled(const OpPtr& op) {
   leave(op);
-  finish(op, absl::CancelledError(absl::StrCat(
-                 op->a->what, ": cancelled after ",
-                 seconds(Clock::now() - op->a->start))));
+  finish(op, absl::CancelledError(
+                 absl::StrCat(op->a->what, ": cancelled after ",
+                              seconds(Clock::now() - op->a->start))));
 }
 
 void timed_out(const OpPtr& op) {
   leave(op);
-  finish(op, absl::DeadlineExceededError(absl::StrCat(
-                 op->a->what, ": timed out after ",
-                 seconds(Clock::now() - op->a->start),
-                 " (held by another owner)")));
+  finish(op, absl::DeadlineExceededError(
+                 absl::StrCat(op->a->what, ": timed out after ",
+                              seconds(Clock::now() - op->a->start),
+                              " (held by another owner)")));
 }
 
 void step(const OpPtr& op, WaitEnd end);
@@ -273,8 +273,8 @@ void step(const OpPtr& op, WaitEnd end);
 void wait_in_poller(const OpPtr& op) {
   const int fd = op->steps ? op->steps->fd() : -1;
   // The entry owns the op while it waits.
-  absl::StatusOr<std::uint64_t> id = LeaseWaitPoller::instance().add(
-      fd, op->until, [op](WaitEnd end) mutable {
+  absl::StatusOr<std::uint64_t> id =
+      LeaseWaitPoller::instance().add(fd, op->until, [op](WaitEnd end) mutable {
         {
           std::lock_guard<std::mutex> lk(op->mu);
           op->poll_id = 0;
@@ -337,8 +337,8 @@ void try_once(const OpPtr& op) {
   const Clock::time_point now = Clock::now();
   if (a.one_try || now >= a.deadline) return timed_out(op);
   op->until = std::min(a.deadline, now + jittered(op->backoff));
-  op->backoff = std::min<std::chrono::nanoseconds>(op->backoff * 2,
-                                                   milliseconds(100));
+  op->backoff =
+      std::min<std::chrono::nanoseconds>(op->backoff * 2, milliseconds(100));
   wait_in_poller(op);
 }
 

@@ -71,8 +71,8 @@ std::shared_ptr<LeaseBackend> checked(absl::StatusOr<std::shared_ptr<T>> b) {
 
 std::vector<AsyncBackend> backends() {
   std::vector<AsyncBackend> out;
-  out.push_back({"memory", [] { return MemoryLeaseBackend::create(); },
-                 nullptr, 200});
+  out.push_back(
+      {"memory", [] { return MemoryLeaseBackend::create(); }, nullptr, 200});
 #ifdef TIERLOCK_HAVE_LEASE_REDIS
   out.push_back({"redis",
                  [] {
@@ -267,8 +267,8 @@ TEST_P(LeaseAsyncTest, ManyWaitersAreAllGrantedInTurnWithBoundedThreads) {
       cv.notify_all();
     });
   }
-  ASSERT_TRUE(wait_queued(n)) << key_ << ": " << queued() << " of " << n
-                              << " waiters queued";
+  ASSERT_TRUE(wait_queued(n))
+      << key_ << ": " << queued() << " of " << n << " waiters queued";
   const int threads_waiting = thread_count();
   // One poller thread, the global pool's two workers and the backend's
   // connector and renewal threads, whatever n is.
