@@ -8,6 +8,11 @@
 #   tier_bench      tier-check cost; built twice: without debug checks (in
 #                   BUILD_DIR) and with TIERLOCK_DEBUG_CHECKS=ON (BUILD_DIR-checks)
 #   registry_bench  acquires and opens with 10 / 1,000 / 10,000 live entries
+#   lease_bench     leases on real Redis / PostgreSQL / SQLite on loopback
+#                   beside the raw protocols, hand-off woken vs polled; not in
+#                   the default list (it starts servers): BENCHES=lease_bench;
+#                   built in BUILD_DIR-lease with the tests on (its servers
+#                   come from tests/lease/servers.h)
 #   cli             `tierlock run` beside flock(1) and Python's filelock
 #                   (bench/cli_bench.sh; hyperfine)
 #
@@ -84,13 +89,20 @@ for bench in "${benches[@]}"; do
       cmake --build "$build_dir-checks" --target tier_bench
       run_list+=("$build_dir-checks/bench/tier_bench")
       ;;
+    lease_bench)
+      configure "$build_dir-lease" -DTIERLOCK_BUILD_TESTS=ON
+      cmake --build "$build_dir-lease" --target lease_bench
+      run_list+=("$build_dir-lease/bench/lease_bench")
+      ;;
     *)
       targets+=("$bench")
       run_list+=("$build_dir/bench/$bench")
       ;;
   esac
 done
-cmake --build "$build_dir" --target "${targets[@]}"
+if ((${#targets[@]})); then
+  cmake --build "$build_dir" --target "${targets[@]}"
+fi
 
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 dirty=""

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -31,9 +32,11 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "tierlock/acquire_options.h"
+#include "tierlock/executor.h"
 #include "tierlock/mode.h"
 #include "tierlock/source_location.h"
 #include "tierlock/tier.h"
@@ -331,7 +334,8 @@ class Lease {
 // Thread-safety: all members are safe to call concurrently.
 //
 // Errors: kInvalidArgument for a bad key (the message names it), options
-// (AcquireOptions::pool / executor set: leases have no async acquire yet);
+// (AcquireOptions::pool / executor set on a blocking acquire: they are for
+// acquire_async);
 // kUnimplemented for a capability the backend lacks (Mode::kShared without
 // the shared capability, ...); kDeadlineExceeded / kCancelled for an acquire
 // that timed out / was stopped (holding nothing); anything else is the
@@ -365,6 +369,33 @@ class LeaseLock {
   // kFailedPrecondition (nothing asked of the backend) when the tier check
   // refuses it in TierCheckMode::kFail; see tierlock/tier.h.
   [[nodiscard]] absl::StatusOr<Lease> acquire(
+      std::string_view key, AcquireOptions options = {},
+      SourceLocation where = SourceLocation::current());
+
+  // Acquires without blocking the caller; outcomes and errors are those of
+  // acquire(). Waiting occupies no thread: on Redis, the PostgreSQL lease
+  // table and SQLite the waiter joins the key's queue in the service like
+  // acquire() (same arrival order) and its wake signal (a SUBSCRIBEd
+  // connection, a LISTEN connection, a datagram socket: one descriptor per
+  // waiter) is watched, with every other async waiter's, by one process-wide
+  // poller thread; on the other backends (memory, PostgreSQL advisory mode,
+  // etcd) the waiter re-tries with acquire()'s backoff from that poller's
+  // timers (no queue, no fairness there). The round trips to the service
+  // (try, join, re-try on wake, leave) run on `options.pool` (null:
+  // WorkerPool::global()), one short task at a time per waiter; `done` runs
+  // on `options.executor`, or on that pool thread. A stop or timeout takes
+  // the waiter out of the service's queue (one round trip) before
+  // kCancelled / kDeadlineExceeded is delivered. The pool and executor must
+  // outlive the acquires that use them. If `done` is dropped unrun (the
+  // executor drops it), a granted lease is released. Tier checks use the
+  // caller's LockContext at the call.
+  void acquire_async(std::string_view key, AcquireOptions options,
+                     absl::AnyInvocable<void(absl::StatusOr<Lease>) &&> done,
+                     SourceLocation where = SourceLocation::current());
+  // As above, delivering the result to the future (completed on the pool;
+  // options.executor is ignored). If the future is dropped, a lease granted
+  // later is released.
+  [[nodiscard]] std::future<absl::StatusOr<Lease>> acquire_async(
       std::string_view key, AcquireOptions options = {},
       SourceLocation where = SourceLocation::current());
 

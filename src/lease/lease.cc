@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/string_util.h"
+#include "lease/async_acquire.h"
 #include "lease/lease_state.h"
 #include "tier/lock_id.h"
 #include "tier/tier_hold.h"
@@ -451,6 +452,86 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(
     step = std::min<std::chrono::nanoseconds>(step * 2,
                                               std::chrono::milliseconds(100));
   }
+}
+
+void LeaseLock::acquire_async(
+    std::string_view key, AcquireOptions options,
+    absl::AnyInvocable<void(absl::StatusOr<Lease>) &&> done,
+    SourceLocation where) {
+  WorkerPool& pool =
+      options.pool != nullptr ? *options.pool : WorkerPool::global();
+  auto a = std::make_unique<internal::AsyncLeaseAcquire>();
+  a->start = std::chrono::steady_clock::now();
+  a->backend = backend_;
+  a->what = absl::StrCat("acquire lease ", quote_key(key), " on ",
+                         to_absl(backend_->name()));
+  a->pool = &pool;
+  a->executor = options.executor;
+  a->done = std::move(done);
+  // Checked against the caller's context now, as DirLock's async acquires.
+  absl::StatusOr<internal::LeaseTierHold> hold =
+      check_tier(key, options.mode, /*try_only=*/false, where);
+  absl::Status refused = hold.status();
+  absl::StatusOr<LeaseRequest> req;
+  if (refused.ok() && options.mode == Mode::kShared &&
+      !backend_->capabilities().shared) {
+    refused = absl::UnimplementedError(
+        absl::StrCat("acquire lease ", quote_key(key), ": backend ",
+                     to_absl(backend_->name()), " has no shared leases"));
+  }
+  if (refused.ok()) {
+    req = make_request(key);
+    refused = req.status();
+  }
+  if (refused.ok() && options.stop.stop_requested()) {
+    refused = absl::CancelledError(absl::StrCat(
+        a->what, ": cancelled after ", seconds(std::chrono::nanoseconds(0))));
+  }
+  if (!refused.ok()) {
+    if (hold.ok()) forget_unused(*hold);
+    // Delivered like every other outcome: on the pool, never inline.
+    pool.execute([done = std::move(a->done), st = std::move(refused),
+                  executor = options.executor]() mutable {
+      if (executor == nullptr) {
+        std::move(done)(st);
+        return;
+      }
+      executor->execute(
+          [done = std::move(done), st]() mutable { std::move(done)(st); });
+    });
+    return;
+  }
+  const bool one_try =
+      options.timeout && *options.timeout <= std::chrono::nanoseconds::zero();
+  a->one_try = one_try;
+  a->deadline = options.timeout && !one_try ? a->start + *options.timeout
+                                            : SteadyTime::max();
+  a->stop = std::move(options.stop);
+  a->request = *req;
+  auto tier_hold = std::make_shared<internal::LeaseTierHold>(*std::move(hold));
+  a->make_lease = [lock = *this, request = *std::move(req), tier_hold](
+                      std::unique_ptr<LeaseSession> session, SteadyTime sent) {
+    return lock.make_lease(request, std::move(session), sent,
+                           std::exchange(*tier_hold, {}));
+  };
+  a->forget = [tier_hold] { forget_unused(*tier_hold); };
+  internal::start_async_acquire(std::move(a));
+}
+
+std::future<absl::StatusOr<Lease>> LeaseLock::acquire_async(
+    std::string_view key, AcquireOptions options, SourceLocation where) {
+  // The promise owns the result once set: if the future is gone, the Lease
+  // dies with the shared state and is released.
+  auto promise = std::make_shared<std::promise<absl::StatusOr<Lease>>>();
+  std::future<absl::StatusOr<Lease>> future = promise->get_future();
+  options.executor = nullptr;  // set_value is cheap: complete on the pool
+  acquire_async(
+      key, std::move(options),
+      [promise](absl::StatusOr<Lease> result) mutable {
+        promise->set_value(std::move(result));
+      },
+      where);
+  return future;
 }
 
 }  // namespace tierlock

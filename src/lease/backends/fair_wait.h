@@ -10,6 +10,11 @@
 //                   then join the key's queue and try as its head; block
 //                   until woken or the hint or refresh period; leave the
 //                   queue on timeout, stop or error.
+//   WaitSteps     - the same steps as an object that owns its captures, for
+//                   the async acquire (src/lease/async_acquire.cc), which
+//                   runs them on a pool and waits for the wake in a poller.
+//   set_wait_steps / wait_steps_for - each woken backend's factory of
+//                   WaitSteps, by backend instance (no public SPI yet).
 #ifndef TIERLOCK_SRC_LEASE_FAIR_WAIT_H_
 #define TIERLOCK_SRC_LEASE_FAIR_WAIT_H_
 
@@ -24,6 +29,8 @@
 #include <memory>
 #include <optional>
 #include <stop_token>
+#include <type_traits>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "tierlock/lease.h"
@@ -154,6 +161,85 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> fair_wait(
     }
   }
 }
+
+// One queued waiter's steps, owned: subscribe() once (blocks on the service
+// briefly), then attempt() / drain() until granted, leave() when giving up.
+// The calls are never concurrent; drain() never blocks.
+class WaitSteps {
+ public:
+  virtual ~WaitSteps() = default;
+  virtual absl::Status subscribe() = 0;
+  // The wake signal's descriptor after subscribe(); -1: none (look again at
+  // the hint or refresh period only).
+  virtual int fd() const = 0;
+  virtual absl::StatusOr<bool> drain(bool readable) = 0;
+  virtual absl::StatusOr<WaitTurn> attempt() = 0;
+  virtual void leave() = 0;
+};
+
+template <typename Subscribe, typename Attempt, typename Leave>
+class WaitStepsOf final : public WaitSteps {
+ public:
+  WaitStepsOf(Subscribe s, Attempt a, Leave l)
+      : subscribe_(std::move(s)),
+        attempt_(std::move(a)),
+        leave_(std::move(l)) {}
+  absl::Status subscribe() override {
+    auto w = subscribe_();
+    if (!w.ok()) return w.status();
+    waker_.emplace(*std::move(w));
+    return absl::OkStatus();
+  }
+  int fd() const override { return waker_ ? waker_->fd() : -1; }
+  absl::StatusOr<bool> drain(bool readable) override {
+    if (!waker_) return false;
+    return waker_->drain(readable);
+  }
+  absl::StatusOr<WaitTurn> attempt() override { return attempt_(); }
+  void leave() override { leave_(); }
+
+ private:
+  using Waker = typename std::invoke_result_t<Subscribe&>::value_type;
+  Subscribe subscribe_;
+  Attempt attempt_;
+  Leave leave_;
+  std::optional<Waker> waker_;
+};
+
+template <typename Subscribe, typename Attempt, typename Leave>
+std::unique_ptr<WaitSteps> make_wait_steps(Subscribe s, Attempt a, Leave l) {
+  return std::make_unique<WaitStepsOf<Subscribe, Attempt, Leave>>(
+      std::move(s), std::move(a), std::move(l));
+}
+
+// fair_wait over `steps` (the synchronous wait of a backend that also has
+// WaitSteps for the async acquire).
+inline absl::StatusOr<std::unique_ptr<LeaseSession>> fair_wait(
+    const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
+    const std::stop_token& stop, WaitSteps& steps) {
+  struct Waker {
+    WaitSteps* steps;
+    int fd() const { return steps->fd(); }
+    absl::StatusOr<bool> drain(bool readable) { return steps->drain(readable); }
+  };
+  return fair_wait(
+      request, deadline, stop,
+      [&]() -> absl::StatusOr<Waker> {
+        if (absl::Status s = steps.subscribe(); !s.ok()) return s;
+        return Waker{&steps};
+      },
+      [&] { return steps.attempt(); }, [&] { steps.leave(); });
+}
+
+// Makes a queued waiter's steps for `request`, or null when the backend (in
+// its current mode) has no woken queue.
+using WaitStepsFactory =
+    std::function<std::unique_ptr<WaitSteps>(const LeaseRequest& request)>;
+// Registers (null: removes) `backend`'s factory; backends call it from
+// create() and their destructor. Thread-safe.
+void set_wait_steps(const LeaseBackend* backend, WaitStepsFactory factory);
+// Returns `backend`'s factory, or null.
+WaitStepsFactory wait_steps_for(const LeaseBackend* backend);
 
 }  // namespace tierlock::internal
 

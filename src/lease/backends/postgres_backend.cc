@@ -489,6 +489,11 @@ std::int64_t PostgresLeaseBackend::advisory_key(std::string_view key) {
   return static_cast<std::int64_t>(h);
 }
 
+namespace {
+std::unique_ptr<internal::WaitSteps> pg_wait_steps(
+    std::shared_ptr<PostgresLeaseBackend::Shared> sh, LeaseRequest request);
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>>
 PostgresLeaseBackend::create(PostgresLeaseOptions options) {
   using PgMode = PostgresLeaseOptions::Mode;
@@ -619,11 +624,21 @@ PostgresLeaseBackend::create(PostgresLeaseOptions options) {
         },
         connect_timeout, *std::move(c));
   }
-  return std::shared_ptr<PostgresLeaseBackend>(
-      new PostgresLeaseBackend(std::move(shared)));
+  std::shared_ptr<PostgresLeaseBackend> backend(
+      new PostgresLeaseBackend(shared));
+  // Advisory mode waits in the server, on a connection per waiter: no
+  // queue to wake, so async acquires poll there.
+  if (shared->options.mode == PgMode::kLeaseTable) {
+    internal::set_wait_steps(backend.get(), [shared](const LeaseRequest& r) {
+      return pg_wait_steps(shared, r);
+    });
+  }
+  return backend;
 }
 
-PostgresLeaseBackend::~PostgresLeaseBackend() = default;
+PostgresLeaseBackend::~PostgresLeaseBackend() {
+  internal::set_wait_steps(this, nullptr);
+}
 
 std::string_view PostgresLeaseBackend::name() const {
   return shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory
@@ -801,6 +816,33 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> PostgresLeaseBackend::try_acquire(
   return std::move(turn->session);
 }
 
+namespace {
+
+// A queued waiter's steps (lease-table mode); they own what they use.
+std::unique_ptr<internal::WaitSteps> pg_wait_steps(
+    std::shared_ptr<PostgresLeaseBackend::Shared> sh, LeaseRequest request) {
+  auto req = std::make_shared<const LeaseRequest>(std::move(request));
+  return internal::make_wait_steps(
+      [sh, req] { return PgWaker::open(sh->options, req->owner_id); },
+      [sh, req]() -> absl::StatusOr<internal::WaitTurn> {
+        absl::StatusOr<internal::WaitTurn> turn =
+            grab(sh, *req, /*queued=*/true);
+        // No wakes: look again every 100 ms (as the front's polling would).
+        if (turn.ok() && !sh->options.notify_waiters &&
+            (turn->retry_in < std::chrono::milliseconds::zero() ||
+             turn->retry_in > kUnnotifiedRecheck)) {
+          turn->retry_in = kUnnotifiedRecheck;
+        }
+        return turn;
+      },
+      [sh, req] {
+        (void)sh->exec("leave the queue", sh->sql_leave,
+                       {req->key, req->owner_id});
+      });
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<LeaseSession>>
 PostgresLeaseBackend::wait_acquire(const LeaseRequest& request,
                                    SteadyTime deadline,
@@ -813,25 +855,8 @@ PostgresLeaseBackend::wait_acquire(const LeaseRequest& request,
       grab(shared_, request, /*queued=*/false);
   if (!first.ok()) return first.status();
   if (first->session) return std::move(first->session);
-  const std::shared_ptr<Shared>& sh = shared_;
-  return internal::fair_wait(
-      request, deadline, stop,
-      [&] { return PgWaker::open(sh->options, request.owner_id); },
-      [&]() -> absl::StatusOr<internal::WaitTurn> {
-        absl::StatusOr<internal::WaitTurn> turn =
-            grab(sh, request, /*queued=*/true);
-        // No wakes: look again every 100 ms (as the front's polling would).
-        if (turn.ok() && !sh->options.notify_waiters &&
-            (turn->retry_in < std::chrono::milliseconds::zero() ||
-             turn->retry_in > kUnnotifiedRecheck)) {
-          turn->retry_in = kUnnotifiedRecheck;
-        }
-        return turn;
-      },
-      [&] {
-        (void)sh->exec("leave the queue", sh->sql_leave,
-                       {request.key, request.owner_id});
-      });
+  std::unique_ptr<internal::WaitSteps> steps = pg_wait_steps(shared_, request);
+  return internal::fair_wait(request, deadline, stop, *steps);
 }
 
 }  // namespace tierlock

@@ -627,6 +627,11 @@ class RedisSession final : public LeaseSession {
 
 }  // namespace
 
+namespace {
+std::unique_ptr<internal::WaitSteps> redis_wait_steps(
+    std::shared_ptr<RedisLeaseBackend::Conn> conn, LeaseRequest request);
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> RedisLeaseBackend::create(
     RedisLeaseOptions options) {
   if (options.io_timeout <= std::chrono::milliseconds::zero()) {
@@ -644,11 +649,16 @@ absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> RedisLeaseBackend::create(
       [o = conn->options](Clock::time_point deadline, const std::stop_token&)
           -> absl::StatusOr<ConnPtr> { return open_connection(o, deadline); },
       conn->options.io_timeout, *std::move(first));
-  return std::shared_ptr<RedisLeaseBackend>(
-      new RedisLeaseBackend(std::move(conn)));
+  std::shared_ptr<RedisLeaseBackend> backend(new RedisLeaseBackend(conn));
+  internal::set_wait_steps(backend.get(), [conn](const LeaseRequest& r) {
+    return redis_wait_steps(conn, r);
+  });
+  return backend;
 }
 
-RedisLeaseBackend::~RedisLeaseBackend() = default;
+RedisLeaseBackend::~RedisLeaseBackend() {
+  internal::set_wait_steps(this, nullptr);
+}
 
 LeaseCapabilities RedisLeaseBackend::capabilities() const {
   return {.ttl = true,
@@ -743,6 +753,33 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::try_acquire(
   return std::move(turn->session);
 }
 
+namespace {
+
+// A queued waiter's steps; they own what they use (async waits outlive the
+// call that started them).
+std::unique_ptr<internal::WaitSteps> redis_wait_steps(
+    std::shared_ptr<RedisLeaseBackend::Conn> conn, LeaseRequest request) {
+  auto req = std::make_shared<const LeaseRequest>(std::move(request));
+  return internal::make_wait_steps(
+      [conn, req] {
+        return RedisWaker::open(conn->options,
+                                conn->wake_prefix() + req->owner_id);
+      },
+      [conn, req] { return grab(conn, *req, /*queued=*/true); },
+      [conn, req] {
+        RedisLeaseBackend::Conn& c = *conn;
+        (void)c.with_link(Clock::time_point::max(), [&](Link& l) {
+          return l.eval(
+              kLeaveScript, &RedisConnection::sha_leave,
+              {c.lease_key(req->key), c.queue_key(req->key),
+               c.queue_expiry_key(req->key), req->owner_id, c.wake_prefix()},
+              3);
+        });
+      });
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::wait_acquire(
     const LeaseRequest& request, Clock::time_point deadline,
     const std::stop_token& stop) {
@@ -751,22 +788,8 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::wait_acquire(
       grab(conn_, request, /*queued=*/false);
   if (!first.ok()) return first.status();
   if (first->session) return std::move(first->session);
-  Conn& c = *conn_;
-  return internal::fair_wait(
-      request, deadline, stop,
-      [&] {
-        return RedisWaker::open(c.options, c.wake_prefix() + request.owner_id);
-      },
-      [&] { return grab(conn_, request, /*queued=*/true); },
-      [&] {
-        (void)c.with_link(Clock::time_point::max(), [&](Link& l) {
-          return l.eval(kLeaveScript, &RedisConnection::sha_leave,
-                        {c.lease_key(request.key), c.queue_key(request.key),
-                         c.queue_expiry_key(request.key), request.owner_id,
-                         c.wake_prefix()},
-                        3);
-        });
-      });
+  std::unique_ptr<internal::WaitSteps> steps = redis_wait_steps(conn_, request);
+  return internal::fair_wait(request, deadline, stop, *steps);
 }
 
 }  // namespace tierlock

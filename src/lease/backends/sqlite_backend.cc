@@ -302,6 +302,11 @@ absl::Status refuse_symlinks(const std::filesystem::path& path) {
 
 }  // namespace
 
+namespace {
+std::unique_ptr<internal::WaitSteps> sqlite_wait_steps(
+    std::shared_ptr<SqliteLeaseBackend::Db> db, LeaseRequest request);
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
     SqliteLeaseOptions options) {
   if (options.path.empty())
@@ -369,11 +374,16 @@ absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
   }
   if (absl::Status s = d->exec(kSchema, "create tables"); !s.ok()) return s;
   lk.unlock();
-  return std::shared_ptr<SqliteLeaseBackend>(
-      new SqliteLeaseBackend(std::move(d)));
+  std::shared_ptr<SqliteLeaseBackend> backend(new SqliteLeaseBackend(d));
+  internal::set_wait_steps(backend.get(), [d](const LeaseRequest& r) {
+    return sqlite_wait_steps(d, r);
+  });
+  return backend;
 }
 
-SqliteLeaseBackend::~SqliteLeaseBackend() = default;
+SqliteLeaseBackend::~SqliteLeaseBackend() {
+  internal::set_wait_steps(this, nullptr);
+}
 
 LeaseCapabilities SqliteLeaseBackend::capabilities() const {
   return {.ttl = true,
@@ -561,6 +571,36 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::try_acquire(
   return std::move(turn->session);
 }
 
+namespace {
+
+// A queued waiter's steps; they own what they use.
+std::unique_ptr<internal::WaitSteps> sqlite_wait_steps(
+    std::shared_ptr<SqliteLeaseBackend::Db> db, LeaseRequest request) {
+  auto req = std::make_shared<const LeaseRequest>(std::move(request));
+  return internal::make_wait_steps(
+      [db, req] { return SqliteWaker::open(db->options, req->owner_id); },
+      [db, req] { return grab(db, *req, /*queued=*/true); },
+      [db, req] {
+        SqliteLeaseBackend::Db& d = *db;
+        UniqueLock lk(d.mu);
+        Stmt left(d.db,
+                  "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND "
+                  "waiter = ?2");
+        if (!left.ok()) return;
+        left.bind(1, req->key).bind(2, req->owner_id);
+        if (left.step() != SQLITE_DONE) return;
+        Stmt held(
+            d.db,
+            "SELECT 1 FROM tierlock_leases WHERE key = ?1 AND boot_id = ?2 AND "
+            "expires_ns > ?3");
+        if (!held.ok()) return;
+        held.bind(1, req->key).bind(2, d.boot_id).bind(3, monotonic_ns());
+        if (held.step() == SQLITE_DONE) d.wake_head(req->key);
+      });
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::wait_acquire(
     const LeaseRequest& request, std::chrono::steady_clock::time_point deadline,
     const std::stop_token& stop) {
@@ -568,27 +608,8 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::wait_acquire(
       grab(db_, request, /*queued=*/false);
   if (!first.ok()) return first.status();
   if (first->session) return std::move(first->session);
-  Db& d = *db_;
-  return internal::fair_wait(
-      request, deadline, stop,
-      [&] { return SqliteWaker::open(d.options, request.owner_id); },
-      [&] { return grab(db_, request, /*queued=*/true); },
-      [&] {
-        UniqueLock lk(d.mu);
-        Stmt left(d.db,
-                  "DELETE FROM tierlock_lease_waiters WHERE key = ?1 AND "
-                  "waiter = ?2");
-        if (!left.ok()) return;
-        left.bind(1, request.key).bind(2, request.owner_id);
-        if (left.step() != SQLITE_DONE) return;
-        Stmt held(
-            d.db,
-            "SELECT 1 FROM tierlock_leases WHERE key = ?1 AND boot_id = ?2 AND "
-            "expires_ns > ?3");
-        if (!held.ok()) return;
-        held.bind(1, request.key).bind(2, d.boot_id).bind(3, monotonic_ns());
-        if (held.step() == SQLITE_DONE) d.wake_head(request.key);
-      });
+  std::unique_ptr<internal::WaitSteps> steps = sqlite_wait_steps(db_, request);
+  return internal::fair_wait(request, deadline, stop, *steps);
 }
 
 absl::StatusOr<int> SqliteLeaseBackend::release_all(std::string_view session) {
