@@ -135,10 +135,9 @@ void BM_UncontendedRawRedis(benchmark::State& state) {
 void BM_UncontendedRawPostgres(benchmark::State& state) {
   PGconn* c = PQconnectdb(servers().postgres->conninfo().c_str());
   PQclear(PQexec(c, "SET client_min_messages = warning"));
-  PQclear(
-      PQexec(c,
-             "CREATE TABLE IF NOT EXISTS bench_raw (key text PRIMARY KEY, "
-             "owner text NOT NULL, expires_at timestamptz NOT NULL)"));
+  PQclear(PQexec(c,
+                 "CREATE TABLE IF NOT EXISTS bench_raw (key text PRIMARY KEY, "
+                 "owner text NOT NULL, expires_at timestamptz NOT NULL)"));
   const char* params[] = {"bench-raw", "owner-0123456789"};
   for (auto _ : state) {
     PGresult* up = PQexecParams(
@@ -171,14 +170,17 @@ void BM_UncontendedRawSqlite(benchmark::State& state) {
                nullptr, nullptr, nullptr);
   sqlite3_stmt *begin, *ins, *commit, *del;
   sqlite3_prepare_v2(db, "BEGIN IMMEDIATE", -1, &begin, nullptr);
-  sqlite3_prepare_v2(db,
-                     "INSERT INTO l VALUES ('bench-raw', 'owner', ?1) ON "
-                     "CONFLICT(key) DO UPDATE SET owner = excluded.owner, "
-                     "expires_ns = excluded.expires_ns WHERE l.expires_ns <= ?2",
-                     -1, &ins, nullptr);
+  sqlite3_prepare_v2(
+      db,
+      "INSERT INTO l VALUES ('bench-raw', 'owner', ?1) ON "
+      "CONFLICT(key) DO UPDATE SET owner = excluded.owner, "
+      "expires_ns = excluded.expires_ns WHERE l.expires_ns <= ?2",
+      -1, &ins, nullptr);
   sqlite3_prepare_v2(db, "COMMIT", -1, &commit, nullptr);
-  sqlite3_prepare_v2(db, "DELETE FROM l WHERE key = 'bench-raw' AND owner = "
-                     "'owner'", -1, &del, nullptr);
+  sqlite3_prepare_v2(db,
+                     "DELETE FROM l WHERE key = 'bench-raw' AND owner = "
+                     "'owner'",
+                     -1, &del, nullptr);
   for (auto _ : state) {
     const auto now = Clock::now().time_since_epoch().count();
     sqlite3_step(begin);
@@ -240,18 +242,19 @@ void BM_HandOff(benchmark::State& state, const char* name, bool polled) {
     const Clock::time_point released = Clock::now();
     (void)(*h)->release();
     t.join();
-    const double us = std::chrono::duration<double, std::micro>(
-                          Clock::time_point(Clock::duration(granted.load())) -
-                          released)
-                          .count();
+    const double us =
+        std::chrono::duration<double, std::micro>(
+            Clock::time_point(Clock::duration(granted.load())) - released)
+            .count();
     samples.push_back(us);
     state.SetIterationTime(us / 1e6);
   }
   std::sort(samples.begin(), samples.end());
   if (samples.empty()) return;
   auto at = [&](double q) {
-    return samples[std::min(samples.size() - 1,
-                            static_cast<std::size_t>(q * static_cast<double>(samples.size())))];
+    return samples[std::min(
+        samples.size() - 1,
+        static_cast<std::size_t>(q * static_cast<double>(samples.size())))];
   };
   state.counters["p50_us"] = at(0.50);
   state.counters["p99_us"] = at(0.99);
