@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <sstream>
 #include <string_view>
@@ -118,18 +119,35 @@ absl::Status kill_daemon(int pid, const char* what) {
 // Waits (at most 30 s) until `pid_file` names the daemon (stored in *pid as
 // soon as it does, so a caller can kill it) and the shell command `probe`
 // succeeds printing `expect`.
+// Waits until the daemon whose pid `pid_file` names answers `probe` with
+// output containing expect(pid). Fails at once if that process exits: a
+// daemon that could not bind its port (another test process took the free
+// port first) must not be mistaken for the one that answers there.
 bool daemon_ready(const std::string& pid_file, int* pid,
-                  const std::string& probe, std::string_view expect) {
-  return wait_until(
+                  const std::string& probe,
+                  const std::function<std::string(int)>& expect) {
+  bool died = false;
+  const bool up = wait_until(
       [&] {
         std::ifstream in(pid_file);
         int p = -1;
         if (!(in >> p)) return false;
         *pid = p;
+        if (::kill(p, 0) != 0) {
+          died = true;
+          return true;
+        }
         std::string out;
-        return sh(probe, &out).ok() && out.find(expect) != std::string::npos;
+        const bool answered =
+            sh(probe, &out).ok() && out.find(expect(p)) != std::string::npos;
+        if (answered && ::kill(p, 0) != 0) {
+          died = true;
+          return true;
+        }
+        return answered;
       },
       std::chrono::seconds(30));
+  return up && !died;
 }
 
 std::string read_file(const std::filesystem::path& p) {
@@ -275,9 +293,9 @@ absl::Status RedisServer::launch() {
       !st.ok()) {
     return st;
   }
-  const bool up =
-      daemon_ready(dir + "/pid", &pid_,
-                   absl::StrCat("redis-cli -p ", port_, " PING"), "PONG");
+  const bool up = daemon_ready(
+      dir + "/pid", &pid_, absl::StrCat("redis-cli -p ", port_, " INFO server"),
+      [](int pid) { return absl::StrCat("process_id:", pid, "\r"); });
   if (!up)
     return absl::InternalError(
         absl::StrCat("redis-server on port ", port_, " did not start"));
@@ -357,7 +375,7 @@ absl::Status PgbouncerServer::launch(const PostgresServer& backend,
                    absl::StrCat(postgres_bin(), "/psql ",
                                 sh_quote(conninfo() + " connect_timeout=2"),
                                 " -Atc 'SELECT 1'"),
-                   "1");
+                   [](int) { return std::string("1"); });
   if (!up) {
     if (pid_ > 0) (void)kill_daemon(pid_, "pgbouncer");
     pid_ = -1;
