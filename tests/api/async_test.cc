@@ -1,4 +1,4 @@
-// tests/async_test.cc
+// tests/api/async_test.cc
 //
 // Asynchronous acquires (DirLock::acquire_async, callback and future forms) and
 // the WorkerPool they wait on: FIFO completion under the lock, in one process

@@ -1,4 +1,4 @@
-// tests/cancel_storm_test.cc
+// tests/api/cancel_storm_test.cc
 //
 // Cancel storms: thousands of acquires that are cancelled or time out while
 // the lock is contended by other threads and by another process (tl_helper

@@ -1,4 +1,4 @@
-// tests/acquire_test.cc
+// tests/api/acquire_test.cc
 //
 // Acquires that can be stopped: timeouts (AcquireOptions::timeout, acquire_for,
 // the std TimedLockable members) and cancellation (AcquireOptions::stop).
