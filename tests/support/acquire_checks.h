@@ -10,6 +10,11 @@
 //                         take the lock at once and we still hold nothing.
 //   RaceOutcomeProblem  - what is wrong with the outcome of a stop racing a
 //                         grant: exactly one of "holds it" and "holds nothing".
+//   kIntoKernel         - how long a thread may take from an acquire call into
+//                         flock(2).
+//   OurKernelWaiters    - waits until this process has n threads in flock on
+//                         a lock's file.
+//   pid_text            - "pid N", as messages name a holder.
 // Header-only.
 #ifndef TIERLOCK_TESTS_SUPPORT_ACQUIRE_CHECKS_H_
 #define TIERLOCK_TESTS_SUPPORT_ACQUIRE_CHECKS_H_
@@ -17,6 +22,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -135,6 +141,32 @@ inline std::string RaceOutcomeProblem(const internal::LockEntry& entry,
     return "kCancelled, but the entry shows " + state;
   }
   return "";
+}
+
+// Names a process as tierlock's messages do.
+inline std::string pid_text(pid_t pid) { return "pid " + std::to_string(pid); }
+
+// How long a thread may take to get from an acquire call into flock(2):
+// microseconds normally; bounded generously for sanitizer builds.
+inline constexpr std::chrono::milliseconds kIntoKernel{5'000};
+
+// Waits until this process has `n` blocked waiters on `lock`'s file in
+// /proc/locks (a thread of ours is inside flock).
+inline ::testing::AssertionResult OurKernelWaiters(const DirLock& lock, int n) {
+  std::string table;
+  if (wait_for_locks(
+          lock.lock_file(),
+          [n](const auto& e) { return count_waiters_by(e, ::getpid()) == n; },
+          kIntoKernel, &table)) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure()
+         << "expected " << n
+         << " thread(s) of this process blocked in flock on "
+         << lock.lock_file() << "; /proc/locks:\n"
+         << table << "threads of this process (a waiter that is \"running\" or "
+         << "in futex/nanosleep is polling, not blocked in flock):\n"
+         << describe_threads(read_threads());
 }
 
 }  // namespace tierlock::testing

@@ -3,54 +3,12 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include <cstdio>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <tuple>
 
 #include "support/wait.h"
 
 namespace tierlock::testing {
-
-std::vector<ProcLock> read_proc_locks() {
-  std::vector<ProcLock> out;
-  std::ifstream in("/proc/locks");
-  std::string line;
-  while (std::getline(in, line)) {
-    // "1: FLOCK  ADVISORY  WRITE 3668 fe:00:10952878 0 EOF"
-    // "1: -> FLOCK  ADVISORY  WRITE 3672 fe:00:10952878 0 EOF"
-    std::istringstream ss(line);
-    std::string id;
-    std::string tok;
-    ProcLock e;
-    e.line = line;
-    if (!(ss >> id >> tok)) continue;
-    if (tok == "->") {
-      e.waiter = true;
-      if (!(ss >> tok)) continue;
-    }
-    e.kind = tok;
-    std::string mode;
-    std::string pid;
-    std::string dev;
-    if (!(ss >> mode >> e.access >> pid >> dev)) continue;
-    try {
-      e.pid = static_cast<pid_t>(std::stol(pid));
-    } catch (...) {
-      continue;
-    }
-    unsigned maj = 0;
-    unsigned min = 0;
-    unsigned long long ino = 0;
-    if (std::sscanf(dev.c_str(), "%x:%x:%llu", &maj, &min, &ino) != 3) continue;
-    e.dev_major = maj;
-    e.dev_minor = min;
-    e.inode = ino;
-    out.push_back(std::move(e));
-  }
-  return out;
-}
 
 namespace {
 

@@ -1,8 +1,8 @@
 // tests/support/proc_locks.h
 //
 // The kernel's view of file locks, from /proc/locks:
-//   ProcLock        - one line: a granted lock or a blocked waiter ("->").
-//   read_proc_locks - parses the whole table.
+//   ProcLock, read_proc_locks - one line / the whole table (support/proc.h,
+//                     shared with the benchmarks).
 //   locks_on        - the entries for one file (matched by device and inode).
 //   wait_for_locks  - polls until a predicate over one file's entries holds.
 //   LocksBecome     - the same, as a gtest assertion that prints the table.
@@ -24,26 +24,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "support/proc.h"
 #include "support/subprocess.h"
 
 namespace tierlock::testing {
-
-struct ProcLock {
-  bool waiter = false;  // a "->" line: blocked, waiting for the lock
-  std::string kind;     // FLOCK, POSIX, OFDLCK, LEASE, ...
-  std::string access;   // READ (shared) or WRITE (exclusive)
-  pid_t pid = 0;
-  unsigned dev_major = 0;
-  unsigned dev_minor = 0;
-  std::uint64_t inode = 0;
-  std::string line;  // the raw line, for messages
-
-  bool is_flock() const { return kind == "FLOCK"; }
-  bool exclusive() const { return access == "WRITE"; }
-};
-
-// Returns every entry of /proc/locks (empty if it cannot be read).
-std::vector<ProcLock> read_proc_locks();
 
 // Returns the flock(2) entries (granted and waiting) on `file`. Follows
 // symlinks; empty if `file` does not exist. /proc/locks is not read

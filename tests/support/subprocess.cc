@@ -16,6 +16,8 @@
 #include <thread>
 #include <utility>
 
+#include "support/proc.h"
+
 namespace tierlock::testing {
 namespace {
 
@@ -174,22 +176,8 @@ void LineChannel::close_read() { close_fd(rfd_); }
 
 bool process_gone(pid_t pid) {
   if (::kill(pid, 0) != 0) return errno == ESRCH;
-  // read(2), not a stream: libstdc++'s filebuf throws when a read fails, as
-  // it does (ESRCH) if the process is reaped between open and read.
-  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return true;
-  char buf[1024];
-  ssize_t n;
-  do {
-    n = ::read(fd, buf, sizeof buf);
-  } while (n < 0 && errno == EINTR);
-  ::close(fd);
-  if (n <= 0) return true;
-  const std::string_view stat(buf, static_cast<std::size_t>(n));
-  const std::size_t paren = stat.rfind(')');
-  return paren != std::string_view::npos && paren + 2 < stat.size() &&
-         stat[paren + 2] == 'Z';
+  const char state = process_state(pid);
+  return state == '\0' || state == 'Z';
 }
 
 std::string find_program(const std::string& name) {

@@ -1,4 +1,4 @@
-// tests/registry_test.cc
+// tests/api/registry_test.cc
 //
 // Registry: one entry per lock-file identity, shared by every spelling of the
 // path, pruned when the last handle or guard goes.

@@ -1,4 +1,4 @@
-// tests/cross_process_test.cc
+// tests/process/cross_process_test.cc
 //
 // DirLock between real processes: mutual exclusion under contention (a counter
 // file incremented under the lock), shared holders, and interoperation with

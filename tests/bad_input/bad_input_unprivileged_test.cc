@@ -1,4 +1,4 @@
-// tests/bad_input_unprivileged_test.cc
+// tests/bad_input/bad_input_unprivileged_test.cc
 //
 // Permission errors, checked as an unprivileged user. CI runs as root, and
 // root bypasses permission checks, so each case runs in a forked child that
@@ -6,7 +6,7 @@
 // unprivileged and runs the child as itself. Each case expects a clear error
 // (kPermissionDenied, naming the path and the reason) or, where tierlock can
 // lock without the permission, a real lock; and every foreign file or
-// directory exactly as it was. tests/bad_input_test.cc has the cases that
+// directory exactly as it was. bad_input_test.cc has the cases that
 // need no user switch (and the unwritable-directory one).
 #include <fcntl.h>
 #include <sys/file.h>

@@ -1,4 +1,4 @@
-// tests/holder_trust_test.cc
+// tests/process/holder_trust_test.cc
 //
 // Holder records that another user writes are never believed (tierlock/
 // holder.h, docs/design.md "Holder records"): a hostile user (nobody, when

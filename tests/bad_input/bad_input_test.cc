@@ -1,4 +1,4 @@
-// tests/bad_input_test.cc
+// tests/bad_input/bad_input_test.cc
 //
 // Every bad input DirLock::open can meet, one test each: the status code, a
 // message that names the path, and proof that foreign files (symlink targets,

@@ -1,4 +1,4 @@
-// tests/fork_test.cc
+// tests/process/fork_test.cc
 //
 // fork(): flock locks belong to the open file description, which a child
 // shares with its parent. A Guard inherited by a child must be inert (never

@@ -1,6 +1,6 @@
-// tests/bad_input_fs_test.cc
+// tests/bad_input/bad_input_fs_test.cc
 //
-// Bad paths and filesystems that tests/bad_input_test.cc does not reach:
+// Bad paths and filesystems that bad_input_test.cc does not reach:
 // names and paths over the kernel's limits (NAME_MAX, PATH_MAX, a directory
 // deeper than PATH_MAX), symlink loops and dangling symlinks in the directory
 // position, a lock file hard-linked to a foreign file, and read-only and tmpfs

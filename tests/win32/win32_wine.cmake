@@ -1,4 +1,4 @@
-# The Wine fixture of the Windows tests (tests/win32.cmake), run with
+# The Wine fixture of the Windows tests (tests/win32/win32.cmake), run with
 # cmake -P. ACTION=start: start a wineserver that outlives each test process
 # (-p: persistent until killed, so every test does not pay for a new server)
 # and initialise the prefix (wineboot, once: seconds). ACTION=stop: end it.

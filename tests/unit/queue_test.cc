@@ -1,4 +1,4 @@
-// tests/queue_test.cc
+// tests/unit/queue_test.cc
 //
 // The in-process queue behind a DirLock: threads of one process are granted in
 // arrival order, consecutive shared waiters together, and a shared request

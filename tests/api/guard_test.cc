@@ -1,4 +1,4 @@
-// tests/guard_test.cc
+// tests/api/guard_test.cc
 //
 // Guard: release, moves, paths, and holds that outlive their handle or move
 // between threads.

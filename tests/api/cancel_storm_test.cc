@@ -1,4 +1,4 @@
-// tests/cancel_storm_test.cc
+// tests/api/cancel_storm_test.cc
 //
 // Cancel storms: thousands of acquires that are cancelled or time out while
 // the lock is contended by other threads and by another process (tl_helper
@@ -8,9 +8,9 @@
 // descriptor, no thread, no queue entry, no kernel lock or kernel wait, and
 // the other process must get the lock at once.
 //
-// acquire_test.cc and async_test.cc race one waiter's cancel against one
-// grant, round by round; this file is the many-waiters, everything-at-once
-// counterpart.
+// acquire_cancel_test.cc and async_cancel_test.cc race one waiter's cancel
+// against one grant, round by round (support/cancel_race.h); this file is the
+// many-waiters, everything-at-once counterpart.
 #include <unistd.h>
 
 #include <atomic>

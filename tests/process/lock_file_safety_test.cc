@@ -1,4 +1,4 @@
-// tests/lock_file_safety_test.cc
+// tests/process/lock_file_safety_test.cc
 //
 // Lock files that someone else can delete or replace:
 //   - detection (DirLock::unsafe_reason, LockOptions::refuse_unsafe_lock_file,

@@ -1,4 +1,4 @@
-// tests/lockdep_table_test.cc
+// tests/api/lockdep_table_test.cc
 //
 // The lock-order checks held against two reference suites, written anew for
 // tierlock: the families of the Linux kernel's lockdep self-test table

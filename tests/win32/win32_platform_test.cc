@@ -1,4 +1,4 @@
-// tests/win32_platform_test.cc
+// tests/win32/win32_platform_test.cc
 //
 // The Windows platform seam (src/platform/win32_*.cc) directly: handles,
 // identities, reopen, the interruptible wait, error conversion, and what

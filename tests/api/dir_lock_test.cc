@@ -1,4 +1,4 @@
-// tests/dir_lock_test.cc
+// tests/api/dir_lock_test.cc
 //
 // DirLock in one process: opening, the kernel lock it takes, contention with
 // other threads and processes, re-entry (self-deadlock) and the std Lockable

@@ -1,4 +1,4 @@
-// tests/tier_env_test.cc
+// tests/unit/tier_env_test.cc
 //
 // TIERLOCK_HELD (src/tier/tier_env.h): the writer and the reader accept the
 // same entries, a bad entry costs only itself, the limits keep the first

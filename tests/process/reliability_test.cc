@@ -1,4 +1,4 @@
-// tests/reliability_test.cc
+// tests/process/reliability_test.cc
 //
 // Exclusion under load and under faults of the holder, between real
 // processes (tl_helper, fork+exec):

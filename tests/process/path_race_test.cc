@@ -1,4 +1,4 @@
-// tests/path_race_test.cc
+// tests/process/path_race_test.cc
 //
 // Races on the path, and the semantics they pin (docs/design.md, "The path
 // after open"): a DirLock locks the inode it opened. DirLock::open resolves

@@ -1,10 +1,11 @@
 # tierlock's Windows tests (the mingw preset), run under wine64 through
-# CMAKE_CROSSCOMPILING_EMULATOR. Included by tests/CMakeLists.txt on WIN32.
+# CMAKE_CROSSCOMPILING_EMULATOR. Included by tests/CMakeLists.txt on WIN32
+# (CMAKE_CURRENT_SOURCE_DIR is tests/; this folder is CMAKE_CURRENT_LIST_DIR).
 #
 #   GoogleTest          built from Debian's googletest source package
 #                       (/usr/src/googletest), in this build.
 #   tl_win32_helper     "another process" for cross-process tests.
-#   win32_*_test        one executable per tests/win32_*_test.cc; one ctest
+#   win32_*_test        one executable per tests/win32/win32_*_test.cc; one ctest
 #                       test per TEST (gtest_add_tests reads the sources, so
 #                       the build never has to start Wine to list them).
 #   guard_test, ...     the platform-neutral tests of the POSIX suite
@@ -50,21 +51,21 @@ if(CMAKE_CROSSCOMPILING_EMULATOR AND TIERLOCK_WINESERVER)
   add_test(NAME wine.prefix
     COMMAND ${CMAKE_COMMAND} -DWINE=${CMAKE_CROSSCOMPILING_EMULATOR}
             -DWINESERVER=${TIERLOCK_WINESERVER} -DACTION=start
-            -P ${CMAKE_CURRENT_SOURCE_DIR}/win32_wine.cmake)
+            -P ${CMAKE_CURRENT_LIST_DIR}/win32_wine.cmake)
   add_test(NAME wine.stop
     COMMAND ${CMAKE_COMMAND} -DWINE=${CMAKE_CROSSCOMPILING_EMULATOR}
             -DWINESERVER=${TIERLOCK_WINESERVER} -DACTION=stop
-            -P ${CMAKE_CURRENT_SOURCE_DIR}/win32_wine.cmake)
+            -P ${CMAKE_CURRENT_LIST_DIR}/win32_wine.cmake)
   set_tests_properties(wine.prefix PROPERTIES
     FIXTURES_SETUP wine ENVIRONMENT "${_tl_wine_env}" TIMEOUT 300 LABELS tierlock)
   set_tests_properties(wine.stop PROPERTIES
     FIXTURES_CLEANUP wine ENVIRONMENT "${_tl_wine_env}" LABELS tierlock)
 endif()
 
-file(GLOB _tl_win32_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/win32_*_test.cc)
+file(GLOB _tl_win32_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/win32_*_test.cc)
 # Tests of the POSIX suite that need nothing POSIX-only (no fork, /proc,
 # signals, symlinks, uid/gid): they run unchanged on Windows.
-set(_tl_portable_tests guard_test registry_test)
+set(_tl_portable_tests api/guard_test api/registry_test)
 # Tests in those files that cannot run on Windows, with the reason; shown
 # by ctest as disabled, not hidden.
 set(_tl_not_on_windows
@@ -90,7 +91,7 @@ foreach(_src IN LISTS _tl_win32_tests)
   if(CMAKE_CROSSCOMPILING_EMULATOR)
     # Wine failing to start a program is retried (win32_run.sh says why).
     set_target_properties(${_name} PROPERTIES CROSSCOMPILING_EMULATOR
-      "sh;${CMAKE_CURRENT_SOURCE_DIR}/win32_run.sh;${CMAKE_CROSSCOMPILING_EMULATOR}")
+      "sh;${CMAKE_CURRENT_LIST_DIR}/win32_run.sh;${CMAKE_CROSSCOMPILING_EMULATOR}")
   endif()
   gtest_add_tests(TARGET ${_name} TEST_LIST _tl_added)
   # The working directory is C:\ (the prefix's drive_c), the drive the

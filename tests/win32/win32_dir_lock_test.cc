@@ -1,4 +1,4 @@
-// tests/win32_dir_lock_test.cc
+// tests/win32/win32_dir_lock_test.cc
 //
 // DirLock on Windows (LockFileEx), against other Windows processes
 // (tl_win32_helper.exe): exclusion, shared mode, try, blocking waits,

@@ -1,4 +1,4 @@
-// tests/tier_test.cc
+// tests/api/tier_test.cc
 //
 // Tier ordering (tier.h, lock_context.h): each check mode, same-tier, the
 // report, acquire_all, contexts that follow a task across threads, releases on
