@@ -1,4 +1,4 @@
-// tests/records_ignore_test.cc
+// tests/process/records_ignore_test.cc
 //
 // A guarded directory shows one entry to version control, the lock file, as
 // with flock(1): the holder-records directory beside it carries a
