@@ -2,19 +2,22 @@
 //
 // Defines the directory lock, tierlock's main type:
 //   LockOptions - how a directory's lock file is named and whether to create
-//   the directory. DirLock     - a cheap, copyable handle onto one directory's
-//   lock; acquires return Guards.
+//                 the directory.
+//   DirLock     - a cheap, copyable handle onto one directory's lock;
+//                 acquires return Guards.
+//   acquire_all - several DirLocks at once, all or nothing, in a canonical
+//                 order.
 #ifndef TIERLOCK_DIR_LOCK_H_
 #define TIERLOCK_DIR_LOCK_H_
 
 #include <chrono>
-#include <cstdint>
 #include <filesystem>
 #include <future>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -30,14 +33,6 @@
 
 namespace tierlock {
 
-class DirLock;
-namespace internal {
-class LockEntry;
-struct HandlePaths;
-struct WaitPolicy;
-std::shared_ptr<LockEntry> entry_for_testing(const DirLock& lock);
-}  // namespace internal
-
 // LockOptions
 //
 // Options for DirLock::open.
@@ -47,7 +42,7 @@ struct LockOptions {
   std::string lock_file_name = ".lock";
   // Create the directory (one level: its parent must exist) if it is missing.
   bool create_directory = false;
-  // The lock's tier, for lock-order checks (tier_check.h); nullopt: untiered.
+  // The lock's tier, for lock-order checks (tier.h); nullopt: untiered.
   // The name is copied.
   std::optional<Tier> tier;
   // Refuse a lock file that a user other than the caller and root could
@@ -67,12 +62,12 @@ struct LockOptions {
 //
 // How it works: every DirLock of one lock file (the same inode, however it is
 // reached: another path, a symlinked directory, a bind mount or a hard link)
-// shares one registry entry (see registry.h) which owns the single open
-// descriptor and an in-process FIFO queue. The kernel lock is taken once for
-// the whole process; threads of the process queue in front of it. A released
-// lock is handed to the next in-process waiter of the same mode without a
-// syscall while the queue is not empty; when the queue drains, the kernel lock
-// is released.
+// shares one process-wide entry (diagnostics.h counts them) which owns the
+// single open descriptor and an in-process FIFO queue. The kernel lock is taken
+// once for the whole process; threads of the process queue in front of it. A
+// released lock is handed to the next in-process waiter of the same mode
+// without a syscall while the queue is not empty; when the queue drains, the
+// kernel lock is released.
 //
 // Fairness: queued in-process waiters are granted in arrival order, with
 // consecutive shared waiters granted together; a shared request never
@@ -92,9 +87,9 @@ struct LockOptions {
 // Errors (absl::Status codes; every message names the operation, the path and
 // the reason, e.g. "open '/w/.lock': Permission denied"):
 //   kNotFound           the directory does not exist (and create_directory is
-//   off). kUnimplemented      the directory exists but its filesystem does not
-//   create
-//                       the lock file (ENOENT from O_CREAT, e.g. /proc):
+//                       off).
+//   kUnimplemented      the directory exists but its filesystem does not
+//                       create the lock file (ENOENT from O_CREAT, e.g. /proc):
 //                       "create lock file '/proc/.lock': No such file or
 //                       directory (the directory exists, but its filesystem
 //                       does not allow creating the file)".
@@ -110,6 +105,10 @@ struct LockOptions {
 //                       row while one acquire was locking it.
 //   kUnimplemented /    flock(2) is not supported by the filesystem
 //   kUnavailable        (EOPNOTSUPP / ENOLCK): never reported as acquired.
+// Where two causes share a code, error_kind() (error.h) tells them apart:
+// kNotADirectory, kBadLockFileName, kNotARegularFile, kSelfDeadlock,
+// kTierViolation, kTimeout, kCancelled, kUnsafeLockFile, kUnsupported,
+// kInvalidOption.
 //
 // fork(): handles inherited by a child keep working there. The first acquire
 // in the child opens a new descriptor (a new open file description of the same
@@ -117,7 +116,8 @@ struct LockOptions {
 //
 // Example:
 //   absl::StatusOr<tierlock::DirLock> lock =
-//   tierlock::DirLock::open("/ws/build"); if (!lock.ok()) return lock.status();
+//       tierlock::DirLock::open("/ws/build");
+//   if (!lock.ok()) return lock.status();
 //   absl::StatusOr<tierlock::Guard> guard = lock->acquire();
 //   if (!guard.ok()) return guard.status();
 //   ... the directory is ours until guard is released or destroyed ...
@@ -154,6 +154,11 @@ class DirLock {
   // current LockContext before it waits (kFailedPrecondition in kFail mode,
   // taking nothing) and the hold is recorded there with `where`, the call
   // site. This applies to every acquire below, including try_acquire.
+  //
+  // options.pool and options.executor belong to acquire_async: a blocking
+  // acquire has no use for them, so setting either is kInvalidArgument
+  // (ErrorKind::kInvalidOption) naming the option and the lock file, taking
+  // nothing, as LeaseLock::acquire does.
   absl::StatusOr<Guard> acquire(
       AcquireOptions options = {},
       SourceLocation where = SourceLocation::current());
@@ -177,6 +182,10 @@ class DirLock {
   std::future<absl::StatusOr<Guard>> acquire_async(
       AcquireOptions options = {},
       SourceLocation where = SourceLocation::current());
+  // The future is made ready on `options.executor` when one is given (else on
+  // a pool thread): whatever the executor runs after set_value (a
+  // continuation it chains) runs there too.
+  //
   // As above, calling `done` with the result on `options.executor` (or on a
   // pool thread). If `done` never runs because the pool or executor shuts
   // down, a granted lock is released.
@@ -268,11 +277,13 @@ class DirLock {
   }
 
  private:
-  friend std::shared_ptr<internal::LockEntry> internal::entry_for_testing(
-      const DirLock& lock);
-  DirLock(std::shared_ptr<internal::LockEntry> entry,
-          std::shared_ptr<const internal::HandlePaths> paths)
-      : entry_(std::move(entry)), paths_(std::move(paths)) {}
+  // The library's side of the handle (pimpl, defined in the library): the
+  // lock file's process-wide entry and this handle's paths, and the acquire
+  // paths that work on them. Copies share it, so a copy costs one count.
+  class Impl;
+  friend absl::StatusOr<std::vector<Guard>> acquire_all(
+      std::span<const DirLock>, AcquireOptions, SourceLocation);
+  explicit DirLock(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 
   template <class Rep, class Period>
   static std::chrono::steady_clock::time_point to_deadline(
@@ -286,24 +297,8 @@ class DirLock {
       Mode mode, bool wait,
       std::optional<std::chrono::steady_clock::time_point> deadline,
       Where where);
-  friend absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock>,
-                                                        AcquireOptions,
-                                                        SourceLocation);
-  // Acquires through `entry` (a live entry of this handle), with tier checks
-  // when they are on; `group` marks the locks of one acquire_all call.
-  absl::StatusOr<Guard> acquire_entry(
-      const std::shared_ptr<internal::LockEntry>& entry, Mode mode,
-      const internal::WaitPolicy& policy, Where where,
-      std::uint64_t group) const;
-  static absl::StatusOr<DirLock> open_untiered(const std::filesystem::path& dir,
-                                               const LockOptions& options);
 
-  // The entry to lock through: entry_, or after fork() in a child, this
-  // process's own entry for the same inode.
-  absl::StatusOr<std::shared_ptr<internal::LockEntry>> live_entry() const;
-
-  std::shared_ptr<internal::LockEntry> entry_;
-  std::shared_ptr<const internal::HandlePaths> paths_;
+  std::shared_ptr<const Impl> impl_;
   Tier tier_;  // name points at interned storage (never freed)
   bool tiered_ = false;
 };
@@ -318,9 +313,12 @@ class DirLock {
 // Guards in the order of `locks`. On any failure (timeout, cancel, tier
 // violation in kFail mode, an error) the locks already taken are released
 // before it returns, and the status names the lock that failed.
-// kInvalidArgument if two handles are the same lock file.
+// kInvalidArgument if two handles are the same lock file; as for acquire(),
+// options.pool and options.executor are kInvalidArgument. Takes a
+// span<const DirLock>: a std::vector<DirLock>, an array or a span of
+// (const) handles converts to it.
 absl::StatusOr<std::vector<Guard>> acquire_all(
-    std::span<DirLock> locks, AcquireOptions options = {},
+    std::span<const DirLock> locks, AcquireOptions options = {},
     SourceLocation where = SourceLocation::current());
 
 }  // namespace tierlock

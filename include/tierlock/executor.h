@@ -2,8 +2,9 @@
 //
 // Defines where asynchronous acquires wait and where their completions run:
 //   Executor   - the interface a user implements to run completions on their
-//   own threads. WorkerPool - tierlock's thread pool: runs kernel waits and (by
-//   default) completions.
+//                own threads.
+//   WorkerPool - tierlock's thread pool: runs kernel waits and (by default)
+//                completions.
 #ifndef TIERLOCK_EXECUTOR_H_
 #define TIERLOCK_EXECUTOR_H_
 
@@ -13,10 +14,6 @@
 #include "absl/functional/any_invocable.h"
 
 namespace tierlock {
-
-namespace internal {
-struct PoolState;
-}  // namespace internal
 
 // Executor
 //
@@ -74,8 +71,11 @@ class WorkerPool final : public Executor {
   static WorkerPool& global();
 
  private:
+  // The queue, workers and timers (defined in the library), shared with the
+  // async acquires bound to the pool, which DirLock hands it to.
+  class State;
   friend class DirLock;
-  std::shared_ptr<internal::PoolState> state_;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace tierlock

@@ -1,8 +1,8 @@
 // tierlock/guard.h
 //
 // Defines the RAII ownership of one hold on a tierlock lock:
-//   Guard - move-only; the lock is held (in the given Mode) while a Guard owns
-//   it.
+//   Guard - move-only; the lock is held (in the given Mode) while a Guard
+//           owns it.
 #ifndef TIERLOCK_GUARD_H_
 #define TIERLOCK_GUARD_H_
 
@@ -18,11 +18,6 @@
 namespace tierlock {
 
 class DirLock;
-namespace internal {
-class EntryHold;
-class LockEntry;
-struct ContextState;
-}  // namespace internal
 
 // Guard
 //
@@ -101,21 +96,29 @@ class [[nodiscard]] Guard {
   native_handle_type native_handle() const;
 
  private:
+  // Only DirLock (in the library) makes holds. The pointers are opaque here:
+  // the library's entry for the lock file (its descriptor and queue) and the
+  // tier-check record of the hold. They are type-erased rather than
+  // pointers to private types so that this header names nothing of the
+  // library's internals; a Guard is still five words, moved without an
+  // allocation.
   friend class DirLock;
-  // Takes over the queue's hold and, if `context`, the tier hold recorded
-  // there.
-  explicit Guard(internal::EntryHold&& hold,
-                 internal::ContextState* context = nullptr,
-                 std::uint64_t hold_id = 0) noexcept;
+  Guard(std::shared_ptr<void> entry, Mode mode, std::uint64_t owner,
+        void* context, std::uint64_t hold_id) noexcept
+      : entry_(std::move(entry)),
+        mode_(mode),
+        owner_(owner),
+        context_(context),
+        hold_id_(hold_id) {}
 
-  std::shared_ptr<internal::LockEntry> entry_;  // null once released
+  std::shared_ptr<void> entry_;  // null once released
   Mode mode_ = Mode::kExclusive;
   // The acquiring thread's key (0: none, an async grant), for self-deadlock
   // checks.
   std::uint64_t owner_ = 0;
   // The tier-check context the hold is recorded in (null: not recorded). The
-  // record itself keeps the context alive (see ContextState), so no count.
-  internal::ContextState* context_ = nullptr;
+  // record itself keeps the context alive, so no count.
+  void* context_ = nullptr;
   std::uint64_t hold_id_ = 0;
 };
 

@@ -43,18 +43,6 @@
 
 namespace tierlock {
 
-namespace internal {
-struct LeaseState;
-struct ContextState;
-struct LeaseName;
-// A lease's record in a LockContext (tier checks): what forget_hold needs.
-struct LeaseTierHold {
-  ContextState* context = nullptr;  // null: not recorded
-  std::uint64_t hold_id = 0;
-  std::shared_ptr<const LeaseName> name;  // the lock's identity in the checks
-};
-}  // namespace internal
-
 // LeaseCapabilities
 //
 // What a backend can do. LeaseLock refuses (kUnimplemented, naming the
@@ -308,10 +296,12 @@ class Lease {
   [[nodiscard]] absl::StatusOr<bool> release();
 
  private:
+  // The grant, shared with the timer and renewal threads (defined in the
+  // library).
+  class State;
   friend class LeaseLock;
-  explicit Lease(std::shared_ptr<internal::LeaseState> state)
-      : state_(std::move(state)) {}
-  std::shared_ptr<internal::LeaseState> state_;
+  explicit Lease(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::shared_ptr<State> state_;
 };
 
 // LeaseLock
@@ -335,7 +325,8 @@ class Lease {
 //
 // Errors: kInvalidArgument for a bad key (the message names it), options
 // (AcquireOptions::pool / executor set on a blocking acquire: they are for
-// acquire_async);
+// acquire_async; ErrorKind::kInvalidOption, as for DirLock's blocking
+// acquires);
 // kUnimplemented for a capability the backend lacks (Mode::kShared without
 // the shared capability, ...); kDeadlineExceeded / kCancelled for an acquire
 // that timed out / was stopped (holding nothing); anything else is the
@@ -407,19 +398,22 @@ class LeaseLock {
  private:
   LeaseLock(std::shared_ptr<LeaseBackend> backend, LeaseOptions options)
       : backend_(std::move(backend)), options_(std::move(options)) {}
+  // The acquire's record in the caller's LockContext (tier checks), defined
+  // in the library.
+  struct TierHold;
   absl::StatusOr<LeaseRequest> make_request(std::string_view key) const;
   Lease make_lease(const LeaseRequest& request,
                    std::unique_ptr<LeaseSession> session,
                    std::chrono::steady_clock::time_point sent,
-                   internal::LeaseTierHold tier_hold) const;
-  absl::StatusOr<internal::LeaseTierHold> check_tier(
-      std::string_view key, Mode mode, bool try_only,
-      SourceLocation where) const;
-  absl::StatusOr<std::optional<Lease>> try_acquire_checked(
-      std::string_view key, internal::LeaseTierHold& tier_hold);
+                   TierHold tier_hold) const;
+  absl::StatusOr<TierHold> check_tier(std::string_view key, Mode mode,
+                                      bool try_only,
+                                      SourceLocation where) const;
+  absl::StatusOr<std::optional<Lease>> try_acquire_checked(std::string_view key,
+                                                           TierHold& tier_hold);
   absl::StatusOr<Lease> acquire_checked(std::string_view key,
                                         AcquireOptions options,
-                                        internal::LeaseTierHold& tier_hold);
+                                        TierHold& tier_hold);
 
   std::shared_ptr<LeaseBackend> backend_;
   LeaseOptions options_;

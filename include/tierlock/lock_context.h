@@ -1,10 +1,11 @@
 // tierlock/lock_context.h
 //
 // Defines the held-lock stack that tier checks follow:
-//   LockContext        - the locks one logical task holds, whichever thread it
-//   runs on. LockContext::Scope - makes a context current on this thread for a
-//   scope. kHeldEnvVar        - the environment variable that passes a held
-//   stack to a child.
+//   LockContext        - the locks one logical task holds, whichever thread
+//                        it runs on.
+//   LockContext::Scope - makes a context current on this thread for a scope.
+//   kHeldEnvVar        - the environment variable that passes a held stack
+//                        to a child.
 #ifndef TIERLOCK_LOCK_CONTEXT_H_
 #define TIERLOCK_LOCK_CONTEXT_H_
 
@@ -16,10 +17,6 @@
 #include "tierlock/tier.h"
 
 namespace tierlock {
-
-namespace internal {
-struct ContextState;
-}  // namespace internal
 
 // The environment variable through which `tierlock run` (or any program,
 // with LockContext::held_env()) tells a child process which tiered locks its
@@ -55,6 +52,9 @@ inline constexpr std::string_view kHeldEnvVar = "TIERLOCK_HELD";
 //   });
 class LockContext {
  public:
+  // The stack itself: opaque, defined and used only inside the library.
+  struct State;
+
   // Creates a new, empty context. `name` appears in reports (default: the
   // name of the first thread that records into it, "thread <tid>").
   explicit LockContext(std::string name = {});
@@ -99,14 +99,14 @@ class LockContext {
     Scope& operator=(const Scope&) = delete;
 
    private:
-    std::shared_ptr<internal::ContextState> state_;
-    const std::shared_ptr<internal::ContextState>* previous_;
+    std::shared_ptr<State> state_;
+    const std::shared_ptr<State>* previous_;
   };
 
  private:
-  explicit LockContext(std::shared_ptr<internal::ContextState> state)
+  explicit LockContext(std::shared_ptr<State> state)
       : state_(std::move(state)) {}
-  std::shared_ptr<internal::ContextState> state_;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace tierlock

@@ -5,10 +5,11 @@
 //   Tier                      - a level (the order) and a name (for reports).
 //   TierCheckMode             - ignore, report, fail or abort on a violation.
 //   set_tier_check_mode       - the process-wide mode.
-//   HeldLock                  - one lock a task holds (or is taking), and where
-//   it was taken. TierViolation             - the report: both locks, both call
-//   sites, the held stack. set_tier_violation_handler - where reports go
-//   (default: stderr).
+//   HeldLock                  - one lock a task holds (or is taking), and
+//                               where it was taken.
+//   TierViolation             - the report: both locks, both call sites, the
+//                               held stack.
+//   set_tier_violation_handler - where reports go (default: stderr).
 //
 // The rules. A task (a LockContext, see lock_context.h: by default one per
 // thread) may take a tiered lock only if its level is strictly greater than
@@ -18,6 +19,9 @@
 // are not checked against tiers. tierlock also learns the order in which
 // locks (tiered or not) are nested and reports a cycle: A taken while holding
 // B, after B was seen taken while holding A.
+//
+// A refused acquire (kFail) carries ErrorKind::kTierViolation, re-entry
+// ErrorKind::kSelfDeadlock (error.h).
 //
 // Every check is in every build of the library; only the starting mode
 // differs. In order of precedence: set_tier_check_mode; the environment
@@ -63,7 +67,8 @@ namespace tierlock {
 //
 // A lock's place in the declared lock order. A task may only take a lock
 // whose level is strictly greater than that of every tiered lock it holds
-// (see tier_check.h). Untiered locks are not order-checked against tiers.
+// (the rules at the top of this file). Untiered locks are not order-checked
+// against tiers.
 //
 // DirLock::open copies the name, so a Tier built from a temporary string is
 // fine to pass; the copy lives until the process exits (tier names are few).
@@ -104,17 +109,15 @@ TierCheckMode tier_check_mode();
 // own default mode is kAbort. (The learned order is in every build.)
 bool tier_debug_checks();
 
-namespace internal {
-// Makes kAbort the starting mode unless TIERLOCK_CHECKS chose one. Returns
-// true. Called by the inline variable below, from the consumer's own build.
-bool request_debug_default() noexcept;
+// Makes kAbort the starting mode unless TIERLOCK_CHECKS chose one; returns
+// true. This header calls it once per program, before main, when any
+// translation unit of the program is compiled without NDEBUG (the inline
+// variable below): the consumer's own build decides, like assert, not how
+// the installed library was built. Calling it directly has the same effect.
+bool request_tier_debug_default() noexcept;
 #if !defined(NDEBUG) && !defined(TIERLOCK_NO_DEBUG_DEFAULT)
-// A Debug build of the application turns the checks on by default, decided
-// by the consumer's NDEBUG (like assert), not by how the installed library
-// was built: initialised once per program, before main.
-inline const bool debug_default_requested = request_debug_default();
+inline const bool kTierDebugDefaultRequested = request_tier_debug_default();
 #endif
-}  // namespace internal
 
 // HeldLock
 //

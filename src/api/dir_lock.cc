@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "api/testing_hooks.h"
+#include "base/error_kind.h"
 #include "base/string_util.h"
 #include "holders/holder_writer.h"
 #include "platform/platform.h"
@@ -101,27 +102,72 @@ std::errc errc_for(const absl::Status& st) {
 
 }  // namespace
 
+// The library's side of a DirLock (the header's pimpl): what the handle
+// locks through, and the acquire paths that need the queue's and the tier
+// layer's types. A member of DirLock, so it builds handles and Guards.
+class DirLock::Impl {
+ public:
+  Impl(std::shared_ptr<LockEntry> e, std::shared_ptr<const HandlePaths> p)
+      : entry(std::move(e)), paths(std::move(p)) {}
+
+  static DirLock make(std::shared_ptr<LockEntry> entry,
+                      std::shared_ptr<const HandlePaths> paths) {
+    return DirLock(
+        std::make_shared<const Impl>(std::move(entry), std::move(paths)));
+  }
+  // Wraps the queue's hold (and the tier hold recorded in `context`, if any)
+  // into the public Guard.
+  static Guard guard(internal::EntryHold&& hold,
+                     internal::ContextState* context = nullptr,
+                     std::uint64_t hold_id = 0) noexcept {
+    const Mode mode = hold.mode();
+    const std::uint64_t owner = hold.owner().value;
+    return Guard(std::move(hold).take(), mode, owner, context, hold_id);
+  }
+  static absl::StatusOr<DirLock> open_untiered(const std::filesystem::path& dir,
+                                               const LockOptions& options);
+  // Acquires through `entry` (a live entry of `lock`), with tier checks when
+  // they are on; `group` marks the locks of one acquire_all call.
+  static absl::StatusOr<Guard> acquire_entry(
+      const DirLock& lock, const std::shared_ptr<LockEntry>& entry, Mode mode,
+      const internal::WaitPolicy& policy, Where where, std::uint64_t group);
+  // Rejects the async-only options in a blocking acquire.
+  static absl::Status check_blocking_options(const DirLock& lock,
+                                             const AcquireOptions& options,
+                                             std::string_view call);
+
+  // The entry to lock through: `entry`, or after fork() in a child, this
+  // process's own entry for the same inode.
+  absl::StatusOr<std::shared_ptr<LockEntry>> live_entry() const;
+
+  const std::shared_ptr<LockEntry> entry;
+  const std::shared_ptr<const HandlePaths> paths;
+};
+
 absl::StatusOr<DirLock> DirLock::open(const std::filesystem::path& dir,
                                       LockOptions options) {
-  absl::StatusOr<DirLock> lock = open_untiered(dir, options);
+  absl::StatusOr<DirLock> lock = Impl::open_untiered(dir, options);
   if (lock.ok() && options.refuse_unsafe_lock_file) {
     // The reason was found when this process opened the file (the entry's
     // open), from the directory's and the file's owner and mode.
     if (std::string why = lock->unsafe_reason(); !why.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "open '", internal::platform::path_text(lock->lock_file()),
-          "': refusing a lock file that another user can delete or replace "
-          "(refuse_unsafe_lock_file): ",
-          why));
+      return internal::with_kind(
+          absl::FailedPreconditionError(absl::StrCat(
+              "open '", internal::platform::path_text(lock->lock_file()),
+              "': refusing a lock file that another user can delete or "
+              "replace (refuse_unsafe_lock_file): ",
+              why)),
+          ErrorKind::kUnsafeLockFile);
     }
   }
   if (lock.ok() && internal::tier_checks_active() &&
-      lock->entry_->tag().load(std::memory_order_relaxed) == 0) {
+      lock->impl_->entry->tag().load(std::memory_order_relaxed) == 0) {
     // The learned-order node may need a path probe (a hard link, or a reused
     // inode number): done here, where opening makes syscalls anyway, not in
     // the first acquire, which promises none before it has to wait.
-    (void)internal::order_node(lock->entry_->tag(), lock->entry_->id(),
-                               lock->entry_->file().path());
+    (void)internal::order_node(lock->impl_->entry->tag(),
+                               lock->impl_->entry->id(),
+                               lock->impl_->entry->file().path());
   }
   if (lock.ok() && options.tier.has_value()) {
     lock->tier_ = Tier{options.tier->level,
@@ -131,8 +177,8 @@ absl::StatusOr<DirLock> DirLock::open(const std::filesystem::path& dir,
   return lock;
 }
 
-absl::StatusOr<DirLock> DirLock::open_untiered(const std::filesystem::path& dir,
-                                               const LockOptions& options) {
+absl::StatusOr<DirLock> DirLock::Impl::open_untiered(
+    const std::filesystem::path& dir, const LockOptions& options) {
   const std::string& name = options.lock_file_name;
   if (absl::Status st = internal::platform::validate_lock_file_name(dir, name);
       !st.ok()) {
@@ -150,13 +196,13 @@ absl::StatusOr<DirLock> DirLock::open_untiered(const std::filesystem::path& dir,
     if (std::shared_ptr<LockEntry> entry = registry.find(*id)) {
       const HandlePaths& own = entry->file().paths();
       if (spells_same_directory(dir, own.directory)) {
-        return DirLock(entry, std::shared_ptr<const HandlePaths>(entry, &own));
+        return make(entry, std::shared_ptr<const HandlePaths>(entry, &own));
       }
       absl::StatusOr<std::filesystem::path> canonical =
           internal::platform::canonical_directory(dir);
       if (canonical.ok()) {
         auto paths = paths_for(entry, *canonical, name);
-        return DirLock(std::move(entry), std::move(paths));
+        return make(std::move(entry), std::move(paths));
       }
       // Fall through: the slow path reports the error precisely.
     }
@@ -169,23 +215,23 @@ absl::StatusOr<DirLock> DirLock::open_untiered(const std::filesystem::path& dir,
   std::shared_ptr<LockEntry> entry =
       registry.find_or_insert(internal::LockFile(*std::move(opened)));
   auto paths = paths_for(entry, directory, name);
-  return DirLock(std::move(entry), std::move(paths));
+  return make(std::move(entry), std::move(paths));
 }
 
-absl::StatusOr<std::shared_ptr<LockEntry>> DirLock::live_entry() const {
-  if (!entry_->stale()) [[likely]] {
-    if (!entry_->replaced()) [[likely]]
-      return entry_;
+absl::StatusOr<std::shared_ptr<LockEntry>> DirLock::Impl::live_entry() const {
+  if (!entry->stale()) [[likely]] {
+    if (!entry->replaced()) [[likely]]
+      return entry;
     // The lock file was deleted or replaced: the path's file now.
-    return LockEntry::current(entry_);
+    return LockEntry::current(entry);
   }
   // In a fork()ed child: lock through this process's own open file
   // description of the same inode, never the one shared with the parent.
   RegistryImpl& registry = RegistryImpl::get();
-  if (std::shared_ptr<LockEntry> own = registry.find(entry_->id())) {
+  if (std::shared_ptr<LockEntry> own = registry.find(entry->id())) {
     return LockEntry::current(std::move(own));
   }
-  const internal::LockFile& inherited = entry_->file();
+  const internal::LockFile& inherited = entry->file();
   absl::StatusOr<internal::platform::NativeHandle> handle =
       internal::platform::reopen(inherited.handle(), inherited.path());
   if (!handle.ok()) return handle.status();
@@ -279,12 +325,14 @@ absl::Status wait_failed(const LockEntry& entry, absl::StatusCode code,
       holder = "no holder visible now (it may have just been released)";
     }
   }
-  return absl::Status(
-      code, absl::StrCat(
-                "acquire '", platform::path_text(lock_file), "' (",
-                internal::to_absl(mode_name(mode)),
-                "): ", cancelled ? "cancelled" : "timed out", " after ",
-                absl::FormatDuration(absl::FromChrono(waited)), "; ", holder));
+  return internal::with_kind(
+      absl::Status(
+          code, absl::StrCat("acquire '", platform::path_text(lock_file), "' (",
+                             internal::to_absl(mode_name(mode)), "): ",
+                             cancelled ? "cancelled" : "timed out", " after ",
+                             absl::FormatDuration(absl::FromChrono(waited)),
+                             "; ", holder)),
+      cancelled ? ErrorKind::kCancelled : ErrorKind::kTimeout);
 }
 
 // Maps AcquireOptions to the queue's WaitPolicy: a timeout <= 0 is one try
@@ -333,16 +381,15 @@ internal::AcquireSite site_for(const LockEntry& entry,
 
 }  // namespace
 
-absl::StatusOr<Guard> DirLock::acquire_entry(
-    const std::shared_ptr<LockEntry>& entry, Mode mode,
-    const internal::WaitPolicy& policy, Where where,
-    std::uint64_t group) const {
+absl::StatusOr<Guard> DirLock::Impl::acquire_entry(
+    const DirLock& lock, const std::shared_ptr<LockEntry>& entry, Mode mode,
+    const internal::WaitPolicy& policy, Where where, std::uint64_t group) {
   if (!internal::tier_checks_active()) {
     absl::StatusOr<internal::EntryHold> hold =
         LockEntry::acquire_wait(entry, mode, policy);
     if (!hold.ok()) [[unlikely]]
       return hold.status();
-    return Guard(*std::move(hold));
+    return guard(*std::move(hold));
   }
   internal::ContextState& ctx = internal::current_context_state();
   absl::Status refused;
@@ -350,8 +397,8 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
   // (tier_check.h).
   const std::uint64_t hold = internal::check_and_record(
       ctx,
-      site_for(*entry, internal::MaybeTier(tier_, tiered_), mode, where,
-               !policy.wait, group),
+      site_for(*entry, internal::MaybeTier(lock.tier_, lock.tiered_), mode,
+               where, !policy.wait, group),
       &refused);
   if (hold == 0) [[unlikely]]
     return refused;
@@ -362,35 +409,56 @@ absl::StatusOr<Guard> DirLock::acquire_entry(
     internal::forget_hold(ctx, hold);
     return got.status();
   }
-  return Guard(*std::move(got), &ctx, hold);
+  return guard(*std::move(got), &ctx, hold);
+}
+
+absl::Status DirLock::Impl::check_blocking_options(
+    const DirLock& lock, const AcquireOptions& options, std::string_view call) {
+  if (options.pool == nullptr && options.executor == nullptr) [[likely]] {
+    return absl::OkStatus();
+  }
+  return internal::with_kind(
+      absl::InvalidArgumentError(absl::StrCat(
+          internal::to_absl(call), " '",
+          internal::platform::path_text(lock.lock_file()),
+          "': AcquireOptions::", options.pool != nullptr ? "pool" : "executor",
+          " is set, but only acquire_async waits on a pool or completes on "
+          "an executor")),
+      ErrorKind::kInvalidOption);
 }
 
 absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
                                        SourceLocation where) {
-  if (!entry_->stale()) [[likely]] {
-    return acquire_entry(entry_, options.mode, policy_for(options, tier()),
-                         where, 0);
+  if (absl::Status st = Impl::check_blocking_options(*this, options, "acquire");
+      !st.ok()) [[unlikely]] {
+    return st;
   }
-  absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
+  const std::shared_ptr<LockEntry>& own = impl_->entry;
+  if (!own->stale()) [[likely]] {
+    return Impl::acquire_entry(*this, own, options.mode,
+                               policy_for(options, tier()), where, 0);
+  }
+  absl::StatusOr<std::shared_ptr<LockEntry>> entry = impl_->live_entry();
   if (!entry.ok()) return entry.status();
-  return acquire_entry(*entry, options.mode, policy_for(options, tier()), where,
-                       0);
+  return Impl::acquire_entry(*this, *entry, options.mode,
+                             policy_for(options, tier()), where, 0);
 }
 
 absl::StatusOr<Guard> DirLock::acquire(Mode mode, SourceLocation where) {
   // The common call: no AcquireOptions to build, move and map.
-  if (!entry_->stale()) [[likely]] {
+  const std::shared_ptr<LockEntry>& own = impl_->entry;
+  if (!own->stale()) [[likely]] {
     internal::WaitPolicy policy;
     policy.tier = tier();
     policy.wait_failed = &wait_failed;
     if (!internal::tier_checks_active()) [[likely]] {
       absl::StatusOr<internal::EntryHold> hold =
-          LockEntry::acquire_wait(entry_, mode, policy);
+          LockEntry::acquire_wait(own, mode, policy);
       if (!hold.ok()) [[unlikely]]
         return hold.status();
-      return Guard(*std::move(hold));
+      return Impl::guard(*std::move(hold));
     }
-    return acquire_entry(entry_, mode, policy, where, 0);
+    return Impl::acquire_entry(*this, own, mode, policy, where, 0);
   }
   AcquireOptions options;
   options.mode = mode;
@@ -411,7 +479,7 @@ void DirLock::acquire_async(
     SourceLocation where) {
   WorkerPool& pool =
       options.pool != nullptr ? *options.pool : WorkerPool::global();
-  absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
+  absl::StatusOr<std::shared_ptr<LockEntry>> entry = impl_->live_entry();
   absl::Status refused = entry.status();
   LockEntry::Done granted;
   if (entry.ok() && internal::tier_checks_active()) {
@@ -429,7 +497,7 @@ void DirLock::acquire_async(
           return;
         }
         const std::uint64_t id = internal::record_hold(*ctx, site);
-        std::move(done)(Guard(*std::move(hold), ctx.get(), id));
+        std::move(done)(Impl::guard(*std::move(hold), ctx.get(), id));
       };
     }
   } else if (entry.ok()) {
@@ -439,14 +507,18 @@ void DirLock::acquire_async(
         std::move(done)(hold.status());
         return;
       }
-      std::move(done)(Guard(*std::move(hold)));
+      std::move(done)(Impl::guard(*std::move(hold)));
     };
   }
   if (!refused.ok()) {
-    // Delivered like every other outcome: on the pool, never inline.
-    pool.execute([done = std::move(done), st = std::move(refused)]() mutable {
-      std::move(done)(st);
-    });
+    // Delivered like every other outcome: on the executor if given, else on
+    // the pool, never inline.
+    Executor& where_done =
+        options.executor != nullptr ? *options.executor : pool;
+    where_done.execute(
+        [done = std::move(done), st = std::move(refused)]() mutable {
+          std::move(done)(st);
+        });
     return;
   }
   LockEntry::acquire_async(*std::move(entry), options.mode,
@@ -460,7 +532,8 @@ std::future<absl::StatusOr<Guard>> DirLock::acquire_async(
   // dies with the shared state and the lock is released.
   auto promise = std::make_shared<std::promise<absl::StatusOr<Guard>>>();
   std::future<absl::StatusOr<Guard>> future = promise->get_future();
-  options.executor = nullptr;  // set_value is cheap: complete on the pool
+  // The caller's executor, if any, makes the future ready: a continuation
+  // chained onto it by the executor then runs where the caller asked.
   acquire_async(
       std::move(options),
       [promise](absl::StatusOr<Guard> result) mutable {
@@ -472,7 +545,7 @@ std::future<absl::StatusOr<Guard>> DirLock::acquire_async(
 
 absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
     Mode mode, SourceLocation where) {
-  absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
+  absl::StatusOr<std::shared_ptr<LockEntry>> entry = impl_->live_entry();
   if (!entry.ok()) return entry.status();
   internal::WaitPolicy policy;
   policy.wait = false;
@@ -483,7 +556,7 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
         LockEntry::acquire(*std::move(entry), mode, policy);
     if (!hold.ok()) return hold.status();
     if (!hold->has_value()) return std::optional<Guard>();
-    return std::optional<Guard>(Guard(**std::move(hold)));
+    return std::optional<Guard>(Impl::guard(**std::move(hold)));
   }
   internal::ContextState& ctx = internal::current_context_state();
   absl::Status refused;
@@ -500,12 +573,19 @@ absl::StatusOr<std::optional<Guard>> DirLock::try_acquire(
     if (!got.ok()) return got.status();
     return std::optional<Guard>();
   }
-  return std::optional<Guard>(Guard(**std::move(got), &ctx, hold));
+  return std::optional<Guard>(Impl::guard(**std::move(got), &ctx, hold));
 }
 
-absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,
+absl::StatusOr<std::vector<Guard>> acquire_all(std::span<const DirLock> locks,
                                                AcquireOptions options,
                                                SourceLocation where) {
+  if (!locks.empty()) {
+    if (absl::Status st = DirLock::Impl::check_blocking_options(
+            locks.front(), options, "acquire_all");
+        !st.ok()) {
+      return st;
+    }
+  }
   struct Item {
     std::size_t index;
     std::shared_ptr<LockEntry> entry;
@@ -514,7 +594,8 @@ absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,
   std::vector<Item> items;
   items.reserve(locks.size());
   for (std::size_t i = 0; i < locks.size(); ++i) {
-    absl::StatusOr<std::shared_ptr<LockEntry>> entry = locks[i].live_entry();
+    absl::StatusOr<std::shared_ptr<LockEntry>> entry =
+        locks[i].impl_->live_entry();
     if (!entry.ok()) return entry.status();
     items.push_back({i, *std::move(entry), locks[i].tier()});
   }
@@ -530,11 +611,13 @@ absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,
     // One registry entry per lock file: the same entry twice is one lock.
     for (std::size_t j = 0; j < i; ++j) {
       if (items[j].entry == items[i].entry) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "acquire_all: '",
-            internal::platform::path_text(items[i].entry->file().path()),
-            "' is given twice (handles ", items[j].index, " and ",
-            items[i].index, ")"));
+        return internal::with_kind(
+            absl::InvalidArgumentError(absl::StrCat(
+                "acquire_all: '",
+                internal::platform::path_text(items[i].entry->file().path()),
+                "' is given twice (handles ", items[j].index, " and ",
+                items[i].index, ")")),
+            ErrorKind::kInvalidOption);
       }
     }
   }
@@ -558,17 +641,20 @@ absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,
                              *deadline - std::chrono::steady_clock::now());
     }
     const DirLock& lock = locks[items[k].index];
-    absl::StatusOr<Guard> guard = lock.acquire_entry(
-        items[k].entry, one.mode, policy_for(one, lock.tier()), where, group);
+    absl::StatusOr<Guard> guard = DirLock::Impl::acquire_entry(
+        lock, items[k].entry, one.mode, policy_for(one, lock.tier()), where,
+        group);
     if (!guard.ok()) {
       // All or nothing: undo in reverse order.
       for (auto it = taken.rbegin(); it != taken.rend(); ++it) {
         (void)guards[*it].release();
       }
-      return absl::Status(
-          guard.status().code(),
-          absl::StrCat("acquire_all: lock ", k + 1, " of ", items.size(),
-                       " (none held): ", guard.status().message()));
+      return internal::with_kind_of(
+          absl::Status(
+              guard.status().code(),
+              absl::StrCat("acquire_all: lock ", k + 1, " of ", items.size(),
+                           " (none held): ", guard.status().message())),
+          guard.status());
     }
     guards[items[k].index] = *std::move(guard);
     taken.push_back(items[k].index);
@@ -577,11 +663,11 @@ absl::StatusOr<std::vector<Guard>> acquire_all(std::span<DirLock> locks,
 }
 
 const std::filesystem::path& DirLock::directory() const {
-  return paths_->directory;
+  return impl_->paths->directory;
 }
 
 const std::filesystem::path& DirLock::lock_file() const {
-  return paths_->lock_file;
+  return impl_->paths->lock_file;
 }
 
 namespace {
@@ -603,7 +689,7 @@ bool DirLock::lockable_lock(
     Mode mode, bool wait,
     std::optional<std::chrono::steady_clock::time_point> deadline,
     Where where) {
-  absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
+  absl::StatusOr<std::shared_ptr<LockEntry>> entry = impl_->live_entry();
   if (!entry.ok()) throw_status(entry.status());
   internal::WaitPolicy policy;
   policy.tier = tier();
@@ -635,14 +721,18 @@ void DirLock::lock(Where where) {
 bool DirLock::try_lock(Where where) {
   return lockable_lock(Mode::kExclusive, false, std::nullopt, where);
 }
-void DirLock::unlock() { lockable_release(live_entry(), Mode::kExclusive); }
+void DirLock::unlock() {
+  lockable_release(impl_->live_entry(), Mode::kExclusive);
+}
 void DirLock::lock_shared(Where where) {
   lockable_lock(Mode::kShared, true, std::nullopt, where);
 }
 bool DirLock::try_lock_shared(Where where) {
   return lockable_lock(Mode::kShared, false, std::nullopt, where);
 }
-void DirLock::unlock_shared() { lockable_release(live_entry(), Mode::kShared); }
+void DirLock::unlock_shared() {
+  lockable_release(impl_->live_entry(), Mode::kShared);
+}
 bool DirLock::timed_lock(Mode mode,
                          std::chrono::steady_clock::time_point deadline,
                          Where where) {
@@ -656,18 +746,23 @@ absl::Status set_wait_interrupt_signal(int signo) {
 namespace internal {
 
 std::shared_ptr<LockEntry> entry_for_testing(const DirLock& lock) {
-  absl::StatusOr<std::shared_ptr<LockEntry>> entry = lock.live_entry();
-  return entry.ok() ? *std::move(entry) : nullptr;
+  // Through the registry, by the lock file's identity: the handle's own
+  // pointer is private to DirLock, and this process's entry for the inode is
+  // the one every handle of it locks through.
+  absl::StatusOr<platform::FileId> id = platform::stat_lock_file(
+      lock.directory(), platform::path_text(lock.lock_file().filename()));
+  if (!id.ok()) return nullptr;
+  return RegistryImpl::get().find(*id);
 }
 
 }  // namespace internal
 std::string DirLock::unsafe_reason() const {
-  absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
-  return (entry.ok() ? **entry : *entry_).file().unsafe_reason();
+  absl::StatusOr<std::shared_ptr<LockEntry>> entry = impl_->live_entry();
+  return (entry.ok() ? **entry : *impl_->entry).file().unsafe_reason();
 }
 
 absl::StatusOr<std::vector<Holder>> DirLock::holders() const {
-  return internal::holders_of(entry_->file().path(), entry_->id());
+  return internal::holders_of(impl_->entry->file().path(), impl_->entry->id());
 }
 
 }  // namespace tierlock

@@ -8,15 +8,15 @@
 #include "tier/tier_context.h"
 
 namespace tierlock {
+namespace {
 
-Guard::Guard(internal::EntryHold&& hold, internal::ContextState* context,
-             std::uint64_t hold_id) noexcept
-    : mode_(hold.mode()),
-      owner_(hold.owner().value),
-      context_(context),
-      hold_id_(hold_id) {
-  entry_ = std::move(hold).take();
+// The header keeps the entry and the context type-erased; only DirLock
+// stores them, always as these types.
+internal::LockEntry* entry_of(const std::shared_ptr<void>& entry) {
+  return static_cast<internal::LockEntry*>(entry.get());
 }
+
+}  // namespace
 
 Guard& Guard::operator=(Guard&& other) noexcept {
   if (this != &other) {
@@ -36,34 +36,40 @@ absl::Status Guard::release() {
   // In a fork()ed child the context's lock may have been held by a thread
   // that does not exist there: leave the child's copy alone.
   if (context_ != nullptr) {
-    if (entry_ == nullptr || !entry_->stale()) {
-      internal::forget_hold(*context_, hold_id_);
+    if (entry_ == nullptr || !entry_of(entry_)->stale()) {
+      internal::forget_hold(*static_cast<internal::ContextState*>(context_),
+                            hold_id_);
     }
     context_ = nullptr;
   }
   // The queue's part (nothing in a fork()ed child, where the hold is the
   // parent's: never LOCK_UN it, never touch the entry's mutex).
-  return internal::EntryHold(std::move(entry_), mode_,
-                             internal::ThreadKey{owner_})
+  // Moved out first: the Guard is empty from here on, whatever the cast does.
+  std::shared_ptr<void> entry = std::move(entry_);
+  return internal::EntryHold(
+             std::static_pointer_cast<internal::LockEntry>(std::move(entry)),
+             mode_, internal::ThreadKey{owner_})
       .release();
 }
 
-bool Guard::held() const { return entry_ != nullptr && !entry_->stale(); }
+bool Guard::held() const {
+  return entry_ != nullptr && !entry_of(entry_)->stale();
+}
 
 const std::filesystem::path& Guard::lock_file() const {
   static const std::filesystem::path* const kEmpty = new std::filesystem::path;
-  return entry_ != nullptr ? entry_->file().path() : *kEmpty;
+  return entry_ != nullptr ? entry_of(entry_)->file().path() : *kEmpty;
 }
 
 Guard::native_handle_type Guard::native_handle() const {
-  if (entry_ == nullptr || entry_->stale()) {
+  if (entry_ == nullptr || entry_of(entry_)->stale()) {
 #ifdef _WIN32
     return internal::platform::kInvalidHandle;
 #else
     return -1;
 #endif
   }
-  return entry_->file().handle();
+  return entry_of(entry_)->file().handle();
 }
 
 }  // namespace tierlock

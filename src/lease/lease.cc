@@ -14,6 +14,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/error_kind.h"
 #include "base/string_util.h"
 #include "lease/async_acquire.h"
 #include "lease/lease_state.h"
@@ -285,9 +286,8 @@ absl::StatusOr<LeaseRequest> LeaseLock::make_request(
 
 Lease LeaseLock::make_lease(const LeaseRequest& request,
                             std::unique_ptr<LeaseSession> session,
-                            SteadyTime sent,
-                            internal::LeaseTierHold tier_hold) const {
-  auto state = std::make_shared<LeaseState>();
+                            SteadyTime sent, TierHold tier_hold) const {
+  auto state = std::make_shared<Lease::State>();
   state->tier_hold = std::move(tier_hold);
   state->backend = backend_;
   state->clock = &backend_->clock();
@@ -313,10 +313,10 @@ Lease LeaseLock::make_lease(const LeaseRequest& request,
   return Lease(std::move(state));
 }
 
-absl::StatusOr<internal::LeaseTierHold> LeaseLock::check_tier(
+absl::StatusOr<LeaseLock::TierHold> LeaseLock::check_tier(
     std::string_view key, Mode mode, bool try_only,
     SourceLocation where) const {
-  internal::LeaseTierHold hold;
+  TierHold hold;
   if (!options_.tier || !internal::tier_checks_on()) return hold;
   if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
   hold.name = std::make_shared<const internal::LeaseName>(
@@ -343,7 +343,7 @@ void forget_unused(internal::LeaseTierHold& hold) {
 
 absl::StatusOr<std::optional<Lease>> LeaseLock::try_acquire(
     std::string_view key, SourceLocation where) {
-  absl::StatusOr<internal::LeaseTierHold> hold =
+  absl::StatusOr<TierHold> hold =
       check_tier(key, Mode::kExclusive, /*try_only=*/true, where);
   if (!hold.ok()) return hold.status();
   absl::StatusOr<std::optional<Lease>> got = try_acquire_checked(key, *hold);
@@ -356,7 +356,7 @@ absl::StatusOr<Lease> LeaseLock::acquire(std::string_view key,
                                          SourceLocation where) {
   // Checked before anything waits, as for directory locks (and before the
   // option checks below: a refused order is the caller's bug either way).
-  absl::StatusOr<internal::LeaseTierHold> hold =
+  absl::StatusOr<TierHold> hold =
       check_tier(key, options.mode, /*try_only=*/false, where);
   if (!hold.ok()) return hold.status();
   absl::StatusOr<Lease> got = acquire_checked(key, std::move(options), *hold);
@@ -365,7 +365,7 @@ absl::StatusOr<Lease> LeaseLock::acquire(std::string_view key,
 }
 
 absl::StatusOr<std::optional<Lease>> LeaseLock::try_acquire_checked(
-    std::string_view key, internal::LeaseTierHold& tier_hold) {
+    std::string_view key, TierHold& tier_hold) {
   absl::StatusOr<LeaseRequest> req = make_request(key);
   if (!req.ok()) return req.status();
   const SteadyTime sent = backend_->clock().now();
@@ -377,18 +377,20 @@ absl::StatusOr<std::optional<Lease>> LeaseLock::try_acquire_checked(
                      to_absl(backend_->name()), ": ", s.status().message()));
   }
   if (!*s) return std::optional<Lease>();
-  return std::optional<Lease>(
-      make_lease(*req, std::move(*s), sent, std::exchange(tier_hold, {})));
+  return std::optional<Lease>(make_lease(*req, std::move(*s), sent,
+                                         std::exchange(tier_hold, TierHold{})));
 }
 
-absl::StatusOr<Lease> LeaseLock::acquire_checked(
-    std::string_view key, AcquireOptions options,
-    internal::LeaseTierHold& tier_hold) {
+absl::StatusOr<Lease> LeaseLock::acquire_checked(std::string_view key,
+                                                 AcquireOptions options,
+                                                 TierHold& tier_hold) {
   const SteadyTime start = std::chrono::steady_clock::now();
   if (options.pool != nullptr || options.executor != nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "acquire lease ", quote_key(key),
-        ": AcquireOptions::pool/executor are for DirLock's async acquires"));
+    return internal::with_kind(absl::InvalidArgumentError(absl::StrCat(
+                                   "acquire lease ", quote_key(key),
+                                   ": AcquireOptions::pool/executor are for "
+                                   "DirLock's async acquires")),
+                               ErrorKind::kInvalidOption);
   }
   if (options.mode == Mode::kShared && !backend_->capabilities().shared) {
     return absl::UnimplementedError(
@@ -403,16 +405,21 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(
                                to_absl(backend_->name()), ": ", s.message()));
   };
   auto cancelled = [&] {
-    return absl::CancelledError(
-        absl::StrCat("acquire lease ", quote_key(key), " on ",
-                     to_absl(backend_->name()), ": cancelled after ",
-                     seconds(std::chrono::steady_clock::now() - start)));
+    return internal::with_kind(
+        absl::CancelledError(
+            absl::StrCat("acquire lease ", quote_key(key), " on ",
+                         to_absl(backend_->name()), ": cancelled after ",
+                         seconds(std::chrono::steady_clock::now() - start))),
+        ErrorKind::kCancelled);
   };
   auto timed_out = [&] {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "acquire lease ", quote_key(key), " on ", to_absl(backend_->name()),
-        ": timed out after ", seconds(std::chrono::steady_clock::now() - start),
-        " (held by another owner)"));
+    return internal::with_kind(
+        absl::DeadlineExceededError(
+            absl::StrCat("acquire lease ", quote_key(key), " on ",
+                         to_absl(backend_->name()), ": timed out after ",
+                         seconds(std::chrono::steady_clock::now() - start),
+                         " (held by another owner)")),
+        ErrorKind::kTimeout);
   };
   if (options.stop.stop_requested()) return cancelled();
   const bool one_try =
@@ -428,7 +435,7 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(
     if (s.ok()) {
       if (*s)
         return make_lease(*req, std::move(*s), sent,
-                          std::exchange(tier_hold, {}));
+                          std::exchange(tier_hold, TierHold{}));
       return timed_out();
     }
     if (s.status().code() == absl::StatusCode::kCancelled) return cancelled();
@@ -444,7 +451,7 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(
     if (!s.ok()) return fail(s.status());
     if (*s)
       return make_lease(*req, std::move(*s), sent,
-                        std::exchange(tier_hold, {}));
+                        std::exchange(tier_hold, TierHold{}));
     const SteadyTime now = std::chrono::steady_clock::now();
     if (one_try || now >= deadline) return timed_out();
     const SteadyTime until = std::min(deadline, now + jittered(step));

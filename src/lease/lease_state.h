@@ -23,10 +23,21 @@
 #include "absl/base/thread_annotations.h"
 #include "base/mutex.h"
 #include "tierlock/lease.h"
+#include "tierlock/lock_context.h"
 
 namespace tierlock::internal {
 
 using SteadyTime = std::chrono::steady_clock::time_point;
+
+using ContextState = LockContext::State;
+struct LeaseName;
+
+// A lease's record in a LockContext (tier checks): what forget_hold needs.
+struct LeaseTierHold {
+  ContextState* context = nullptr;  // null: not recorded
+  std::uint64_t hold_id = 0;
+  std::shared_ptr<const LeaseName> name;  // the lock's identity in the checks
+};
 
 struct LeaseState {
   // Fixed at grant.
@@ -145,5 +156,13 @@ class LeaseScheduler {
 };
 
 }  // namespace tierlock::internal
+
+namespace tierlock {
+
+// What lease.h declares opaquely.
+class Lease::State final : public internal::LeaseState {};
+struct LeaseLock::TierHold : internal::LeaseTierHold {};
+
+}  // namespace tierlock
 
 #endif  // TIERLOCK_SRC_LEASE_LEASE_STATE_H_

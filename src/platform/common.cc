@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/error_kind.h"
 #include "base/string_util.h"
 #include "platform/platform.h"
 
@@ -163,9 +164,10 @@ absl::Status validate_lock_file_name(const std::filesystem::path& dir,
                                      std::string_view name) {
   const std::string_view why = name_problem(name);
   if (why.empty()) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("open lock file '", to_absl(name), "' in '", path_text(dir),
-                   "': ", to_absl(why)));
+  return with_kind(absl::InvalidArgumentError(
+                       absl::StrCat("open lock file '", to_absl(name), "' in '",
+                                    path_text(dir), "': ", to_absl(why))),
+                   ErrorKind::kBadLockFileName);
 }
 
 }  // namespace tierlock::internal::platform

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "base/error_kind.h"
 #include "base/string_util.h"
 #include "platform/platform.h"
 #include "platform/posix_sys.h"
@@ -20,9 +21,11 @@ namespace tierlock::internal::platform {
 namespace {
 
 absl::Status kind_status(std::string_view op, const std::filesystem::path& path,
-                         std::string_view what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(to_absl(op), " '", path.native(), "': ", to_absl(what)));
+                         std::string_view what,
+                         ErrorKind kind = ErrorKind::kNotARegularFile) {
+  return with_kind(absl::InvalidArgumentError(absl::StrCat(
+                       to_absl(op), " '", path.native(), "': ", to_absl(what))),
+                   kind);
 }
 
 // Names what a non-regular file is, for messages.
@@ -80,7 +83,8 @@ absl::StatusOr<int> open_directory(const std::filesystem::path& dir,
   if (fd < 0) {
     int err = errno;
     if (err == ENOTDIR) {
-      return kind_status("open directory", dir, "Not a directory");
+      return kind_status("open directory", dir, "Not a directory",
+                         ErrorKind::kNotADirectory);
     }
     return errno_status(err, "open directory", dir);
   }

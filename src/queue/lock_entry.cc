@@ -7,6 +7,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "base/error_kind.h"
 #include "base/string_util.h"
 #include "queue/registry_impl.h"
 #include "queue/worker_pool.h"
@@ -87,9 +88,11 @@ constexpr int kMaxReplacements = 100;
 
 absl::Status cancelled_before_start(const std::filesystem::path& path,
                                     Mode mode) {
-  return absl::CancelledError(
-      absl::StrCat("acquire '", platform::path_text(path), "' (",
-                   to_absl(mode_name(mode)), "): cancelled before it started"));
+  return with_kind(
+      absl::CancelledError(absl::StrCat("acquire '", platform::path_text(path),
+                                        "' (", to_absl(mode_name(mode)),
+                                        "): cancelled before it started")),
+      ErrorKind::kCancelled);
 }
 }  // namespace
 
@@ -475,11 +478,13 @@ absl::StatusOr<bool> LockEntry::lead_locked(Waiter& w,
 }
 
 absl::Status LockEntry::reentry_error(Mode mode) const {
-  return absl::FailedPreconditionError(
-      absl::StrCat("acquire '", platform::path_text(file_.path()), "' (",
-                   to_absl(mode_name(mode)), "): this thread already holds it ",
-                   exclusive_held_ ? "exclusively" : "shared",
-                   "; waiting for itself would deadlock"));
+  return with_kind(
+      absl::FailedPreconditionError(absl::StrCat(
+          "acquire '", platform::path_text(file_.path()), "' (",
+          to_absl(mode_name(mode)), "): this thread already holds it ",
+          exclusive_held_ ? "exclusively" : "shared",
+          "; waiting for itself would deadlock")),
+      ErrorKind::kSelfDeadlock);
 }
 
 absl::StatusOr<bool> LockEntry::acquire_hold(Mode mode,

@@ -1,10 +1,9 @@
 // The process-wide registry: lock-file identity -> entry, by weak reference.
-#include "tierlock/registry.h"
-
 #include <atomic>
 
 #include "base/fork_generation.h"
 #include "queue/registry_impl.h"
+#include "tierlock/diagnostics.h"
 
 namespace tierlock {
 namespace internal {
@@ -80,8 +79,10 @@ Registry& Registry::global() {
   return *registry;
 }
 
-std::size_t Registry::size() const {
+std::size_t diagnostics::registry_size() {
   return internal::RegistryImpl::get().size();
 }
+
+std::size_t Registry::size() const { return diagnostics::registry_size(); }
 
 }  // namespace tierlock

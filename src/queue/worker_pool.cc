@@ -114,7 +114,7 @@ void PoolState::shut_down() {
 }  // namespace internal
 
 WorkerPool::WorkerPool(std::size_t threads)
-    : state_(std::make_shared<internal::PoolState>(threads)) {
+    : state_(std::make_shared<State>(threads)) {
   state_->start();
 }
 

@@ -4,6 +4,7 @@
 //   PoolState - task queue, workers, timers and the stop source that cancels
 //               the pool's async acquires; shared with those acquires, so it
 //               outlives the WorkerPool object if they do.
+//   WorkerPool::State - the public WorkerPool's opaque state: a PoolState.
 #ifndef TIERLOCK_SRC_QUEUE_WORKER_POOL_H_
 #define TIERLOCK_SRC_QUEUE_WORKER_POOL_H_
 
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "tierlock/executor.h"
 
 namespace tierlock::internal {
 
@@ -59,5 +61,16 @@ struct PoolState {
 };
 
 }  // namespace tierlock::internal
+
+namespace tierlock {
+
+// What WorkerPool's header declares opaquely; the queue takes it as the
+// PoolState it is.
+class WorkerPool::State final : public internal::PoolState {
+ public:
+  using PoolState::PoolState;
+};
+
+}  // namespace tierlock
 
 #endif  // TIERLOCK_SRC_QUEUE_WORKER_POOL_H_

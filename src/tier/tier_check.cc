@@ -69,6 +69,14 @@ bool request_debug_default() noexcept {
   return true;
 }
 
+}  // namespace internal
+
+bool request_tier_debug_default() noexcept {
+  return internal::request_debug_default();
+}
+
+namespace internal {
+
 // Constant-initialised, so access is a plain thread-local load.
 thread_local constinit std::array<std::uint64_t, 64> t_edge_cache{};
 

@@ -24,6 +24,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
 #include "tier/lock_id.h"
+#include "tierlock/lock_context.h"
 #include "tierlock/mode.h"
 #include "tierlock/source_location.h"
 #include "tierlock/tier.h"
@@ -113,26 +114,36 @@ struct HeldRecord {
 };
 static_assert(std::is_trivially_copyable_v<HeldRecord>);
 
-// A LockContext's state. Owned by its handles (LockContext, Scope, the
-// thread's default) through make_context's shared_ptr, AND by its recorded
-// holds: when the last handle goes while holds remain, the state is orphaned
-// and the last forget_hold deletes it. So a Guard keeps a plain pointer and an
-// acquire pays no reference count.
-struct ContextState {
-  explicit ContextState(std::string n) : name(std::move(n)) {
+}  // namespace tierlock::internal
+
+namespace tierlock {
+
+// A LockContext's state (lock_context.h declares it, opaque). Owned by its
+// handles (LockContext, Scope, the thread's default) through make_context's
+// shared_ptr, AND by its recorded holds: when the last handle goes while holds
+// remain, the state is orphaned and the last forget_hold deletes it. So a Guard
+// keeps a plain pointer and an acquire pays no reference count.
+struct LockContext::State {
+  explicit State(std::string n) : name(std::move(n)) {
     held.reserve(kReservedHolds);
   }
   // A std::vector reserved once, not an InlinedVector: its push_back and
   // pop_back inline to a few instructions on the acquire path (HeldRecord is
   // trivially copyable), and 8 covers nesting depths seen in practice.
   static constexpr std::size_t kReservedHolds = 8;
-  SpinLock mu;
-  std::vector<HeldRecord> held ABSL_GUARDED_BY(mu);
+  internal::SpinLock mu;
+  std::vector<internal::HeldRecord> held ABSL_GUARDED_BY(mu);
   std::uint64_t next_hold_id ABSL_GUARDED_BY(mu) = 1;
   std::string name
       ABSL_GUARDED_BY(mu);  // empty: named by the first recording thread
   bool orphaned ABSL_GUARDED_BY(mu) = false;  // no handle left
 };
+
+}  // namespace tierlock
+
+namespace tierlock::internal {
+
+using ContextState = LockContext::State;
 
 // Creates a context state owned as described above.
 std::shared_ptr<ContextState> make_context(std::string name);

@@ -16,13 +16,14 @@
 
 #include "absl/status/statusor.h"
 #include "tier/lock_id.h"
+#include "tierlock/lock_context.h"
 #include "tierlock/mode.h"
 #include "tierlock/source_location.h"
 #include "tierlock/tier.h"
 
 namespace tierlock::internal {
 
-struct ContextState;
+using ContextState = LockContext::State;
 
 // True when tier checks run (TierCheckMode other than kIgnore).
 bool tier_checks_on();

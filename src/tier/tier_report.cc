@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/error_kind.h"
 #include "base/mutex.h"
 #include "base/string_util.h"
 #include "platform/platform.h"
@@ -141,9 +142,10 @@ absl::Status report_violation(const TierViolation& v, TierCheckMode mode) {
     case TierCheckMode::kAbort:
       std::abort();
     case TierCheckMode::kFail:
-      return absl::FailedPreconditionError(
-          absl::StrCat(summary(v), " (acquire at ", where(v.acquiring),
-                       "; held lock taken at ", where(v.conflicting), ")"));
+      return with_kind(absl::FailedPreconditionError(absl::StrCat(
+                           summary(v), " (acquire at ", where(v.acquiring),
+                           "; held lock taken at ", where(v.conflicting), ")")),
+                       ErrorKind::kTierViolation);
     case TierCheckMode::kIgnore:
     case TierCheckMode::kReport:
       break;
@@ -153,12 +155,15 @@ absl::Status report_violation(const TierViolation& v, TierCheckMode mode) {
 
 absl::Status reentry_error(const AcquireSite& site, const AcquireSite& held,
                            const std::string& task) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      "acquire '", escape_text(platform::path_text(site.lock.display())), "' (",
-      to_absl(mode_name(site.mode)), ") at ", where(held_lock(site, {})),
-      ": task '", escape_text(task), "' already holds it (",
-      to_absl(mode_name(held.mode)), ", taken at ",
-      where(held_lock(held, task)), "); waiting for itself would deadlock"));
+  return with_kind(
+      absl::FailedPreconditionError(absl::StrCat(
+          "acquire '", escape_text(platform::path_text(site.lock.display())),
+          "' (", to_absl(mode_name(site.mode)), ") at ",
+          where(held_lock(site, {})), ": task '", escape_text(task),
+          "' already holds it (", to_absl(mode_name(held.mode)), ", taken at ",
+          where(held_lock(held, task)),
+          "); waiting for itself would deadlock")),
+      ErrorKind::kSelfDeadlock);
 }
 
 }  // namespace internal

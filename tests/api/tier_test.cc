@@ -25,6 +25,7 @@
 #include "queue/lock_entry.h"
 #include "support/fixture.h"
 #include "support/helpers.h"
+#include "support/internal.h"
 #include "support/status.h"
 #include "support/tier_mode.h"
 #include "support/wait.h"
@@ -317,8 +318,7 @@ TEST_F(TierTest, ScopedLockUnderContentionIsNotReported) {
   Reports reports;
   DirLock a = open_tiered("a", std::nullopt);
   DirLock b = open_tiered("b", std::nullopt);
-  std::shared_ptr<tierlock::internal::LockEntry> entry_b =
-      tierlock::internal::entry_for_testing(b);
+  std::shared_ptr<tierlock::internal::LockEntry> entry_b = entry_of(b);
   std::promise<void> holding;
   std::thread h([&] {
     LockContext::Scope own(LockContext("holder"));

@@ -264,9 +264,8 @@ int run_run(RunOptions o, const std::vector<std::string>& operands,
               ? "no such directory, nor its parent (--create makes one level)"
               : "no such directory (--create creates it)");
       return kNoDirectory;
-    } else if (st.code() == absl::StatusCode::kInvalidArgument &&
-               absl::string_view(st.message()).find("Not a directory") !=
-                   absl::string_view::npos) {
+    } else if (tierlock::error_kind(st) ==
+               tierlock::ErrorKind::kNotADirectory) {
       print_error(o.dir, "not a directory");
       return kNoDirectory;
     }
