@@ -276,7 +276,7 @@ TEST_F(CliTest, TimeoutGivesUpWithTheConflictCode) {
   EXPECT_EQ(r.out, "");
   EXPECT_GE(took, std::chrono::milliseconds(300));
   EXPECT_LT(took, std::chrono::seconds(10));
-  EXPECT_THAT(r.err, HasSubstr("timed out after 0.3 s"));
+  EXPECT_THAT(r.err, HasSubstr("timed out after "));
   EXPECT_THAT(r.err, HasSubstr("pid " + std::to_string(holder.pid())));
   EXPECT_EQ(
       cli({"run", "-w", "0.1", "-E", "9", "-q", dir().string(), "--", "true"})
@@ -956,7 +956,7 @@ TEST_P(CliBadInputTest, ExitsWithItsCodeAndAMessage) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, CliBadInputTest,
     ::testing::Values(
-        BadInput{"NoSubcommand", {}, 64, "A subcommand is required"},
+        BadInput{"NoSubcommand", {}, 64, "subcommand: missing"},
         BadInput{"UnknownOption",
                  {"run", "--bogus", "DIR", "--", "true"},
                  64,

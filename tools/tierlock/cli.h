@@ -12,6 +12,7 @@
 //   parse_timeout   - --timeout's value, huge ones saturated to "forever".
 //   split_operands  - DIR and COMMAND of `run` (options end at the first
 //   operand).
+//   human_duration  - "313 ms", "2.35 s", "12.3 s", "2 min 5 s".
 // Every human-readable message escapes untrusted text with
 // tierlock::escape_text (tierlock/text.h).
 #ifndef TIERLOCK_TOOLS_TIERLOCK_CLI_H_
@@ -33,13 +34,15 @@ namespace tierlock::cli {
 // kConflict unless -E changes it.
 enum ExitCode : int {
   kOk = 0,
-  kOther = 1,         // any other failure
-  kUsage = 64,        // EX_USAGE: bad command line
-  kNoDirectory = 66,  // EX_NOINPUT: the directory does not exist / is not one
-  kLeaseLost = 74,    // the lease was lost while the command ran (--backend);
-                      // the command was stopped (docs/cli.md)
-  kConflict = 75,     // EX_TEMPFAIL: the lock is held (--no-wait, --timeout)
-  kPermission = 77,   // EX_NOPERM
+  kOther = 1,          // any other failure
+  kUsage = 64,         // EX_USAGE: bad command line
+  kNoDirectory = 66,   // EX_NOINPUT: the directory does not exist / is not one
+  kLeaseLost = 74,     // the lease was lost while the command ran (--backend);
+                       // the command was stopped (docs/cli.md)
+  kSelfDeadlock = 70,  // an ancestor tierlock holds this lock: waiting for
+                       // it would wait forever (--reentrant runs under it)
+  kConflict = 75,      // EX_TEMPFAIL: the lock is held (--no-wait, --timeout)
+  kPermission = 77,    // EX_NOPERM
   kCannotExecute = 126,  // the command exists but cannot be run
   kCommandNotFound = 127,
 };
@@ -48,6 +51,10 @@ enum ExitCode : int {
 // is parsed its callback runs it and stores the exit code in *exit_code.
 void setup_run(CLI::App& app, int* exit_code);
 void setup_status(CLI::App& app, int* exit_code);
+void setup_lock(CLI::App& app, int* exit_code);
+void setup_version(CLI::App& app, int* exit_code);
+// The one-line version (`tierlock --version`): "tierlock 0.1.0".
+std::string version_line();
 
 // Returns the exit code for `status` (kNotFound -> kNoDirectory, ...).
 int exit_code_for(const absl::Status& status);
@@ -92,6 +99,10 @@ bool parse_timeout(const std::string& text,
 bool split_operands(const std::vector<std::string>& tokens, bool after_marker,
                     bool with_dir, std::string* dir,
                     std::vector<std::string>* command, std::string* error);
+// Returns `d` rounded for people: "0.4 ms", "313 ms", "2.35 s", "12.3 s",
+// "2 min 5 s", "1 h 2 min". Never more than three significant digits.
+std::string human_duration(std::chrono::nanoseconds d);
+
 // Returns the text of errno value `err` (thread-safe, unlike strerror).
 std::string error_text(int err);
 

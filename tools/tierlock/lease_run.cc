@@ -210,9 +210,7 @@ int spawn_and_wait(const LeaseRunOptions& o, const Lease& lease, int signal_fd,
                       "lost (not renewed in time, or the service said another "
                       "owner holds it); stopping the command: SIGTERM to its "
                       "processes, SIGKILL after ",
-                      absl::StrFormat(
-                          "%.3g", std::chrono::duration<double>(grace).count()),
-                      " s"));
+                      human_duration(grace)));
       }
       supervisor_stop(child.control.get());
     }
@@ -327,6 +325,7 @@ int run_lease(const LeaseRunOptions& o) {
       return o.conflict_code;
     }
     if (!o.quiet) print_error(what, "held by another owner; waiting");
+    const auto started = std::chrono::steady_clock::now();
     AcquireOptions options;
     options.timeout = timeout;
     absl::StatusOr<Lease> got = absl::UnknownError("not run");
@@ -351,8 +350,11 @@ int run_lease(const LeaseRunOptions& o) {
     if (!got.ok()) {
       if (got.status().code() == absl::StatusCode::kDeadlineExceeded) {
         if (!o.quiet)
-          print_error(what, absl::StrCat("timed out after ",
-                                         escape_text(*o.timeout), " s"));
+          print_error(
+              what,
+              absl::StrCat(
+                  "timed out after ",
+                  human_duration(std::chrono::steady_clock::now() - started)));
         return o.conflict_code;
       }
       print_error(what, got.status().message());
