@@ -5,17 +5,24 @@
 #                                                a Debug build is libtierlockd: both variants
 #                                                install into one prefix, and find_package
 #                                                picks the one matching the consumer's
-#                                                configuration; tierlock.pc names the
-#                                                variant installed last)
+#                                                configuration)
 #   <includedir>/tierlock/*.h                    the public headers (lease*.h only
 #                                                for the lease libraries built)
 #   <libdir>/cmake/tierlock/tierlock{Config,ConfigVersion,Targets}.cmake
 #                                                for find_package(tierlock) -> tierlock::tierlock
-#   <libdir>/pkgconfig/tierlock.pc               for pkg-config
-#   <libdir>/libtierlock_lease*.{a,so}, tierlock_lease*Targets.cmake
-#                                                the lease components, when built
+#   <libdir>/pkgconfig/tierlock.pc               for pkg-config (Debug: tierlockd.pc;
+#                                                see "pkg-config" below)
+#   <libdir>/libtierlock_lease*.{a,so}, tierlock_lease*Targets.cmake,
+#   <libdir>/pkgconfig/tierlock_lease*.pc        the lease components, when built
 #                                                (Debug: the same names ending in d)
-#   <bindir>/tierlock, tierlock-lease            the CLI, once tools/ defines tierlock_cli
+#   <bindir>/tierlock, tierlock-lease            the CLI, once tools/ defines tierlock_cli,
+#   <mandir>/man1/tierlock.1                     with its manual (docs/man/) and
+#   <datadir>/bash-completion/completions/tierlock, <datadir>/zsh/vendor-completions/_tierlock,
+#   <datadir>/fish/vendor_completions.d/tierlock.fish
+#                                                shell completions (completions/)
+# Components: tierlock_runtime (the command, its manual and completions, shared
+# libraries) and tierlock_development (the rest); cmake/packaging.cmake makes
+# the Debian packages tierlock and libtierlock-dev of them.
 # Every installed file locates the others relative to itself, so the tree can be
 # installed to, or moved to, any prefix.
 #
@@ -97,51 +104,56 @@ foreach(_tl_c IN ITEMS lease lease_postgres lease_sqlite lease_redis lease_etcd)
 endforeach()
 
 # --- pkg-config -------------------------------------------------------------
-# Abseil modules come from the target's own link libraries (absl::foo -> absl_foo),
-# so the .pc cannot drift from src/CMakeLists.txt. Public ones go to Requires. The
-# private ones go to Requires.private for a shared library, but to Requires for a
-# static one: `pkg-config --libs` (without --static) must still name every Abseil
-# library that libtierlock.a needs.
-get_target_property(_tl_public_libs tierlock INTERFACE_LINK_LIBRARIES)
-get_target_property(_tl_all_libs tierlock LINK_LIBRARIES)
-set(_tl_pc_public "")
-set(_tl_pc_private "")
-foreach(_lib IN LISTS _tl_public_libs)
-  if(_lib MATCHES "^absl::([A-Za-z0-9_]+)$")
-    list(APPEND _tl_pc_public "absl_${CMAKE_MATCH_1}")
+# One .pc file per library, named after it: tierlock.pc, tierlock_lease.pc,
+# tierlock_lease_postgres.pc, ... A Debug build's libraries end in d, and so do
+# their .pc files (tierlockd.pc names -ltierlockd), so a Debug and a Release
+# install share one prefix. The unsuffixed name is the Release library's; a
+# Debug install writes it too only while no Release one is there (a
+# Debug-only prefix still answers `pkg-config tierlock`), and a Release install
+# replaces it.
+#
+# Requires come from the target's own link libraries (absl::foo -> absl_foo,
+# the client libraries' own .pc names), so a .pc cannot drift from
+# src/CMakeLists.txt. Public ones go to Requires. The private ones go to
+# Requires.private for a shared library, but to Requires for a static one:
+# `pkg-config --libs` (without --static) must still name every library that
+# the archive needs.
+set(_tl_pc_postfix "")
+if(CMAKE_BUILD_TYPE STREQUAL "Debug")
+  set(_tl_pc_postfix "d")
+endif()
+
+# The pkg-config module of one link item, or "" for none (build-only items).
+function(_tl_pc_module out item)
+  set(module "")
+  if(item MATCHES "^absl::([A-Za-z0-9_]+)$")
+    set(module "absl_${CMAKE_MATCH_1}")
+  elseif(item STREQUAL "tierlock::tierlock" OR item STREQUAL "tierlock")
+    set(module "tierlock${_tl_pc_postfix}")
+  elseif(item MATCHES "^tierlock::(lease[a-z_]*)$")
+    set(module "tierlock_${CMAKE_MATCH_1}${_tl_pc_postfix}")
+  elseif(item STREQUAL "PostgreSQL::PostgreSQL")
+    set(module "libpq")
+  elseif(item STREQUAL "SQLite::SQLite3")
+    set(module "sqlite3")
+  elseif(item STREQUAL "PkgConfig::TIERLOCK_HIREDIS")
+    set(module "hiredis")
+  elseif(item STREQUAL "CURL::libcurl")
+    set(module "libcurl")
   endif()
-endforeach()
-foreach(_lib IN LISTS _tl_all_libs)
-  if(_lib MATCHES "^absl::([A-Za-z0-9_]+)$")
-    list(APPEND _tl_pc_private "absl_${CMAKE_MATCH_1}")
-  endif()
-endforeach()
-list(REMOVE_DUPLICATES _tl_pc_public)
-list(REMOVE_DUPLICATES _tl_pc_private)
-if(_tl_pc_public)
-  list(REMOVE_ITEM _tl_pc_private ${_tl_pc_public})
-endif()
-get_target_property(_tl_type tierlock TYPE)
-if(_tl_type STREQUAL "STATIC_LIBRARY")
-  list(APPEND _tl_pc_public ${_tl_pc_private})
-  set(_tl_pc_private "")
-endif()
-list(JOIN _tl_pc_public " " _tl_pc_public)
-list(JOIN _tl_pc_private " " _tl_pc_private)
-set(TIERLOCK_PC_REQUIRES "Requires: ${_tl_pc_public}")
-set(TIERLOCK_PC_REQUIRES_PRIVATE "")
-if(_tl_pc_private)
-  set(TIERLOCK_PC_REQUIRES_PRIVATE "\nRequires.private: ${_tl_pc_private}")
-endif()
+  set(${out} "${module}" PARENT_SCOPE)
+endfunction()
 
 # Relocatable paths: prefix is found from the .pc file's own directory.
 set(_tl_pc_dir "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
 if(IS_ABSOLUTE "${_tl_pc_dir}")
   set(TIERLOCK_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+  set(_tl_pc_dest "${_tl_pc_dir}")
 else()
   file(RELATIVE_PATH _tl_pc_up "/__prefix__/${_tl_pc_dir}" "/__prefix__")
   string(REGEX REPLACE "/$" "" _tl_pc_up "${_tl_pc_up}")
   set(TIERLOCK_PC_PREFIX "\${pcfiledir}/${_tl_pc_up}")
+  set(_tl_pc_dest "\${CMAKE_INSTALL_PREFIX}/${_tl_pc_dir}")
 endif()
 foreach(_kind IN ITEMS LIBDIR INCLUDEDIR)
   if(IS_ABSOLUTE "${CMAKE_INSTALL_${_kind}}")
@@ -150,16 +162,84 @@ foreach(_kind IN ITEMS LIBDIR INCLUDEDIR)
     set(TIERLOCK_PC_${_kind} "\${prefix}/${CMAKE_INSTALL_${_kind}}")
   endif()
 endforeach()
-if(CMAKE_BUILD_TYPE STREQUAL "Debug")
-  set(TIERLOCK_PC_LIBNAME "tierlockd")
-else()
-  set(TIERLOCK_PC_LIBNAME "tierlock")
-endif()
-configure_file("${CMAKE_CURRENT_LIST_DIR}/tierlock.pc.in"
-               "${PROJECT_BINARY_DIR}/tierlock.pc" @ONLY)
-install(FILES "${PROJECT_BINARY_DIR}/tierlock.pc"
-  DESTINATION "${_tl_pc_dir}"
-  COMPONENT tierlock_development)
+
+# _tl_install_pc(TARGET NAME DESCRIPTION): writes and installs NAME<postfix>.pc
+# for TARGET (and, from a Debug build, NAME.pc while no Release one exists).
+function(_tl_install_pc target name description)
+  get_target_property(public_libs ${target} INTERFACE_LINK_LIBRARIES)
+  get_target_property(all_libs ${target} LINK_LIBRARIES)
+  set(pc_public "")
+  set(pc_private "")
+  foreach(lib IN LISTS public_libs)
+    _tl_pc_module(module "${lib}")
+    if(module)
+      list(APPEND pc_public "${module}")
+    endif()
+  endforeach()
+  foreach(lib IN LISTS all_libs)
+    _tl_pc_module(module "${lib}")
+    if(module)
+      list(APPEND pc_private "${module}")
+    endif()
+  endforeach()
+  list(REMOVE_DUPLICATES pc_public)
+  list(REMOVE_DUPLICATES pc_private)
+  if(pc_public)
+    list(REMOVE_ITEM pc_private ${pc_public})
+  endif()
+  get_target_property(type ${target} TYPE)
+  if(type STREQUAL "STATIC_LIBRARY")
+    list(APPEND pc_public ${pc_private})
+    set(pc_private "")
+  endif()
+  list(JOIN pc_public " " pc_public)
+  list(JOIN pc_private " " pc_private)
+  set(TIERLOCK_PC_NAME "${name}")
+  set(TIERLOCK_PC_DESCRIPTION "${description}")
+  set(TIERLOCK_PC_REQUIRES "Requires: ${pc_public}")
+  set(TIERLOCK_PC_REQUIRES_PRIVATE "")
+  if(pc_private)
+    set(TIERLOCK_PC_REQUIRES_PRIVATE "\nRequires.private: ${pc_private}")
+  endif()
+  get_target_property(output_name ${target} OUTPUT_NAME)
+  if(NOT output_name)
+    set(output_name ${target})
+  endif()
+  set(TIERLOCK_PC_LIBNAME "${output_name}${_tl_pc_postfix}")
+  set(pc "${PROJECT_BINARY_DIR}/pkgconfig/${name}${_tl_pc_postfix}.pc")
+  configure_file("${PROJECT_SOURCE_DIR}/cmake/tierlock.pc.in" "${pc}" @ONLY)
+  install(FILES "${pc}" DESTINATION "${_tl_pc_dir}" COMPONENT tierlock_development)
+  if(_tl_pc_postfix)
+    # The fallback copy is marked, so a later Debug install knows it may
+    # rewrite it and a Release install's is never touched.
+    set(fallback "${PROJECT_BINARY_DIR}/pkgconfig/fallback/${name}.pc")
+    file(READ "${pc}" content)
+    file(WRITE "${fallback}"
+         "# tierlock: Debug build (a Release install replaces this file)\n${content}")
+    install(CODE "
+      set(_tl_pc \"\$ENV{DESTDIR}${_tl_pc_dest}/${name}.pc\")
+      set(_tl_pc_is_fallback FALSE)
+      if(EXISTS \"\${_tl_pc}\")
+        file(STRINGS \"\${_tl_pc}\" _tl_pc_marker LIMIT_COUNT 1)
+        if(_tl_pc_marker MATCHES \"^# tierlock: Debug build\")
+          set(_tl_pc_is_fallback TRUE)
+        endif()
+      endif()
+      if(NOT EXISTS \"\${_tl_pc}\" OR _tl_pc_is_fallback)
+        file(INSTALL DESTINATION \"${_tl_pc_dest}\" TYPE FILE FILES \"${fallback}\")
+      else()
+        message(STATUS \"Keeping (a Release build's): \${_tl_pc}\")
+      endif()"
+      COMPONENT tierlock_development)
+  endif()
+endfunction()
+
+_tl_install_pc(tierlock tierlock "${PROJECT_DESCRIPTION}")
+foreach(_tl_c IN ITEMS lease lease_postgres lease_sqlite lease_redis lease_etcd)
+  if(TARGET tierlock_${_tl_c})
+    _tl_install_pc(tierlock_${_tl_c} tierlock_${_tl_c} "tierlock ${_tl_c}: leases through a shared service (docs/leases.md)")
+  endif()
+endforeach()
 
 # --- the CLI (tools/tierlock), once it exists -------------------------------
 # tools/ must be added before this file is included for the target to be seen.
@@ -171,4 +251,19 @@ endif()
 if(TARGET tierlock_lease_cli)
   install(TARGETS tierlock_lease_cli
     RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}" COMPONENT tierlock_runtime)
+endif()
+# Its manual and shell completions, at the paths each shell reads from a
+# vendor package (zsh: Debian's vendor-completions, on zsh's default fpath).
+if(TARGET tierlock_cli)
+  install(FILES "${PROJECT_SOURCE_DIR}/docs/man/tierlock.1"
+    DESTINATION "${CMAKE_INSTALL_MANDIR}/man1" COMPONENT tierlock_runtime)
+  install(FILES "${PROJECT_SOURCE_DIR}/completions/tierlock.bash"
+    DESTINATION "${CMAKE_INSTALL_DATADIR}/bash-completion/completions"
+    RENAME tierlock COMPONENT tierlock_runtime)
+  install(FILES "${PROJECT_SOURCE_DIR}/completions/_tierlock"
+    DESTINATION "${CMAKE_INSTALL_DATADIR}/zsh/vendor-completions"
+    COMPONENT tierlock_runtime)
+  install(FILES "${PROJECT_SOURCE_DIR}/completions/tierlock.fish"
+    DESTINATION "${CMAKE_INSTALL_DATADIR}/fish/vendor_completions.d"
+    COMPONENT tierlock_runtime)
 endif()

@@ -26,6 +26,8 @@ packages=(
   clang-tidy        # scripts/tidy.sh, the static-check CI job
   clang-format      # scripts/format.sh: one code style (.clang-format), checked in CI
   procps            # ps / pgrep for tests that check for leftover processes
+  zsh               # tests: the zsh completion's syntax (completions/_tierlock; ~5 MB)
+  fish              # tests: the fish completion, completed by fish itself (~3 MB)
   libpq-dev         # leases: the PostgreSQL backend (libpq)
   postgresql        # leases: a real PostgreSQL server the `lease` tests start
   libsqlite3-dev    # leases: the SQLite backend
