@@ -18,21 +18,24 @@ _tierlock() {
 
   if [[ -z $sub ]]; then
     case $cur in
-      -*) COMPREPLY=($(compgen -W '-h --help' -- "$cur")) ;;
-      *) COMPREPLY=($(compgen -W 'run status' -- "$cur")) ;;
+      -*) COMPREPLY=($(compgen -W '-h --help --version' -- "$cur")) ;;
+      *) COMPREPLY=($(compgen -W 'run status lock version' -- "$cur")) ;;
     esac
     return 0
   fi
 
   local run_opts='-h --help -s --shared -n --no-wait -w --timeout
     -E --conflict-exit-code --tier --lock-name --create -o --close
-    --refuse-unsafe -q --quiet --backend --key --ttl --kill-after'
+    --refuse-unsafe -c --command --reentrant --verbose -q --quiet
+    --backend --key --ttl --kill-after'
   local status_opts='-h --help --json --lock-name'
+  local lock_opts='-h --help --fd -s --shared -u --unlock -n --no-wait
+    -w --timeout -E --conflict-exit-code --verbose -q --quiet'
 
   case $sub in
     run)
       # The word where the command starts, once tierlock's own words end.
-      local backend="" dir_at=0 cmd_at=0 w
+      local backend="" dir_at=0 cmd_at=0 shell_cmd="" w
       for ((i = sub_at + 1; i < COMP_CWORD; i++)); do
         w=${COMP_WORDS[i]}
         if ((dir_at > 0)); then
@@ -45,6 +48,7 @@ _tierlock() {
           --backend) backend=1; ((i++)) ;;
           --backend=*) backend=1 ;;
           -w | --timeout | -E | --conflict-exit-code | --tier | --lock-name | --key | --ttl | --kill-after) ((i++)) ;;
+          -c | --command) shell_cmd=1; ((i++)) ;;
           -*) ;;
           *)
             if [[ -n $backend ]]; then cmd_at=$i; break; fi
@@ -52,6 +56,8 @@ _tierlock() {
             ;;
         esac
       done
+      # -c STRING: the shell string is the command; nothing follows DIR.
+      if [[ -n $shell_cmd ]] && ((dir_at > 0)); then return 0; fi
       if ((cmd_at == 0 && dir_at > 0)); then cmd_at=$COMP_CWORD; fi
       if ((cmd_at > 0 && COMP_CWORD >= cmd_at)); then
         if [[ $cur == -- && COMP_CWORD -eq cmd_at && dir_at -gt 0 ]]; then
@@ -73,7 +79,7 @@ _tierlock() {
           COMPREPLY=($(compgen -W 'postgres:// postgresql:// postgres+advisory:// redis:// sqlite: etcd://' -- "$cur"))
           return 0
           ;;
-        -w | --timeout | -E | --conflict-exit-code | --tier | --lock-name | --key | --ttl | --kill-after)
+        -w | --timeout | -E | --conflict-exit-code | --tier | --lock-name | --key | --ttl | --kill-after | -c | --command)
           return 0  # a value: nothing to offer
           ;;
       esac
@@ -85,6 +91,15 @@ _tierlock() {
         compopt -o filenames 2>/dev/null
         COMPREPLY=($(compgen -d -- "$cur"))
       fi
+      ;;
+    lock)
+      case $prev in
+        --fd | -w | --timeout | -E | --conflict-exit-code) return 0 ;;
+      esac
+      COMPREPLY=($(compgen -W "$lock_opts" -- "$cur"))
+      ;;
+    version)
+      COMPREPLY=($(compgen -W '-h --help' -- "$cur"))
       ;;
     status)
       if [[ $prev == --lock-name ]]; then

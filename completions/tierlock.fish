@@ -4,7 +4,7 @@
 # `tierlock run`'s options end at DIR (or, with --backend, at the command),
 # so the words after it are completed as a command line of its own.
 
-set -l subcommands run status
+set -l subcommands run status lock version
 
 # The operands typed so far after `tierlock run`'s options (DIR and the
 # command's words), skipping option values; prints one per line.
@@ -18,7 +18,7 @@ function __tierlock_run_operands
     set -l operands
     while set -q words[1]
         switch $words[1]
-            case -w --timeout -E --conflict-exit-code --tier --lock-name --backend --key --ttl --kill-after
+            case -w --timeout -E --conflict-exit-code --tier --lock-name --backend --key --ttl --kill-after -c --command
                 set -e words[1]
             case '-*'
                 if set -q operands[1]
@@ -38,7 +38,7 @@ end
 
 # The word being typed is an option's value (fish offers the option's own -a).
 function __tierlock_run_wants_value
-    contains -- (commandline -opc)[-1] -w --timeout -E --conflict-exit-code --tier --lock-name --backend --key --ttl --kill-after
+    contains -- (commandline -opc)[-1] -w --timeout -E --conflict-exit-code --tier --lock-name --backend --key --ttl --kill-after -c --command
 end
 
 # DIR is next (or, with --backend, the command).
@@ -75,7 +75,10 @@ end
 complete -c tierlock -f
 complete -c tierlock -n "not __fish_seen_subcommand_from $subcommands" -s h -l help -d 'Print help and exit'
 complete -c tierlock -n "not __fish_seen_subcommand_from $subcommands" -a run -d 'Run a command under a directory lock (or a lease)'
+complete -c tierlock -n "not __fish_seen_subcommand_from $subcommands" -l version -d 'Print the version and exit'
 complete -c tierlock -n "not __fish_seen_subcommand_from $subcommands" -a status -d 'Show whether a lock is free or held, and by whom'
+complete -c tierlock -n "not __fish_seen_subcommand_from $subcommands" -a lock -d 'Lock a descriptor the shell opened, as flock N'
+complete -c tierlock -n "not __fish_seen_subcommand_from $subcommands" -a version -d 'Show the version and the build\'s options'
 
 # tierlock run: options until DIR
 set -l run_opts '__fish_seen_subcommand_from run; and not __tierlock_run_in_command'
@@ -89,6 +92,9 @@ complete -c tierlock -n $run_opts -l lock-name -x -d 'The lock file\'s name insi
 complete -c tierlock -n $run_opts -l create -d 'Create DIR if it is missing'
 complete -c tierlock -n $run_opts -s o -l close -d 'The command does not inherit the lock\'s descriptor'
 complete -c tierlock -n $run_opts -l refuse-unsafe -d 'Refuse a lock file another user could replace'
+complete -c tierlock -n $run_opts -s c -l command -x -d 'Run STRING with /bin/sh -c, as flock -c'
+complete -c tierlock -n $run_opts -l reentrant -d 'Run under an ancestor run\'s hold of this lock'
+complete -c tierlock -n $run_opts -l verbose -d 'Say who held the lock, how long the wait took, the release'
 complete -c tierlock -n $run_opts -s q -l quiet -d 'No waiting, conflict or unsafe-lock-file message'
 complete -c tierlock -n $run_opts -l backend -x -a 'postgres:// postgresql:// postgres+advisory:// redis:// sqlite: etcd://' -d 'Hold a lease through a service instead'
 complete -c tierlock -n $run_opts -l key -x -d 'The lease\'s key'
@@ -103,3 +109,18 @@ complete -c tierlock -n $status_opts -s h -l help -d 'Print help and exit'
 complete -c tierlock -n $status_opts -l json -d 'One JSON object per directory and line'
 complete -c tierlock -n $status_opts -l lock-name -x -d 'The lock file\'s name inside DIR'
 complete -c tierlock -n $status_opts -x -a '(__fish_complete_directories)'
+
+# tierlock lock
+set -l lock_opts '__fish_seen_subcommand_from lock'
+complete -c tierlock -n $lock_opts -s h -l help -d 'Print help and exit'
+complete -c tierlock -n $lock_opts -l fd -x -d 'The descriptor to lock'
+complete -c tierlock -n $lock_opts -s s -l shared -d 'Take a shared lock'
+complete -c tierlock -n $lock_opts -s u -l unlock -d 'Unlock the description'
+complete -c tierlock -n $lock_opts -s n -l no-wait -d 'Exit at once if the lock is held'
+complete -c tierlock -n $lock_opts -s w -l timeout -x -d 'Give up after SECONDS with the conflict code'
+complete -c tierlock -n $lock_opts -s E -l conflict-exit-code -x -d 'Exit code when the lock is held (default 75)'
+complete -c tierlock -n $lock_opts -l verbose -d 'Say who held the lock and how long the wait took'
+complete -c tierlock -n $lock_opts -s q -l quiet -d 'No waiting or conflict message'
+
+# tierlock version
+complete -c tierlock -n '__fish_seen_subcommand_from version' -s h -l help -d 'Print help and exit'

@@ -476,7 +476,7 @@ void LeaseLock::acquire_async(
   a->executor = options.executor;
   a->done = std::move(done);
   // Checked against the caller's context now, as DirLock's async acquires.
-  absl::StatusOr<internal::LeaseTierHold> hold =
+  absl::StatusOr<TierHold> hold =
       check_tier(key, options.mode, /*try_only=*/false, where);
   absl::Status refused = hold.status();
   absl::StatusOr<LeaseRequest> req;
@@ -515,7 +515,7 @@ void LeaseLock::acquire_async(
                                             : SteadyTime::max();
   a->stop = std::move(options.stop);
   a->request = *req;
-  auto tier_hold = std::make_shared<internal::LeaseTierHold>(*std::move(hold));
+  auto tier_hold = std::make_shared<TierHold>(*std::move(hold));
   a->make_lease = [lock = *this, request = *std::move(req), tier_hold](
                       std::unique_ptr<LeaseSession> session, SteadyTime sent) {
     return lock.make_lease(request, std::move(session), sent,
