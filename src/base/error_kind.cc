@@ -10,10 +10,10 @@ namespace tierlock {
 namespace {
 
 constexpr ErrorKind kAll[] = {
-    ErrorKind::kNotADirectory, ErrorKind::kBadLockFileName,
+    ErrorKind::kNotADirectory,   ErrorKind::kBadLockFileName,
     ErrorKind::kNotARegularFile, ErrorKind::kUnsafeLockFile,
-    ErrorKind::kSelfDeadlock,  ErrorKind::kTierViolation,
-    ErrorKind::kTimeout,       ErrorKind::kCancelled,
+    ErrorKind::kSelfDeadlock,    ErrorKind::kTierViolation,
+    ErrorKind::kTimeout,         ErrorKind::kCancelled,
     ErrorKind::kInvalidOption,
 };
 

@@ -3,8 +3,6 @@
 // API seams that go with it: async-only options refused by blocking
 // acquires, the future form of acquire_async completing on the caller's
 // executor, acquire_all over const handles, and diagnostics.h.
-#include "tierlock/error.h"
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,6 +30,7 @@
 #include "support/wait.h"
 #include "tierlock/diagnostics.h"
 #include "tierlock/dir_lock.h"
+#include "tierlock/error.h"
 #include "tierlock/executor.h"
 #include "tierlock/lock_context.h"
 #include "tierlock/tier.h"
@@ -156,8 +155,7 @@ TEST_F(ErrorKindTest, ReentryIsSelfDeadlock) {
 TEST_F(ErrorKindTest, TaskReentryWithChecksOnIsSelfDeadlock) {
   ScopedTierCheckMode mode(tierlock::TierCheckMode::kFail);
   Reports quiet;
-  absl::StatusOr<DirLock> lock =
-      DirLock::open(dir(), tiered(10, "ws"));
+  absl::StatusOr<DirLock> lock = DirLock::open(dir(), tiered(10, "ws"));
   ASSERT_TRUE(lock.ok()) << lock.status();
   absl::StatusOr<Guard> held = lock->acquire();
   ASSERT_TRUE(held.ok()) << held.status();
@@ -172,10 +170,8 @@ TEST_F(ErrorKindTest, RefusedOrderIsTierViolation) {
   Reports quiet;
   std::filesystem::create_directory(dir() / "hi");
   std::filesystem::create_directory(dir() / "lo");
-  absl::StatusOr<DirLock> hi =
-      DirLock::open(dir() / "hi", tiered(20, "hi"));
-  absl::StatusOr<DirLock> lo =
-      DirLock::open(dir() / "lo", tiered(10, "lo"));
+  absl::StatusOr<DirLock> hi = DirLock::open(dir() / "hi", tiered(20, "hi"));
+  absl::StatusOr<DirLock> lo = DirLock::open(dir() / "lo", tiered(10, "lo"));
   ASSERT_TRUE(hi.ok() && lo.ok());
   absl::StatusOr<Guard> held = hi->acquire();
   ASSERT_TRUE(held.ok()) << held.status();

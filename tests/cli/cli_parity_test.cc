@@ -78,8 +78,7 @@ Result run_cli(const std::vector<std::string>& args, const fs::path& io_dir,
   if (spawned != 0) return {-2, "", "spawn failed"};
   int st = 0;
   int code = -1;
-  if (wait_until([&] { return ::waitpid(pid, &st, WNOHANG) == pid; },
-                 bound)) {
+  if (wait_until([&] { return ::waitpid(pid, &st, WNOHANG) == pid; }, bound)) {
     code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   } else {
     ::kill(pid, SIGKILL);
@@ -140,11 +139,10 @@ TEST_F(CliParityTest, ARunInsideARunOfTheSameLockFailsAtOnceWith70) {
 TEST_F(CliParityTest, SelfRelockIsFoundByIdentityThroughAShellAndWithClose) {
   fs::create_directory(dir() / "ws");
   fs::create_directory_symlink(dir() / "ws", dir() / "alias");
-  Result r = cli(
-      {"run", "--close", (dir() / "ws").string(), "--", "sh", "-c",
-       "\"$0\" run -w 60 \"$1\" -- echo inner; echo \"rc=$?\"", cli_path(),
-       (dir() / "alias").string() + "/"},
-      std::chrono::seconds(20));
+  Result r = cli({"run", "--close", (dir() / "ws").string(), "--", "sh", "-c",
+                  "\"$0\" run -w 60 \"$1\" -- echo inner; echo \"rc=$?\"",
+                  cli_path(), (dir() / "alias").string() + "/"},
+                 std::chrono::seconds(20));
   ASSERT_NE(r.code, -1) << "the nested run waited for its own ancestor";
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "rc=70\n");
@@ -153,13 +151,12 @@ TEST_F(CliParityTest, SelfRelockIsFoundByIdentityThroughAShellAndWithClose) {
 
 TEST_F(CliParityTest, ReentrantRunsTheCommandUnderTheAncestorsLock) {
   if (flock_path().empty()) GTEST_SKIP() << "flock(1) not found";
-  Result r = cli(
-      {"run", d(), "--", cli_path(), "run", "--reentrant", d(), "--", "sh",
-       "-c",
-       "\"$0\" -n \"$1\" true; echo \"flock=$?\"; printf '%s\\n' "
-       "\"$TIERLOCK_DIR\"",
-       flock_path(), lock().string()},
-      std::chrono::seconds(20));
+  Result r = cli({"run", d(), "--", cli_path(), "run", "--reentrant", d(), "--",
+                  "sh", "-c",
+                  "\"$0\" -n \"$1\" true; echo \"flock=$?\"; printf '%s\\n' "
+                  "\"$TIERLOCK_DIR\"",
+                  flock_path(), lock().string()},
+                 std::chrono::seconds(20));
   ASSERT_NE(r.code, -1);
   EXPECT_EQ(r.code, 0) << r.err;
   // Still held by the outer run while the inner command runs.
@@ -200,8 +197,9 @@ TEST_F(CliParityTest, ATierRefusalIsOneLineInTheCommandsTerms) {
     EXPECT_EQ(r.code, 1) << r.err;
     EXPECT_EQ(r.out, "");
     ExpectOneErrorLine(r.err);
-    EXPECT_THAT(r.err, HasSubstr("tierlock: " + (dir() / "ws" / ".lock").string() +
-                                 ": lock order violation: "));
+    EXPECT_THAT(r.err,
+                HasSubstr("tierlock: " + (dir() / "ws" / ".lock").string() +
+                          ": lock order violation: "));
     EXPECT_THAT(r.err, HasSubstr("tier 20 'package'"));
     EXPECT_THAT(r.err, HasSubstr("held by the parent process, pid "));
     EXPECT_THAT(r.err, HasSubstr("--tier"));
@@ -231,8 +229,8 @@ TEST_F(CliParityTest, DashCRunsAShellStringEitherSideOfDir) {
 TEST_F(CliParityTest, VerboseSaysWhoItWaitedForHowLongAndTheRelease) {
   Result free_run = cli({"run", "--verbose", d(), "--", "true"});
   EXPECT_EQ(free_run.code, 0) << free_run.err;
-  EXPECT_THAT(free_run.err, HasSubstr(lock().string() +
-                                      ": locked (exclusive) after "));
+  EXPECT_THAT(free_run.err,
+              HasSubstr(lock().string() + ": locked (exclusive) after "));
   EXPECT_THAT(free_run.err, HasSubstr("without waiting"));
   EXPECT_THAT(free_run.err, HasSubstr(": released after "));
   EXPECT_THAT(free_run.err, HasSubstr("(the command exited 0)"));
@@ -240,9 +238,9 @@ TEST_F(CliParityTest, VerboseSaysWhoItWaitedForHowLongAndTheRelease) {
   Process holder = start_holder(dir());
   ASSERT_EQ(holder.read_line(), "locked");
   const std::string holder_pid = std::to_string(holder.pid());
-  Process waiter =
-      Process::spawn({"sh", "-c", "exec \"$0\" run --verbose \"$1\" -- true 2>&1",
-                      cli_path(), d()});
+  Process waiter = Process::spawn(
+      {"sh", "-c", "exec \"$0\" run --verbose \"$1\" -- true 2>&1", cli_path(),
+       d()});
   // --verbose names the holder as the wait starts (not after 0.5 s), and
   // the grant says how long it took and whom it waited for.
   EXPECT_THAT(waiter.read_line().value_or(""),
@@ -252,8 +250,8 @@ TEST_F(CliParityTest, VerboseSaysWhoItWaitedForHowLongAndTheRelease) {
   const std::string locked = waiter.read_line().value_or("");
   EXPECT_THAT(locked, StartsWith("tierlock: " + lock().string() +
                                  ": locked (exclusive) after "));
-  EXPECT_THAT(locked, HasSubstr("; waited for: held exclusively by pid " +
-                                holder_pid));
+  EXPECT_THAT(locked,
+              HasSubstr("; waited for: held exclusively by pid " + holder_pid));
   EXPECT_THAT(waiter.read_line().value_or(""), HasSubstr(": released after "));
   EXPECT_EQ(waiter.wait().code, 0);
   EXPECT_EQ(cli({"run", "--verbose", "-q", d(), "--", "true"}).code, 64);
@@ -309,7 +307,8 @@ TEST_F(CliParityTest, LockFdContendedNamesTheHolderAndTimesOutRounded) {
   EXPECT_THAT(r.err, HasSubstr("tierlock: " + lock().string() +
                                ": held exclusively by pid " +
                                std::to_string(holder.pid())));
-  EXPECT_TRUE(std::regex_search(r.err, std::regex("timed out after [0-9]+ ms; ")))
+  EXPECT_TRUE(
+      std::regex_search(r.err, std::regex("timed out after [0-9]+ ms; ")))
       << r.err;
   EXPECT_EQ(stop_holder(holder).code, 0);
   Result closed = cli({"lock", "--fd", "9"});
@@ -323,7 +322,8 @@ TEST_F(CliParityTest, LockFdContendedNamesTheHolderAndTimesOutRounded) {
 TEST_F(CliParityTest, VersionAndBuildOptions) {
   Result v = cli({"--version"});
   EXPECT_EQ(v.code, 0) << v.err;
-  EXPECT_TRUE(std::regex_match(v.out, std::regex("tierlock [0-9]+\\.[0-9]+\\.[0-9]+\n")))
+  EXPECT_TRUE(std::regex_match(
+      v.out, std::regex("tierlock [0-9]+\\.[0-9]+\\.[0-9]+\n")))
       << v.out;
   Result full = cli({"version"});
   EXPECT_EQ(full.code, 0) << full.err;
@@ -343,8 +343,11 @@ TEST_F(CliParityTest, HelpNamesEveryModeAndNoUninstalledFile) {
     EXPECT_THAT(top.out, HasSubstr(s));
   }
   for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"--help"}, {"run", "--help"},
-        {"status", "--help"}, {"lock", "--help"}, {"version", "--help"}}) {
+       {std::vector<std::string>{"--help"},
+        {"run", "--help"},
+        {"status", "--help"},
+        {"lock", "--help"},
+        {"version", "--help"}}) {
     Result r = cli(args);
     EXPECT_EQ(r.code, 0);
     EXPECT_THAT(r.out, Not(HasSubstr("docs/"))) << args[0];

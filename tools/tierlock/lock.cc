@@ -55,11 +55,12 @@ void on_alarm(int) {}
 void arm_alarm(std::chrono::nanoseconds after) {
   struct itimerval t = {};
   if (after.count() > 0) {
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(after)
-                        .count();
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(after).count();
     t.it_value.tv_sec = static_cast<time_t>(us / 1000000);
     t.it_value.tv_usec = static_cast<suseconds_t>(us % 1000000);
-    if (t.it_value.tv_sec == 0 && t.it_value.tv_usec == 0) t.it_value.tv_usec = 1;
+    if (t.it_value.tv_sec == 0 && t.it_value.tv_usec == 0)
+      t.it_value.tv_usec = 1;
     t.it_interval.tv_usec = 10000;
   }
   ::setitimer(ITIMER_REAL, &t, nullptr);
@@ -86,8 +87,8 @@ std::string who_holds(const std::string& path) {
 
 int run_lock(const LockFdOptions& o) {
   if (o.fd < 0) {
-    print_error("--fd", absl::StrCat("must be a descriptor number >= 0, not ",
-                                     o.fd));
+    print_error("--fd",
+                absl::StrCat("must be a descriptor number >= 0, not ", o.fd));
     return kUsage;
   }
   if (o.conflict_code < 1 || o.conflict_code > 255) {
@@ -110,9 +111,8 @@ int run_lock(const LockFdOptions& o) {
   struct stat st;
   if (::fstat(o.fd, &st) != 0) {
     print_error(absl::StrCat("fd ", o.fd),
-                absl::StrCat(error_text(errno),
-                             " (open it first, e.g. `exec ", o.fd,
-                             ">DIR/.lock`)"));
+                absl::StrCat(error_text(errno), " (open it first, e.g. `exec ",
+                             o.fd, ">DIR/.lock`)"));
     return kUsage;
   }
   const std::string path = fd_path(o.fd);
@@ -128,15 +128,17 @@ int run_lock(const LockFdOptions& o) {
   const auto started = std::chrono::steady_clock::now();
   if (::flock(o.fd, op | LOCK_NB) == 0) {
     if (o.verbose)
-      print_error(path, absl::StrCat("locked (", o.shared ? "shared" : "exclusive",
-                                     ") without waiting"));
+      print_error(path,
+                  absl::StrCat("locked (", o.shared ? "shared" : "exclusive",
+                               ") without waiting"));
     return kOk;
   }
   if (errno != EWOULDBLOCK) {
     print_error(path, absl::StrCat("flock: ", error_text(errno)));
     return kOther;
   }
-  const bool tries_only = o.no_wait || (timeout.has_value() && timeout->count() == 0);
+  const bool tries_only =
+      o.no_wait || (timeout.has_value() && timeout->count() == 0);
   if (tries_only) {
     if (!o.quiet) print_error(path, who_holds(path));
     return o.conflict_code;
@@ -180,14 +182,13 @@ int run_lock(const LockFdOptions& o) {
     }
   }
   if (o.verbose) {
-    print_error(path, absl::StrCat("locked (", o.shared ? "shared" : "exclusive",
-                                   ") after ",
-                                   human_duration(std::chrono::steady_clock::now() -
-                                                  started),
-                                   waited_for.empty()
-                                       ? std::string()
-                                       : absl::StrCat("; waited for: ",
-                                                      waited_for)));
+    print_error(
+        path,
+        absl::StrCat("locked (", o.shared ? "shared" : "exclusive", ") after ",
+                     human_duration(std::chrono::steady_clock::now() - started),
+                     waited_for.empty()
+                         ? std::string()
+                         : absl::StrCat("; waited for: ", waited_for)));
   }
   return kOk;
 }

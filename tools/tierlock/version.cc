@@ -31,11 +31,11 @@ namespace {
 int run_version() {
   const std::string backends = TIERLOCK_CLI_LEASE_BACKENDS;
   std::string out = absl::StrCat(
-      version_line(), "\n",
-      "lease backends: ",
+      version_line(), "\n", "lease backends: ",
       backends.empty() ? std::string("none (built without tierlock-lease)")
-                       : absl::StrCat(backends, " (run --backend, through "
-                                                "tierlock-lease)"),
+                       : absl::StrCat(backends,
+                                      " (run --backend, through "
+                                      "tierlock-lease)"),
       "\n", "debug checks: ",
       tier_debug_checks() ? "on (TIERLOCK_DEBUG_CHECKS: lock-order checks "
                             "abort by default)"
