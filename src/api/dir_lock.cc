@@ -2,6 +2,7 @@
 #include "tierlock/dir_lock.h"
 
 #include <algorithm>
+#include <optional>
 #include <system_error>
 #include <tuple>
 #include <utility>
@@ -413,26 +414,34 @@ void DirLock::acquire_async(
       options.pool != nullptr ? *options.pool : WorkerPool::global();
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = live_entry();
   absl::Status refused = entry.status();
-  LockEntry::Done granted;
+  // Checked against the caller's context now, recorded there on the grant.
+  std::shared_ptr<internal::ContextState> ctx;
+  std::optional<internal::AcquireSite> site;
   if (entry.ok() && internal::tier_checks_active()) {
-    // Checked against the caller's context now, recorded there on the grant.
-    std::shared_ptr<internal::ContextState> ctx = internal::current_context();
-    internal::AcquireSite site =
-        site_for(**entry, internal::MaybeTier(tier_, tiered_), options.mode,
-                 where, false, 0);
-    refused = internal::check_acquire(*ctx, site);
-    if (refused.ok()) {
-      granted = [ctx = std::move(ctx), site, done = std::move(done)](
-                    absl::StatusOr<internal::EntryHold> hold) mutable {
-        if (!hold.ok()) {
-          std::move(done)(hold.status());
-          return;
-        }
-        const std::uint64_t id = internal::record_hold(*ctx, site);
-        std::move(done)(Guard(*std::move(hold), ctx.get(), id));
-      };
-    }
-  } else if (entry.ok()) {
+    ctx = internal::current_context();
+    site = site_for(**entry, internal::MaybeTier(tier_, tiered_), options.mode,
+                    where, false, 0);
+    refused = internal::check_acquire(*ctx, *site);
+  }
+  if (!refused.ok()) {
+    // Delivered like every other outcome: on the pool, never inline.
+    pool.execute([done = std::move(done), st = std::move(refused)]() mutable {
+      std::move(done)(st);
+    });
+    return;
+  }
+  LockEntry::Done granted;
+  if (ctx != nullptr) {
+    granted = [ctx = std::move(ctx), site = *site, done = std::move(done)](
+                  absl::StatusOr<internal::EntryHold> hold) mutable {
+      if (!hold.ok()) {
+        std::move(done)(hold.status());
+        return;
+      }
+      const std::uint64_t id = internal::record_hold(*ctx, site);
+      std::move(done)(Guard(*std::move(hold), ctx.get(), id));
+    };
+  } else {
     granted = [done = std::move(done)](
                   absl::StatusOr<internal::EntryHold> hold) mutable {
       if (!hold.ok()) {
@@ -441,13 +450,6 @@ void DirLock::acquire_async(
       }
       std::move(done)(Guard(*std::move(hold)));
     };
-  }
-  if (!refused.ok()) {
-    // Delivered like every other outcome: on the pool, never inline.
-    pool.execute([done = std::move(done), st = std::move(refused)]() mutable {
-      std::move(done)(st);
-    });
-    return;
   }
   LockEntry::acquire_async(*std::move(entry), options.mode,
                            policy_for(options, tier()), pool.state_,
