@@ -2,6 +2,7 @@
 #include "tierlock/dir_lock.h"
 
 #include <algorithm>
+#include <optional>
 #include <system_error>
 #include <tuple>
 #include <utility>
@@ -481,34 +482,14 @@ void DirLock::acquire_async(
       options.pool != nullptr ? *options.pool : WorkerPool::global();
   absl::StatusOr<std::shared_ptr<LockEntry>> entry = impl_->live_entry();
   absl::Status refused = entry.status();
-  LockEntry::Done granted;
+  // Checked against the caller's context now, recorded there on the grant.
+  std::shared_ptr<internal::ContextState> ctx;
+  std::optional<internal::AcquireSite> site;
   if (entry.ok() && internal::tier_checks_active()) {
-    // Checked against the caller's context now, recorded there on the grant.
-    std::shared_ptr<internal::ContextState> ctx = internal::current_context();
-    internal::AcquireSite site =
-        site_for(**entry, internal::MaybeTier(tier_, tiered_), options.mode,
-                 where, false, 0);
-    refused = internal::check_acquire(*ctx, site);
-    if (refused.ok()) {
-      granted = [ctx = std::move(ctx), site, done = std::move(done)](
-                    absl::StatusOr<internal::EntryHold> hold) mutable {
-        if (!hold.ok()) {
-          std::move(done)(hold.status());
-          return;
-        }
-        const std::uint64_t id = internal::record_hold(*ctx, site);
-        std::move(done)(Impl::guard(*std::move(hold), ctx.get(), id));
-      };
-    }
-  } else if (entry.ok()) {
-    granted = [done = std::move(done)](
-                  absl::StatusOr<internal::EntryHold> hold) mutable {
-      if (!hold.ok()) {
-        std::move(done)(hold.status());
-        return;
-      }
-      std::move(done)(Impl::guard(*std::move(hold)));
-    };
+    ctx = internal::current_context();
+    site = site_for(**entry, internal::MaybeTier(tier_, tiered_), options.mode,
+                    where, false, 0);
+    refused = internal::check_acquire(*ctx, *site);
   }
   if (!refused.ok()) {
     // Delivered like every other outcome: on the executor if given, else on
@@ -520,6 +501,27 @@ void DirLock::acquire_async(
           std::move(done)(st);
         });
     return;
+  }
+  LockEntry::Done granted;
+  if (ctx != nullptr) {
+    granted = [ctx = std::move(ctx), site = *site, done = std::move(done)](
+                  absl::StatusOr<internal::EntryHold> hold) mutable {
+      if (!hold.ok()) {
+        std::move(done)(hold.status());
+        return;
+      }
+      const std::uint64_t id = internal::record_hold(*ctx, site);
+      std::move(done)(Impl::guard(*std::move(hold), ctx.get(), id));
+    };
+  } else {
+    granted = [done = std::move(done)](
+                  absl::StatusOr<internal::EntryHold> hold) mutable {
+      if (!hold.ok()) {
+        std::move(done)(hold.status());
+        return;
+      }
+      std::move(done)(Impl::guard(*std::move(hold)));
+    };
   }
   LockEntry::acquire_async(*std::move(entry), options.mode,
                            policy_for(options, tier()), pool.state_,

@@ -36,7 +36,8 @@ bool OrderGraph::has_edge(Node from, Node to) const {
 }
 
 std::vector<OrderGraph::Edge> OrderGraph::add_unless_cycle(
-    Node to, std::vector<Edge> edges, const absl::flat_hash_set<Node>& held) {
+    Node to, const std::vector<Edge>& edges,
+    const absl::flat_hash_set<Node>& held) {
   UniqueLock lock(mu_);
   bool all_known = true;
   for (const Edge& e : edges) {
@@ -47,10 +48,7 @@ std::vector<OrderGraph::Edge> OrderGraph::add_unless_cycle(
     std::vector<Edge> path = find_path(to, held);
     if (!path.empty()) return path;
   }
-  for (Edge& e : edges) {
-    const Node from = e.from;
-    out_[from].try_emplace(to, std::move(e));
-  }
+  for (const Edge& e : edges) out_[e.from].try_emplace(to, e);
   return {};
 }
 

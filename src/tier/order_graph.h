@@ -88,7 +88,7 @@ class OrderGraph {
   // cycle: then adds none and returns the path from `to` to the first node
   // of `held` reached, as its edges. Empty: added. When every edge is in the
   // graph already there is nothing to search.
-  std::vector<Edge> add_unless_cycle(Node to, std::vector<Edge> edges,
+  std::vector<Edge> add_unless_cycle(Node to, const std::vector<Edge>& edges,
                                      const absl::flat_hash_set<Node>& held);
 
   // The number of nodes (tests).

@@ -491,7 +491,8 @@ std::int64_t PostgresLeaseBackend::advisory_key(std::string_view key) {
 
 namespace {
 std::unique_ptr<internal::WaitSteps> pg_wait_steps(
-    std::shared_ptr<PostgresLeaseBackend::Shared> sh, LeaseRequest request);
+    const std::shared_ptr<PostgresLeaseBackend::Shared>& sh,
+    LeaseRequest request);
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<PostgresLeaseBackend>>
@@ -820,7 +821,8 @@ namespace {
 
 // A queued waiter's steps (lease-table mode); they own what they use.
 std::unique_ptr<internal::WaitSteps> pg_wait_steps(
-    std::shared_ptr<PostgresLeaseBackend::Shared> sh, LeaseRequest request) {
+    const std::shared_ptr<PostgresLeaseBackend::Shared>& sh,
+    LeaseRequest request) {
   auto req = std::make_shared<const LeaseRequest>(std::move(request));
   return internal::make_wait_steps(
       [sh, req] { return PgWaker::open(sh->options, req->owner_id); },

@@ -629,7 +629,7 @@ class RedisSession final : public LeaseSession {
 
 namespace {
 std::unique_ptr<internal::WaitSteps> redis_wait_steps(
-    std::shared_ptr<RedisLeaseBackend::Conn> conn, LeaseRequest request);
+    const std::shared_ptr<RedisLeaseBackend::Conn>& conn, LeaseRequest request);
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<RedisLeaseBackend>> RedisLeaseBackend::create(
@@ -758,7 +758,8 @@ namespace {
 // A queued waiter's steps; they own what they use (async waits outlive the
 // call that started them).
 std::unique_ptr<internal::WaitSteps> redis_wait_steps(
-    std::shared_ptr<RedisLeaseBackend::Conn> conn, LeaseRequest request) {
+    const std::shared_ptr<RedisLeaseBackend::Conn>& conn,
+    LeaseRequest request) {
   auto req = std::make_shared<const LeaseRequest>(std::move(request));
   return internal::make_wait_steps(
       [conn, req] {

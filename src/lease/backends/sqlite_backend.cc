@@ -304,7 +304,7 @@ absl::Status refuse_symlinks(const std::filesystem::path& path) {
 
 namespace {
 std::unique_ptr<internal::WaitSteps> sqlite_wait_steps(
-    std::shared_ptr<SqliteLeaseBackend::Db> db, LeaseRequest request);
+    const std::shared_ptr<SqliteLeaseBackend::Db>& db, LeaseRequest request);
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<SqliteLeaseBackend>> SqliteLeaseBackend::create(
@@ -575,7 +575,7 @@ namespace {
 
 // A queued waiter's steps; they own what they use.
 std::unique_ptr<internal::WaitSteps> sqlite_wait_steps(
-    std::shared_ptr<SqliteLeaseBackend::Db> db, LeaseRequest request) {
+    const std::shared_ptr<SqliteLeaseBackend::Db>& db, LeaseRequest request) {
   auto req = std::make_shared<const LeaseRequest>(std::move(request));
   return internal::make_wait_steps(
       [db, req] { return SqliteWaker::open(db->options, req->owner_id); },
