@@ -170,7 +170,7 @@ std::optional<TierViolation> check_nesting(
                      graph_site(all[i].record.site, all[i].task), inner});
   }
   std::vector<OrderGraph::Edge> path =
-      learned_order().add_unless_cycle(node, std::move(edges), targets);
+      learned_order().add_unless_cycle(node, edges, targets);
   if (path.empty()) {
     for (std::size_t i : from) {
       edge_learned(edge_key(all[i].record.site.lock.node(), node));
