@@ -131,6 +131,20 @@ bool same_file(const struct stat& a, const struct stat& b) {
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+// The value of the environment variable `name`, or null: a plain read of
+// environ (getenv is not thread-safe by contract; nothing here changes the
+// environment).
+const char* env_value(std::string_view name) {
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    if (entry.size() > name.size() && entry[name.size()] == '=' &&
+        entry.substr(0, name.size()) == name) {
+      return *e + name.size() + 1;
+    }
+  }
+  return nullptr;
+}
+
 // Returns the holder through which an ancestor of this process holds
 // `lock`'s lock file, if one does: then a wait for it would wait for
 // ourselves. Only looked into when what an outer `tierlock run` exports
@@ -143,16 +157,16 @@ bool same_file(const struct stat& a, const struct stat& b) {
 std::optional<Holder> held_by_ancestor(const DirLock& lock,
                                        const std::string& lock_name) {
   // Not under a tierlock run at all: no syscall on the common path.
-  if (std::getenv("TIERLOCK_FD") == nullptr &&
-      std::getenv("TIERLOCK_DIR") == nullptr &&
-      std::getenv(std::string(kHeldEnvVar).c_str()) == nullptr) {
+  if (env_value("TIERLOCK_FD") == nullptr &&
+      env_value("TIERLOCK_DIR") == nullptr &&
+      env_value(kHeldEnvVar) == nullptr) {
     return std::nullopt;
   }
   struct stat file;
   if (::lstat(lock.lock_file().c_str(), &file) != 0) return std::nullopt;
   bool hinted = false;
   bool inherited_fd = false;
-  if (const char* fd_text = std::getenv("TIERLOCK_FD"); fd_text != nullptr) {
+  if (const char* fd_text = env_value("TIERLOCK_FD"); fd_text != nullptr) {
     int fd = -1;
     const char* end = fd_text + std::strlen(fd_text);
     struct stat s;
@@ -161,7 +175,7 @@ std::optional<Holder> held_by_ancestor(const DirLock& lock,
       hinted = inherited_fd = true;
     }
   }
-  if (const char* dir = std::getenv("TIERLOCK_DIR"); !hinted && dir) {
+  if (const char* dir = env_value("TIERLOCK_DIR"); !hinted && dir) {
     struct stat a, b;
     hinted = ::stat(dir, &a) == 0 &&
              ::stat(lock.directory().c_str(), &b) == 0 && same_file(a, b);
@@ -321,13 +335,15 @@ bool command_exists(const std::string& name) {
   struct stat s;
   if (name.find('/') != std::string::npos)
     return ::stat(name.c_str(), &s) == 0 && !S_ISDIR(s.st_mode);
-  const char* path = std::getenv("PATH");
+  const char* path = env_value("PATH");
   std::string_view rest = path != nullptr ? path : "/usr/bin:/bin";
   for (;;) {
     const std::size_t colon = rest.find(':');
     std::string dir(rest.substr(0, colon));
     if (dir.empty()) dir = ".";
-    const std::string file = dir + "/" + name;
+    std::string file = std::move(dir);
+    file += '/';
+    file += name;
     if (::stat(file.c_str(), &s) == 0 && S_ISREG(s.st_mode) &&
         ::access(file.c_str(), X_OK) == 0) {
       return true;
