@@ -34,6 +34,9 @@ struct FaultResult {
   // Time between lost() and the contender's winning request; positive means
   // the holder knew first (the overlap is then 0).
   std::chrono::nanoseconds lost_before_grant{0};
+  // How long the contender's winning try was in flight (send to reply): the
+  // service granted it somewhere in that window.
+  std::chrono::nanoseconds grant_in_flight{0};
   std::chrono::nanoseconds held_max{0};  // slowest held() call after the fault
   int held_calls = 0, held_slow = 0;     // calls, and calls over 1 ms
   bool held_after_valid_until = false;   // held() said true past valid_until()
