@@ -25,11 +25,11 @@ void WaitHook::waiting(std::string lock, ReadHolders read) {
   state_ = State::kArmed;
   // A weak reference: an acquire that is over does not wait for its timer
   // to be destroyed, and a timer that outlives it finds nothing to run.
-  timer_ = timers_->call_at(
-      start_ + std::chrono::ceil<Clock::duration>(after_),
-      [weak = weak_from_this()] {
-        if (std::shared_ptr<WaitHook> self = weak.lock()) self->fire();
-      });
+  timer_ = timers_->call_at(start_ + std::chrono::ceil<Clock::duration>(after_),
+                            [weak = weak_from_this()] {
+                              if (std::shared_ptr<WaitHook> self = weak.lock())
+                                self->fire();
+                            });
 }
 
 void WaitHook::fire() {
@@ -45,8 +45,9 @@ void WaitHook::fire() {
     info.lock = std::move(lock_);
   }
   info.mode = mode_;
-  info.holders = read ? read() : absl::StatusOr<std::vector<Holder>>(
-                                     std::vector<Holder>{});
+  info.holders =
+      read ? read()
+           : absl::StatusOr<std::vector<Holder>>(std::vector<Holder>{});
   info.waited = std::chrono::duration_cast<std::chrono::nanoseconds>(
       Clock::now() - start_);
   hook(info);

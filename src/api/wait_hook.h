@@ -30,8 +30,7 @@ namespace tierlock::internal {
 class WaitHook : public std::enable_shared_from_this<WaitHook> {
  public:
   using Clock = std::chrono::steady_clock;
-  using ReadHolders =
-      std::function<absl::StatusOr<std::vector<Holder>>()>;
+  using ReadHolders = std::function<absl::StatusOr<std::vector<Holder>>()>;
 
   // Null if `options` has no hook. Takes the hook out of `options`; its
   // timer runs on `timers` (the acquire's pool), from `start` (the call).
