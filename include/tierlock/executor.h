@@ -75,6 +75,7 @@ class WorkerPool final : public Executor {
   // async acquires bound to the pool, which DirLock hands it to.
   class State;
   friend class DirLock;
+  friend class LeaseLock;  // its wait hooks run on the pool's timer thread
   std::shared_ptr<State> state_;
 };
 

@@ -80,6 +80,11 @@ struct Holder {
   // it (set with `inherited`, or with an empty `pid`): the process that took
   // it. Empty if the kernel shows no pid for it (0: another pid namespace).
   std::optional<std::int64_t> taker_pid;
+  // Leases only (a lease's holder as the service reports it; never set for a
+  // directory lock): the holder's owner id (LeaseRequest::owner_id) and the
+  // grant's fencing token, where the backend stores them.
+  std::optional<std::string> owner_id;
+  std::optional<std::uint64_t> token;
 };
 
 // LockState

@@ -359,6 +359,9 @@ class LeaseLock {
   // options.mode kShared needs the shared capability.
   // kFailedPrecondition (nothing asked of the backend) when the tier check
   // refuses it in TierCheckMode::kFail; see tierlock/tier.h.
+  // options.on_wait: a first try that finds the key held arms it (a free key
+  // never does); WaitInfo::lock is "lease:BACKEND/KEY", and its holders are
+  // kUnimplemented until the backend can report them.
   [[nodiscard]] absl::StatusOr<Lease> acquire(
       std::string_view key, AcquireOptions options = {},
       SourceLocation where = SourceLocation::current());
@@ -378,8 +381,9 @@ class LeaseLock {
   // the waiter out of the service's queue (one round trip) before
   // kCancelled / kDeadlineExceeded is delivered. The pool and executor must
   // outlive the acquires that use them. If `done` is dropped unrun (the
-  // executor drops it), a granted lease is released. Tier checks use the
-  // caller's LockContext at the call.
+  // executor drops it), a granted lease is released. options.on_wait is not
+  // supported here yet: kUnimplemented (ErrorKind::kInvalidOption). Tier checks
+  // use the caller's LockContext at the call.
   void acquire_async(std::string_view key, AcquireOptions options,
                      absl::AnyInvocable<void(absl::StatusOr<Lease>) &&> done,
                      SourceLocation where = SourceLocation::current());

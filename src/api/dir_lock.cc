@@ -7,10 +7,12 @@
 #include <tuple>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "api/testing_hooks.h"
+#include "api/wait_hook.h"
 #include "base/error_kind.h"
 #include "base/string_util.h"
 #include "holders/holder_writer.h"
@@ -132,6 +134,15 @@ class DirLock::Impl {
   static absl::StatusOr<Guard> acquire_entry(
       const DirLock& lock, const std::shared_ptr<LockEntry>& entry, Mode mode,
       const internal::WaitPolicy& policy, Where where, std::uint64_t group);
+  // The global pool's state, whose timer thread runs blocking acquires'
+  // wait hooks.
+  static std::shared_ptr<internal::PoolState> global_timers() {
+    return WorkerPool::global().state_;
+  }
+  // acquire() with AcquireOptions::on_wait set.
+  static absl::StatusOr<Guard> acquire_hooked(const DirLock& lock,
+                                              AcquireOptions options,
+                                              Where where);
   // Rejects the async-only options in a blocking acquire.
   static absl::Status check_blocking_options(const DirLock& lock,
                                              const AcquireOptions& options,
@@ -358,6 +369,23 @@ internal::WaitPolicy policy_for(AcquireOptions& options,
   return policy;
 }
 
+// Tells `hook` (if any) when the acquire through `entry` joins the entry's
+// queue; the hook then reads that lock file's holders. Weak: the acquire
+// owns the hook.
+void watch_wait(internal::WaitPolicy& policy,
+                const std::shared_ptr<internal::WaitHook>& hook,
+                const LockEntry& entry, const std::filesystem::path& shown) {
+  if (hook == nullptr || !policy.wait) return;
+  policy.queued = [weak = std::weak_ptr<internal::WaitHook>(hook),
+                   shown_text = internal::platform::path_text(shown),
+                   path = entry.file().path(), id = entry.id()] {
+    if (std::shared_ptr<internal::WaitHook> h = weak.lock()) {
+      h->waiting(shown_text,
+                 [path, id] { return internal::holders_of(path, id); });
+    }
+  };
+}
+
 }  // namespace
 
 namespace {
@@ -434,6 +462,9 @@ absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
       !st.ok()) [[unlikely]] {
     return st;
   }
+  if (options.on_wait) [[unlikely]] {
+    return Impl::acquire_hooked(*this, std::move(options), where);
+  }
   const std::shared_ptr<LockEntry>& own = impl_->entry;
   if (!own->stale()) [[likely]] {
     return Impl::acquire_entry(*this, own, options.mode,
@@ -443,6 +474,19 @@ absl::StatusOr<Guard> DirLock::acquire(AcquireOptions options,
   if (!entry.ok()) return entry.status();
   return Impl::acquire_entry(*this, *entry, options.mode,
                              policy_for(options, tier()), where, 0);
+}
+
+absl::StatusOr<Guard> DirLock::Impl::acquire_hooked(const DirLock& lock,
+                                                    AcquireOptions options,
+                                                    Where where) {
+  const std::shared_ptr<internal::WaitHook> hook = internal::WaitHook::make(
+      options, WorkerPool::global().state_, std::chrono::steady_clock::now());
+  absl::Cleanup finish = [&hook] { hook->finish(); };
+  absl::StatusOr<std::shared_ptr<LockEntry>> entry = lock.impl_->live_entry();
+  if (!entry.ok()) return entry.status();
+  internal::WaitPolicy policy = policy_for(options, lock.tier());
+  watch_wait(policy, hook, **entry, lock.lock_file());
+  return acquire_entry(lock, *entry, options.mode, policy, where, 0);
 }
 
 absl::StatusOr<Guard> DirLock::acquire(Mode mode, SourceLocation where) {
@@ -523,9 +567,21 @@ void DirLock::acquire_async(
       std::move(done)(Impl::guard(*std::move(hold)));
     };
   }
-  LockEntry::acquire_async(*std::move(entry), options.mode,
-                           policy_for(options, tier()), pool.state_,
-                           options.executor, std::move(granted));
+  internal::WaitPolicy policy = policy_for(options, tier());
+  if (options.on_wait) [[unlikely]] {
+    // Finished before the result is delivered; a completion dropped unrun
+    // drops the hook with it (its timer then finds nothing to run).
+    std::shared_ptr<internal::WaitHook> hook = internal::WaitHook::make(
+        options, pool.state_, std::chrono::steady_clock::now());
+    watch_wait(policy, hook, **entry, lock_file());
+    granted = [hook = std::move(hook), inner = std::move(granted)](
+                  absl::StatusOr<internal::EntryHold> hold) mutable {
+      hook->finish();
+      std::move(inner)(std::move(hold));
+    };
+  }
+  LockEntry::acquire_async(*std::move(entry), options.mode, std::move(policy),
+                           pool.state_, options.executor, std::move(granted));
 }
 
 std::future<absl::StatusOr<Guard>> DirLock::acquire_async(
@@ -630,6 +686,15 @@ absl::StatusOr<std::vector<Guard>> acquire_all(std::span<const DirLock> locks,
                std::chrono::ceil<std::chrono::steady_clock::duration>(
                    *options.timeout);
   }
+  // The global pool (its timer thread) only for a hook.
+  const std::shared_ptr<internal::WaitHook> hook =
+      options.on_wait
+          ? internal::WaitHook::make(options, DirLock::Impl::global_timers(),
+                                     std::chrono::steady_clock::now())
+          : nullptr;
+  absl::Cleanup finish = [&hook] {
+    if (hook != nullptr) hook->finish();
+  };
   const std::uint64_t group =
       internal::tier_checks_active() ? internal::new_acquire_group() : 0;
   std::vector<Guard> guards(locks.size());
@@ -643,9 +708,10 @@ absl::StatusOr<std::vector<Guard>> acquire_all(std::span<const DirLock> locks,
                              *deadline - std::chrono::steady_clock::now());
     }
     const DirLock& lock = locks[items[k].index];
+    internal::WaitPolicy policy = policy_for(one, lock.tier());
+    watch_wait(policy, hook, *items[k].entry, lock.lock_file());
     absl::StatusOr<Guard> guard = DirLock::Impl::acquire_entry(
-        lock, items[k].entry, one.mode, policy_for(one, lock.tier()), where,
-        group);
+        lock, items[k].entry, one.mode, policy, where, group);
     if (!guard.ok()) {
       // All or nothing: undo in reverse order.
       for (auto it = taken.rbegin(); it != taken.rend(); ++it) {

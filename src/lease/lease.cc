@@ -11,9 +11,11 @@
 #include <random>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "api/wait_hook.h"
 #include "base/error_kind.h"
 #include "base/string_util.h"
 #include "lease/async_acquire.h"
@@ -428,6 +430,33 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(std::string_view key,
                                   ? start + *options.timeout
                                   : SteadyTime::max();
 
+  // The wait hook: armed once a first try finds the key held (a lease that
+  // is free at once never arms it), finished before this returns.
+  std::shared_ptr<internal::WaitHook> hook;
+  if (options.on_wait && !one_try) [[unlikely]] {
+    hook =
+        internal::WaitHook::make(options, WorkerPool::global().state_, start);
+  }
+  absl::Cleanup finish_hook = [&hook] {
+    if (hook != nullptr) hook->finish();
+  };
+  if (hook != nullptr) {
+    const SteadyTime sent = backend_->clock().now();
+    absl::StatusOr<std::unique_ptr<LeaseSession>> s =
+        backend_->try_acquire(*req);
+    if (!s.ok()) return fail(s.status());
+    if (*s) {
+      return make_lease(*req, std::move(*s), sent,
+                        std::exchange(tier_hold, TierHold{}));
+    }
+    hook->waiting(
+        absl::StrCat("lease:", to_absl(backend_->name()), "/", to_absl(key)),
+        [name = std::string(
+             backend_->name())]() -> absl::StatusOr<std::vector<Holder>> {
+          return absl::UnimplementedError(
+              absl::StrCat("lease backend ", name, " does not report holders"));
+        });
+  }
   if (!one_try) {
     const SteadyTime sent = backend_->clock().now();
     absl::StatusOr<std::unique_ptr<LeaseSession>> s =
@@ -485,6 +514,16 @@ void LeaseLock::acquire_async(
     refused = absl::UnimplementedError(
         absl::StrCat("acquire lease ", quote_key(key), ": backend ",
                      to_absl(backend_->name()), " has no shared leases"));
+  }
+  if (refused.ok() && options.on_wait) {
+    // Refused rather than ignored: a caller relying on the hook would
+    // otherwise wait without being told.
+    refused = internal::with_kind(
+        absl::UnimplementedError(absl::StrCat(
+            "acquire lease ", quote_key(key),
+            ": AcquireOptions::on_wait is not supported by async lease "
+            "acquires yet (use acquire(), or DirLock's acquire_async)")),
+        ErrorKind::kInvalidOption);
   }
   if (refused.ok()) {
     req = make_request(key);

@@ -528,6 +528,7 @@ absl::StatusOr<bool> LockEntry::acquire_slow(Mode mode,
   if (head_ == &w && free_locked() && kernel_ == Kernel::kNone) {
     w.leader = true;  // nobody here holds it, so another process does
   }
+  if (policy.queued) policy.queued();
   if (policy.stop.stop_possible()) {
     lk.unlock();  // the callback runs inline if a stop is already requested
     on_stop.emplace(policy.stop,
@@ -597,6 +598,7 @@ void LockEntry::acquire_async(std::shared_ptr<LockEntry> self, Mode mode,
       w->stop_code = absl::StatusCode::kDeadlineExceeded;
     } else {
       e.push_back_locked(w.get());
+      if (p.queued) p.queued();
       w->keep = w;
       queued = true;
       if (e.head_ == w.get() && e.free_locked() && e.kernel_ == Kernel::kNone) {

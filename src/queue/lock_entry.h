@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -58,6 +59,10 @@ struct WaitPolicy {
   std::optional<Tier> tier;
   // Null: a status naming only the lock file, the code and the duration.
   WaitFailed wait_failed = nullptr;
+  // Called when the acquire joins the entry's queue (it has to wait), at
+  // most once per acquire, with the entry's mutex held: it may only
+  // schedule (post a task, set a timer), never block or take an entry.
+  std::function<void()> queued;
 };
 
 // LockEntry

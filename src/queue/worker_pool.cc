@@ -36,19 +36,36 @@ void PoolState::post(Task task) {
   cv.notify_one();
 }
 
-void PoolState::call_at(Clock::time_point when, Task task) {
+PoolState::TimerId PoolState::call_at(Clock::time_point when, Task task) {
   std::lock_guard<std::mutex> lk(mu);
   if (closed) {
     tasks.push_back(std::move(task));  // destroyed, not run, at shut-down
-    return;
+    return TimerId{when, 0};
   }
   if (!timer_started) {
     timer_started = true;
     timer_thread = std::thread([this] { time(); });
   }
   const bool earliest = timers.empty() || when < timers.begin()->first;
-  timers.emplace(when, std::move(task));
+  const std::uint64_t id = ++last_timer;
+  timers.emplace(when, std::pair(id, std::move(task)));
   if (earliest) timer_cv.notify_one();
+  return TimerId{when, id};
+}
+
+void PoolState::cancel_timer(const TimerId& timer) {
+  Task dropped;  // destroyed outside the lock
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    auto [first, last] = timers.equal_range(timer.when);
+    for (auto it = first; it != last; ++it) {
+      if (it->second.first == timer.id) {
+        dropped = std::move(it->second.second);
+        timers.erase(it);
+        break;
+      }
+    }
+  }
 }
 
 void PoolState::work() {
@@ -78,7 +95,7 @@ void PoolState::time() {
       timer_cv.wait_until(lk, first->first);
       continue;
     }
-    Task task = std::move(first->second);
+    Task task = std::move(first->second.second);
     timers.erase(first);
     lk.unlock();
     std::move(task)();
@@ -101,7 +118,8 @@ void PoolState::shut_down() {
   for (std::thread& t : workers) t.join();
   if (timer_thread.joinable()) timer_thread.join();
   std::deque<Task> dropped;
-  std::multimap<Clock::time_point, Task> dropped_timers;
+  std::multimap<Clock::time_point, std::pair<std::uint64_t, Task>>
+      dropped_timers;
   {
     std::unique_lock<std::mutex> lk(mu);
     while (task_threads > 0) idle_cv.wait(lk);

@@ -11,11 +11,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <stop_token>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -33,9 +35,18 @@ struct PoolState {
   // may be called with an entry's mutex held. On a closed pool the task is
   // kept and destroyed (not run) by the pool's destructor.
   void post(Task task);
+  // A timer call_at set, for cancel_timer.
+  struct TimerId {
+    Clock::time_point when;
+    std::uint64_t id = 0;
+  };
   // Runs `task` on the pool's timer thread at `when` (unless closed first;
   // then it is destroyed, not run).
-  void call_at(Clock::time_point when, Task task);
+  TimerId call_at(Clock::time_point when, Task task);
+  // Destroys the task of `timer` unrun, unless it ran or runs already: a
+  // timer set far ahead for something that ended sooner does not stay in the
+  // pool until then.
+  void cancel_timer(const TimerId& timer);
 
   void start();
   void shut_down();  // the WorkerPool destructor
@@ -52,7 +63,8 @@ struct PoolState {
   std::condition_variable timer_cv;  // timer thread: earlier timer or closed
   std::condition_variable idle_cv;   // shut-down: per-task threads done
   std::deque<Task> tasks;
-  std::multimap<Clock::time_point, Task> timers;
+  std::multimap<Clock::time_point, std::pair<std::uint64_t, Task>> timers;
+  std::uint64_t last_timer = 0;
   bool closed = false;
   bool timer_started = false;
   std::size_t task_threads = 0;  // size == 0: per-task threads running

@@ -2,7 +2,10 @@
 #include "lease/conformance.h"
 
 #include <atomic>
+#include <mutex>
+#include <stop_token>
 #include <thread>
+#include <vector>
 
 #include "support/fixture.h"
 #include "support/status.h"
@@ -278,6 +281,93 @@ TEST_P(LeaseConformanceTest, AcquireCancelReturnsPromptlyHoldingNothing) {
   EXPECT_TRUE(IsError(
       locks.acquire(key_ + "/free", {.stop = stop.get_token()}).status(),
       absl::StatusCode::kCancelled));
+}
+
+// Hooks of blocking acquires run on WorkerPool::global()'s timer thread,
+// which then lives for the rest of the process: start it (one hooked wait on
+// a key of its own, stopped by its hook) and count threads again.
+void start_global_timer_thread(LeaseLock& locks, const std::string& key) {
+  absl::StatusOr<std::optional<Lease>> held = locks.try_acquire(key + "/warm");
+  ASSERT_OK(held.status());
+  ASSERT_TRUE(held->has_value());
+  std::stop_source stop;
+  AcquireOptions o;
+  o.timeout = 20s;
+  o.stop = stop.get_token();
+  o.on_wait = [&](const WaitInfo&) { stop.request_stop(); };
+  EXPECT_EQ(locks.acquire(key + "/warm", std::move(o)).status().code(),
+            absl::StatusCode::kCancelled);
+}
+
+TEST_P(LeaseConformanceTest, WaitHookIsToldOnceWhileAnotherOwnerHoldsTheKey) {
+  LeaseLock locks = make_lock(backend_, {.ttl = 30s});
+  start_global_timer_thread(locks, key_);
+  threads_ = count_threads();
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> a, locks.try_acquire(key_));
+  ASSERT_TRUE(a.has_value());
+  std::mutex mu;
+  std::vector<WaitInfo> told;
+  absl::StatusOr<Lease> b = absl::UnknownError("not run");
+  std::atomic<bool> returned{false};
+  const auto start = Clock::now();
+  std::thread waiter([&] {
+    AcquireOptions o;
+    o.timeout = 20s;
+    o.on_wait_after = 30ms;
+    o.on_wait = [&](const WaitInfo& info) {
+      std::lock_guard<std::mutex> lk(mu);
+      told.push_back(info);
+    };
+    b = locks.acquire(key_, std::move(o));
+    returned = true;
+  });
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard<std::mutex> lk(mu);
+    return !told.empty();
+  }));
+  EXPECT_FALSE(returned.load()) << "told after the acquire returned";
+  ASSERT_OK(a->release());
+  waiter.join();
+  ASSERT_OK(b.status());
+  std::lock_guard<std::mutex> lk(mu);
+  ASSERT_EQ(told.size(), 1U);
+  EXPECT_EQ(told[0].lock,
+            "lease:" + std::string(backend_->name()) + "/" + key_);
+  EXPECT_GE(told[0].waited, 30ms);
+  EXPECT_LE(told[0].waited, Clock::now() - start);
+}
+
+TEST_P(LeaseConformanceTest, WaitHookIsNeverToldForAFreeKeyOrATry) {
+  LeaseLock locks = make_lock(backend_, {.ttl = 30s});
+  start_global_timer_thread(locks, key_);
+  threads_ = count_threads();
+  std::atomic<int> told{0};
+  {
+    AcquireOptions o;
+    o.on_wait = [&](const WaitInfo&) { ++told; };  // at once if it waits
+    ASSERT_OK_AND_ASSIGN(Lease l, locks.acquire(key_, std::move(o)));
+    AcquireOptions t;
+    t.timeout = 0s;
+    t.on_wait = [&](const WaitInfo&) { ++told; };
+    EXPECT_EQ(locks.acquire(key_, std::move(t)).status().code(),
+              absl::StatusCode::kDeadlineExceeded);
+  }
+  // A later hook with an earlier or equal time fires after any armed above
+  // would have (the timer thread runs them in time order).
+  start_global_timer_thread(locks, key_);
+  EXPECT_EQ(told.load(), 0);
+}
+
+TEST_P(LeaseConformanceTest, AsyncAcquireRefusesAWaitHookItCannotHonour) {
+  LeaseLock locks = make_lock(backend_, {.ttl = 30s});
+  WorkerPool pool(1);
+  AcquireOptions o;
+  o.pool = &pool;
+  o.on_wait = [](const WaitInfo&) {};
+  absl::StatusOr<Lease> r = locks.acquire_async(key_, std::move(o)).get();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
+  ASSERT_OK_AND_ASSIGN(std::optional<Lease> free, locks.try_acquire(key_));
+  EXPECT_TRUE(free.has_value()) << "the refused acquire holds the key";
 }
 
 TEST_P(LeaseConformanceTest, AcquireWaitsUntilTheHolderReleases) {
