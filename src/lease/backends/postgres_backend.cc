@@ -601,12 +601,20 @@ PostgresLeaseBackend::create(PostgresLeaseOptions options) {
         "'1 millisecond' WHERE key = $1 AND owner = $2 AND token = $3::bigint "
         "AND "
         "expires_at > clock_timestamp() RETURNING 1");
-    shared->sql_release =
-        absl::StrCat("WITH d AS (DELETE FROM ", t,
-                     " WHERE key = $1 AND owner = $2 AND token = $3::bigint "
-                     "RETURNING expires_at > clock_timestamp() AS held) "
-                     "SELECT d.held, (",
-                     wake_head, ") IS NULL FROM d");
+    // A release expires the row in place rather than deleting it: the row
+    // carries the key's token floor (GREATEST above). Deleted, a grant whose
+    // token was drawn from the sequence before a later-drawn token's grant
+    // committed could INSERT the smaller token afterwards, and fencing would
+    // go backwards. One row stays per key ever used.
+    shared->sql_release = absl::StrCat(
+        "WITH o AS (SELECT expires_at > clock_timestamp() AS held FROM ", t,
+        " WHERE key = $1 AND owner = $2 AND token = $3::bigint FOR UPDATE), "
+        "d AS (UPDATE ",
+        t,
+        " SET expires_at = 'epoch' WHERE key = $1 AND owner = $2 AND "
+        "token = $3::bigint AND EXISTS (SELECT 1 FROM o) RETURNING 1) "
+        "SELECT o.held, (",
+        wake_head, ") IS NULL FROM o, d");
     // The next head is woken if the key is free (this waiter may have been
     // woken for it and be leaving instead).
     shared->sql_leave = absl::StrCat(
@@ -733,11 +741,13 @@ absl::StatusOr<internal::WaitTurn> grab(
       "acquire", queued ? sh->sql_wait_grab : sh->sql_acquire,
       {request.key, request.owner_id, ttl}, Clock::time_point::max(), &sent);
   if (!r.ok() && sent) {
-    // Ambiguous: the INSERT may have committed. Delete it if it did (best
-    // effort, on another connection; otherwise it lapses at its TTL).
+    // Ambiguous: the INSERT may have committed. Expire it if it did (best
+    // effort, on another connection; otherwise it lapses at its TTL). Kept,
+    // not deleted: the row is the key's token floor (see sql_release).
     (void)sh->exec("clean up after a failed acquire",
-                   absl::StrCat("DELETE FROM ", sh->options.table,
-                                " WHERE key = $1 AND owner = $2"),
+                   absl::StrCat("UPDATE ", sh->options.table,
+                                " SET expires_at = 'epoch' WHERE key = "
+                                "$1 AND owner = $2"),
                    {request.key, request.owner_id});
   }
   if (!r.ok()) return r.status();
