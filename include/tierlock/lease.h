@@ -31,6 +31,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -191,6 +192,13 @@ class LeaseBackend {
   // failed. Blocks on the service only (one round trip). Reads only: never
   // changes a lease or a queue.
   virtual absl::StatusOr<std::optional<Holder>> holder_of(std::string_view key);
+  // Returns the live waiters queued for `key`, first come first: only their
+  // owner ids are known (each waiter's LeaseRequest::owner_id, which becomes
+  // its Lease::owner_id() when granted). Empty: nobody is queued.
+  // kUnimplemented (the default) for a backend without a queue in the
+  // service (memory, PostgreSQL advisory mode) or that cannot list it
+  // (etcd). Blocks on the service only (one round trip); reads only.
+  virtual absl::StatusOr<std::vector<Holder>> waiters_of(std::string_view key);
 };
 
 // Checks a lease key: non-empty, at most kMaxLeaseKeyBytes bytes, no control
@@ -406,6 +414,10 @@ class LeaseLock {
   // "Who holds a lease"); other errors name the key and backend. Blocks on
   // the service (one round trip); takes nothing.
   [[nodiscard]] absl::StatusOr<std::optional<Holder>> holder(
+      std::string_view key) const;
+  // Returns who waits for `key`, in the order they will be granted
+  // (LeaseBackend::waiters_of: owner ids only). Errors as for holder().
+  [[nodiscard]] absl::StatusOr<std::vector<Holder>> waiters(
       std::string_view key) const;
 
   // Returns the backend / options / tier (nullopt: untiered).

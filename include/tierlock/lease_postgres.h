@@ -119,6 +119,9 @@ class PostgresLeaseBackend final : public LeaseBackend {
   // names only the server session), nullopt if free; one new connection.
   absl::StatusOr<std::optional<Holder>> holder_of(
       std::string_view key) override;
+  // Lease-table mode: the key's live queue, in ticket order (owner ids).
+  // Advisory mode: kUnimplemented (the server's lock queue is not listed).
+  absl::StatusOr<std::vector<Holder>> waiters_of(std::string_view key) override;
 
   // Returns the advisory lock id of `key`: FNV-1a 64 of its bytes, as a
   // signed bigint. SELECT pg_advisory_lock(<this>) interoperates.

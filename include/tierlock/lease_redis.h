@@ -106,6 +106,8 @@ class RedisLeaseBackend final : public LeaseBackend {
   // key's holder hash (a lease granted by a tierlock without it: owner id).
   absl::StatusOr<std::optional<Holder>> holder_of(
       std::string_view key) override;
+  // The key's live queue, in ticket (arrival) order: owner ids.
+  absl::StatusOr<std::vector<Holder>> waiters_of(std::string_view key) override;
 
   // Returns the Redis key that holds `key`'s lease (for inspection).
   std::string lease_key(std::string_view key) const;

@@ -122,6 +122,11 @@ absl::StatusOr<std::optional<Holder>> LeaseBackend::holder_of(
                                                " cannot tell who holds a key"));
 }
 
+absl::StatusOr<std::vector<Holder>> LeaseBackend::waiters_of(std::string_view) {
+  return absl::UnimplementedError(absl::StrCat(
+      "backend ", to_absl(name()), " has no queue of waiters it can list"));
+}
+
 std::string describe_lease_holder(const Holder& h) {
   std::string out;
   auto sep = [&] {
@@ -522,6 +527,20 @@ absl::StatusOr<std::optional<Holder>> LeaseLock::holder(
                      to_absl(backend_->name()), ": ", h.status().message()));
   }
   return h;
+}
+
+absl::StatusOr<std::vector<Holder>> LeaseLock::waiters(
+    std::string_view key) const {
+  if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
+  if (absl::Status s = backend_->check_key(key); !s.ok()) return s;
+  absl::StatusOr<std::vector<Holder>> w = backend_->waiters_of(key);
+  if (!w.ok()) {
+    return absl::Status(
+        w.status().code(),
+        absl::StrCat("waiters of lease ", quote_key(key), " on ",
+                     to_absl(backend_->name()), ": ", w.status().message()));
+  }
+  return w;
 }
 
 void LeaseLock::acquire_async(

@@ -15,6 +15,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -307,6 +308,43 @@ TEST_P(LeaseHolderTest, AnotherProcessIsReportedExactlyAndPrintedEscaped) {
   RunResult free_json = run(status_argv(true));
   EXPECT_TRUE(absl::StrContains(free_json.out, "\"state\":\"free\""))
       << free_json.out;
+}
+
+TEST_P(LeaseHolderTest, WaitersAreListedInArrivalOrder) {
+  LeaseLock l = locks();
+  if (GetParam().name == "memory") {
+    EXPECT_EQ(l.waiters(key_).status().code(), absl::StatusCode::kUnimplemented)
+        << "no queue to list";
+    return;
+  }
+  ASSERT_OK_AND_ASSIGN(std::vector<Holder> none, l.waiters(key_));
+  EXPECT_TRUE(none.empty());
+  ASSERT_OK_AND_ASSIGN(Lease lease, l.acquire(key_));
+  std::vector<std::string> granted(2);
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 2; ++i) {
+    // One at a time, so the arrival order is known.
+    waiters.emplace_back([&, i] {
+      absl::StatusOr<Lease> got = l.acquire(key_, {.timeout = 30s});
+      EXPECT_TRUE(got.ok()) << got.status();
+      if (!got.ok()) return;
+      granted[static_cast<std::size_t>(i)] = got->owner_id();
+      EXPECT_OK(got->release());
+    });
+    ASSERT_TRUE(wait_until([&] {
+      absl::StatusOr<std::vector<Holder>> w = l.waiters(key_);
+      return w.ok() && w->size() == static_cast<std::size_t>(i + 1);
+    })) << key_
+        << ": waiter " << i << " never queued";
+  }
+  ASSERT_OK_AND_ASSIGN(std::vector<Holder> queued, l.waiters(key_));
+  ASSERT_EQ(queued.size(), 2u);
+  ASSERT_OK(lease.release().status());
+  for (std::thread& t : waiters) t.join();
+  EXPECT_EQ(queued[0].owner_id, granted[0]);
+  EXPECT_EQ(queued[1].owner_id, granted[1]);
+  ASSERT_OK_AND_ASSIGN(none, l.waiters(key_));
+  EXPECT_TRUE(none.empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, LeaseHolderTest,

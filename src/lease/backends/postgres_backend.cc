@@ -716,6 +716,27 @@ absl::StatusOr<std::optional<Holder>> PostgresLeaseBackend::holder_of(
   return std::optional<Holder>(std::move(h));
 }
 
+absl::StatusOr<std::vector<Holder>> PostgresLeaseBackend::waiters_of(
+    std::string_view key) {
+  if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) {
+    return LeaseBackend::waiters_of(key);
+  }
+  absl::StatusOr<Result> r =
+      shared_->exec("waiters",
+                    absl::StrCat("SELECT waiter FROM ", shared_->options.table,
+                                 "_waiters WHERE key = $1 AND expires_at > "
+                                 "clock_timestamp() ORDER BY ticket"),
+                    {std::string(key)});
+  if (!r.ok()) return r.status();
+  std::vector<Holder> out;
+  for (int i = 0; i < PQntuples(r->get()); ++i) {
+    Holder h;
+    h.owner_id = PQgetvalue(r->get(), i, 0);
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
 std::string_view PostgresLeaseBackend::name() const {
   return shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory
              ? "postgres-advisory"

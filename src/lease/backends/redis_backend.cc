@@ -96,6 +96,15 @@ constexpr char kAcquireScript[] = TL_REDIS_QUEUE_PRELUDE
 constexpr char kHolderScript[] =
     "local o = redis.call('GET', KEYS[1]) if not o then return {} end "
     "return {o, redis.call('HGETALL', KEYS[2])}";
+// KEYS: queue, queue expiry. Returns the live waiters in ticket order.
+constexpr char kWaitersScript[] =
+    "local t = redis.call('TIME') "
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+    "local out = {} "
+    "for _, w in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do "
+    "  local e = redis.call('ZSCORE', KEYS[2], w) "
+    "  if e and tonumber(e) > now then out[#out + 1] = w end "
+    "end return out";
 constexpr char kExtendScript[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
     "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
@@ -832,6 +841,33 @@ absl::StatusOr<std::optional<Holder>> RedisLeaseBackend::holder_of(
           h.program = it->second;
         }
         return std::optional<Holder>(std::move(h));
+      });
+}
+
+absl::StatusOr<std::vector<Holder>> RedisLeaseBackend::waiters_of(
+    std::string_view key) {
+  Conn& c = *conn_;
+  return c.with_link(
+      Clock::time_point::max(),
+      [&](Link& l) -> absl::StatusOr<std::vector<Holder>> {
+        absl::StatusOr<Reply> r =
+            l.command({"EVAL", kWaitersScript, "2", c.queue_key(key),
+                       c.queue_expiry_key(key)});
+        if (!r.ok()) return r.status();
+        const redisReply& a = **r;
+        if (a.type != REDIS_REPLY_ARRAY) {
+          return absl::InternalError(absl::StrCat(
+              c.where(), ": unexpected reply to waiters",
+              a.type == REDIS_REPLY_ERROR ? ": " + reply_text(&a) : ""));
+        }
+        std::vector<Holder> out;
+        for (std::size_t i = 0; i < a.elements; ++i) {
+          if (a.element[i]->type != REDIS_REPLY_STRING) continue;
+          Holder h;
+          h.owner_id = reply_text(a.element[i]);
+          out.push_back(std::move(h));
+        }
+        return out;
       });
 }
 

@@ -671,6 +671,26 @@ absl::StatusOr<std::optional<Holder>> SqliteLeaseBackend::holder_of(
   return std::optional<Holder>(std::move(h));
 }
 
+absl::StatusOr<std::vector<Holder>> SqliteLeaseBackend::waiters_of(
+    std::string_view key) {
+  Db& d = *db_;
+  UniqueLock lk(d.mu);
+  Stmt s(d.db,
+         "SELECT waiter FROM tierlock_lease_waiters WHERE key = ?1 AND "
+         "boot_id = ?2 AND expires_ns > ?3 ORDER BY ticket");
+  if (!s.ok()) return d.error("prepare waiters");
+  s.bind(1, key).bind(2, d.boot_id).bind(3, monotonic_ns());
+  std::vector<Holder> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    Holder h;
+    h.owner_id = s.text(0);
+    out.push_back(std::move(h));
+  }
+  if (rc != SQLITE_DONE) return d.error("waiters");
+  return out;
+}
+
 absl::StatusOr<int> SqliteLeaseBackend::release_all(std::string_view session) {
   Db& d = *db_;
   UniqueLock lk(d.mu);
