@@ -31,12 +31,14 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "tierlock/acquire_options.h"
 #include "tierlock/executor.h"
+#include "tierlock/holder.h"
 #include "tierlock/mode.h"
 #include "tierlock/source_location.h"
 #include "tierlock/tier.h"
@@ -181,6 +183,22 @@ class LeaseBackend {
       const LeaseRequest& request,
       std::chrono::steady_clock::time_point deadline,
       const std::stop_token& stop);
+  // Returns who holds `key` now as the service records it (owner_id, token,
+  // and the grant's host, pid, program and since where the backend stores
+  // them; what it does not know stays empty), or nullopt if the key is free
+  // (or its lease expired). Text fields are the exact bytes the holder
+  // stored: escape them (escape_text) before printing. kUnimplemented (the
+  // default) when the backend cannot tell; an error when the service
+  // failed. Blocks on the service only (one round trip). Reads only: never
+  // changes a lease or a queue.
+  virtual absl::StatusOr<std::optional<Holder>> holder_of(std::string_view key);
+  // Returns the live waiters queued for `key`, first come first: only their
+  // owner ids are known (each waiter's LeaseRequest::owner_id, which becomes
+  // its Lease::owner_id() when granted). Empty: nobody is queued.
+  // kUnimplemented (the default) for a backend without a queue in the
+  // service (memory, PostgreSQL advisory mode) or that cannot list it
+  // (etcd). Blocks on the service only (one round trip); reads only.
+  virtual absl::StatusOr<std::vector<Holder>> waiters_of(std::string_view key);
 };
 
 // Checks a lease key: non-empty, at most kMaxLeaseKeyBytes bytes, no control
@@ -361,7 +379,7 @@ class LeaseLock {
   // refuses it in TierCheckMode::kFail; see tierlock/tier.h.
   // options.on_wait: a first try that finds the key held arms it (a free key
   // never does); WaitInfo::lock is "lease:BACKEND/KEY", and its holders are
-  // kUnimplemented until the backend can report them.
+  // holder()'s answer (kUnimplemented where the backend cannot say).
   [[nodiscard]] absl::StatusOr<Lease> acquire(
       std::string_view key, AcquireOptions options = {},
       SourceLocation where = SourceLocation::current());
@@ -393,6 +411,18 @@ class LeaseLock {
   [[nodiscard]] std::future<absl::StatusOr<Lease>> acquire_async(
       std::string_view key, AcquireOptions options = {},
       SourceLocation where = SourceLocation::current());
+
+  // Returns who holds `key` (LeaseBackend::holder_of): the holder, or
+  // nullopt if the key is free. kInvalidArgument for a bad key;
+  // kUnimplemented for a backend that cannot tell (etcd; docs/leases.md,
+  // "Who holds a lease"); other errors name the key and backend. Blocks on
+  // the service (one round trip); takes nothing.
+  [[nodiscard]] absl::StatusOr<std::optional<Holder>> holder(
+      std::string_view key) const;
+  // Returns who waits for `key`, in the order they will be granted
+  // (LeaseBackend::waiters_of: owner ids only). Errors as for holder().
+  [[nodiscard]] absl::StatusOr<std::vector<Holder>> waiters(
+      std::string_view key) const;
 
   // Returns the backend / options / tier (nullopt: untiered).
   const std::shared_ptr<LeaseBackend>& backend() const { return backend_; }
@@ -477,6 +507,11 @@ auto with_lease(LeaseLock& lock, std::string_view key, AcquireOptions options,
 //   redact_url("host=db user=ci password='s3 cret'")
 //       == "host=db user=ci password=***"
 std::string redact_url(std::string_view text);
+
+// Returns `holder` for a message: "pid 4242 'make -j8' on build1 since
+// 2026-12-07T21:09:06Z, token 17" (what is not known is left out; an
+// empty holder is "an unknown owner"). Text fields go through escape_text.
+std::string describe_lease_holder(const Holder& holder);
 
 }  // namespace tierlock
 

@@ -76,6 +76,9 @@ class MemoryLeaseBackend final : public LeaseBackend {
   }
   absl::StatusOr<std::unique_ptr<LeaseSession>> try_acquire(
       const LeaseRequest& request) override;
+  // Every field: this process granted it (fail_next does not apply).
+  absl::StatusOr<std::optional<Holder>> holder_of(
+      std::string_view key) override;
 
   // Makes the next `count` backend calls (acquire, extend, release) fail with
   // `status` without changing anything.

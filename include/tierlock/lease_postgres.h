@@ -113,6 +113,15 @@ class PostgresLeaseBackend final : public LeaseBackend {
       const LeaseRequest& request,
       std::chrono::steady_clock::time_point deadline,
       const std::stop_token& stop) override;
+  // Lease-table mode: owner id, token, host, pid, program and since of the
+  // grant (a lease granted by a tierlock without the holder table: owner id
+  // and token). Advisory mode: an empty Holder if the lock is held (pg_locks
+  // names only the server session), nullopt if free; one new connection.
+  absl::StatusOr<std::optional<Holder>> holder_of(
+      std::string_view key) override;
+  // Lease-table mode: the key's live queue, in ticket order (owner ids).
+  // Advisory mode: kUnimplemented (the server's lock queue is not listed).
+  absl::StatusOr<std::vector<Holder>> waiters_of(std::string_view key) override;
 
   // Returns the advisory lock id of `key`: FNV-1a 64 of its bytes, as a
   // signed bigint. SELECT pg_advisory_lock(<this>) interoperates.

@@ -102,6 +102,12 @@ class RedisLeaseBackend final : public LeaseBackend {
       const LeaseRequest& request,
       std::chrono::steady_clock::time_point deadline,
       const std::stop_token& stop) override;
+  // Owner id, token, host, pid, program and since of the grant, from the
+  // key's holder hash (a lease granted by a tierlock without it: owner id).
+  absl::StatusOr<std::optional<Holder>> holder_of(
+      std::string_view key) override;
+  // The key's live queue, in ticket (arrival) order: owner ids.
+  absl::StatusOr<std::vector<Holder>> waiters_of(std::string_view key) override;
 
   // Returns the Redis key that holds `key`'s lease (for inspection).
   std::string lease_key(std::string_view key) const;

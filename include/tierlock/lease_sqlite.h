@@ -82,6 +82,12 @@ class SqliteLeaseBackend final : public LeaseBackend {
       const LeaseRequest& request,
       std::chrono::steady_clock::time_point deadline,
       const std::stop_token& stop) override;
+  // Owner id, token, host, pid, program and since of the grant (a lease
+  // granted by a tierlock without the holder table: owner id and token).
+  absl::StatusOr<std::optional<Holder>> holder_of(
+      std::string_view key) override;
+  // The key's live queue, in ticket (arrival) order: owner ids.
+  absl::StatusOr<std::vector<Holder>> waiters_of(std::string_view key) override;
 
   // Returns this backend's session name.
   const std::string& session() const;

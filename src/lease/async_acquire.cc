@@ -260,10 +260,16 @@ void cancelled(const OpPtr& op) {
 
 void timed_out(const OpPtr& op) {
   leave(op);
-  finish(op, absl::DeadlineExceededError(
-                 absl::StrCat(op->a->what, ": timed out after ",
-                              seconds(Clock::now() - op->a->start),
-                              " (held by another owner)")));
+  // One more short round trip on the pool, as every step: names the holder
+  // when the backend can tell.
+  std::string who = "another owner";
+  absl::StatusOr<std::optional<Holder>> h =
+      op->a->backend->holder_of(op->a->request.key);
+  if (h.ok() && h->has_value()) who = describe_lease_holder(**h);
+  finish(op,
+         absl::DeadlineExceededError(absl::StrCat(
+             op->a->what, ": timed out after ",
+             seconds(Clock::now() - op->a->start), " (held by ", who, ")")));
 }
 
 void step(const OpPtr& op, WaitEnd end);

@@ -15,6 +15,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 #include "api/wait_hook.h"
 #include "base/error_kind.h"
 #include "base/string_util.h"
@@ -23,6 +24,7 @@
 #include "tier/lock_id.h"
 #include "tier/tier_hold.h"
 #include "tier/tier_names.h"
+#include "tierlock/text.h"
 
 namespace tierlock {
 
@@ -59,6 +61,15 @@ absl::Status check_ttl(std::chrono::milliseconds ttl) {
         kMinLeaseTtl.count(), " ms and ", kMaxLeaseTtl.count(), " ms"));
   }
   return absl::OkStatus();
+}
+
+// Names the holder of `key` on `backend` for a contention message, or
+// "another owner" when the backend cannot say (or fails to: the message
+// is about the acquire, not this look-up).
+std::string holder_text_of(LeaseBackend& backend, std::string_view key) {
+  absl::StatusOr<std::optional<Holder>> h = backend.holder_of(key);
+  if (!h.ok() || !h->has_value()) return "another owner";
+  return describe_lease_holder(**h);
 }
 
 std::string seconds(std::chrono::nanoseconds d) {
@@ -105,6 +116,46 @@ absl::Status LeaseBackend::check_key(std::string_view) const {
 absl::StatusOr<std::unique_ptr<LeaseSession>> LeaseBackend::wait_acquire(
     const LeaseRequest&, SteadyTime, const std::stop_token&) {
   return absl::UnimplementedError("no wait primitive");
+}
+
+absl::StatusOr<std::optional<Holder>> LeaseBackend::holder_of(
+    std::string_view) {
+  return absl::UnimplementedError(absl::StrCat("backend ", to_absl(name()),
+                                               " cannot tell who holds a key"));
+}
+
+absl::StatusOr<std::vector<Holder>> LeaseBackend::waiters_of(std::string_view) {
+  return absl::UnimplementedError(absl::StrCat(
+      "backend ", to_absl(name()), " has no queue of waiters it can list"));
+}
+
+std::string describe_lease_holder(const Holder& h) {
+  std::string out;
+  auto sep = [&] {
+    if (!out.empty()) out += ' ';
+  };
+  if (h.pid) absl::StrAppend(&out, "pid ", *h.pid);
+  if (h.program) {
+    sep();
+    absl::StrAppend(&out, "'", escape_text(*h.program), "'");
+  }
+  if (h.host) {
+    sep();
+    absl::StrAppend(&out, "on ", escape_text(*h.host));
+  }
+  if (h.since) {
+    sep();
+    absl::StrAppend(
+        &out, "since ",
+        absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromChrono(*h.since),
+                         absl::UTCTimeZone()));
+  }
+  if (out.empty()) {
+    out = h.owner_id ? absl::StrCat("owner ", escape_text(*h.owner_id))
+                     : std::string("an unknown owner");
+  }
+  if (h.token) absl::StrAppend(&out, ", token ", *h.token);
+  return out;
 }
 
 absl::Status validate_lease_key(std::string_view key) {
@@ -414,13 +465,16 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(std::string_view key,
                          seconds(std::chrono::steady_clock::now() - start))),
         ErrorKind::kCancelled);
   };
+  auto holder_text = [&](std::string_view k) {
+    return holder_text_of(*backend_, k);
+  };
   auto timed_out = [&] {
     return internal::with_kind(
         absl::DeadlineExceededError(
             absl::StrCat("acquire lease ", quote_key(key), " on ",
                          to_absl(backend_->name()), ": timed out after ",
                          seconds(std::chrono::steady_clock::now() - start),
-                         " (held by another owner)")),
+                         " (held by ", holder_text(key), ")")),
         ErrorKind::kTimeout);
   };
   if (options.stop.stop_requested()) return cancelled();
@@ -451,10 +505,13 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(std::string_view key,
     }
     hook->waiting(
         absl::StrCat("lease:", to_absl(backend_->name()), "/", to_absl(key)),
-        [name = std::string(
-             backend_->name())]() -> absl::StatusOr<std::vector<Holder>> {
-          return absl::UnimplementedError(
-              absl::StrCat("lease backend ", name, " does not report holders"));
+        [backend = backend_,
+         k = std::string(key)]() -> absl::StatusOr<std::vector<Holder>> {
+          absl::StatusOr<std::optional<Holder>> h = backend->holder_of(k);
+          if (!h.ok()) return h.status();
+          std::vector<Holder> holders;
+          if (h->has_value()) holders.push_back(**std::move(h));
+          return holders;
         });
   }
   if (!one_try) {
@@ -488,6 +545,34 @@ absl::StatusOr<Lease> LeaseLock::acquire_checked(std::string_view key,
     step = std::min<std::chrono::nanoseconds>(step * 2,
                                               std::chrono::milliseconds(100));
   }
+}
+
+absl::StatusOr<std::optional<Holder>> LeaseLock::holder(
+    std::string_view key) const {
+  if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
+  if (absl::Status s = backend_->check_key(key); !s.ok()) return s;
+  absl::StatusOr<std::optional<Holder>> h = backend_->holder_of(key);
+  if (!h.ok()) {
+    return absl::Status(
+        h.status().code(),
+        absl::StrCat("holder of lease ", quote_key(key), " on ",
+                     to_absl(backend_->name()), ": ", h.status().message()));
+  }
+  return h;
+}
+
+absl::StatusOr<std::vector<Holder>> LeaseLock::waiters(
+    std::string_view key) const {
+  if (absl::Status s = validate_lease_key(key); !s.ok()) return s;
+  if (absl::Status s = backend_->check_key(key); !s.ok()) return s;
+  absl::StatusOr<std::vector<Holder>> w = backend_->waiters_of(key);
+  if (!w.ok()) {
+    return absl::Status(
+        w.status().code(),
+        absl::StrCat("waiters of lease ", quote_key(key), " on ",
+                     to_absl(backend_->name()), ": ", w.status().message()));
+  }
+  return w;
 }
 
 void LeaseLock::acquire_async(

@@ -335,6 +335,21 @@ TEST_P(LeaseConformanceTest, WaitHookIsToldOnceWhileAnotherOwnerHoldsTheKey) {
             "lease:" + std::string(backend_->name()) + "/" + key_);
   EXPECT_GE(told[0].waited, 30ms);
   EXPECT_LE(told[0].waited, Clock::now() - start);
+  // The holder as holder() reports it, where the backend can say.
+  absl::StatusOr<std::optional<Holder>> direct = locks.holder(key_);
+  if (told[0].holders.ok()) {
+    ASSERT_EQ(told[0].holders->size(), 1U);
+    const Holder& h = told[0].holders->front();
+    if (h.owner_id.has_value()) {
+      EXPECT_EQ(*h.owner_id, a->owner_id());
+    }
+    if (h.pid.has_value()) {
+      EXPECT_EQ(*h.pid, ::getpid());
+    }
+  } else {
+    EXPECT_EQ(told[0].holders.status().code(), direct.status().code())
+        << told[0].holders.status();
+  }
 }
 
 TEST_P(LeaseConformanceTest, WaitHookIsNeverToldForAFreeKeyOrATry) {

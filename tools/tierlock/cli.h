@@ -6,6 +6,7 @@
 //                     callback stores the subcommand's exit code.
 //   exit_code_for   - the exit code for a library error.
 //   print_error     - "tierlock: <path>: <reason>" on stderr, one line.
+//   print_lease_status - `status --backend`'s output (text or JSON).
 //   describe_holders - "held exclusively by pid 1234 'make -j8' since
 //   12:01:03". command_line    - the process's arguments, as main() got them.
 //   valid_utf8 / hex_bytes - for exact JSON of names that are not UTF-8.
@@ -70,6 +71,13 @@ void print_error(absl::string_view path, absl::string_view reason);
 // known are left out. Empty holders: "no holder visible". Untrusted fields
 // (the program) are escaped (escape_text).
 std::string describe_holders(const std::vector<Holder>& holders);
+
+// Prints a lease's holder for `tierlock status --backend` (status.cc, which
+// has the JSON writer): `where` is the redacted backend URL, `backend` its
+// name; `holder` nullopt means free. JSON: one object line.
+void print_lease_status(const std::string& where, std::string_view backend,
+                        const std::string& key,
+                        const std::optional<Holder>& holder, bool json);
 
 // Returns `text` escaped as escape_text does, except that backslashes are
 // kept: text that is already escaped comes back unchanged, and raw control,

@@ -1,4 +1,5 @@
-// `tierlock run --backend` in the `tierlock` command: execs `tierlock-lease`
+// `tierlock run --backend` and `tierlock status --backend` in the `tierlock`
+// command: execs `tierlock-lease`
 // (the same command built with leases, next to this binary) with this
 // process's own arguments. The lease backends' client libraries (libpq pulls
 // in ~20 shared libraries) then cost only the runs that use them, not every
@@ -16,7 +17,11 @@
 
 namespace tierlock::cli {
 
-int run_lease(const LeaseRunOptions& /*options: parsed again there*/) {
+namespace {
+
+// Execs tierlock-lease with this process's arguments (it parses them again);
+// returns only on failure, after the error line.
+int exec_lease_command() {
   std::error_code ec;
   const std::filesystem::path self =
       std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -43,6 +48,16 @@ int run_lease(const LeaseRunOptions& /*options: parsed again there*/) {
           (err == ENOENT ? " (this build of tierlock has no lease support)"
                          : ""));
   return kOther;
+}
+
+}  // namespace
+
+int run_lease(const LeaseRunOptions& /*options: parsed again there*/) {
+  return exec_lease_command();
+}
+
+int run_lease_status(const LeaseStatusOptions& /*options: parsed again*/) {
+  return exec_lease_command();
 }
 
 }  // namespace tierlock::cli

@@ -109,6 +109,14 @@ absl::StatusOr<std::shared_ptr<LeaseBackend>> backend_for(
       "': not a backend this tierlock was built with (", forms, ")"));
 }
 
+// "held by pid 12 'job' on host since ..., token 7" when the backend can
+// say who holds `key`, else "held by another owner".
+std::string held_by(const LeaseLock& locks, const std::string& key) {
+  absl::StatusOr<std::optional<Holder>> h = locks.holder(key);
+  if (!h.ok() || !h->has_value()) return "held by another owner";
+  return absl::StrCat("held by ", describe_lease_holder(**h));
+}
+
 // Runs the command under the supervisor and waits for it, forwarding
 // signals. Returns the command's status, or kLeaseLost if the lease was lost
 // while it ran (then the command was stopped: by the supervisor on our
@@ -321,10 +329,12 @@ int run_lease(const LeaseRunOptions& o) {
   std::optional<Lease> lease = *std::move(tried);
   if (!lease.has_value()) {
     if (o.no_wait || (timeout.has_value() && timeout->count() == 0)) {
-      if (!o.quiet) print_error(what, "held by another owner");
+      if (!o.quiet) print_error(what, held_by(*locks, o.key));
       return o.conflict_code;
     }
-    if (!o.quiet) print_error(what, "held by another owner; waiting");
+    if (!o.quiet) {
+      print_error(what, absl::StrCat(held_by(*locks, o.key), "; waiting"));
+    }
     const auto started = std::chrono::steady_clock::now();
     AcquireOptions options;
     options.timeout = timeout;
@@ -354,7 +364,8 @@ int run_lease(const LeaseRunOptions& o) {
               what,
               absl::StrCat(
                   "timed out after ",
-                  human_duration(std::chrono::steady_clock::now() - started)));
+                  human_duration(std::chrono::steady_clock::now() - started),
+                  " (", held_by(*locks, o.key), ")"));
         return o.conflict_code;
       }
       print_error(what, got.status().message());
@@ -370,6 +381,34 @@ int run_lease(const LeaseRunOptions& o) {
     print_error(what, "was lost before the command finished");
   }
   return code;
+}
+
+int run_lease_status(const LeaseStatusOptions& o) {
+  if (absl::Status s = validate_lease_key(o.key); !s.ok()) {
+    print_error("--key", s.message());
+    return kUsage;
+  }
+  absl::StatusOr<std::shared_ptr<LeaseBackend>> backend =
+      backend_for(o.backend);
+  if (!backend.ok()) {
+    print_error("--backend", backend.status().message());
+    return backend.status().code() == absl::StatusCode::kInvalidArgument
+               ? kUsage
+               : kOther;
+  }
+  absl::StatusOr<LeaseLock> locks = LeaseLock::create(*backend);
+  if (!locks.ok()) {
+    print_error("--backend", locks.status().message());
+    return kOther;
+  }
+  absl::StatusOr<std::optional<Holder>> h = locks->holder(o.key);
+  if (!h.ok()) {
+    print_error(absl::StrCat("lease '", o.key, "'"), h.status().message());
+    return kOther;
+  }
+  print_lease_status(redact_url(o.backend), (*backend)->name(), o.key, *h,
+                     o.json);
+  return kOk;
 }
 
 }  // namespace tierlock::cli

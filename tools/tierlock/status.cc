@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "cli.h"
+#include "lease_run.h"
 #include "nlohmann/json.hpp"
 #include "tierlock/holder.h"
 #include "tierlock/text.h"
@@ -22,6 +23,8 @@ struct StatusOptions {
   bool json = false;
   std::string lock_name = ".lock";
   std::vector<std::string> dirs;
+  std::string backend;  // lease mode: --backend URL --key K
+  std::string key;
 };
 
 std::string utc(std::chrono::system_clock::time_point t) {
@@ -89,6 +92,14 @@ void print_json(const std::string& dir, const LockState& state) {
   std::fwrite(line.data(), 1, line.size(), stdout);
 }
 
+// One line of ASCII JSON, as print_json writes.
+void write_json_line(const nlohmann::ordered_json& j) {
+  std::string line =
+      j.dump(-1, ' ', true, nlohmann::ordered_json::error_handler_t::strict);
+  line += '\n';
+  std::fwrite(line.data(), 1, line.size(), stdout);
+}
+
 void print_text(const LockState& state) {
   std::string out = escape_text(state.lock_file.native());
   if (state.holders.empty()) {
@@ -129,6 +140,33 @@ void print_text(const LockState& state) {
 }
 
 int run_status(const StatusOptions& o) {
+  if (!o.backend.empty() || !o.key.empty()) {
+    if (o.backend.empty()) {
+      print_error("--key", "needs --backend");
+      return kUsage;
+    }
+    if (o.key.empty()) {
+      print_error("--backend", "needs --key (the lease's key)");
+      return kUsage;
+    }
+    if (!o.dirs.empty()) {
+      print_error(o.dirs.front(),
+                  "DIR is not allowed with --backend (a lease has no "
+                  "directory: tierlock status --backend URL --key NAME)");
+      return kUsage;
+    }
+    if (o.lock_name != ".lock") {
+      print_error("--lock-name", "is for directory locks (not --backend)");
+      return kUsage;
+    }
+    return run_lease_status({o.backend, o.key, o.json});
+  }
+  if (o.dirs.empty()) {
+    // As CLI11 words a missing required operand (DIR is optional only
+    // because --backend replaces it).
+    print_error("DIR", "is required (tierlock status --help)");
+    return kUsage;
+  }
   int code = kOk;
   for (const std::string& dir : o.dirs) {
     absl::StatusOr<LockState> state = inspect_lock(dir, o.lock_name);
@@ -156,11 +194,61 @@ int run_status(const StatusOptions& o) {
 
 }  // namespace
 
+void print_lease_status(const std::string& where, std::string_view backend,
+                        const std::string& key,
+                        const std::optional<Holder>& holder, bool json) {
+  if (json) {
+    nlohmann::ordered_json j = nlohmann::ordered_json::object();
+    put_text(j, "backend", where);
+    put_text(j, "key", key);
+    j["state"] = holder.has_value() ? "held" : "free";
+    if (holder.has_value()) {
+      const Holder& h = *holder;
+      nlohmann::ordered_json o = nlohmann::ordered_json::object();
+      if (h.owner_id.has_value()) put_text(o, "owner_id", *h.owner_id);
+      if (h.pid.has_value()) o["pid"] = *h.pid;
+      if (h.program.has_value()) put_text(o, "program", *h.program);
+      if (h.host.has_value()) put_text(o, "host", *h.host);
+      if (h.since.has_value()) o["since"] = utc(*h.since);
+      if (h.token.has_value()) o["token"] = *h.token;
+      j["holder"] = std::move(o);
+    }
+    write_json_line(j);
+    std::fflush(stdout);
+    return;
+  }
+  std::string out = absl::StrCat("lease '", escape_text(key), "' on ",
+                                 escape_text(backend), ": ");
+  if (!holder.has_value()) {
+    out += "free\n";
+  } else {
+    const Holder& h = *holder;
+    out += "held\n ";
+    // escape_text: the holder's text is whatever it stored.
+    if (h.owner_id.has_value())
+      absl::StrAppend(&out, " owner ", escape_text(*h.owner_id));
+    if (h.pid.has_value()) absl::StrAppend(&out, "  pid ", *h.pid);
+    if (h.since.has_value()) absl::StrAppend(&out, "  since ", utc(*h.since));
+    if (h.host.has_value())
+      absl::StrAppend(&out, "  host ", escape_text(*h.host));
+    if (h.token.has_value()) absl::StrAppend(&out, "  token ", *h.token);
+    if (h.program.has_value())
+      absl::StrAppend(&out, "  '", escape_text(*h.program), "'");
+    if (!h.owner_id && !h.pid && !h.host && !h.program) {
+      absl::StrAppend(&out, " (the backend does not say by whom)");
+    }
+    out += "\n";
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+}
+
 void setup_status(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<StatusOptions>();
   CLI::App* status = app.add_subcommand(
       "status",
-      "tierlock status [--json] [--lock-name NAME] DIR...\n\n"
+      "tierlock status [--json] [--lock-name NAME] DIR...\n"
+      "tierlock status [--json] --backend URL --key NAME\n\n"
       "Show whether each DIR's lock is free or held, and by whom: pid, "
       "program, host, since, tier. Holders that are not tierlock (flock(1), "
       "Python's filelock) are found in the kernel's lock table and named from "
@@ -178,10 +266,20 @@ void setup_status(CLI::App& app, int* exit_code) {
       ->add_option("--lock-name", o->lock_name,
                    "The lock file's name inside DIR (default .lock)")
       ->type_name("NAME");
-  status->add_option("DIR", o->dirs, "Directories to inspect")->required();
+  status->add_option("DIR", o->dirs, "Directories to inspect");
+  status
+      ->add_option("--backend", o->backend,
+                   "Show who holds the lease --key on this backend instead "
+                   "(URL as for tierlock run --backend): owner, pid, host, "
+                   "since, token, program. JSON: backend, key, state, "
+                   "holder {owner_id, pid, program, host, since, token}")
+      ->type_name("URL");
+  status->add_option("--key", o->key, "The lease's key (with --backend)")
+      ->type_name("NAME");
   status->footer(
-      "Exit codes: 0 every directory was inspected; 1 otherwise "
-      "(one error line per bad directory); 64 usage.");
+      "Exit codes: 0 every directory (or the lease) was inspected; 1 "
+      "otherwise (one error line per bad directory, or the backend's "
+      "error); 64 usage (also DIR with --backend).");
   status->callback([o, exit_code] { *exit_code = run_status(*o); });
 }
 

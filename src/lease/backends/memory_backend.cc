@@ -8,6 +8,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "lease/grant_meta.h"
 #include "lease/lease_state.h"
 #include "tierlock/lease_memory.h"
 
@@ -27,6 +28,8 @@ struct MemoryLeaseBackend::Impl {
     std::string owner;
     std::uint64_t token = 0;
     SteadyTime expires;
+    internal::GrantMeta meta;  // who asked for the grant
+    std::chrono::system_clock::time_point since;
   };
   std::shared_ptr<LeaseClock> clock_owner;
   LeaseClock* clock = nullptr;
@@ -125,7 +128,9 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> MemoryLeaseBackend::try_acquire(
     return std::unique_ptr<LeaseSession>();  // contention
   }
   const std::uint64_t token = ++impl_->counters[request.key];
-  impl_->leases[request.key] = {request.owner_id, token, now + request.ttl};
+  impl_->leases[request.key] = {request.owner_id, token, now + request.ttl,
+                                internal::this_grant_meta(),
+                                std::chrono::system_clock::now()};
   return std::unique_ptr<LeaseSession>(
       new MemorySession(impl_, request.key, request.owner_id, token));
 }
@@ -144,6 +149,24 @@ std::optional<std::string> MemoryLeaseBackend::holder(
     return std::nullopt;
   }
   return it->second.owner;
+}
+
+absl::StatusOr<std::optional<Holder>> MemoryLeaseBackend::holder_of(
+    std::string_view key) {
+  UniqueLock lk(impl_->mu);
+  auto it = impl_->leases.find(std::string(key));
+  if (it == impl_->leases.end() || it->second.expires <= impl_->clock->now()) {
+    return std::optional<Holder>();
+  }
+  const Impl::Entry& e = it->second;
+  Holder h;
+  h.owner_id = e.owner;
+  h.token = e.token;
+  h.pid = e.meta.pid;
+  h.host = e.meta.host;
+  h.program = e.meta.program;
+  h.since = e.since;
+  return std::optional<Holder>(std::move(h));
 }
 
 }  // namespace tierlock

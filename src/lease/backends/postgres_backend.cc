@@ -16,11 +16,13 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/string_util.h"
 #include "lease/backends/conn_pool.h"
 #include "lease/backends/fair_wait.h"
+#include "lease/grant_meta.h"
 #include "lease/lease_state.h"
 #include "tierlock/lease_postgres.h"
 
@@ -249,7 +251,7 @@ bool valid_identifier(const std::string& s) {
 struct PostgresLeaseBackend::Shared {
   PostgresLeaseOptions options;
   std::shared_ptr<internal::ConnPool<Conn>> pool;  // lease-table mode only
-  std::string sql_acquire, sql_extend, sql_release;
+  std::string sql_acquire, sql_extend, sql_release, sql_holder;
   // Lease-table waiters: join (or refresh), grab at the head, leave.
   std::string sql_join, sql_wait_grab, sql_leave;
 
@@ -530,7 +532,16 @@ PostgresLeaseBackend::create(PostgresLeaseOptions options) {
         "ticket bigint NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY "
         "(key, waiter)); ",
         "CREATE INDEX IF NOT EXISTS ", t, "_waiters_order ON ", t,
-        "_waiters (key, ticket); ", "COMMIT;");
+        "_waiters (key, ticket); ",
+        // Who was granted each key (holder_of): a side table, so a table
+        // made by an older tierlock gains it here and is itself unchanged.
+        // One row per key, replaced at each grant; it describes the lease
+        // only while its owner equals the lease row's. bytea: a host name
+        // or command line need not be valid in the server's encoding.
+        "CREATE TABLE IF NOT EXISTS ", t,
+        "_holders (key text PRIMARY KEY, owner text NOT NULL, token bigint "
+        "NOT NULL, host bytea, pid bigint, program bytea, since timestamptz); ",
+        "COMMIT;");
     absl::StatusOr<Result> r =
         run_checked(c->get(), "create lease table", setup.c_str(), {},
                     shared->options.io_timeout);
@@ -558,10 +569,31 @@ PostgresLeaseBackend::create(PostgresLeaseOptions options) {
           "clock_timestamp() "
           "RETURNING token");
     };
+    // Records the grant of CTE g ($4 host and $6 program in hex, $5 pid)
+    // in the same statement: a data-modifying CTE runs whether or not the
+    // query reads it.
+    const std::string record = absl::StrCat(
+        "who AS (INSERT INTO ", t,
+        "_holders AS o (key, owner, token, host, pid, program, since) "
+        "SELECT $1, $2, token, decode($4::text, 'hex'), $5::bigint, "
+        "decode($6::text, 'hex'), clock_timestamp() FROM g "
+        "ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, token = "
+        "EXCLUDED.token, host = EXCLUDED.host, pid = EXCLUDED.pid, program = "
+        "EXCLUDED.program, since = EXCLUDED.since)");
     // A try barges only while no live waiter is queued.
-    shared->sql_acquire = grant(
-        absl::StrCat("NOT EXISTS (SELECT 1 FROM ", w,
-                     " WHERE key = $1 AND expires_at > clock_timestamp())"));
+    shared->sql_acquire = absl::StrCat(
+        "WITH g AS (",
+        grant(absl::StrCat(
+            "NOT EXISTS (SELECT 1 FROM ", w,
+            " WHERE key = $1 AND expires_at > clock_timestamp())")),
+        "), ", record, " SELECT token FROM g");
+    shared->sql_holder = absl::StrCat(
+        "SELECT l.owner, l.token, encode(o.host, 'hex'), o.pid, "
+        "encode(o.program, 'hex'), "
+        "(EXTRACT(epoch FROM o.since) * 1000)::bigint FROM ",
+        t, " l LEFT JOIN ", t,
+        "_holders o ON o.key = l.key AND o.owner = l.owner "
+        "WHERE l.key = $1 AND l.expires_at > clock_timestamp()");
     // A waiter ($2) joins at the tail, or pushes its expiry to $3 ms from
     // now; the key's expired waiters (dead) go.
     shared->sql_join = absl::StrCat(
@@ -579,7 +611,7 @@ PostgresLeaseBackend::create(PostgresLeaseOptions options) {
     shared->sql_wait_grab =
         absl::StrCat("WITH head AS (", head, "), g AS (",
                      grant("EXISTS (SELECT 1 FROM head WHERE waiter = $2)"),
-                     "), d AS (DELETE FROM ", w,
+                     "), ", record, ", d AS (DELETE FROM ", w,
                      " WHERE key = $1 AND waiter = $2 AND "
                      "EXISTS (SELECT 1 FROM g)) "
                      "SELECT (SELECT token FROM g), GREATEST(0, CEIL(1000 * "
@@ -647,6 +679,70 @@ PostgresLeaseBackend::create(PostgresLeaseOptions options) {
 
 PostgresLeaseBackend::~PostgresLeaseBackend() {
   internal::set_wait_steps(this, nullptr);
+}
+
+absl::StatusOr<std::optional<Holder>> PostgresLeaseBackend::holder_of(
+    std::string_view key) {
+  if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) {
+    // pg_locks names the server session (backend pid) holding the lock, not
+    // the client process: held or free is all that is sure.
+    absl::StatusOr<Conn> c =
+        connect(shared_->options.conninfo, shared_->options.io_timeout);
+    if (!c.ok()) return c.status();
+    absl::StatusOr<Result> r = run_checked(
+        c->get(), "holder",
+        "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = "
+        "'advisory' AND l.granted AND l.objsubid = 1 AND "
+        "((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint)",
+        {std::to_string(advisory_key(key))}, shared_->options.io_timeout);
+    if (!r.ok()) return r.status();
+    if (!bool_value(*r)) return std::optional<Holder>();
+    return std::optional<Holder>(Holder{});
+  }
+  absl::StatusOr<Result> r =
+      shared_->exec("holder", shared_->sql_holder, {std::string(key)});
+  if (!r.ok()) return r.status();
+  const PGresult* res = r->get();
+  if (PQntuples(res) == 0) return std::optional<Holder>();
+  Holder h;
+  h.owner_id = PQgetvalue(res, 0, 0);
+  std::uint64_t token = 0;
+  if (absl::SimpleAtoi(PQgetvalue(res, 0, 1), &token)) h.token = token;
+  // NULLs: no side row for this grant (an older tierlock granted it).
+  if (!PQgetisnull(res, 0, 2))
+    h.host = absl::HexStringToBytes(PQgetvalue(res, 0, 2));
+  std::int64_t n = 0;
+  if (!PQgetisnull(res, 0, 3) && absl::SimpleAtoi(PQgetvalue(res, 0, 3), &n)) {
+    h.pid = n;
+  }
+  if (!PQgetisnull(res, 0, 4)) {
+    h.program = absl::HexStringToBytes(PQgetvalue(res, 0, 4));
+  }
+  if (!PQgetisnull(res, 0, 5) && absl::SimpleAtoi(PQgetvalue(res, 0, 5), &n)) {
+    h.since = internal::from_unix_ms(n);
+  }
+  return std::optional<Holder>(std::move(h));
+}
+
+absl::StatusOr<std::vector<Holder>> PostgresLeaseBackend::waiters_of(
+    std::string_view key) {
+  if (shared_->options.mode == PostgresLeaseOptions::Mode::kAdvisory) {
+    return LeaseBackend::waiters_of(key);
+  }
+  absl::StatusOr<Result> r =
+      shared_->exec("waiters",
+                    absl::StrCat("SELECT waiter FROM ", shared_->options.table,
+                                 "_waiters WHERE key = $1 AND expires_at > "
+                                 "clock_timestamp() ORDER BY ticket"),
+                    {std::string(key)});
+  if (!r.ok()) return r.status();
+  std::vector<Holder> out;
+  for (int i = 0; i < PQntuples(r->get()); ++i) {
+    Holder h;
+    h.owner_id = PQgetvalue(r->get(), i, 0);
+    out.push_back(std::move(h));
+  }
+  return out;
 }
 
 std::string_view PostgresLeaseBackend::name() const {
@@ -737,9 +833,12 @@ absl::StatusOr<internal::WaitTurn> grab(
     if (!joined.ok()) return joined.status();
   }
   bool sent = false;
+  const internal::GrantMeta meta = internal::this_grant_meta();
   absl::StatusOr<Result> r = sh->exec(
       "acquire", queued ? sh->sql_wait_grab : sh->sql_acquire,
-      {request.key, request.owner_id, ttl}, Clock::time_point::max(), &sent);
+      {request.key, request.owner_id, ttl, absl::BytesToHexString(meta.host),
+       std::to_string(meta.pid), absl::BytesToHexString(meta.program)},
+      Clock::time_point::max(), &sent);
   if (!r.ok() && sent) {
     // Ambiguous: the INSERT may have committed. Expire it if it did (best
     // effort, on another connection; otherwise it lapses at its TTL). Kept,

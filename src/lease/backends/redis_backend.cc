@@ -6,15 +6,18 @@
 #include <sys/time.h>
 
 #include <charconv>
+#include <map>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/string_util.h"
 #include "lease/backends/conn_pool.h"
 #include "lease/backends/fair_wait.h"
+#include "lease/grant_meta.h"
 #include "lease/lease_state.h"
 #include "tierlock/lease_redis.h"
 #include "tierlock/text.h"
@@ -49,11 +52,16 @@ namespace {
   "end "
 
 // KEYS: lease, token, queue (waiter -> ticket), queue expiry (waiter ->
-// ms), ticket counter. ARGV: owner, ttl ms, waiter ('' for a try), waiter
-// ttl ms. A try takes a free key only if no live waiter is queued; a
-// waiter joins (or refreshes its expiry) and takes it only at the head.
-// Returns {1, token} or {0, ms until the state can change without a wake
-// (the head's or the lease's expiry; negative: none)}.
+// ms), ticket counter, holder (hash). ARGV: owner, ttl ms, waiter ('' for a
+// try), waiter ttl ms, then the grant's host, pid, program and since (unix
+// ms) for the holder hash (LeaseBackend::holder_of), which describes the
+// lease only while its owner field equals the lease's value: it has no
+// expiry (one per key, like the token counter) and is replaced at each
+// grant, so renewals and releases need not touch it. A try takes a free key
+// only if no live waiter is queued; a waiter joins (or refreshes its expiry)
+// and takes it only at the head. Returns {1, token} or {0, ms until the state
+// can change without a wake (the head's or the lease's expiry; negative:
+// none)}.
 constexpr char kAcquireScript[] = TL_REDIS_QUEUE_PRELUDE
     "local q, qe, me = KEYS[3], KEYS[4], ARGV[3] "
     "purge(q, qe) "
@@ -78,8 +86,25 @@ constexpr char kAcquireScript[] = TL_REDIS_QUEUE_PRELUDE
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
     "  if me ~= '' then redis.call('ZREM', q, me) redis.call('ZREM', qe, me) "
     "end "
-    "  return {1, redis.call('INCR', KEYS[2])} end "
+    "  local tok = redis.call('INCR', KEYS[2]) "
+    "  redis.call('HSET', KEYS[6], 'owner', ARGV[1], 'token', tok, 'host', "
+    "ARGV[5], 'pid', ARGV[6], 'program', ARGV[7], 'since', ARGV[8]) "
+    "  return {1, tok} end "
     "return {0, redis.call('PTTL', KEYS[1])}";
+// KEYS: lease, holder. Returns {} if the key is free, else {owner, the
+// holder hash as a flat field/value list}.
+constexpr char kHolderScript[] =
+    "local o = redis.call('GET', KEYS[1]) if not o then return {} end "
+    "return {o, redis.call('HGETALL', KEYS[2])}";
+// KEYS: queue, queue expiry. Returns the live waiters in ticket order.
+constexpr char kWaitersScript[] =
+    "local t = redis.call('TIME') "
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+    "local out = {} "
+    "for _, w in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do "
+    "  local e = redis.call('ZSCORE', KEYS[2], w) "
+    "  if e and tonumber(e) > now then out[#out + 1] = w end "
+    "end return out";
 constexpr char kExtendScript[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
     "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
@@ -506,6 +531,9 @@ struct RedisLeaseBackend::Conn {
   std::string lease_key(std::string_view key) const {
     return absl::StrCat(options.prefix, "{", to_absl(key), "}:lease");
   }
+  std::string holder_key(std::string_view key) const {
+    return absl::StrCat(options.prefix, "{", to_absl(key), "}:holder");
+  }
   std::string token_key(std::string_view key) const {
     return absl::StrCat(options.prefix, "{", to_absl(key), "}:token");
   }
@@ -691,13 +719,17 @@ absl::StatusOr<internal::WaitTurn> grab(
       Clock::time_point::max(),
       [&](Link& l) -> absl::StatusOr<Got> {
         const std::string ttl = std::to_string(request.ttl.count());
-        absl::StatusOr<Reply> r =
-            l.eval(kAcquireScript, &RedisConnection::sha_acquire,
-                   {c.lease_key(request.key), c.token_key(request.key),
-                    c.queue_key(request.key), c.queue_expiry_key(request.key),
-                    c.ticket_key(request.key), request.owner_id, ttl,
-                    queued ? request.owner_id : std::string(), ttl},
-                   5);
+        const internal::GrantMeta meta = internal::this_grant_meta();
+        absl::StatusOr<Reply> r = l.eval(
+            kAcquireScript, &RedisConnection::sha_acquire,
+            {c.lease_key(request.key), c.token_key(request.key),
+             c.queue_key(request.key), c.queue_expiry_key(request.key),
+             c.ticket_key(request.key), c.holder_key(request.key),
+             request.owner_id, ttl, queued ? request.owner_id : std::string(),
+             ttl, meta.host, std::to_string(meta.pid), meta.program,
+             std::to_string(
+                 internal::unix_ms(std::chrono::system_clock::now()))},
+            6);
         if (!r.ok()) return r.status();
         const redisReply& a = **r;
         if (a.type != REDIS_REPLY_ARRAY || a.elements != 2 ||
@@ -751,6 +783,92 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> RedisLeaseBackend::try_acquire(
       grab(conn_, request, /*queued=*/false);
   if (!turn.ok()) return turn.status();
   return std::move(turn->session);
+}
+
+absl::StatusOr<std::optional<Holder>> RedisLeaseBackend::holder_of(
+    std::string_view key) {
+  Conn& c = *conn_;
+  return c.with_link(
+      Clock::time_point::max(),
+      [&](Link& l) -> absl::StatusOr<std::optional<Holder>> {
+        // A plain EVAL: read-only and rare, not worth a cached script.
+        absl::StatusOr<Reply> r = l.command(
+            {"EVAL", kHolderScript, "2", c.lease_key(key), c.holder_key(key)});
+        if (!r.ok()) return r.status();
+        const redisReply& a = **r;
+        if (a.type == REDIS_REPLY_ERROR) {
+          return absl::InternalError(
+              absl::StrCat(c.where(), ": holder: ", reply_text(&a)));
+        }
+        if (a.type != REDIS_REPLY_ARRAY) {
+          return absl::InternalError(
+              absl::StrCat(c.where(), ": unexpected reply to holder"));
+        }
+        if (a.elements == 0) return std::optional<Holder>();
+        if (a.elements != 2 || a.element[0]->type != REDIS_REPLY_STRING ||
+            a.element[1]->type != REDIS_REPLY_ARRAY) {
+          return absl::InternalError(
+              absl::StrCat(c.where(), ": unexpected reply to holder"));
+        }
+        Holder h;
+        h.owner_id = reply_text(a.element[0]);
+        const redisReply& f = *a.element[1];
+        std::map<std::string, std::string> fields;
+        for (std::size_t i = 0; i + 1 < f.elements; i += 2) {
+          if (f.element[i]->type != REDIS_REPLY_STRING ||
+              f.element[i + 1]->type != REDIS_REPLY_STRING) {
+            continue;
+          }
+          fields[reply_text(f.element[i])] = reply_text(f.element[i + 1]);
+        }
+        // The hash of an earlier grant (or none: an older tierlock granted
+        // it) says nothing about this one.
+        auto owner = fields.find("owner");
+        if (owner == fields.end() || owner->second != *h.owner_id) {
+          return std::optional<Holder>(std::move(h));
+        }
+        std::uint64_t token = 0;
+        std::int64_t n = 0;
+        if (absl::SimpleAtoi(fields["token"], &token)) h.token = token;
+        if (absl::SimpleAtoi(fields["pid"], &n)) h.pid = n;
+        if (absl::SimpleAtoi(fields["since"], &n)) {
+          h.since = internal::from_unix_ms(n);
+        }
+        if (auto it = fields.find("host"); it != fields.end()) {
+          h.host = it->second;
+        }
+        if (auto it = fields.find("program"); it != fields.end()) {
+          h.program = it->second;
+        }
+        return std::optional<Holder>(std::move(h));
+      });
+}
+
+absl::StatusOr<std::vector<Holder>> RedisLeaseBackend::waiters_of(
+    std::string_view key) {
+  Conn& c = *conn_;
+  return c.with_link(
+      Clock::time_point::max(),
+      [&](Link& l) -> absl::StatusOr<std::vector<Holder>> {
+        absl::StatusOr<Reply> r =
+            l.command({"EVAL", kWaitersScript, "2", c.queue_key(key),
+                       c.queue_expiry_key(key)});
+        if (!r.ok()) return r.status();
+        const redisReply& a = **r;
+        if (a.type != REDIS_REPLY_ARRAY) {
+          return absl::InternalError(absl::StrCat(
+              c.where(), ": unexpected reply to waiters",
+              a.type == REDIS_REPLY_ERROR ? ": " + reply_text(&a) : ""));
+        }
+        std::vector<Holder> out;
+        for (std::size_t i = 0; i < a.elements; ++i) {
+          if (a.element[i]->type != REDIS_REPLY_STRING) continue;
+          Holder h;
+          h.owner_id = reply_text(a.element[i]);
+          out.push_back(std::move(h));
+        }
+        return out;
+      });
 }
 
 namespace {

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/string_util.h"
 #include "lease/backends/fair_wait.h"
+#include "lease/grant_meta.h"
 #include "lease/lease_state.h"
 #include "tierlock/lease_sqlite.h"
 #include "tierlock/text.h"
@@ -60,9 +61,23 @@ class Stmt {
     sqlite3_bind_int64(s_, i, v);
     return *this;
   }
+  // Binds exact bytes (a host or command line need not be UTF-8).
+  Stmt& bind_blob(int i, std::string_view v) {
+    sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()),
+                      SQLITE_TRANSIENT);
+    return *this;
+  }
   // Returns SQLITE_ROW, SQLITE_DONE or an error code.
   int step() { return rc_ = sqlite3_step(s_); }
   std::int64_t int64(int col) { return sqlite3_column_int64(s_, col); }
+  bool null(int col) { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+  std::string blob(int col) {
+    const void* b = sqlite3_column_blob(s_, col);
+    return b ? std::string(
+                   static_cast<const char*>(b),
+                   static_cast<std::size_t>(sqlite3_column_bytes(s_, col)))
+             : std::string();
+  }
   std::string text(int col) {
     const unsigned char* t = sqlite3_column_text(s_, col);
     return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
@@ -279,7 +294,14 @@ constexpr char kSchema[] =
     "NOT NULL,"
     " boot_id TEXT NOT NULL, netns INTEGER NOT NULL, expires_ns INTEGER NOT "
     "NULL,"
-    " UNIQUE (key, waiter));";
+    " UNIQUE (key, waiter));"
+    // Who was granted each key (LeaseBackend::holder_of): a side table, so a
+    // database made by an older tierlock gains it here and its lease table
+    // is unchanged. One row per key, replaced at each grant; it describes
+    // the lease only while its owner matches the lease row's.
+    "CREATE TABLE IF NOT EXISTS tierlock_lease_holders ("
+    " key TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL,"
+    " host BLOB, pid INTEGER, program BLOB, since_ms INTEGER);";
 
 // Refuses a database, WAL or shared-memory file name that is a symbolic
 // link: in a shared directory, whoever planted it would choose where the
@@ -504,6 +526,18 @@ absl::StatusOr<internal::WaitTurn> grab(
     put.bind(7, now + std::chrono::nanoseconds(request.ttl).count());
     if (put.step() != SQLITE_DONE) return roll_back(d, "acquire");
   }
+  {
+    const internal::GrantMeta meta = internal::this_grant_meta();
+    Stmt who(d.db,
+             "INSERT OR REPLACE INTO tierlock_lease_holders "
+             "(key, owner, token, host, pid, program, since_ms) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    if (!who.ok()) return roll_back(d, "prepare acquire");
+    who.bind(1, request.key).bind(2, request.owner_id).bind(3, token);
+    who.bind_blob(4, meta.host).bind(5, meta.pid).bind_blob(6, meta.program);
+    who.bind(7, internal::unix_ms(std::chrono::system_clock::now()));
+    if (who.step() != SQLITE_DONE) return roll_back(d, "record the holder");
+  }
   if (queued) {
     Stmt left(
         d.db,
@@ -610,6 +644,51 @@ absl::StatusOr<std::unique_ptr<LeaseSession>> SqliteLeaseBackend::wait_acquire(
   if (first->session) return std::move(first->session);
   std::unique_ptr<internal::WaitSteps> steps = sqlite_wait_steps(db_, request);
   return internal::fair_wait(request, deadline, stop, *steps);
+}
+
+absl::StatusOr<std::optional<Holder>> SqliteLeaseBackend::holder_of(
+    std::string_view key) {
+  Db& d = *db_;
+  UniqueLock lk(d.mu);
+  Stmt s(d.db,
+         "SELECT l.owner, l.token, h.host, h.pid, h.program, h.since_ms "
+         "FROM tierlock_leases l LEFT JOIN tierlock_lease_holders h "
+         "ON h.key = l.key AND h.owner = l.owner "
+         "WHERE l.key = ?1 AND l.boot_id = ?2 AND l.expires_ns > ?3");
+  if (!s.ok()) return d.error("prepare holder");
+  s.bind(1, key).bind(2, d.boot_id).bind(3, monotonic_ns());
+  const int rc = s.step();
+  if (rc == SQLITE_DONE) return std::optional<Holder>();
+  if (rc != SQLITE_ROW) return d.error("holder");
+  Holder h;
+  h.owner_id = s.text(0);
+  h.token = static_cast<std::uint64_t>(s.int64(1));
+  // No side row (granted by an older tierlock): owner and token only.
+  if (!s.null(2)) h.host = s.blob(2);
+  if (!s.null(3)) h.pid = s.int64(3);
+  if (!s.null(4)) h.program = s.blob(4);
+  if (!s.null(5)) h.since = internal::from_unix_ms(s.int64(5));
+  return std::optional<Holder>(std::move(h));
+}
+
+absl::StatusOr<std::vector<Holder>> SqliteLeaseBackend::waiters_of(
+    std::string_view key) {
+  Db& d = *db_;
+  UniqueLock lk(d.mu);
+  Stmt s(d.db,
+         "SELECT waiter FROM tierlock_lease_waiters WHERE key = ?1 AND "
+         "boot_id = ?2 AND expires_ns > ?3 ORDER BY ticket");
+  if (!s.ok()) return d.error("prepare waiters");
+  s.bind(1, key).bind(2, d.boot_id).bind(3, monotonic_ns());
+  std::vector<Holder> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    Holder h;
+    h.owner_id = s.text(0);
+    out.push_back(std::move(h));
+  }
+  if (rc != SQLITE_DONE) return d.error("waiters");
+  return out;
 }
 
 absl::StatusOr<int> SqliteLeaseBackend::release_all(std::string_view session) {
