@@ -1,8 +1,9 @@
 // tierlock/text.h
 //
-// Makes untrusted text safe to print:
-//   escape_text - a visible, terminal-safe form of any bytes (paths, command
-//                 lines, host and tier names, keys).
+// Makes untrusted text safe to print, and durations readable:
+//   escape_text     - a visible, terminal-safe form of any bytes (paths,
+//                     command lines, host and tier names, keys).
+//   format_duration - a duration as people write it: "313 ms", "2.35 s".
 // Every human-readable message of tierlock (the library's reports and error
 // messages, the `tierlock` command's output) passes untrusted fields through
 // escape_text, so a hostile file name or command line cannot move the cursor,
@@ -10,6 +11,7 @@
 #ifndef TIERLOCK_TEXT_H_
 #define TIERLOCK_TEXT_H_
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -36,6 +38,12 @@ namespace tierlock {
 //   escape_text("x\u202ey")        == "x\\u202ey"
 //   escape_text("caf\xc3\xa9")     == "caf\xc3\xa9"  (unchanged)
 std::string escape_text(std::string_view text);
+
+// Returns `d` rounded for people, as every tierlock message writes waits and
+// timeouts: "0.4 ms" (under 10 ms), "313 ms" (under 1 s), "2.35 s" (under
+// 10 s), "12.3 s" (under a minute), "2 min 5 s", "1 h 30 min". Negative
+// durations are written as zero. Thread-safe, never fails.
+std::string format_duration(std::chrono::nanoseconds d);
 
 }  // namespace tierlock
 

@@ -340,10 +340,9 @@ absl::Status wait_failed(const LockEntry& entry, absl::StatusCode code,
   return internal::with_kind(
       absl::Status(
           code, absl::StrCat("acquire '", platform::path_text(lock_file), "' (",
-                             internal::to_absl(mode_name(mode)), "): ",
-                             cancelled ? "cancelled" : "timed out", " after ",
-                             absl::FormatDuration(absl::FromChrono(waited)),
-                             "; ", holder)),
+                             internal::to_absl(mode_name(mode)),
+                             "): ", cancelled ? "cancelled" : "timed out",
+                             " after ", format_duration(waited), "; ", holder)),
       cancelled ? ErrorKind::kCancelled : ErrorKind::kTimeout);
 }
 

@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "lease/backends/fair_wait.h"
+#include "tierlock/text.h"
 
 namespace tierlock::internal {
 
@@ -183,9 +184,7 @@ class LeaseWaitPoller {
 
 // ------------------------------------------------------- one async acquire
 
-std::string seconds(std::chrono::nanoseconds d) {
-  return absl::StrFormat("%.3fs", std::chrono::duration<double>(d).count());
-}
+std::string seconds(std::chrono::nanoseconds d) { return format_duration(d); }
 
 std::chrono::nanoseconds jittered(std::chrono::nanoseconds step) {
   thread_local std::minstd_rand rng(std::random_device{}());

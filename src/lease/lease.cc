@@ -72,9 +72,7 @@ std::string holder_text_of(LeaseBackend& backend, std::string_view key) {
   return describe_lease_holder(**h);
 }
 
-std::string seconds(std::chrono::nanoseconds d) {
-  return absl::StrFormat("%.3fs", std::chrono::duration<double>(d).count());
-}
+std::string seconds(std::chrono::nanoseconds d) { return format_duration(d); }
 
 // Sleeps until `until` or a stop request, whichever is first. Returns false if
 // stopped.

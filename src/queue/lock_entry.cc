@@ -11,6 +11,7 @@
 #include "base/string_util.h"
 #include "queue/registry_impl.h"
 #include "queue/worker_pool.h"
+#include "tierlock/text.h"
 
 namespace tierlock::internal {
 
@@ -768,12 +769,11 @@ absl::Status LockEntry::wait_failed(const WaitPolicy& policy,
     return policy.wait_failed(*this, code, mode, waited);
   }
   return absl::Status(
-      code,
-      absl::StrCat(
-          "acquire '", platform::path_text(file_.path()), "' (",
-          to_absl(mode_name(mode)), "): ",
-          code == absl::StatusCode::kCancelled ? "cancelled" : "timed out",
-          " after ", absl::FormatDuration(absl::FromChrono(waited))));
+      code, absl::StrCat("acquire '", platform::path_text(file_.path()), "' (",
+                         to_absl(mode_name(mode)), "): ",
+                         code == absl::StatusCode::kCancelled ? "cancelled"
+                                                              : "timed out",
+                         " after ", format_duration(waited)));
 }
 
 std::size_t LockEntry::waiting() const {

@@ -2,6 +2,7 @@
 // shown escaped, valid text is kept, and the result is itself harmless.
 #include "tierlock/text.h"
 
+#include <chrono>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -89,4 +90,18 @@ TEST(EscapeTextTest, ResultOfEveryByteIsHarmless) {
 }
 
 }  // namespace
+TEST(FormatDurationTest, RoundsForPeople) {
+  using namespace std::chrono_literals;
+  EXPECT_EQ(tierlock::format_duration(0ns), "0.0 ms");
+  EXPECT_EQ(tierlock::format_duration(-5ms), "0.0 ms");
+  EXPECT_EQ(tierlock::format_duration(432us), "0.4 ms");
+  EXPECT_EQ(tierlock::format_duration(313'325'890ns), "313 ms");
+  EXPECT_EQ(tierlock::format_duration(2'345ms), "2.35 s");  // not 2.345s
+  EXPECT_EQ(tierlock::format_duration(12'340ms), "12.3 s");
+  EXPECT_EQ(tierlock::format_duration(125s), "2 min 5 s");
+  EXPECT_EQ(tierlock::format_duration(120s), "2 min");
+  EXPECT_EQ(tierlock::format_duration(90min), "1 h 30 min");
+  EXPECT_EQ(tierlock::format_duration(std::chrono::hours(48)), "48 h");
+}
+
 }  // namespace tierlock

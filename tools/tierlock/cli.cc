@@ -149,20 +149,7 @@ bool split_operands(const std::vector<std::string>& tokens, bool after_marker,
 }
 
 std::string human_duration(std::chrono::nanoseconds d) {
-  const double s = std::chrono::duration<double>(d).count();
-  if (s < 0.01) return absl::StrFormat("%.1f ms", s * 1e3);
-  if (s < 1) return absl::StrFormat("%.0f ms", s * 1e3);
-  if (s < 10) return absl::StrFormat("%.2f s", s);
-  if (s < 60) return absl::StrFormat("%.1f s", s);
-  const auto whole = static_cast<long long>(std::llround(s));
-  if (whole < 3600) {
-    return absl::StrCat(whole / 60, " min", whole % 60 == 0 ? "" : " ",
-                        whole % 60 == 0 ? "" : absl::StrCat(whole % 60, " s"));
-  }
-  const long long minutes = (whole + 30) / 60;
-  return absl::StrCat(
-      minutes / 60, " h",
-      minutes % 60 == 0 ? "" : absl::StrCat(" ", minutes % 60, " min"));
+  return format_duration(d);
 }
 
 namespace {
