@@ -386,10 +386,11 @@ std::string FaultHistoryResult::summary() const {
       "(freeze %d, drop "
       "replies %d, cut %d; %d on the holder), acquire errors %d, writes %d "
       "accepted / %d "
-      "rejected, min lost()->next grant sent %s, held() max %.3f ms",
+      "rejected, min lost()->next grant sent %s (%d grants in flight across "
+      "the previous end), held() max %.3f ms",
       grants, losses, expired_on_arrival, freezes + drops + cuts, freezes,
       drops, cuts, faults_on_holder, acquire_errors, writes_accepted,
-      writes_rejected, gap, ms_of(max_held_latency.count()));
+      writes_rejected, gap, in_flight_at_end, ms_of(max_held_latency.count()));
 }
 
 FaultHistoryResult check_fault_history(std::vector<FaultHistoryWorker> workers,
@@ -527,8 +528,10 @@ FaultHistoryResult check_fault_history(std::vector<FaultHistoryWorker> workers,
                             a.worker, ", ", b.worker, ")"));
         continue;
       }
-      const std::int64_t bound = a.ended_by_loss ? b.sent : b.granted;
-      if (!a.expired_on_arrival && a.end >= bound) {
+      if (!a.expired_on_arrival && b.sent <= a.end && a.end < b.granted) {
+        ++out.in_flight_at_end;
+      }
+      if (!a.expired_on_arrival && a.end >= b.granted) {
         report(absl::StrCat(
             "overlap: worker ", a.worker, " token ", a.token, " held [",
             at(a.sent), ", ", at(a.end), "] (ended by ",

@@ -96,6 +96,10 @@ struct FaultHistoryResult {
   // request was sent (positive: the holder knew first). max() if none.
   std::chrono::nanoseconds min_loss_to_next_grant =
       std::chrono::nanoseconds::max();
+  // Grants whose request was sent before the previous window ended and
+  // whose reply came after it (see (b)): the service's order cannot be
+  // told from here.
+  int in_flight_at_end = 0;
   std::chrono::nanoseconds max_held_latency{0};  // slowest held() call
   std::string summary() const;
 };
@@ -108,10 +112,13 @@ struct FaultHistoryResult {
 //      newer one);
 //  (b) unfenced windows never overlap: a holder's window runs from its
 //      winning request's send to lost() or to the start of its release()
-//      (none if the grant came back already past its valid_until()); a
-//      window that ended in lost() ends before the next owner's winning
-//      request was *sent*; one that ended in release() ends before the next
-//      grant came back (its request may be in flight during the release);
+//      (none if the grant came back already past its valid_until()); it
+//      ends before the next owner's grant came back. The service granted
+//      that request somewhere between its send and its reply, and a send
+//      is no grant: the request may wait in the contender's own frozen
+//      proxy or reconnect first (seen: 600 ms in flight). Grants whose
+//      request was in flight across the end are counted (in_flight_at_end);
+//      an overlap is reported when the reply came before the end;
 //  (c) progress: at least min_grants grants, and every faulted worker is
 //      granted the key again after its last heal (no wedged connection);
 //  (d) no write starts after its holder's lost() fired.
