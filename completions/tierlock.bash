@@ -28,7 +28,7 @@ _tierlock() {
     -E --conflict-exit-code --tier --lock-name --create -o --close
     --refuse-unsafe -c --command --reentrant --verbose -q --quiet
     --backend --key --ttl --kill-after'
-  local status_opts='-h --help --json --lock-name'
+  local status_opts='-h --help --json --lock-name --backend --key'
   local lock_opts='-h --help --fd -s --shared -u --unlock -n --no-wait
     -w --timeout -E --conflict-exit-code --verbose -q --quiet'
 
@@ -102,7 +102,7 @@ _tierlock() {
       COMPREPLY=($(compgen -W '-h --help' -- "$cur"))
       ;;
     status)
-      if [[ $prev == --lock-name ]]; then
+      if [[ $prev == --lock-name || $prev == --backend || $prev == --key ]]; then
         return 0
       fi
       if [[ $cur == -* ]]; then

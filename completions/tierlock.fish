@@ -108,6 +108,8 @@ set -l status_opts '__fish_seen_subcommand_from status'
 complete -c tierlock -n $status_opts -s h -l help -d 'Print help and exit'
 complete -c tierlock -n $status_opts -l json -d 'One JSON object per directory and line'
 complete -c tierlock -n $status_opts -l lock-name -x -d 'The lock file\'s name inside DIR'
+complete -c tierlock -n $status_opts -l backend -x -d 'A lease backend URL: show the holder of --key there'
+complete -c tierlock -n $status_opts -l key -x -d 'The lease key to show (with --backend)'
 complete -c tierlock -n $status_opts -x -a '(__fish_complete_directories)'
 
 # tierlock lock
