@@ -91,8 +91,10 @@ void PoolState::time() {
       continue;
     }
     auto first = timers.begin();
-    if (Clock::now() < first->first) {
-      timer_cv.wait_until(lk, first->first);
+    // A copy: while this waits (mu released), cancel_timer may erase the
+    // node the time lives in.
+    if (const Clock::time_point when = first->first; Clock::now() < when) {
+      timer_cv.wait_until(lk, when);
       continue;
     }
     Task task = std::move(first->second.second);
